@@ -1,0 +1,28 @@
+"""weightlake: a data lake and query engine over weight zoos.
+
+>>> import weightlake as wl
+>>> lake = wl.open_lake("lake")          # doctest: +SKIP
+>>> lake.models().collect()              # doctest: +SKIP
+
+Importing the package is cheap: torch, duckdb and POT are imported by the functions
+that need them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from weightlake.lake import Lake
+
+
+def open_lake(path: Any = None, *, create: bool = False) -> "Lake":
+    """Open a lake at ``path`` (default: ``$WEIGHTLAKE_LAKE``, else ``./lake``), pinned to its current snapshot."""
+    from weightlake.lake import open_lake as _open
+
+    return _open(path, create=create)
+
+
+__all__ = ["open_lake", "__version__"]
