@@ -1,0 +1,228 @@
+"""What every zoo ingester shares: the metadata schema, content hashes, and one commit path.
+
+Readers of each source format (CSV zoo, checkpoint folders) turn files into blocks of
+metadata rows plus float32 weight rows and hand them to a :class:`ZooWriter`, which
+
+* hashes each weight row (BLAKE2b-128 of its float32 bytes),
+* skips rows the zoo already holds (same hash, init, activation, epoch, classes), so
+  re-ingesting a file adds nothing, and says so,
+* finds rows that share a weight vector (early-stopped models filed under several epoch
+  bins) and reports them instead of hiding them,
+* writes weights into a new Zarr segment as they arrive (memory stays flat), and
+* commits metadata + segment atomically in one snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import Architecture
+from weightlake.storage.snapshot import Manifest
+from weightlake.storage.transaction import Transaction
+
+META_SCHEMA: dict[str, Any] = {
+    "init": pl.String,
+    "activation": pl.String,
+    "epoch": pl.Int32,
+    "actual_epoch": pl.Int32,
+    "classes": pl.List(pl.Int8),
+    "class_mask": pl.Int32,
+    "n_classes": pl.Int8,
+    "accuracy": pl.Float64,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "weights_hash": pl.String,
+}
+"""Columns every ingester provides (``model_id``, ``zoo`` and ``arch`` are added at commit)."""
+
+IDENTITY = ("weights_hash", "init", "activation", "epoch", "class_mask")
+"""A row with the same identity as one already in the zoo is not added again."""
+
+
+def label_text(classes: Any) -> str:
+    """The CSV/folder label of a class list: ``[0, 1, 7]``."""
+    return "[" + ", ".join(str(int(c)) for c in classes) + "]"
+
+
+def class_mask(classes: Any) -> int:
+    out = 0
+    for c in classes:
+        out |= 1 << int(c)
+    return out
+
+
+def hash_rows(rows: np.ndarray) -> list[str]:
+    """BLAKE2b-128 of each row's float32 bytes (hex)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest() for r in rows]
+
+
+def conform(meta: pl.DataFrame) -> pl.DataFrame:
+    """Cast to :data:`META_SCHEMA`, adding missing columns as nulls; extra columns are kept."""
+    cols = [pl.col(c).cast(t) if c in meta.columns else pl.lit(None, dtype=t).alias(c)
+            for c, t in META_SCHEMA.items()]
+    extra = [c for c in meta.columns if c not in META_SCHEMA]
+    return meta.select(*cols, *extra)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts, duplicates found, rejects, and the snapshot it made."""
+
+    zoo: str
+    source: str
+    rows_read: int = 0
+    rows_added: int = 0
+    rows_rejected: int = 0
+    rows_already_present: int = 0
+    already_ingested: bool = False
+    duplicate_groups: int = 0
+    duplicate_rows: int = 0
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
+    rejects_path: str | None = None
+    snapshot: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.source}: read {self.rows_read} rows, added {self.rows_added} models to zoo {self.zoo!r}"
+               + (f" (snapshot {self.snapshot})" if self.snapshot is not None else "")]
+        if self.already_ingested:
+            out.append("  this source was ingested before with the same content: nothing added")
+        elif self.rows_already_present:
+            out.append(f"  {self.rows_already_present} rows were already in the zoo and were not added again")
+        if self.rows_rejected:
+            out.append(f"  {self.rows_rejected} bad rows skipped; see {self.rejects_path}")
+        if self.duplicate_groups:
+            out.append(f"  {self.duplicate_rows} rows share a weight vector with another row "
+                       f"({self.duplicate_groups} groups; early-stopped models filed under several epochs)")
+            for ex in self.duplicate_examples[:3]:
+                out.append(f"    e.g. {ex}")
+        for key, value in self.extra.items():
+            out.append(f"  {key}: {value}")
+        out.append(f"  {self.seconds:.1f} s")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ZooWriter:
+    """Stream metadata + weight blocks of one zoo into a transaction.
+
+    Weight hashing and Zarr writes run on a background thread so they overlap with the
+    reader's parsing; :meth:`finish` waits for them and registers the models.
+    """
+
+    def __init__(self, tx: Transaction, zoo: str, arch: Architecture, report: IngestReport, *,
+                 codec: str = "none") -> None:
+        self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
+        self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec)
+        self._existing = existing_identities(tx.parent, tx.root, zoo)
+        self._seen: set[tuple[Any, ...]] = set()
+        self._meta: list[pl.DataFrame] = []
+        self._queue: queue.Queue[tuple[np.ndarray, pl.DataFrame] | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="weightlake-zoo-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, meta: pl.DataFrame, weights: np.ndarray) -> None:
+        """Queue a block: ``meta`` rows describe ``weights`` rows (same order)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((weights, meta))
+
+    def _work(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                weights, meta = item
+                meta = conform(meta.with_columns(weights_hash=pl.Series(hash_rows(weights), dtype=pl.String)))
+                keep = self._new_rows(meta)
+                if not keep.all():
+                    self.report.rows_already_present += int((~keep).sum())
+                    meta, weights = meta.filter(pl.Series(keep)), weights[keep]
+                if len(weights):
+                    self.segment.append(weights)
+                    self._meta.append(meta)
+        except BaseException as exc:  # surfaced to the producer on its next add() or finish()
+            self._error = exc
+            while self._queue.get() is not None:
+                pass
+
+    def _new_rows(self, meta: pl.DataFrame) -> np.ndarray:
+        keys = meta.select(IDENTITY).rows()
+        keep = np.ones(len(keys), dtype=bool)
+        for i, key in enumerate(keys):
+            if key in self._existing or key in self._seen:
+                keep[i] = False
+            else:
+                self._seen.add(key)
+        return keep
+
+    def finish(self) -> pl.DataFrame | None:
+        """Wait for the writer thread and register the models; ``None`` if nothing new."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self._meta:
+            self.segment.close()
+            return None
+        meta = pl.concat(self._meta, how="vertical_relaxed")
+        self.report.rows_added = meta.height
+        written = self.tx.add_models(self.zoo, self.arch, meta, self.segment)
+        _report_duplicates(written, self.report)
+        return written
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def existing_identities(manifest: Manifest, root: Path, zoo: str) -> set[tuple[Any, ...]]:
+    entry = manifest.zoos.get(zoo)
+    if entry is None or not entry.model_files:
+        return set()
+    df = pl.read_parquet([str(root / f) for f in entry.model_files], hive_partitioning=True,
+                         hive_schema={"zoo": pl.String, "activation": pl.String},
+                         columns=[c for c in IDENTITY if c != "activation"] + ["activation"])
+    return set(df.select(IDENTITY).rows())
+
+
+def _report_duplicates(meta: pl.DataFrame, report: IngestReport) -> None:
+    dup = (meta.group_by("weights_hash").agg(n=pl.len(), model_ids=pl.col("model_id"), epochs=pl.col("epoch"),
+                                             classes=pl.col("classes").first(),
+                                             activation=pl.col("activation").first())
+           .filter(pl.col("n") > 1).sort("n", descending=True))
+    report.duplicate_groups = dup.height
+    report.duplicate_rows = int(dup["n"].sum()) if dup.height else 0
+    report.duplicate_examples = [
+        {"classes": list(r["classes"]), "activation": r["activation"], "epochs": sorted(r["epochs"]),
+         "model_ids": r["model_ids"][:6]} for r in dup.head(5).iter_rows(named=True)]
+
+
+def source_seen(manifest: Manifest, zoo: str, sha256: str) -> Mapping[str, Any] | None:
+    """The earlier ingest of a source with this content into this zoo, if any."""
+    for src in manifest.sources:
+        if src.get("zoo") == zoo and src.get("sha256") == sha256:
+            return src
+    return None
+
+
+def file_sha256(path: Path, *, block: int = 8 << 20, stop: Callable[[], bool] | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+            if stop is not None and stop():
+                return ""
+    return h.hexdigest()

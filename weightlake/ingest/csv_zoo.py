@@ -1,0 +1,391 @@
+"""The CSV zoo (``Merged zoo.csv``): streaming ingestion and exact export.
+
+Columns, in order (see ``zoo-formats.md`` section 2): ``label``, digit one-hots ``0``..``9``,
+activation one-hots in :data:`~weightlake.arch.ACTIVATIONS` order, the architecture's
+weight columns (``weight i`` / ``bias i``), ``Accuracy``, ``epoch``.
+
+Ingestion parses with polars in row batches (the file is never held whole), validates
+each batch with vectorised checks, and streams weights into a Zarr segment.  Any problem
+is reported with file, row (1-based line number in the file, header = line 1) and column.
+When polars itself cannot parse the file (a non-numeric field, a ragged line), a slower
+line-by-line pass finds exactly where.
+
+Round-trip law: ``read(export(ingest(f)))`` equals ``read(f)`` value for value (weights as
+float32, accuracy as float64, labels and one-hots exactly).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
+from weightlake.errors import IngestError
+from weightlake.ingest.common import IngestReport, ZooWriter, file_sha256, source_seen
+from weightlake.storage.transaction import transaction
+
+DIGITS = tuple(str(d) for d in range(10))
+LABEL_RE = r"^\[\d(, \d)*\]$"
+ProgressFn = Callable[[int], None]
+
+
+def csv_columns(arch: Architecture = CNN_S) -> list[str]:
+    """The exact header of a CSV zoo of this architecture."""
+    return ["label", *DIGITS, *ACTIVATIONS, *arch.csv_columns(), "Accuracy", "epoch"]
+
+
+def csv_schema(arch: Architecture = CNN_S) -> dict[str, Any]:
+    schema: dict[str, Any] = {"label": pl.String}
+    schema.update({d: pl.Float64 for d in DIGITS})
+    schema.update({a: pl.Float64 for a in ACTIVATIONS})
+    schema.update({c: pl.Float32 for c in arch.csv_columns()})
+    schema.update({"Accuracy": pl.Float64, "epoch": pl.Float64})
+    return schema
+
+
+@dataclass(frozen=True)
+class BadRow:
+    row: int
+    column: str | None
+    reason: str
+
+
+# -- header and diagnosis -------------------------------------------------------------------
+def check_header(path: Path, arch: Architecture) -> None:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IngestError(f"cannot read the file: {exc}", path=str(path)) from exc
+    if not header:
+        raise IngestError("the file is empty; expected a CSV zoo with a header line", path=str(path), row=1)
+    expected = csv_columns(arch)
+    if header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]
+    if len(header) != len(expected):
+        hint = " (is there an index column? export with index=False)" if len(header) == len(expected) + 1 else ""
+        raise IngestError(f"expected {len(expected)} columns for architecture {arch.name!r}, "
+                          f"the header has {len(header)}{hint}", path=str(path), row=1)
+    for i, (got, want) in enumerate(zip(header, expected, strict=True)):
+        if got != want:
+            raise IngestError(f"header column {i} is {got!r}, expected {want!r}", path=str(path), row=1, column=got)
+
+
+def diagnose(path: Path, arch: Architecture, limit: int | None = 1) -> list[BadRow]:
+    """Find lines polars could not parse (ragged or non-numeric), line by line; slow path."""
+    cols = csv_columns(arch)
+    bad: list[BadRow] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for line_no, fields in enumerate(reader, start=2):
+            problem = _line_problem(fields, cols)
+            if problem:
+                bad.append(BadRow(line_no, *problem))
+                if limit is not None and len(bad) >= limit:
+                    break
+    return bad
+
+
+def _line_problem(fields: list[str], cols: list[str]) -> tuple[str | None, str] | None:
+    if len(fields) != len(cols):
+        what = "truncated line" if len(fields) < len(cols) else "too many fields"
+        return (cols[len(fields)] if len(fields) < len(cols) else None,
+                f"{what}: {len(fields)} fields, expected {len(cols)}")
+    for name, value in zip(cols[1:], fields[1:], strict=True):
+        try:
+            float(value)
+        except ValueError:
+            return name, f"not a number: {value[:40]!r}"
+    return None
+
+
+def _clean_copy(path: Path, bad_rows: set[int], tmpdir: str) -> tuple[Path, np.ndarray]:
+    """A copy without the bad lines, and the original line number of each kept data line."""
+    out = Path(tmpdir) / "clean.csv"
+    kept: list[int] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as src, open(out, "w", newline="") as dst:
+        dst.write(src.readline())
+        for line_no, line in enumerate(src, start=2):
+            if line_no not in bad_rows:
+                dst.write(line if line.endswith("\n") else line + "\n")
+                kept.append(line_no)
+    return out, np.asarray(kept, dtype=np.int64)
+
+
+# -- batch validation ------------------------------------------------------------------------
+def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np.ndarray, list[BadRow]]:
+    """Check a parsed batch; returns (metadata, weights, bad rows).  ``batch`` has ``_row``."""
+    weight_cols = arch.csv_columns()
+    problems: list[BadRow] = []
+    rows = batch["_row"].to_numpy()
+
+    nulls = batch.select(pl.all().exclude("_row").is_null()).to_numpy()
+    for i in np.flatnonzero(nulls.any(axis=1)):
+        col = batch.columns[1 + int(np.argmax(nulls[i]))] if batch.columns[0] == "_row" else None
+        problems.append(BadRow(int(rows[i]), col, "missing value (truncated line or empty field)"))
+
+    meta = batch.select(
+        "_row", "label",
+        label_ok=pl.col("label").str.contains(LABEL_RE),
+        classes=pl.col("label").str.extract_all(r"\d").cast(pl.List(pl.Int8)),
+        onehot=pl.sum_horizontal([pl.col(d).fill_null(0).cast(pl.Int64) * (1 << i) for i, d in enumerate(DIGITS)]),
+        onehot_ok=pl.all_horizontal([pl.col(d).is_in([0.0, 1.0]) for d in DIGITS]),
+        act_sum=pl.sum_horizontal(ACTIVATIONS),
+        act_ok=pl.all_horizontal([pl.col(a).is_in([0.0, 1.0]) for a in ACTIVATIONS]),
+        act_idx=pl.concat_list(ACTIVATIONS).list.arg_max(),
+        accuracy=pl.col("Accuracy"), epoch=pl.col("epoch"),
+    ).with_columns(
+        class_mask=pl.col("classes").list.eval(pl.lit(2, pl.Int64).pow(pl.element().cast(pl.Int64))).list.sum().cast(pl.Int32),
+        sorted_ok=pl.col("classes").list.eval(pl.element().diff().drop_nulls() > 0).list.all(),
+    )
+    checks = [
+        ("label", ~(meta["label_ok"].fill_null(False) & meta["sorted_ok"].fill_null(False)),
+         "malformed label: expected a sorted list of distinct digits like '[0, 3, 7]'"),
+        ("0", ~meta["onehot_ok"].fill_null(False), "digit one-hot values must be 0 or 1"),
+        ("0", meta["onehot"] != meta["class_mask"],
+         "label and digit one-hot columns disagree"),
+        (ACTIVATIONS[0], ~(meta["act_ok"].fill_null(False) & (meta["act_sum"] == 1.0)),
+         "activation one-hot must hold exactly one 1.0"),
+        ("Accuracy", ~meta["accuracy"].is_finite().fill_null(False), "accuracy is not a finite number"),
+        ("epoch", (meta["epoch"].fill_null(-1) % 1 != 0) | (meta["epoch"].fill_null(-1) < 0),
+         "epoch must be a non-negative integer"),
+    ]
+    for column, mask, reason in checks:
+        for i in np.flatnonzero(mask.fill_null(True).to_numpy()):
+            col = column
+            if reason.startswith("label and digit"):
+                col = _first_onehot_mismatch(batch, int(i), int(meta["class_mask"][int(i)] or 0))
+            problems.append(BadRow(int(rows[i]), col, f"{reason} (label {meta['label'][int(i)]!r})"))
+
+    weights = np.ascontiguousarray(batch.select(weight_cols).to_numpy(), dtype=np.float32)
+    finite = np.isfinite(weights)
+    for i in np.flatnonzero(~finite.all(axis=1)):
+        j = int(np.argmin(finite[i]))
+        problems.append(BadRow(int(rows[i]), weight_cols[j], f"weight is {weights[i, j]!r}, not a finite number"))
+
+    out = meta.select(
+        classes="classes", class_mask="class_mask",
+        n_classes=pl.col("classes").list.len().cast(pl.Int8),
+        activation=pl.col("act_idx").replace_strict(list(range(len(ACTIVATIONS))), list(ACTIVATIONS),
+                                                    default=None, return_dtype=pl.String),
+        epoch=pl.col("epoch").cast(pl.Int32, strict=False), accuracy="accuracy",
+        source_row="_row",
+    )
+    return out, weights, sorted(problems, key=lambda b: b.row)
+
+
+def _first_onehot_mismatch(batch: pl.DataFrame, i: int, mask: int) -> str:
+    for d in range(10):
+        if int(batch[str(d)][i] or 0) != (mask >> d) & 1:
+            return str(d)
+    return "0"
+
+
+# -- ingest -------------------------------------------------------------------------------------
+def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture = CNN_S,
+               on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 2048,
+               codec: str = "none", progress: ProgressFn | None = None) -> IngestReport:
+    """Ingest a CSV zoo into ``zoo`` with initialisation ``init`` (the file does not say it).
+
+    Parameters
+    ----------
+    on_error
+        ``"abort"`` (default): the first bad row raises :class:`IngestError` and the lake is
+        unchanged.  ``"skip"``: bad rows are left out and written to ``rejects_path``
+        (default ``<file>.rejects.csv``) with row, column and reason.
+    progress
+        Called with the number of bytes of the file consumed so far.
+
+    Returns
+    -------
+    IngestReport
+    """
+    if on_error not in ("abort", "skip"):
+        raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    root, path = Path(lake_root), Path(path)
+    if not path.is_file():
+        raise IngestError("no such file", path=str(path))
+    check_header(path, arch)
+    started = time.perf_counter()
+    report = IngestReport(zoo=zoo, source=str(path))
+    hasher = _BackgroundHash(path)
+    with transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
+        earlier: Any = None
+        writer = ZooWriter(tx, zoo, arch, report, codec=codec)
+        rejects: list[BadRow] = []
+        try:
+            for meta, weights, bad in _batches(path, arch, batch_rows, on_error, tmpdir, progress):
+                if bad:
+                    if on_error == "abort":
+                        b = bad[0]
+                        raise IngestError(b.reason, path=str(path), row=b.row, column=b.column)
+                    rejects += bad
+                    keep = ~meta["source_row"].is_in([b.row for b in bad]).to_numpy()
+                    meta, weights = meta.filter(pl.Series(keep)), weights[keep]
+                report.rows_read += len(weights) + len({b.row for b in bad})
+                writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
+                earlier = earlier or (hasher.done and source_seen(tx.parent, zoo, hasher.digest))
+                if earlier:
+                    break
+            earlier = earlier or source_seen(tx.parent, zoo, hasher.result())
+            if earlier:
+                writer.abort()
+                report.already_ingested = True
+                report.rows_added = 0
+                report.extra["first ingested at snapshot"] = earlier.get("snapshot")
+            else:
+                written = writer.finish()
+                report.rows_rejected = len({b.row for b in rejects})
+                if rejects:
+                    report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
+                tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "sha256": hasher.result(),
+                                  "rows": report.rows_read, "init": init})
+                if written is not None or rejects:
+                    manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
+                                          "summary": f"+{report.rows_added} models from {path.name}"})
+                    report.snapshot = manifest.version
+        finally:
+            writer.abort()
+            hasher.stop()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmpdir: str,
+             progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
+    source, line_of = path, None
+    bad_parse: list[BadRow] = []
+    try:
+        yield from _parse(source, arch, batch_rows, line_of, [], progress)
+        return
+    except pl.exceptions.PolarsError as exc:
+        bad_parse = diagnose(path, arch, limit=1 if on_error == "abort" else None)
+        if not bad_parse:
+            raise IngestError(f"could not parse the file: {str(exc).splitlines()[0]}", path=str(path)) from exc
+        if on_error == "abort":
+            b = bad_parse[0]
+            raise IngestError(b.reason, path=str(path), row=b.row, column=b.column) from None
+    # skip mode after a parse failure: parse a copy without the unparseable lines
+    source, line_of = _clean_copy(path, {b.row for b in bad_parse}, tmpdir)
+    yield from _parse(source, arch, batch_rows, line_of, bad_parse, progress, restart=True)
+
+
+def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
+           first_bad: list[BadRow], progress: ProgressFn | None,
+           restart: bool = False) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
+    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2)
+    size = max(source.stat().st_size, 1)
+    done_rows = 0
+    pending = list(first_bad)
+    for batch in lf.collect_batches(chunk_size=batch_rows):
+        if line_of is not None:
+            batch = batch.with_columns(_row=pl.Series(line_of[batch["_row"].to_numpy() - 2]))
+        meta, weights, bad = _validate(batch, arch)
+        if pending:
+            bad, pending = sorted(bad + pending, key=lambda b: b.row), []
+        done_rows += batch.height
+        if progress is not None:
+            progress(min(size, int(done_rows * size / max(_estimate_rows(source, size), done_rows))))
+        yield meta, weights, bad
+    if pending:  # every line was bad
+        yield pl.DataFrame(schema={"source_row": pl.Int64}), np.empty((0, arch.n_params), np.float32), pending
+
+
+_ROW_ESTIMATE: dict[str, int] = {}
+
+
+def _estimate_rows(path: Path, size: int) -> int:
+    key = str(path)
+    if key not in _ROW_ESTIMATE:
+        with open(path, "rb") as fh:
+            fh.readline()
+            sample = fh.read(1 << 20)
+        per_row = max(len(sample) // max(sample.count(b"\n"), 1), 1)
+        _ROW_ESTIMATE[key] = max(size // per_row, 1)
+    return _ROW_ESTIMATE[key]
+
+
+def _write_rejects(rejects: list[BadRow], target: Path | str, source: Path) -> Path:
+    target = Path(target)
+    with open(target, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "row", "column", "reason"])
+        for b in rejects:
+            w.writerow([str(source), b.row, b.column or "", b.reason])
+    return target
+
+
+class _BackgroundHash:
+    """SHA-256 of the file on a thread, overlapping the parse (hashlib releases the GIL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._stop = False
+        self.digest = ""
+        self.done = False
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        self.digest = file_sha256(path, stop=lambda: self._stop)
+        self.done = True
+
+    def result(self) -> str:
+        self._thread.join()
+        return self.digest
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+# -- export --------------------------------------------------------------------------------------
+def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str | None = None,
+               params: dict[str, Any] | None = None, batch_rows: int = 4096,
+               progress: ProgressFn | None = None) -> int:
+    """Write models (optionally filtered by a SQL ``where`` over ``models``) in the exact CSV zoo format.
+
+    Returns the number of rows written.  Rows come out ordered by ``model_id``.
+    """
+    zoo = zoo or lake._only_zoo()
+    arch = lake.arch(zoo)
+    sql = "SELECT model_id, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
+    if where:
+        sql += f" AND ({where})"
+    meta = lake.sql(sql + " ORDER BY model_id", {"zoo": zoo, **(params or {})})
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    names = csv_columns(arch)
+    with open(tmp, "wb") as fh:
+        fh.write((",".join(f'"{n}"' if "," in n else n for n in names) + "\n").encode())
+        for start in range(0, meta.height, batch_rows):
+            part = meta.slice(start, batch_rows)
+            weights = lake.weights_numpy(part["model_id"].to_numpy())
+            _frame(part, weights, arch).write_csv(fh, include_header=False, float_precision=None)
+            if progress is not None:
+                progress(part.height)
+    os.replace(tmp, out)
+    return meta.height
+
+
+def _frame(meta: pl.DataFrame, weights: np.ndarray, arch: Architecture) -> pl.DataFrame:
+    mask = meta["class_mask"].to_numpy()
+    act = meta["activation"].to_list()
+    cols: dict[str, Any] = {"label": [("[" + ", ".join(str(c) for c in cl) + "]") for cl in meta["classes"].to_list()]}
+    for d in range(10):
+        cols[str(d)] = pl.Series(((mask >> d) & 1).astype(np.int64))
+    for a in ACTIVATIONS:
+        cols[a] = pl.Series([1.0 if x == a else 0.0 for x in act], dtype=pl.Float64)
+    frame = pl.DataFrame(cols)
+    wdf = pl.from_numpy(weights, schema=arch.csv_columns(), orient="row")
+    tail = pl.DataFrame({"Accuracy": meta["accuracy"].cast(pl.Float64), "epoch": meta["epoch"].cast(pl.Int64)})
+    return pl.concat([frame, wdf, tail], how="horizontal")

@@ -1,0 +1,288 @@
+"""The lake as a reader sees it: one pinned snapshot, read through polars, torch and DuckDB.
+
+>>> lake = open_lake("lake")                      # doctest: +SKIP
+>>> lake.models().filter(pl.col("epoch") == 11)   # doctest: +SKIP
+>>> lake.weights([0, 5, 9]).shape                 # doctest: +SKIP
+torch.Size([3, 2464])
+
+A :class:`Lake` never sees a later commit until :meth:`Lake.refresh`; files listed by its
+snapshot are immutable, so reads need no locks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import Architecture, get_architecture
+from weightlake.errors import NoSuchModelError, NoSuchTableError
+from weightlake.storage import tables
+from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
+from weightlake.storage.tensors import read_all, read_rows
+
+if TYPE_CHECKING:
+    import duckdb
+    import torch
+
+DEFAULT_LAKE = "lake"
+ENV_LAKE = "WEIGHTLAKE_LAKE"
+
+MODEL_HIVE = {"zoo": pl.String, "activation": pl.String}
+
+
+def resolve_lake_path(path: Any = None) -> Path:
+    """Explicit argument > ``$WEIGHTLAKE_LAKE`` > ``./lake``."""
+    if path is not None and str(path) != "":
+        return Path(path)
+    return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
+
+
+def open_lake(path: Any = None, *, create: bool = False) -> "Lake":
+    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed."""
+    root = resolve_lake_path(path)
+    store = SnapshotStore(root)
+    if create and not store.exists:
+        store.create()
+    return Lake(root, store.current())
+
+
+@dataclass(frozen=True)
+class _Span:
+    zoo: str
+    segment: Segment
+
+
+class Lake:
+    """A read handle on one snapshot of a lake."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        zoos = ", ".join(f"{k}: {v.n_models}" for k, v in self.manifest.zoos.items()) or "no zoos"
+        return f"<Lake {str(self.root)!r} snapshot {self.manifest.version} ({zoos})>"
+
+    # -- snapshot ------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> int:
+        return self.manifest.version
+
+    @property
+    def store(self) -> SnapshotStore:
+        return SnapshotStore(self.root)
+
+    def refresh(self) -> "Lake":
+        """A handle on the newest snapshot (this one stays pinned)."""
+        return Lake(self.root, self.store.current())
+
+    def at(self, version: int) -> "Lake":
+        """A handle pinned to an earlier snapshot version."""
+        return Lake(self.root, self.store.version(version))
+
+    def history(self) -> pl.DataFrame:
+        rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
+                 "summary": m.operation.get("summary", ""), "models": sum(z.n_models for z in m.zoos.values())}
+                for m in self.store.history()]
+        return pl.DataFrame(rows)
+
+    # -- zoos and models -------------------------------------------------------------------
+    @property
+    def zoos(self) -> list[str]:
+        return sorted(self.manifest.zoos)
+
+    def arch(self, zoo: str | None = None) -> Architecture:
+        """The architecture of ``zoo`` (or of the only zoo / the one all zoos share)."""
+        if zoo is not None:
+            return get_architecture(self.manifest.zoo(zoo).arch)
+        archs = {e.arch["name"]: e.arch for e in self.manifest.zoos.values()}
+        if len(archs) != 1:
+            raise NoSuchTableError(f"say which zoo: the lake holds architectures {sorted(archs) or 'none'}")
+        return get_architecture(next(iter(archs.values())))
+
+    def models(self, zoo: str | None = None) -> pl.LazyFrame:
+        """Model metadata as a polars LazyFrame (all zoos, or one)."""
+        files = self._model_files(zoo)
+        if not files:
+            return pl.LazyFrame(schema={"model_id": pl.Int64, "zoo": pl.String, "activation": pl.String})
+        lf = pl.scan_parquet([str(self.root / f) for f in files], hive_partitioning=True, hive_schema=MODEL_HIVE)
+        cols = ["model_id", "zoo", "arch", "init", "activation", "epoch"]
+        return lf.select(*cols, pl.exclude(cols))
+
+    def _model_files(self, zoo: str | None) -> list[str]:
+        entries = [self.manifest.zoo(zoo)] if zoo else list(self.manifest.zoos.values())
+        return [f for e in entries for f in e.model_files]
+
+    def model(self, model_id: int) -> dict[str, Any]:
+        """One model's metadata as a dict."""
+        span = self._span(int(model_id))
+        df = self.models(span.zoo).filter(pl.col("model_id") == int(model_id)).collect()
+        return df.row(0, named=True)
+
+    @cached_property
+    def _spans(self) -> tuple[np.ndarray, list[_Span]]:
+        spans = sorted((_Span(z, s) for z, e in self.manifest.zoos.items() for s in e.segments),
+                       key=lambda sp: sp.segment.first_id)
+        starts = np.array([sp.segment.first_id for sp in spans], dtype=np.int64)
+        return starts, spans
+
+    def _span(self, model_id: int) -> _Span:
+        starts, spans = self._spans
+        i = int(np.searchsorted(starts, model_id, side="right")) - 1
+        if i < 0 or model_id >= spans[i].segment.stop_id:
+            raise NoSuchModelError(f"no model with id {model_id} at snapshot {self.snapshot}")
+        return spans[i]
+
+    # -- weights ---------------------------------------------------------------------------
+    def weights_numpy(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Flat weights ``float32 [n, P]`` of the given model ids, in the given order."""
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
+        starts, spans = self._spans
+        if ids.size == 0:
+            cols = spans[0].segment.cols if spans else 0
+            return np.empty((0, cols), dtype=np.float32)
+        seg_index = np.searchsorted(starts, ids, side="right") - 1
+        bad = (seg_index < 0) | (ids >= np.array([spans[max(i, 0)].segment.stop_id for i in seg_index]))
+        if bad.any():
+            raise NoSuchModelError(f"no model with id {int(ids[bad][0])} at snapshot {self.snapshot}")
+        used = np.unique(seg_index)
+        cols = {spans[i].segment.cols for i in used}
+        if len(cols) != 1:
+            raise NoSuchModelError("the ids span zoos of different architectures; ask one zoo at a time")
+        if len(used) == 1:
+            return self._segment_rows(spans[used[0]], ids - spans[used[0]].segment.first_id)
+        out = np.empty((ids.size, cols.pop()), dtype=np.float32)
+        for i in used:
+            mask = seg_index == i
+            out[mask] = self._segment_rows(spans[i], ids[mask] - spans[i].segment.first_id)
+        return out
+
+    def _segment_rows(self, span: _Span, index: np.ndarray) -> np.ndarray:
+        cached = self._cache.get(span.segment.path)
+        if cached is not None:
+            return cached[index]
+        seg = span.segment
+        return read_rows(self.root / seg.path, seg.rows, seg.cols, index)
+
+    def weights(self, ids: Iterable[int] | np.ndarray) -> "torch.Tensor":
+        """Flat weights as a ``torch.float32 [n, P]`` tensor sharing memory with the decoded rows."""
+        import torch
+
+        return torch.from_numpy(self.weights_numpy(ids))
+
+    def zoo_weights(self, zoo: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All model ids and weights of a zoo, decoded once and kept: ``(ids [n], float32 [n, P])``.
+
+        The array is cached on this handle (read-only), so serving and analysis gather
+        from memory instead of decoding chunks per batch.
+        """
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        with self._lock:
+            key = f"zoo:{zoo}"
+            if key not in self._cache:
+                cols = entry.segments[0].cols if entry.segments else self.arch(zoo).n_params
+                out = np.empty((entry.n_models, cols), dtype=np.float32)
+                at = 0
+                for seg in entry.segments:
+                    read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows])
+                    self._cache[seg.path] = out[at:at + seg.rows]
+                    at += seg.rows
+                out.flags.writeable = False
+                self._cache[key] = out
+        ids = np.concatenate([np.arange(s.first_id, s.stop_id) for s in entry.segments]) if entry.segments \
+            else np.empty(0, dtype=np.int64)
+        return ids.astype(np.int64), self._cache[key]
+
+    def _only_zoo(self) -> str:
+        if len(self.manifest.zoos) != 1:
+            raise NoSuchTableError(f"say which zoo; the lake holds {self.zoos or 'none'}")
+        return next(iter(self.manifest.zoos))
+
+    def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> "torch.Tensor":
+        """One layer of the given models: ``"fc1"`` -> ``[n, 20, 36]``, ``"conv1"`` -> ``[n, 8, 1, 5, 5]``,
+        ``"fc1.bias"`` -> ``[n, 20]`` (views into the decoded rows)."""
+        import torch
+
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        arch = self.arch(self._span(int(ids[0])).zoo) if ids.size else self.arch()
+        return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
+
+    def state_dict(self, model_id: int) -> dict[str, "torch.Tensor"]:
+        """A state_dict that ``load_state_dict`` of the zoo CNN accepts."""
+        import torch
+
+        arch = self.arch(self._span(int(model_id)).zoo)
+        flat = torch.from_numpy(self.weights_numpy([model_id])[0].copy())
+        return {k: v.clone() for k, v in arch.flat_to_state_dict(flat).items()}
+
+    def cnn(self, model_id: int) -> "torch.nn.Module":
+        """A ready torch module (eval mode) with this model's weights and activation."""
+        from weightlake.zoo.cnn import build_cnn
+
+        meta = self.model(model_id)
+        return build_cnn(self.arch(meta["zoo"]), meta["activation"], self.weights_numpy([model_id])[0])
+
+    # -- tables and SQL ----------------------------------------------------------------------
+    @property
+    def tables(self) -> list[str]:
+        return sorted(self.manifest.tables)
+
+    def table(self, name: str) -> pl.LazyFrame:
+        """A derived table (``pairs``, ``scenarios``, ``spectra`` ...) as a polars LazyFrame."""
+        entry = self.manifest.table(name)
+        if not entry.files:
+            return pl.LazyFrame(schema=entry.properties.get("schema") and _schema(entry.properties["schema"]))
+        hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
+        return pl.scan_parquet([str(self.root / f) for f in entry.files], hive_partitioning=bool(hive),
+                               hive_schema=hive or None)
+
+    def connect(self, *, weights: bool = True, udfs: bool = True) -> "duckdb.DuckDBPyConnection":
+        """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""
+        from weightlake.query import connect
+
+        return connect(self, weights=weights, udfs=udfs)
+
+    def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run SQL over this snapshot's views; parameters are bound (``$name`` or ``?``), never pasted."""
+        from weightlake.query import run_sql
+
+        return run_sql(self, query, params)
+
+    @property
+    def analysis(self) -> Any:
+        """Analysis results and helpers bound to this snapshot (spectra, correlations, metrics)."""
+        from weightlake.analysis.api import LakeAnalysis
+
+        return LakeAnalysis(self)
+
+    def pairs(self, scenario: str, split: str | None = None) -> Any:
+        """A scenario's pair set (see :mod:`weightlake.serve.pairset`)."""
+        from weightlake.serve.pairset import PairSet
+
+        return PairSet.open(self, scenario, split)
+
+    def batches(self, scenario: str, split: str = "train", **kw: Any) -> Any:
+        """Stream materialised batches of a scenario split (see :mod:`weightlake.serve.batches`)."""
+        from weightlake.serve.batches import BatchStream
+
+        return BatchStream.open(self, scenario, split, **kw)
+
+
+def _schema(spec: dict[str, str]) -> dict[str, Any]:
+    return {k: getattr(pl, v) for k, v in spec.items()}
+
+
+def table_source(lake: Lake, name: str) -> str:
+    """DuckDB source expression of a derived table."""
+    entry = lake.manifest.table(name)
+    return tables.duckdb_source(lake.root, entry.files, hive=bool(entry.properties.get("partition_by")))

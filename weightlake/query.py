@@ -1,0 +1,214 @@
+"""DuckDB over a pinned snapshot: views, UDFs, parameter binding and named queries.
+
+Views every connection sees:
+
+* ``models``  — model metadata of every zoo (Hive-partitioned Parquet, listed files only);
+* ``weights`` — ``model_id BIGINT, w FLOAT[P]`` served zero-copy from the decoded Zarr
+  segments as an Arrow table (nothing re-encoded as Parquet);
+* one view per derived table (``pairs``, ``scenarios``, ``spectra`` ...);
+* ``wl_*`` functions (analysis metrics and per-layer extraction) when the analysis
+  package is importable.
+
+Named queries live in ``queries/*.sql`` with a header of ``-- name:``,
+``-- description:`` and ``-- param: NAME TYPE [= DEFAULT]  description`` lines; their
+parameters are bound with DuckDB's ``$name`` placeholders, never pasted into SQL text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import polars as pl
+
+from weightlake.errors import NoSuchTableError, QueryError
+from weightlake.storage import tables
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from weightlake.lake import Lake
+
+_WORD = re.compile(r"\bweights\b", re.IGNORECASE)
+
+
+def connect(lake: "Lake", *, weights: bool = True, udfs: bool = True) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        _create_views(con, lake, weights=weights)
+        if udfs:
+            from weightlake.analysis.udfs import register_udfs
+
+            register_udfs(con, lake)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _create_views(con: "duckdb.DuckDBPyConnection", lake: "Lake", *, weights: bool) -> None:
+    files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
+    if files:
+        src = tables.duckdb_source(lake.root, files, hive=True)
+        con.execute(f"CREATE VIEW models AS SELECT * FROM {src}")
+    for name, entry in lake.manifest.tables.items():
+        if entry.files:
+            hive = bool(entry.properties.get("partition_by"))
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {tables.duckdb_source(lake.root, entry.files, hive=hive)}')
+    if weights and lake.manifest.zoos:
+        con.register("weights", weights_arrow(lake))
+
+
+def weights_arrow(lake: "Lake") -> Any:
+    """All zoos' weights as an Arrow table ``(model_id, zoo, w FLOAT[P])``, zero-copy over the decoded rows.
+
+    Zoos of different parameter counts cannot share one fixed-size column; the first
+    architecture's zoos are served and the others are left out with a clear error on use.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    chunks, ids, zoo_names = [], [], []
+    widths = {e.segments[0].cols for e in lake.manifest.zoos.values() if e.segments}
+    if len(widths) > 1:
+        raise QueryError(f"zoos of different parameter counts {sorted(widths)} cannot share the `weights` view; "
+                         "query one zoo with lake.zoo_weights(zoo)")
+    for zoo in lake.zoos:
+        zoo_ids, rows = lake.zoo_weights(zoo)
+        if not len(zoo_ids):
+            continue
+        flat = pa.array(rows.reshape(-1))
+        chunks.append(pa.FixedSizeListArray.from_arrays(flat, rows.shape[1]))
+        ids.append(pa.array(zoo_ids))
+        zoo_names.append(pa.array(np.full(len(zoo_ids), zoo, dtype=object), type=pa.string()))
+    return pa.table({"model_id": pa.chunked_array(ids, type=pa.int64()),
+                     "zoo": pa.chunked_array(zoo_names, type=pa.string()),
+                     "w": pa.chunked_array(chunks)})
+
+
+def run_sql(lake: "Lake", query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
+    """Run one query; the ``weights`` view is decoded only if the query names it."""
+    import duckdb
+
+    con = connect(lake, weights=bool(_WORD.search(query)))
+    try:
+        rel = con.sql(query, params=params) if params else con.sql(query)
+        if rel is None:  # a statement with no result (SET, CREATE ...)
+            return pl.DataFrame()
+        return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {str(exc).strip()}") from exc
+    finally:
+        con.close()
+
+
+# -- named queries ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: str | None
+    description: str
+
+    def parse(self, text: str) -> Any:
+        try:
+            if self.type in ("int", "integer"):
+                return int(text)
+            if self.type in ("float", "double"):
+                return float(text)
+            if self.type in ("bool", "boolean"):
+                return text.lower() in ("1", "true", "yes")
+            return text
+        except ValueError:
+            raise QueryError(f"parameter {self.name!r} expects {self.type}, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    sql: str
+    path: Path
+    requires: tuple[str, ...] = field(default=())
+
+    def bind(self, given: Mapping[str, str]) -> dict[str, Any]:
+        unknown = set(given) - {p.name for p in self.params}
+        if unknown:
+            raise QueryError(f"query {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                             f"it takes {[p.name for p in self.params]}")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in given:
+                out[p.name] = p.parse(given[p.name])
+            elif p.default is not None:
+                out[p.name] = None if p.default == "null" else p.parse(p.default)
+            else:
+                raise QueryError(f"query {self.name!r} needs --param {p.name}=... ({p.type}: {p.description})")
+        return out
+
+
+_HEADER = re.compile(r"^--\s*(name|description|param|requires)\s*:\s*(.*)$")
+_PARAM = re.compile(r"^(\w+)\s+(\w+)(?:\s*=\s*(\S+))?\s*(.*)$")
+
+
+def parse_named_query(path: Path) -> NamedQuery:
+    text = path.read_text()
+    meta: dict[str, Any] = {"param": [], "requires": []}
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        m = _HEADER.match(line)
+        if m:
+            key, value = m.group(1), m.group(2).strip()
+            if key in ("param", "requires"):
+                meta[key].append(value)
+            else:
+                meta[key] = value
+    if "name" not in meta:
+        raise QueryError(f"{str(path)!r} lacks a '-- name:' header line")
+    params = []
+    for spec in meta["param"]:
+        pm = _PARAM.match(spec)
+        if not pm:
+            raise QueryError(f"{str(path)!r}: cannot read parameter line {spec!r}; "
+                             "expected '-- param: NAME TYPE [= DEFAULT] description'")
+        params.append(Param(pm.group(1), pm.group(2).lower(), pm.group(3), pm.group(4)))
+    return NamedQuery(meta["name"], meta.get("description", ""), tuple(params), text, path,
+                      tuple(t.strip() for r in meta["requires"] for t in r.split(",") if t.strip()))
+
+
+def query_dirs(lake: "Lake | None" = None) -> list[Path]:
+    """Where named queries are looked up: ``$WEIGHTLAKE_QUERIES``, the project's ``queries/``, ``<lake>/queries``."""
+    dirs = [Path(p) for p in os.environ.get("WEIGHTLAKE_QUERIES", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "queries")
+    if lake is not None:
+        dirs.append(lake.root / "queries")
+    return [d for d in dirs if d.is_dir()]
+
+
+def named_queries(lake: "Lake | None" = None) -> dict[str, NamedQuery]:
+    out: dict[str, NamedQuery] = {}
+    for d in query_dirs(lake):
+        for path in sorted(d.glob("*.sql")):
+            q = parse_named_query(path)
+            out.setdefault(q.name, q)
+    return out
+
+
+def run_named(lake: "Lake", name: str, given: Mapping[str, str]) -> pl.DataFrame:
+    queries = named_queries(lake)
+    if name not in queries:
+        raise NoSuchTableError(f"no named query {name!r}; available: {sorted(queries) or 'none'}")
+    query = queries[name]
+    missing = [t for t in query.requires if t not in lake.manifest.tables and t not in ("models", "weights")]
+    if missing:
+        raise QueryError(f"query {name!r} reads table(s) {missing}, which this lake does not have yet; "
+                         "see `weightlake query list` for how each is produced")
+    return run_sql(lake, query.sql, query.bind(given))

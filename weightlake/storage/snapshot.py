@@ -1,0 +1,309 @@
+"""Snapshots: immutable manifests and one atomically swapped pointer.
+
+Layout under the lake root::
+
+    _current                              name of the current manifest (atomic replace)
+    _snapshots/v00000007-<uuid>.json      manifest of snapshot 7 (never rewritten)
+    _lock                                 writers hold an exclusive flock while committing
+
+A manifest lists every file the snapshot reads: per zoo its architecture, its weight
+segments (Zarr arrays, one per commit that added models) and its model metadata files
+(Hive-partitioned Parquet); per derived table its Parquet files; and the sources already
+ingested (for idempotent re-ingest).  Data files are written first, under fresh names that
+no earlier snapshot lists; the manifest is written next; the pointer is replaced last.  A
+crash at any point therefore leaves the previous snapshot intact and readable, with at
+most some unreferenced files that :func:`garbage` finds.
+
+Round-trip law: ``Manifest.from_dict(m.to_dict()) == m``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
+
+FORMAT_VERSION = 1
+_CURRENT = "_current"
+_SNAPSHOTS = "_snapshots"
+_LOCK = "_lock"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A Zarr array of weights: rows ``first_id .. first_id + rows - 1`` of one zoo."""
+
+    path: str
+    first_id: int
+    rows: int
+    cols: int
+
+    @property
+    def stop_id(self) -> int:
+        return self.first_id + self.rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "first_id": self.first_id, "rows": self.rows, "cols": self.cols}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Segment":
+        return cls(str(d["path"]), int(d["first_id"]), int(d["rows"]), int(d["cols"]))
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo: its architecture (as data), weight segments and model metadata files."""
+
+    arch: Mapping[str, Any]
+    segments: tuple[Segment, ...] = ()
+    model_files: tuple[str, ...] = ()
+
+    @property
+    def n_models(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": dict(self.arch), "segments": [s.to_dict() for s in self.segments],
+                "model_files": list(self.model_files)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ZooEntry":
+        return cls(arch=dict(d["arch"]), segments=tuple(Segment.from_dict(s) for s in d.get("segments", ())),
+                   model_files=tuple(d.get("model_files", ())))
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """A derived table (pairs, spectra, ...): Parquet files plus free-form properties."""
+
+    files: tuple[str, ...] = ()
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    arrays: tuple[str, ...] = ()
+    """Zarr arrays that belong to the table (materialised batches), kept alive with it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": list(self.files), "properties": dict(self.properties), "arrays": list(self.arrays)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TableEntry":
+        return cls(files=tuple(d.get("files", ())), properties=dict(d.get("properties", {})),
+                   arrays=tuple(d.get("arrays", ())))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One snapshot of the lake.  Immutable; a commit makes a new one with ``parent`` set."""
+
+    version: int
+    snapshot_id: str
+    parent: str | None
+    created: str
+    operation: Mapping[str, Any]
+    zoos: Mapping[str, ZooEntry] = field(default_factory=dict)
+    tables: Mapping[str, TableEntry] = field(default_factory=dict)
+    sources: tuple[Mapping[str, Any], ...] = ()
+    next_model_id: int = 0
+
+    @property
+    def file_name(self) -> str:
+        return f"v{self.version:08d}-{self.snapshot_id}.json"
+
+    def zoo(self, name: str) -> ZooEntry:
+        try:
+            return self.zoos[name]
+        except KeyError:
+            raise NoSuchTableError(
+                f"the lake has no zoo {name!r} at snapshot {self.version}; zoos: {sorted(self.zoos) or 'none'}"
+            ) from None
+
+    def table(self, name: str) -> TableEntry:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise NoSuchTableError(
+                f"the lake has no table {name!r} at snapshot {self.version}; tables: {sorted(self.tables) or 'none'}"
+            ) from None
+
+    def files(self) -> list[str]:
+        """Every data file or array directory this snapshot reads (relative paths)."""
+        out: list[str] = []
+        for zoo in self.zoos.values():
+            out += [s.path for s in zoo.segments] + list(zoo.model_files)
+        for table in self.tables.values():
+            out += list(table.files) + list(table.arrays)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "version": self.version,
+            "snapshot_id": self.snapshot_id,
+            "parent": self.parent,
+            "created": self.created,
+            "operation": dict(self.operation),
+            "next_model_id": self.next_model_id,
+            "zoos": {k: v.to_dict() for k, v in sorted(self.zoos.items())},
+            "tables": {k: v.to_dict() for k, v in sorted(self.tables.items())},
+            "sources": [dict(s) for s in self.sources],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Manifest":
+        if d.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+            raise IntegrityError(f"manifest format {d['format']} is newer than this weightlake ({FORMAT_VERSION}); "
+                                 "upgrade weightlake to read this lake")
+        return cls(
+            version=int(d["version"]), snapshot_id=str(d["snapshot_id"]), parent=d.get("parent"),
+            created=str(d["created"]), operation=dict(d.get("operation", {})),
+            zoos={k: ZooEntry.from_dict(v) for k, v in d.get("zoos", {}).items()},
+            tables={k: TableEntry.from_dict(v) for k, v in d.get("tables", {}).items()},
+            sources=tuple(dict(s) for s in d.get("sources", ())),
+            next_model_id=int(d.get("next_model_id", 0)),
+        )
+
+    def evolve(self, operation: Mapping[str, Any], **changes: Any) -> "Manifest":
+        """The child manifest: a new id and version, ``parent`` set to this one."""
+        return replace(self, version=self.version + 1, snapshot_id=uuid.uuid4().hex[:12], parent=self.file_name,
+                       created=_now(), operation=dict(operation), **changes)
+
+
+def empty_manifest() -> Manifest:
+    return Manifest(version=0, snapshot_id=uuid.uuid4().hex[:12], parent=None, created=_now(),
+                    operation={"op": "create"})
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class SnapshotStore:
+    """Reads manifests and commits new ones under a lake root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / _CURRENT).is_file()
+
+    def create(self) -> Manifest:
+        """Initialise an empty lake (idempotent: an existing lake is left alone)."""
+        with self.locked():
+            return self.create_locked()
+
+    def create_locked(self) -> Manifest:
+        """:meth:`create` for a caller that already holds :meth:`locked`."""
+        if self.exists:
+            return self.current()
+        (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
+        manifest = empty_manifest()
+        self._write_manifest(manifest)
+        _atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        return manifest
+
+    def current(self) -> Manifest:
+        try:
+            name = (self.root / _CURRENT).read_text().strip()
+        except FileNotFoundError:
+            raise LakeNotFoundError(
+                f"no lake at {str(self.root)!r} (no {_CURRENT} file); create one by ingesting a zoo, "
+                "e.g. `weightlake ingest csv FILE --zoo NAME`, or pass --lake DIR") from None
+        return self.load(name)
+
+    def load(self, name: str) -> Manifest:
+        path = self.root / _SNAPSHOTS / name
+        try:
+            return Manifest.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise IntegrityError(f"snapshot manifest {str(path)!r} is missing") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"snapshot manifest {str(path)!r} is unreadable: {exc}") from exc
+
+    def history(self) -> list[Manifest]:
+        """Snapshots from the current one back to the first, following parents."""
+        out, manifest = [], self.current()
+        while True:
+            out.append(manifest)
+            if manifest.parent is None:
+                return out
+            manifest = self.load(manifest.parent)
+
+    def version(self, version: int) -> Manifest:
+        for path in (self.root / _SNAPSHOTS).glob(f"v{version:08d}-*.json"):
+            manifest = self.load(path.name)
+            if any(m.file_name == manifest.file_name for m in self.history()):
+                return manifest
+        raise NoSuchTableError(f"the lake has no snapshot version {version}")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive writer lock; the OS releases it if the process dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / _LOCK, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def commit(self, manifest: Manifest) -> Manifest:
+        """Make ``manifest`` current.  Call while holding :meth:`locked`.
+
+        Raises :class:`CommitConflictError` if the current snapshot is not ``manifest.parent``.
+        """
+        current = self.current()
+        if current.file_name != manifest.parent:
+            raise CommitConflictError(
+                f"snapshot {current.version} was committed while this change was prepared on "
+                f"{manifest.parent}; re-open the lake and retry")
+        self._write_manifest(manifest)
+        _atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        return manifest
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        body = json.dumps(manifest.to_dict(), indent=1).encode()
+        _atomic_write(self.root / _SNAPSHOTS / manifest.file_name, body)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename over ``path``, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
+    """Data files and arrays under ``root`` that none of ``keep`` lists (left by crashed writers)."""
+    listed = {os.path.normpath(p) for m in keep for p in m.files()}
+    out: list[Path] = []
+    for top in ("zoos", "models", "tables", "batches"):
+        base = root / top
+        if not base.exists():
+            continue
+        for path in sorted(base.rglob("*")):
+            rel = os.path.normpath(path.relative_to(root))
+            if path.suffix == ".zarr" and path.is_dir() and rel not in listed:
+                out.append(path)
+            elif path.suffix == ".parquet" and path.is_file() and rel not in listed:
+                out.append(path)
+    return out

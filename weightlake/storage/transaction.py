@@ -1,0 +1,163 @@
+"""The one commit path: every writer (ingest, scenarios, analysis, batches) goes through here.
+
+A :class:`Transaction` holds the writer lock, starts from the current snapshot, writes new
+files under names unique to the transaction, and commits one new manifest.  If the block
+raises, the files it wrote are removed and the lake is unchanged; if the process dies, the
+files stay behind unreferenced (``weightlake verify --gc`` lists and removes them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import polars as pl
+
+from weightlake.arch import Architecture
+from weightlake.errors import IntegrityError
+from weightlake.storage import tables
+from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry
+from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentWriter
+
+MODEL_PARTITIONS = ("zoo", "activation")
+
+
+class Transaction:
+    """Stage changes on top of the current snapshot; :meth:`commit` publishes them atomically."""
+
+    def __init__(self, root: Path, store: SnapshotStore) -> None:
+        self.root, self.store = root, store
+        self.parent: Manifest = store.create_locked()
+        self.token = f"{self.parent.version + 1:08d}-{uuid.uuid4().hex[:8]}"
+        self._zoos: dict[str, ZooEntry] = dict(self.parent.zoos)
+        self._tables: dict[str, TableEntry] = dict(self.parent.tables)
+        self._sources: list[Mapping[str, Any]] = list(self.parent.sources)
+        self._next_id = self.parent.next_model_id
+        self._written: list[Path] = []
+        self._n = 0
+
+    # -- zoos ----------------------------------------------------------------------------
+    def segment_writer(self, zoo: str, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                       codec: str = "none") -> SegmentWriter:
+        """A writer for a new weight segment of ``zoo`` (rows are added later by :meth:`add_models`)."""
+        rel = f"zoos/{tables.partition_value(zoo)}/weights/seg-{self._unique()}.zarr"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._written.append(path)
+        return SegmentWriter(path, cols, chunk_rows=chunk_rows, codec=codec)
+
+    def add_models(self, zoo: str, arch: Architecture, meta: pl.DataFrame, segment: SegmentWriter) -> pl.DataFrame:
+        """Register ``segment``'s rows as new models of ``zoo`` with metadata ``meta`` (same order).
+
+        Assigns ``model_id`` (stable, lake-wide, increasing) and ``zoo``; returns the metadata
+        as written.
+        """
+        rows = segment.close()
+        if rows != meta.height:
+            raise IntegrityError(f"segment has {rows} rows but metadata has {meta.height}")
+        entry = self._zoos.get(zoo) or ZooEntry(arch=arch.to_dict())
+        if dict(entry.arch) != arch.to_dict():
+            raise IntegrityError(f"zoo {zoo!r} uses architecture {entry.arch.get('name')!r}; cannot add "
+                                 f"{arch.name!r} models to it (use another zoo name)")
+        first = self._next_id
+        meta = meta.with_columns(model_id=pl.int_range(first, first + rows, dtype=pl.Int64),
+                                 zoo=pl.lit(zoo), arch=pl.lit(arch.name)).select("model_id", pl.exclude("model_id"))
+        files = tables.write_partitioned(meta, self.root, "models", MODEL_PARTITIONS, self._unique())
+        self._track(files)
+        seg = Segment(str(segment.path.relative_to(self.root)), first, rows, segment.cols)
+        self._zoos[zoo] = replace(entry, segments=(*entry.segments, seg),
+                                  model_files=(*entry.model_files, *files))
+        self._next_id += rows
+        return meta
+
+    def record_source(self, source: Mapping[str, Any]) -> None:
+        self._sources.append(dict(source, snapshot=self.parent.version + 1))
+
+    # -- derived tables ---------------------------------------------------------------------
+    def put_table(self, name: str, df: pl.DataFrame, *, partition_by: Sequence[str] = (),
+                  replace_partitions: bool = True, properties: Mapping[str, Any] | None = None,
+                  arrays: Sequence[Path] = ()) -> list[str]:
+        """Add ``df`` to table ``name``.
+
+        With ``partition_by``, partitions that ``df`` writes replace the same partitions of
+        the parent snapshot (so re-declaring a scenario replaces its pairs); without it,
+        ``replace_partitions`` replaces the whole table.
+        """
+        base = f"tables/{tables.partition_value(name)}"
+        files = tables.write_partitioned(df, self.root, base, partition_by, self._unique()) if df.height else []
+        self._track(files)
+        old = self._tables.get(name, TableEntry())
+        keep = list(old.files)
+        if replace_partitions:
+            prefixes = {str(Path(f).parent) + "/" for f in files} if partition_by else None
+            keep = [f for f in keep if prefixes is not None and not any(f.startswith(p) for p in prefixes)]
+        props = {**old.properties, **(properties or {})}
+        array_paths = [str(Path(a).relative_to(self.root)) for a in arrays]
+        self._tables[name] = TableEntry(files=(*keep, *files), properties=props,
+                                        arrays=(*old.arrays, *array_paths))
+        return files
+
+    def drop_table_files(self, name: str, predicate: Any) -> None:
+        """Drop files (and arrays) of a table for which ``predicate(path)`` is true."""
+        old = self._tables.get(name)
+        if old is not None:
+            self._tables[name] = TableEntry(files=tuple(f for f in old.files if not predicate(f)),
+                                            properties=old.properties,
+                                            arrays=tuple(a for a in old.arrays if not predicate(a)))
+
+    def new_array_path(self, kind: str, *parts: str) -> Path:
+        """A fresh directory for a Zarr array owned by a derived table."""
+        rel = Path(kind, *(tables.partition_value(p) for p in parts), f"{self._unique()}.zarr")
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._written.append(path)
+        return path
+
+    # -- commit ------------------------------------------------------------------------------
+    @property
+    def changed(self) -> bool:
+        return bool(self._written)
+
+    def commit(self, operation: Mapping[str, Any]) -> Manifest:
+        manifest = self.parent.evolve(operation, zoos=dict(self._zoos), tables=dict(self._tables),
+                                      sources=tuple(self._sources), next_model_id=self._next_id)
+        return self.store.commit(manifest)
+
+    def abort(self) -> None:
+        for path in reversed(self._written):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self._written.clear()
+
+    def _unique(self) -> str:
+        self._n += 1
+        return f"{self.token}-{self._n}"
+
+    def _track(self, files: Sequence[str]) -> None:
+        self._written += [self.root / f for f in files]
+
+
+@contextlib.contextmanager
+def transaction(root: Path) -> Iterator[Transaction]:
+    """``with transaction(root) as tx:`` — lock, stage, and abort (remove files) on error.
+
+    The caller commits explicitly with ``tx.commit(operation)``; leaving the block without
+    committing aborts.
+    """
+    store = SnapshotStore(root)
+    with store.locked():
+        tx = Transaction(root, store)
+        committed = False
+        try:
+            yield tx
+            committed = tx.store.current().file_name != tx.parent.file_name
+        finally:
+            if not committed:
+                tx.abort()
+
