@@ -103,7 +103,8 @@ def run_sql(lake: "Lake", query: str, params: Mapping[str, Any] | Sequence[Any] 
             return pl.DataFrame()
         return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {str(exc).strip()}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"query failed: {first}") from exc
     finally:
         con.close()
 

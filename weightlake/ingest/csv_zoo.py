@@ -321,8 +321,11 @@ def _write_rejects(rejects: list[BadRow], target: Path | str, source: Path) -> P
     with open(target, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "row", "column", "reason"])
-        for b in rejects:
-            w.writerow([str(source), b.row, b.column or "", b.reason])
+        seen: set[int] = set()
+        for b in sorted(rejects, key=lambda r: r.row):
+            if b.row not in seen:  # one line per rejected row: its first problem
+                seen.add(b.row)
+                w.writerow([str(source), b.row, b.column or "", b.reason])
     return target
 
 

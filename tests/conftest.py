@@ -1,0 +1,47 @@
+"""Shared fixtures: small CSV zoos in the exact format and lakes built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's WEIGHTLAKE_* settings."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("WEIGHTLAKE_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV zoo of 12 labels x 6 activations x 6 epochs = 432 rows."""
+    path = tmp_path_factory.mktemp("csv") / "Merged zoo.csv"
+    write_synthetic_csv(path, labels=all_labels()[:12], seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_lake_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> Path:
+    """A lake holding ``small_csv`` as zoo 'mnist-cnn-s' (read-only: do not commit to it)."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    root = tmp_path_factory.mktemp("lake") / "lake"
+    ingest_csv(root, small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    return root
+
+
+@pytest.fixture()
+def lake_copy(tmp_path: Path, small_lake_dir: Path) -> Path:
+    """A private copy of the small lake that a test may change."""
+    import shutil
+
+    target = tmp_path / "lake"
+    shutil.copytree(small_lake_dir, target)
+    return target

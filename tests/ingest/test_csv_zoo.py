@@ -1,0 +1,213 @@
+"""CSV zoo ingestion and export, on real files and a real lake."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import weightlake as wl
+from weightlake.arch import ACTIVATIONS, CNN_S
+from weightlake.errors import IngestError
+from weightlake.ingest.csv_zoo import csv_columns, csv_schema, export_csv, ingest_csv
+from weightlake.verify import verify
+
+N_ROWS = 432
+
+
+def _edit(src: Path, dst: Path, line: int, column: str, value: str) -> Path:
+    """Copy ``src`` with one field (1-based file line, column name) replaced."""
+    with open(src, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[line - 1][rows[0].index(column)] = value
+    with open(dst, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    return dst
+
+
+def _read(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path, schema=csv_schema(CNN_S))
+
+
+def test_ingest_reads_every_row_and_column(small_csv, small_lake_dir):
+    lake = wl.open_lake(small_lake_dir)
+    models = lake.models().sort("model_id").collect()
+    src = _read(small_csv)
+    assert models.height == N_ROWS == src.height
+    assert models["activation"].to_list() == [ACTIVATIONS[i] for i in
+                                              src.select(ACTIVATIONS).to_numpy().argmax(axis=1)]
+    assert models["accuracy"].to_list() == src["Accuracy"].to_list()
+    assert models["classes"].to_list()[0] == [0, 1] and models["class_mask"][0] == 0b11
+    assert (models["source_row"] == pl.int_range(2, N_ROWS + 2, eager=True)).all()
+    assert np.array_equal(lake.weights(models["model_id"].to_numpy()).numpy(),
+                          src.select(CNN_S.csv_columns()).to_numpy())
+
+
+def test_reingest_adds_nothing_and_says_so(lake_copy, small_csv):
+    before = wl.open_lake(lake_copy).snapshot
+    report = ingest_csv(lake_copy, small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    assert report.already_ingested and report.rows_added == 0
+    assert wl.open_lake(lake_copy).snapshot == before
+    assert "nothing added" in "\n".join(report.lines())
+
+
+def test_same_rows_from_another_file_are_not_added_twice(lake_copy, small_csv, tmp_path):
+    header, *rows = small_csv.read_text().splitlines()
+    copy = tmp_path / "reordered.csv"
+    copy.write_text("\n".join([header, *reversed(rows)]) + "\n")  # other bytes, same models
+    report = ingest_csv(lake_copy, copy, zoo="mnist-cnn-s", init="kaiming_uniform")
+    assert not report.already_ingested
+    assert report.rows_added == 0 and report.rows_already_present == N_ROWS
+
+
+def test_duplicates_across_epochs_are_reported(small_lake_dir, small_csv, tmp_path):
+    report = ingest_csv(tmp_path / "l", small_csv, zoo="z", init="kaiming_uniform")
+    src = _read(small_csv).select(CNN_S.csv_columns()).to_numpy()
+    n_dup_rows = sum(c for c in np.unique(src, axis=0, return_counts=True)[1] if c > 1)
+    assert report.duplicate_rows == n_dup_rows > 0
+    assert wl.open_lake(tmp_path / "l").models().collect().height == N_ROWS  # reported, not dropped
+
+
+def test_export_round_trip_preserves_every_value(small_lake_dir, small_csv, tmp_path):
+    out = tmp_path / "out.csv"
+    n = export_csv(wl.open_lake(small_lake_dir), out)
+    assert n == N_ROWS
+    assert out.read_text().splitlines()[0] == small_csv.read_text().splitlines()[0]
+    a, b = _read(small_csv), _read(out)
+    assert a.equals(b)
+    line = out.read_text().splitlines()[1]
+    assert line.startswith('"[0, 1]",1,1,0,0,0,0,0,0,0,0,1.0,0.0,0.0,0.0,0.0,0.0,')
+
+
+def test_export_filter(small_lake_dir, tmp_path):
+    out = tmp_path / "gelu.csv"
+    n = export_csv(wl.open_lake(small_lake_dir), out, where="activation = 'gelu' AND epoch = 11")
+    df = _read(out)
+    assert n == df.height == 12 and (df["gelu"] == 1.0).all() and (df["epoch"] == 11).all()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays(np.float32, 2464, elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
+       st.floats(0, 100, allow_nan=False), st.sampled_from(ACTIVATIONS),
+       st.lists(st.integers(0, 9), min_size=2, max_size=10, unique=True))
+def test_csv_lake_csv_round_trip_property(tmp_path_factory, weights, acc, act, classes):
+    d = tmp_path_factory.mktemp("rt")
+    classes = sorted(classes)
+    row = ["[" + ", ".join(map(str, classes)) + "]", *[1 if i in classes else 0 for i in range(10)],
+           *["1.0" if a == act else "0.0" for a in ACTIVATIONS], *[str(w) for w in weights],
+           repr(acc), 16]
+    src = d / "in.csv"
+    with open(src, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([csv_columns(), row])
+    ingest_csv(d / "lake", src, zoo="z", init="normal")
+    export_csv(wl.open_lake(d / "lake"), d / "out.csv")
+    assert _read(src).equals(_read(d / "out.csv"))
+
+
+# -- bad input: a clear error naming file, row and column; lake unchanged -----------------------
+BAD_CASES = [
+    ("non-numeric weight", 7, "weight 12", "abc", r"row 7, column 'weight 12'.*not a number"),
+    ("NaN weight", 9, "bias 2463", "nan", r"row 9, column 'bias 2463'.*not a finite number"),
+    ("inf weight", 5, "weight 1514", "inf", r"row 5, column 'weight 1514'.*not a finite"),
+    ("malformed label", 4, "label", "[1, x]", r"row 4, column 'label'.*malformed label"),
+    ("unsorted label", 4, "label", "[1, 0]", r"row 4, column 'label'.*malformed label"),
+    ("label/one-hot disagreement", 3, "3", "1", r"row 3, column '3'.*disagree"),
+    ("two activations", 6, "relu", "1.0", r"row 6, column 'gelu'.*exactly one"),
+    ("NaN accuracy", 8, "Accuracy", "nan", r"row 8, column 'Accuracy'"),
+]
+
+
+@pytest.mark.parametrize(("name", "line", "column", "value", "message"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_value_aborts_with_row_and_column(lake_copy, small_csv, tmp_path, name, line, column, value, message):
+    bad = _edit(small_csv, tmp_path / "bad.csv", line, column, value)
+    before = wl.open_lake(lake_copy).manifest
+    with pytest.raises(IngestError, match=message):
+        ingest_csv(lake_copy, bad, zoo="other", init="normal")
+    after = wl.open_lake(lake_copy)
+    assert after.manifest == before
+    assert verify(after).orphans == []  # the aborted ingest removed what it wrote
+
+
+def test_wrong_header_and_column_count(tmp_path, small_csv):
+    text = small_csv.read_text().splitlines()
+    (tmp_path / "h.csv").write_text("\n".join([text[0].replace("weight 5,", "weight 05,")] + text[1:]) + "\n")
+    with pytest.raises(IngestError, match=r"row 1, column 'weight 05'.*expected 'weight 5'"):
+        ingest_csv(tmp_path / "l", tmp_path / "h.csv", zoo="z", init="normal")
+    (tmp_path / "i.csv").write_text("\n".join(["," + text[0]] + ["0," + t for t in text[1:]]) + "\n")
+    with pytest.raises(IngestError, match="index column"):
+        ingest_csv(tmp_path / "l", tmp_path / "i.csv", zoo="z", init="normal")
+
+
+def test_truncated_last_line(tmp_path, small_csv):
+    data = small_csv.read_bytes()
+    (tmp_path / "t.csv").write_bytes(data[: len(data) - 5000])
+    with pytest.raises(IngestError, match=rf"row {N_ROWS + 1}.*(truncated|missing value)"):
+        ingest_csv(tmp_path / "l", tmp_path / "t.csv", zoo="z", init="normal")
+    assert not (tmp_path / "l" / "models").exists() or not any((tmp_path / "l" / "models").rglob("*.parquet"))
+
+
+def test_ragged_line_in_the_middle(tmp_path, small_csv):
+    lines = small_csv.read_text().splitlines()
+    lines[10] = lines[10] + ",0.5"
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(IngestError, match="row 11.*too many fields"):
+        ingest_csv(tmp_path / "l", tmp_path / "r.csv", zoo="z", init="normal")
+
+
+def test_skip_mode_writes_rejects_and_keeps_good_rows(tmp_path, small_csv):
+    bad = _edit(small_csv, tmp_path / "b1.csv", 7, "weight 12", "nan")
+    bad = _edit(bad, tmp_path / "b2.csv", 20, "weight 3", "oops")
+    bad = _edit(bad, tmp_path / "b3.csv", 30, "label", "[7, 7]")
+    report = ingest_csv(tmp_path / "l", bad, zoo="z", init="normal", on_error="skip",
+                        rejects_path=tmp_path / "rejects.csv")
+    assert report.rows_rejected == 3 and report.rows_added == N_ROWS - 3
+    rejects = pl.read_csv(tmp_path / "rejects.csv")
+    assert rejects["row"].to_list() == [7, 20, 30]
+    assert rejects["column"].to_list() == ["weight 12", "weight 3", "label"]
+    rows = wl.open_lake(tmp_path / "l").models().collect()["source_row"].to_list()
+    assert 7 not in rows and 20 not in rows and 30 not in rows and 8 in rows and 21 in rows
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(IngestError, match="no such file"):
+        ingest_csv(tmp_path / "l", tmp_path / "nope.csv", zoo="z", init="normal")
+
+
+def test_sigkill_mid_ingest_leaves_previous_snapshot(lake_copy, tmp_path):
+    """Kill an ingest while it writes; the lake opens at the previous snapshot and verifies."""
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    big = tmp_path / "big.csv"
+    write_synthetic_csv(big, labels=all_labels()[100:300], seed=5)
+    before = wl.open_lake(lake_copy).manifest
+    script = ("import sys; from weightlake.ingest.csv_zoo import ingest_csv; "
+              "ingest_csv(sys.argv[1], sys.argv[2], zoo='mnist-cnn-s', init='kaiming_uniform', batch_rows=256)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(lake_copy), str(big)])
+    deadline = time.time() + 60
+    seg_dir = lake_copy / "zoos" / "mnist-cnn-s" / "weights"
+    while time.time() < deadline and len(list(seg_dir.glob("*.zarr"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lake = wl.open_lake(lake_copy)
+    assert lake.manifest == before, "the killed ingest must not have committed"
+    report = verify(lake)
+    assert report.ok and report.orphans, "its partial segment is left unreferenced for --gc"
+    assert lake.models().collect().height == N_ROWS
+    from weightlake.verify import collect_garbage
+
+    assert collect_garbage(lake) and verify(wl.open_lake(lake_copy)).orphans == []
+    assert math.isfinite(float(lake.weights([0]).sum()))

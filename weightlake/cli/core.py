@@ -1,0 +1,252 @@
+"""Core commands: ingest, sql, export, verify, query, info, history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from weightlake.cli import echo_lines, lake_option, main, parse_params, progress_bar
+from weightlake.errors import IngestError, QueryError
+
+
+def _open(lake_dir: str, create: bool = False):  # noqa: ANN202
+    from weightlake.lake import open_lake
+
+    return open_lake(lake_dir, create=create)
+
+
+# -- ingest -----------------------------------------------------------------------------------
+@main.group()
+def ingest() -> None:
+    """Bring zoos into the lake (CSV zoos, checkpoint folders, job files)."""
+
+
+@ingest.command("csv")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--zoo", required=True, help="Zoo name to add the models to (created if new).")
+@click.option("--init", required=True, help="Initialisation of these models (the CSV does not say it).")
+@click.option("--arch", default="cnn-s", show_default=True, help="Architecture name or a JSON file describing one.")
+@click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort", show_default=True,
+              help="abort: first bad row stops the ingest, lake unchanged; skip: bad rows go to a rejects file.")
+@click.option("--rejects", type=click.Path(dir_okay=False), help="Where skipped rows are listed (default FILE.rejects.csv).")
+@click.option("--codec", type=click.Choice(["none", "zstd", "blosc"]), default="none", show_default=True,
+              help="Weight chunk compression (weights barely compress; none reads fastest).")
+@lake_option
+def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rejects: str | None, codec: str,
+                   lake_dir: str) -> None:
+    """Ingest a CSV zoo (the 'Merged zoo.csv' format) into ZOO.
+
+    \b
+    Example:
+      weightlake ingest csv "data/Merged zoo.csv" --zoo mnist-cnn-s --init kaiming_uniform
+    """
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    with progress_bar(size, "ingest") as bar:
+        last = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
+                            rejects_path=rejects, codec=codec, progress=advance)
+    echo_lines(report.lines())
+
+
+@ingest.command("run")
+@click.argument("job", type=click.Path(dir_okay=False, exists=True))
+@lake_option
+def ingest_run(job: str, lake_dir: str) -> None:
+    """Run a declarative job file (ingest/<job>.toml): optional training, sources, exports."""
+    from weightlake.ingest.run import run_job
+
+    for line in run_job(job, lake_dir, echo=click.echo):
+        click.echo(line)
+
+
+def _arch(spec: str):  # noqa: ANN202
+    from weightlake.arch import get_architecture
+
+    if spec.endswith(".json"):
+        try:
+            return get_architecture(json.loads(Path(spec).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IngestError(f"cannot read architecture description: {exc}", path=spec) from exc
+    return get_architecture(spec)
+
+
+# -- sql ----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result to a file.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind $NAME in the query (repeatable).")
+@click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
+@lake_option
+def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str) -> None:
+    """Run SQL over the lake (views: models, weights, and every derived table).
+
+    \b
+    Examples:
+      weightlake sql "SELECT activation, epoch, count(*), avg(accuracy) FROM models GROUP BY ALL ORDER BY ALL"
+      weightlake sql "SELECT * FROM models WHERE n_classes = \\$k" --param k=2 --format csv -o two.csv
+    """
+    lake = _open(lake_dir)
+    bound = parse_params(params)
+    df = lake.sql(query, _coerce(bound) if bound else None)
+    write_frame(df, fmt, output, max_rows)
+
+
+def _coerce(params: dict[str, str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in params.items():
+        for cast in (int, float):
+            try:
+                out[k] = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = v
+    return out
+
+
+def write_frame(df, fmt: str, output: str | None, max_rows: int = 40) -> None:  # noqa: ANN001
+    import polars as pl
+
+    if fmt == "parquet":
+        if not output:
+            raise QueryError("--format parquet needs -o FILE")
+        df.write_parquet(output)
+    elif fmt == "csv":
+        text = _flatten_for_text(df).write_csv()
+        _emit(text, output)
+    elif fmt == "json":
+        _emit(json.dumps(_flatten_for_text(df).to_dicts(), default=str, indent=None) + "\n", output)
+    else:
+        with pl.Config(tbl_rows=max_rows, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=160):
+            _emit(str(df) + "\n", output)
+    if output:
+        click.echo(f"wrote {df.height} rows to {output}", err=True)
+
+
+def _flatten_for_text(df):  # noqa: ANN001, ANN202
+    import polars as pl
+
+    nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
+    return df.with_columns([pl.col(c).map_elements(lambda v: json.dumps(list(v) if not isinstance(v, dict) else v),
+                                                   return_dtype=pl.String) for c in nested]) if nested else df
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+# -- export ----------------------------------------------------------------------------------
+@main.group()
+def export() -> None:
+    """Write lake data back out in users' formats."""
+
+
+@export.command("csv")
+@click.option("--zoo", help="Zoo to export (default: the only zoo).")
+@click.option("--where", help="SQL filter over the models view, e.g. \"activation = 'gelu' AND epoch = 11\".")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@lake_option
+def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: str) -> None:
+    """Export models in the exact CSV zoo format ('Merged zoo.csv' columns and text)."""
+    from weightlake.ingest.csv_zoo import export_csv
+
+    lake = _open(lake_dir)
+    n = export_csv(lake, output, zoo=zoo, where=where)
+    click.echo(f"wrote {n} models to {output}")
+
+
+# -- verify, info, history -----------------------------------------------------------------------
+@main.command()
+@click.option("--gc", is_flag=True, help="Also remove files no snapshot lists (left by interrupted writers).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@lake_option
+def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
+    """Check integrity (files, shapes, hashes) and report data quality; exit 1 if integrity fails."""
+    from weightlake.verify import collect_garbage, verify as run_verify
+
+    lake = _open(lake_dir)
+    total = sum(z.n_models for z in lake.manifest.zoos.values())
+    with progress_bar(total, "verify") as bar:
+        report = run_verify(lake, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "quality": report.quality,
+                               "orphans": report.orphans}, default=str, indent=1))
+    else:
+        echo_lines(report.lines())
+    if gc:
+        removed = collect_garbage(lake)
+        click.echo(f"removed {len(removed)} unreferenced files")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@lake_option
+def info(lake_dir: str) -> None:
+    """What the lake holds: zoos, architectures, tables, the pinned snapshot."""
+    lake = _open(lake_dir)
+    click.echo(f"lake {lake.root} at snapshot {lake.snapshot} ({lake.manifest.created})")
+    for zoo in lake.zoos:
+        entry = lake.manifest.zoo(zoo)
+        click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}, {len(entry.segments)} segments")
+    for name in lake.tables:
+        entry = lake.manifest.table(name)
+        click.echo(f"  table {name}: {len(entry.files)} files")
+    if not lake.zoos and not lake.tables:
+        click.echo("  empty: ingest a zoo with `weightlake ingest csv` or `weightlake ingest checkpoints`")
+
+
+@main.command()
+@lake_option
+def history(lake_dir: str) -> None:
+    """Snapshots from newest to oldest, with what each commit did."""
+    write_frame(_open(lake_dir).history(), "table", None, max_rows=100)
+
+
+# -- named queries --------------------------------------------------------------------------------
+@main.group()
+def query() -> None:
+    """Named SQL queries (queries/*.sql, with name, description and parameters in the header)."""
+
+
+@query.command("list")
+@lake_option
+def query_list(lake_dir: str) -> None:
+    """List named queries and their parameters."""
+    from weightlake.query import named_queries
+
+    for q in named_queries(None).values():
+        click.secho(q.name, bold=True)
+        click.echo(f"  {q.description}")
+        for p in q.params:
+            default = f" (default {p.default})" if p.default is not None else " (required)"
+            click.echo(f"  --param {p.name}=<{p.type}>{default}  {p.description}")
+
+
+@query.command("run")
+@click.argument("name")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Query parameter (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
+@click.option("-o", "--output", type=click.Path(dir_okay=False))
+@lake_option
+def query_run(name: str, params: tuple[str, ...], fmt: str, output: str | None, lake_dir: str) -> None:
+    """Run a named query; parameters are bound, never pasted into the SQL."""
+    from weightlake.query import run_named
+
+    write_frame(run_named(_open(lake_dir), name, parse_params(params)), fmt, output)

@@ -1,0 +1,143 @@
+"""``weightlake verify``: integrity of a pinned snapshot and a data-quality report.
+
+Integrity (a failure makes the CLI exit non-zero): every file the snapshot lists exists;
+each weight segment's shape matches the manifest and the metadata row count; every
+model's stored content hash matches its weight row; model ids are unique.
+
+Quality (reported, never a failure): rows sharing a weight vector and where, NaN or
+infinite weights, missing (classes, activation, epoch) slots against the full grid the
+zoo spans, and an accuracy summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from weightlake.ingest.common import hash_rows
+from weightlake.lake import Lake
+from weightlake.storage.snapshot import garbage
+from weightlake.storage.tensors import open_segment
+
+
+@dataclass
+class VerifyReport:
+    snapshot: int
+    problems: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)
+    orphans: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"snapshot {self.snapshot}: integrity " + ("OK" if self.ok else f"FAILED ({len(self.problems)} problems)")]
+        out += [f"  ! {p}" for p in self.problems[:50]]
+        for zoo, q in self.quality.items():
+            out.append(f"zoo {zoo!r}: {q['models']} models")
+            out.append(f"  duplicate weight vectors: {q['duplicate_rows']} rows in {q['duplicate_groups']} groups")
+            for ex in q["duplicate_examples"]:
+                out.append(f"    {ex}")
+            out.append(f"  non-finite weights: {q['nonfinite_rows']} rows")
+            out.append(f"  slots (classes x activation x epoch): {q['slots_filled']} filled of {q['slots_grid']}"
+                       f" ({q['slots_missing']} missing)")
+            for ex in q["missing_examples"]:
+                out.append(f"    missing: {ex}")
+            acc = q["accuracy"]
+            out.append(f"  accuracy: mean {acc['mean']:.2f}, min {acc['min']:.2f}, max {acc['max']:.2f}, "
+                       f"null {acc['null']}" if acc["mean"] is not None else f"  accuracy: none recorded ({acc['null']} null)")
+        if self.orphans:
+            out.append(f"{len(self.orphans)} unreferenced files (left by interrupted writers; `--gc` removes them)")
+        return out
+
+
+def verify(lake: Lake, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    report = VerifyReport(snapshot=lake.snapshot)
+    for rel in lake.manifest.files():
+        if not (lake.root / rel).exists():
+            report.problems.append(f"missing file {rel}")
+    for zoo in lake.zoos:
+        _verify_zoo(lake, zoo, report, progress)
+    keep = lake.store.history()
+    report.orphans = [str(p.relative_to(lake.root)) for p in garbage(lake.root, keep)]
+    return report
+
+
+def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[int], None] | None) -> None:
+    entry = lake.manifest.zoo(zoo)
+    try:
+        meta = lake.models(zoo).sort("model_id").collect()
+    except Exception as exc:  # unreadable Parquet: report, keep going
+        report.problems.append(f"zoo {zoo!r}: model metadata unreadable: {exc}")
+        return
+    if meta.height != entry.n_models:
+        report.problems.append(f"zoo {zoo!r}: {meta.height} metadata rows but {entry.n_models} weight rows")
+    if meta["model_id"].n_unique() != meta.height:
+        report.problems.append(f"zoo {zoo!r}: duplicate model ids")
+    nonfinite = 0
+    hashes = dict(zip(meta["model_id"].to_list(), meta["weights_hash"].to_list(), strict=True))
+    for seg in entry.segments:
+        try:
+            array = open_segment(lake.root / seg.path, seg.rows, seg.cols)
+        except Exception as exc:
+            report.problems.append(str(exc))
+            continue
+        for start in range(0, seg.rows, 4096):
+            block = np.asarray(array[start:start + 4096])
+            nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
+            for offset, digest in enumerate(hash_rows(block)):
+                mid = seg.first_id + start + offset
+                if hashes.get(mid) != digest:
+                    report.problems.append(f"zoo {zoo!r}: model {mid} weights do not match their hash "
+                                           f"(segment {seg.path}, row {start + offset})")
+            if progress is not None:
+                progress(len(block))
+    report.quality[zoo] = _quality(meta, nonfinite)
+
+
+def _quality(meta: pl.DataFrame, nonfinite: int) -> dict[str, Any]:
+    dup = (meta.group_by("weights_hash").agg(n=pl.len(), ids=pl.col("model_id").sort(), epochs=pl.col("epoch").sort(),
+                                             classes=pl.col("classes").first(), activation=pl.col("activation").first(),
+                                             init=pl.col("init").first())
+           .filter(pl.col("n") > 1).sort("n", descending=True))
+    keys = ["init", "activation", "epoch"]
+    labels = meta.select("class_mask").unique()
+    grid = labels.join(meta.select(keys).unique(), how="cross") if "init" in meta.columns else labels
+    grid = grid.join(meta.select("init", "activation").unique(), on=["init", "activation"], how="semi")
+    present = meta.select("class_mask", *keys).unique()
+    missing = grid.join(present, on=["class_mask", *keys], how="anti").sort(["class_mask", *keys])
+    acc = meta["accuracy"]
+    return {
+        "models": meta.height,
+        "duplicate_groups": dup.height,
+        "duplicate_rows": int(dup["n"].sum()) if dup.height else 0,
+        "duplicate_examples": [f"classes {list(r['classes'])} {r['activation']} {r['init']}: epochs {list(r['epochs'])}"
+                               f" -> model ids {list(r['ids'])[:6]}" for r in dup.head(3).iter_rows(named=True)],
+        "nonfinite_rows": nonfinite,
+        "slots_grid": grid.height,
+        "slots_filled": present.height,
+        "slots_missing": missing.height,
+        "missing_examples": [f"classes {_mask_classes(r['class_mask'])} {r['activation']} {r['init']} epoch {r['epoch']}"
+                             for r in missing.head(5).iter_rows(named=True)],
+        "accuracy": {"mean": acc.mean(), "min": acc.min(), "max": acc.max(), "null": acc.null_count()},
+    }
+
+
+def _mask_classes(mask: int) -> list[int]:
+    return [d for d in range(32) if mask >> d & 1]
+
+
+def collect_garbage(lake: Lake) -> list[str]:
+    """Remove files no snapshot in the history lists; returns what was removed."""
+    import shutil
+
+    with lake.store.locked():
+        removed = []
+        for path in garbage(lake.root, lake.store.history()):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(str(path.relative_to(lake.root)))
+    return removed
