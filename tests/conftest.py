@@ -45,3 +45,18 @@ def lake_copy(tmp_path: Path, small_lake_dir: Path) -> Path:
     target = tmp_path / "lake"
     shutil.copytree(small_lake_dir, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> Path:
+    """A lake with every derived table the named queries read (built by the library's own commands).
+
+    Tables whose producers are not part of the package yet are simply absent, and the
+    queries that need them are skipped by :func:`tests.test_query` through their
+    ``requires`` header.
+    """
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    root = tmp_path_factory.mktemp("analysed") / "lake"
+    ingest_csv(root, small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    return root

@@ -1,0 +1,69 @@
+"""Shared benchmark helpers: the full-size synthetic zoo, timing, peak memory of a child process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DATA = Path("bench-data")
+FULL_ROWS = 36_468
+
+
+def full_csv(data_dir: Path = BENCH_DATA) -> Path:
+    """The full-size CSV zoo (1,013 labels x 6 activations x 6 epochs), generated once and reused."""
+    from weightlake.zoo.synthetic import write_synthetic_csv
+
+    path = data_dir / "zoo-full.csv"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        t = time.perf_counter()
+        n = write_synthetic_csv(tmp, seed=0)
+        tmp.rename(path)
+        print(f"generated {path} ({n} rows, {path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s")
+    return path
+
+
+def full_lake(data_dir: Path = BENCH_DATA) -> Path:
+    """A lake holding the full-size zoo as 'mnist-cnn-s', built once and reused."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    root = data_dir / "lake-full"
+    if not (root / "_current").exists():
+        ingest_csv(root, full_csv(data_dir), zoo="mnist-cnn-s", init="kaiming_uniform")
+    return root
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def run_child(code: str, *args: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter, timed inside the child; returns its JSON result.
+
+    ``code`` must set ``result`` (a dict); the child adds ``seconds`` (wall time of the
+    code) and ``peak_gb`` (its own peak resident memory).
+    """
+    wrapper = (
+        "import json, resource, sys, time\n"
+        "t = time.perf_counter()\n"
+        f"{code}\n"
+        "result['seconds'] = time.perf_counter() - t\n"
+        "result['peak_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6\n"
+        "print(json.dumps(result))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def emit(name: str, figures: dict[str, Any]) -> None:
+    print(json.dumps({"benchmark": name, **figures}))

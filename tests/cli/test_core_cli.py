@@ -1,0 +1,86 @@
+"""The CLI as a user types it: real lake, real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from weightlake.cli import main
+
+
+@pytest.fixture()
+def run():
+    runner = CliRunner()
+
+    def _run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return _run
+
+
+def test_help_teaches(run):
+    out = run("--help")
+    for cmd in ("ingest", "sql", "export", "verify", "query"):
+        assert cmd in out
+    assert "Example" in run("ingest", "csv", "--help")
+
+
+def test_ingest_sql_export_verify(run, small_csv, tmp_path):
+    lake = str(tmp_path / "lake")
+    out = run("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform", "--lake", lake)
+    assert "added 432 models" in out
+    out = run("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform", "--lake", lake)
+    assert "nothing added" in out
+    rows = json.loads(run("sql", "SELECT activation, count(*) AS n FROM models GROUP BY ALL ORDER BY ALL",
+                          "--format", "json", "--lake", lake))
+    assert len(rows) == 6 and rows[0] == {"activation": "gelu", "n": 72}
+    run("sql", "SELECT model_id, classes FROM models WHERE n_classes = $k", "--param", "k=2",
+        "--format", "csv", "-o", str(tmp_path / "two.csv"), "--lake", lake)
+    assert pl.read_csv(tmp_path / "two.csv").height == 432
+    run("sql", "SELECT * FROM models", "--format", "parquet", "-o", str(tmp_path / "m.parquet"), "--lake", lake)
+    assert pl.read_parquet(tmp_path / "m.parquet").height == 432
+    out = run("export", "csv", "--zoo", "z", "--where", "activation = 'gelu'", "-o", str(tmp_path / "g.csv"),
+              "--lake", lake)
+    assert "wrote 72 models" in out
+    assert "integrity OK" in run("verify", "--lake", lake)
+    assert "zoo z: 432 models" in run("info", "--lake", lake)
+
+
+def test_env_var_names_the_lake(run, small_lake_dir, monkeypatch):
+    monkeypatch.setenv("WEIGHTLAKE_LAKE", str(small_lake_dir))
+    assert "mnist-cnn-s" in run("info")
+
+
+def test_user_errors_are_one_line_and_nonzero(run, tmp_path, small_lake_dir):
+    out = run("sql", "SELEC 1", "--lake", str(small_lake_dir), code=1)
+    assert out.startswith("error: query failed") and out.count("\n") == 1
+    out = run("info", "--lake", str(tmp_path / "none"), code=1)
+    assert "no lake at" in out and "Traceback" not in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    out = run("ingest", "csv", str(bad), "--zoo", "z", "--init", "normal", "--lake", str(tmp_path / "l"), code=1)
+    assert "expected 2483 columns" in out
+
+
+def test_verify_fails_on_corruption(run, lake_copy):
+    seg = next((lake_copy / "zoos").rglob("c/0/0"))
+    data = bytearray(seg.read_bytes())
+    data[100:104] = b"\x00\x00\x80\x7f"  # an inf in the middle of a row
+    seg.write_bytes(bytes(data))
+    out = run("verify", "--lake", str(lake_copy), code=1)
+    assert "integrity FAILED" in out and "do not match their hash" in out
+
+
+def test_job_file(run, small_csv, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(f'[[source]]\nkind = "csv"\npath = "{small_csv}"\nzoo = "z"\ninit = "normal"\n\n'
+                   f'[[export]]\nzoo = "z"\nwhere = "epoch = 11"\nout = "{tmp_path / "e.csv"}"\n')
+    out = run("ingest", "run", str(job), "--lake", str(tmp_path / "lake"))
+    assert "added 432 models" in out and "exported 72 models" in out
+    job.write_text('[[source]]\nkind = "csv"\npath = "x.csv"\nzoo = "z"\n')
+    assert "does not say its initialisation" in run("ingest", "run", str(job), "--lake", str(tmp_path / "l2"), code=1)

@@ -1,0 +1,43 @@
+"""Named queries: every queries/*.sql parses, and every one runs against a real lake."""
+
+from __future__ import annotations
+
+import pytest
+
+import weightlake as wl
+from weightlake.errors import NoSuchTableError, QueryError
+from weightlake.query import named_queries, run_named
+
+QUERIES = named_queries()
+
+# values for the parameters the queries declare; tables a query needs are built by fixtures
+VALUES = {"zoo": "mnist-cnn-s", "scenario": "t", "layer": "fc1", "split": "test"}
+
+
+def test_every_query_has_a_header():
+    assert len(QUERIES) >= 4
+    for q in QUERIES.values():
+        assert q.description, q.name
+        assert q.path.stem == q.name, "file name and query name agree"
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_every_named_query_runs(name, analysed_lake_dir):
+    q = QUERIES[name]
+    params = {p.name: VALUES[p.name] for p in q.params if p.default is None}
+    df = run_named(wl.open_lake(analysed_lake_dir), name, params)
+    assert df.height > 0, f"{name} returned no rows"
+
+
+def test_parameters_are_bound_not_pasted(small_lake_dir):
+    lake = wl.open_lake(small_lake_dir)
+    evil = "mnist-cnn-s' OR '1'='1"
+    assert run_named(lake, "accuracy_by_group", {"zoo": evil}).height == 0
+    with pytest.raises(QueryError, match="needs --param zoo"):
+        run_named(lake, "accuracy_by_group", {})
+    with pytest.raises(QueryError, match="no parameter"):
+        run_named(lake, "accuracy_by_group", {"zoo": "x", "bogus": "1"})
+    with pytest.raises(QueryError, match="expects int"):
+        run_named(lake, "accuracy_by_group", {"zoo": "x", "min_classes": "two"})
+    with pytest.raises(NoSuchTableError, match="no named query"):
+        run_named(lake, "nope", {})
