@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from weightlake.zoo.idx import KNOWN_DATASETS
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
 
@@ -60,3 +62,57 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path)
     root = tmp_path_factory.mktemp("analysed") / "lake"
     ingest_csv(root, small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
     return root
+
+
+# -- a real mini zoo, trained once per session on Fashion-MNIST ---------------------------------
+FASHION_INSTALLED = KNOWN_DATASETS["fashion-mnist"][0].is_dir()
+
+SUBSETS = ([1, 8], [0, 5, 9])
+ACTIVATIONS = ("relu", "tanh")
+INITS = ("kaiming_uniform", "xavier_normal")
+EPOCHS = 3
+RECIPE = {"epochs_max": EPOCHS, "subsample": 200, "seed": 7, "checkpoint_epochs": range(EPOCHS),
+          "min_accuracy": 0.0}
+"""A zoo small enough for the test suite: 200 training images per class, a checkpoint every epoch."""
+
+
+@dataclass
+class MiniZoo:
+    out: Path
+    report: object
+    progress: list
+
+
+def _train(out: Path, layout: str, inits: tuple[str, ...], workers: int) -> MiniZoo:
+    from weightlake.zoo.train import train_zoo
+
+    calls: list = []
+    report = train_zoo("fashion-mnist", out, SUBSETS, ACTIVATIONS, inits, layout=layout, workers=workers,
+                       progress=lambda *args: calls.append(args), **RECIPE)
+    return MiniZoo(out, report, calls)
+
+
+@pytest.fixture(scope="session")
+def zoo_b(tmp_path_factory: pytest.TempPathFactory) -> MiniZoo:
+    """Layout B, 2 subsets x 2 activations x 2 inits, trained by a pool of 2 worker processes."""
+    if not FASHION_INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    return _train(tmp_path_factory.mktemp("zoo_b"), "b", INITS, workers=2)
+
+
+@pytest.fixture(scope="session")
+def zoo_a(tmp_path_factory: pytest.TempPathFactory) -> MiniZoo:
+    """Layout A with the first init only, trained in this process (so it also checks pool == in-process)."""
+    if not FASHION_INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    return _train(tmp_path_factory.mktemp("zoo_a"), "a", INITS[:1], workers=1)
+
+
+@pytest.fixture(scope="session")
+def fashion_test() -> tuple:
+    """Fashion-MNIST test images and labels."""
+    if not FASHION_INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    from weightlake.zoo.idx import load_dataset
+
+    return load_dataset("fashion-mnist", "test")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from weightlake.lake import Lake
 
 
-def open_lake(path: Any = None, *, create: bool = False) -> "Lake":
+def open_lake(path: Any = None, *, create: bool = False) -> Lake:
     """Open a lake at ``path`` (default: ``$WEIGHTLAKE_LAKE``, else ``./lake``), pinned to its current snapshot."""
     from weightlake.lake import open_lake as _open
 

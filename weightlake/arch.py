@@ -22,8 +22,9 @@ need them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from weightlake.errors import ArchitectureError, NoSuchTableError
 
@@ -72,7 +73,7 @@ class ModuleSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModuleSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModuleSpec:
         return cls(kind=data["kind"], name=data.get("name"), args=data.get("args", {}))
 
 
@@ -285,7 +286,7 @@ class Architecture:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+    def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
         try:
             return cls(
                 name=data["name"],

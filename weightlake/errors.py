@@ -63,3 +63,7 @@ class IntegrityError(WeightLakeError, RuntimeError):
 
 class QueryError(WeightLakeError, ValueError):
     """A SQL query or named query that could not run (bad SQL, missing parameter)."""
+
+
+class TrainError(WeightLakeError, ValueError):
+    """Bad trainer arguments, or a finished model folder trained with another configuration."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -44,7 +45,7 @@ def resolve_lake_path(path: Any = None) -> Path:
     return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
 
 
-def open_lake(path: Any = None, *, create: bool = False) -> "Lake":
+def open_lake(path: Any = None, *, create: bool = False) -> Lake:
     """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed."""
     root = resolve_lake_path(path)
     store = SnapshotStore(root)
@@ -81,11 +82,11 @@ class Lake:
     def store(self) -> SnapshotStore:
         return SnapshotStore(self.root)
 
-    def refresh(self) -> "Lake":
+    def refresh(self) -> Lake:
         """A handle on the newest snapshot (this one stays pinned)."""
         return Lake(self.root, self.store.current())
 
-    def at(self, version: int) -> "Lake":
+    def at(self, version: int) -> Lake:
         """A handle pinned to an earlier snapshot version."""
         return Lake(self.root, self.store.version(version))
 
@@ -173,7 +174,7 @@ class Lake:
         seg = span.segment
         return read_rows(self.root / seg.path, seg.rows, seg.cols, index)
 
-    def weights(self, ids: Iterable[int] | np.ndarray) -> "torch.Tensor":
+    def weights(self, ids: Iterable[int] | np.ndarray) -> torch.Tensor:
         """Flat weights as a ``torch.float32 [n, P]`` tensor sharing memory with the decoded rows."""
         import torch
 
@@ -208,7 +209,7 @@ class Lake:
             raise NoSuchTableError(f"say which zoo; the lake holds {self.zoos or 'none'}")
         return next(iter(self.manifest.zoos))
 
-    def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> "torch.Tensor":
+    def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> torch.Tensor:
         """One layer of the given models: ``"fc1"`` -> ``[n, 20, 36]``, ``"conv1"`` -> ``[n, 8, 1, 5, 5]``,
         ``"fc1.bias"`` -> ``[n, 20]`` (views into the decoded rows)."""
         import torch
@@ -217,7 +218,7 @@ class Lake:
         arch = self.arch(self._span(int(ids[0])).zoo) if ids.size else self.arch()
         return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
 
-    def state_dict(self, model_id: int) -> dict[str, "torch.Tensor"]:
+    def state_dict(self, model_id: int) -> dict[str, torch.Tensor]:
         """A state_dict that ``load_state_dict`` of the zoo CNN accepts."""
         import torch
 
@@ -225,7 +226,7 @@ class Lake:
         flat = torch.from_numpy(self.weights_numpy([model_id])[0].copy())
         return {k: v.clone() for k, v in arch.flat_to_state_dict(flat).items()}
 
-    def cnn(self, model_id: int) -> "torch.nn.Module":
+    def cnn(self, model_id: int) -> torch.nn.Module:
         """A ready torch module (eval mode) with this model's weights and activation."""
         from weightlake.zoo.cnn import build_cnn
 
@@ -246,7 +247,7 @@ class Lake:
         return pl.scan_parquet([str(self.root / f) for f in entry.files], hive_partitioning=bool(hive),
                                hive_schema=hive or None)
 
-    def connect(self, *, weights: bool = True, udfs: bool = True) -> "duckdb.DuckDBPyConnection":
+    def connect(self, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""
         from weightlake.query import connect
 

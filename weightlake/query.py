@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 _WORD = re.compile(r"\bweights\b", re.IGNORECASE)
 
 
-def connect(lake: "Lake", *, weights: bool = True, udfs: bool = True) -> "duckdb.DuckDBPyConnection":
+def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot."""
     import duckdb
 
@@ -52,7 +53,7 @@ def connect(lake: "Lake", *, weights: bool = True, udfs: bool = True) -> "duckdb
     return con
 
 
-def _create_views(con: "duckdb.DuckDBPyConnection", lake: "Lake", *, weights: bool) -> None:
+def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) -> None:
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     if files:
         src = tables.duckdb_source(lake.root, files, hive=True)
@@ -65,7 +66,7 @@ def _create_views(con: "duckdb.DuckDBPyConnection", lake: "Lake", *, weights: bo
         con.register("weights", weights_arrow(lake))
 
 
-def weights_arrow(lake: "Lake") -> Any:
+def weights_arrow(lake: Lake) -> Any:
     """All zoos' weights as an Arrow table ``(model_id, zoo, w FLOAT[P])``, zero-copy over the decoded rows.
 
     Zoos of different parameter counts cannot share one fixed-size column; the first
@@ -92,7 +93,7 @@ def weights_arrow(lake: "Lake") -> Any:
                      "w": pa.chunked_array(chunks)})
 
 
-def run_sql(lake: "Lake", query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
+def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
     """Run one query; the ``weights`` view is decoded only if the query names it."""
     import duckdb
 
@@ -185,7 +186,7 @@ def parse_named_query(path: Path) -> NamedQuery:
                       tuple(t.strip() for r in meta["requires"] for t in r.split(",") if t.strip()))
 
 
-def query_dirs(lake: "Lake | None" = None) -> list[Path]:
+def query_dirs(lake: Lake | None = None) -> list[Path]:
     """Where named queries are looked up: ``$WEIGHTLAKE_QUERIES``, the project's ``queries/``, ``<lake>/queries``."""
     dirs = [Path(p) for p in os.environ.get("WEIGHTLAKE_QUERIES", "").split(os.pathsep) if p]
     dirs.append(Path(__file__).resolve().parent.parent / "queries")
@@ -194,7 +195,7 @@ def query_dirs(lake: "Lake | None" = None) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
-def named_queries(lake: "Lake | None" = None) -> dict[str, NamedQuery]:
+def named_queries(lake: Lake | None = None) -> dict[str, NamedQuery]:
     out: dict[str, NamedQuery] = {}
     for d in query_dirs(lake):
         for path in sorted(d.glob("*.sql")):
@@ -203,7 +204,7 @@ def named_queries(lake: "Lake | None" = None) -> dict[str, NamedQuery]:
     return out
 
 
-def run_named(lake: "Lake", name: str, given: Mapping[str, str]) -> pl.DataFrame:
+def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
     queries = named_queries(lake)
     if name not in queries:
         raise NoSuchTableError(f"no named query {name!r}; available: {sorted(queries) or 'none'}")

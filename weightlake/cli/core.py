@@ -58,6 +58,48 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
     echo_lines(report.lines())
 
 
+@ingest.command("checkpoints")
+@click.argument("root", type=click.Path(file_okay=False, exists=True))
+@click.option("--zoo", required=True, help="Zoo name to add the models to (created if new).")
+@click.option("--init", help="Initialisation: required for layout A (no init folders); filters layout B.")
+@click.option("--layout", type=click.Choice(["auto", "a", "b"]), default="auto", show_default=True,
+              help="a: {label}/{activation}/*.pth; b: {label}/{activation}/{init}/*.pth.")
+@click.option("--arch", default="cnn-s", show_default=True, help="Architecture name or a JSON file describing one.")
+@click.option("--workers", default=2, show_default=True, help="Processes that decode checkpoints.")
+@click.option("--epoch-bins", default="11,16,21,26,31,36", show_default=True,
+              help="Epoch bins of the zoo (a short test zoo might use e.g. '1,2,3').")
+@click.option("--rejects", type=click.Path(dir_okay=False), default="checkpoint-rejects.csv", show_default=True,
+              help="Where unreadable or refused files are listed (written only if there are any).")
+@lake_option
+def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
+                           epoch_bins: str, rejects: str, lake_dir: str) -> None:
+    """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
+
+    Files are read safely (a strict allow-list reader, else torch's weights-only loader:
+    a malicious pickle is refused, never run). Early-stopped models fill later epoch bins
+    from their closest predecessor, flagged as fallback; accuracies come from metrics/.
+
+    \b
+    Examples:
+      weightlake ingest checkpoints checkpoints/ --zoo fmnist-cnn-s
+      weightlake ingest checkpoints old/checkpoints --zoo mnist-cnn-s --init kaiming_uniform
+    """
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    with progress_bar(0, "read") as bar:
+        state = {"done": 0}
+
+        def advance(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
+                                    layout=None if layout == "auto" else layout, workers=workers,
+                                    bins=_int_list(epoch_bins), rejects_path=rejects, progress=advance)
+    echo_lines(report.lines())
+
+
 @ingest.command("run")
 @click.argument("job", type=click.Path(dir_okay=False, exists=True))
 @lake_option
@@ -67,6 +109,12 @@ def ingest_run(job: str, lake_dir: str) -> None:
 
     for line in run_job(job, lake_dir, echo=click.echo):
         click.echo(line)
+
+
+def _int_list(text: str) -> list[int]:
+    from weightlake.zoo.train import parse_int_list
+
+    return parse_int_list(text)
 
 
 def _arch(spec: str):  # noqa: ANN202
@@ -178,7 +226,8 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
 @lake_option
 def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
     """Check integrity (files, shapes, hashes) and report data quality; exit 1 if integrity fails."""
-    from weightlake.verify import collect_garbage, verify as run_verify
+    from weightlake.verify import collect_garbage
+    from weightlake.verify import verify as run_verify
 
     lake = _open(lake_dir)
     total = sum(z.n_models for z in lake.manifest.zoos.values())

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -40,6 +41,7 @@ META_SCHEMA: dict[str, Any] = {
     "source_file": pl.String,
     "source_row": pl.Int64,
     "weights_hash": pl.String,
+    "fallback": pl.Boolean,
 }
 """Columns every ingester provides (``model_id``, ``zoo`` and ``arch`` are added at commit)."""
 
@@ -91,23 +93,24 @@ class IngestReport:
     snapshot: int | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    unit: str = "rows"
 
     def lines(self) -> list[str]:
-        out = [f"{self.source}: read {self.rows_read} rows, added {self.rows_added} models to zoo {self.zoo!r}"
+        out = [f"{self.source}: read {self.rows_read} {self.unit}, added {self.rows_added} models to zoo {self.zoo!r}"
                + (f" (snapshot {self.snapshot})" if self.snapshot is not None else "")]
         if self.already_ingested:
             out.append("  this source was ingested before with the same content: nothing added")
         elif self.rows_already_present:
             out.append(f"  {self.rows_already_present} rows were already in the zoo and were not added again")
         if self.rows_rejected:
-            out.append(f"  {self.rows_rejected} bad rows skipped; see {self.rejects_path}")
+            out.append(f"  {self.rows_rejected} bad {self.unit} skipped; see {self.rejects_path}")
         if self.duplicate_groups:
             out.append(f"  {self.duplicate_rows} rows share a weight vector with another row "
                        f"({self.duplicate_groups} groups; early-stopped models filed under several epochs)")
             for ex in self.duplicate_examples[:3]:
                 out.append(f"    e.g. {ex}")
         for key, value in self.extra.items():
-            out.append(f"  {key}: {value}")
+            out += [f"  {key}: {v}" for v in value] if isinstance(value, list) else [f"  {key}: {value}"]
         out.append(f"  {self.seconds:.1f} s")
         return out
 

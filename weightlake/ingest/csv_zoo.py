@@ -21,10 +21,10 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -130,10 +130,14 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
     problems: list[BadRow] = []
     rows = batch["_row"].to_numpy()
 
-    nulls = batch.select(pl.all().exclude("_row").is_null()).to_numpy()
+    # weights: a null (truncated line, empty field) becomes NaN in to_numpy and is caught below
+    first_w = batch.columns.index(weight_cols[0])
+    weight_frame = batch[:, first_w:first_w + len(weight_cols)]  # positional: no per-name lookups
+    meta_cols = [c for c in batch.columns[:first_w] + batch.columns[first_w + len(weight_cols):] if c != "_row"]
+    nulls = batch.select(pl.col(meta_cols).is_null()).to_numpy()
     for i in np.flatnonzero(nulls.any(axis=1)):
-        col = batch.columns[1 + int(np.argmax(nulls[i]))] if batch.columns[0] == "_row" else None
-        problems.append(BadRow(int(rows[i]), col, "missing value (truncated line or empty field)"))
+        problems.append(BadRow(int(rows[i]), meta_cols[int(np.argmax(nulls[i]))],
+                               "missing value (truncated line or empty field)"))
 
     meta = batch.select(
         "_row", "label",
@@ -168,11 +172,12 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
                 col = _first_onehot_mismatch(batch, int(i), int(meta["class_mask"][int(i)] or 0))
             problems.append(BadRow(int(rows[i]), col, f"{reason} (label {meta['label'][int(i)]!r})"))
 
-    weights = np.ascontiguousarray(batch.select(weight_cols).to_numpy(), dtype=np.float32)
-    finite = np.isfinite(weights)
-    for i in np.flatnonzero(~finite.all(axis=1)):
-        j = int(np.argmin(finite[i]))
-        problems.append(BadRow(int(rows[i]), weight_cols[j], f"weight is {weights[i, j]!r}, not a finite number"))
+    weights = _to_row_major(weight_frame.to_numpy())
+    for i in np.flatnonzero(~np.isfinite(weights).all(axis=1)):
+        j = int(np.argmin(np.isfinite(weights[i])))
+        missing = batch[weight_cols[j]][int(i)] is None
+        problems.append(BadRow(int(rows[i]), weight_cols[j], "missing value (truncated line or empty field)"
+                               if missing else f"weight is {float(weights[i, j])!r}, not a finite number"))
 
     out = meta.select(
         classes="classes", class_mask="class_mask",
@@ -183,6 +188,13 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
         source_row="_row",
     )
     return out, weights, sorted(problems, key=lambda b: b.row)
+
+
+def _to_row_major(columns: np.ndarray) -> np.ndarray:
+    """polars hands columns back column-major; torch's blocked transpose copy is ~5x numpy's."""
+    import torch
+
+    return torch.from_numpy(np.asarray(columns, dtype=np.float32).T).t().contiguous().numpy()
 
 
 def _first_onehot_mismatch(batch: pl.DataFrame, i: int, mask: int) -> str:

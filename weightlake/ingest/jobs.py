@@ -9,6 +9,7 @@ A job file holds one or more ``[[source]]`` tables::
     init = "kaiming_uniform"     # required for CSV and layout-A checkpoints
     arch = "cnn-s"               # optional, default cnn-s
     on_error = "abort"           # csv only: abort | skip
+    epoch_bins = [11, 16, 21]    # checkpoints only (default: the reference zoo's six bins)
 
 An optional ``[train]`` table runs the zoo trainer first (same keys as
 ``weightlake zoo train``), so a job can produce its own checkpoints; an optional
@@ -25,7 +26,7 @@ from typing import Any
 from weightlake.errors import IngestError
 
 SOURCE_KINDS = ("csv", "checkpoints")
-_SOURCE_KEYS = {"kind", "path", "zoo", "init", "arch", "on_error", "rejects", "layout", "workers"}
+_SOURCE_KEYS = {"kind", "path", "zoo", "init", "arch", "on_error", "rejects", "layout", "workers", "epoch_bins"}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ import fcntl
 import json
 import os
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 
@@ -54,7 +55,7 @@ class Segment:
         return {"path": self.path, "first_id": self.first_id, "rows": self.rows, "cols": self.cols}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Segment":
+    def from_dict(cls, d: Mapping[str, Any]) -> Segment:
         return cls(str(d["path"]), int(d["first_id"]), int(d["rows"]), int(d["cols"]))
 
 
@@ -75,7 +76,7 @@ class ZooEntry:
                 "model_files": list(self.model_files)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ZooEntry":
+    def from_dict(cls, d: Mapping[str, Any]) -> ZooEntry:
         return cls(arch=dict(d["arch"]), segments=tuple(Segment.from_dict(s) for s in d.get("segments", ())),
                    model_files=tuple(d.get("model_files", ())))
 
@@ -93,7 +94,7 @@ class TableEntry:
         return {"files": list(self.files), "properties": dict(self.properties), "arrays": list(self.arrays)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TableEntry":
+    def from_dict(cls, d: Mapping[str, Any]) -> TableEntry:
         return cls(files=tuple(d.get("files", ())), properties=dict(d.get("properties", {})),
                    arrays=tuple(d.get("arrays", ())))
 
@@ -156,7 +157,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
         if d.get("format", FORMAT_VERSION) > FORMAT_VERSION:
             raise IntegrityError(f"manifest format {d['format']} is newer than this weightlake ({FORMAT_VERSION}); "
                                  "upgrade weightlake to read this lake")
@@ -169,7 +170,7 @@ class Manifest:
             next_model_id=int(d.get("next_model_id", 0)),
         )
 
-    def evolve(self, operation: Mapping[str, Any], **changes: Any) -> "Manifest":
+    def evolve(self, operation: Mapping[str, Any], **changes: Any) -> Manifest:
         """The child manifest: a new id and version, ``parent`` set to this one."""
         return replace(self, version=self.version + 1, snapshot_id=uuid.uuid4().hex[:12], parent=self.file_name,
                        created=_now(), operation=dict(operation), **changes)
@@ -302,8 +303,6 @@ def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
             continue
         for path in sorted(base.rglob("*")):
             rel = os.path.normpath(path.relative_to(root))
-            if path.suffix == ".zarr" and path.is_dir() and rel not in listed:
-                out.append(path)
-            elif path.suffix == ".parquet" and path.is_file() and rel not in listed:
+            if path.suffix == ".zarr" and path.is_dir() and rel not in listed or path.suffix == ".parquet" and path.is_file() and rel not in listed:
                 out.append(path)
     return out

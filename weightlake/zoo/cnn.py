@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from weightlake.arch import ACTIVATIONS, Architecture, CNN_S
+from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import ArchitectureError
 
 _ACTIVATION_MODULES = {
@@ -62,7 +62,7 @@ class ZooCNN(nn.Module):
         """The parameters as one flat vector in ``parameters()`` order (a copy)."""
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
-    def load_flat(self, flat: Any) -> "ZooCNN":
+    def load_flat(self, flat: Any) -> ZooCNN:
         """Load a flat vector ``[P]`` (numpy or torch); returns ``self``."""
         flat_t = torch.as_tensor(flat, dtype=torch.float32)
         self.arch.check_flat(flat_t)
