@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint typecheck bench clean-lake
+.PHONY: demo test setup data lint typecheck bench clean-lake
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (IDX files under /usr/share/datasets).
+data:
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist); \
+	  else echo "install Fashion-MNIST first: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; }
+
+demo: $(STAMP) data
 	$(BIN)/weightlake demo --lake lake
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -42,6 +42,7 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.Du
 
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")  # its bar would land in --format csv output
         _create_views(con, lake, weights=weights)
         if udfs:
             from weightlake.analysis.udfs import register_udfs

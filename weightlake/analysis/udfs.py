@@ -1,9 +1,136 @@
-"""DuckDB UDFs (``wl_*``); filled in by the analysis work."""
+"""The analysis functions as vectorized (Arrow) DuckDB UDFs, all named ``wl_*``.
+
+Registered on every connection :func:`weightlake.query.connect` opens, for the
+architecture the lake's zoos share (``P`` parameters):
+
+* ``wl_<metric>(a FLOAT[P], b FLOAT[P]) -> DOUBLE`` for every pair metric in
+  :data:`weightlake.analysis.metrics.METRICS` (``wl_mse``, ``wl_w1``, ``wl_cosine`` ...;
+  neuron-cloud metrics such as ``wl_sliced_w`` average over layers);
+* ``wl_<metric>_layer(a, b, layer VARCHAR) -> DOUBLE`` for the metrics with a per-layer form
+  (``wl_mse_layer(a.w, b.w, 'fc1')``); a layer block is weight and bias together;
+* ``wl_<metric>(w FLOAT[P]) -> DOUBLE`` for one-argument metrics (``wl_saturation_share``);
+* ``wl_layer(w, layer) -> FLOAT[]``: one layer's weights (``'fc1'``) or bias (``'fc1.bias'``);
+* ``wl_l1(w)``, ``wl_l2(w)``: norms of the whole vector.
+
+Each call receives up to 2,048 rows as Arrow arrays; the fixed-size list columns are
+viewed as ``[rows, P]`` numpy blocks without copying, and the same numpy function the
+Python API uses computes the whole block at once.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from weightlake.arch import CNN_S, Architecture, get_architecture
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 
-def register_udfs(con: Any, lake: Any) -> None:
-    return None
+def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Architecture | None = None) -> list[str]:
+    """Register every ``wl_*`` function on ``con``; returns their names."""
+    import duckdb
+    import duckdb.sqltypes as T
+
+    from weightlake.analysis.metrics import METRICS
+
+    arch = arch or _lake_arch(lake)
+    vec = duckdb.array_type(T.FLOAT, arch.n_params)
+    names: list[str] = []
+
+    def add(name: str, fn: Callable[..., Any], params: list[Any], returns: Any) -> None:
+        con.create_function(name, fn, params, returns, type="arrow", side_effects=False)
+        names.append(name)
+
+    for spec in METRICS.values():
+        if spec.arity == 1:
+            add(f"wl_{spec.name}", _unary(spec.fn, arch), [vec], T.DOUBLE)
+            continue
+        add(f"wl_{spec.name}", _binary(spec, arch), [vec, vec], T.DOUBLE)
+        if spec.per_layer and spec.scope == "values":
+            add(f"wl_{spec.name}_layer", _binary_layer(spec.fn, arch), [vec, vec, T.VARCHAR], T.DOUBLE)
+    add("wl_layer", _layer(arch), [vec, T.VARCHAR], duckdb.list_type(T.FLOAT))
+    add("wl_l1", _unary(lambda x: np.abs(x).sum(axis=1, dtype=np.float64), arch), [vec], T.DOUBLE)
+    add("wl_l2", _unary(lambda x: np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)), arch), [vec], T.DOUBLE)
+    return names
+
+
+def _lake_arch(lake: Any) -> Architecture:
+    if lake is None or not lake.manifest.zoos:
+        return CNN_S
+    archs = {e.arch["name"]: e.arch for e in lake.manifest.zoos.values()}
+    return get_architecture(next(iter(archs.values())))
+
+
+def rows_of(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    """A fixed-size list column as a read-only ``[rows, width]`` float32 view (copies only to join chunks)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    values = column.flatten()  # honours the slice offset of the list array
+    return values.to_numpy(zero_copy_only=values.null_count == 0).reshape(-1, width)
+
+
+def _result(values: Any) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array(np.asarray(values, dtype=np.float64))
+
+
+def _binary(spec: Any, arch: Architecture) -> Callable[..., Any]:
+    kwargs = {"arch": arch} if spec.scope in ("layers", "whole") else {}
+
+    def fn(a: Any, b: Any) -> Any:
+        return _result(spec.fn(rows_of(a, arch.n_params), rows_of(b, arch.n_params), **kwargs))
+
+    return fn
+
+
+def _unary(metric: Callable[..., Any], arch: Architecture) -> Callable[..., Any]:
+    def fn(a: Any) -> Any:
+        return _result(metric(rows_of(a, arch.n_params)))
+
+    return fn
+
+
+def _blocks(arch: Architecture, names: np.ndarray) -> dict[str, tuple[np.ndarray, slice]]:
+    """Rows grouped by the layer they ask for (usually one constant layer name)."""
+    out = {}
+    for name in np.unique(names):
+        layer = arch.layer(str(name))
+        out[str(name)] = (np.flatnonzero(names == name), slice(layer.start, layer.stop))
+    return out
+
+
+def _binary_layer(metric: Callable[..., Any], arch: Architecture) -> Callable[..., Any]:
+    def fn(a: Any, b: Any, layer: Any) -> Any:
+        x, y = rows_of(a, arch.n_params), rows_of(b, arch.n_params)
+        names = np.asarray(layer.to_pylist(), dtype=object)
+        out = np.empty(len(x), dtype=np.float64)
+        for rows, cols in _blocks(arch, names).values():
+            out[rows] = metric(x[rows][:, cols], y[rows][:, cols]) if len(rows) < len(x) \
+                else metric(x[:, cols], y[:, cols])
+        return _result(out)
+
+    return fn
+
+
+def _layer(arch: Architecture) -> Callable[..., Any]:
+    import pyarrow as pa
+
+    def fn(w: Any, layer: Any) -> Any:
+        x = rows_of(w, arch.n_params)
+        names = layer.to_pylist()
+        if len(set(names)) == 1:
+            part = np.ascontiguousarray(arch.select(x, names[0]).reshape(len(x), -1))
+            offsets = np.arange(0, part.size + 1, part.shape[1], dtype=np.int32)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(part.reshape(-1)))
+        return pa.array([arch.select(row, n).reshape(-1) for row, n in zip(x, names, strict=True)],
+                        type=pa.list_(pa.float32()))
+
+    return fn

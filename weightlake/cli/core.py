@@ -299,3 +299,21 @@ def query_run(name: str, params: tuple[str, ...], fmt: str, output: str | None, 
     from weightlake.query import run_named
 
     write_frame(run_named(_open(lake_dir), name, parse_params(params)), fmt, output)
+
+
+# -- demo ---------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False),
+              help="Where checkpoints, exported CSVs and plots go.")
+@click.option("--quick", is_flag=True, help="A seconds-long variant (used by the test suite).")
+@click.option("--workers", default=2, show_default=True)
+@lake_option
+def demo(out_dir: str, quick: bool, workers: int, lake_dir: str) -> None:
+    """Train a small real zoo on Fashion-MNIST, ingest it, query, export, serve pairs, analyse, verify.
+
+    Re-running is cheap: finished models are not retrained and ingested ones are not re-added.
+    """
+    from weightlake.demo import DemoConfig, run_demo
+
+    run_demo(Path(lake_dir), Path(out_dir), config=DemoConfig.quick() if quick else DemoConfig(), workers=workers,
+             echo=click.echo)

@@ -617,15 +617,28 @@ def _notify(progress: Callable[[int, int, ModelResult], None] | None, done: int,
         progress(done, total, result)
 
 
+def _flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "arch":
+            out.update(_flat_items(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _finished(job: ModelJob, config: _ZooConfig) -> ModelResult | None:
     sidecar = read_sidecar(job.folder)
     if sidecar is None:
         return None
     if sidecar.get("config") != config.to_dict() or sidecar.get("init") != job.init:
+        old = {**_flat_items(sidecar.get("config") or {}), "init": sidecar.get("init")}
+        new = {**_flat_items(config.to_dict()), "init": job.init}
+        diff = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+                         if old.get(k) != new.get(k))
         raise TrainError(
-            f"model folder {job.folder!r} is complete but was trained with another configuration "
-            f"({sidecar.get('config')!r}, init {sidecar.get('init')!r}); expected {config.to_dict()!r}, "
-            f"init {job.init!r}. Train into another output directory or delete that folder to retrain it")
+            f"model folder {job.folder!r} is complete but was trained with another configuration ({diff}). "
+            "Train into another output directory, or delete that folder to retrain it")
     return ModelResult.from_sidecar(sidecar, job.folder)
 
 
