@@ -50,17 +50,24 @@ def lake_copy(tmp_path: Path, small_lake_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> Path:
-    """A lake with every derived table the named queries read (built by the library's own commands).
+def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake with every derived table the named queries read, built by the library's own commands.
 
-    Tables whose producers are not part of the package yet are simply absent, and the
-    queries that need them are skipped by :func:`tests.test_query` through their
-    ``requires`` header.
+    Its zoo 'mnist-cnn-s' has every subset of digits 0-3 (sizes 2-4), so pair targets exist;
+    scenario 't' holds its pairs, and `spectra` and `correlations` are computed.
     """
+    from weightlake.analysis.api import analyze_correlations, analyze_spectra
     from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.scenarios import declare_scenario
 
-    root = tmp_path_factory.mktemp("analysed") / "lake"
-    ingest_csv(root, small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    base = tmp_path_factory.mktemp("analysed")
+    csv_path = base / "zoo.csv"
+    write_synthetic_csv(csv_path, labels=all_labels(range(4), range(2, 5)), seed=2)
+    root = base / "lake"
+    ingest_csv(root, csv_path, zoo="mnist-cnn-s", init="kaiming_uniform")
+    declare_scenario(root, "t", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 4), overlap=(0, 2))
+    analyze_spectra(root, zoo="mnist-cnn-s")
+    analyze_correlations(root, zoo="mnist-cnn-s", against=["accuracy", "epoch"], features="both")
     return root
 
 

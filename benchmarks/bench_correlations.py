@@ -1,0 +1,123 @@
+"""Parameter x metadata correlation table: matrix formulation vs scipy.stats per column.
+
+36,468 synthetic models x 2,464 parameters (~N(0, 0.1), with a few parameters tied to accuracy,
+epoch and class count) against the expanded metadata of the CSV zoo: accuracy, epoch,
+activation (6 one-hot), class presence (10) and class count = 19 columns (``--inits`` adds
+the 6 initialisations one-hot).  Timed: Pearson and Spearman kernels, and the full long table
+(both methods, p-values, BH q-values, Bonferroni) from ``param_correlations``.  The scipy
+reference (``pearsonr`` / ``spearmanr`` per parameter x metadata column) runs on a subsample of
+parameters and is extrapolated; its r and p are checked against ours.
+
+    .venv/bin/python benchmarks/bench_correlations.py [--rows 36468] [--scipy-params 20] [--repeat 2] [--inits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.stats as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import FULL_ROWS, emit  # noqa: E402
+
+from weightlake.analysis import correlations as C  # noqa: E402
+from weightlake.analysis._rows import default_workers  # noqa: E402
+from weightlake.arch import ACTIVATIONS, CNN_S, EPOCH_BINS, INITS  # noqa: E402
+
+
+def synthetic(n: int, inits: bool, seed: int = 0) -> tuple[np.ndarray, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n, CNN_S.n_params), dtype=np.float32)
+    rows *= np.float32(0.1)
+    masks = rng.integers(0, 2, (n, 10)).astype(bool)
+    masks[masks.sum(axis=1) < 2, :2] = True
+    epoch = rng.choice(EPOCH_BINS, n)
+    acc = 60 + 30 * rng.random(n) + 40 * rows[:, 5]
+    rows[:, 2254] += np.float32(0.01) * masks.sum(axis=1)
+    rows[:, 1514] += np.float32(0.002) * epoch
+    meta = {
+        "accuracy": acc, "epoch": epoch,
+        "activation": np.asarray(ACTIVATIONS)[rng.integers(0, 6, n)],
+        "label": pl.Series([np.flatnonzero(m).tolist() for m in masks], dtype=pl.List(pl.Int64)),
+    }
+    if inits:
+        meta["init"] = np.asarray(INITS)[rng.integers(0, 6, n)]
+    return rows, pl.DataFrame(meta)
+
+
+def scipy_loop(rows: np.ndarray, y: np.ndarray, fn) -> tuple[np.ndarray, np.ndarray]:
+    r = np.empty((rows.shape[1], y.shape[1]))
+    p = np.empty_like(r)
+    for i in range(rows.shape[1]):
+        col = rows[:, i].astype(np.float64)
+        for j in range(y.shape[1]):
+            res = fn(col, y[:, j])
+            r[i, j], p[i, j] = res.statistic, res.pvalue
+    return r, p
+
+
+def best_time(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=FULL_ROWS)
+    parser.add_argument("--scipy-params", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--inits", action="store_true", help="add the initialisation one-hot (25 columns)")
+    args = parser.parse_args()
+
+    rows, meta = synthetic(args.rows, args.inits)
+    names, y = C.metadata_matrix(meta)
+    n, p, k = rows.shape[0], rows.shape[1], y.shape[1]
+    print(f"{n:,} models x {p:,} parameters (float32) against {k} metadata columns; cores {os.cpu_count()}, "
+          f"threads {default_workers()}; best of {args.repeat}")
+    C.correlate(rows[:500, :64], meta[:500])  # warm-up: imports, thread pools
+    t_pear, r_pear = best_time(lambda: C.pearson_matrix(rows, y), args.repeat)
+    t_spear, r_spear = best_time(lambda: C.spearman_matrix(rows, y), args.repeat)
+    t_table, table = best_time(lambda: C.param_correlations(rows, meta), args.repeat)
+    t_table_p, _ = best_time(lambda: C.param_correlations(rows, meta, methods=("pearson",)), args.repeat)
+
+    s = min(args.scipy_params, p)
+    cols = np.linspace(0, p - 1, s).astype(int)
+    t_sp_p, (ref_r, ref_p) = best_time(lambda: scipy_loop(rows[:, cols], y, st.pearsonr), 1)
+    t_sp_s, (ref_rs, _) = best_time(lambda: scipy_loop(rows[:, cols], y, st.spearmanr), 1)
+    scale = p / s
+    err_r = float(np.nanmax(np.abs(r_pear[cols] - ref_r)))
+    err_rs = float(np.nanmax(np.abs(r_spear[cols] - ref_rs)))
+    p_ours = C.correlation_pvalues(r_pear[cols], n)
+    err_p = float(np.nanmax(np.abs(p_ours - ref_p) / np.maximum(ref_p, 1e-300)))
+
+    tests = p * k
+    print(f"{'pearson_matrix':40s} {t_pear:7.2f} s  {tests / t_pear:>12,.0f} tests/s")
+    print(f"{'spearman_matrix':40s} {t_spear:7.2f} s  {tests / t_spear:>12,.0f} tests/s")
+    print(f"{'param_correlations, pearson only':40s} {t_table_p:7.2f} s  ({tests:,} rows with p, q, Bonferroni)")
+    print(f"{'param_correlations, pearson + spearman':40s} {t_table:7.2f} s  ({table.height:,} rows)")
+    print(f"{'scipy.stats.pearsonr loop (extrapolated)':40s} {t_sp_p * scale:7.1f} s  "
+          f"(measured {s} params x {k}: {t_sp_p:.2f} s) -> {t_sp_p * scale / t_pear:,.0f}x slower")
+    print(f"{'scipy.stats.spearmanr loop (extrapolated)':40s} {t_sp_s * scale:7.1f} s  "
+          f"(measured {s} params x {k}: {t_sp_s:.2f} s) -> {t_sp_s * scale / t_spear:,.0f}x slower")
+    print(f"agreement with scipy: |dr| pearson {err_r:.1e}, spearman {err_rs:.1e}; relative dp {err_p:.1e}")
+    top = table.filter(pl.col("method") == "pearson").sort("p").head(3).select("feature", "against", "r", "q")
+    print("strongest planted correlations:", top.rows())
+    emit("correlations", {"rows": n, "params": p, "metadata_columns": k, "pearson_s": round(t_pear, 3),
+                          "spearman_s": round(t_spear, 3), "table_pearson_s": round(t_table_p, 3),
+                          "table_both_s": round(t_table, 3), "scipy_pearsonr_extrapolated_s": round(t_sp_p * scale, 1),
+                          "scipy_spearmanr_extrapolated_s": round(t_sp_s * scale, 1), "max_abs_dr": max(err_r, err_rs),
+                          "max_rel_dp": err_p, "goal_s": 3.0})
+
+
+if __name__ == "__main__":
+    main()

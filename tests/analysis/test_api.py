@@ -1,0 +1,69 @@
+"""Analysis results committed as lake tables, read back through SQL, polars and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import weightlake as wl
+from weightlake.analysis.spectra import zoo_spectra
+from weightlake.cli import main
+from weightlake.errors import QueryError
+
+
+def test_spectra_table_matches_the_array_function(analysed_lake_dir):
+    lake = wl.open_lake(analysed_lake_dir)
+    table = lake.analysis.spectra("mnist-cnn-s").sort("model_id", "layer").collect()
+    ids, rows = lake.zoo_weights("mnist-cnn-s")
+    direct = zoo_spectra(rows).sort("row", "layer")
+    assert table.height == 5 * len(ids) and set(table["layer"]) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
+    np.testing.assert_allclose(table["stable_rank"].to_numpy(), direct["stable_rank"].to_numpy(), rtol=1e-9)
+    made_at = [r["version"] for r in lake.history().iter_rows(named=True) if r["operation"] == "analyze-spectra"]
+    assert table["snapshot"].unique().to_list() == [made_at[0] - 1]  # records the snapshot it was computed on
+    assert {"accuracy", "activation"} <= set(table.columns)  # joined with metadata
+
+
+def test_correlations_table_and_sql(analysed_lake_dir):
+    lake = wl.open_lake(analysed_lake_dir)
+    df = lake.sql("SELECT kind, method, against, count(*) AS n FROM correlations GROUP BY ALL ORDER BY ALL")
+    params = df.filter((pl.col("kind") == "param") & (pl.col("method") == "pearson") & (pl.col("against") == "accuracy"))
+    assert params["n"][0] == 2464
+    # BH q-values are never below their p-values (up to rounding)
+    assert lake.analysis.correlations().filter(pl.col("q") < pl.col("p") * (1 - 1e-12)).collect().height == 0
+
+
+def test_rerun_replaces_the_zoo_partition(analysed_lake_dir, tmp_path):
+    import shutil
+
+    from weightlake.analysis.api import analyze_spectra
+
+    root = tmp_path / "lake"
+    shutil.copytree(analysed_lake_dir, root)
+    before = wl.open_lake(root).sql("SELECT count(*) AS n FROM spectra")["n"][0]
+    analyze_spectra(root, zoo="mnist-cnn-s")
+    assert wl.open_lake(root).sql("SELECT count(*) AS n FROM spectra")["n"][0] == before
+
+
+def test_unknown_metadata_column(analysed_lake_dir, tmp_path):
+    from weightlake.analysis.api import analyze_correlations
+
+    with pytest.raises(QueryError, match="unknown metadata column"):
+        analyze_correlations(analysed_lake_dir, zoo="mnist-cnn-s", against=["colour"])
+
+
+def test_cli_writes_heatmaps(analysed_lake_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "lake"
+    shutil.copytree(analysed_lake_dir, root)
+    out = tmp_path / "plots"
+    result = CliRunner().invoke(main, ["analyze", "correlations", "--zoo", "mnist-cnn-s", "--against", "accuracy,epoch",
+                                       "--by", "layer,activation", "--features", "params", "--methods", "pearson",
+                                       "--plot", str(out), "--lake", str(root)])
+    assert result.exit_code == 0, result.output
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    result = CliRunner().invoke(main, ["analyze", "spectra", "--lake", str(root)])
+    assert result.exit_code == 0 and "table 'spectra'" in result.output

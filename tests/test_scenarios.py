@@ -1,0 +1,328 @@
+"""Scenario declaration and import: counts, splits, epoch fallback, safety, commits."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from weightlake.arch import CNN_S
+from weightlake.errors import IngestError, NoSuchTableError, QueryError, UnsafeFileError
+from weightlake.ingest.csv_zoo import ingest_csv
+from weightlake.lake import open_lake
+from weightlake.scenarios import (
+    assign_splits,
+    declare_scenario,
+    list_scenarios,
+    parse_int_list,
+    parse_overlap,
+)
+from weightlake.scenarios_import import import_scenarios, scenario_name
+from weightlake.zoo.synthetic import all_labels, synthetic_rows, write_synthetic_csv
+
+ZOO = "mnist-cnn-s"
+INIT = "kaiming_uniform"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def mask(classes) -> int:
+    return sum(1 << c for c in classes)
+
+
+def expected_pairs(digits, sizes, overlaps, ordered=True) -> set[tuple[int, int]]:
+    subsets = [frozenset(c) for k in sizes for c in itertools.combinations(digits, k)]
+    out = set()
+    for a, b in itertools.product(subsets, subsets):
+        if a != b and len(a & b) in overlaps and (ordered or mask(a) < mask(b)):
+            out.add((mask(a), mask(b)))
+    return out
+
+
+def user_split(a: int, b: int) -> str:
+    if (a | b) & 1:
+        return "test"
+    return "val" if bin(a).count("1") == bin(b).count("1") else "train"
+
+
+def drop_rows(csv: Path, labels: list[str], epochs: list[int]) -> None:
+    """Remove the rows of ``labels`` (list reprs) at ``epochs`` from a CSV zoo (a zoo with holes)."""
+    lines = csv.read_text().splitlines(keepends=True)
+    prefixes = tuple(f'"{label}",' for label in labels)
+    keep = [ln for ln in lines if not (ln.startswith(prefixes) and int(float(ln.rsplit(",", 1)[1])) in epochs)]
+    assert len(keep) < len(lines)
+    csv.write_text("".join(keep))
+
+
+def make_lake(tmp: Path, labels, *, activations=("gelu",), epochs=(11, 16, 21), holes=None) -> Path:
+    csv = tmp / "zoo.csv"
+    write_synthetic_csv(csv, labels=labels, activations=activations, epochs=epochs, seed=3)
+    if holes:
+        drop_rows(csv, *holes)
+    ingest_csv(tmp / "lake", csv, zoo=ZOO, init=INIT)
+    return tmp / "lake"
+
+
+def write_full_subset_csv(path: Path) -> int:
+    """Every subset of 2-10 digits (1,013 labels), one activation, one epoch, in the CSV zoo format.
+
+    Same rows as ``write_synthetic_csv(labels=all_labels(), activations=("gelu",), epochs=(11,))``
+    would write, in one block: that function builds one frame per label (about 25 s for
+    1,013 labels), and with a single epoch bin its early-stop draw fails
+    (``integers(1, 1)``), so early stopping is off here.
+    """
+    from weightlake.ingest.csv_zoo import _frame, csv_columns
+
+    metas, blocks = [], []
+    for meta, weights in synthetic_rows(all_labels(), activations=("gelu",), epochs=(11,), seed=0,
+                                        early_stop_share=0.0):
+        metas += meta
+        blocks.append(weights)
+    frame = pl.DataFrame({"classes": [list(m[0]) for m in metas], "class_mask": [mask(m[0]) for m in metas],
+                          "activation": [m[1] for m in metas], "epoch": [m[2] for m in metas],
+                          "accuracy": [m[3] for m in metas]})
+    with open(path, "wb") as fh:
+        fh.write((",".join(csv_columns()) + "\n").encode())
+        _frame(frame, np.concatenate(blocks), CNN_S).write_csv(fh, include_header=False)
+    return frame.height
+
+
+@pytest.fixture(scope="module")
+def lake04(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every subset of 2-5 of digits 0-4, activations gelu and relu, epochs 11, 16, 21 (read-only)."""
+    return make_lake(tmp_path_factory.mktemp("lake04"), all_labels(range(5), range(2, 6)),
+                     activations=("gelu", "relu"))
+
+
+@pytest.fixture()
+def lake04_copy(tmp_path: Path, lake04: Path) -> Path:
+    import shutil
+
+    shutil.copytree(lake04, tmp_path / "lake")
+    return tmp_path / "lake"
+
+
+def pairs_of(root: Path, name: str) -> pl.DataFrame:
+    return open_lake(root).table("pairs").filter(pl.col("scenario") == name).collect()
+
+
+# -- parsing -------------------------------------------------------------------------------------
+def test_parse_int_list() -> None:
+    assert parse_int_list("0-5") == (0, 1, 2, 3, 4, 5)
+    assert parse_int_list("11,16") == (11, 16)
+    assert parse_int_list(" 0, 2, 4-6 ") == (0, 2, 4, 5, 6)
+    assert parse_int_list(range(2, 4)) == (2, 3)
+    assert parse_int_list(7) == (7,)
+    with pytest.raises(QueryError, match="backwards"):
+        parse_int_list("5-2")
+    with pytest.raises(QueryError, match="'x'"):
+        parse_int_list("1,x")
+
+
+def test_parse_overlap() -> None:
+    assert parse_overlap(0) == (0, 0)
+    assert parse_overlap("0-2") == (0, 2)
+    assert parse_overlap((1, 3)) == (1, 3)
+    assert parse_overlap(range(0, 3)) == (0, 2)
+    with pytest.raises(QueryError, match="contiguous"):
+        parse_overlap("0,2")
+
+
+def test_user_split_rule() -> None:
+    a = np.array([mask([0, 1]), mask([1, 2]), mask([1, 2]), mask([3, 4])])
+    b = np.array([mask([2, 3]), mask([3, 4]), mask([3, 4, 5]), mask([0, 9])])
+    assert assign_splits(a, b, "user").tolist() == ["test", "val", "train", "test"]
+
+
+# -- declaration: hand-computed cases ------------------------------------------------------------
+@pytest.mark.parametrize("ordered", [True, False])
+def test_declared_pairs_match_itertools(lake04_copy: Path, ordered: bool) -> None:
+    report = declare_scenario(lake04_copy, "s", zoo=ZOO, digits="0-3", sizes="2-3", overlap=(0, 1),
+                              activations=["gelu"], epochs=[16], ordered=ordered)
+    want = expected_pairs(range(4), (2, 3), (0, 1), ordered)
+    got = pairs_of(lake04_copy, "s")
+    assert set(zip(got["a_mask"].to_list(), got["b_mask"].to_list(), strict=True)) == want
+    assert got.height == len(want) == report.n_pairs == report.candidates
+    assert set(got["activation"]) == {"gelu"} and set(got["epoch"]) == {16}
+    for a, b, split in got.select("a_mask", "b_mask", "split").iter_rows():
+        assert split == user_split(a, b)
+    assert report.counts == {s: int((got["split"] == s).sum()) for s in ("train", "val", "test")}
+
+
+def test_every_target_is_the_union_of_its_inputs(lake04_copy: Path) -> None:
+    declare_scenario(lake04_copy, "u", zoo=ZOO, digits="0-4", sizes="2-4", overlap="0-2")
+    check = open_lake(lake04_copy).sql("""
+        SELECT count(*) AS n,
+               count(*) FILTER (WHERE t.class_mask <> (a.class_mask | b.class_mask)) AS bad_union,
+               count(*) FILTER (WHERE a.activation <> t.activation OR b.activation <> t.activation
+                                OR a.init <> t.init OR a.epoch <> p.epoch OR b.epoch <> p.epoch
+                                OR t.epoch <> p.target_epoch) AS bad_slice,
+               count(*) FILTER (WHERE bit_count(a.class_mask & b.class_mask) <> p.overlap
+                                OR a.class_mask <> p.a_mask) AS bad_masks
+        FROM pairs p JOIN models a ON a.model_id = p.a_id JOIN models b ON b.model_id = p.b_id
+             JOIN models t ON t.model_id = p.target_id
+        WHERE p.scenario = 'u'""")
+    row = check.row(0, named=True)
+    assert row["n"] == len(expected_pairs(range(5), (2, 3, 4), (0, 1, 2))) * 2 * 3  # 2 activations x 3 epochs
+    assert row["bad_union"] == row["bad_slice"] == row["bad_masks"] == 0
+
+
+def test_random_and_grouped_splits(lake04_copy: Path) -> None:
+    declare_scenario(lake04_copy, "r", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1", split="random",
+                     split_seed=7)
+    first = pairs_of(lake04_copy, "r")
+    declare_scenario(lake04_copy, "r", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1", split="random",
+                     split_seed=7)
+    assert pairs_of(lake04_copy, "r").sort("pair_id")["split"].to_list() == first.sort("pair_id")["split"].to_list()
+    shares = first["split"].value_counts(normalize=True)
+    assert dict(shares.iter_rows())["train"] == pytest.approx(0.7, abs=0.01)
+
+    declare_scenario(lake04_copy, "g", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1", split="grouped",
+                     split_seed=1)
+    grouped = pairs_of(lake04_copy, "g")
+    per_target = grouped.group_by("target_mask").agg(pl.col("split").n_unique())
+    assert per_target["split"].max() == 1
+    assert per_target.height > 3 and grouped["split"].n_unique() >= 2
+
+
+def test_full_counts_reproduce_the_users_numbers(tmp_path: Path) -> None:
+    """Digits 0-9, m=0, one activation, one epoch, a zoo holding every subset."""
+    assert write_full_subset_csv(tmp_path / "zoo.csv") == 1013
+    ingest_csv(tmp_path / "lake", tmp_path / "zoo.csv", zoo=ZOO, init=INIT)
+    report = declare_scenario(tmp_path / "lake", "m0", zoo=ZOO, activations="gelu", epochs=[11])
+    assert report.candidates == 46_872 and report.unresolved == 0
+    # The rule (test if digit 0 is in A or B, else val if |A| = |B|, else train) gives these;
+    # the spec lists them as "11,076 / 3,066 / 32,730", i.e. train / val / test.
+    assert report.counts == {"train": 11_076, "val": 3_066, "test": 32_730}
+    row = list_scenarios(open_lake(tmp_path / "lake")).row(0, named=True)
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (11_076, 3_066, 32_730)
+
+
+# -- epoch fallback and unresolved pairs ----------------------------------------------------------
+def test_epoch_fallback(tmp_path: Path) -> None:
+    root = make_lake(tmp_path, all_labels(range(4), range(2, 5)), holes=(["[0, 1, 2, 3]"], [16, 21]))
+    report = declare_scenario(root, "f", zoo=ZOO, digits="0-3", sizes=2, epochs=[21])
+    got = pairs_of(root, "f")
+    assert got.height == 6 == report.n_pairs and report.fallback_pairs == 6
+    assert set(got["target_epoch"]) == {11} and got["fallback"].all() and set(got["epoch"]) == {21}
+    assert open_lake(root).sql("SELECT DISTINCT epoch FROM models WHERE model_id IN "
+                               "(SELECT target_id FROM pairs)")["epoch"].to_list() == [11]
+
+    strict = declare_scenario(root, "f", zoo=ZOO, digits="0-3", sizes=2, epochs=[21], epoch_fallback=False)
+    assert strict.n_pairs == 0 and sum(strict.missing_target.values()) == 6
+    assert "missing target" in strict.examples[0] and "[0, 1, 2, 3]" in strict.examples[0]
+    assert pairs_of(root, "f").height == 0  # re-declaring replaced the earlier pairs
+    row = list_scenarios(open_lake(root)).filter(pl.col("scenario") == "f").row(0, named=True)
+    assert row["missing_target"] == 6 and row["n_pairs"] == 0
+
+
+def test_missing_inputs_are_reported(tmp_path: Path) -> None:
+    root = make_lake(tmp_path, all_labels(range(4), range(2, 5)), holes=(["[0, 1]"], [21]))
+    report = declare_scenario(root, "h", zoo=ZOO, digits="0-3", sizes=2, epochs=[16, 21])
+    # [0, 1] pairs with [2, 3] both ways; missing at 21 only
+    assert sum(report.missing_input.values()) == 2 and report.n_pairs == 10
+    assert any("no model for A" in e or "no model for B" in e for e in report.examples)
+    assert any("unresolved" in ln or "left out" in ln for ln in report.lines())
+
+
+def test_declare_errors(lake04_copy: Path) -> None:
+    with pytest.raises(NoSuchTableError, match="no zoo 'nope'"):
+        declare_scenario(lake04_copy, "x", zoo="nope")
+    with pytest.raises(QueryError, match="no activation"):
+        declare_scenario(lake04_copy, "x", zoo=ZOO, activations=["swish"])
+    with pytest.raises(QueryError, match="share"):
+        declare_scenario(lake04_copy, "x", zoo=ZOO, digits="0-2", sizes="2", overlap=0)
+    with pytest.raises(QueryError, match="scenario name"):
+        declare_scenario(lake04_copy, "bad name", zoo=ZOO)
+
+
+def test_snapshots_pin_scenarios(lake04_copy: Path) -> None:
+    declare_scenario(lake04_copy, "a", zoo=ZOO, digits="0-3", sizes=2, epochs=[11])
+    before = open_lake(lake04_copy)
+    declare_scenario(lake04_copy, "b", zoo=ZOO, digits="0-4", sizes=2, overlap=1, epochs=[11])
+    declare_scenario(lake04_copy, "a", zoo=ZOO, digits="0-4", sizes=2, epochs=[11])
+    after = open_lake(lake04_copy)
+    assert list_scenarios(before)["scenario"].to_list() == ["a"]
+    assert list_scenarios(after)["scenario"].to_list() == ["a", "b"]
+    count = "SELECT count(*) AS n FROM pairs WHERE scenario = 'a'"
+    assert before.sql(count)["n"][0] == len(expected_pairs(range(4), (2,), (0,))) * 2  # two activations
+    assert after.sql(count)["n"][0] == len(expected_pairs(range(5), (2,), (0,))) * 2
+
+
+# -- import of the user's folders -----------------------------------------------------------------
+def write_scenario_folder(root: Path, m: int, digits, epoch_key: int, act_key: int, extra=None) -> Path:
+    """Write a scenario folder the way the user's generator does (object arrays of lists)."""
+    from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
+
+    name = f"overlapping {m} {list(digits)} {EPOCH_BINS[epoch_key]} {SCENARIO_ACTIVATIONS[act_key]}"
+    folder = root / name
+    folder.mkdir(parents=True)
+    subsets = [list(c) for k in range(2, len(digits)) for c in itertools.combinations(digits, k)]
+    records: dict[str, list] = {"train": [], "val": [], "test": []}
+    for a, b in itertools.product(subsets, subsets):
+        if a != b and len(set(a) & set(b)) == m:
+            records[user_split(mask(a), mask(b))].append([a, b, epoch_key, act_key])
+    for split, extra_records in (extra or {}).items():
+        records[split] += extra_records
+    for split, recs in records.items():
+        np.save(folder / f"{split} pair.npy", np.array(recs, dtype=object), allow_pickle=True)
+    return folder
+
+
+def test_import_keeps_the_users_split_and_reports_problems(lake04_copy: Path, tmp_path: Path) -> None:
+    extra = {"train": [[[1, 2], [2, 3], 1, 0],      # shares 1 class in an m=0 folder: the accumulation bug
+                       [[1, 2], [3, 4], 5, 0]]}     # epoch 36: not in this zoo
+    folder = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 1, 0, extra=extra)  # epoch 16, gelu
+    (report,) = import_scenarios(lake04_copy, folder.parent, zoo=ZOO)
+    assert report.scenario == "overlapping-0-0to3-e16-gelu"
+    assert report.overlap_mismatch == 1 and report.unresolved == 1
+    assert any("epoch 36" in e for e in report.examples)
+    assert any("share 1 classes, the folder says 0" in n for n in report.notes)
+    imported = pairs_of(lake04_copy, report.scenario)
+    assert imported["source_row"].is_not_null().all()
+
+    declare_scenario(lake04_copy, "declared", zoo=ZOO, digits="0-3", sizes="2-3", activations="gelu", epochs=[16])
+    declared = pairs_of(lake04_copy, "declared")
+    key = ["a_id", "b_id", "target_id", "split"]
+    same = imported.filter(pl.col("overlap") == 0).select(key).sort(key)
+    assert same.equals(declared.select(key).sort(key))
+
+
+def test_import_refuses_a_malicious_file(lake04_copy: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    good = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 0, 0)
+    bad = good.parent / "overlapping 1 [0, 1, 2, 3] 11 gelu"
+    bad.mkdir()
+    np.save(bad / "train pair.npy", np.array([[Evil(), [1], 0, 0]], dtype=object), allow_pickle=True)
+    version = open_lake(lake04_copy).snapshot
+    with pytest.raises(UnsafeFileError, match="nothing was executed"):
+        import_scenarios(lake04_copy, good.parent, zoo=ZOO)
+    assert not marker.exists()
+    assert open_lake(lake04_copy).snapshot == version  # nothing committed
+
+    reports = import_scenarios(lake04_copy, good.parent, zoo=ZOO, on_error="skip")
+    assert [r.scenario for r in reports] == ["overlapping-0-0to3-e11-gelu"]
+    assert any("overlapping 1" in n for n in reports[0].notes)
+    assert not marker.exists()
+
+
+def test_import_errors(lake04_copy: Path, tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="no importable"):
+        import_scenarios(lake04_copy, tmp_path, zoo=ZOO)
+    folder = write_scenario_folder(tmp_path / "S", 0, range(4), 0, 0)
+    with pytest.raises(IngestError, match="initialisation"):
+        import_scenarios(lake04_copy, folder, zoo=ZOO, init="xavier_normal")
+
+
+def test_scenario_name() -> None:
+    assert scenario_name("overlapping-{m}-{digits}-e{epoch}-{activation}", 0, range(10), 11, "gelu") \
+        == "overlapping-0-0to9-e11-gelu"
+    assert scenario_name("s-{digits}", 2, [0, 2, 5], 11, "relu") == "s-0.2.5"

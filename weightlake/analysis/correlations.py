@@ -1,0 +1,580 @@
+"""Correlations of parameters and per-layer aggregates with model metadata.
+
+Every parameter of every model (a block ``[n, P]``) is correlated against every metadata column
+(``[n, k]``) in one matrix product: for Pearson, ``r = Xc^T Yc / (|Xc| |Yc|)`` accumulated over row
+blocks in float64; for Spearman, the same on average ranks (ties share the mean of their
+positions, as ``scipy.stats.rankdata``).  p-values use the t distribution with ``n - 2``
+degrees of freedom, written as a regularised incomplete beta function
+(``p = I_{1 - r^2}((n - 2) / 2, 1 / 2)``, as ``scipy.stats.pearsonr`` and ``spearmanr``).
+Multiple testing: Benjamini-Hochberg q-values and Bonferroni-adjusted p-values, computed within
+one *family* = all (feature, metadata column) tests of one method in one group.
+
+Metadata columns are expanded into numbers by :func:`metadata_matrix`: numeric and boolean
+columns as they are, text columns one-hot (``activation=relu``), list columns (class subsets such
+as ``[0, 3, 7]``, also as their text repr) into per-value presence (``classes has 3``) plus a count
+(``classes count``).  A constant column (within a group), or a feature with a non-finite value,
+has ``r = p = q = NaN`` and is left out of its family.
+
+Heatmaps are written with matplotlib's Agg canvas (no pyplot, no global backend change), with
+the architecture's layer boundaries drawn and labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightlake.analysis._rows import default_workers
+from weightlake.arch import CNN_S, Architecture
+from weightlake.errors import ArchitectureError
+
+METHODS: tuple[str, ...] = ("pearson", "spearman")
+AGGREGATE_STATS: tuple[str, ...] = ("l2_norm", "mean", "std", "abs_max", "bias_mean", "bias_norm")
+SPECTRAL_STATS: tuple[str, ...] = (
+    "spectral_norm", "stable_rank", "effective_rank", "condition_number", "entropy", "mp_sigma2",
+    "n_spikes", "tw_stat", "level_spacing_ratio", "ipr_mean", "alpha",
+)
+RESULT_COLUMNS: tuple[str, ...] = ("feature", "param", "layer", "against", "method", "r", "p", "q",
+                                   "p_bonferroni", "n")
+"""Columns of the long result table (after any group-key columns)."""
+
+
+# -- metadata --------------------------------------------------------------------------------------
+def metadata_matrix(meta: Any, columns: Sequence[str] | None = None, *, max_levels: int = 64
+                    ) -> tuple[list[str], np.ndarray]:
+    """Expand metadata columns into a float64 design matrix ``[n, k]`` and its column names.
+
+    Parameters
+    ----------
+    meta : polars.DataFrame or mapping of column -> sequence
+    columns : sequence of str, optional
+        Columns to use (default: all).
+    max_levels : int
+        Largest number of distinct values a text column may have before one-hot expansion is refused.
+
+    Returns
+    -------
+    names : list of str
+    values : numpy.ndarray
+        Nulls become NaN (which makes that column's correlations NaN).
+
+    Raises
+    ------
+    ArchitectureError
+        An unknown column, or a text column with too many levels (give it as a list column instead).
+    """
+    import polars as pl
+
+    frame = _as_frame(meta)
+    names: list[str] = []
+    parts: list[np.ndarray] = []
+    for col in columns if columns is not None else frame.columns:
+        if col not in frame.columns:
+            raise ArchitectureError(f"metadata has no column {col!r}; columns: {frame.columns}")
+        for name, values in _expand_column(frame[col], max_levels, pl):
+            names.append(name)
+            parts.append(values)
+    values = np.column_stack(parts) if parts else np.empty((frame.height, 0))
+    return names, values
+
+
+def _as_frame(meta: Any) -> Any:
+    import polars as pl
+
+    return meta if isinstance(meta, pl.DataFrame) else pl.DataFrame(dict(meta))
+
+
+def _expand_column(series: Any, max_levels: int, pl: Any) -> list[tuple[str, np.ndarray]]:
+    name, dtype = series.name, series.dtype
+    if dtype == pl.String and _looks_like_lists(series, pl):
+        series = series.str.json_decode(pl.List(pl.Int64))
+        dtype = series.dtype
+    if isinstance(dtype, pl.List):
+        return _expand_lists(series, pl)
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return [(name, series.cast(pl.Float64).fill_null(np.nan).to_numpy())]
+    levels = sorted(str(v) for v in series.drop_nulls().unique().to_list())
+    if len(levels) > max_levels:
+        raise ArchitectureError(
+            f"metadata column {name!r} has {len(levels)} distinct values (more than max_levels={max_levels}); "
+            "pass fewer columns, raise max_levels, or give it as a list column")
+    text = series.cast(pl.String)
+    return [(f"{name}={level}", (text == level).fill_null(False).cast(pl.Float64).to_numpy()) for level in levels]
+
+
+def _looks_like_lists(series: Any, pl: Any) -> bool:
+    values = series.drop_nulls()
+    return values.len() > 0 and bool((values.str.starts_with("[") & values.str.ends_with("]")).all())
+
+
+def _expand_lists(series: Any, pl: Any) -> list[tuple[str, np.ndarray]]:
+    name = series.name
+    levels = sorted(v for v in series.explode().drop_nulls().unique().to_list())
+    out = [(f"{name} has {v}", series.list.contains(v).fill_null(False).cast(pl.Float64).to_numpy())
+           for v in levels]
+    out.append((f"{name} count", series.list.len().cast(pl.Float64).fill_null(np.nan).to_numpy()))
+    return out
+
+
+# -- correlation kernels ------------------------------------------------------------------------------
+def pearson_matrix(x: Any, y: Any, block: int = 4096, workers: int | None = None) -> np.ndarray:
+    """Pearson correlations ``[F, k]`` of every column of ``x [n, F]`` with every column of ``y [n, k]``.
+
+    One pass over ``x`` in row blocks (float64, on ``workers`` threads), so ``x`` may be a float32
+    memory map of any size.  Columns are shifted by their first value, which keeps sums of squares
+    accurate and makes a constant column exactly zero (NaN result); since ``y`` is centred the
+    shift does not change the cross products.  Constant or non-finite columns give NaN.
+    """
+    x, yc, y_ss = _prepare(x, y)
+    n, f = x.shape
+    if n == 0:
+        return np.full((f, yc.shape[1]), np.nan)
+    origin = x[0].astype(np.float64)
+
+    def run(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b = x[i:i + block].astype(np.float64)
+        b -= origin
+        return b.sum(axis=0), np.einsum("ij,ij->j", b, b), b.T @ yc[i:i + block]
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        parts = list(pool.map(run, range(0, n, block)))
+    s1, s2, cross = (np.sum([part[i] for part in parts], axis=0) for i in range(3))
+    with np.errstate(invalid="ignore"):
+        x_ss = s2 - s1 * s1 / n
+    valid = np.isfinite(s2) & (s2 > 0)
+    return _normalise(cross, np.maximum(x_ss, 0.0), y_ss, valid)
+
+
+def spearman_matrix(x: Any, y: Any, block: int = 128, workers: int | None = None) -> np.ndarray:
+    """Spearman correlations ``[F, k]``: Pearson on average ranks, columns of ``x`` ranked in parallel blocks."""
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.float64)
+    y_ranks = average_ranks(y[:, None] if y.ndim == 1 else y).T
+    y_ranks[:, ~np.isfinite(y).reshape(len(y), -1).all(axis=0)] = np.nan
+    _, yc, y_ss = _prepare(x, y_ranks)
+    n = x.shape[0]
+
+    def run(j: int) -> np.ndarray:
+        ranks, tied, finite = _rank_block(x[:, j:j + block])
+        # ranks without ties are a permutation of 1..n: their centred sum of squares is known
+        x_ss = np.full(len(ranks), n * (n * n - 1) / 12)
+        if tied.any():
+            centred = ranks[tied] - (n + 1) / 2
+            x_ss[tied] = np.einsum("ij,ij->i", centred, centred)
+        return _normalise(ranks @ yc, x_ss, y_ss, finite & (x_ss > 0))
+
+    starts = range(0, x.shape[1], block)
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        parts = list(pool.map(run, starts))
+    return np.concatenate(parts) if parts else np.empty((0, yc.shape[1]))
+
+
+def _prepare(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise ArchitectureError(f"expected features [n, F] and metadata [n, k] with the same n, got "
+                                f"{x.shape} and {y.shape}")
+    yc = y - y.mean(axis=0)
+    return x, yc, np.einsum("ij,ij->j", yc, yc)
+
+
+def _normalise(cross: np.ndarray, x_ss: np.ndarray, y_ss: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cross / np.sqrt(np.outer(x_ss, y_ss))
+    r[~valid] = np.nan
+    r[:, ~(y_ss > 0)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def average_ranks(block: Any) -> np.ndarray:
+    """Average ranks (1-based, ties get their mean position) of each column of ``block [n, c]``, returned ``[c, n]``.
+
+    Agrees with ``scipy.stats.rankdata(block, axis=0).T`` for finite input.
+    """
+    return _rank_block(np.asarray(block))[0]
+
+
+def _rank_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks ``[c, n]``, which columns have ties, which columns are all finite.
+
+    float32 input takes a fast path: each value, widened exactly to float64, carries its row
+    index in the 29 low mantissa bits that widening leaves zero, so a plain (SIMD) sort of these
+    keys is an argsort in which equal values stay adjacent.  Other dtypes use ``numpy.argsort``.
+    """
+    n = block.shape[0]
+    shift = max(1, (n - 1).bit_length())
+    if block.dtype == np.float32 and shift <= 29:
+        order, same = _packed_argsort(block, shift)
+    else:
+        xt = np.ascontiguousarray(block.T)
+        order = np.argsort(xt, axis=1)
+        vals = np.take_along_axis(xt, order, axis=1)
+        same = np.equal(vals[:, 1:], vals[:, :-1])
+    tied = same.any(axis=1)
+    ranks = np.empty(order.shape)
+    sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
+    for i in range(len(order)):  # per-row scatter: about twice as fast as put_along_axis here
+        ranks[i, order[i]] = _tied_positions(same[i]) if tied[i] else sorted_ranks
+    return ranks, tied, _all_finite(block)
+
+
+def _all_finite(block: np.ndarray) -> np.ndarray:
+    if block.dtype.kind != "f":
+        return np.ones(block.shape[1], dtype=bool)
+    return np.isfinite(block.min(axis=0)) & np.isfinite(block.max(axis=0))
+
+
+def _packed_argsort(block: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, same)``: the argsort of each column and where consecutive sorted values are equal."""
+    keys = np.ascontiguousarray(block).T.astype(np.float64, order="C")
+    keys += 0.0  # -0.0 -> +0.0, so both zeros are one tie group
+    bits = keys.view(np.uint64)
+    bits |= np.arange(block.shape[0], dtype=np.uint64)
+    keys.sort(axis=1)
+    high = bits >> np.uint64(shift)
+    bits &= np.uint64((1 << shift) - 1)
+    return bits.view(np.int64), np.equal(high[:, 1:], high[:, :-1])
+
+
+def _tied_positions(same: np.ndarray) -> np.ndarray:
+    """1-based positions ``1..n`` averaged over runs of equal sorted values (``same[i]``: value i+1 == value i)."""
+    n = len(same) + 1
+    pos = np.arange(n)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ~same
+    ends = np.ones(n, dtype=bool)
+    ends[:-1] = ~same
+    first = np.maximum.accumulate(np.where(starts, pos, 0))
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[::-1])[::-1]
+    return (first + last) / 2 + 1
+
+
+# -- p-values and multiple testing -----------------------------------------------------------------------
+def correlation_pvalues(r: Any, n: int) -> np.ndarray:
+    """Two-sided p-values of correlations ``r`` from ``n`` observations (t test, ``n - 2`` d.o.f.)."""
+    from scipy.special import betainc
+
+    r = np.asarray(r, dtype=np.float64)
+    if n < 3:
+        return np.full(r.shape, np.nan)
+    return betainc((n - 2) / 2, 0.5, np.clip(1 - r * r, 0.0, 1.0))
+
+
+def bh_qvalues(p: Any) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) over all non-NaN entries; NaN stays NaN."""
+    p = np.asarray(p, dtype=np.float64)
+    flat = p.ravel()
+    ok = ~np.isnan(flat)
+    vals = flat[ok]
+    order = np.argsort(vals)
+    scaled = vals[order] * len(vals) / np.arange(1, len(vals) + 1)
+    adjusted = np.empty_like(vals)
+    adjusted[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.full_like(flat, np.nan)
+    out[ok] = adjusted
+    return out.reshape(p.shape)
+
+
+def bonferroni(p: Any) -> np.ndarray:
+    """Bonferroni-adjusted p-values ``min(1, m p)``, ``m`` = number of non-NaN entries."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.minimum(p * np.count_nonzero(~np.isnan(p)), 1.0)
+
+
+# -- long result tables --------------------------------------------------------------------------------
+def correlate(features: Any, metadata: Any, *, feature_names: Sequence[str] | None = None,
+              layers: Sequence[str] | None = None, params: Sequence[int] | None = None,
+              columns: Sequence[str] | None = None, methods: Sequence[str] = METHODS,
+              group_by: str | Sequence[str] | None = None, max_levels: int = 64) -> Any:
+    """Correlate every feature with every expanded metadata column, optionally within groups.
+
+    Parameters
+    ----------
+    features : array ``[n, F]`` or polars.DataFrame
+        Parameters or aggregates of ``n`` models (a DataFrame supplies ``feature_names``).
+    metadata : polars.DataFrame or mapping
+        ``n`` rows of metadata, aligned with ``features``.
+    feature_names, layers, params : sequence, optional
+        Per-feature name (default ``"0"``, ``"1"``, ...), layer name (default null) and flat parameter
+        index (default null).
+    columns : sequence of str, optional
+        Metadata columns to correlate against (default: all but the ``group_by`` columns).
+    methods : sequence of {"pearson", "spearman"}
+    group_by : str or sequence of str, optional
+        Metadata columns; correlations are computed within each group of equal values.
+    max_levels : int
+        See :func:`metadata_matrix`.
+
+    Returns
+    -------
+    polars.DataFrame
+        Long format: group keys, then :data:`RESULT_COLUMNS`; one row per group x method x feature x
+        metadata column.  q-values and Bonferroni are per (group, method) family.
+    """
+    import polars as pl
+
+    meta = _as_frame(metadata)
+    x, names = _feature_block(features, feature_names)
+    keys = [group_by] if isinstance(group_by, str) else list(group_by or [])
+    against = [c for c in (columns if columns is not None else meta.columns) if c not in keys]
+    labels = _feature_labels(names, layers, params, x.shape[1])
+    frames = []
+    for key_values, rows in _groups(meta, keys):
+        y_names, y = metadata_matrix(meta[rows] if keys else meta, against, max_levels=max_levels)
+        for method in methods:
+            frame = _method_frame(x[rows] if keys else x, y, y_names, method, labels)
+            frames.append(frame.with_columns(*[pl.lit(v).alias(k) for k, v in zip(keys, key_values, strict=True)]))
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames).select(*keys, *RESULT_COLUMNS)
+
+
+def _feature_block(features: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    import polars as pl
+
+    if isinstance(features, pl.DataFrame):
+        return features.to_numpy(), list(names or features.columns)
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ArchitectureError(f"expected features [n, F], got shape {x.shape}")
+    return x, list(names) if names is not None else [str(i) for i in range(x.shape[1])]
+
+
+def _feature_labels(names: list[str], layers: Sequence[str] | None, params: Sequence[int] | None,
+                    count: int) -> dict[str, Any]:
+    for label, seq in (("feature_names", names), ("layers", layers), ("params", params)):
+        if seq is not None and len(seq) != count:
+            raise ArchitectureError(f"{label} has {len(seq)} entries for {count} features")
+    return {"feature": names, "layer": list(layers) if layers is not None else [None] * count,
+            "param": list(params) if params is not None else [None] * count}
+
+
+def _groups(meta: Any, keys: list[str]) -> list[tuple[tuple[Any, ...], Any]]:
+    import polars as pl
+
+    if not keys:
+        return [((), slice(None))]
+    grouped = (meta.select(keys).with_row_index("__row").group_by(keys, maintain_order=True)
+               .agg(pl.col("__row")).sort(keys))
+    return [(tuple(row[k] for k in keys), np.asarray(row["__row"], dtype=np.int64))
+            for row in grouped.iter_rows(named=True)]
+
+
+def _method_frame(x: np.ndarray, y: np.ndarray, y_names: list[str], method: str, labels: dict[str, Any]) -> Any:
+    import polars as pl
+
+    if method not in METHODS:
+        raise ArchitectureError(f"unknown correlation method {method!r}; expected one of {METHODS}")
+    kernel = pearson_matrix if method == "pearson" else spearman_matrix
+    r = kernel(x, y) if y.shape[1] else np.empty((x.shape[1], 0))
+    n = x.shape[0]
+    p = correlation_pvalues(r, n)
+    f, k = r.shape
+    per_feature = np.repeat(np.arange(f), k)  # gathers in polars: much faster than repeating Python strings
+    return pl.DataFrame({
+        "feature": pl.Series(labels["feature"], dtype=pl.String).gather(per_feature),
+        "param": pl.Series(labels["param"], dtype=pl.Int32).gather(per_feature),
+        "layer": pl.Series(labels["layer"], dtype=pl.String).gather(per_feature),
+        "against": pl.Series(y_names, dtype=pl.String).gather(np.tile(np.arange(k), f)),
+        "method": pl.repeat(method, f * k, dtype=pl.String, eager=True),
+        "r": r.ravel(), "p": p.ravel(), "q": bh_qvalues(p).ravel(), "p_bonferroni": bonferroni(p).ravel(),
+        "n": pl.repeat(n, f * k, dtype=pl.Int64, eager=True),
+    })
+
+
+# -- parameters and aggregates --------------------------------------------------------------------------
+def param_correlations(flat_rows: Any, metadata: Any, arch: Architecture = CNN_S, **options: Any) -> Any:
+    """:func:`correlate` every flat parameter (named as the CSV zoo's ``weight i`` / ``bias i``) with metadata."""
+    arch.check_flat(flat_rows)
+    layer_of = np.asarray(arch.layer_names, dtype=object)[arch.param_layer_index()]
+    return correlate(flat_rows, metadata, feature_names=arch.csv_columns(), layers=list(layer_of),
+                     params=list(range(arch.n_params)), **options)
+
+
+def layer_aggregates(flat_rows: Any, arch: Architecture = CNN_S, spectral: bool = True, block: int = 4096) -> Any:
+    """Per-layer summaries of each model, wide: columns ``"{layer}.{stat}"`` for stats in
+    :data:`AGGREGATE_STATS` (and :data:`SPECTRAL_STATS` with ``spectral=True``), plus ``"all.l2_norm"``.
+
+    Weight statistics use the layer's weight only; ``bias_mean`` / ``bias_norm`` its bias.
+    """
+    import polars as pl
+
+    arch.check_flat(flat_rows)
+    x = np.asarray(flat_rows)
+    data: dict[str, np.ndarray] = {}
+    for layer in arch.layers:
+        w = x[:, layer.start:layer.bias_start].astype(np.float64)
+        b = x[:, layer.bias_start:layer.stop].astype(np.float64)
+        data.update({f"{layer.name}.l2_norm": np.linalg.norm(w, axis=1), f"{layer.name}.mean": w.mean(axis=1),
+                     f"{layer.name}.std": w.std(axis=1), f"{layer.name}.abs_max": np.abs(w).max(axis=1),
+                     f"{layer.name}.bias_mean": b.mean(axis=1), f"{layer.name}.bias_norm": np.linalg.norm(b, axis=1)})
+    data["all.l2_norm"] = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    if spectral:
+        data.update(_spectral_aggregates(x, arch, block))
+    return pl.DataFrame(data)
+
+
+def _spectral_aggregates(x: np.ndarray, arch: Architecture, block: int) -> dict[str, np.ndarray]:
+    from weightlake.analysis.spectra import zoo_spectra
+
+    table = zoo_spectra(x, arch, block)
+    out = {}
+    for name in arch.layer_names:
+        part = table.filter(table["layer"] == name)
+        out.update({f"{name}.{stat}": part[stat].cast(float).to_numpy() for stat in SPECTRAL_STATS})
+    return out
+
+
+def aggregate_correlations(flat_rows: Any, metadata: Any, arch: Architecture = CNN_S, spectral: bool = True,
+                           **options: Any) -> Any:
+    """:func:`correlate` the per-layer aggregates of :func:`layer_aggregates` with metadata.
+
+    Aggregates that are NaN for a layer (e.g. ``alpha`` of small layers) give NaN rows.
+    """
+    aggs = layer_aggregates(flat_rows, arch, spectral)
+    layers = [c.split(".", 1)[0] for c in aggs.columns]
+    return correlate(aggs, metadata, layers=layers, **options)
+
+
+def param_correlation_matrix(flat_rows: Any, arch: Architecture = CNN_S, layer: str | None = None,
+                             method: str = "pearson", dtype: Any = np.float32, block: int = 4096) -> np.ndarray:
+    """Parameter x parameter correlation matrix, of one layer's block (weight then bias) or of all ``P``.
+
+    ``dtype`` is the precision of the Gram product (float32: about 1e-5 absolute, half the time of
+    float64).  Constant parameters give NaN rows and columns.
+    """
+    arch.check_flat(flat_rows)
+    x = np.asarray(flat_rows)
+    if layer is not None:
+        spec = arch.layer(layer)
+        x = x[:, spec.start:spec.stop]
+    if method == "spearman":
+        x = np.concatenate([average_ranks(x[:, j:j + 128]).T for j in range(0, x.shape[1], 128)], axis=1)
+    elif method != "pearson":
+        raise ArchitectureError(f"unknown correlation method {method!r}; expected one of {METHODS}")
+    mean = x.mean(axis=0, dtype=np.float64)
+    gram = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64)
+    for i in range(0, x.shape[0], block):
+        z = (x[i:i + block] - mean).astype(dtype)
+        gram += z.T @ z
+    ss = np.diag(gram).copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = gram / np.sqrt(np.outer(ss, ss))
+    corr[~(ss > 0)] = np.nan
+    corr[:, ~(ss > 0)] = np.nan
+    return np.clip(corr, -1.0, 1.0)
+
+
+# -- heatmaps ----------------------------------------------------------------------------------------
+def plot_param_metadata_heatmap(table: Any, path: str | Path, arch: Architecture = CNN_S, *,
+                                method: str = "pearson", value: str = "r", title: str | None = None) -> Path:
+    """Heatmap of a parameter x metadata table (from :func:`param_correlations`) saved as PNG.
+
+    Parameters run along x in flat order, with the layer boundaries ``arch.boundaries`` drawn and
+    each layer named; metadata columns run along y.  With groups in the table, the first group is used.
+    """
+    import polars as pl
+
+    part = table.filter((pl.col("method") == method) & pl.col("param").is_not_null())
+    extra = [c for c in table.columns if c not in RESULT_COLUMNS]
+    if extra and part.height:
+        first = part.row(0, named=True)
+        part = part.filter(pl.all_horizontal([pl.col(c) == first[c] for c in extra]))
+    against = list(dict.fromkeys(part["against"].to_list()))
+    grid = np.full((len(against), arch.n_params), np.nan)
+    rows = np.asarray([against.index(a) for a in part["against"].to_list()], dtype=np.int64)
+    grid[rows, part["param"].to_numpy()] = part[value].to_numpy()
+    return _save_heatmap(grid, path, arch, y_labels=against,
+                         title=title or f"{method} {value}: parameters x metadata", value=value)
+
+
+def plot_param_matrix_heatmap(matrix: Any, path: str | Path, arch: Architecture = CNN_S, layer: str | None = None,
+                              title: str | None = None) -> Path:
+    """Heatmap of a parameter x parameter matrix (:func:`param_correlation_matrix`) saved as PNG.
+
+    For the whole network the layer boundaries are drawn on both axes; for one layer, the
+    weight / bias boundary.
+    """
+    matrix = np.asarray(matrix)
+    if layer is None:
+        marks = list(arch.boundaries)
+        names = list(arch.layer_names)
+    else:
+        spec = arch.layer(layer)
+        marks, names = [0, spec.weight_size, spec.size], [f"{layer}.weight", f"{layer}.bias"]
+    if matrix.shape != (marks[-1], marks[-1]):
+        raise ArchitectureError(f"expected a {marks[-1]} x {marks[-1]} matrix, got {matrix.shape}")
+    return _save_heatmap(matrix, path, arch, marks=marks, names=names, square=True,
+                         title=title or f"parameter correlations ({layer or 'all layers'})", value="r")
+
+
+def _save_heatmap(grid: np.ndarray, path: str | Path, arch: Architecture, *, title: str, value: str,
+                  y_labels: Sequence[str] | None = None, marks: Sequence[int] | None = None,
+                  names: Sequence[str] | None = None, square: bool = False, max_pixels: int = 1200) -> Path:
+    """Draw ``grid`` with parameter ``i`` occupying ``[i, i + 1)`` on the parameter axes.
+
+    Past ``max_pixels`` parameters an axis is pooled in blocks keeping the value of largest
+    magnitude, so a single strong correlation stays visible instead of being averaged away.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    marks = list(marks if marks is not None else arch.boundaries)
+    names = list(names if names is not None else arch.layer_names)
+    fx = -(-grid.shape[1] // max_pixels)
+    fy = -(-grid.shape[0] // max_pixels) if square else 1
+    fig = Figure(figsize=(9, 8) if square else (14, 2.5 + 0.28 * grid.shape[0]))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = np.isfinite(grid).any()
+    limit = 1.0 if value == "r" else float(np.nanmax(np.abs(grid))) if finite else 1.0
+    image = ax.imshow(_pool_signed_max(grid, fy, fx), aspect="auto", interpolation="nearest", cmap="RdBu_r",
+                      vmin=-limit, vmax=limit, extent=(0, grid.shape[1], grid.shape[0], 0))
+    fig.colorbar(image, ax=ax, label=value)
+    _mark_layers(ax, marks, names, axis="x")
+    if square:
+        _mark_layers(ax, marks, names, axis="y")
+    elif y_labels is not None:
+        ax.set_yticks(np.arange(len(y_labels)) + 0.5, y_labels, fontsize=7)
+        ax.set_ylabel("metadata column")
+    pooled = f" (largest |{value}| per {fy}x{fx} block)" if fx > 1 or fy > 1 else ""
+    ax.set_title(title + pooled)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    return out
+
+
+def _pool_signed_max(grid: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Downsample by ``fy x fx`` blocks, keeping each block's entry of largest magnitude (NaN if all NaN)."""
+    if fy == 1 and fx == 1:
+        return grid
+    h, w = -(-grid.shape[0] // fy), -(-grid.shape[1] // fx)
+    padded = np.full((h * fy, w * fx), np.nan)
+    padded[:grid.shape[0], :grid.shape[1]] = grid
+    blocks = padded.reshape(h, fy, w, fx).transpose(0, 2, 1, 3).reshape(h, w, fy * fx)
+    magnitude = np.where(np.isnan(blocks), -1.0, np.abs(blocks))
+    pick = np.take_along_axis(blocks, magnitude.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return pick
+
+
+def _mark_layers(ax: Any, marks: Sequence[int], names: Sequence[str], axis: str) -> None:
+    """Lines at the block boundaries (between parameters ``b - 1`` and ``b``), names at block centres."""
+    line = ax.axvline if axis == "x" else ax.axhline
+    for b in marks[1:-1]:
+        line(b, color="black", linewidth=0.8)
+    centres = [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
+    labels = [f"{name}\n[{a}, {b})" for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)]
+    label = "flat parameter index (layer block, weight then bias)"
+    if axis == "x":
+        ax.set_xticks(centres, labels, fontsize=7)
+        ax.set_xlabel(label)
+    else:
+        ax.set_yticks(centres, labels, fontsize=7)
+        ax.set_ylabel(label)

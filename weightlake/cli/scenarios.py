@@ -1,0 +1,201 @@
+"""Scenario and pair commands: declare, import, list scenarios; materialise and show pairs."""
+
+from __future__ import annotations
+
+import click
+
+from weightlake.cli import echo_lines, lake_option, main, progress_bar
+from weightlake.cli.core import write_frame
+
+
+def _open(lake_dir: str):  # noqa: ANN202
+    from weightlake.lake import open_lake
+
+    return open_lake(lake_dir)
+
+
+# -- scenario --------------------------------------------------------------------------------------
+@main.group()
+def scenario() -> None:
+    """Scenarios: which model pairs (A, B -> target A|B) a merging experiment uses.
+
+    \b
+    Examples:
+      weightlake scenario declare m0-gelu-e11 --zoo mnist-cnn-s --activations gelu --epochs 11
+      weightlake scenario import "data/Scenario" --zoo mnist-cnn-s
+      weightlake scenario list
+    """
+
+
+@scenario.command("declare")
+@click.argument("name")
+@click.option("--zoo", required=True, help="Zoo whose models are paired.")
+@click.option("--digits", default="0-9", show_default=True, help="Digits the subsets may use: '0-9', '0-5', '1,3,5'.")
+@click.option("--sizes", default="2-9", show_default=True, help="Allowed subset sizes, e.g. '2-9' or '2,3'.")
+@click.option("--overlap", default="0", show_default=True, help="Shared classes |A & B|: '0', or a range '0-2'.")
+@click.option("--activations", help="Comma-separated activations (default: every one in the zoo).")
+@click.option("--inits", help="Comma-separated initialisations (default: every one in the zoo).")
+@click.option("--epochs", help="Scenario epochs, e.g. '11' or '11,16' or '11-36' (default: every bin in the zoo).")
+@click.option("--unordered", is_flag=True, help="Keep one of (A, B) and (B, A) (default keeps both).")
+@click.option("--split", "split_rule", type=click.Choice(["user", "random", "grouped"]), default="user",
+              show_default=True,
+              help="user: test if digit 0 is in A or B, else val if |A| = |B|, else train; random: seeded "
+                   "permutation cut by --fractions; grouped: a target class set never spans two splits.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random/grouped split.")
+@click.option("--fractions", default="0.7,0.1,0.2", show_default=True, help="train,val,test shares (random/grouped).")
+@click.option("--test-digit", default=0, show_default=True, help="The digit that sends a pair to test (user split).")
+@click.option("--no-fallback", is_flag=True,
+              help="Require the target at the scenario epoch (default falls back to e-5, e-10, ... down to 11).")
+@lake_option
+def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activations: str | None,
+            inits: str | None, epochs: str | None, unordered: bool, split_rule: str, seed: int, fractions: str,
+            test_digit: int, no_fallback: bool, lake_dir: str) -> None:
+    """Compute the pairs of scenario NAME and commit them (declaring NAME again replaces it).
+
+    Pairs are every two distinct subsets A, B of --digits with sizes in --sizes sharing
+    --overlap classes; inputs are the models trained on A and on B, the target the one
+    trained on A|B, all with the same init, activation and epoch. Pairs that lack a
+    model are counted and shown, not dropped silently.
+
+    \b
+    Examples:
+      # the user's type-1 scenario, m=0 (train 11,076 / val 3,066 / test 32,730 pairs):
+      weightlake scenario declare overlap0-gelu-e11 --zoo mnist-cnn-s --activations gelu --epochs 11
+      # type 2: digits 0-5, up to 4 shared classes, every activation and epoch:
+      weightlake scenario declare type2 --zoo mnist-cnn-s --digits 0-5 --sizes 2-5 --overlap 0-4
+      # a split where no target model leaks across train/val/test:
+      weightlake scenario declare m0-grouped --zoo mnist-cnn-s --split grouped --seed 1
+    """
+    from weightlake.scenarios import declare_scenario, parse_int_list
+
+    shares = [float(f) for f in fractions.split(",")] if fractions else (0.7, 0.1, 0.2)
+    report = declare_scenario(lake_dir, name, zoo=zoo, digits=digits, sizes=sizes, overlap=overlap,
+                              activations=activations, inits=inits,
+                              epochs=parse_int_list(epochs) if epochs else None, ordered=not unordered,
+                              split=split_rule, split_seed=seed, split_fractions=shares,
+                              epoch_fallback=not no_fallback, test_digit=test_digit)
+    echo_lines(report.lines())
+
+
+@scenario.command("import")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.option("--zoo", required=True, help="Zoo the records are resolved in.")
+@click.option("--init", help="The zoo's initialisation the pairs use (needed if the zoo holds several).")
+@click.option("--name-template", default="overlapping-{m}-{digits}-e{epoch}-{activation}", show_default=True,
+              help="Scenario name from the folder's fields m, digits, epoch, activation.")
+@click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort", show_default=True,
+              help="abort: an unsafe or malformed file stops the import, lake unchanged; skip: leave that folder out.")
+@click.option("--no-fallback", is_flag=True, help="Require targets at the record's epoch (no e-5, e-10 fallback).")
+@lake_option
+def import_cmd(folder: str, zoo: str, init: str | None, name_template: str, on_error: str, no_fallback: bool,
+               lake_dir: str) -> None:
+    """Import the user's scenario folders, keeping their train/val/test splits.
+
+    FOLDER is one 'overlapping {m} {digits} {epoch} {activation}' folder or a folder of
+    them (data/Scenario). The .npy files are read without unpickling anything but int
+    lists: a file that asks for more is refused and nothing in it runs.
+
+    \b
+    Examples:
+      weightlake scenario import "data/Scenario" --zoo mnist-cnn-s
+      weightlake scenario import "data/Scenario/overlapping 0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] 11 gelu" --zoo mnist-cnn-s
+    """
+    from weightlake.scenarios_import import import_scenarios
+
+    reports = import_scenarios(lake_dir, folder, zoo=zoo, init=init, name_template=name_template,
+                               epoch_fallback=not no_fallback, on_error=on_error)
+    for report in reports:
+        echo_lines(report.lines())
+
+
+@scenario.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@lake_option
+def list_cmd(fmt: str, lake_dir: str) -> None:
+    """List the scenarios of the lake with their pair counts per split."""
+    from weightlake.scenarios import list_scenarios
+
+    table = list_scenarios(_open(lake_dir))
+    if table.height == 0:
+        click.echo("no scenarios yet: `weightlake scenario declare NAME --zoo ZOO` or `weightlake scenario import`")
+        return
+    cols = [c for c in ("scenario", "zoo", "source", "n_train", "n_val", "n_test", "missing_input", "missing_target",
+                        "fallback_pairs", "overlap_mismatch", "snapshot") if c in table.columns]
+    write_frame(table.select(cols), fmt, None, max_rows=200)
+
+
+# -- pairs -----------------------------------------------------------------------------------------
+@main.group()
+def pairs() -> None:
+    """Pair sets of a scenario: look at them, or write an epoch's batches to disk.
+
+    \b
+    Examples:
+      weightlake pairs show overlap0-gelu-e11 --split test
+      weightlake pairs materialize overlap0-gelu-e11 --split train --batch-size 36 --epochs 3
+    In Python: lake.pairs(name, "train").loader(batch_size=512) or lake.batches(name, "train").
+    """
+
+
+@pairs.command("materialize")
+@click.argument("scenario_name", metavar="SCENARIO")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--batch-size", default=36, show_default=True, help="Pairs per batch (36 in the user's training code).")
+@click.option("--epochs", default=3, show_default=True, help="Epochs to write; epoch e is shuffled by (seed, e).")
+@click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
+@click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
+@lake_option
+def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
+                    lake_dir: str) -> None:
+    """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`).
+
+    Epoch e holds the same batches as lake.pairs(SCENARIO, SPLIT).loader(batch_size=B,
+    seed=SEED, epoch=e). Stream them with lake.batches(SCENARIO, SPLIT), or
+    lake.batches(..., compat=True) for the (tensor, records, accuracies, rows) tuple of
+    the user's training loop.
+
+    \b
+    Example:
+      weightlake pairs materialize overlap0-gelu-e11 --split train --batch-size 36 --epochs 3 --seed 0
+    """
+    from weightlake.serve.batches import materialize
+
+    lake = _open(lake_dir)
+    n_pairs = lake.pairs(scenario_name, split).__len__()
+    per_epoch = n_pairs // batch_size if drop_last else -(-n_pairs // batch_size)
+    with progress_bar(per_epoch * epochs, "materialize") as bar:
+        report = materialize(lake_dir, scenario_name, split, batch_size=batch_size, epochs=epochs, seed=seed,
+                             progress=bar.update, drop_last=drop_last)
+    echo_lines(report.lines())
+
+
+@pairs.command("show")
+@click.argument("scenario_name", metavar="SCENARIO")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="One split (default: all).")
+@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the rows to a file.")
+@lake_option
+def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: str | None, lake_dir: str) -> None:
+    """Show a scenario's pairs with model ids, classes and accuracies.
+
+    \b
+    Examples:
+      weightlake pairs show overlap0-gelu-e11 --split test
+      weightlake pairs show overlap0-gelu-e11 --split train --limit 0 --format parquet -o train-pairs.parquet
+    """
+    import polars as pl
+
+    from weightlake.scenarios import mask_classes
+
+    pair_set = _open(lake_dir).pairs(scenario_name, split)
+    frame = pair_set.to_polars()
+    frame = frame.head(limit) if limit else frame
+    frame = frame.with_columns(
+        classes_a=pl.col("a_mask").map_elements(mask_classes, return_dtype=pl.List(pl.Int64)),
+        classes_b=pl.col("b_mask").map_elements(mask_classes, return_dtype=pl.List(pl.Int64)),
+    ).select("pair_id", "split", "classes_a", "classes_b", "a_id", "b_id", "target_id", "activation", "init",
+             "epoch", "target_epoch", "fallback", "acc_a", "acc_b", "acc_y")
+    click.echo(f"{pair_set!r}", err=True)
+    write_frame(frame, fmt, output, max_rows=limit or 40)

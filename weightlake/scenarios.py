@@ -1,0 +1,560 @@
+"""Scenarios: which pairs of zoo models a merging experiment trains and tests on.
+
+A scenario is declared by rules (digits, subset sizes, shared classes, activations,
+epochs, split rule) and computed as SQL over the ``models`` view with class bitmasks
+(bit ``d`` set when digit ``d`` is in a model's class set).  Every pair ``(A, B)`` gets
+its two input models (trained on ``A`` and on ``B`` at the scenario epoch) and its
+target, the model trained on ``A | B`` with the same initialisation and activation, at
+the same epoch or, with ``epoch_fallback``, at the nearest earlier epoch of the chain
+``e-5, e-10, ...`` down to 11 (the fallback the user's training code used).
+
+The result is committed atomically as two derived tables, both partitioned by
+``scenario`` so that declaring a scenario again replaces it:
+
+* ``scenarios``: one row per scenario (zoo, parameters as JSON, counts per split,
+  the snapshot its models were resolved on, and what could not be resolved);
+* ``pairs``: one row per resolved pair (ids, masks, split, epochs, fallback flag).
+
+Pairs whose inputs or target do not exist are counted per split and reported with
+examples, never dropped silently.
+
+>>> report = declare_scenario("lake", "m0-gelu-e11", zoo="mnist-cnn-s",
+...                           activations=["gelu"], epochs=[11])   # doctest: +SKIP
+>>> report.counts                                                   # doctest: +SKIP
+{'train': 11076, 'val': 3066, 'test': 32730}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import EPOCH_BINS
+from weightlake.errors import NoSuchTableError, QueryError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from weightlake.lake import Lake
+    from weightlake.storage.transaction import Transaction
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_RULES: tuple[str, ...] = ("user", "random", "grouped")
+FALLBACK_STEP = EPOCH_BINS[1] - EPOCH_BINS[0]
+"""Epochs between fallback steps (5: e, e-5, e-10, ...)."""
+FALLBACK_FLOOR = EPOCH_BINS[0]
+"""The earliest epoch the fallback chain reaches (11)."""
+MAX_EXAMPLES = 5
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+_RANGE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
+
+PAIRS_SCHEMA: dict[str, str] = {
+    "scenario": "String", "pair_id": "Int64", "a_id": "Int64", "b_id": "Int64", "target_id": "Int64",
+    "split": "String", "a_mask": "Int32", "b_mask": "Int32", "target_mask": "Int32", "overlap": "Int8",
+    "activation": "String", "init": "String", "epoch": "Int32", "target_epoch": "Int32", "fallback": "Boolean",
+    "source_row": "Int64",
+}
+
+
+# -- parsing helpers ---------------------------------------------------------------------------
+def parse_int_list(value: str | int | Iterable[int]) -> tuple[int, ...]:
+    """Parse ``"0-5"``, ``"11,16"``, ``"0,2,4-6"``, an int or an iterable of ints.
+
+    Ranges are inclusive.  Returns the sorted distinct values.
+
+    Raises
+    ------
+    QueryError
+        An item is neither an int nor a ``lo-hi`` range with ``lo <= hi``.
+    """
+    if isinstance(value, bool):
+        raise QueryError(f"expected integers or ranges like '0-5', got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return (int(value),)
+    if not isinstance(value, str):
+        return tuple(sorted({_as_int(v, value) for v in value}))
+    out: set[int] = set()
+    for item in (p for p in value.split(",") if p.strip()):
+        match = _RANGE.match(item)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if lo > hi:
+                raise QueryError(f"range {item.strip()!r} in {value!r} runs backwards; write it as '{hi}-{lo}'")
+            out.update(range(lo, hi + 1))
+        else:
+            out.add(_as_int(item.strip(), value))
+    if not out:
+        raise QueryError(f"expected a list like '0-9' or '11,16', got {value!r}")
+    return tuple(sorted(out))
+
+
+def _as_int(item: Any, whole: Any) -> int:
+    try:
+        if isinstance(item, bool):
+            raise ValueError
+        return int(item)
+    except (TypeError, ValueError):
+        raise QueryError(f"expected integers or ranges like '0-5', got {item!r} in {whole!r}") from None
+
+
+def parse_overlap(value: int | str | Sequence[int] | range) -> tuple[int, int]:
+    """Shared classes as an inclusive ``(lo, hi)``: ``0`` -> ``(0, 0)``, ``"0-2"`` or ``(0, 2)`` -> ``(0, 2)``."""
+    if isinstance(value, range):
+        values = tuple(value)
+    elif isinstance(value, tuple) and len(value) == 2 and not isinstance(value, str):
+        values = parse_int_list(range(_as_int(value[0], value), _as_int(value[1], value) + 1))
+    else:
+        values = parse_int_list(value)
+    if not values or values[0] < 0 or values != tuple(range(values[0], values[-1] + 1)):
+        raise QueryError(f"overlap must be a non-negative int or a contiguous range like '0-2', got {value!r}")
+    return values[0], values[-1]
+
+
+def parse_scenario_name(name: str) -> str:
+    """A scenario name usable as a partition value (letters, digits, ``_ . + -``)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise QueryError(f"scenario name {name!r} must be letters, digits, '_', '.', '+' or '-' "
+                         "(it names a partition directory), e.g. 'overlap0-0to9-gelu'")
+    return name
+
+
+def _parse_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise QueryError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
+                         f"got {tuple(fractions)!r}")
+    return values[0], values[1], values[2]
+
+
+def _optional_names(values: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    items = values.split(",") if isinstance(values, str) else list(values)
+    return tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip())) or None
+
+
+# -- values --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """A scenario declaration, validated; ``ScenarioSpec.from_dict(s.to_dict()) == s``."""
+
+    name: str
+    zoo: str
+    digits: tuple[int, ...] = tuple(range(10))
+    sizes: tuple[int, ...] = tuple(range(2, 10))
+    overlap: tuple[int, int] = (0, 0)
+    activations: tuple[str, ...] | None = None
+    inits: tuple[str, ...] | None = None
+    epochs: tuple[int, ...] | None = None
+    ordered: bool = True
+    split: str = "user"
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    epoch_fallback: bool = True
+    test_digit: int = 0
+
+    def __post_init__(self) -> None:
+        parse_scenario_name(self.name)
+        setv = object.__setattr__
+        setv(self, "digits", parse_int_list(self.digits))
+        setv(self, "sizes", parse_int_list(self.sizes))
+        setv(self, "overlap", parse_overlap(self.overlap))
+        setv(self, "activations", _optional_names(self.activations))
+        setv(self, "inits", _optional_names(self.inits))
+        setv(self, "epochs", None if self.epochs is None else parse_int_list(self.epochs))
+        setv(self, "split_fractions", _parse_fractions(self.split_fractions))
+        if not all(0 <= d < 31 for d in self.digits):
+            raise QueryError(f"digits must lie in 0..30 (class bitmasks are 32-bit), got {self.digits}")
+        if not self.sizes or self.sizes[0] < 1:
+            raise QueryError(f"subset sizes must be >= 1, got {self.sizes}")
+        if self.split not in SPLIT_RULES:
+            raise QueryError(f"split must be one of {SPLIT_RULES}, got {self.split!r}")
+
+    @property
+    def digits_mask(self) -> int:
+        return sum(1 << d for d in self.digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScenarioSpec:
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+
+@dataclass
+class ScenarioReport:
+    """What a declaration or import produced, and what it could not resolve."""
+
+    scenario: str
+    zoo: str
+    source: str
+    candidates: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    missing_input: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    missing_target: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    fallback_pairs: int = 0
+    ambiguous_models: int = 0
+    overlap_mismatch: int = 0
+    duplicates: int = 0
+    examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    snapshot: int | None = None
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def unresolved(self) -> int:
+        return self.candidates - self.n_pairs
+
+    def lines(self) -> list[str]:
+        """A human summary for the CLI."""
+        split_text = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in SPLITS)
+        out = [f"scenario {self.scenario} (zoo {self.zoo}, {self.source}): {self.n_pairs:,} pairs ({split_text})"]
+        if self.unresolved:
+            miss_in = sum(self.missing_input.values())
+            miss_t = sum(self.missing_target.values())
+            out.append(f"  {self.unresolved:,} of {self.candidates:,} pairs left out: {miss_in:,} lack an input "
+                       f"model, {miss_t:,} lack a target model (even with the epoch fallback)")
+        if self.fallback_pairs:
+            out.append(f"  {self.fallback_pairs:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+        if self.ambiguous_models:
+            out.append(f"  {self.ambiguous_models:,} (init, activation, epoch, classes) keys hold several models; "
+                       "the lowest model_id was used")
+        if self.overlap_mismatch:
+            out.append(f"  {self.overlap_mismatch:,} records share a different number of classes than the folder "
+                       "name says (the generator's accumulation bug); kept, see column `overlap`")
+        if self.duplicates:
+            out.append(f"  {self.duplicates:,} duplicate records (kept)")
+        out += [f"  e.g. {e}" for e in self.examples]
+        out += [f"  note: {n}" for n in self.notes]
+        if self.snapshot is not None:
+            out.append(f"  committed as snapshot {self.snapshot}")
+        return out
+
+
+# -- the declaration ---------------------------------------------------------------------------
+def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any = range(10),
+                     sizes: Any = range(2, 10), overlap: Any = 0, activations: Any = None, inits: Any = None,
+                     epochs: Any = None, ordered: bool = True, split: str = "user", split_seed: int = 0,
+                     split_fractions: Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
+                     test_digit: int = 0) -> ScenarioReport:
+    """Compute a scenario's pairs over the lake's current snapshot and commit them.
+
+    Parameters
+    ----------
+    lake_root
+        The lake directory.
+    name
+        Scenario name (letters, digits, ``_ . + -``); declaring it again replaces it.
+    zoo
+        The zoo whose models are paired.
+    digits, sizes
+        Subsets ``A`` and ``B`` use only ``digits`` and have a size in ``sizes``
+        (ints, iterables or strings like ``"0-9"``).
+    overlap
+        Shared classes ``|A & B|``: an int or an inclusive range (``(0, 2)``, ``"0-2"``).
+    activations, inits, epochs
+        Restrict the zoo slices paired (``None``: every value the zoo holds).  Inputs are
+        always from the same slice; ``epochs`` are the scenario (input) epochs.
+    ordered
+        Keep both ``(A, B)`` and ``(B, A)``; ``False`` keeps ``a_mask < b_mask`` only.
+    split
+        ``"user"``: test if ``test_digit`` is in ``A`` or ``B``, else val if
+        ``|A| == |B|``, else train.  ``"random"``: a seeded permutation of the pairs cut
+        by ``split_fractions``.  ``"grouped"``: whole target class sets are assigned to
+        one split, so no target model appears in two splits.
+    epoch_fallback
+        When the target is missing at the scenario epoch, take it from ``e-5``,
+        ``e-10``, ... down to 11 (``target_epoch`` and ``fallback`` record it).
+
+    Returns
+    -------
+    ScenarioReport
+        Counts per split, unresolved pairs with examples, the new snapshot.
+
+    Raises
+    ------
+    NoSuchTableError
+        ``zoo`` is not in the lake.
+    QueryError
+        Bad parameters, a requested activation/init/epoch the zoo lacks, or no pair of
+        subsets satisfying the rules.
+    """
+    spec = ScenarioSpec(name=name, zoo=zoo, digits=digits, sizes=sizes, overlap=overlap, activations=activations,
+                        inits=inits, epochs=epochs, ordered=ordered, split=split, split_seed=split_seed,
+                        split_fractions=_parse_fractions(split_fractions), epoch_fallback=epoch_fallback,
+                        test_digit=test_digit)
+    from weightlake.lake import Lake
+    from weightlake.storage.transaction import transaction
+
+    with transaction(Path(lake_root)) as tx:
+        lake = Lake(Path(lake_root), tx.parent)
+        slices = zoo_slices(lake, spec.zoo, spec.activations, spec.inits, spec.epochs)
+        with lake.connect(weights=False, udfs=False) as con:
+            con.register("slices", slices.to_arrow())
+            cand = _candidates(con, spec)
+            if cand.height == 0:
+                raise QueryError(f"no two distinct subsets of digits {list(spec.digits)} with sizes "
+                                 f"{list(spec.sizes)} share {_overlap_text(spec.overlap)} classes; "
+                                 "widen --digits, --sizes or --overlap")
+            cand = cand.with_columns(split=pl.Series(assign_splits(
+                cand["a_mask"].to_numpy(), cand["b_mask"].to_numpy(), spec.split, seed=spec.split_seed,
+                fractions=spec.split_fractions, test_digit=spec.test_digit)))
+            resolved = resolve_pairs(con, cand, spec.zoo, fallback=spec.epoch_fallback)
+        report = ScenarioReport(scenario=spec.name, zoo=spec.zoo, source="declared")
+        stage_scenario(tx, report, resolved, params=spec.to_dict())
+        version = tx.commit({"op": "declare_scenario", "summary": _summary(report)}).version
+    report.snapshot = version
+    return report
+
+
+def _overlap_text(overlap: tuple[int, int]) -> str:
+    return str(overlap[0]) if overlap[0] == overlap[1] else f"{overlap[0]}-{overlap[1]}"
+
+
+def zoo_slices(lake: Lake, zoo: str, activations: Sequence[str] | None, inits: Sequence[str] | None,
+               epochs: Sequence[int] | None) -> pl.DataFrame:
+    """The ``(init, activation, epoch)`` slices of ``zoo`` a scenario pairs within.
+
+    Raises
+    ------
+    NoSuchTableError
+        ``zoo`` is not in the lake.
+    QueryError
+        A requested value the zoo does not hold (the message lists what it holds).
+    """
+    if zoo not in lake.zoos:
+        raise NoSuchTableError(f"the lake has no zoo {zoo!r} at snapshot {lake.snapshot}; zoos: {lake.zoos or 'none'}"
+                               " (ingest one with `weightlake ingest csv`)")
+    slices = lake.models(zoo).select("init", "activation", "epoch").unique().collect()
+    for column, wanted in (("activation", activations), ("init", inits), ("epoch", epochs)):
+        if wanted is None:
+            continue
+        held = sorted(slices[column].unique().to_list())
+        missing = [w for w in wanted if w not in held]
+        if missing:
+            raise QueryError(f"zoo {zoo!r} has no {column} {missing}; it holds {held}")
+        slices = slices.filter(pl.col(column).is_in(list(wanted)))
+    return slices.sort("init", "activation", "epoch")
+
+
+_CANDIDATES = """
+WITH subsets AS (
+    SELECT range::INTEGER AS mask FROM range(0, $n_masks)
+    WHERE (range & ~$digits) = 0 AND list_contains($sizes, bit_count(range)::INTEGER)
+), masks AS (
+    SELECT a.mask AS a_mask, b.mask AS b_mask
+    FROM subsets a JOIN subsets b
+      ON a.mask <> b.mask AND bit_count(a.mask & b.mask) BETWEEN $lo AND $hi AND ($ordered OR a.mask < b.mask)
+)
+SELECT (row_number() OVER (ORDER BY s.init, s.activation, s.epoch, m.a_mask, m.b_mask) - 1)::BIGINT AS pair_id,
+       m.a_mask, m.b_mask, s.init, s.activation, s.epoch::INTEGER AS epoch, NULL::BIGINT AS source_row
+FROM masks m CROSS JOIN slices s
+ORDER BY pair_id
+"""
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, spec: ScenarioSpec) -> pl.DataFrame:
+    """Every pair of subsets the rules allow, crossed with the zoo slices (class bitmasks in SQL)."""
+    params = {"n_masks": 1 << (max(spec.digits) + 1), "digits": spec.digits_mask, "sizes": list(spec.sizes),
+              "lo": spec.overlap[0], "hi": spec.overlap[1], "ordered": spec.ordered}
+    return _run(con, _CANDIDATES, params)
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any]) -> pl.DataFrame:
+    import duckdb
+
+    try:
+        return pl.from_arrow(con.sql(query, params=dict(params)).to_arrow_table())  # type: ignore[return-value]
+    except duckdb.Error as exc:
+        raise QueryError(f"scenario query failed: {str(exc).strip().splitlines()[0]}") from exc
+
+
+# -- splits ----------------------------------------------------------------------------------------
+def assign_splits(a_mask: np.ndarray, b_mask: np.ndarray, rule: str = "user", *, seed: int = 0,
+                  fractions: Sequence[float] = (0.7, 0.1, 0.2), test_digit: int = 0) -> np.ndarray:
+    """The split of each pair, as an array of ``"train"``/``"val"``/``"test"``.
+
+    ``"user"`` depends on the pair alone; ``"random"`` and ``"grouped"`` on ``seed`` and
+    on the order of the pairs (the same inputs in the same order give the same splits).
+    """
+    a, b = np.asarray(a_mask, dtype=np.int64), np.asarray(b_mask, dtype=np.int64)
+    names = np.array(SPLITS)
+    if rule == "user":
+        test = ((a | b) >> test_digit) & 1 == 1
+        val = np.bitwise_count(a) == np.bitwise_count(b)
+        return np.where(test, "test", np.where(val, "val", "train"))
+    f_train, f_val, _ = _parse_fractions(fractions)
+    rng = np.random.default_rng(seed)
+    if rule == "random":
+        rank = np.empty(len(a), dtype=np.int64)
+        rank[rng.permutation(len(a))] = np.arange(len(a))
+        share = (rank + 0.5) / max(len(a), 1)
+    elif rule == "grouped":
+        groups, inverse, sizes = np.unique(a | b, return_inverse=True, return_counts=True)
+        order = rng.permutation(len(groups))
+        before = np.empty(len(groups), dtype=np.float64)
+        before[order] = (np.cumsum(sizes[order]) - sizes[order]) / max(len(a), 1)
+        share = before[inverse]
+    else:
+        raise QueryError(f"split must be one of {SPLIT_RULES}, got {rule!r}")
+    return names[np.searchsorted([f_train, f_train + f_val], share, side="right")]
+
+
+# -- resolution: pairs of masks -> model ids ----------------------------------------------------------
+_RESOLVE = """
+WITH m AS (
+    SELECT init, activation, epoch::INTEGER AS epoch, class_mask::INTEGER AS mask,
+           min(model_id) AS model_id, count(*) AS n_models
+    FROM models WHERE zoo = $zoo GROUP BY ALL
+), t AS (
+    SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, max(m.epoch)::INTEGER AS target_epoch
+    FROM cand c JOIN m
+      ON m.init = c.init AND m.activation = c.activation AND m.mask = (c.a_mask | c.b_mask)
+     AND (m.epoch = c.epoch OR ($fallback AND m.epoch < c.epoch AND m.epoch >= $floor
+                                AND (c.epoch - m.epoch) % $step = 0))
+    GROUP BY c.pair_id
+)
+SELECT c.pair_id, c.a_mask::INTEGER AS a_mask, c.b_mask::INTEGER AS b_mask, c.init, c.activation,
+       c.epoch::INTEGER AS epoch, c.split, c.source_row,
+       ma.model_id AS a_id, mb.model_id AS b_id, t.target_id, t.target_epoch,
+       (SELECT count(*) FROM m WHERE n_models > 1) AS ambiguous
+FROM cand c
+LEFT JOIN m ma ON ma.init = c.init AND ma.activation = c.activation AND ma.epoch = c.epoch AND ma.mask = c.a_mask
+LEFT JOIN m mb ON mb.init = c.init AND mb.activation = c.activation AND mb.epoch = c.epoch AND mb.mask = c.b_mask
+LEFT JOIN t ON t.pair_id = c.pair_id
+ORDER BY c.pair_id
+"""
+
+
+def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, *, fallback: bool) -> pl.DataFrame:
+    """Attach ``a_id``, ``b_id``, ``target_id`` and ``target_epoch`` to candidate pairs.
+
+    ``cand`` has ``pair_id, a_mask, b_mask, init, activation, epoch, split, source_row``.
+    Unresolvable pairs keep null ids.  When several models share ``(init, activation,
+    epoch, classes)`` the lowest ``model_id`` is used (column ``ambiguous`` counts such keys).
+    """
+    con.register("cand", cand.to_arrow())
+    try:
+        out = _run(con, _RESOLVE, {"zoo": zoo, "floor": FALLBACK_FLOOR, "step": FALLBACK_STEP, "fallback": fallback})
+    finally:
+        con.unregister("cand")
+    target = pl.col("a_mask") | pl.col("b_mask")
+    return out.with_columns(
+        target_mask=target.cast(pl.Int32),
+        overlap=pl.Series(np.bitwise_count(out["a_mask"].to_numpy() & out["b_mask"].to_numpy()).astype(np.int8)),
+        fallback=pl.col("target_epoch") != pl.col("epoch"),
+    )
+
+
+# -- commit ----------------------------------------------------------------------------------------
+def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFrame, *,
+                   params: Mapping[str, Any]) -> None:
+    """Fill ``report`` from ``resolved`` and stage the scenario's ``pairs`` and ``scenarios`` rows in ``tx``.
+
+    The scenario's earlier partitions (if any) are dropped from both tables, so a
+    scenario with no resolved pair still replaces its old pairs.  The caller commits.
+    """
+    name = report.scenario
+    ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
+                         & pl.col("target_id").is_not_null())
+    _fill_report(report, resolved, ok)
+    pairs = ok.select(pl.lit(name).alias("scenario"), *[pl.col(c).cast(getattr(pl, t))
+                                                          for c, t in PAIRS_SCHEMA.items() if c != "scenario"])
+    row = _scenario_row(report, params, tx.parent.version)
+    for table in ("pairs", "scenarios"):
+        tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
+    tx.put_table("pairs", pairs, partition_by=("scenario",),
+                 properties={"partition_by": ["scenario"], "schema": PAIRS_SCHEMA})
+    tx.put_table("scenarios", row, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+
+
+def _summary(report: ScenarioReport) -> str:
+    return f"scenario {report.scenario}: {report.n_pairs} pairs ({report.unresolved} unresolved)"
+
+
+def _fill_report(report: ScenarioReport, resolved: pl.DataFrame, ok: pl.DataFrame) -> None:
+    report.candidates = resolved.height
+    report.counts = _per_split(ok)
+    no_input = resolved.filter(pl.col("a_id").is_null() | pl.col("b_id").is_null())
+    no_target = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
+                                & pl.col("target_id").is_null())
+    report.missing_input, report.missing_target = _per_split(no_input), _per_split(no_target)
+    report.fallback_pairs = int(ok["fallback"].sum() or 0)
+    report.ambiguous_models = int(resolved["ambiguous"][0]) if resolved.height else 0
+    examples = [_example(r, "missing input") for r in no_input.head(MAX_EXAMPLES).iter_rows(named=True)]
+    examples += [_example(r, "missing target") for r in no_target.head(MAX_EXAMPLES).iter_rows(named=True)]
+    report.examples = examples[:MAX_EXAMPLES]
+
+
+def _per_split(df: pl.DataFrame) -> dict[str, int]:
+    counts = dict(df.group_by("split").len().iter_rows()) if df.height else {}
+    return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+
+def mask_classes(mask: int) -> list[int]:
+    """Digits of a class bitmask: ``0b1011`` -> ``[0, 1, 3]``."""
+    return [d for d in range(int(mask).bit_length()) if int(mask) >> d & 1]
+
+
+def _example(row: Mapping[str, Any], what: str) -> str:
+    a, b = mask_classes(row["a_mask"]), mask_classes(row["b_mask"])
+    lacking = [n for n, key in (("A", "a_id"), ("B", "b_id")) if row[key] is None]
+    lacking = lacking or [f"target {mask_classes(row['a_mask'] | row['b_mask'])}"]
+    where = f" (record {row['source_row']} of the {row['split']} file)" if row.get("source_row") is not None else ""
+    return (f"{what}: pair A={a} B={b} at {row['init']}/{row['activation']}/epoch {row['epoch']}{where} "
+            f"has no model for {' and '.join(lacking)}")
+
+
+def _scenario_row(report: ScenarioReport, params: Mapping[str, Any], snapshot: int) -> pl.DataFrame:
+    return pl.DataFrame({
+        "scenario": [report.scenario], "zoo": [report.zoo], "source": [report.source],
+        "params": [json.dumps(dict(params), sort_keys=True)],
+        **{f"n_{s}": [report.counts[s]] for s in SPLITS},
+        "n_pairs": [report.n_pairs], "n_candidates": [report.candidates],
+        "missing_input": [sum(report.missing_input.values())],
+        "missing_target": [sum(report.missing_target.values())],
+        "fallback_pairs": [report.fallback_pairs], "overlap_mismatch": [report.overlap_mismatch],
+        "duplicates": [report.duplicates], "snapshot": [snapshot],
+        "created": [datetime.now(UTC).isoformat(timespec="seconds")],
+    })
+
+
+# -- reading -----------------------------------------------------------------------------------------
+def list_scenarios(lake: Lake) -> pl.DataFrame:
+    """One row per scenario of the lake's pinned snapshot (empty if none was declared)."""
+    if "scenarios" not in lake.tables or not lake.manifest.table("scenarios").files:
+        return pl.DataFrame(schema={"scenario": pl.String, "zoo": pl.String, "n_pairs": pl.Int64})
+    table = lake.table("scenarios").collect()
+    return table.select("scenario", pl.exclude("scenario")).sort("scenario")
+
+
+def scenario_row(lake: Lake, name: str) -> dict[str, Any]:
+    """The ``scenarios`` row of ``name``.
+
+    Raises
+    ------
+    NoSuchTableError
+        The scenario is not declared at this snapshot (the message lists those that are).
+    """
+    table = list_scenarios(lake)
+    found = table.filter(pl.col("scenario") == name)
+    if found.height == 0:
+        known = table["scenario"].to_list()
+        raise NoSuchTableError(f"no scenario {name!r} at snapshot {lake.snapshot}; scenarios: {known or 'none'} "
+                               "(declare one with `weightlake scenario declare` or import the user's folders "
+                               "with `weightlake scenario import`)")
+    return found.row(0, named=True)

@@ -1,0 +1,243 @@
+"""Import the user's scenario folders as lake scenarios, keeping the user's splits.
+
+A folder ``data/Scenario/overlapping {m} {digits} {epoch} {activation}/`` holds
+``train pair.npy``, ``val pair.npy`` and ``test pair.npy`` (spec, section 4).  The files
+are read with the restricted reader of :mod:`weightlake.ingest.scenarios_npy` (nothing
+in them is executed), every record is resolved to ``(a_id, b_id, target_id)`` in a zoo
+with the same epoch fallback as :func:`~weightlake.scenarios.declare_scenario`, and
+each folder becomes one scenario, named from the folder
+(``overlapping 0 [0, 1, ..., 9] 11 gelu`` -> ``overlapping-0-0to9-e11-gelu``).
+
+What the files get wrong is reported, not dropped: records that resolve to no model
+(with examples), records sharing a different number of classes than the folder says
+(the generator's accumulation bug: they are kept, and column ``overlap`` tells them
+apart), duplicate records and missing split files.  All folders are committed in one
+snapshot, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
+from weightlake.errors import IngestError
+from weightlake.scenarios import (
+    MAX_EXAMPLES,
+    SPLITS,
+    ScenarioReport,
+    mask_classes,
+    parse_scenario_name,
+    resolve_pairs,
+    stage_scenario,
+    zoo_slices,
+)
+
+if TYPE_CHECKING:
+    from weightlake.ingest.scenarios_npy import PairArrays
+    from weightlake.lake import Lake
+
+NAME_TEMPLATE = "overlapping-{m}-{digits}-e{epoch}-{activation}"
+"""Default scenario name of an imported folder; fields ``m``, ``digits``, ``epoch``, ``activation``."""
+
+
+@dataclass(frozen=True)
+class _Folder:
+    """One scenario folder read from disk (before resolution)."""
+
+    path: Path
+    name: str
+    overlap: int
+    digits: tuple[int, ...]
+    epoch: int
+    activation: str
+    splits: dict[str, PairArrays]
+    missing: tuple[str, ...]
+
+
+def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, init: str | None = None,
+                     name_template: str = NAME_TEMPLATE, epoch_fallback: bool = True,
+                     on_error: str = "abort") -> list[ScenarioReport]:
+    """Import one ``overlapping ...`` folder, or every such folder under ``folder``.
+
+    Parameters
+    ----------
+    lake_root
+        The lake directory.
+    folder
+        A scenario folder (its name parses as ``overlapping {m} {digits} {epoch}
+        {activation}``) or a folder holding several (e.g. ``data/Scenario``).
+    zoo
+        The zoo the records are resolved in.
+    init
+        The zoo's initialisation the pairs use (the files do not say it); may be left
+        out when the zoo holds one initialisation only.
+    name_template
+        Scenario name from the folder's fields; ``digits`` is written ``0to9`` when
+        contiguous, else joined with ``.``.
+    on_error
+        ``"abort"``: an unsafe or malformed file raises and nothing is committed.
+        ``"skip"``: such a folder is left out entirely and listed in the report notes.
+
+    Returns
+    -------
+    list of ScenarioReport
+        One per imported folder (counts per split, unresolved records with examples,
+        accumulation-bug records, duplicates).
+
+    Raises
+    ------
+    UnsafeFileError
+        A pair file would need code execution to unpickle (``on_error="abort"``).
+    IngestError
+        No scenario folder found, a malformed file, an ambiguous ``init``, or two
+        folders that map to the same scenario name.
+    """
+    if on_error not in ("abort", "skip"):
+        raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    skipped: list[str] = []
+    folders = [f for p in _scenario_dirs(Path(folder))
+               if (f := _read_folder(p, name_template, on_error, skipped)) is not None]
+    _check_unique([f.name for f in folders])
+    if not folders:
+        raise IngestError("no importable 'overlapping {m} {digits} {epoch} {activation}' folder found"
+                          + (f"; skipped: {skipped}" if skipped else ""), path=str(folder))
+    from weightlake.lake import Lake
+    from weightlake.storage.transaction import transaction
+
+    with transaction(Path(lake_root)) as tx:
+        lake = Lake(Path(lake_root), tx.parent)
+        chosen = _zoo_init(lake, zoo, init)
+        reports = []
+        with lake.connect(weights=False, udfs=False) as con:
+            for i, f in enumerate(folders):
+                resolved = resolve_pairs(con, _candidates(f, chosen), zoo, fallback=epoch_fallback)
+                report = _report(f, zoo, resolved, skipped if i == 0 else [])
+                stage_scenario(tx, report, resolved, params=_params(f, zoo, chosen, epoch_fallback))
+                reports.append(report)
+        summary = f"imported {len(reports)} scenario folder(s): {sum(r.n_pairs for r in reports)} pairs"
+        version = tx.commit({"op": "import_scenarios", "summary": summary}).version
+    for report in reports:
+        report.snapshot = version
+    return reports
+
+
+# -- finding and reading folders --------------------------------------------------------------------
+def _scenario_dirs(folder: Path) -> list[Path]:
+    from weightlake.ingest.scenarios_npy import parse_folder_name
+
+    if not folder.is_dir():
+        raise IngestError("expected a scenario folder or a folder of them (e.g. data/Scenario)", path=str(folder))
+    try:
+        parse_folder_name(folder.name)
+        return [folder]
+    except ValueError:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("overlapping "))
+
+
+def scenario_name(template: str, m: int, digits: Sequence[int], epoch: int, activation: str) -> str:
+    """``(0, [0..9], 11, 'gelu')`` -> ``'overlapping-0-0to9-e11-gelu'`` with the default template."""
+    ds = sorted(digits)
+    text = f"{ds[0]}to{ds[-1]}" if len(ds) > 1 and ds == list(range(ds[0], ds[-1] + 1)) else ".".join(map(str, ds))
+    try:
+        return parse_scenario_name(template.format(m=m, digits=text, epoch=epoch, activation=activation))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise IngestError(f"name_template {template!r} cannot be filled ({exc}); it may use "
+                          "{m}, {digits}, {epoch} and {activation}") from exc
+
+
+def _read_folder(path: Path, template: str, on_error: str, skipped: list[str]) -> _Folder | None:
+    from weightlake.ingest.scenarios_npy import SPLIT_FILES, parse_folder_name, read_pair_arrays
+
+    try:
+        m, digits, epoch, activation = parse_folder_name(path.name)
+    except ValueError as exc:
+        if on_error == "abort":
+            raise IngestError(str(exc), path=str(path)) from exc
+        skipped.append(f"{path.name}: {exc}")
+        return None
+    splits: dict[str, PairArrays] = {}
+    for split, file_name in SPLIT_FILES.items():
+        if not (path / file_name).is_file():
+            continue
+        try:
+            splits[split] = read_pair_arrays(path / file_name)
+        except IngestError as exc:  # UnsafeFileError included
+            if on_error == "abort":
+                raise
+            skipped.append(f"{path.name}: {exc}")
+            return None
+    missing = tuple(s for s in SPLITS if s not in splits)
+    return _Folder(path, scenario_name(template, m, digits, epoch, activation), m, digits, epoch, activation,
+                   splits, missing)
+
+
+def _check_unique(names: list[str]) -> None:
+    seen = {n for n in names if names.count(n) > 1}
+    if seen:
+        raise IngestError(f"several folders map to scenario name(s) {sorted(seen)}; pass a name_template that "
+                          "tells them apart")
+
+
+def _zoo_init(lake: Lake, zoo: str, init: str | None) -> str:
+    held = sorted(zoo_slices(lake, zoo, None, None, None)["init"].unique().to_list())
+    if init is None and len(held) == 1:
+        return held[0]
+    if init is None or init not in held:
+        raise IngestError(f"scenario files do not say their initialisation; zoo {zoo!r} holds {held}, "
+                          f"got init={init!r}: pass one of them (--init)")
+    return init
+
+
+# -- records -> candidate pairs -------------------------------------------------------------------------
+def _candidates(folder: _Folder, init: str) -> pl.DataFrame:
+    """All records of a folder in split order; ``pair_id`` numbers them, ``source_row`` is the file index."""
+    parts = []
+    start = 0
+    for split in SPLITS:
+        arrays = folder.splits.get(split)
+        if arrays is None or not len(arrays):
+            continue
+        n = len(arrays)
+        parts.append(pl.DataFrame({
+            "pair_id": np.arange(start, start + n, dtype=np.int64),
+            "a_mask": arrays.mask_a.astype(np.int32), "b_mask": arrays.mask_b.astype(np.int32),
+            "init": np.full(n, init, dtype=object),
+            "activation": np.array(SCENARIO_ACTIVATIONS, dtype=object)[arrays.activation_key],
+            "epoch": np.array(EPOCH_BINS, dtype=np.int32)[arrays.epoch_key],
+            "split": np.full(n, split, dtype=object), "source_row": np.arange(n, dtype=np.int64),
+        }, schema_overrides={"init": pl.String, "activation": pl.String, "split": pl.String}))
+        start += n
+    if not parts:
+        return pl.DataFrame(schema={"pair_id": pl.Int64, "a_mask": pl.Int32, "b_mask": pl.Int32, "init": pl.String,
+                                    "activation": pl.String, "epoch": pl.Int32, "split": pl.String,
+                                    "source_row": pl.Int64})
+    return pl.concat(parts)
+
+
+def _report(folder: _Folder, zoo: str, resolved: pl.DataFrame, skipped: list[str]) -> ScenarioReport:
+    report = ScenarioReport(scenario=folder.name, zoo=zoo, source=f"imported from {folder.path.name!r}")
+    mismatch = resolved.filter(pl.col("overlap") != folder.overlap)
+    report.overlap_mismatch = mismatch.height
+    report.duplicates = resolved.height - resolved.select("split", "a_mask", "b_mask", "epoch", "activation",
+                                                          "init").n_unique() if resolved.height else 0
+    report.notes += [f"{s} pair.npy is missing" for s in folder.missing]
+    report.notes += [f"skipped {s}" for s in skipped]
+    report.notes += [_mismatch_note(row, folder.overlap) for row in mismatch.head(MAX_EXAMPLES).iter_rows(named=True)]
+    return report
+
+
+def _mismatch_note(row: dict[str, Any], m: int) -> str:
+    return (f"record {row['source_row']} of {row['split']} pair.npy: A={mask_classes(row['a_mask'])} "
+            f"B={mask_classes(row['b_mask'])} share {row['overlap']} classes, the folder says {m}")
+
+
+def _params(folder: _Folder, zoo: str, init: str, fallback: bool) -> dict[str, Any]:
+    return {"folder": str(folder.path), "zoo": zoo, "init": init, "overlap": folder.overlap,
+            "digits": list(folder.digits), "epoch": folder.epoch, "activation": folder.activation,
+            "epoch_fallback": fallback, "split": "file"}

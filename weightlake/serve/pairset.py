@@ -1,0 +1,252 @@
+"""Pair sets: a scenario split as torch tensors and as a fast, deterministic loader.
+
+>>> pairs = open_lake("lake").pairs("overlapping-0-0to9-e11-gelu", "train")   # doctest: +SKIP
+>>> x1, x2, y = pairs.tensors()                 # float32 [N, P] each, gathered once
+>>> for batch in pairs.loader(batch_size=512, epoch=0):                       # doctest: +SKIP
+...     loss = model(batch["x1"], batch["x2"]) - batch["y"]
+
+Serving never does per-pair Python work: the zoo's weights are decoded once into one
+in-memory array (:meth:`~weightlake.lake.Lake.zoo_weights`) and every batch is a single
+numpy fancy-index gather of its ``3 x B`` rows.  The loader's dataset is map-style over
+whole batches (``__getitem__`` takes the batch's pair positions), driven by a sampler
+whose order depends only on ``(seed, epoch)``.  Workers fork with nothing but numpy
+arrays (shared copy-on-write), so they inherit no open file or thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+from torch.utils.data import Dataset, Sampler
+
+from weightlake.errors import NoSuchTableError, QueryError
+from weightlake.scenarios import SPLITS, scenario_row
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from weightlake.arch import Architecture
+    from weightlake.lake import Lake
+
+VIEWS: tuple[str, ...] = ("flat", "tokens", "layers")
+PAIR_COLUMNS: tuple[str, ...] = ("pair_id", "a_id", "b_id", "target_id", "split", "a_mask", "b_mask", "target_mask",
+                                 "overlap", "activation", "init", "epoch", "target_epoch", "fallback")
+
+
+def epoch_order(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> np.ndarray:
+    """Pair positions in the order epoch ``epoch`` visits them: a permutation drawn from a
+    numpy Generator seeded with ``(seed, epoch)``, or ``0..n-1`` without shuffling."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+
+
+def cut_batches(order: np.ndarray, batch_size: int, drop_last: bool = False) -> list[np.ndarray]:
+    """``order`` cut into consecutive batches; the last one is short unless dropped."""
+    if batch_size < 1:
+        raise QueryError(f"batch_size must be >= 1, got {batch_size!r}")
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+
+class PairSet:
+    """The pairs of one scenario split (or all splits), with their models' ids and accuracies.
+
+    Build it with :meth:`open` (or ``lake.pairs(scenario, split)``).
+    """
+
+    def __init__(self, lake: Lake, scenario: str, split: str | None, zoo: str, frame: pl.DataFrame) -> None:
+        self.lake, self.scenario, self.split, self.zoo = lake, scenario, split, zoo
+        self._frame = frame
+        self.ids = np.stack([frame[c].to_numpy() for c in ("a_id", "b_id", "target_id")], axis=1).astype(np.int64)
+        """``int64 [N, 3]``: model ids of input a, input b and the target."""
+        self.accuracy = _accuracies(lake, zoo, self.ids)
+        """``float64 [N, 3]``: the three models' accuracies."""
+        self.pair_id = frame["pair_id"].to_numpy().astype(np.int64)
+        self._rows: np.ndarray | None = None
+        self._tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def open(cls, lake: Lake, scenario: str, split: str | None = None) -> PairSet:
+        """The pairs of ``scenario`` (one ``split`` of ``train``/``val``/``test``, or all), by ``pair_id``.
+
+        Raises
+        ------
+        NoSuchTableError
+            The scenario is not declared at the lake's snapshot.
+        QueryError
+            ``split`` is not one of train, val, test.
+        """
+        if split is not None and split not in SPLITS:
+            raise QueryError(f"split must be one of {SPLITS} (or None for all), got {split!r}")
+        zoo = scenario_row(lake, scenario)["zoo"]
+        lf = lake.table("pairs").filter(pl.col("scenario") == scenario)
+        if split is not None:
+            lf = lf.filter(pl.col("split") == split)
+        frame = lf.select(*PAIR_COLUMNS).collect().sort("pair_id")
+        return cls(lake, scenario, split, zoo, frame)
+
+    def __len__(self) -> int:
+        return self._frame.height
+
+    def __repr__(self) -> str:
+        return f"<PairSet {self.scenario!r} split {self.split or 'all'}: {len(self)} pairs of zoo {self.zoo!r}>"
+
+    def to_polars(self) -> pl.DataFrame:
+        """The pair rows with ``acc_a``, ``acc_b``, ``acc_y`` (the models' accuracies)."""
+        acc = {name: self.accuracy[:, i] for i, name in enumerate(("acc_a", "acc_b", "acc_y"))}
+        return self._frame.with_columns(**{k: pl.Series(v, dtype=pl.Float64) for k, v in acc.items()})
+
+    def zoo_rows(self) -> np.ndarray:
+        """``int64 [N, 3]``: positions of the three models in ``lake.zoo_weights(zoo)``."""
+        if self._rows is None:
+            zoo_ids, _ = self.lake.zoo_weights(self.zoo)
+            self._rows = _positions(zoo_ids, self.ids, self.zoo)
+        return self._rows
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x1, x2, y)``, each ``torch.float32 [N, P]``: inputs a, b and the target.
+
+        Gathered once from the zoo's in-memory weights (one fancy-index gather each) and
+        kept; the tensors share memory with those gathers (no further copies).
+        """
+        import torch
+
+        if self._tensors is None:
+            _, weights = self.lake.zoo_weights(self.zoo)
+            rows = self.zoo_rows()
+            x1, x2, y = (torch.from_numpy(weights[rows[:, i]]) for i in range(3))
+            self._tensors = (x1, x2, y)
+        return self._tensors
+
+    def dataset(self, view: str = "flat") -> PairBatches:
+        """The batch-level map-style dataset behind :meth:`loader`."""
+        _, weights = self.lake.zoo_weights(self.zoo)
+        arch = self.lake.arch(self.zoo) if view == "layers" else None
+        return PairBatches(weights, self.zoo_rows(), self.ids, self.accuracy, self.pair_id, view=view, arch=arch)
+
+    def loader(self, batch_size: int = 512, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+               num_workers: int = 0, drop_last: bool = False, view: str = "flat") -> DataLoader:
+        """An iterable of dict batches ``{x1, x2, y, a_id, b_id, target_id, acc_a, acc_b, acc_y, pair_id}``.
+
+        Parameters
+        ----------
+        batch_size, drop_last
+            Pairs per batch; the last batch is short unless ``drop_last``.
+        shuffle, seed, epoch
+            The order is a permutation drawn from ``(seed, epoch)``: the same pair of
+            values gives the same batches, a new ``epoch`` a new order.  Call
+            ``loader(epoch=e)`` once per epoch.
+        num_workers
+            DataLoader worker processes.  A batch is one in-memory gather (about 2 ms
+            for 512 pairs), while a worker must ship every batch back through shared
+            memory, which costs more (measured 24k against 320k triples/s in
+            ``benchmarks/bench_serving.py``): keep 0 unless a view or transform is heavy.
+        view
+            ``"flat"``: ``x1, x2, y`` are ``float32 [B, P]``.  ``"tokens"``: each is the
+            merger's 50-token split ``(tok80 [B, 26, 80], tok16 [B, 24, 16])``.
+            ``"layers"``: each is a dict ``{layer: weight, layer.bias: bias}``.
+        """
+        from torch.utils.data import DataLoader
+
+        sampler = EpochBatches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last)
+        return DataLoader(self.dataset(view), batch_size=None, sampler=sampler, num_workers=num_workers,
+                          collate_fn=as_is)
+
+
+def as_is(batch: Any) -> Any:
+    """The DataLoader's collate function: batches arrive ready (module level, so it pickles)."""
+    return batch
+
+
+def _accuracies(lake: Lake, zoo: str, ids: np.ndarray) -> np.ndarray:
+    meta = lake.models(zoo).select("model_id", "accuracy").collect().sort("model_id")
+    known = meta["model_id"].to_numpy()
+    pos = _positions(known, ids, zoo)
+    return meta["accuracy"].to_numpy().astype(np.float64)[pos]
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray, zoo: str) -> np.ndarray:
+    """Positions of ``ids`` in the sorted array ``sorted_ids``; every id must be present."""
+    if ids.size == 0:
+        return np.zeros(ids.shape, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids).clip(0, max(len(sorted_ids) - 1, 0))
+    bad = sorted_ids[pos] != ids if len(sorted_ids) else np.ones(ids.shape, dtype=bool)
+    if bad.any():
+        raise NoSuchTableError(f"pair set refers to model id {int(ids[bad][0])}, which zoo {zoo!r} does not hold at "
+                               "this snapshot; re-declare the scenario over the current zoo")
+    return pos.astype(np.int64)
+
+
+class EpochBatches(Sampler[np.ndarray]):
+    """A batch sampler: yields arrays of pair positions, one per batch, in the order of
+    :func:`epoch_order` ``(seed, epoch)``.  Deterministic, and cheap to pickle."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                 drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise QueryError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.seed, self.epoch, self.drop_last = seed, epoch, drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = epoch_order(self.n, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
+        return iter(cut_batches(order, self.batch_size, self.drop_last))
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+
+class PairBatches(Dataset[dict[str, Any]]):
+    """A map-style dataset over whole batches: ``ds[positions]`` -> one dict batch.
+
+    Holds only numpy arrays (the zoo's weight matrix, shared copy-on-write after a fork)
+    and plain values, so it pickles and forks cleanly; each item is one fancy-index
+    gather of ``3 x B`` rows.
+    """
+
+    def __init__(self, weights: np.ndarray, rows: np.ndarray, ids: np.ndarray, accuracy: np.ndarray,
+                 pair_id: np.ndarray, *, view: str = "flat", arch: Architecture | None = None) -> None:
+        if view not in VIEWS:
+            raise QueryError(f"view must be one of {VIEWS}, got {view!r}")
+        if view == "layers" and arch is None:
+            raise QueryError("view='layers' needs the zoo's architecture")
+        self.weights = weights
+        self.rows_t = np.ascontiguousarray(rows.T)  # [3, N]: a batch's rows come out in (a, b, y) blocks
+        self.ids, self.accuracy, self.pair_id = ids, accuracy, pair_id
+        self.view, self.arch = view, arch
+
+    def __len__(self) -> int:
+        return len(self.pair_id)
+
+    def __getitem__(self, index: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        index = np.asarray(index, dtype=np.int64)
+        n, p = len(index), self.weights.shape[1]
+        block = torch.from_numpy(self.weights[self.rows_t[:, index].reshape(-1)]).view(3, n, p)
+        ids = torch.from_numpy(self.ids[index])
+        acc = torch.from_numpy(self.accuracy[index])
+        batch: dict[str, Any] = {"x1": block[0], "x2": block[1], "y": block[2],
+                                 "a_id": ids[:, 0], "b_id": ids[:, 1], "target_id": ids[:, 2],
+                                 "acc_a": acc[:, 0], "acc_b": acc[:, 1], "acc_y": acc[:, 2],
+                                 "pair_id": torch.from_numpy(self.pair_id[index])}
+        return _apply_view(batch, self.view, self.arch)
+
+
+def _apply_view(batch: dict[str, Any], view: str, arch: Architecture | None) -> dict[str, Any]:
+    if view == "flat":
+        return batch
+    if view == "tokens":
+        from weightlake.experiments.tokens import to_tokens
+
+        return {**batch, **{k: to_tokens(batch[k]) for k in ("x1", "x2", "y")}}
+    assert arch is not None
+    return {**batch, **{k: arch.flat_to_layers(batch[k]) for k in ("x1", "x2", "y")}}
