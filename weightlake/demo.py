@@ -36,12 +36,15 @@ class DemoConfig:
     overlap: tuple[int, int] = (0, 2)
     subsample: int = 200
     lr: float = 1e-3
+    checkpoint_epochs: tuple[int, ...] | None = None  # None: the reference rule (epoch >= 9, epoch % 5 == 1)
+    min_accuracy: float = 60.0
     zoo: str = "fmnist-cnn-s"
 
     @classmethod
     def quick(cls) -> DemoConfig:
         """A seconds-long variant for the test suite: 2 subsets, one activation."""
-        return cls(digits=(0, 1, 2), sizes=(2, 3), activations=("relu",), epochs_max=12, bins=(11,), subsample=60)
+        return cls(digits=(0, 1, 2), sizes=(2, 3), activations=("relu",), epochs_max=3, bins=(1, 2), subsample=60,
+                   checkpoint_epochs=(1, 2), min_accuracy=-1.0)
 
 
 def run_demo(lake_dir: Path, out_dir: Path, *, config: DemoConfig = DemoConfig(), workers: int = 2,
@@ -104,6 +107,7 @@ def _train(ckpts: Path, config: DemoConfig, workers: int, echo: Echo) -> None:
 
     report = train_zoo("fashion-mnist", ckpts, subsets, config.activations, config.inits, layout="b",
                        epochs_max=config.epochs_max, subsample=config.subsample, lr=config.lr, workers=workers,
+                       checkpoint_epochs=config.checkpoint_epochs, min_accuracy=config.min_accuracy,
                        progress=progress)
     echo(f"   trained {report.trained}, skipped {report.skipped} already finished ({report.seconds:.0f} s) -> {ckpts}")
 
@@ -161,6 +165,8 @@ def _pairs(lake_dir: Path, config: DemoConfig, echo: Echo) -> None:
                               overlap=config.overlap, epochs=[config.bins[-1]], split="random")
     for line in report.lines():
         echo("   " + line)
+    if not report.n_pairs:
+        return
     pairs = wl.open_lake(lake_dir).pairs("demo", split="train")
     for batch in pairs.loader(batch_size=8, shuffle=True, seed=0, epoch=0):
         echo(f"   a shuffled batch: x1 {tuple(batch['x1'].shape)}, x2 {tuple(batch['x2'].shape)}, "
