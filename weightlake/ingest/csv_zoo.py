@@ -133,7 +133,10 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
     # weights: a null (truncated line, empty field) becomes NaN in to_numpy and is caught below
     first_w = batch.columns.index(weight_cols[0])
     weight_frame = batch[:, first_w:first_w + len(weight_cols)]  # positional: no per-name lookups
-    meta_cols = [c for c in batch.columns[:first_w] + batch.columns[first_w + len(weight_cols):] if c != "_row"]
+    # every metadata expression runs on a narrow frame: polars' per-call cost grows with the column count
+    full = batch
+    batch = pl.concat([batch[:, :first_w], batch[:, first_w + len(weight_cols):]], how="horizontal")
+    meta_cols = [c for c in batch.columns if c != "_row"]
     nulls = batch.select(pl.col(meta_cols).is_null()).to_numpy()
     for i in np.flatnonzero(nulls.any(axis=1)):
         problems.append(BadRow(int(rows[i]), meta_cols[int(np.argmax(nulls[i]))],
@@ -172,10 +175,10 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
                 col = _first_onehot_mismatch(batch, int(i), int(meta["class_mask"][int(i)] or 0))
             problems.append(BadRow(int(rows[i]), col, f"{reason} (label {meta['label'][int(i)]!r})"))
 
-    weights = _to_row_major(weight_frame.to_numpy())
+    weights = np.asarray(weight_frame.to_numpy(order="c"), dtype=np.float32)
     for i in np.flatnonzero(~np.isfinite(weights).all(axis=1)):
         j = int(np.argmin(np.isfinite(weights[i])))
-        missing = batch[weight_cols[j]][int(i)] is None
+        missing = full[weight_cols[j]][int(i)] is None
         problems.append(BadRow(int(rows[i]), weight_cols[j], "missing value (truncated line or empty field)"
                                if missing else f"weight is {float(weights[i, j])!r}, not a finite number"))
 
@@ -188,13 +191,6 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
         source_row="_row",
     )
     return out, weights, sorted(problems, key=lambda b: b.row)
-
-
-def _to_row_major(columns: np.ndarray) -> np.ndarray:
-    """polars hands columns back column-major; torch's blocked transpose copy is ~5x numpy's."""
-    import torch
-
-    return torch.from_numpy(np.asarray(columns, dtype=np.float32).T).t().contiguous().numpy()
 
 
 def _first_onehot_mismatch(batch: pl.DataFrame, i: int, mask: int) -> str:
