@@ -63,13 +63,31 @@ def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Archit
         gather = _Gather(lake)
         for spec in METRICS.values():
             ids = [T.BIGINT] * spec.arity
-            add(f"wl_{spec.name}_by_id", gather.wrap(_numpy_metric(spec, arch), spec.arity), ids, T.DOUBLE)
+            if spec.name in _SORTED_FORMS:  # a model's sorted values are computed once per handle
+                add(f"wl_{spec.name}_by_id", gather.wrap_sorted(_SORTED_FORMS[spec.name]), ids, T.DOUBLE)
+            else:
+                add(f"wl_{spec.name}_by_id", gather.wrap(_numpy_metric(spec, arch), spec.arity), ids, T.DOUBLE)
             if spec.arity == 2 and spec.per_layer and spec.scope == "values":
                 add(f"wl_{spec.name}_layer_by_id", gather.wrap_layer(spec.fn, arch), [*ids, T.VARCHAR], T.DOUBLE)
     add("wl_layer", _layer(arch), [vec, T.VARCHAR], duckdb.list_type(T.FLOAT))
     add("wl_l1", _unary(lambda x: np.abs(x).sum(axis=1, dtype=np.float64), arch), [vec], T.DOUBLE)
     add("wl_l2", _unary(lambda x: np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)), arch), [vec], T.DOUBLE)
     return names
+
+
+def _w1_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from weightlake.analysis.distributions import wasserstein_1
+
+    return wasserstein_1(a, b, presorted=True)
+
+
+def _w2_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from weightlake.analysis.distributions import wasserstein_2
+
+    return wasserstein_2(a, b, presorted=True)
+
+
+_SORTED_FORMS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"w1": _w1_sorted, "w2": _w2_sorted}
 
 
 def _numpy_metric(spec: Any, arch: Architecture) -> Callable[..., Any]:
@@ -94,6 +112,33 @@ class _Gather:
             return self.lake.weights_numpy(values.astype(np.int64, copy=False))
         except KeyError as exc:
             raise QueryError(str(exc)) from exc
+
+    def sorted_rows(self, ids: Any) -> np.ndarray:
+        """Rows with each model's values sorted, from a per-handle cache filled on first use."""
+        from weightlake.analysis.distributions import sort_rows
+
+        values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
+        cache = self.lake._cache
+        if "sorted" not in cache:
+            parts = [self.lake.zoo_weights(z) for z in self.lake.zoos]
+            order = np.concatenate([p[0] for p in parts])
+            rows = sort_rows(np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1])
+            perm = np.argsort(order, kind="stable")
+            cache["sorted"] = (order[perm], rows[perm] if len(parts) > 1 or (np.diff(perm) != 1).any() else rows)
+        order, rows = cache["sorted"]
+        pos = np.minimum(np.searchsorted(order, values), len(order) - 1)
+        if (order[pos] != values).any():
+            from weightlake.errors import QueryError
+
+            missing = int(values[order[pos] != values][0])
+            raise QueryError(f"no model with id {missing} at snapshot {self.lake.snapshot}")
+        return rows[pos]
+
+    def wrap_sorted(self, metric: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., Any]:
+        def two(a: Any, b: Any) -> Any:
+            return _result(metric(self.sorted_rows(a), self.sorted_rows(b)))
+
+        return two
 
     def wrap(self, metric: Callable[..., Any], arity: int) -> Callable[..., Any]:
         # DuckDB counts the Python parameters, so each arity gets its own signature
