@@ -16,7 +16,7 @@
 # Coulomb gas sampled by Metropolis.  Part 2 applies the same yardsticks to the weight matrices of zoo
 # models with `weightlake.analysis.spectra`.
 #
-# Run as a script (`.venv/bin/python examples/rmt_textbook.py [--rows zoo.npy] [--out out/rmt]`) or open
+# Run as a script (`.venv/bin/python examples/rmt_textbook.py [--lake lake] [--rows zoo.npy] [--out out/rmt]`) or open
 # as a notebook with jupytext.  Without `--rows` it builds freshly initialised CNNs (PyTorch's default
 # initialisation), which should look like noise: a useful baseline before looking at trained zoos.
 
@@ -41,6 +41,8 @@ from weightlake.arch import CNN_S  # noqa: E402
 parser = argparse.ArgumentParser(description="RMT textbook results and zoo layer spectra")
 parser.add_argument("--out", default="out/rmt", help="directory for the PNGs (default out/rmt)")
 parser.add_argument("--rows", default=None, help="a .npy of flat rows [n, 2464]; default: random-init CNNs")
+parser.add_argument("--lake", default=None, help="a weightlake lake: use the weights of its zoo (see --zoo)")
+parser.add_argument("--zoo", default=None, help="zoo in --lake (default: its only zoo)")
 parser.add_argument("--models", type=int, default=2000, help="random-init CNNs to build without --rows")
 parser.add_argument("--seed", type=int, default=0)
 args, _ = parser.parse_known_args()
@@ -172,6 +174,13 @@ save(fig, "coulomb_gas.png")
 
 # %%
 def load_rows() -> np.ndarray:
+    if args.lake:
+        import weightlake as wl
+
+        lake = wl.open_lake(args.lake)
+        _, rows = lake.zoo_weights(args.zoo)
+        print(f"read {rows.shape[0]:,} models of zoo {args.zoo or lake.zoos[0]!r} from {args.lake}")
+        return np.array(rows)
     if args.rows:
         rows = np.load(args.rows, mmap_mode="r")
         CNN_S.check_flat(rows)

@@ -36,7 +36,8 @@ def synthetic_rows(labels: list[tuple[int, ...]], arch: Architecture = CNN_S, *,
         rows, meta = [], []
         for act in activations:
             base = rng.uniform(-1, 1, arch.n_params).astype(np.float32) * scale
-            stop_at = len(epochs) if rng.random() > early_stop_share else int(rng.integers(1, len(epochs)))
+            early = len(epochs) > 1 and rng.random() <= early_stop_share
+            stop_at = int(rng.integers(1, len(epochs))) if early else len(epochs)
             acc0 = float(rng.uniform(55, 99))
             w = base
             for i, ep in enumerate(epochs):

@@ -1,0 +1,84 @@
+"""CLI: weightlake scenario declare/import/list and weightlake pairs materialize/show."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from weightlake.cli import main
+from weightlake.ingest.csv_zoo import ingest_csv
+from weightlake.lake import open_lake
+from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+ZOO = "mnist-cnn-s"
+
+
+@pytest.fixture(scope="module")
+def base_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    write_synthetic_csv(tmp / "zoo.csv", labels=all_labels(range(4), range(2, 5)), activations=("gelu",),
+                        epochs=(11, 16), seed=2)
+    ingest_csv(tmp / "lake", tmp / "zoo.csv", zoo=ZOO, init="kaiming_uniform")
+    return tmp / "lake"
+
+
+@pytest.fixture()
+def lake(tmp_path: Path, base_lake: Path) -> str:
+    import shutil
+
+    shutil.copytree(base_lake, tmp_path / "lake")
+    return str(tmp_path / "lake")
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_declare_list_show_materialize(lake: str) -> None:
+    out = run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2-3", "--overlap", "0-1",
+              "--epochs", "11,16", "--lake", lake)
+    assert "scenario s" in out and "committed as snapshot" in out
+    listing = run("scenario", "list", "--format", "csv", "--lake", lake)
+    assert listing.splitlines()[0].startswith("scenario,zoo") and "\ns," in listing
+    shown = run("pairs", "show", "s", "--split", "test", "--limit", "3", "--format", "json", "--lake", lake)
+    assert shown.count('"pair_id"') == 3 and '"classes_a"' in shown
+    out = run("pairs", "materialize", "s", "--split", "test", "--batch-size", "4", "--epochs", "2", "--lake", lake)
+    assert "materialised s/test: 2 epoch(s)" in out
+    assert open_lake(lake).table("batches").collect().height == 2
+
+
+def test_declare_options(lake: str) -> None:
+    run("scenario", "declare", "g", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--overlap", "1", "--unordered",
+        "--split", "grouped", "--seed", "3", "--no-fallback", "--activations", "gelu", "--lake", lake)
+    pairs = open_lake(lake).pairs("g").to_polars()
+    assert (pairs["a_mask"] < pairs["b_mask"]).all() and set(pairs["overlap"]) == {1}
+
+
+def test_import(lake: str, tmp_path: Path) -> None:
+    folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 11 gelu"
+    folder.mkdir(parents=True)
+    subsets = [list(c) for c in itertools.combinations(range(4), 2)]
+    records = [[a, b, 0, 0] for a, b in itertools.product(subsets, subsets) if not set(a) & set(b)]
+    for split, recs in (("train", records[:4]), ("val", records[4:5]), ("test", records[5:])):
+        np.save(folder / f"{split} pair.npy", np.array(recs, dtype=object), allow_pickle=True)
+    out = run("scenario", "import", str(folder.parent), "--zoo", ZOO, "--lake", lake)
+    assert "overlapping-0-0to3-e11-gelu" in out and "train 4, val 1, test 1" in out
+
+
+def test_errors_are_one_line(lake: str) -> None:
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", "nope", "--lake", lake])
+    assert result.exit_code == 1 and "no zoo 'nope'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--digits", "0-x", "--lake", lake])
+    assert result.exit_code == 1 and "'0-x'" in result.output
+
+
+def test_help_teaches() -> None:
+    for cmd in (["scenario", "declare"], ["scenario", "import"], ["pairs", "materialize"], ["pairs", "show"]):
+        text = run(*cmd, "--help")
+        assert "Example" in text and "weightlake " + cmd[0] in text
