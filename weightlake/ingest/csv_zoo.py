@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import polars as pl
 
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import IngestError
-from weightlake.ingest.common import IngestReport, ZooWriter, file_sha256, source_seen
+from weightlake.ingest.common import IngestReport, ZooWriter, file_fingerprint, source_seen
 from weightlake.storage.transaction import transaction
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -175,7 +174,8 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
                 col = _first_onehot_mismatch(batch, int(i), int(meta["class_mask"][int(i)] or 0))
             problems.append(BadRow(int(rows[i]), col, f"{reason} (label {meta['label'][int(i)]!r})"))
 
-    weights = np.asarray(weight_frame.to_numpy(order="c"), dtype=np.float32)
+    # column-major straight from polars (cheap); the writer thread makes it row-major off this thread
+    weights = np.asarray(weight_frame.to_numpy(), dtype=np.float32)
     for i in np.flatnonzero(~np.isfinite(weights).all(axis=1)):
         j = int(np.argmin(np.isfinite(weights[i])))
         missing = full[weight_cols[j]][int(i)] is None
@@ -202,7 +202,7 @@ def _first_onehot_mismatch(batch: pl.DataFrame, i: int, mask: int) -> str:
 
 # -- ingest -------------------------------------------------------------------------------------
 def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture = CNN_S,
-               on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 2048,
+               on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 8192,
                codec: str = "none", progress: ProgressFn | None = None) -> IngestReport:
     """Ingest a CSV zoo into ``zoo`` with initialisation ``init`` (the file does not say it).
 
@@ -227,9 +227,9 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     check_header(path, arch)
     started = time.perf_counter()
     report = IngestReport(zoo=zoo, source=str(path))
-    hasher = _BackgroundHash(path)
+    fingerprint = file_fingerprint(path)
     with transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
-        earlier: Any = None
+        earlier = source_seen(tx.parent, zoo, fingerprint)
         writer = ZooWriter(tx, zoo, arch, report, codec=codec)
         rejects: list[BadRow] = []
         try:
@@ -243,21 +243,16 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                     meta, weights = meta.filter(pl.Series(keep)), weights[keep]
                 report.rows_read += len(weights) + len({b.row for b in bad})
                 writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
-                earlier = earlier or (hasher.done and source_seen(tx.parent, zoo, hasher.digest))
-                if earlier:
-                    break
-            earlier = earlier or source_seen(tx.parent, zoo, hasher.result())
-            if earlier:
-                writer.abort()
+            written = writer.finish()
+            if written is None and earlier and not rejects:
+                # same fingerprint and every row already present: the very same file again
                 report.already_ingested = True
-                report.rows_added = 0
                 report.extra["first ingested at snapshot"] = earlier.get("snapshot")
             else:
-                written = writer.finish()
                 report.rows_rejected = len({b.row for b in rejects})
                 if rejects:
                     report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
-                tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "sha256": hasher.result(),
+                tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "fingerprint": fingerprint,
                                   "rows": report.rows_read, "init": init})
                 if written is not None or rejects:
                     manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
@@ -265,7 +260,6 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                     report.snapshot = manifest.version
         finally:
             writer.abort()
-            hasher.stop()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -335,28 +329,6 @@ def _write_rejects(rejects: list[BadRow], target: Path | str, source: Path) -> P
                 seen.add(b.row)
                 w.writerow([str(source), b.row, b.column or "", b.reason])
     return target
-
-
-class _BackgroundHash:
-    """SHA-256 of the file on a thread, overlapping the parse (hashlib releases the GIL)."""
-
-    def __init__(self, path: Path) -> None:
-        self._stop = False
-        self.digest = ""
-        self.done = False
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
-        self._thread.start()
-
-    def _run(self, path: Path) -> None:
-        self.digest = file_sha256(path, stop=lambda: self._stop)
-        self.done = True
-
-    def result(self) -> str:
-        self._thread.join()
-        return self.digest
-
-    def stop(self) -> None:
-        self._stop = True
 
 
 # -- export --------------------------------------------------------------------------------------
