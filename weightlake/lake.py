@@ -149,8 +149,8 @@ class Lake:
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         starts, spans = self._spans
         if ids.size == 0:
-            cols = spans[0].segment.cols if spans else 0
-            return np.empty((0, cols), dtype=np.float32)
+            width = spans[0].segment.cols if spans else 0
+            return np.empty((0, width), dtype=np.float32)
         seg_index = np.searchsorted(starts, ids, side="right") - 1
         bad = (seg_index < 0) | (ids >= np.array([spans[max(i, 0)].segment.stop_id for i in seg_index]))
         if bad.any():

@@ -102,7 +102,7 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         keep = meta["accuracy"].is_not_null().to_numpy()
         rows, meta = rows[keep], meta.filter(pl.Series(keep))
     frame = meta.select(*dict.fromkeys([*against, *group_by]))
-    opts = {"columns": list(against), "methods": list(methods), "group_by": group_by or None}
+    opts: dict[str, Any] = {"columns": list(against), "methods": list(methods), "group_by": group_by or None}
     parts = []
     if features in ("params", "both"):
         parts.append(corr.param_correlations(rows, frame, arch, **opts).with_columns(kind=pl.lit("param")))

@@ -216,7 +216,7 @@ def _rank_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         order = np.argsort(xt, axis=1)
         vals = np.take_along_axis(xt, order, axis=1)
         same = np.equal(vals[:, 1:], vals[:, :-1])
-    tied = same.any(axis=1)
+    tied = np.asarray(same.any(axis=1))
     ranks = np.empty(order.shape)
     sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
     for i in range(len(order)):  # per-row scatter: about twice as fast as put_along_axis here

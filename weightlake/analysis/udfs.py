@@ -49,7 +49,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Archit
     names: list[str] = []
 
     def add(name: str, fn: Callable[..., Any], params: list[Any], returns: Any) -> None:
-        con.create_function(name, fn, params, returns, type="arrow", side_effects=False)
+        con.create_function(name, fn, params, returns, type="arrow", side_effects=False)  # type: ignore[call-overload]
         names.append(name)
 
     for spec in METRICS.values():

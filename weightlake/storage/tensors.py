@@ -128,10 +128,11 @@ def _raw_layout(array: Any) -> bool:
     """
     from zarr.codecs import BytesCodec
 
-    meta = array.metadata
-    codecs = getattr(meta, "codecs", ())
-    return (len(codecs) == 1 and isinstance(codecs[0], BytesCodec) and str(codecs[0].endian.value) == "little"
-            and np.dtype(array.dtype) == np.float32 and array.chunks[1] == array.shape[1])
+    codecs: tuple[Any, ...] = tuple(getattr(array.metadata, "codecs", ()))
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec) or codecs[0].endian is None:
+        return False
+    return (codecs[0].endian.value == "little" and np.dtype(array.dtype) == np.float32
+            and array.chunks[1] == array.shape[1])
 
 
 def _read_raw(path: Path, array: Any, out: np.ndarray, threads: int = 2) -> np.ndarray:
