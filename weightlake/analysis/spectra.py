@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from weightlake._util import torch_threads
 from weightlake.analysis import rmt
 from weightlake.analysis._rows import default_workers
 from weightlake.arch import CNN_S, Architecture
@@ -348,14 +349,8 @@ def single_threaded_torch() -> Iterator[None]:
     blocks on Python threads instead (torch releases the GIL).  The setting is process-wide:
     other torch work running concurrently is single-threaded meanwhile.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _layer_frame(parts: list[dict[str, np.ndarray]], name: str, n: int, dtype: Any, eigenvalues: bool) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from weightlake._util import atomic_write
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 
 FORMAT_VERSION = 1
@@ -207,7 +208,7 @@ class SnapshotStore:
         (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
         manifest = empty_manifest()
         self._write_manifest(manifest)
-        _atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        atomic_write(self.root / _CURRENT, manifest.file_name.encode())
         return manifest
 
     def current(self) -> Manifest:
@@ -266,31 +267,12 @@ class SnapshotStore:
                 f"snapshot {current.version} was committed while this change was prepared on "
                 f"{manifest.parent}; re-open the lake and retry")
         self._write_manifest(manifest)
-        _atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        atomic_write(self.root / _CURRENT, manifest.file_name.encode())
         return manifest
 
     def _write_manifest(self, manifest: Manifest) -> None:
         body = json.dumps(manifest.to_dict(), indent=1).encode()
-        _atomic_write(self.root / _SNAPSHOTS / manifest.file_name, body)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename over ``path``, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write(self.root / _SNAPSHOTS / manifest.file_name, body)
 
 
 def garbage(root: Path, keep: list[Manifest]) -> list[Path]:

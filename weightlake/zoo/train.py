@@ -46,7 +46,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from weightlake._util import atomic_write, torch_threads
 from weightlake.arch import ACTIVATIONS, CNN_S, INITS, Architecture, get_architecture
 from weightlake.errors import TrainError
 from weightlake.zoo.cnn import build_cnn
@@ -447,16 +447,7 @@ def _write_sidecar(folder: Path, job: ModelJob, config: _ZooConfig, result: Mode
         "loss": "cross-entropy over all logits, original class ids", "bias_fill": BIAS_FILL,
         "torch_version": torch.__version__, "config": config.to_dict(),
     }
-    _atomic_write(folder / SIDECAR_NAME, json.dumps(payload, indent=2).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(folder / SIDECAR_NAME, json.dumps(payload, indent=2).encode())
 
 
 def read_sidecar(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -645,7 +636,7 @@ def _finished(job: ModelJob, config: _ZooConfig) -> ModelResult | None:
 def _execute(jobs: list[ModelJob], todo: list[int], config: _ZooConfig,
              workers: int) -> Iterator[tuple[int, ModelResult]]:
     if workers <= 1 or len(todo) <= 1:
-        with _single_thread():
+        with torch_threads(1):  # as in the workers, so in-process and pooled runs give the same bits
             for index in todo:
                 yield index, _train_model(jobs[index], config)
         return
@@ -673,14 +664,3 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__, "torch._dynamo"])  # no effect once the server runs
     return context
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    # one thread, as in the workers, so in-process and pooled runs give the same bits
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
