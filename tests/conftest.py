@@ -68,7 +68,32 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     declare_scenario(root, "t", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 4), overlap=(0, 2))
     analyze_spectra(root, zoo="mnist-cnn-s")
     analyze_correlations(root, zoo="mnist-cnn-s", against=["accuracy", "epoch"], features="both")
+    _add_experiment_tables(root, base)
     return root
+
+
+def _add_experiment_tables(root: Path, base: Path) -> None:
+    """`evaluations`, `evaluation_metrics`, `predictions` and `tracking_values` from a tiny merging model."""
+    import numpy as np
+    import torch
+
+    from weightlake.experiments.evaluate import evaluate_checkpoints
+    from weightlake.experiments.merger import MergerConfig, TransformerAE
+    from weightlake.experiments.tracking import ingest_tracking, write_tracking_csv
+
+    fast = ["mse", "w1", "cosine"]
+    torch.manual_seed(0)
+    ckpt = base / "Experiments" / "run_h2" / "AE epoch mse val 1.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "model_state_dict": TransformerAE(MergerConfig(16, 2, 16, 1, 8)).state_dict()}, ckpt)
+    evaluate_checkpoints(root, base / "Experiments", "t", "test", limit_pairs=16, images=None,
+                         store_predictions=True, metrics=fast)
+    rng = np.random.default_rng(0)
+    gt = (rng.standard_normal((8, 2464)) * 0.1).astype(np.float32)
+    write_tracking_csv(base / "Experiments" / "run_h2" / "Tracking" / "AE epoch mse 1.csv", gt,
+                       (gt * 0.5).astype(np.float32), (gt * 0.9).astype(np.float32),
+                       values=[("Loss", rng.random(8))], steps=rng.random((8, 2)))
+    ingest_tracking(root, base / "Experiments", scenario="t", metrics=fast)
 
 
 # -- a real mini zoo, trained once per session on Fashion-MNIST ---------------------------------

@@ -17,7 +17,9 @@ float32, accuracy as float64, labels and one-hots exactly).
 from __future__ import annotations
 
 import csv
+import functools
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -123,79 +125,80 @@ def _clean_copy(path: Path, bad_rows: set[int], tmpdir: str) -> tuple[Path, np.n
 
 
 # -- batch validation ------------------------------------------------------------------------
+# Validation runs on numpy and plain Python, not polars expressions: while the streaming parser
+# keeps polars' thread pool busy, every small expression would queue behind it.
+_LABEL_RE = re.compile(LABEL_RE)
+_BITS = 1 << np.arange(10)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_label(text: str) -> tuple[tuple[int, ...], int] | None:
+    """``"[0, 3, 7]"`` -> ``((0, 3, 7), mask)``; None unless a sorted list of distinct digits."""
+    if not _LABEL_RE.match(text):
+        return None
+    classes = tuple(int(c) for c in text[1:-1].split(", "))
+    if any(b <= a for a, b in zip(classes, classes[1:], strict=False)):
+        return None
+    return classes, sum(1 << c for c in classes)
+
+
 def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np.ndarray, list[BadRow]]:
     """Check a parsed batch; returns (metadata, weights, bad rows).  ``batch`` has ``_row``."""
     weight_cols = arch.csv_columns()
-    problems: list[BadRow] = []
     rows = batch["_row"].to_numpy()
-
-    # weights: a null (truncated line, empty field) becomes NaN in to_numpy and is caught below
     first_w = batch.columns.index(weight_cols[0])
-    weight_frame = batch[:, first_w:first_w + len(weight_cols)]  # positional: no per-name lookups
-    # every metadata expression runs on a narrow frame: polars' per-call cost grows with the column count
-    full = batch
-    batch = pl.concat([batch[:, :first_w], batch[:, first_w + len(weight_cols):]], how="horizontal")
-    meta_cols = [c for c in batch.columns if c != "_row"]
-    nulls = batch.select(pl.col(meta_cols).is_null()).to_numpy()
-    for i in np.flatnonzero(nulls.any(axis=1)):
-        problems.append(BadRow(int(rows[i]), meta_cols[int(np.argmax(nulls[i]))],
-                               "missing value (truncated line or empty field)"))
+    numeric = [*DIGITS, *ACTIVATIONS, "Accuracy", "epoch"]
+    values = batch.select(numeric).to_numpy()  # float64 [n, 18]; a null becomes NaN
+    labels = batch["label"].to_list()
+    # column-major straight from polars (cheap); the writer thread makes it row-major
+    weights = np.asarray(batch[:, first_w:first_w + len(weight_cols)].to_numpy(), dtype=np.float32)
 
-    meta = batch.select(
-        "_row", "label",
-        label_ok=pl.col("label").str.contains(LABEL_RE),
-        classes=pl.col("label").str.extract_all(r"\d").cast(pl.List(pl.Int8)),
-        onehot=pl.sum_horizontal([pl.col(d).fill_null(0).cast(pl.Int64) * (1 << i) for i, d in enumerate(DIGITS)]),
-        onehot_ok=pl.all_horizontal([pl.col(d).is_in([0.0, 1.0]) for d in DIGITS]),
-        act_sum=pl.sum_horizontal(ACTIVATIONS),
-        act_ok=pl.all_horizontal([pl.col(a).is_in([0.0, 1.0]) for a in ACTIVATIONS]),
-        act_idx=pl.concat_list(ACTIVATIONS).list.arg_max(),
-        accuracy=pl.col("Accuracy"), epoch=pl.col("epoch"),
-    ).with_columns(
-        class_mask=pl.col("classes").list.eval(pl.lit(2, pl.Int64).pow(pl.element().cast(pl.Int64))).list.sum().cast(pl.Int32),
-        sorted_ok=pl.col("classes").list.eval(pl.element().diff().drop_nulls() > 0).list.all(),
-    )
+    parsed = [_parse_label(t) if t is not None else None for t in labels]
+    mask = np.array([p[1] if p else -1 for p in parsed], dtype=np.int64)
+    digits, acts, acc, epoch = values[:, :10], values[:, 10:16], values[:, 16], values[:, 17]
+    onehot_ok = ((digits == 0) | (digits == 1)).all(axis=1)
+    onehot = np.where(onehot_ok, np.nan_to_num(digits) @ _BITS, -2).astype(np.int64)
+    act_ok = ((acts == 0) | (acts == 1)).all(axis=1) & (acts.sum(axis=1) == 1)
+    epoch_ok = np.isfinite(epoch) & (epoch >= 0) & (np.mod(epoch, 1) == 0)
+
+    problems: list[BadRow] = []
+    for i in np.flatnonzero(np.isnan(values).any(axis=1) | np.array([t is None for t in labels])):
+        col = "label" if labels[i] is None else numeric[int(np.argmax(np.isnan(values[i])))]
+        problems.append(BadRow(int(rows[i]), col, "missing value (truncated line or empty field)"))
     checks = [
-        ("label", ~(meta["label_ok"].fill_null(False) & meta["sorted_ok"].fill_null(False)),
-         "malformed label: expected a sorted list of distinct digits like '[0, 3, 7]'"),
-        ("0", ~meta["onehot_ok"].fill_null(False), "digit one-hot values must be 0 or 1"),
-        ("0", meta["onehot"] != meta["class_mask"],
-         "label and digit one-hot columns disagree"),
-        (ACTIVATIONS[0], ~(meta["act_ok"].fill_null(False) & (meta["act_sum"] == 1.0)),
-         "activation one-hot must hold exactly one 1.0"),
-        ("Accuracy", ~meta["accuracy"].is_finite().fill_null(False), "accuracy is not a finite number"),
-        ("epoch", (meta["epoch"].fill_null(-1) % 1 != 0) | (meta["epoch"].fill_null(-1) < 0),
-         "epoch must be a non-negative integer"),
+        ("label", mask < 0, "malformed label: expected a sorted list of distinct digits like '[0, 3, 7]'"),
+        ("0", ~onehot_ok, "digit one-hot values must be 0 or 1"),
+        ("0", onehot_ok & (mask >= 0) & (onehot != mask), "label and digit one-hot columns disagree"),
+        (ACTIVATIONS[0], ~act_ok, "activation one-hot must hold exactly one 1.0"),
+        ("Accuracy", ~np.isfinite(acc), "accuracy is not a finite number"),
+        ("epoch", ~epoch_ok, "epoch must be a non-negative integer"),
     ]
-    for column, mask, reason in checks:
-        for i in np.flatnonzero(mask.fill_null(True).to_numpy()):
-            col = column
-            if reason.startswith("label and digit"):
-                col = _first_onehot_mismatch(batch, int(i), int(meta["class_mask"][int(i)] or 0))
-            problems.append(BadRow(int(rows[i]), col, f"{reason} (label {meta['label'][int(i)]!r})"))
-
-    # column-major straight from polars (cheap); the writer thread makes it row-major off this thread
-    weights = np.asarray(weight_frame.to_numpy(), dtype=np.float32)
+    for column, bad, reason in checks:
+        for i in np.flatnonzero(bad):
+            col = _first_onehot_mismatch(digits[i], int(mask[i])) if reason.startswith("label and digit") else column
+            problems.append(BadRow(int(rows[i]), col, f"{reason} (label {labels[i]!r})"))
     for i in np.flatnonzero(~np.isfinite(weights).all(axis=1)):
         j = int(np.argmin(np.isfinite(weights[i])))
-        missing = full[weight_cols[j]][int(i)] is None
+        missing = batch[weight_cols[j]][int(i)] is None
         problems.append(BadRow(int(rows[i]), weight_cols[j], "missing value (truncated line or empty field)"
                                if missing else f"weight is {float(weights[i, j])!r}, not a finite number"))
 
-    out = meta.select(
-        classes="classes", class_mask="class_mask",
-        n_classes=pl.col("classes").list.len().cast(pl.Int8),
-        activation=pl.col("act_idx").replace_strict(list(range(len(ACTIVATIONS))), list(ACTIVATIONS),
-                                                    default=None, return_dtype=pl.String),
-        epoch=pl.col("epoch").cast(pl.Int32, strict=False), accuracy="accuracy",
-        source_row="_row",
-    )
+    act_idx = np.where(act_ok, acts.argmax(axis=1), 0)
+    out = pl.DataFrame({
+        "classes": pl.Series([list(p[0]) if p else [] for p in parsed], dtype=pl.List(pl.Int8)),
+        "class_mask": pl.Series(np.maximum(mask, 0), dtype=pl.Int32),
+        "n_classes": pl.Series([len(p[0]) if p else 0 for p in parsed], dtype=pl.Int8),
+        "activation": pl.Series(np.asarray(ACTIVATIONS, dtype=object)[act_idx], dtype=pl.String),
+        "epoch": pl.Series(np.where(epoch_ok, epoch, 0).astype(np.int32)),
+        "accuracy": pl.Series(acc, dtype=pl.Float64),
+        "source_row": pl.Series(rows, dtype=pl.Int64),
+    })
     return out, weights, sorted(problems, key=lambda b: b.row)
 
 
-def _first_onehot_mismatch(batch: pl.DataFrame, i: int, mask: int) -> str:
+def _first_onehot_mismatch(digits: np.ndarray, mask: int) -> str:
     for d in range(10):
-        if int(batch[str(d)][i] or 0) != (mask >> d) & 1:
+        if int(digits[d]) != (mask >> d) & 1:
             return str(d)
     return "0"
 

@@ -1,0 +1,287 @@
+"""Checkpoint evaluation end to end: a real zoo trained on Fashion-MNIST, tiny merging models
+trained on its pairs and saved as the user does, then scan + infer + load + evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weightlake.analysis.metrics import compute_all
+from weightlake.errors import NoSuchTableError, QueryError
+from weightlake.experiments.evaluate import (
+    evaluate_checkpoints,
+    load_predictions,
+    resolve_checkpoints,
+    select_positions,
+    silhouette,
+)
+from weightlake.experiments.merger import MergerConfig, TransformerAE
+from weightlake.lake import open_lake
+from weightlake.zoo.idx import KNOWN_DATASETS
+
+SCENARIO = "t1"
+SUBSETS = ([0, 1], [2, 3], [0, 2], [1, 3], [0, 1, 2, 3], [2, 4], [1, 4], [0, 1, 2, 4])
+"""Two targets, [0, 1, 2, 3] and [0, 1, 2, 4], each reachable from two disjoint pairs (both orders)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run as fast on one thread, and exact comparisons need one fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def zoo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real zoo (8 CNNs, one epoch on 100 Fashion-MNIST images per class) with scenario 't1' (8 test pairs).
+
+    The trainer's checkpoint of epoch 0 is re-filed as epoch 11 (the first bin of the
+    user's zoo): scenario targets are resolved at the user's epoch bins.
+    """
+    if not KNOWN_DATASETS["fashion-mnist"][0].is_dir():
+        pytest.skip("needs dataset-fashion-mnist")
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+    from weightlake.scenarios import declare_scenario
+    from weightlake.zoo.train import train_zoo
+
+    tmp = tmp_path_factory.mktemp("evalzoo")
+    train_zoo("fashion-mnist", tmp / "zoo", SUBSETS, ["relu"], ["kaiming_uniform"], layout="b", workers=1,
+              epochs_max=1, subsample=100, seed=7, checkpoint_epochs=[0], min_accuracy=-1.0, lr=1e-3)
+    for path in list((tmp / "zoo").rglob("checkpoint epoch 0.pth")):
+        ckpt = torch.load(path, weights_only=True)
+        torch.save({**ckpt, "epoch": 11}, path.with_name("checkpoint epoch 11.pth"))
+        path.unlink()
+    ingest_checkpoints(tmp / "lake", tmp / "zoo", zoo="fz", rejects_path=tmp / "rejects.csv")
+    report = declare_scenario(tmp / "lake", SCENARIO, zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11])
+    assert report.counts["test"] == 8, report.lines()
+    return tmp / "lake"
+
+
+@dataclass
+class Run:
+    folder: str
+    file: str
+    config: MergerConfig
+    wrap: str = "none"
+    sidecar: dict | None = None
+
+
+RUNS = [
+    Run("run_d16_h2", "AE epoch mse val 2.pth", MergerConfig(16, 2, 32, 1, 8)),
+    Run("gated", "AE epoch w1 train 3.pth", MergerConfig(24, 3, 24, 2, 12, gated_attention=True), sidecar={"heads": 3}),
+    Run("compiled", "AE epoch mse test 1.pth", MergerConfig(32, 4, 64, 1, 16), wrap="compile"),
+    Run("tok_h1", "AE epoch mae val 4.pth", MergerConfig(8, 1, 16, 2, 4, output_head="per_token")),
+]
+
+
+def _train(run: Run, path: Path, x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A few Adam steps on the real pairs, saved as the user's code saves; returns eval-mode predictions."""
+    torch.manual_seed(RUNS.index(run))
+    model = TransformerAE(run.config)
+    net = torch.compile(model, backend="eager") if run.wrap == "compile" else model
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    for _ in range(3):
+        loss = torch.nn.functional.mse_loss(net(x1, x2), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 2, "model_state_dict": net.state_dict(), "optimizer_state_dict": opt.state_dict()}, path)
+    if run.sidecar:
+        (path.parent / "config.json").write_text(json.dumps(run.sidecar))
+    net.eval()
+    with torch.no_grad():
+        return net(x1, x2).clone()
+
+
+@pytest.fixture(scope="module")
+def experiments(zoo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    root = tmp_path_factory.mktemp("lab") / "Experiments"
+    x1, x2, y = open_lake(zoo_lake).pairs(SCENARIO, "test").tensors()
+    predictions = {str((root / r.folder / r.file).resolve()): _train(r, root / r.folder / r.file, x1, x2, y)
+                   for r in RUNS}
+    (root / "broken").mkdir()
+    good = (root / RUNS[0].folder / RUNS[0].file).read_bytes()
+    (root / "broken" / "AE epoch mse val 9.pth").write_bytes(good[: len(good) // 3])
+    return root, predictions
+
+
+@pytest.fixture(scope="module")
+def evaluated(zoo_lake: Path, experiments, tmp_path_factory: pytest.TempPathFactory):
+    import shutil
+
+    lake = tmp_path_factory.mktemp("evaluated") / "lake"
+    shutil.copytree(zoo_lake, lake)
+    report = evaluate_checkpoints(lake, experiments[0], SCENARIO, "test", batch_size=64, accuracy_models=2,
+                                  store_predictions=True)
+    return lake, report
+
+
+def _row(lake: Path, checkpoint: str) -> dict:
+    df = open_lake(lake).sql("SELECT * FROM evaluations WHERE checkpoint = $c", {"c": checkpoint})
+    assert df.height == 1, df
+    return df.row(0, named=True)
+
+
+def test_evaluation_reproduces_training_predictions_exactly(evaluated, experiments) -> None:
+    lake, report = evaluated
+    _, predictions = experiments
+    for path, expected in predictions.items():
+        frame, vectors = load_predictions(open_lake(lake), source_file=path, kind="PD")
+        assert frame["pair_id"].to_list() == sorted(frame["pair_id"].to_list())
+        assert torch.equal(torch.from_numpy(vectors), expected), path
+
+
+def test_rows_carry_inferred_config_and_name_fields(evaluated) -> None:
+    lake, report = evaluated
+    assert report.snapshot == open_lake(lake).snapshot
+    for run in RUNS:
+        row = _row(lake, f"{run.folder}/{run.file}")
+        assert row["error"] is None
+        config = MergerConfig.from_dict(json.loads(row["config"]))
+        assert config == run.config
+        assert (row["d_model"], row["n_heads"], row["output_head"]) == (run.config.d_model, run.config.n_heads,
+                                                                         run.config.output_head)
+        assert row["scenario"] == SCENARIO and row["split"] == "test" and row["n_pairs"] == 8
+        assert row["snapshot"] == report.pairs_snapshot and row["zoo"] == "fz"
+    gated = _row(lake, "gated/AE epoch w1 train 3.pth")
+    assert (gated["loss"], gated["track"], gated["epoch"], gated["heads_source"]) == ("w1", "train", 3, "sidecar")
+    assert _row(lake, "compiled/AE epoch mse test 1.pth")["heads_source"] == "default"
+    assert _row(lake, "tok_h1/AE epoch mae val 4.pth")["heads_source"] == "run_dir_name"
+
+
+def test_metrics_equal_compute_all_on_the_training_predictions(evaluated, experiments, zoo_lake) -> None:
+    lake, _ = evaluated
+    _, _, y = open_lake(zoo_lake).pairs(SCENARIO, "test").tensors()
+    run = RUNS[0]
+    expected = compute_all(experiments[1][str((experiments[0] / run.folder / run.file).resolve())].numpy(), y.numpy())
+    row = _row(lake, f"{run.folder}/{run.file}")
+    for name in ("mse", "w1", "cosine", "kl", "mse_fc1", "sliced_w", "ar_mse_ratio_conv2", "layer_nmse"):
+        finite = expected[name][np.isfinite(expected[name])]
+        assert row[f"pd_{name}"] == pytest.approx(float(finite.mean()), rel=1e-12), name
+    assert row["fn_w1"] is None and row["pdfn_mse"] is None  # checkpoints have no fine-tuned vectors
+    long = open_lake(lake).sql("SELECT layer, mean, n_valid FROM evaluation_metrics WHERE checkpoint = $c AND "
+                               "comparison = 'pd' AND metric = 'mse' ORDER BY layer NULLS FIRST",
+                               {"c": f"{run.folder}/{run.file}"})
+    assert long["layer"].to_list() == [None, "conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert long["mean"][0] == pytest.approx(row["pd_mse"]) and set(long["n_valid"]) == {8}
+
+
+def test_rebuilt_cnn_accuracy(evaluated, zoo_lake, fashion_test) -> None:
+    from weightlake.zoo.idx import select_classes
+    from weightlake.zoo.train import evaluate_accuracy
+
+    lake, _ = evaluated
+    row = _row(lake, f"{RUNS[0].folder}/{RUNS[0].file}")
+    assert row["accuracy_models"] == 2 and row["accuracy_images"] == "fashion-mnist"
+    assert 0.0 <= row["pd_accuracy"] <= 100.0
+    zoo = open_lake(zoo_lake)
+    frame = zoo.pairs(SCENARIO, "test").to_polars()
+    scores = []
+    for i in (0, len(frame) - 1):  # the two picks: evenly spread over the pairs
+        target = frame.row(i, named=True)
+        classes = [d for d in range(10) if target["target_mask"] >> d & 1]
+        images, labels = select_classes(*fashion_test, classes, per_class=500)
+        scores.append(evaluate_accuracy(zoo.cnn(target["target_id"]), images, labels))
+    assert row["gt_accuracy"] == pytest.approx(float(np.mean(scores)))
+
+
+def test_bad_checkpoint_gets_an_error_row_and_the_rest_go_on(evaluated) -> None:
+    lake, report = evaluated
+    row = _row(lake, "broken/AE epoch mse val 9.pth")
+    assert "truncated" in row["error"] and row["pd_mse"] is None
+    assert [r["checkpoint"] for r in report.failed] == ["broken/AE epoch mse val 9.pth"]
+    assert any("FAILED" in line for line in report.lines())
+    df = open_lake(lake).sql("SELECT checkpoint, loss, epoch, pd_mse, pd_w1, fn_w1, collapsed FROM evaluations "
+                             "ORDER BY pd_w1")
+    assert df.height == len(RUNS) + 1 and df["pd_w1"].null_count() == 1
+
+
+def test_evaluating_again_replaces_only_that_checkpoint(evaluated, experiments, tmp_path) -> None:
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(evaluated[0], lake)
+    before = open_lake(lake).sql("SELECT checkpoint, n_pairs, pd_mse FROM evaluations ORDER BY checkpoint")
+    path = experiments[0] / RUNS[1].folder / RUNS[1].file
+    evaluate_checkpoints(lake, [path], SCENARIO, "test", limit_pairs=3, images=None, seed=1)
+    after = open_lake(lake).sql("SELECT checkpoint, n_pairs, pd_mse FROM evaluations ORDER BY checkpoint")
+    assert after.height == before.height
+    changed = after.filter(after["checkpoint"] == f"{RUNS[1].folder}/{RUNS[1].file}")
+    assert changed["n_pairs"].to_list() == [3]
+    assert after.filter(after["n_pairs"] == 8).equals(before.filter(before["checkpoint"] != changed["checkpoint"][0]))
+    counts = open_lake(lake).sql("SELECT checkpoint, count(*) AS n FROM evaluation_metrics GROUP BY ALL")
+    assert counts["n"].n_unique() == 1  # each checkpoint's long rows were replaced, not duplicated
+
+
+def test_batch_size_does_not_change_the_result_beyond_rounding(evaluated, experiments, tmp_path) -> None:
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(evaluated[0], lake)
+    path = experiments[0] / RUNS[0].folder / RUNS[0].file
+    evaluate_checkpoints(lake, [path], SCENARIO, "test", batch_size=3, images=None, store_predictions=True)
+    _, vectors = load_predictions(open_lake(lake), source_file=str(path.resolve()), kind="PD")
+    np.testing.assert_allclose(vectors, experiments[1][str(path.resolve())].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_collapse_of_a_constant_model(zoo_lake: Path, tmp_path: Path) -> None:
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(zoo_lake, lake)
+    torch.manual_seed(5)
+    model = TransformerAE(MergerConfig(16, 2, 16, 1, 8))
+    with torch.no_grad():  # the decoder's last linear ignores its input: one vector whatever the pair
+        model.dec.lay.linear.weight.zero_()
+        model.dec.lay.linear.bias.copy_(torch.randn(2464) * 0.05)
+    path = tmp_path / "Experiments" / "collapsed_h2" / "AE epoch mse val 7.pth"
+    path.parent.mkdir(parents=True)
+    torch.save({"epoch": 7, "model_state_dict": model.state_dict()}, path)
+    report = evaluate_checkpoints(lake, path.parent.parent, SCENARIO, "test", images=None)
+    row = report.rows[0]
+    assert row["error"] is None and row["collapsed"] is True
+    assert row["pd_top_row_share"] == 1.0 and row["pd_distinct_rows"] == 1
+    assert math.isnan(row["pd_across_rows_pearson"]) and "collapsed" in row["pd_across_rows_pearson_reason"]
+    assert math.isnan(row["pd_silhouette"]) and "collapsed" in row["pd_silhouette_reason"]
+    assert math.isfinite(row["pd_mse"]) and math.isfinite(row["pd_w1"])
+    assert not math.isnan(row["gt_silhouette"])  # the targets themselves vary: two class sets, four pairs each
+    assert math.isnan(row["pd_accuracy"]) and "no image data" in row["accuracy_note"]
+    stored = open_lake(lake).sql("SELECT collapsed, pd_collapse_reason FROM evaluations")
+    assert stored["collapsed"].to_list() == [True] and "regardless of input" in stored["pd_collapse_reason"][0]
+
+
+def test_silhouette_needs_variety() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 0.01, (5, 20)), rng.normal(5, 0.01, (5, 20))
+    groups = np.array([0] * 5 + [1] * 5)
+    assert silhouette(np.vstack([a, b]), groups).value > 0.99
+    same = silhouette(np.tile(a[0], (10, 1)), groups)
+    assert math.isnan(same.value) and "collapsed" in same.reason
+    single = silhouette(np.vstack([a, b]), np.arange(10))
+    assert math.isnan(single.value) and "fewer than two" in single.reason
+    assert "no grouping" in silhouette(a, None).reason
+
+
+def test_pair_sample_and_argument_errors(zoo_lake: Path, experiments) -> None:
+    assert select_positions(5, None).tolist() == [0, 1, 2, 3, 4]
+    sample = select_positions(100, 10, seed=3)
+    assert len(sample) == 10 and (np.diff(sample) > 0).all() and (sample == select_positions(100, 10, seed=3)).all()
+    with pytest.raises(QueryError, match="limit_pairs"):
+        select_positions(5, 0)
+    with pytest.raises(NoSuchTableError, match="no scenario 'nope'"):
+        evaluate_checkpoints(zoo_lake, experiments[0] / "gated", "nope", images=None)
+    with pytest.raises(QueryError, match="batch_size"):
+        evaluate_checkpoints(zoo_lake, experiments[0] / "gated", SCENARIO, batch_size=0)
+    labels = [name for name, _ in resolve_checkpoints(experiments[0])]
+    assert labels == sorted(labels) and f"{RUNS[0].folder}/{RUNS[0].file}" in labels
+    assert open_lake(zoo_lake).tables == ["pairs", "scenarios"]  # failed calls committed nothing
