@@ -30,14 +30,6 @@ SUBSETS = ([0, 1], [2, 3], [0, 2], [1, 3], [0, 1, 2, 3], [2, 4], [1, 4], [0, 1, 
 """Two targets, [0, 1, 2, 3] and [0, 1, 2, 4], each reachable from two disjoint pairs (both orders)."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and exact comparisons need one fixed thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def zoo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -26,14 +26,6 @@ GATED = MergerConfig(d_model=24, n_heads=6, d_ff=48, n_layers=2, neck=12, gated_
 PER_TOKEN = MergerConfig(d_model=16, n_heads=2, d_ff=16, n_layers=1, neck=8, output_head="per_token")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a busy shared box does not stall thread barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def gated_sd() -> dict[str, torch.Tensor]:

@@ -41,14 +41,6 @@ CONFIGS = [
     MergerConfig(d_model=8, n_heads=8, d_ff=16, n_layers=3, neck=4, gated_attention=True, output_head="per_token"),
 ]
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a busy shared box does not stall thread barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 

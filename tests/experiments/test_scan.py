@@ -17,14 +17,6 @@ from weightlake.experiments.scan import CheckpointInfo, scan_experiments
 P = 2464
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a busy shared box does not stall thread barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @dataclass
 class Run:

@@ -2,7 +2,7 @@
 
 A pair file is a numpy object array of shape ``(N, 4)`` whose rows are Python lists
 ``[classes_a, classes_b, epoch_key, activation_key]`` (spec, section 4).  ``np.load``
-would need ``allow_pickle=True``, which runs whatever code the file asks for.  This
+would need its pickle option switched on, which runs whatever code the file asks for.  This
 module parses the ``.npy`` header with :mod:`numpy.lib.format` and unpickles the payload
 with :class:`_PairUnpickler`, whose ``find_class`` hands out only guarded stand-ins for
 the globals numpy itself writes for such an array (checked against the pickles
