@@ -39,13 +39,18 @@ def full_lake(data_dir: Path = BENCH_DATA) -> Path:
     return root
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
-    times = []
+def best_time(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` calls, and the last result."""
+    best, out = float("inf"), None
     for _ in range(repeat):
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    return best_time(fn, repeat)[0]
 
 
 def run_child(code: str, *args: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import polars as pl
 import scipy.stats as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import FULL_ROWS, emit  # noqa: E402
+from _common import FULL_ROWS, best_time, emit  # noqa: E402
 
 from weightlake.analysis import correlations as C  # noqa: E402
 from weightlake.analysis._rows import default_workers  # noqa: E402
@@ -61,14 +60,6 @@ def scipy_loop(rows: np.ndarray, y: np.ndarray, fn) -> tuple[np.ndarray, np.ndar
             r[i, j], p[i, j] = res.statistic, res.pvalue
     return r, p
 
-
-def best_time(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main() -> None:

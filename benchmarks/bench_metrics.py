@@ -15,24 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.stats as st
 
-from weightlake.analysis._rows import default_workers
-from weightlake.analysis.metrics import sort_rows, wasserstein_1
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_time  # noqa: E402
 
-
-def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from weightlake.analysis._rows import default_workers  # noqa: E402
+from weightlake.analysis.metrics import sort_rows, wasserstein_1  # noqa: E402
 
 
 def scipy_loop(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:

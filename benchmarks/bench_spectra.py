@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import FULL_ROWS, emit  # noqa: E402
+from _common import FULL_ROWS, best_time, emit  # noqa: E402
 
 from weightlake.analysis import rmt, spectra  # noqa: E402
 from weightlake.analysis._rows import default_workers  # noqa: E402
@@ -79,14 +78,6 @@ def check(table, rows_loop: list[dict[str, float]], k: int) -> float:
         worst = max(worst, float(np.max(np.abs(got[both] - ref[both]) / np.maximum(np.abs(ref[both]), 1e-12))))
     return worst
 
-
-def best_time(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main() -> None:
