@@ -15,6 +15,9 @@ import click
 
 from weightlake.errors import WeightLakeError
 
+_TEACHING_ORDER = ("demo", "ingest", "sql", "query", "export", "verify", "info", "history", "zoo", "scenario",
+                   "pairs", "analyze", "experiments")
+
 
 class _Group(click.Group):
     """A group that turns library errors into one line and exit code 1."""
@@ -32,7 +35,8 @@ class _Group(click.Group):
             ctx.exit(130)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # in the order they were added, which is the teaching order
+        first = [c for c in _TEACHING_ORDER if c in self.commands]
+        return first + [c for c in self.commands if c not in first]
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
