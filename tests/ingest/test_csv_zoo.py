@@ -211,3 +211,15 @@ def test_sigkill_mid_ingest_leaves_previous_snapshot(lake_copy, tmp_path):
 
     assert collect_garbage(lake) and verify(wl.open_lake(lake_copy)).orphans == []
     assert math.isfinite(float(lake.weights([0]).sum()))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 70), st.booleans())
+def test_row_major_copy_law(n, p, fortran):
+    """row_major(x) == x, C-ordered, for either memory order."""
+    from weightlake.ingest.common import row_major
+
+    x = np.arange(n * p, dtype=np.float32).reshape(n, p)
+    x = np.asfortranarray(x) if fortran else x
+    y = row_major(x)
+    assert y.flags.c_contiguous and np.array_equal(y, x)

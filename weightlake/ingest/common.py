@@ -61,6 +61,23 @@ def class_mask(classes: Any) -> int:
     return out
 
 
+def row_major(x: np.ndarray, rows: int = 2048, cols: int = 16) -> np.ndarray:
+    """``x`` as a C-ordered float32 array; a column-major input is copied in cache-sized blocks.
+
+    numpy's plain strided copy of a column-major ``[8192, 2464]`` block runs at about 0.4 GB/s
+    here (every row touches every column's cache line); tall narrow blocks keep both sides in
+    cache and run 5x faster.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.flags.c_contiguous or x.ndim != 2:
+        return np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=np.float32)
+    for r in range(0, x.shape[0], rows):
+        for c in range(0, x.shape[1], cols):
+            out[r:r + rows, c:c + cols] = x[r:r + rows, c:c + cols]
+    return out
+
+
 def hash_rows(rows: np.ndarray) -> list[str]:
     """SHA-256 of each row's float32 bytes, first 128 bits as hex (SHA-256 runs in hardware here)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
@@ -147,7 +164,7 @@ class ZooWriter:
         try:
             while (item := self._queue.get()) is not None:
                 weights, meta = item
-                weights = np.ascontiguousarray(weights, dtype=np.float32)  # row-major for hashing and Zarr
+                weights = row_major(weights)  # for hashing and Zarr
                 meta = conform(meta.with_columns(weights_hash=pl.Series(hash_rows(weights), dtype=pl.String)))
                 keep = self._new_rows(meta)
                 if not keep.all():
