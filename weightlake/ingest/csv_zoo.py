@@ -283,12 +283,11 @@ def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmp
             raise IngestError(b.reason, path=str(path), row=b.row, column=b.column) from None
     # skip mode after a parse failure: parse a copy without the unparseable lines
     source, line_of = _clean_copy(path, {b.row for b in bad_parse}, tmpdir)
-    yield from _parse(source, arch, batch_rows, line_of, bad_parse, progress, restart=True)
+    yield from _parse(source, arch, batch_rows, line_of, bad_parse, progress)
 
 
 def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
-           first_bad: list[BadRow], progress: ProgressFn | None,
-           restart: bool = False) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
+           first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
     lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2)
     size = max(source.stat().st_size, 1)
     done_rows = 0
