@@ -242,7 +242,9 @@ class Lake:
         """A derived table (``pairs``, ``scenarios``, ``spectra`` ...) as a polars LazyFrame."""
         entry = self.manifest.table(name)
         if not entry.files:
-            return pl.LazyFrame()  # a table whose last write was empty
+            # a table whose last write was empty: its writer may have recorded the schema
+            spec = entry.properties.get("schema") or {}
+            return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
         return pl.scan_parquet([str(self.root / f) for f in entry.files], hive_partitioning=bool(hive),
                                hive_schema=hive or None)
