@@ -42,3 +42,21 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def parse_int_ranges(text: str, error: type[Exception] = ValueError) -> list[int]:
+    """``"0-5"``, ``"1,3,5"`` or a mix (``"0-2,7"``) -> sorted distinct ints; ranges are inclusive.
+
+    Raises ``error`` (naming ``text``) on anything else: ``"5-2"``, ``"a"``, ``""``, ``"1,,2"``.
+    """
+    out: set[int] = set()
+    for part in (p.strip() for p in str(text).split(",")):
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise error(f"expected integers or ranges like '0-5' or '1,3,5', got {part!r} in {text!r}") from None
+        if last < first:
+            raise error(f"range {part!r} in {text!r} runs backwards; write it as '{last}-{first}'")
+        out.update(range(first, last + 1))
+    return sorted(out)

@@ -21,8 +21,9 @@ need them.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,16 @@ INITS: tuple[str, ...] = (
 )
 EPOCH_BINS: tuple[int, ...] = (11, 16, 21, 26, 31, 36)
 """Epoch bins of the reference zoo; scenario epoch key ``i`` is ``EPOCH_BINS[i]``."""
+
+def class_subsets(digits: Iterable[int], sizes: Iterable[int]) -> list[tuple[int, ...]]:
+    """Every sorted subset of ``digits`` whose size is in ``sizes``, by size then lexicographically.
+
+    ``class_subsets(range(3), [2])`` is ``[(0, 1), (0, 2), (1, 2)]``; digits 0-9 with sizes
+    2-10 give the reference zoo's 1,013 labels.
+    """
+    pool = sorted({int(d) for d in digits})
+    return [c for size in sorted({int(s) for s in sizes}) for c in itertools.combinations(pool, size)]
+
 
 _PARAM_KINDS = ("conv2d", "linear")
 _MODULE_KINDS = ("conv2d", "linear", "maxpool2d", "activation", "flatten")

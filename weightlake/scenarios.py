@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from weightlake._util import parse_int_ranges
 from weightlake.arch import EPOCH_BINS
 from weightlake.errors import NoSuchTableError, QueryError
 
@@ -55,7 +56,6 @@ FALLBACK_FLOOR = EPOCH_BINS[0]
 MAX_EXAMPLES = 5
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
-_RANGE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
 PAIRS_SCHEMA: dict[str, str] = {
     "scenario": "String", "pair_id": "Int64", "a_id": "Int64", "b_id": "Int64", "target_id": "Int64",
@@ -82,19 +82,7 @@ def parse_int_list(value: str | int | Iterable[int]) -> tuple[int, ...]:
         return (int(value),)
     if not isinstance(value, str):
         return tuple(sorted({_as_int(v, value) for v in value}))
-    out: set[int] = set()
-    for item in (p for p in value.split(",") if p.strip()):
-        match = _RANGE.match(item)
-        if match:
-            lo, hi = int(match.group(1)), int(match.group(2))
-            if lo > hi:
-                raise QueryError(f"range {item.strip()!r} in {value!r} runs backwards; write it as '{hi}-{lo}'")
-            out.update(range(lo, hi + 1))
-        else:
-            out.add(_as_int(item.strip(), value))
-    if not out:
-        raise QueryError(f"expected a list like '0-9' or '11,16', got {value!r}")
-    return tuple(sorted(out))
+    return tuple(parse_int_ranges(value, QueryError))
 
 
 def _as_int(item: Any, whole: Any) -> int:

@@ -112,9 +112,9 @@ def ingest_run(job: str, lake_dir: str) -> None:
 
 
 def _int_list(text: str) -> list[int]:
-    from weightlake.zoo.train import parse_int_list
+    from weightlake._util import parse_int_ranges
 
-    return parse_int_list(text)
+    return parse_int_ranges(text, click.BadParameter)
 
 
 def _arch(spec: str):  # noqa: ANN202

@@ -10,18 +10,17 @@ in every later epoch bin.  These are not trained models; the real mini zoo comes
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from weightlake.arch import ACTIVATIONS, CNN_S, EPOCH_BINS, Architecture
+from weightlake.arch import ACTIVATIONS, CNN_S, EPOCH_BINS, Architecture, class_subsets
 
 
 def all_labels(digits: range | list[int] = range(10), sizes: range | list[int] = range(2, 11)) -> list[tuple[int, ...]]:
     """Every sorted subset of ``digits`` with a size in ``sizes`` (1,013 for the reference zoo)."""
-    return [c for k in sizes for c in itertools.combinations(list(digits), k)]
+    return class_subsets(digits, sizes)
 
 
 def synthetic_rows(labels: list[tuple[int, ...]], arch: Architecture = CNN_S, *, activations=ACTIVATIONS,

@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from weightlake._util import atomic_write, torch_threads
-from weightlake.arch import ACTIVATIONS, CNN_S, INITS, Architecture, get_architecture
+from weightlake._util import atomic_write, parse_int_ranges, torch_threads
+from weightlake.arch import ACTIVATIONS, CNN_S, INITS, Architecture, class_subsets, get_architecture
 from weightlake.errors import TrainError
 from weightlake.zoo.cnn import build_cnn
 from weightlake.zoo.idx import dataset_files, load_dataset, select_classes
@@ -210,27 +210,12 @@ def parse_int_list(text: str) -> list[int]:
     TrainError
         On anything else, e.g. ``"5-2"`` or ``"a"``.
     """
-    out: set[int] = set()
-    for part in (p.strip() for p in str(text).split(",")):
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi if sep else lo)
-        except ValueError:
-            raise TrainError(f"expected integers or ranges like '0-5' or '1,3,5', got {text!r}") from None
-        if last < first:
-            raise TrainError(f"range {part!r} in {text!r} runs backwards; write it as '{last}-{first}'")
-        out.update(range(first, last + 1))
-    return sorted(out)
+    return parse_int_ranges(text, TrainError)
 
 
 def parse_subsets(digits: Iterable[int], sizes: Iterable[int]) -> list[tuple[int, ...]]:
-    """Every sorted subset of ``digits`` whose size is in ``sizes``.
-
-    Ordered by size, then lexicographically: ``parse_subsets(range(3), [2])`` is
-    ``[(0, 1), (0, 2), (1, 2)]``.  Digits 0-9 with sizes 2-10 give the reference zoo's 1,013 labels.
-    """
-    pool = sorted({int(d) for d in digits})
-    return [combo for size in sorted({int(s) for s in sizes}) for combo in itertools.combinations(pool, size)]
+    """Every sorted subset of ``digits`` whose size is in ``sizes`` (see :func:`~weightlake.arch.class_subsets`)."""
+    return class_subsets(digits, sizes)
 
 
 def model_seed(seed: int, classes: Iterable[int], activation: str, init: str) -> int:
