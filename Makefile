@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup data lint typecheck bench clean-lake
+.PHONY: demo test setup data lint typecheck bench notebooks notebooks-sync clean-lake
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Notebooks: the .py percent scripts are the source; sync writes the .ipynb twins, notebooks runs them in full.
+notebooks-sync: $(STAMP)
+	$(BIN)/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
+
+notebooks: $(STAMP) data
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+	  ../$(BIN)/jupyter execute --inplace "$$nb" || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -141,6 +141,21 @@ def zoo_a(tmp_path_factory: pytest.TempPathFactory) -> MiniZoo:
 
 
 @pytest.fixture(scope="session")
+def real_lake_dir(tmp_path_factory: pytest.TempPathFactory, zoo_b: MiniZoo) -> Path:
+    """A lake of real trained models: ``zoo_b`` ingested as zoo 'fmnist' (24 models; read-only).
+
+    2 class subsets x 2 activations x 2 inits x epochs 0-2, trained on Fashion-MNIST. Notebooks
+    and analyses that need real weights use it; do not commit to it.
+    """
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    root = tmp_path_factory.mktemp("real") / "lake"
+    ingest_checkpoints(root, zoo_b.out, zoo="fmnist", bins=(0, 1, 2),
+                       rejects_path=root.parent / "rejects.csv")
+    return root
+
+
+@pytest.fixture(scope="session")
 def fashion_test() -> tuple:
     """Fashion-MNIST test images and labels."""
     if not FASHION_INSTALLED:
