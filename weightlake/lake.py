@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture, get_architecture
-from weightlake.errors import NoSuchModelError, NoSuchTableError
+from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
 from weightlake.storage import tables
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
 from weightlake.storage.tensors import read_all, read_rows
@@ -68,6 +68,7 @@ class Lake:
         self.manifest = manifest
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._verified: set[str] = set()
 
     def __repr__(self) -> str:
         zoos = ", ".join(f"{k}: {v.n_models}" for k, v in self.manifest.zoos.items()) or "no zoos"
@@ -115,9 +116,22 @@ class Lake:
         files = self._model_files(zoo)
         if not files:
             return pl.LazyFrame(schema={"model_id": pl.Int64, "zoo": pl.String, "activation": pl.String})
-        lf = pl.scan_parquet([str(self.root / f) for f in files], hive_partitioning=True, hive_schema=MODEL_HIVE)
+        lf = tables.scan_parquet(self.checked_paths(files), hive_schema=MODEL_HIVE)
         cols = ["model_id", "zoo", "arch", "init", "activation", "epoch"]
         return lf.select(*cols, pl.exclude(cols))
+
+    def check_output(self, path: str | os.PathLike[str]) -> Path:
+        """Refuse an output file inside the lake root: the lake changes only through commits."""
+        target = Path(path).resolve()
+        if target == self.root.resolve() or self.root.resolve() in target.parents:
+            raise QueryError(f"refusing to write {str(path)!r}: it lies inside the lake {str(self.root)!r}, which "
+                             "changes only through weightlake's own commands; write the result elsewhere")
+        return target
+
+    def checked_paths(self, files: Sequence[str]) -> list[str]:
+        """Absolute paths of listed files, each checked against its recorded checksum once per handle."""
+        with self._lock:
+            return tables.checked_paths(self.root, files, self.manifest, self._verified)
 
     def _model_files(self, zoo: str | None) -> list[str]:
         entries = [self.manifest.zoo(zoo)] if zoo else list(self.manifest.zoos.values())
@@ -172,7 +186,8 @@ class Lake:
         if cached is not None:
             return cached[index]
         seg = span.segment
-        return read_rows(self.root / seg.path, seg.rows, seg.cols, index)
+        return read_rows(self.root / seg.path, seg.rows, seg.cols, index, digests=seg.chunk_digests,
+                         meta_digest=seg.meta_digest)
 
     def weights(self, ids: Iterable[int] | np.ndarray) -> torch.Tensor:
         """Flat weights as a ``torch.float32 [n, P]`` tensor sharing memory with the decoded rows."""
@@ -195,7 +210,8 @@ class Lake:
                 out = np.empty((entry.n_models, cols), dtype=np.float32)
                 at = 0
                 for seg in entry.segments:
-                    read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows])
+                    read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
+                             digests=seg.chunk_digests, meta_digest=seg.meta_digest)
                     self._cache[seg.path] = out[at:at + seg.rows]
                     at += seg.rows
                 out.flags.writeable = False
@@ -246,8 +262,7 @@ class Lake:
             spec = entry.properties.get("schema") or {}
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
-        return pl.scan_parquet([str(self.root / f) for f in entry.files], hive_partitioning=bool(hive),
-                               hive_schema=hive or None)
+        return tables.scan_parquet(self.checked_paths(entry.files), hive_schema=hive or None)
 
     def connect(self, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""
@@ -279,9 +294,3 @@ class Lake:
         from weightlake.serve.batches import BatchStream
 
         return BatchStream.open(self, scenario, split, **kw)
-
-
-def table_source(lake: Lake, name: str) -> str:
-    """DuckDB source expression of a derived table."""
-    entry = lake.manifest.table(name)
-    return tables.duckdb_source(lake.root, entry.files, hive=bool(entry.properties.get("partition_by")))

@@ -37,7 +37,14 @@ _WORD = re.compile(r"\bweights\b", re.IGNORECASE)
 
 
 def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot."""
+    """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot.
+
+    The connection cannot touch the file system: every view is data handed over from
+    Python (checked Parquet files as Arrow datasets, weights as an Arrow table), then
+    DuckDB's ``enable_external_access`` is switched off and the configuration locked. So no
+    statement (``COPY ... TO``, ``ATTACH``, ``EXPORT``, ``INSTALL``) can create, change or
+    delete a file, in the lake or anywhere else; results leave through Python (``--output``).
+    """
     import duckdb
 
     con = duckdb.connect()
@@ -48,6 +55,8 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.Du
             from weightlake.analysis.udfs import register_udfs
 
             register_udfs(con, lake)
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     except BaseException:
         con.close()
         raise
@@ -55,16 +64,37 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.Du
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) -> None:
+    from weightlake.storage.transaction import MODEL_PARTITIONS
+
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     if files:
-        src = tables.duckdb_source(lake.root, files, hive=True)
-        con.execute(f"CREATE VIEW models AS SELECT * FROM {src}")
+        con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
+                                                    MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS)))
     for name, entry in lake.manifest.tables.items():
         if entry.files:
-            hive = bool(entry.properties.get("partition_by"))
-            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {tables.duckdb_source(lake.root, entry.files, hive=hive)}')
+            part = tuple(entry.properties.get("partition_by", ()))
+            base = lake.root / "tables" / tables.partition_value(name)
+            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part))
     if weights and lake.manifest.zoos:
         con.register("weights", weights_arrow(lake))
+
+
+def _string_types(columns: Sequence[str]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {c: pa.string() for c in columns}
+
+
+def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse a call that holds more than one SQL statement (or none)."""
+    import duckdb
+
+    try:
+        n = len(con.extract_statements(query))
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {_first_line(exc)}") from exc
+    if n != 1:
+        raise QueryError(f"give one SQL statement per call (got {n}); run them one at a time")
 
 
 def weights_arrow(lake: Lake) -> Any:
@@ -100,15 +130,27 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
 
     con = connect(lake, weights=bool(_WORD.search(query)))
     try:
+        one_statement(con, query)
         rel = con.sql(query, params=params) if params else con.sql(query)
         if rel is None:  # a statement with no result (SET, CREATE ...)
             return pl.DataFrame()
         return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QueryError(f"query failed: {first}") from exc
+        raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}") from exc
     finally:
         con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _hint(exc: BaseException) -> str:
+    if "file system operations are disabled" in str(exc) or "external access" in str(exc):
+        return (" (weightlake SQL reads the lake's views and cannot read or write files: write a result with "
+                "--output / lake.sql(...).write_*, read your own file in Python and join it there)")
+    return ""
 
 
 # -- named queries ---------------------------------------------------------------------------

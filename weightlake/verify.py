@@ -21,7 +21,9 @@ import polars as pl
 from weightlake.ingest.common import hash_rows
 from weightlake.lake import Lake
 from weightlake.storage.snapshot import garbage
-from weightlake.storage.tensors import open_segment
+from weightlake.errors import IntegrityError, WeightLakeError
+from weightlake.storage.checksums import check_file
+from weightlake.storage.tensors import read_rows
 
 
 @dataclass
@@ -61,18 +63,35 @@ def verify(lake: Lake, *, progress: Callable[[int], None] | None = None) -> Veri
     for rel in lake.manifest.files():
         if not (lake.root / rel).exists():
             report.problems.append(f"missing file {rel}")
+    if lake.manifest.format < 2:
+        report.problems.append(f"snapshot {lake.snapshot} was written before checksums (format "
+                               f"{lake.manifest.format}): its files cannot be checked")
+    _verify_checksums(lake, report)
     for zoo in lake.zoos:
         _verify_zoo(lake, zoo, report, progress)
-    keep = lake.store.history()
+    try:
+        keep = lake.store.history()
+    except WeightLakeError as exc:  # an earlier manifest damaged: report it, keep what can be read
+        report.problems.append(f"history: {exc}")
+        keep = [lake.manifest]
     report.orphans = [str(p.relative_to(lake.root)) for p in garbage(lake.root, keep)]
     return report
+
+
+def _verify_checksums(lake: Lake, report: VerifyReport) -> None:
+    """Every Parquet file and every file of a table-owned array against its recorded checksum."""
+    for rel, digest in sorted(lake.manifest.checksums.items()):
+        try:
+            check_file(lake.root / rel, digest)
+        except IntegrityError as exc:
+            report.problems.append(str(exc))
 
 
 def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[int], None] | None) -> None:
     entry = lake.manifest.zoo(zoo)
     try:
         meta = lake.models(zoo).sort("model_id").collect()
-    except Exception as exc:  # unreadable Parquet: report, keep going
+    except (WeightLakeError, pl.exceptions.PolarsError, OSError) as exc:  # unreadable Parquet: report, keep going
         report.problems.append(f"zoo {zoo!r}: model metadata unreadable: {exc}")
         return
     if meta.height != entry.n_models:
@@ -82,13 +101,13 @@ def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[
     nonfinite = 0
     hashes = dict(zip(meta["model_id"].to_list(), meta["weights_hash"].to_list(), strict=True))
     for seg in entry.segments:
-        try:
-            array = open_segment(lake.root / seg.path, seg.rows, seg.cols)
-        except Exception as exc:
-            report.problems.append(str(exc))
-            continue
         for start in range(0, seg.rows, 4096):
-            block = np.asarray(array[start:start + 4096])
+            try:
+                block = read_rows(lake.root / seg.path, seg.rows, seg.cols, np.arange(start, min(start + 4096, seg.rows)),
+                                  digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+            except WeightLakeError as exc:
+                report.problems.append(str(exc))
+                continue
             nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
             for offset, digest in enumerate(hash_rows(block)):
                 mid = seg.first_id + start + offset

@@ -146,6 +146,8 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
       weightlake sql "SELECT * FROM models WHERE n_classes = \\$k" --param k=2 --format csv -o two.csv
     """
     lake = _open(lake_dir)
+    if output:
+        lake.check_output(output)
     bound = parse_params(params)
     df = lake.sql(query, _coerce(bound) if bound else None)
     write_frame(df, fmt, output, max_rows)
@@ -298,7 +300,10 @@ def query_run(name: str, params: tuple[str, ...], fmt: str, output: str | None, 
     """Run a named query; parameters are bound, never pasted into the SQL."""
     from weightlake.query import run_named
 
-    write_frame(run_named(_open(lake_dir), name, parse_params(params)), fmt, output)
+    lake = _open(lake_dir)
+    if output:
+        lake.check_output(output)
+    write_frame(run_named(lake, name, parse_params(params)), fmt, output)
 
 
 # -- demo ---------------------------------------------------------------------------------------------

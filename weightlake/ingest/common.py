@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture
+from weightlake.storage import tables
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
 
@@ -213,9 +214,9 @@ def existing_identities(manifest: Manifest, root: Path, zoo: str) -> set[tuple[A
     entry = manifest.zoos.get(zoo)
     if entry is None or not entry.model_files:
         return set()
-    df = pl.read_parquet([str(root / f) for f in entry.model_files], hive_partitioning=True,
-                         hive_schema={"zoo": pl.String, "activation": pl.String},
-                         columns=[c for c in IDENTITY if c != "activation"] + ["activation"])
+    paths = tables.checked_paths(root, entry.model_files, manifest)
+    df = (tables.scan_parquet(paths, hive_schema={"zoo": pl.String, "activation": pl.String})
+          .select([c for c in IDENTITY if c != "activation"] + ["activation"]).collect())
     return set(df.select(IDENTITY).rows())
 
 

@@ -341,6 +341,7 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
 
     Returns the number of rows written.  Rows come out ordered by ``model_id``.
     """
+    lake.check_output(out)
     zoo = zoo or lake._only_zoo()
     arch = lake.arch(zoo)
     sql = "SELECT model_id, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"

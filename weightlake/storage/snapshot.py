@@ -24,6 +24,7 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,12 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from weightlake._util import atomic_write
+from weightlake.storage.checksums import corrupt, digest_bytes
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked)."""
 _CURRENT = "_current"
 _SNAPSHOTS = "_snapshots"
 _LOCK = "_lock"
+_MANIFEST_NAME = re.compile(r"^v\d{8}-[0-9a-f]{1,32}\.json$")
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,26 @@ class Segment:
     first_id: int
     rows: int
     cols: int
+    chunk_digests: tuple[str, ...] | None = None
+    """One checksum per chunk file, in chunk order (None: written before checksums)."""
+    meta_digest: str | None = None
+    """Checksum of the segment's ``zarr.json``."""
 
     @property
     def stop_id(self) -> int:
         return self.first_id + self.rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "first_id": self.first_id, "rows": self.rows, "cols": self.cols}
+        out: dict[str, Any] = {"path": self.path, "first_id": self.first_id, "rows": self.rows, "cols": self.cols}
+        if self.chunk_digests is not None:
+            out.update(chunk_digests=list(self.chunk_digests), meta_digest=self.meta_digest)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Segment:
-        return cls(str(d["path"]), int(d["first_id"]), int(d["rows"]), int(d["cols"]))
+        digests = d.get("chunk_digests")
+        return cls(str(d["path"]), int(d["first_id"]), int(d["rows"]), int(d["cols"]),
+                   tuple(str(x) for x in digests) if digests is not None else None, d.get("meta_digest"))
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,9 @@ class Manifest:
     tables: Mapping[str, TableEntry] = field(default_factory=dict)
     sources: tuple[Mapping[str, Any], ...] = ()
     next_model_id: int = 0
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    """Checksum of every listed Parquet file and of every file of a table-owned array (relative paths)."""
+    format: int = FORMAT_VERSION
 
     @property
     def file_name(self) -> str:
@@ -155,11 +171,23 @@ class Manifest:
             "zoos": {k: v.to_dict() for k, v in sorted(self.zoos.items())},
             "tables": {k: v.to_dict() for k, v in sorted(self.tables.items())},
             "sources": [dict(s) for s in self.sources],
+            "checksums": dict(sorted(self.checksums.items())),
         }
+
+    def checksum(self, path: str) -> str | None:
+        """The recorded checksum of a listed file (None for a format-1 snapshot)."""
+        if self.format < 2:
+            return None
+        try:
+            return self.checksums[path]
+        except KeyError:
+            raise IntegrityError(f"snapshot {self.version} records no checksum for {path!r}; "
+                                 "run `weightlake verify`") from None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
-        if d.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+        fmt = int(d.get("format", 1))
+        if fmt > FORMAT_VERSION:
             raise IntegrityError(f"manifest format {d['format']} is newer than this weightlake ({FORMAT_VERSION}); "
                                  "upgrade weightlake to read this lake")
         return cls(
@@ -169,12 +197,41 @@ class Manifest:
             tables={k: TableEntry.from_dict(v) for k, v in d.get("tables", {}).items()},
             sources=tuple(dict(s) for s in d.get("sources", ())),
             next_model_id=int(d.get("next_model_id", 0)),
+            checksums={str(k): str(v) for k, v in d.get("checksums", {}).items()}, format=fmt,
         )
 
     def evolve(self, operation: Mapping[str, Any], **changes: Any) -> Manifest:
         """The child manifest: a new id and version, ``parent`` set to this one."""
         return replace(self, version=self.version + 1, snapshot_id=uuid.uuid4().hex[:12], parent=self.file_name,
-                       created=_now(), operation=dict(operation), **changes)
+                       created=_now(), operation=dict(operation), format=FORMAT_VERSION, **changes)
+
+    def encode(self) -> bytes:
+        """The manifest file: its JSON body with a checksum of that body (see :func:`decode_manifest`)."""
+        body = self.to_dict()
+        return json.dumps({**body, "checksum": digest_bytes(_canonical(body))}, indent=1).encode()
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_manifest(data: bytes, where: Path) -> Manifest:
+    """Parse a manifest file and check its own checksum (format 2); raises :class:`IntegrityError`.
+
+    Round-trip law: ``decode_manifest(m.encode(), p) == m``.
+    """
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        stored = body.pop("checksum", None)
+        if int(body.get("format", 1)) >= 2 and stored != digest_bytes(_canonical(body)):
+            raise corrupt(where)
+        return Manifest.from_dict(body)
+    except IntegrityError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"snapshot manifest {str(where)!r} is unreadable: {exc}") from exc
 
 
 def empty_manifest() -> Manifest:
@@ -212,22 +269,31 @@ class SnapshotStore:
         return manifest
 
     def current(self) -> Manifest:
+        pointer = self.root / _CURRENT
         try:
-            name = (self.root / _CURRENT).read_text().strip()
+            name = pointer.read_bytes().decode("ascii", "replace").strip()
         except FileNotFoundError:
             raise LakeNotFoundError(
                 f"no lake at {str(self.root)!r} (no {_CURRENT} file); create one by ingesting a zoo, "
                 "e.g. `weightlake ingest csv FILE --zoo NAME`, or pass --lake DIR") from None
+        except OSError as exc:
+            raise IntegrityError(f"{str(pointer)!r} cannot be read: {exc.strerror or exc}") from exc
+        if not _MANIFEST_NAME.match(name):
+            raise IntegrityError(f"{str(pointer)!r} does not name a snapshot (it holds {name[:40]!r}); "
+                                 f"the manifests are in {_SNAPSHOTS}/: see `weightlake history`")
         return self.load(name)
 
     def load(self, name: str) -> Manifest:
         path = self.root / _SNAPSHOTS / name
+        if not _MANIFEST_NAME.match(name):
+            raise IntegrityError(f"{name!r} is not a snapshot manifest name")
         try:
-            return Manifest.from_dict(json.loads(path.read_text()))
+            data = path.read_bytes()
         except FileNotFoundError:
             raise IntegrityError(f"snapshot manifest {str(path)!r} is missing") from None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"snapshot manifest {str(path)!r} is unreadable: {exc}") from exc
+        except OSError as exc:
+            raise IntegrityError(f"snapshot manifest {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+        return decode_manifest(data, path)
 
     def history(self) -> list[Manifest]:
         """Snapshots from the current one back to the first, following parents."""
@@ -271,8 +337,7 @@ class SnapshotStore:
         return manifest
 
     def _write_manifest(self, manifest: Manifest) -> None:
-        body = json.dumps(manifest.to_dict(), indent=1).encode()
-        atomic_write(self.root / _SNAPSHOTS / manifest.file_name, body)
+        atomic_write(self.root / _SNAPSHOTS / manifest.file_name, manifest.encode())
 
 
 def garbage(root: Path, keep: list[Manifest]) -> list[Path]:

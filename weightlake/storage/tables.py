@@ -14,11 +14,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from weightlake.errors import IntegrityError
+from weightlake.storage.checksums import check_file
+
+if TYPE_CHECKING:
+    from weightlake.storage.snapshot import Manifest
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
@@ -47,14 +51,62 @@ def write_partitioned(df: pl.DataFrame, root: Path, base: str, partition_by: Seq
     return paths
 
 
-def scan_files(root: Path, files: Sequence[str], *, hive: bool) -> pl.LazyFrame:
-    """A lazy scan over listed files (never a directory glob: only what the snapshot lists)."""
-    if not files:
-        raise IntegrityError("no files to scan")
-    return pl.scan_parquet([str(root / f) for f in files], hive_partitioning=hive)
+def checked_paths(root: Path, files: Sequence[str], manifest: Manifest,
+                  verified: set[str] | None = None) -> list[str]:
+    """Absolute paths of listed files, each checked against the checksum ``manifest`` records.
+
+    ``verified`` remembers the files already checked (a reader handle keeps one set, so each
+    file is hashed once per handle).
+    """
+    out = []
+    for f in files:
+        path = str(root / f)
+        if verified is None or f not in verified:
+            check_file(path, manifest.checksum(f))
+            if verified is not None:
+                verified.add(f)
+        out.append(path)
+    return out
 
 
-def duckdb_source(root: Path, files: Sequence[str], *, hive: bool) -> str:
-    """A DuckDB ``read_parquet([...])`` expression over listed files."""
-    quoted = ", ".join("'" + str(root / f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}], hive_partitioning = {'true' if hive else 'false'}, union_by_name = true)"
+def scan_parquet(paths: Sequence[str], *, hive_schema: dict[str, Any] | None = None) -> pl.LazyFrame:
+    """A polars scan over exactly these files (paths are never read as glob patterns)."""
+    return pl.scan_parquet(list(paths), hive_partitioning=hive_schema is not None, hive_schema=hive_schema,
+                           glob=False)
+
+
+def arrow_dataset(base: Path, paths: Sequence[str], partition_by: Sequence[str],
+                  types: dict[str, Any] | None = None) -> Any:
+    """A pyarrow dataset over listed files below ``base``, for DuckDB to scan without touching the
+    file system itself.
+
+    Schemas of the files are unified by name (a column added in a later commit reads as
+    null in earlier files). Partition columns are strings unless every value is an integer,
+    as DuckDB's Hive reader would type them; ``types`` overrides.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    fields = []
+    for col in partition_by:
+        values = {_partition_of(p, col) for p in paths}
+        given = (types or {}).get(col)
+        typ = given if given is not None else pa.int64() if all(_is_int(v) for v in values) else pa.string()
+        fields.append(pa.field(col, typ))
+    part_schema = pa.schema(fields)
+    schema = pa.unify_schemas([pq.read_schema(p) for p in paths] + [part_schema])
+    partitioning = ds.partitioning(part_schema, flavor="hive") if fields else None
+    return ds.dataset(list(paths), schema=schema, format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(base) if fields else None)
+
+
+def _partition_of(path: str, col: str) -> str:
+    for part in Path(path).parent.parts:
+        if part.startswith(col + "="):
+            return part[len(col) + 1:]
+    raise IntegrityError(f"{path!r} lies in no {col}=... partition directory")
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()

@@ -5,18 +5,23 @@ whole-array scan reads large sequential chunks and a contiguous row block touche
 two chunks.  Chunks are stored uncompressed by default: trained weights barely compress
 (measured in ``benchmarks/bench_storage.py``) and decompression slows reads 2-4x.
 
+Every chunk file is checksummed when the segment is closed (the digests go into the
+manifest) and checked whenever it is read; a missing or short chunk file is an error,
+never a row of fill values.
+
 Round-trip law: ``read_rows(write_segment(x)) == x`` bitwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from weightlake.errors import IntegrityError
+from weightlake.storage.checksums import check_bytes, check_file, digest_file
 
 DEFAULT_CHUNK_ROWS = 512
 CODECS = ("none", "zstd", "blosc")
@@ -39,7 +44,9 @@ def _compressors(codec: str) -> Any:
 class SegmentWriter:
     """Append rows to a new Zarr array; rows are buffered into whole chunks before writing.
 
-    Not thread-safe.  Call :meth:`close` to flush the tail and fix the final shape.
+    Not thread-safe.  Call :meth:`close` to flush the tail and fix the final shape; the
+    checksums of the written chunk files and of ``zarr.json`` are then in
+    :attr:`chunk_digests` and :attr:`meta_digest`.
     """
 
     def __init__(self, path: Path, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, codec: str = "none") -> None:
@@ -48,13 +55,17 @@ class SegmentWriter:
         if path.exists():
             raise IntegrityError(f"refusing to overwrite existing segment {str(path)!r}")
         self.path, self.cols, self.chunk_rows = path, cols, chunk_rows
+        # every chunk is written, even one equal to the fill value: a missing chunk file is then always an error
         self._array = zarr.create_array(
             store=str(path), shape=(0, cols), chunks=(chunk_rows, cols), dtype="float32",
             compressors=_compressors(codec), fill_value=0.0, dimension_names=("model", "param"),
+            config={"write_empty_chunks": True},
         )
         self._buffer = np.empty((chunk_rows, cols), dtype=np.float32)
         self._fill = 0
         self.rows = 0
+        self.chunk_digests: tuple[str, ...] = ()
+        self.meta_digest: str | None = None
 
     def append(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float32)
@@ -79,7 +90,11 @@ class SegmentWriter:
         self._fill = 0
 
     def close(self) -> int:
+        """Flush, then checksum what is on disk (the files as written, read back from the page cache)."""
         self._flush()
+        n_chunks = -(-self.rows // self.chunk_rows)
+        self.chunk_digests = tuple(digest_file(_chunk_file(self.path, self._array, i)) for i in range(n_chunks))
+        self.meta_digest = digest_file(self.path / "zarr.json")
         return self.rows
 
 
@@ -92,13 +107,15 @@ def write_segment(path: Path, rows: np.ndarray | Iterable[np.ndarray], cols: int
     return writer.close()
 
 
-def open_segment(path: Path, rows: int, cols: int) -> Any:
-    """Open a segment read-only and check its shape against the manifest."""
+def open_segment(path: Path, rows: int, cols: int, *, meta_digest: str | None = None) -> Any:
+    """Open a segment read-only and check its ``zarr.json`` checksum and shape against the manifest."""
     import zarr
 
+    if meta_digest is not None:
+        check_file(path / "zarr.json", meta_digest)
     try:
         array = zarr.open_array(store=str(path), mode="r")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"weight segment {str(path)!r} is missing or unreadable: {exc}") from exc
     if tuple(array.shape) != (rows, cols):
         raise IntegrityError(f"weight segment {str(path)!r} has shape {tuple(array.shape)}, the snapshot "
@@ -106,18 +123,30 @@ def open_segment(path: Path, rows: int, cols: int) -> Any:
     return array
 
 
-def read_all(path: Path, rows: int, cols: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a whole segment into ``out`` (or a new array)."""
-    array = open_segment(path, rows, cols)
+def read_all(path: Path, rows: int, cols: int, out: np.ndarray | None = None, *,
+             digests: Sequence[str] | None = None, meta_digest: str | None = None) -> np.ndarray:
+    """Decode a whole segment into ``out`` (or a new array), checking every chunk against ``digests``."""
+    array = open_segment(path, rows, cols, meta_digest=meta_digest)
     if out is None:
         out = np.empty((rows, cols), dtype=np.float32)
+    _check_digest_count(path, array, digests)
     if _raw_layout(array):
-        return _read_raw(path, array, out)
-    from zarr.core.buffer import default_buffer_prototype
+        return _read_raw(path, array, out, digests)
+    return _read_codec(path, array, out, range(_n_chunks(array)), digests)
 
-    proto = default_buffer_prototype()
-    array.get_basic_selection(Ellipsis, out=proto.nd_buffer.from_numpy_array(out))
-    return out
+
+def _n_chunks(array: Any) -> int:
+    return -(-int(array.shape[0]) // int(array.chunks[0]))
+
+
+def _check_digest_count(path: Path, array: Any, digests: Sequence[str] | None) -> None:
+    if digests is not None and len(digests) != _n_chunks(array):
+        raise IntegrityError(f"weight segment {str(path)!r} has {_n_chunks(array)} chunks but the snapshot "
+                             f"records {len(digests)} checksums; run `weightlake verify`")
+
+
+def _chunk_file(path: Path, array: Any, i: int) -> Path:
+    return path / array.metadata.encode_chunk_key((i, 0))
 
 
 def _raw_layout(array: Any) -> bool:
@@ -135,31 +164,49 @@ def _raw_layout(array: Any) -> bool:
             and array.chunks[1] == array.shape[1])
 
 
-def _read_raw(path: Path, array: Any, out: np.ndarray, threads: int = 2) -> np.ndarray:
+def _read_chunk_into(chunk: Path, dest: np.ndarray, digest: str | None) -> None:
+    """Read one whole raw chunk file into ``dest`` (exactly its size), checking its digest."""
+    view = dest.reshape(-1).view(np.uint8)
+    try:
+        with open(chunk, "rb", buffering=0) as fh:
+            got = fh.readinto(view)  # type: ignore[arg-type]
+            extra = fh.read(1)
+    except FileNotFoundError:
+        raise IntegrityError(f"chunk {str(chunk)!r} is missing; the snapshot lists it (run `weightlake verify`)") \
+            from None
+    except OSError as exc:
+        raise IntegrityError(f"chunk {str(chunk)!r} cannot be read: {exc.strerror or exc}") from exc
+    if got != view.size or extra:
+        raise IntegrityError(f"chunk {str(chunk)!r} has the wrong size ({'more than ' if extra else ''}{got} bytes, "
+                             f"expected {view.size}); run `weightlake verify`")
+    check_bytes(view, digest, chunk)
+
+
+def _read_raw(path: Path, array: Any, out: np.ndarray, digests: Sequence[str] | None,
+              threads: int = 2) -> np.ndarray:
     """Read chunk files straight into ``out`` (one copy from the page cache, no codec pipeline).
 
-    Two threads: ``readinto`` releases the GIL, and one core alone does not saturate memory.
+    Zarr stores the last chunk whole (padded), so it goes through a chunk-sized buffer.
+    Two threads: ``readinto`` and the checksum release the GIL, and one core alone does
+    not saturate memory.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     rows, cols = array.shape
     step = array.chunks[0]
-    flat = out.reshape(-1).view(np.uint8)
 
     def read(i: int) -> None:
         start = i * step
-        n = min(step, rows - start) * cols * 4
-        chunk = path / array.metadata.encode_chunk_key((i, 0))
-        try:
-            with open(chunk, "rb", buffering=0) as fh:
-                got = fh.readinto(flat[start * cols * 4: start * cols * 4 + n])  # type: ignore[arg-type]
-        except FileNotFoundError:  # a chunk never written holds the fill value
-            out[start:start + n // (cols * 4)] = array.fill_value
-            return
-        if got != n:
-            raise IntegrityError(f"chunk {str(chunk)!r} is truncated ({got} of {n} bytes)")
+        stop = min(start + step, rows)
+        digest = digests[i] if digests is not None else None
+        if stop - start == step:
+            _read_chunk_into(_chunk_file(path, array, i), out[start:stop], digest)
+        else:
+            tail = np.empty((step, cols), dtype=np.float32)
+            _read_chunk_into(_chunk_file(path, array, i), tail, digest)
+            out[start:stop] = tail[: stop - start]
 
-    n_chunks = -(-rows // step)
+    n_chunks = _n_chunks(array)
     if n_chunks < 4:
         for i in range(n_chunks):
             read(i)
@@ -169,19 +216,39 @@ def _read_raw(path: Path, array: Any, out: np.ndarray, threads: int = 2) -> np.n
     return out
 
 
-def read_rows(path: Path, rows: int, cols: int, index: np.ndarray) -> np.ndarray:
-    """Decode selected rows (any order, repeats allowed)."""
-    array = open_segment(path, rows, cols)
+def _read_codec(path: Path, array: Any, out: np.ndarray, chunks: Iterable[int],
+                digests: Sequence[str] | None) -> np.ndarray:
+    """A compressed segment: check the chunk files first (missing is an error), then let zarr decode."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    for i in chunks:
+        check_file(_chunk_file(path, array, i), digests[i] if digests is not None else None)
+    proto = default_buffer_prototype()
+    array.get_basic_selection(Ellipsis, out=proto.nd_buffer.from_numpy_array(out))
+    return out
+
+
+def read_rows(path: Path, rows: int, cols: int, index: np.ndarray, *,
+              digests: Sequence[str] | None = None, meta_digest: str | None = None) -> np.ndarray:
+    """Decode selected rows (any order, repeats allowed), checking every chunk they touch."""
     index = np.asarray(index, dtype=np.int64)
     if index.size == 0:
         return np.empty((0, cols), dtype=np.float32)
-    lo, hi = int(index.min()), int(index.max()) + 1
-    if lo == 0 and hi == rows and index.size == rows and (np.diff(index) == 1).all():
-        return read_all(path, rows, cols)  # every row in order: decode straight into the result
-    if hi - lo <= 4 * index.size or hi - lo <= 2 * DEFAULT_CHUNK_ROWS:
-        # a dense range: one contiguous read, then a gather (cheaper than per-chunk selection)
-        block = np.asarray(array[lo:hi])
-        return block if hi - lo == index.size and (np.diff(index) == 1).all() else block[index - lo]
-    uniq, inverse = np.unique(index, return_inverse=True)
-    block = np.asarray(array.get_orthogonal_selection((uniq, slice(None))))
-    return block if len(uniq) == len(index) and (uniq == index).all() else block[inverse]
+    if index.min() < 0 or index.max() >= rows:
+        raise IntegrityError(f"row index out of range for segment {str(path)!r} of {rows} rows")
+    if index.size == rows and (np.diff(index) == 1).all():
+        return read_all(path, rows, cols, digests=digests, meta_digest=meta_digest)
+    array = open_segment(path, rows, cols, meta_digest=meta_digest)
+    _check_digest_count(path, array, digests)
+    step = int(array.chunks[0])
+    out = np.empty((index.size, cols), dtype=np.float32)
+    chunk_of = index // step
+    if not _raw_layout(array):
+        block = _read_codec(path, array, np.empty((rows, cols), dtype=np.float32), np.unique(chunk_of), digests)
+        return block[index]
+    buffer = np.empty((step, cols), dtype=np.float32)
+    for c in np.unique(chunk_of):
+        _read_chunk_into(_chunk_file(path, array, int(c)), buffer, digests[int(c)] if digests is not None else None)
+        mask = chunk_of == c
+        out[mask] = buffer[index[mask] - int(c) * step]
+    return out

@@ -21,6 +21,7 @@ import polars as pl
 from weightlake.arch import Architecture
 from weightlake.errors import IntegrityError
 from weightlake.storage import tables
+from weightlake.storage.checksums import digest_file, digest_tree
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry
 from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentWriter
 
@@ -38,6 +39,7 @@ class Transaction:
         self._tables: dict[str, TableEntry] = dict(self.parent.tables)
         self._sources: list[Mapping[str, Any]] = list(self.parent.sources)
         self._next_id = self.parent.next_model_id
+        self._checksums: dict[str, str] = dict(self.parent.checksums)
         self._written: list[Path] = []
         self._n = 0
 
@@ -69,7 +71,8 @@ class Transaction:
                                  zoo=pl.lit(zoo), arch=pl.lit(arch.name)).select("model_id", pl.exclude("model_id"))
         files = tables.write_partitioned(meta, self.root, "models", MODEL_PARTITIONS, self._unique())
         self._track(files)
-        seg = Segment(str(segment.path.relative_to(self.root)), first, rows, segment.cols)
+        seg = Segment(str(segment.path.relative_to(self.root)), first, rows, segment.cols,
+                      segment.chunk_digests, segment.meta_digest)
         self._zoos[zoo] = replace(entry, segments=(*entry.segments, seg),
                                   model_files=(*entry.model_files, *files))
         self._next_id += rows
@@ -98,6 +101,8 @@ class Transaction:
             keep = [f for f in keep if prefixes is not None and not any(f.startswith(p) for p in prefixes)]
         props = {**old.properties, **(properties or {})}
         array_paths = [str(Path(a).relative_to(self.root)) for a in arrays]
+        for a in arrays:
+            self._checksums.update(digest_tree(self.root, Path(a)))
         self._tables[name] = TableEntry(files=(*keep, *files), properties=props,
                                         arrays=(*old.arrays, *array_paths))
         return files
@@ -126,7 +131,14 @@ class Transaction:
     def commit(self, operation: Mapping[str, Any]) -> Manifest:
         manifest = self.parent.evolve(operation, zoos=dict(self._zoos), tables=dict(self._tables),
                                       sources=tuple(self._sources), next_model_id=self._next_id)
-        return self.store.commit(manifest)
+        return self.store.commit(replace(manifest, checksums=self._listed_checksums(manifest)))
+
+    def _listed_checksums(self, manifest: Manifest) -> dict[str, str]:
+        """Checksums of the files the new snapshot lists (table arrays: every file below them)."""
+        files = {f for z in manifest.zoos.values() for f in z.model_files}
+        files |= {f for t in manifest.tables.values() for f in t.files}
+        arrays = tuple(a.rstrip("/") + "/" for t in manifest.tables.values() for a in t.arrays)
+        return {k: v for k, v in self._checksums.items() if k in files or k.startswith(arrays)}
 
     def abort(self) -> None:
         for path in reversed(self._written):
@@ -142,6 +154,7 @@ class Transaction:
 
     def _track(self, files: Sequence[str]) -> None:
         self._written += [self.root / f for f in files]
+        self._checksums.update({f: digest_file(self.root / f) for f in files})
 
 
 @contextlib.contextmanager

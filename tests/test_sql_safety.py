@@ -1,0 +1,102 @@
+"""SQL cannot change the lake: no statement of `weightlake sql`, `lake.sql`, `lake.connect` or a
+named query creates, rewrites or deletes a file; the lake stays byte-for-byte what it was."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import weightlake as wl
+from weightlake.cli import main
+from weightlake.errors import QueryError
+
+
+def tree_state(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` with its bytes (the lakes here are a few MB)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = path.read_bytes()
+    return out
+
+
+def first_model_file(lake_dir: Path) -> Path:
+    lake = wl.open_lake(lake_dir)
+    return lake_dir / next(iter(lake.manifest.zoos.values())).model_files[0]
+
+
+def hostile_statements(lake_dir: Path) -> list[str]:
+    meta = first_model_file(lake_dir)
+    return [
+        f"COPY (SELECT 'junk') TO '{lake_dir}/_current' (FORMAT csv, HEADER false)",
+        f"COPY (SELECT model_id, 0.0 AS accuracy FROM models) TO '{meta}' (FORMAT parquet)",
+        f"COPY (SELECT 1 AS a) TO '{meta}' (FORMAT parquet, USE_TMP_FILE false)",
+        f"ATTACH '{lake_dir}/evil.duckdb' AS evil",
+        f"EXPORT DATABASE '{lake_dir}/export'",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+    ]
+
+
+def test_cli_refuses_every_write_and_leaves_the_lake_unchanged(lake_copy: Path) -> None:
+    before = tree_state(lake_copy)
+    runner = CliRunner()
+    for statement in hostile_statements(lake_copy):
+        result = runner.invoke(main, ["sql", statement, "--lake", str(lake_copy)])
+        assert result.exit_code == 1, (statement, result.output)
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert "Traceback" not in result.output
+    assert tree_state(lake_copy) == before
+    out = runner.invoke(main, ["verify", "--lake", str(lake_copy)])
+    assert out.exit_code == 0, out.output
+
+
+def test_python_api_and_connections_cannot_write(lake_copy: Path) -> None:
+    import duckdb
+
+    before = tree_state(lake_copy)
+    lake = wl.open_lake(lake_copy)
+    for statement in hostile_statements(lake_copy):
+        with pytest.raises(QueryError):
+            lake.sql(statement)
+        with lake.connect(weights=False) as con, pytest.raises(duckdb.Error):
+            con.execute(statement)
+    assert tree_state(lake_copy) == before
+    assert lake.sql("SELECT count(*) AS n FROM models")["n"][0] == 432  # reading still works
+
+
+def test_one_statement_per_call(lake_copy: Path) -> None:
+    lake = wl.open_lake(lake_copy)
+    with pytest.raises(QueryError, match="one SQL statement per call"):
+        lake.sql("SELECT 1; SELECT 2")
+    with pytest.raises(QueryError, match="one SQL statement per call"):
+        lake.sql("   ")
+    # an export filter cannot smuggle a second statement either
+    with pytest.raises(QueryError):
+        from weightlake.ingest.csv_zoo import export_csv
+
+        export_csv(lake, lake_copy.parent / "x.csv", where="1=1); SELECT (1")
+
+
+def test_outputs_inside_the_lake_are_refused(lake_copy: Path, tmp_path: Path) -> None:
+    before = tree_state(lake_copy)
+    runner = CliRunner()
+    for args in (["sql", "SELECT 1 AS a", "-o", str(lake_copy / "_current")],
+                 ["sql", "SELECT 1 AS a", "--format", "parquet", "-o", str(first_model_file(lake_copy))],
+                 ["export", "csv", "-o", str(lake_copy / "models" / "x.csv")],
+                 ["query", "run", "accuracy_by_group", "-o", str(lake_copy / "q.txt")]):
+        result = runner.invoke(main, [*args, "--lake", str(lake_copy)])
+        assert result.exit_code == 1 and "inside the lake" in result.output, result.output
+    assert tree_state(lake_copy) == before
+    ok = runner.invoke(main, ["sql", "SELECT 1 AS a", "-o", str(tmp_path / "a.txt"), "--lake", str(lake_copy)])
+    assert ok.exit_code == 0 and (tmp_path / "a.txt").is_file()
+
+
+def test_reading_a_user_file_from_sql_says_how_instead(lake_copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "mine.csv").write_text("a\n1\n")
+    with pytest.raises(QueryError, match="cannot read or write files"):
+        wl.open_lake(lake_copy).sql(f"SELECT * FROM read_csv('{tmp_path / 'mine.csv'}')")
