@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from weightlake.errors import IntegrityError, WeightLakeError
 from weightlake.ingest.common import hash_rows
 from weightlake.lake import Lake
-from weightlake.storage.snapshot import garbage
-from weightlake.errors import IntegrityError, WeightLakeError
 from weightlake.storage.checksums import check_file
+from weightlake.storage.snapshot import garbage
 from weightlake.storage.tensors import read_rows
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from weightlake._util import atomic_write
-from weightlake.storage.checksums import corrupt, digest_bytes
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
+from weightlake.storage.checksums import corrupt, digest_bytes
 
 FORMAT_VERSION = 2
 """2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked)."""
