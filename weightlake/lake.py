@@ -133,6 +133,21 @@ class Lake:
         with self._lock:
             return tables.checked_paths(self.root, files, self.manifest, self._verified)
 
+    def array_digests(self, rel: str) -> tuple[tuple[str, ...] | None, str | None]:
+        """Recorded checksums of a table-owned 2-D array ``rel``: (per chunk ``c/<i>/0`` in order, ``zarr.json``).
+
+        ``(None, None)`` for a snapshot written before checksums.
+        """
+        if self.manifest.format < 2:
+            return None, None
+        prefix = rel.rstrip("/") + "/"
+        chunks: dict[int, str] = {}
+        for key, digest in self.manifest.checksums.items():
+            parts = key[len(prefix):].split("/") if key.startswith(prefix) else []
+            if len(parts) == 3 and parts[0] == "c" and parts[1].isdigit():
+                chunks[int(parts[1])] = digest
+        return tuple(chunks[i] for i in range(len(chunks)) if i in chunks), self.manifest.checksum(prefix + "zarr.json")
+
     def _model_files(self, zoo: str | None) -> list[str]:
         entries = [self.manifest.zoo(zoo)] if zoo else list(self.manifest.zoos.values())
         return [f for e in entries for f in e.model_files]

@@ -149,3 +149,33 @@ def test_write_segment_helper_still_round_trips(tmp_path: Path) -> None:
     rows = np.arange(40, dtype=np.float32).reshape(8, 5)
     assert write_segment(tmp_path / "w.zarr", rows, 5, chunk_rows=3) == 8
     assert np.array_equal(read_all(tmp_path / "w.zarr", 8, 5), rows)
+
+
+@pytest.fixture()
+def analysed_copy(tmp_path: Path, analysed_lake_dir: Path) -> Path:
+    import shutil
+
+    shutil.copytree(analysed_lake_dir, tmp_path / "lake")
+    return tmp_path / "lake"
+
+
+def test_damaged_materialised_batch_and_prediction_chunks_are_refused(analysed_copy: Path) -> None:
+    from weightlake.experiments.evaluate import load_predictions
+    from weightlake.serve.batches import materialize
+
+    report = materialize(analysed_copy, "t", "test", batch_size=4, epochs=1)
+    lake = wl.open_lake(analysed_copy)
+    assert sum(1 for _ in lake.batches("t", "test")) == report.n_batches  # intact: reads
+    frame, vectors = load_predictions(lake)
+    assert vectors.shape[0] == frame.height > 0
+    x_chunk = next(p for p in (analysed_copy / report.path).rglob("x/c/1/0/0/0"))
+    flip_byte(x_chunk)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        list(wl.open_lake(analysed_copy).batches("t", "test"))
+    x_chunk.unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        list(wl.open_lake(analysed_copy).batches("t", "test"))
+    pred_chunk = next(p for p in (analysed_copy / "predictions").rglob("c/0/0") if p.is_file())
+    flip_byte(pred_chunk, offset=16)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        load_predictions(wl.open_lake(analysed_copy))

@@ -365,7 +365,8 @@ def load_predictions(lake: Lake, *, source_id: str | None = None, source_file: s
         mask = (frame["array"] == array).to_numpy()
         index = frame.filter(pl.col("array") == array)["array_row"].to_numpy()
         rows, cols = _array_shape(lake.root / array)
-        block = read_rows(lake.root / array, rows, cols, index)
+        digests, meta_digest = lake.array_digests(array)
+        block = read_rows(lake.root / array, rows, cols, index, digests=digests, meta_digest=meta_digest)
         if i == 0:
             out = np.empty((frame.height, cols), dtype=np.float32)
         out[mask] = block

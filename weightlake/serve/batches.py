@@ -27,7 +27,7 @@ a scenario split again replaces its rows and arrays in one commit.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -39,9 +39,10 @@ import polars as pl
 from torch.utils.data import IterableDataset  # serve is the layer that knows torch; lake.batches() imports this lazily
 
 from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
-from weightlake.errors import NoSuchTableError, QueryError
+from weightlake.errors import IntegrityError, NoSuchTableError, QueryError
 from weightlake.scenarios import mask_classes
 from weightlake.serve.pairset import PairSet, as_is, epoch_order
+from weightlake.storage.checksums import check_bytes, check_file
 
 if TYPE_CHECKING:
     import torch
@@ -118,9 +119,12 @@ def materialize(lake_root: str | Path, scenario: str, split: str = "train", batc
         if not len(pairs):
             raise QueryError(f"scenario {scenario!r} has no {split!r} pairs to materialise")
         path = tx.new_array_path("batches", scenario, split)
-        writer = _EpochWriter(pairs, path, batch_size, drop_last)
-        writer.write_group_attrs(seed=seed, epochs=epochs)
-        rows = [writer.write_epoch(e, seed, progress) for e in range(epochs)]
+        import zarr
+
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every batch on disk: a missing one is an error
+            writer = _EpochWriter(pairs, path, batch_size, drop_last)
+            writer.write_group_attrs(seed=seed, epochs=epochs)
+            rows = [writer.write_epoch(e, seed, progress) for e in range(epochs)]
         _stage_table(tx, scenario, split, batch_size, rows, path)
         summary = f"materialised {scenario}/{split}: {epochs} epochs x {rows[0]['n_batches']} batches"
         version = tx.commit({"op": "materialize_batches", "summary": summary}).version
@@ -247,8 +251,11 @@ class BatchStream(IterableDataset):
     until iteration starts in the process that iterates.
     """
 
-    def __init__(self, root: str, entries: Sequence[_Entry], *, compat: bool = False, raw_chunks: bool = True) -> None:
+    def __init__(self, root: str, entries: Sequence[_Entry], *, compat: bool = False, raw_chunks: bool = True,
+                 checksums: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.root, self.entries, self.compat, self.raw_chunks = root, tuple(entries), compat, raw_chunks
+        self.checksums = checksums
+        """Per epoch path: the recorded checksum of every file below it (None: a lake without checksums)."""
 
     @classmethod
     def open(cls, lake: Lake, scenario: str, split: str = "train", epoch: int | None = None, seed: int | None = None,
@@ -273,7 +280,11 @@ class BatchStream(IterableDataset):
                 rows = rows.filter(pl.col(column) == wanted)
         entries = [_Entry(r["path"], r["epoch"], r["n_batches"], r["batch_size"])
                    for r in rows.sort("epoch").iter_rows(named=True)]
-        return cls(str(lake.root), entries, compat=compat)
+        checksums = None
+        if lake.manifest.format >= 2:
+            checksums = {e.path: {k[len(e.path) + 1:]: v for k, v in lake.manifest.checksums.items()
+                                  if k.startswith(e.path + "/")} for e in entries}
+        return cls(str(lake.root), entries, compat=compat, checksums=checksums)
 
     def __len__(self) -> int:
         return sum(e.n_batches for e in self.entries)
@@ -291,7 +302,8 @@ class BatchStream(IterableDataset):
         for entry in self.entries:
             first = (wid - at) % n_workers  # this worker's first batch of the epoch, in global numbering
             if first < entry.n_batches:
-                reader = _EpochReader(Path(self.root) / entry.path, raw_chunks=self.raw_chunks)
+                reader = _EpochReader(Path(self.root) / entry.path, raw_chunks=self.raw_chunks,
+                                      checksums=None if self.checksums is None else self.checksums[entry.path])
                 for b in range(first, entry.n_batches, n_workers):
                     yield reader.compat(b) if self.compat else reader.batch(b, entry.epoch)
             at += entry.n_batches
@@ -324,10 +336,14 @@ class _EpochReader:
     layout goes through zarr.
     """
 
-    def __init__(self, path: Path, *, raw_chunks: bool = True) -> None:
+    def __init__(self, path: Path, *, raw_chunks: bool = True, checksums: Mapping[str, str] | None = None) -> None:
         import zarr
 
-        self.path = path
+        self.path, self.checksums = path, checksums
+        if checksums is not None:  # everything but the batches of x is small: check it all up front
+            for rel, digest in checksums.items():
+                if not rel.startswith("x/c/"):
+                    check_file(path / rel, digest)
         group: Any = zarr.open_group(str(path), mode="r")
         small = ("ids", "acc", "rows", "zoo_rows", "masks", "keys", "valid")
         self.arrays = {name: np.asarray(group[name][...]) for name in small}
@@ -335,13 +351,27 @@ class _EpochReader:
         self.raw = _raw_layout(path / "x") if raw_chunks else None
 
     def read_x(self, b: int) -> np.ndarray:
+        key = f"x/c/{b}/0/0/0"
+        digest = self.checksums.get(key) if self.checksums is not None else None
+        chunk = self.path / key
+        if self.checksums is not None and digest is None:
+            raise IntegrityError(f"batch chunk {str(chunk)!r} has no recorded checksum; run `weightlake verify`")
         if self.raw is None:
+            if digest is not None:
+                check_file(chunk, digest)
             return np.asarray(self.x[b])
         shape, dtype = self.raw
-        chunk = self.path / "x" / "c" / str(b) / "0" / "0" / "0"
-        if not chunk.exists():  # never written: the fill value
+        if digest is None and not chunk.exists():  # a lake without checksums: never written means the fill value
             return np.zeros(shape, dtype=dtype)
-        return np.fromfile(chunk, dtype=dtype).reshape(shape)
+        try:
+            data = np.fromfile(chunk, dtype=np.uint8)
+        except FileNotFoundError:
+            raise IntegrityError(f"batch chunk {str(chunk)!r} is missing; the snapshot lists it") from None
+        check_bytes(data, digest, chunk)
+        if data.size != int(np.prod(shape)) * dtype.itemsize:
+            raise IntegrityError(f"batch chunk {str(chunk)!r} has {data.size} bytes, expected "
+                                 f"{int(np.prod(shape)) * dtype.itemsize}")
+        return data.view(dtype).reshape(shape)
 
     def _trimmed(self, b: int) -> tuple[int, np.ndarray]:
         n = int(self.arrays["valid"][b].sum())
