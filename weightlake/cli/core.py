@@ -70,9 +70,11 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
               help="Epoch bins of the zoo (a short test zoo might use e.g. '1,2,3').")
 @click.option("--rejects", type=click.Path(dir_okay=False), default="checkpoint-rejects.csv", show_default=True,
               help="Where unreadable or refused files are listed (written only if there are any).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also ingest symbolic links that point outside ROOT (refused by default).")
 @lake_option
 def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
-                           epoch_bins: str, rejects: str, lake_dir: str) -> None:
+                           epoch_bins: str, rejects: str, follow_symlinks: bool, lake_dir: str) -> None:
     """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
 
     Files are read safely (a strict allow-list reader, else torch's weights-only loader:
@@ -96,7 +98,8 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
 
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
-                                    bins=_int_list(epoch_bins), rejects_path=rejects, progress=advance)
+                                    bins=_int_list(epoch_bins), rejects_path=rejects, progress=advance,
+                                    follow_symlinks=follow_symlinks)
     echo_lines(report.lines())
 
 

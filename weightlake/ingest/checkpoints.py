@@ -219,7 +219,7 @@ def assign_epoch_bins(available: Mapping[int, R], bins: Sequence[int] = EPOCH_BI
 
 # -- scanning ------------------------------------------------------------------------------
 def scan_checkpoint_tree(root: str | Path, arch: Architecture = CNN_S, init: str | None = None,
-                         layout: str | None = None) -> list[CheckpointFile]:
+                         layout: str | None = None, follow_symlinks: bool = False) -> list[CheckpointFile]:
     """Find the checkpoint files of a tree and parse their paths (no file is opened).
 
     Parameters
@@ -233,6 +233,9 @@ def scan_checkpoint_tree(root: str | Path, arch: Architecture = CNN_S, init: str
         Layout B: keep only this initialisation.
     layout : {"A", "B"}, optional
         Skip detection.
+    follow_symlinks : bool
+        Symbolic links (files or folders) that point outside ``root`` are rejected unless
+        this is set; links within the tree are always followed.
 
     Returns
     -------
@@ -249,13 +252,16 @@ def scan_checkpoint_tree(root: str | Path, arch: Architecture = CNN_S, init: str
     base = Path(root).absolute()
     if not base.is_dir():
         raise IngestError("the checkpoint root is not a folder", path=str(base))
-    ls = _Listing()
+    ls = _Listing(base, follow_symlinks)
     folders, rejects = _list_tree(base, arch.n_outputs, ls)
     chosen = _parse_layout(layout) if layout is not None else _detect_layout(base, folders, ls)
     init = _check_init(chosen, init)
     files = [CheckpointFile(str(base), rel, chosen, reject=why) for rel, why in rejects]
     for (label, classes, activation), act_dir in folders.items():
         files += _scan_activation_dir(base, act_dir, chosen, init, label, classes, activation, ls)
+    files += [CheckpointFile(str(base), _rel(base, p), chosen, reject=f"a symbolic link to {target!r}, outside the "
+                             "ingested tree; pass --follow-symlinks (follow_symlinks=True) to ingest it")
+              for p, target in ls.outside]
     return sorted(files, key=lambda f: f.relpath)
 
 
@@ -369,13 +375,25 @@ class _Listing:
     files is listed without one ``stat`` per file.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, base: Path, follow_symlinks: bool = False) -> None:
         self._cache: dict[Path, tuple[list[Path], list[Path]]] = {}
+        self._base = os.path.realpath(base)
+        self._follow = follow_symlinks
+        self.outside: list[tuple[Path, str]] = []
+        """Symbolic links left out because they point outside the tree: (link, target)."""
+
+    def _inside(self, link: Path) -> bool:
+        target = os.path.realpath(link)
+        if self._follow or target == self._base or target.startswith(self._base + os.sep):
+            return True
+        self.outside.append((link, target))
+        return False
 
     def _ls(self, path: Path) -> tuple[list[Path], list[Path]]:
         if path not in self._cache:
             with os.scandir(path) as entries:
-                items = [(e.name, e.is_dir(), e.is_file()) for e in entries]
+                items = [(e.name, e.is_dir(), e.is_file()) for e in entries
+                         if not e.is_symlink() or self._inside(path / e.name)]
             self._cache[path] = (sorted(path / n for n, d, _ in items if d),
                                  sorted(path / n for n, _, f in items if f and n.endswith(".pth")))
         return self._cache[path]
@@ -432,8 +450,15 @@ def _load_checkpoint(path: str, arch: Architecture) -> tuple[np.ndarray | None, 
     torch's weights-only unpickler, about 7x faster) goes first; anything it does not
     allow goes to ``torch.load(weights_only=True)``, which then accepts or refuses it.
     """
-    from weightlake.ingest.torch_pickle import Checkpoint, StrictLoadUnsupported
+    from weightlake.ingest.torch_pickle import Checkpoint, StrictLoadUnsupported, declared_size
 
+    try:
+        size, limit = declared_size(path), checkpoint_budget(arch)
+    except OSError as exc:
+        return None, None, f"cannot read the file: {_short(exc)}"
+    if size > limit:
+        return None, None, (f"the file declares {size:,} bytes once decompressed, over the {limit:,}-byte limit for "
+                            f"a {arch.name} checkpoint (set {BUDGET_ENV}=MB to raise it); nothing was read")
     try:
         with Checkpoint(path) as ckpt:
             return _flatten_strict(ckpt, arch)
@@ -446,6 +471,26 @@ def _load_checkpoint(path: str, arch: Architecture) -> tuple[np.ndarray | None, 
     return _load_with_torch(path, arch)
 
 
+BUDGET_ENV = "WEIGHTLAKE_MAX_CHECKPOINT_MB"
+"""Environment override of :func:`checkpoint_budget`, in MB."""
+
+
+def checkpoint_budget(arch: Architecture) -> int:
+    """The most bytes one checkpoint file may declare once decompressed.
+
+    64 MiB plus 16 float32 copies of the model (weights, optimizer moments, gradients and
+    room to spare): 64 MiB for CNN-s, about 0.8 GB for a ResNet-18. Files over it are
+    refused before anything is decompressed; ``$WEIGHTLAKE_MAX_CHECKPOINT_MB`` overrides.
+    """
+    given = os.environ.get(BUDGET_ENV)
+    if given:
+        try:
+            return int(float(given) * 2**20)
+        except ValueError:
+            raise IngestError(f"{BUDGET_ENV} must be a number of MB, got {given!r}") from None
+    return 64 * 2**20 + 16 * 4 * arch.n_params
+
+
 def _flatten_strict(ckpt: Any, arch: Architecture) -> tuple[np.ndarray | None, int | None, str | None]:
     from weightlake.ingest.torch_pickle import LazyTensor
 
@@ -455,6 +500,10 @@ def _flatten_strict(ckpt: Any, arch: Architecture) -> tuple[np.ndarray | None, i
     state_dict = obj.get("model_state_dict", obj.get("state_dict", obj))
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, LazyTensor) for v in state_dict.values()):
         return None, None, f"no state_dict of tensors found; top-level keys {sorted(map(str, obj))[:8]}"
+    storages = {v.storage.key: v.storage.numel * np.dtype(v.storage.dtype).itemsize for v in state_dict.values()}
+    if sum(storages.values()) > 8 * arch.n_params:
+        return None, None, (f"model_state_dict declares {sum(storages.values()):,} bytes of tensor storage for a "
+                            f"{arch.n_params:,}-parameter {arch.name} model; refused before reading")
     arrays = {k: ckpt.materialize(v) for k, v in state_dict.items()}
     flat = np.asarray(arch.state_dict_to_flat(arrays, where="model_state_dict"), dtype=np.float32)
     epoch: Any = obj.get("epoch")
@@ -739,6 +788,7 @@ def _summarise(files: Sequence[CheckpointFile], loaded: _Loaded,
 # -- into the lake ---------------------------------------------------------------------------------
 def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, init: str | None = None,
                        arch: Architecture = CNN_S, layout: str | None = None, workers: int = 2,
+                       follow_symlinks: bool = False,
                        bins: Sequence[int] = EPOCH_BINS, rejects_path: str | Path | None = None,
                        progress: Callable[[int, int], None] | None = None) -> Any:
     """Ingest a checkpoint tree (layout A or B, detected) into ``zoo``; one atomic commit.
@@ -755,7 +805,7 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
-    files = scan_checkpoint_tree(root, arch, init=init, layout=layout)
+    files = scan_checkpoint_tree(root, arch, init=init, layout=layout, follow_symlinks=follow_symlinks)
     batch = read_checkpoints(files, arch, workers, progress, bins=bins)
     report = IngestReport(zoo=zoo, source=str(root), rows_read=batch.summary.files,
                           rows_rejected=len(batch.rejects), unit="files")

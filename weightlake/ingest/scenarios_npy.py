@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
+import os
 import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -306,6 +308,7 @@ def load_npy_restricted(path: str | Path) -> np.ndarray:
     where = str(path)
     with open(path, "rb") as fh:
         shape, dtype = _read_header(fh, where)
+        _check_declared_size(shape, dtype, os.fstat(fh.fileno()).st_size - fh.tell(), where)
         if not dtype.hasobject:
             fh.seek(0)  # read_array parses the header again
             try:
@@ -324,6 +327,21 @@ def load_npy_restricted(path: str | Path) -> np.ndarray:
         found = getattr(array, "shape", type(result).__name__)
         raise IngestError(f"the header declares an array of shape {shape}, the payload holds {found!r}", path=where)
     return array
+
+
+def _check_declared_size(shape: tuple[int, ...], dtype: np.dtype, payload: int, where: str) -> None:
+    """Refuse a header whose shape the file's bytes cannot hold, before anything is allocated.
+
+    Plain arrays must carry exactly ``prod(shape) * itemsize`` bytes (no more, no less); an
+    object array needs at least a byte per element of pickle, so it may not declare more
+    elements than it has bytes.
+    """
+    elements = math.prod(int(n) for n in shape)
+    need = elements if dtype.hasobject else elements * dtype.itemsize
+    if dtype.hasobject and need > payload or not dtype.hasobject and need != payload:
+        raise IngestError(f"the header declares an array of shape {shape} ({need:,} "
+                          f"{'elements' if dtype.hasobject else 'bytes'}) but the file holds {payload:,} bytes of "
+                          "data: truncated, padded or crafted", path=where)
 
 
 # -- pair files ----------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ then falls back to ``torch.load(weights_only=True)``; either way nothing in the 
 executed.  Tensor views are bounds-checked against their storage before any strided view
 is made, so a crafted offset or stride cannot read outside the file's bytes.
 
-Only the tensors the caller asks for (``materialize``) are read from the archive.
+Only the tensors the caller asks for (``materialize``) are read from the archive, each
+through a bounded read of exactly its storage's declared size (a storage entry whose
+bytes inflate past that is refused, as is one with extra bytes), and
+:func:`declared_size` lets a caller refuse an archive whose entries declare more than a
+budget before anything is decompressed: a 2 MB file cannot make the reader hold 2 GB.
 """
 
 from __future__ import annotations
@@ -35,6 +39,19 @@ _STORAGE_DTYPES = {
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
+
+
+def declared_size(path: str) -> int:
+    """Bytes the file would take once read: the sum of its zip entries' declared uncompressed
+    sizes, or the file's own size when it is not a zip archive (legacy torch files are not
+    compressed)."""
+    import os
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(max(info.file_size, 0) for info in zf.infolist())
+    except zipfile.BadZipFile:
+        return os.path.getsize(path)
 
 
 class StrictLoadUnsupported(Exception):
@@ -120,12 +137,23 @@ class Checkpoint:
             raise StrictLoadUnsupported(f"unreadable pickle: {exc}") from exc
 
     def materialize(self, tensor: LazyTensor) -> np.ndarray:
-        """The tensor's values (a read-only array), after checking they lie inside its storage."""
+        """The tensor's values (a read-only array), after checking they lie inside its storage.
+
+        The storage entry is read with a bound of its declared size: it must hold exactly
+        ``numel * itemsize`` bytes, neither fewer nor more.
+        """
         st = tensor.storage
-        raw = self._zip.read(f"{self._prefix}data/{st.key}")
         itemsize = np.dtype(st.dtype).itemsize
-        if len(raw) < st.numel * itemsize:
-            raise ValueError(f"storage {st.key} holds {len(raw)} bytes, expected {st.numel * itemsize}")
+        want = st.numel * itemsize
+        name = f"{self._prefix}data/{st.key}"
+        if self._zip.getinfo(name).file_size != want:
+            raise ValueError(f"storage {st.key} declares {self._zip.getinfo(name).file_size} bytes, "
+                             f"its tensor needs {want}")
+        with self._zip.open(name) as fh:
+            raw = fh.read(want + 1)
+        if len(raw) != want:
+            raise ValueError(f"storage {st.key} holds {'more than ' if len(raw) > want else ''}{min(len(raw), want)} "
+                             f"bytes, expected {want}")
         buf = np.frombuffer(raw, dtype=st.dtype, count=st.numel)
         if tensor.numel() == 0:
             return np.empty(tensor.shape, dtype=st.dtype)
