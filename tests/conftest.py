@@ -21,6 +21,24 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+def _tree_state(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` with its bytes (the lakes in tests are a few MB)."""
+    import os
+
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = path.read_bytes()
+    return out
+
+
+@pytest.fixture()
+def tree_state():  # noqa: ANN201
+    """``tree_state(root)``: every file below a lake with its bytes, to show a lake is byte-for-byte unchanged."""
+    return _tree_state
+
+
 @pytest.fixture(scope="session")
 def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CSV zoo of 12 labels x 6 activations x 6 epochs = 432 rows."""

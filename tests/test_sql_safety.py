@@ -3,7 +3,6 @@ named query creates, rewrites or deletes a file; the lake stays byte-for-byte wh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ from click.testing import CliRunner
 import weightlake as wl
 from weightlake.cli import main
 from weightlake.errors import QueryError
-
-
-def tree_state(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` with its bytes (the lakes here are a few MB)."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            out[str(path.relative_to(root))] = path.read_bytes()
-    return out
 
 
 def first_model_file(lake_dir: Path) -> Path:
@@ -42,7 +31,7 @@ def hostile_statements(lake_dir: Path) -> list[str]:
     ]
 
 
-def test_cli_refuses_every_write_and_leaves_the_lake_unchanged(lake_copy: Path) -> None:
+def test_cli_refuses_every_write_and_leaves_the_lake_unchanged(lake_copy: Path, tree_state) -> None:  # noqa: ANN001
     before = tree_state(lake_copy)
     runner = CliRunner()
     for statement in hostile_statements(lake_copy):
@@ -55,7 +44,7 @@ def test_cli_refuses_every_write_and_leaves_the_lake_unchanged(lake_copy: Path) 
     assert out.exit_code == 0, out.output
 
 
-def test_python_api_and_connections_cannot_write(lake_copy: Path) -> None:
+def test_python_api_and_connections_cannot_write(lake_copy: Path, tree_state) -> None:  # noqa: ANN001
     import duckdb
 
     before = tree_state(lake_copy)
@@ -82,7 +71,7 @@ def test_one_statement_per_call(lake_copy: Path) -> None:
         export_csv(lake, lake_copy.parent / "x.csv", where="1=1); SELECT (1")
 
 
-def test_outputs_inside_the_lake_are_refused(lake_copy: Path, tmp_path: Path) -> None:
+def test_outputs_inside_the_lake_are_refused(lake_copy: Path, tmp_path: Path, tree_state) -> None:  # noqa: ANN001
     before = tree_state(lake_copy)
     runner = CliRunner()
     for args in (["sql", "SELECT 1 AS a", "-o", str(lake_copy / "_current")],

@@ -18,6 +18,10 @@ class LakeNotFoundError(WeightLakeError, FileNotFoundError):
     """The lake directory has no committed snapshot (and none was asked to be created)."""
 
 
+class LakeWriteError(WeightLakeError, OSError):
+    """The lake could not be written (disk full, read-only, permissions); nothing was committed."""
+
+
 class CommitConflictError(WeightLakeError, RuntimeError):
     """Another writer committed first; re-open the lake and try again."""
 

@@ -22,7 +22,7 @@ from weightlake.errors import IntegrityError, WeightLakeError
 from weightlake.ingest.common import hash_rows
 from weightlake.lake import Lake
 from weightlake.storage.checksums import check_file
-from weightlake.storage.snapshot import garbage
+from weightlake.storage.snapshot import empty_dirs, garbage
 from weightlake.storage.tensors import read_rows
 
 
@@ -152,7 +152,8 @@ def _mask_classes(mask: int) -> list[int]:
 
 
 def collect_garbage(lake: Lake) -> list[str]:
-    """Remove files no snapshot in the history lists; returns what was removed."""
+    """Remove what no snapshot in the history lists (see :func:`garbage`) and the empty folders
+    left behind; returns what was removed."""
     import shutil
 
     with lake.store.locked():
@@ -160,4 +161,7 @@ def collect_garbage(lake: Lake) -> list[str]:
         for path in garbage(lake.root, lake.store.history()):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed.append(str(path.relative_to(lake.root)))
+        for path in empty_dirs(lake.root):
+            path.rmdir()
+            removed.append(str(path.relative_to(lake.root)) + "/")
     return removed

@@ -30,6 +30,15 @@ class _Group(click.Group):
                 raise
             click.secho(f"error: {exc}", err=True, fg="red")
             ctx.exit(1)
+        except BrokenPipeError:  # `weightlake sql ... | head`: the reader left, nothing to report
+            sys.stderr.close()
+            ctx.exit(0)
+        except OSError as exc:  # the machine said no (disk full, permissions, a vanished file): one line
+            if os.environ.get("WEIGHTLAKE_DEBUG"):
+                raise
+            where = f": {exc.filename!r}" if exc.filename else ""
+            click.secho(f"error: {exc.strerror or exc}{where} (WEIGHTLAKE_DEBUG=1 shows where)", err=True, fg="red")
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; the lake is unchanged unless a commit was reported", err=True)
             ctx.exit(130)

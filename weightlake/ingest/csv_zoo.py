@@ -62,6 +62,31 @@ class BadRow:
 
 
 # -- header and diagnosis -------------------------------------------------------------------
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"PK\x03\x04": ("zip", "unzip"),
+               b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"), b"\xfd7zXZ": ("xz", "unxz -k"), b"BZh": ("bzip2", "bunzip2 -k")}
+
+
+def check_input_file(path: Path) -> None:
+    """Refuse what cannot be a CSV zoo before reading it: missing, not a regular file, compressed."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise IngestError("no such file", path=str(path)) from None
+    except OSError as exc:
+        raise IngestError(f"cannot read the file: {exc.strerror or exc}", path=str(path)) from exc
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise IngestError(f"is {kind}, not a CSV file", path=str(path))
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    for magic, (name, tool) in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise IngestError(f"the file is {name}-compressed; decompress it first ({tool} {str(path)!r}) and "
+                              "ingest the CSV", path=str(path))
+
+
 def check_header(path: Path, arch: Architecture) -> None:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -225,8 +250,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     if on_error not in ("abort", "skip"):
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
     root, path = Path(lake_root), Path(path)
-    if not path.is_file():
-        raise IngestError("no such file", path=str(path))
+    check_input_file(path)
     check_header(path, arch)
     started = time.perf_counter()
     report = IngestReport(zoo=zoo, source=str(path))

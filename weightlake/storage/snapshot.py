@@ -341,15 +341,44 @@ class SnapshotStore:
 
 
 def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
-    """Data files and arrays under ``root`` that none of ``keep`` lists (left by crashed writers)."""
+    """What a crashed or interrupted writer can leave under ``root``, that none of ``keep`` lists.
+
+    Data files and arrays no kept snapshot lists, manifests outside the kept history (a
+    commit that died between writing its manifest and swapping the pointer), and the
+    temporary files of interrupted atomic writes (``.<name>.<id>.tmp``).
+    """
     listed = {os.path.normpath(p) for m in keep for p in m.files()}
     out: list[Path] = []
-    for top in ("zoos", "models", "tables", "batches"):
+    for top in _DATA_TOPS:
         base = root / top
         if not base.exists():
             continue
         for path in sorted(base.rglob("*")):
             rel = os.path.normpath(path.relative_to(root))
-            if path.suffix == ".zarr" and path.is_dir() and rel not in listed or path.suffix == ".parquet" and path.is_file() and rel not in listed:
+            if (path.suffix == ".zarr" and path.is_dir() or path.suffix == ".parquet" and path.is_file()) \
+                    and rel not in listed or path.is_file() and path.name.endswith(".tmp"):
+                out.append(path)
+    names = {m.file_name for m in keep}
+    snapshots = root / _SNAPSHOTS
+    if snapshots.is_dir():
+        out += sorted(p for p in snapshots.iterdir() if p.is_file() and p.name not in names
+                      and (_MANIFEST_NAME.match(p.name) or p.name.endswith(".tmp")))
+    out += sorted(p for p in root.glob(".*.tmp") if p.is_file())
+    return out
+
+
+def empty_dirs(root: Path) -> list[Path]:
+    """Empty folders under the lake's data folders (left when a failed transaction removed its files), deepest first."""
+    out: list[Path] = []
+    for top in _DATA_TOPS:
+        base = root / top
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, topdown=False):
+            path = Path(dirpath)
+            if not filenames and all(Path(dirpath, d) in out for d in dirnames) and path != base:
                 out.append(path)
     return out
+
+
+_DATA_TOPS = ("zoos", "models", "tables", "batches", "predictions")

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from weightlake.arch import Architecture
-from weightlake.errors import IntegrityError
+from weightlake.errors import IntegrityError, LakeWriteError, WeightLakeError
 from weightlake.storage import tables
 from weightlake.storage.checksums import digest_file, digest_tree
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry
@@ -165,13 +165,29 @@ def transaction(root: Path) -> Iterator[Transaction]:
     committing aborts.
     """
     store = SnapshotStore(root)
-    with store.locked():
-        tx = Transaction(root, store)
-        committed = False
-        try:
-            yield tx
-            committed = tx.store.current().file_name != tx.parent.file_name
-        finally:
-            if not committed:
-                tx.abort()
+    try:
+        with store.locked():
+            tx = Transaction(root, store)
+            committed = False
+            try:
+                yield tx
+                committed = tx.store.current().file_name != tx.parent.file_name
+            finally:
+                if not committed:
+                    tx.abort()
+    except OSError as exc:
+        if isinstance(exc, WeightLakeError):
+            raise
+        raise LakeWriteError(_write_failure(root, exc)) from exc
+
+
+def _write_failure(root: Path, exc: OSError) -> str:
+    import errno
+
+    where = f" ({exc.filename!r})" if exc.filename else ""
+    reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the lake is on a read-only file system",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return (f"cannot write to the lake {str(root)!r}: {reason}{where}; nothing was committed and the lake is "
+            "unchanged (files this run wrote were removed)")
 

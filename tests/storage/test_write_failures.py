@@ -1,0 +1,114 @@
+"""One-line errors and an unchanged lake when the machine says no: a full disk, a read-only
+lake, input that is not a CSV zoo, damaged or deleted files; and `verify --gc` cleans what an
+interrupted writer leaves."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import weightlake as wl
+from weightlake.cli import main
+from weightlake.ingest.csv_zoo import ingest_csv
+from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+
+def one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output  # (a progress line may precede it)
+    return errors[0]
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB tmpfs: real ENOSPC (and EROFS after a remount). Needs root, as CI and these machines have."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "tiny zoo.csv"
+    write_synthetic_csv(path, labels=all_labels()[:1], seed=3)  # 36 rows, ~350 KB of weights
+    return path
+
+
+def test_full_disk_is_one_line_and_the_lake_is_unchanged(small_disk: Path, tiny_csv: Path, small_csv: Path,
+                                                         tree_state) -> None:  # noqa: ANN001
+    lake = small_disk / "lake"
+    ingest_csv(lake, tiny_csv, zoo="z", init="normal")
+    before = tree_state(lake)
+    out = one_line_error(["ingest", "csv", str(small_csv), "--zoo", "z", "--init", "normal", "--lake", str(lake)])
+    assert "the disk is full" in out and "lake is unchanged" in out
+    assert tree_state(lake) == before
+    assert wl.open_lake(lake).models().collect().height == 36
+
+
+def test_read_only_lake_is_one_line(small_disk: Path, tiny_csv: Path, small_csv: Path) -> None:
+    lake = small_disk / "lake"
+    ingest_csv(lake, tiny_csv, zoo="z", init="normal")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    out = one_line_error(["ingest", "csv", str(small_csv), "--zoo", "z", "--init", "normal", "--lake", str(lake)])
+    assert "read-only" in out
+    assert wl.open_lake(lake).models().collect().height == 36  # reading a read-only lake works
+    assert CliRunner().invoke(main, ["verify", "--lake", str(lake)]).exit_code == 0
+
+
+def test_inputs_that_are_not_csv_zoos(tmp_path: Path, small_csv: Path) -> None:
+    lake = ["--zoo", "z", "--init", "normal", "--lake", str(tmp_path / "lake")]
+    gz = tmp_path / "Merged zoo.csv.gz"
+    gz.write_bytes(gzip.compress(small_csv.read_bytes()[:100_000]))
+    assert "gzip-compressed" in one_line_error(["ingest", "csv", str(gz), *lake])
+    assert "device, pipe or socket" in one_line_error(["ingest", "csv", "/dev/null", *lake])
+    assert "no such file" in one_line_error(["ingest", "csv", str(tmp_path / "nope.csv"), *lake])
+    usage = CliRunner().invoke(main, ["ingest", "csv", str(tmp_path), *lake])  # click's own check of PATH
+    assert usage.exit_code == 2 and "is a directory" in usage.output and "Traceback" not in usage.output
+    from weightlake.errors import IngestError
+
+    with pytest.raises(IngestError, match="a folder"):
+        ingest_csv(tmp_path / "lake", tmp_path, zoo="z", init="normal")
+    assert not (tmp_path / "lake" / "_current").exists()
+
+
+def test_sql_and_verify_over_deleted_or_truncated_files(lake_copy: Path) -> None:
+    lake = wl.open_lake(lake_copy)
+    meta = lake_copy / next(iter(lake.manifest.zoos.values())).model_files[0]
+    meta.write_bytes(meta.read_bytes()[:100])
+    assert "corrupt" in one_line_error(["sql", "SELECT count(*) FROM models", "--lake", str(lake_copy)])
+    meta.unlink()
+    assert "missing" in one_line_error(["sql", "SELECT count(*) FROM models", "--lake", str(lake_copy)])
+    result = CliRunner().invoke(main, ["verify", "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and "missing" in result.output and "Traceback" not in result.output
+
+
+def test_gc_removes_what_a_crashed_commit_leaves(lake_copy: Path) -> None:
+    lake = wl.open_lake(lake_copy)
+    orphan_manifest = lake_copy / "_snapshots" / f"v{lake.snapshot + 1:08d}-deadbeef0000.json"
+    orphan_manifest.write_bytes((lake_copy / "_snapshots" / lake.manifest.file_name).read_bytes())
+    tmp_files = [lake_copy / "._current.1234abcd.tmp", lake_copy / "_snapshots" / ".v00000009-x.json.1234.tmp"]
+    for f in tmp_files:
+        f.write_bytes(b"partial")
+    empty = lake_copy / "tables" / "pairs" / "scenario=gone"
+    empty.mkdir(parents=True)
+    before = CliRunner().invoke(main, ["verify", "--lake", str(lake_copy)])
+    assert before.exit_code == 0 and "unreferenced files" in before.output
+    out = CliRunner().invoke(main, ["verify", "--gc", "--lake", str(lake_copy)])
+    assert out.exit_code == 0, out.output
+    assert not orphan_manifest.exists() and not any(f.exists() for f in tmp_files) and not empty.exists()
+    assert wl.open_lake(lake_copy).snapshot == lake.snapshot  # the current snapshot and its history stay
+    assert "unreferenced" not in CliRunner().invoke(main, ["verify", "--lake", str(lake_copy)]).output
