@@ -175,7 +175,9 @@ def variety(pred: np.ndarray, ref: np.ndarray | None, prefix: str,
     """Collapse of ``pred`` and the statistics that need variety across its rows.
 
     Returns ``<prefix>_top_row_share``, ``_unique_value_share``, ``_distinct_rows``,
-    ``_collapse_reason`` and the collapse flag (``collapsed`` for ``pd``,
+    ``_collapse_reason``, ``_partial_collapse`` (more than
+    :data:`~weightlake.analysis.collapse.PARTIAL_COLLAPSE_SHARE` of the rows one vector, not
+    fully collapsed) and the collapse flag (``collapsed`` for ``pd``,
     ``<prefix>_collapsed`` otherwise); ``_across_rows_pearson`` against ``ref``; and
     ``_silhouette`` of the rows grouped by ``groups``.  Each statistic that is NaN comes
     with a ``*_reason`` saying why, instead of an exception.
@@ -183,7 +185,8 @@ def variety(pred: np.ndarray, ref: np.ndarray | None, prefix: str,
     report = collapse_report(pred)
     flag = "collapsed" if prefix == "pd" else f"{prefix}_collapsed"
     out: dict[str, Any] = {
-        flag: bool(report.collapsed), f"{prefix}_top_row_share": report.top_row_share,
+        flag: bool(report.collapsed), f"{prefix}_partial_collapse": bool(report.partial),
+        f"{prefix}_top_row_share": report.top_row_share,
         f"{prefix}_unique_value_share": report.unique_value_share, f"{prefix}_distinct_rows": report.n_distinct_rows,
         f"{prefix}_collapse_reason": report.reason,
     }
@@ -411,6 +414,8 @@ class EvaluationReport:
                 out.append(f"  {row['checkpoint']}: FAILED {row['error']}")
                 continue
             flag = "  COLLAPSED" if row.get("collapsed") else ""
+            if row.get("pd_partial_collapse"):
+                flag = f"  PARTIAL COLLAPSE ({row.get('pd_top_row_share', float('nan')):.0%} of rows one vector)"
             out.append(f"  {row['checkpoint']}: pd_mse {row.get('pd_mse', float('nan')):.4g}  "
                        f"pd_w1 {row.get('pd_w1', float('nan')):.4g}  pd_accuracy "
                        f"{row.get('pd_accuracy', float('nan')):.1f}%  {row.get('pairs_per_s', 0):.0f} pairs/s{flag}")

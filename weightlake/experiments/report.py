@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from weightlake.analysis.collapse import PARTIAL_COLLAPSE_SHARE
 from weightlake.analysis.metrics import METRICS
 from weightlake.errors import NoSuchTableError
 from weightlake.experiments.evaluate import COMPARISONS, EVALUATIONS
@@ -39,7 +40,7 @@ KEY_METRICS: tuple[str, ...] = ("mse", "w1", "cosine", "kl")
 """Metrics shown per layer and plotted per source."""
 
 _SUMMARY = ("checkpoint", "source_kind", "scenario", "split", "loss", "epoch", "config", "n_pairs", "collapsed",
-            "pd_accuracy", "gt_accuracy", "error")
+            "pd_partial_collapse", "pd_top_row_share", "pd_accuracy", "gt_accuracy", "error")
 
 
 @dataclass
@@ -171,14 +172,15 @@ def _layer_tables(frame: pl.DataFrame, prefix: str) -> list[str]:
 
 
 def _variety(frame: pl.DataFrame) -> list[str]:
-    cols = ["checkpoint", "collapsed", "pd_top_row_share", "pd_unique_value_share", "pd_distinct_rows",
+    cols = ["checkpoint", "collapsed", "pd_partial_collapse", "pd_top_row_share", "pd_unique_value_share", "pd_distinct_rows",
             "pd_across_rows_pearson", "pd_across_rows_pearson_reason", "pd_silhouette", "pd_silhouette_reason",
             "gt_silhouette", "fn_collapsed"]
     if "collapsed" not in frame.columns:
         return []
     return ["", "## Collapse and variety", "",
             "A source is collapsed when over 99 % of its predicted rows are one vector; statistics that need "
-            "variety across rows are then NaN, with the reason.", "", markdown_table(frame, cols)]
+            "variety across rows are then NaN, with the reason. It is partially collapsed when over "
+            f"{PARTIAL_COLLAPSE_SHARE:.0%} (and at most 99 %) are one vector (`pd_top_row_share` is the share).", "", markdown_table(frame, cols)]
 
 
 # -- plots ---------------------------------------------------------------------------------------
