@@ -60,3 +60,13 @@ def parse_int_ranges(text: str, error: type[Exception] = ValueError) -> list[int
             raise error(f"range {part!r} in {text!r} runs backwards; write it as '{last}-{first}'")
         out.update(range(first, last + 1))
     return sorted(out)
+
+
+def glob_escape(path: str) -> str:
+    """``path`` with DuckDB's glob characters (``*``, ``?``, ``[``) made literal: ``a[1]?`` -> ``a[[]1][?]``.
+
+    DuckDB expands every path given to ``read_parquet`` / ``read_csv`` as a pattern; a user
+    folder such as ``run [0, 1] *best*`` must name itself only.  Polars readers take
+    ``glob=False`` instead.
+    """
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)

@@ -115,7 +115,8 @@ class Lake:
         files = self._model_files(zoo)
         if not files:
             return pl.LazyFrame(schema={"model_id": pl.Int64, "zoo": pl.String, "activation": pl.String})
-        lf = pl.scan_parquet([str(self.root / f) for f in files], hive_partitioning=True, hive_schema=MODEL_HIVE)
+        lf = pl.scan_parquet([str(self.root / f) for f in files], hive_partitioning=True, hive_schema=MODEL_HIVE,
+                             glob=False)
         cols = ["model_id", "zoo", "arch", "init", "activation", "epoch"]
         return lf.select(*cols, pl.exclude(cols))
 
@@ -247,7 +248,7 @@ class Lake:
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
         return pl.scan_parquet([str(self.root / f) for f in entry.files], hive_partitioning=bool(hive),
-                               hive_schema=hive or None)
+                               hive_schema=hive or None, glob=False)
 
     def connect(self, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""

@@ -328,7 +328,8 @@ def read_tracking(path: str | Path, arch: Architecture = CNN_S, *, chunk_rows: i
     schema.update({c: pl.Float64 for _, c in layout.steps})
     if layout.index_column is not None:
         schema[layout.index_column] = pl.Int64
-    lf = pl.scan_csv(path, new_columns=list(layout.columns), schema_overrides=schema, infer_schema=False)
+    lf = pl.scan_csv(path, new_columns=list(layout.columns), schema_overrides=schema, infer_schema=False,
+                     glob=False)  # a user folder named "overlapping 0 [0, 1, 2] 11 gelu" is no pattern
     positions = {c: i for i, c in enumerate(layout.columns)}
     start = 0
     try:
@@ -402,7 +403,10 @@ class TrackingReport:
             out.append(f"  {n} {kind} rows hold empty or non-finite cells (metrics on them are NaN)")
         parts = [f"{p}_w1 {ev[f'{p}_w1']:.4g}" for p in COMPARISONS if isinstance(ev.get(f"{p}_w1"), float)]
         if parts:
-            out.append("  " + "  ".join(parts) + ("  PD COLLAPSED" if ev.get("collapsed") else ""))
+            flag = "  PD COLLAPSED" if ev.get("collapsed") else ""
+            if ev.get("pd_partial_collapse"):
+                flag = f"  PD PARTIAL COLLAPSE ({ev.get('pd_top_row_share', float('nan')):.0%} of rows one vector)"
+            out.append("  " + "  ".join(parts) + flag)
         if self.snapshot is not None:
             out.append(f"  committed as snapshot {self.snapshot}")
         return out

@@ -214,7 +214,7 @@ def existing_identities(manifest: Manifest, root: Path, zoo: str) -> set[tuple[A
     if entry is None or not entry.model_files:
         return set()
     df = pl.read_parquet([str(root / f) for f in entry.model_files], hive_partitioning=True,
-                         hive_schema={"zoo": pl.String, "activation": pl.String},
+                         hive_schema={"zoo": pl.String, "activation": pl.String}, glob=False,
                          columns=[c for c in IDENTITY if c != "activation"] + ["activation"])
     return set(df.select(IDENTITY).rows())
 

@@ -288,7 +288,8 @@ def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmp
 
 def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
            first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
-    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2)
+    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2,
+                     glob=False)
     size = max(source.stat().st_size, 1)
     done_rows = 0
     pending = list(first_bad)

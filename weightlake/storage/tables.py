@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from weightlake._util import glob_escape
 from weightlake.errors import IntegrityError
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
@@ -51,10 +52,11 @@ def scan_files(root: Path, files: Sequence[str], *, hive: bool) -> pl.LazyFrame:
     """A lazy scan over listed files (never a directory glob: only what the snapshot lists)."""
     if not files:
         raise IntegrityError("no files to scan")
-    return pl.scan_parquet([str(root / f) for f in files], hive_partitioning=hive)
+    return pl.scan_parquet([str(root / f) for f in files], hive_partitioning=hive, glob=False)
 
 
 def duckdb_source(root: Path, files: Sequence[str], *, hive: bool) -> str:
     """A DuckDB ``read_parquet([...])`` expression over listed files."""
-    quoted = ", ".join("'" + str(root / f).replace("'", "''") + "'" for f in files)
+    # DuckDB globs every path it is given: escape *, ? and [ so a lake under "run [1]?" reads its own files only
+    quoted = ", ".join("'" + glob_escape(str(root / f)).replace("'", "''") + "'" for f in files)
     return f"read_parquet([{quoted}], hive_partitioning = {'true' if hive else 'false'}, union_by_name = true)"
