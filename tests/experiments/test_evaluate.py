@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from weightlake.analysis.metrics import compute_all
+from weightlake.arch import EPOCH_BINS
 from weightlake.errors import NoSuchTableError, QueryError
 from weightlake.experiments.evaluate import (
     evaluate_checkpoints,
@@ -51,7 +52,7 @@ def zoo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ckpt = torch.load(path, weights_only=True)
         torch.save({**ckpt, "epoch": 11}, path.with_name("checkpoint epoch 11.pth"))
         path.unlink()
-    ingest_checkpoints(tmp / "lake", tmp / "zoo", zoo="fz", rejects_path=tmp / "rejects.csv")
+    ingest_checkpoints(tmp / "lake", tmp / "zoo", zoo="fz", rejects_path=tmp / "rejects.csv", bins=EPOCH_BINS)
     report = declare_scenario(tmp / "lake", SCENARIO, zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11])
     assert report.counts["test"] == 8, report.lines()
     return tmp / "lake"

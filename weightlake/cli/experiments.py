@@ -158,8 +158,6 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
         reports = ingest_tracking(lake_dir, targets, scenario=scenario, chunk_rows=chunk_rows,
                                   evaluate=not no_evaluate, metrics=_names(metrics), on_error=on_error,
                                   progress=lambda done, n, name: bar.update(1))
-    if not reports:
-        click.echo(f"no tracking CSVs found under {', '.join(targets)}")
     for report in reports:
         echo_lines(report.lines())
 

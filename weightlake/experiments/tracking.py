@@ -480,6 +480,9 @@ def ingest_tracking(
     if on_error not in ("abort", "skip"):
         raise QueryError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
     files = _labelled_files(paths)
+    if not files:
+        raise IngestError(f"no tracking CSVs under {', '.join(map(str, _as_list(paths)))}: a tracking CSV is a .csv "
+                          "file in a folder named Tracking, or named *track*")
     open_lake(lake_root, create=True)
     reports: list[TrackingReport] = []
     with transaction(Path(lake_root)) as tx:
@@ -498,6 +501,9 @@ def ingest_tracking(
             long_rows += longs
             if progress is not None:
                 progress(done, len(files), label)
+        if all(r.error for r in reports):  # --on-error skip left nothing: commit nothing
+            raise IngestError(f"every one of the {len(reports)} tracking files failed, nothing committed; first: "
+                              f"{reports[0].error}")
         stage_evaluations(tx, rows, long_rows)
         if tx.changed:
             version = tx.commit({"op": "ingest_tracking",
@@ -507,8 +513,12 @@ def ingest_tracking(
     return reports
 
 
+def _as_list(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
 def _labelled_files(paths: str | Path | Iterable[str | Path]) -> list[tuple[str, Path]]:
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    items = _as_list(paths)
     out = []
     for item in items:
         item = Path(item)
