@@ -60,11 +60,13 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
     code) and ``peak_gb`` (its own peak resident memory).
     """
     wrapper = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         "t = time.perf_counter()\n"
         f"{code}\n"
         "result['seconds'] = time.perf_counter() - t\n"
-        "result['peak_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6\n"
+        # VmHWM: this process's own peak; ru_maxrss would carry the parent's size at fork over the exec
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "result['peak_gb'] = int(hwm.split()[1]) * 1024 / 1e9\n"
         "print(json.dumps(result))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True)

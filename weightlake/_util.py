@@ -60,3 +60,4 @@ def parse_int_ranges(text: str, error: type[Exception] = ValueError) -> list[int
             raise error(f"range {part!r} in {text!r} runs backwards; write it as '{last}-{first}'")
         out.update(range(first, last + 1))
     return sorted(out)
+

@@ -71,3 +71,7 @@ class QueryError(WeightLakeError, ValueError):
 
 class TrainError(WeightLakeError, ValueError):
     """Bad trainer arguments, or a finished model folder trained with another configuration."""
+
+
+class HeadsUnknownError(ArchitectureError):
+    """A merging-model checkpoint whose number of attention heads nothing records (no shape holds it)."""

@@ -103,3 +103,19 @@ def test_across_rows_pearson_is_nan_with_a_reason_when_collapsed(collapsed):
     assert math.isnan(result.value) and result.reason.startswith("pred collapsed")
     few = across_rows_pearson(collapsed[:2], ref[:2])
     assert math.isnan(few.value) and "at least 3" in few.reason
+
+
+def test_partial_collapse_is_reported_with_its_share(healthy):
+    """71 % of inputs on one output vector was 'not collapsed' with no flag (threshold 99 %)."""
+    rows = np.repeat(healthy[:1], 100, axis=0)
+    rows[71:] = healthy[1:30]  # 71 of 100 rows are one vector, the rest distinct
+    report = collapse_report(rows)
+    assert not report.collapsed and report.partial and report.status == "partial"
+    assert report.top_row_share == pytest.approx(0.71)
+    assert "partial collapse" in report.reason and "71.00%" in report.reason
+    assert CollapseReport.from_dict(report.to_dict()) == report
+    assert collapse_report(healthy).status == "varied" and not collapse_report(healthy).partial
+    assert collapse_report(np.repeat(healthy[:1], 10, axis=0)).status == "collapsed"
+    assert not collapse_report(rows, partial_threshold=0.8).partial  # the threshold is a parameter
+    with pytest.raises(QueryError):
+        collapse_report(rows, partial_threshold=0.995)

@@ -108,3 +108,24 @@ def test_user_errors_are_one_line(work: Path) -> None:
                                 env={"WEIGHTLAKE_LAKE": str(work / "empty")})
     assert result.exit_code == 1 and "error:" in result.output
     assert open_lake(work / "lake").tables == ["pairs", "scenarios"]
+
+
+def test_unknown_heads_refused_or_assumed_and_shown(work: Path) -> None:
+    torch.manual_seed(9)
+    path = work / "Experiments" / "plain" / "AE epoch mse val 3.pth"
+    path.parent.mkdir()
+    torch.save({"epoch": 3, "model_state_dict": TransformerAE(MergerConfig(16, 2, 16, 1, 8, gated_attention=True))
+                .state_dict()}, path)
+    result = CliRunner().invoke(main, ["experiments", "scan", "--format", "json"])
+    assert result.exit_code == 0 and "1 with no recorded head count" in result.stderr and "--assume-heads" in \
+        result.stderr
+    (row,) = [r for r in json.loads(result.stdout) if "plain" in r["path"]]
+    assert (row["heads_from"], row["n_heads"], row["gated_attention"], row["d_model"]) == ("unknown", None, True, 16)
+    out = run("experiments", "evaluate", str(path), "--scenario", "s", "--limit-pairs", "4", "--images", "none",
+              "--metrics", "mse")
+    assert "plain/AE epoch mse val 3.pth: REFUSED" in out and "--assume-heads N" in out
+    out = run("experiments", "evaluate", str(path), "--scenario", "s", "--limit-pairs", "4", "--images", "none",
+              "--metrics", "mse", "--assume-heads", "2")
+    assert "heads_from=assumed (n_heads=2)" in out
+    rows = json.loads(run("sql", "SELECT checkpoint, heads_source FROM evaluations", "--format", "json"))
+    assert rows == [{"checkpoint": "plain/AE epoch mse val 3.pth", "heads_source": "assumed"}]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from weightlake.analysis.metrics import compute_all
+from weightlake.arch import EPOCH_BINS
 from weightlake.errors import NoSuchTableError, QueryError
 from weightlake.experiments.evaluate import (
     evaluate_checkpoints,
@@ -51,7 +52,7 @@ def zoo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ckpt = torch.load(path, weights_only=True)
         torch.save({**ckpt, "epoch": 11}, path.with_name("checkpoint epoch 11.pth"))
         path.unlink()
-    ingest_checkpoints(tmp / "lake", tmp / "zoo", zoo="fz", rejects_path=tmp / "rejects.csv")
+    ingest_checkpoints(tmp / "lake", tmp / "zoo", zoo="fz", rejects_path=tmp / "rejects.csv", bins=EPOCH_BINS)
     report = declare_scenario(tmp / "lake", SCENARIO, zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11])
     assert report.counts["test"] == 8, report.lines()
     return tmp / "lake"
@@ -114,7 +115,7 @@ def evaluated(zoo_lake: Path, experiments, tmp_path_factory: pytest.TempPathFact
     lake = tmp_path_factory.mktemp("evaluated") / "lake"
     shutil.copytree(zoo_lake, lake)
     report = evaluate_checkpoints(lake, experiments[0], SCENARIO, "test", batch_size=64, accuracy_models=2,
-                                  store_predictions=True)
+                                  store_predictions=True, assume_heads=4)  # "compiled" records no head count
     return lake, report
 
 
@@ -147,7 +148,7 @@ def test_rows_carry_inferred_config_and_name_fields(evaluated) -> None:
         assert row["snapshot"] == report.pairs_snapshot and row["zoo"] == "fz"
     gated = _row(lake, "gated/AE epoch w1 train 3.pth")
     assert (gated["loss"], gated["track"], gated["epoch"], gated["heads_source"]) == ("w1", "train", 3, "sidecar")
-    assert _row(lake, "compiled/AE epoch mse test 1.pth")["heads_source"] == "default"
+    assert _row(lake, "compiled/AE epoch mse test 1.pth")["heads_source"] == "assumed"
     assert _row(lake, "tok_h1/AE epoch mae val 4.pth")["heads_source"] == "run_dir_name"
 
 
@@ -224,6 +225,39 @@ def test_batch_size_does_not_change_the_result_beyond_rounding(evaluated, experi
     evaluate_checkpoints(lake, [path], SCENARIO, "test", batch_size=3, images=None, store_predictions=True)
     _, vectors = load_predictions(open_lake(lake), source_file=str(path.resolve()), kind="PD")
     np.testing.assert_allclose(vectors, experiments[1][str(path.resolve())].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_assumed_heads_are_marked_in_table_output_and_report(evaluated, tmp_path: Path) -> None:
+    from weightlake.experiments.report import write_report
+
+    lake, report = evaluated
+    lines = report.lines()
+    (compiled,) = [line for line in lines if "compiled/" in line]
+    assert "heads_from=assumed (n_heads=4)" in compiled
+    assert not any("heads_from=assumed" in line for line in lines if "run_d16_h2/" in line)
+    assert any("1 checkpoints ran with assumed heads" in line for line in lines)
+    provenance = json.loads(_row(lake, "compiled/AE epoch mse test 1.pth")["config_provenance"])
+    assert provenance["heads"] == "assumed" and provenance["gated_attention"] == "presence of attn.gate"
+    text = write_report(lake, tmp_path / "r.md", plots=False).path.read_text()
+    assert "heads_from=assumed: 1 sources" in text and "compiled/AE epoch mse test 1.pth" in text
+    configs = text.split("## Inferred configurations")[1].split("\n## ")[0]
+    assert "gated_attention" in configs and "| gated/AE epoch w1 train 3.pth | sidecar | 3 | 24 |" in configs
+
+
+def test_unknown_heads_are_refused_not_evaluated_as_four(zoo_lake: Path, experiments, tmp_path: Path) -> None:
+    """2- and 3-head checkpoints were evaluated as 4 heads with no mark: the metrics belonged to another network."""
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(zoo_lake, lake)
+    path = experiments[0] / "compiled" / "AE epoch mse test 1.pth"
+    report = evaluate_checkpoints(lake, [path], SCENARIO, "test", images=None, metrics=["mse"])
+    (row,) = report.rows
+    assert row["heads_source"] == "unknown" and "--assume-heads" in row["error"] and row.get("pd_mse") is None
+    assert row["d_model"] == 32 and row["gated_attention"] is False  # what the file is, still shown
+    assert any("REFUSED" in line and "--heads N" in line for line in report.lines())
+    stored = _row(lake, "compiled/AE epoch mse test 1.pth")
+    assert stored["heads_source"] == "unknown" and stored.get("pd_mse") is None and stored["n_heads"] is None
 
 
 def test_collapse_of_a_constant_model(zoo_lake: Path, tmp_path: Path) -> None:

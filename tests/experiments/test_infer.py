@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from weightlake.errors import ArchitectureError, IngestError, UnsafeFileError
+from weightlake.errors import ArchitectureError, HeadsUnknownError, IngestError, UnsafeFileError
 from weightlake.experiments.infer import (
     canonical_state_dict,
+    default_heads,
     find_sidecar,
     heads_from_run_dir,
     infer_config,
@@ -124,14 +125,21 @@ def test_heads_sources_in_order(gated_sd, tmp_path: Path) -> None:
     assert (config.n_heads, prov["heads"]) == (3, "sidecar") and str(sidecar) in prov["heads_detail"]
     config, prov = infer_config(gated_sd, None, None, "sweep/run_h2")
     assert (config.n_heads, prov["heads"]) == (2, "run_dir_name")
-    config, prov = infer_config(gated_sd)
-    assert (config.n_heads, prov["heads"]) == (4, "default")  # first of (4, 8, 2, 1) dividing 24
+    config, prov = infer_config(gated_sd, assume_heads=6)
+    assert (config.n_heads, prov["heads"]) == (6, "assumed") and "--assume-heads 6" in prov["heads_detail"]
+    assert infer_config(gated_sd, None, None, "run_h2", assume_heads=6)[1]["heads"] == "run_dir_name"
 
 
-def test_default_heads_when_four_does_not_divide(per_token_sd) -> None:
-    assert infer_config(per_token_sd)[0].n_heads == 4  # d_model 16: 4 divides
-    assert infer_config(TransformerAE(MergerConfig(6, 2, 6, 1, 4)).state_dict())[0].n_heads == 2
-    assert infer_config(TransformerAE(MergerConfig(7, 1, 6, 1, 4)).state_dict())[0].n_heads == 1
+def test_unknown_heads_are_refused_with_how_to_give_them(gated_sd) -> None:
+    """2- and 3-head checkpoints were evaluated as 4 heads (the default) with no mark anywhere."""
+    with pytest.raises(HeadsUnknownError, match=r"not recorded.*--heads N.*n_heads.*run_h4.*--assume-heads N"):
+        infer_config(gated_sd)
+    with pytest.raises(ArchitectureError, match="does not divide"):
+        infer_config(gated_sd, assume_heads=5)
+
+
+def test_default_heads_is_only_a_suggestion() -> None:
+    assert (default_heads(16), default_heads(6), default_heads(7)) == (4, 2, 1)
 
 
 @pytest.mark.parametrize(

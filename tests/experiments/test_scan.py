@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from weightlake.errors import HeadsUnknownError
 from weightlake.experiments.infer import load_merger
 from weightlake.experiments.merger import MergerConfig, TransformerAE, count_parameters
 from weightlake.experiments.scan import CheckpointInfo, scan_experiments
@@ -34,7 +35,7 @@ RUNS = [
         MergerConfig(24, 3, 24, 2, 12, dropout=0.1, gated_attention=True), "none", "sidecar",
         ("config.json", {"heads": 3, "N": 2, "dropout": 0.1, "lr": 1e-4})),
     Run("compiled_run", "AE epoch mse val 4.pth",
-        MergerConfig(32, 4, 64, 1, 16), "compile", "default"),
+        MergerConfig(32, 4, 64, 1, 16), "compile", "assumed"),  # nothing records its heads: --assume-heads 4
     Run("sweep/dp_heads=1", "AE epoch mse test 2.pth",
         MergerConfig(8, 1, 16, 2, 4, gated_attention=True, output_head="per_token"), "dataparallel", "run_dir_name"),
     Run("stem_sidecar", "AE epoch mae val 6.pth", MergerConfig(16, 8, 16, 1, 6), "none", "sidecar",
@@ -113,7 +114,7 @@ def _add_other_files(root: Path) -> None:
 @pytest.fixture(scope="module")
 def infos(experiments) -> dict[str, CheckpointInfo]:
     root = experiments[0]
-    return {str(Path(i.path).relative_to(root)): i for i in scan_experiments(root)}
+    return {str(Path(i.path).relative_to(root)): i for i in scan_experiments(root, assume_heads=4)}
 
 
 def test_scan_finds_checkpoints_and_tracking_csvs(infos) -> None:
@@ -161,10 +162,24 @@ def test_reload_reproduces_training_predictions_exactly(experiments, infos) -> N
         model, config, _ = load_merger(info.path, config=info.config)
         with torch.no_grad():
             assert torch.equal(model(x1, x2), predictions[info.path]), run.folder
-        inferred_model, inferred, provenance = load_merger(info.path)  # sidecar and folder name found alone
+        inferred_model, inferred, provenance = load_merger(info.path, assume_heads=4)  # sidecar, folder name found
         assert inferred == config and provenance["heads"] == run.heads_source
         with torch.no_grad():
             assert torch.equal(inferred_model(x1, x2), predictions[info.path]), run.folder
+
+
+def test_unknown_heads_are_refused_not_defaulted(experiments) -> None:
+    """A checkpoint no sidecar, folder name or option gives heads for was read as 4 heads, unmarked."""
+    root = experiments[0]
+    (info,) = [i for i in scan_experiments(root) if "compiled_run" in i.path]
+    assert info.config is None and info.heads_source == "unknown"
+    assert info.error.startswith("HeadsUnknownError") and "--assume-heads" in info.error and "--heads" in info.error
+    expected = {k: v for k, v in MergerConfig(32, 4, 64, 1, 16).to_dict().items() if k != "n_heads"}
+    assert info.hyperparameters == expected  # every shape-read value, gating included; no head count
+    with pytest.raises(HeadsUnknownError, match="assume-heads"):
+        load_merger(info.path)
+    others = [i for i in scan_experiments(root) if i.kind == "checkpoint" and i.ok]
+    assert {i.heads_source for i in others} <= {"sidecar", "run_dir_name"}
 
 
 def test_scan_heads_option_and_missing_root(experiments, tmp_path: Path) -> None:

@@ -52,12 +52,13 @@ def test_zip_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
             for _ in range(128):
                 fh.write(block)
     assert bomb.stat().st_size < 20 << 20
-    code = ("import json, resource, sys\n"
+    # VmHWM is this process's own peak (ru_maxrss would include the parent's size at fork)
+    code = ("import json, sys\n"
             "from weightlake.arch import CNN_S\n"
             "from weightlake.ingest.checkpoints import _load_checkpoint\n"
             "flat, epoch, reason = _load_checkpoint(sys.argv[1], CNN_S)\n"
-            "print(json.dumps({'ok': flat is not None, 'reason': reason,\n"
-            "                  'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "print(json.dumps({'ok': flat is not None, 'reason': reason, 'peak_mb': int(hwm.split()[1]) / 1024}))\n")
     out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not result["ok"] and "over the" in result["reason"] and "nothing was read" in result["reason"]

@@ -197,6 +197,18 @@ def test_early_stop_saves_final_state(tmp_path: Path, zoo_a) -> None:
     assert np.load(folder / "metrics" / "Test Accuracy IID.npy").shape == (1, 4)
 
 
+def test_early_stop_below_min_accuracy_is_no_zoo_member(tmp_path: Path, zoo_a) -> None:
+    """A model frozen at chance level early-stops; its final state used to become `checkpoint epoch -1.pth`."""
+    report = train_zoo("fashion-mnist", tmp_path, [[1, 8]], ["relu"], ["uniform"], layout="a",
+                       workers=1, lr=1e-12, epochs_max=6, subsample=50, checkpoint_epochs=[], min_accuracy=60.0)
+    result = report.results[0]
+    accuracy = np.load(Path(result.folder) / "metrics" / "Test Accuracy IID.npy")[0]
+    assert result.early_stopped and accuracy[-1] <= 60.0  # U(0, 1) weights: chance level, frozen
+    assert result.checkpoints == () and not list(Path(result.folder).glob("*.pth"))
+    sidecar = read_sidecar(result.folder)
+    assert sidecar is not None and sidecar["early_stopped"] and sidecar["checkpoints"] == []
+
+
 # -- pure helpers --------------------------------------------------------------------------
 def test_spec_checkpoint_rule() -> None:
     recipe = TrainRecipe()

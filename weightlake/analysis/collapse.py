@@ -25,6 +25,13 @@ from weightlake.errors import QueryError
 COLLAPSE_SHARE = 0.99
 """A set is collapsed when more than this share of rows equal its most common row."""
 
+PARTIAL_COLLAPSE_SHARE = 0.5
+"""A set is partially collapsed when more than this share (but not more than
+:data:`COLLAPSE_SHARE`) of rows equal its most common row: most inputs then get one output
+vector, so the model ignores its input for most of them.  Pair targets of a zoo are distinct
+models, so a healthy prediction set has a top-row share near ``1 / n``; half is far above
+anything input-conditioned predictions produce and well below full collapse."""
+
 MIN_UNIQUE = 8
 """Rows with fewer distinct values are flagged ``few_unique`` by :func:`degenerate_rows`."""
 
@@ -75,7 +82,9 @@ class CollapseReport:
     ``top_row_share`` is the share of rows equal (within ``atol``) to the most common
     row; ``unique_value_share`` the number of distinct values over the number of values.
     ``collapsed`` is true when there are at least two rows and either all are one
-    vector or ``top_row_share > threshold``; ``reason`` says why in one sentence.
+    vector or ``top_row_share > threshold``; ``partial`` is true when the set is not
+    collapsed but ``top_row_share > partial_threshold`` (:data:`PARTIAL_COLLAPSE_SHARE`);
+    ``reason`` says which in one sentence, with the share.
     """
 
     n_rows: int
@@ -86,6 +95,13 @@ class CollapseReport:
     reason: str
     atol: float = 0.0
     threshold: float = COLLAPSE_SHARE
+    partial: bool = False
+    partial_threshold: float = PARTIAL_COLLAPSE_SHARE
+
+    @property
+    def status(self) -> str:
+        """``"collapsed"``, ``"partial"`` or ``"varied"``."""
+        return "collapsed" if self.collapsed else ("partial" if self.partial else "varied")
 
     def __post_init__(self) -> None:
         if self.n_rows < 0 or not 0 <= self.n_distinct_rows <= self.n_rows:
@@ -146,7 +162,8 @@ def _count_unique(values: np.ndarray) -> int:
     return int(flat.size and 1 + np.count_nonzero(flat[1:] != flat[:-1]))
 
 
-def collapse_report(pred: Any, *, atol: float = 0.0, threshold: float = COLLAPSE_SHARE) -> CollapseReport:
+def collapse_report(pred: Any, *, atol: float = 0.0, threshold: float = COLLAPSE_SHARE,
+                    partial_threshold: float = PARTIAL_COLLAPSE_SHARE) -> CollapseReport:
     """Count the distinct rows of a prediction set and say whether it collapsed.
 
     Parameters
@@ -159,6 +176,9 @@ def collapse_report(pred: Any, *, atol: float = 0.0, threshold: float = COLLAPSE
         the most common row.
     threshold : float
         Collapse when more than this share of rows is the most common row (default 0.99).
+    partial_threshold : float
+        Partial collapse when more than this share (and not more than ``threshold``) is
+        the most common row (default :data:`PARTIAL_COLLAPSE_SHARE`, 0.5).
 
     Returns
     -------
@@ -166,15 +186,22 @@ def collapse_report(pred: Any, *, atol: float = 0.0, threshold: float = COLLAPSE
         For no rows: zero counts, NaN shares, not collapsed.  One row cannot collapse.
     """
     _check_collapse_params(atol, threshold)
+    if not 0 < partial_threshold <= threshold:
+        raise QueryError(f"need 0 < partial_threshold <= threshold, got {partial_threshold!r} and {threshold!r}")
     rows = float_rows(pred, keep_float32=True)
     n = rows.shape[0]
     if n == 0 or rows.shape[1] == 0:
         return CollapseReport(n, 0, float("nan"), float("nan"), False, "no rows (or empty rows): nothing to compare",
-                              atol, threshold)
+                              atol, threshold, False, partial_threshold)
     grid, top, first = _distinct_rows(rows, atol)
     unique_share = _count_unique(grid[first]) / rows.size
     collapsed, reason = _verdict(n, len(first), top, threshold)
-    return CollapseReport(n, len(first), top, unique_share, collapsed, reason, atol, threshold)
+    partial = not collapsed and n >= 2 and top > partial_threshold
+    if partial:
+        reason = (f"partial collapse: {top:.2%} of {n:,} rows are one vector (partial threshold "
+                  f"{partial_threshold:.0%}, full {threshold:.0%}); {len(first):,} distinct rows")
+    return CollapseReport(n, len(first), top, unique_share, collapsed, reason, atol, threshold, partial,
+                          partial_threshold)
 
 
 def _check_collapse_params(atol: float, threshold: float) -> None:
@@ -265,6 +292,7 @@ def across_rows_pearson(pred: Any, ref: Any, *, atol: float = 0.0,
 
 __all__ = [
     "COLLAPSE_SHARE",
+    "PARTIAL_COLLAPSE_SHARE",
     "CollapseReport",
     "RowStatistic",
     "across_rows_pearson",

@@ -66,15 +66,15 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
               help="a: {label}/{activation}/*.pth; b: {label}/{activation}/{init}/*.pth.")
 @click.option("--arch", default="cnn-s", show_default=True, help="Architecture name or a JSON file describing one.")
 @click.option("--workers", default=2, show_default=True, help="Processes that decode checkpoints.")
-@click.option("--epoch-bins", default="11,16,21,26,31,36", show_default=True,
-              help="Epoch bins of the zoo (a short test zoo might use e.g. '1,2,3').")
+@click.option("--epoch-bins", help="Epoch bins of the zoo, e.g. '1-5' (default: the epochs the trainer recorded in "
+                                   "weightlake-train.json, else the CSV zoo's 11,16,21,26,31,36).")
 @click.option("--rejects", type=click.Path(dir_okay=False), default="checkpoint-rejects.csv", show_default=True,
               help="Where unreadable or refused files are listed (written only if there are any).")
 @click.option("--follow-symlinks", is_flag=True,
               help="Also ingest symbolic links that point outside ROOT (refused by default).")
 @lake_option
 def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
-                           epoch_bins: str, rejects: str, follow_symlinks: bool, lake_dir: str) -> None:
+                           epoch_bins: str | None, rejects: str, follow_symlinks: bool, lake_dir: str) -> None:
     """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
 
     Files are read safely (a strict allow-list reader, else torch's weights-only loader:
@@ -98,8 +98,8 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
 
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
-                                    bins=_int_list(epoch_bins), rejects_path=rejects, progress=advance,
-                                    follow_symlinks=follow_symlinks)
+                                    bins=_int_list(epoch_bins) if epoch_bins else None, rejects_path=rejects,
+                                    progress=advance, follow_symlinks=follow_symlinks)
     echo_lines(report.lines())
 
 

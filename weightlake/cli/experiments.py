@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from weightlake.cli import echo_lines, lake_option, main, progress_bar
@@ -26,14 +28,20 @@ def experiments() -> None:
 
 @experiments.command("scan")
 @click.argument("root", default=DEFAULT_ROOT, type=click.Path(file_okay=False, exists=True))
-@click.option("--heads", type=int, help="Attention heads of every checkpoint (else sidecar JSON, folder name, default).")
+@click.option("--heads", type=int, help="Attention heads of every checkpoint (else sidecar JSON, then folder name).")
+@click.option("--assume-heads", type=int,
+              help="Heads for checkpoints whose head count nothing records (else they are refused); their rows are "
+                   "marked heads_from=assumed.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the listing to a file.")
-def scan_cmd(root: str, heads: int | None, fmt: str, output: str | None) -> None:
+def scan_cmd(root: str, heads: int | None, assume_heads: int | None, fmt: str, output: str | None) -> None:
     """List every checkpoint and tracking CSV under ROOT (default ./Experiments) with its inferred config.
 
     Checkpoints are opened without unpickling anything but tensors, one at a time;
-    files that cannot be read are listed with the reason.
+    files that cannot be read are listed with the reason.  Every hyperparameter read from
+    the shapes is shown (gating, output head...), and where the head count came from
+    (heads_from: option, sidecar, run_dir_name, assumed, or unknown: such checkpoints are
+    refused by `evaluate` unless --heads or --assume-heads is given).
 
     \b
     Examples:
@@ -44,14 +52,29 @@ def scan_cmd(root: str, heads: int | None, fmt: str, output: str | None) -> None
 
     from weightlake.experiments.scan import scan_experiments
 
-    infos = scan_experiments(root, heads=heads)
-    rows = [{"path": i.path, "kind": i.kind, "loss": i.name_fields.get("loss"), "epoch": i.name_fields.get("epoch"),
-             "config": i.config.summary() if i.config else None, "heads_from": i.heads_source,
-             "params": i.n_params, "bytes": i.size_bytes, "error": i.error} for i in infos]
+    infos = scan_experiments(root, heads=heads, assume_heads=assume_heads)
+    rows = [_scan_row(i) for i in infos]
     write_frame(pl.DataFrame(rows, infer_schema_length=None), fmt, output, max_rows=200)
     n_ck = sum(i.kind == "checkpoint" for i in infos)
-    bad = sum(1 for i in infos if i.error)
-    click.echo(f"{n_ck} checkpoints ({bad} unreadable), {len(infos) - n_ck} tracking CSVs under {root}", err=True)
+    unknown = sum(i.heads_source == "unknown" for i in infos)
+    bad = sum(1 for i in infos if i.error) - unknown
+    click.echo(f"{n_ck} checkpoints ({bad} unreadable, {unknown} with no recorded head count), "
+               f"{len(infos) - n_ck} tracking CSVs under {root}", err=True)
+    if unknown:
+        from weightlake.experiments.infer import HEADS_HELP
+
+        click.echo(f"  heads unknown for {unknown} checkpoints (heads_from=unknown): {HEADS_HELP}", err=True)
+
+
+_SCAN_FIELDS = ("n_heads", "d_model", "d_ff", "n_layers", "neck", "seq_len", "gated_attention", "output_head", "dropout")
+
+
+def _scan_row(info: Any) -> dict[str, Any]:
+    hp = info.hyperparameters
+    return {"path": info.path, "kind": info.kind, "loss": info.name_fields.get("loss"),
+            "epoch": info.name_fields.get("epoch"), "heads_from": info.heads_source,
+            **{k: hp.get(k) for k in _SCAN_FIELDS}, "config": info.config.summary() if info.config else None,
+            "params": info.n_params, "bytes": info.size_bytes, "error": info.error}
 
 
 @experiments.command("evaluate")
@@ -61,7 +84,10 @@ def scan_cmd(root: str, heads: int | None, fmt: str, output: str | None) -> None
 @click.option("--limit-pairs", type=int, help="Evaluate a seeded sample of this many pairs (same for every checkpoint).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit-pairs sample.")
 @click.option("--batch-size", default=256, show_default=True, help="Pairs per forward pass.")
-@click.option("--heads", type=int, help="Attention heads of every checkpoint (else sidecar JSON, folder name, default).")
+@click.option("--heads", type=int, help="Attention heads of every checkpoint (else sidecar JSON, then folder name).")
+@click.option("--assume-heads", type=int,
+              help="Heads for checkpoints whose head count nothing records (else they are refused); their rows are "
+                   "marked heads_from=assumed.")
 @click.option("--images", default="fashion-mnist", show_default=True,
               help="Held-out images to score the rebuilt CNNs on, the zoo's own dataset: 'fashion-mnist', a folder "
                    "of MNIST-style IDX files (the user's MNIST zoo), or 'none'.")
@@ -71,7 +97,7 @@ def scan_cmd(root: str, heads: int | None, fmt: str, output: str | None) -> None
 @click.option("--store-predictions", is_flag=True, help="Keep the predicted vectors in the `predictions` table.")
 @lake_option
 def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs: int | None, seed: int,
-                 batch_size: int, heads: int | None, images: str, accuracy_models: int, metrics: str | None,
+                 batch_size: int, heads: int | None, assume_heads: int | None, images: str, accuracy_models: int, metrics: str | None,
                  slow: bool, store_predictions: bool, lake_dir: str) -> None:
     """Evaluate checkpoints (PATHS: folders or .pth files; default ./Experiments) on a scenario split.
 
@@ -89,11 +115,11 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
     """
     from weightlake.experiments.evaluate import evaluate_checkpoints, resolve_checkpoints
 
-    checkpoints = resolve_checkpoints(list(paths) or [_default_root()], heads)
+    checkpoints = resolve_checkpoints(list(paths) or [_default_root()], heads, assume_heads)
     with progress_bar(len(checkpoints), "evaluate") as bar:
         report = evaluate_checkpoints(
             lake_dir, checkpoints, scenario, None if split == "all" else split,
-            limit_pairs=limit_pairs, batch_size=batch_size, heads=heads,
+            limit_pairs=limit_pairs, batch_size=batch_size, heads=heads, assume_heads=assume_heads,
             images=None if images.lower() == "none" else images, accuracy_models=accuracy_models, seed=seed,
             metrics=_names(metrics), include_slow=slow, store_predictions=store_predictions,
             progress=lambda done, total, name: bar.update(1))
@@ -132,8 +158,6 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
         reports = ingest_tracking(lake_dir, targets, scenario=scenario, chunk_rows=chunk_rows,
                                   evaluate=not no_evaluate, metrics=_names(metrics), on_error=on_error,
                                   progress=lambda done, n, name: bar.update(1))
-    if not reports:
-        click.echo(f"no tracking CSVs found under {', '.join(targets)}")
     for report in reports:
         echo_lines(report.lines())
 

@@ -94,7 +94,7 @@ FIXED_TYPES: dict[str, Any] = {
     "limit_pairs": pl.Int64, "pair_seed": pl.Int64, "d_model": pl.Int64, "n_heads": pl.Int64, "d_ff": pl.Int64,
     "n_layers": pl.Int64, "neck": pl.Int64, "seq_len": pl.Int64, "dropout": pl.Float64,
     "gated_attention": pl.Boolean, "output_head": pl.String, "heads_source": pl.String, "n_params": pl.Int64,
-    "config": pl.String, "file_bytes": pl.Int64, "error": pl.String, "evaluated_at": pl.String,
+    "config": pl.String, "config_provenance": pl.String, "file_bytes": pl.Int64, "error": pl.String, "evaluated_at": pl.String,
     "forward_seconds": pl.Float64, "metric_seconds": pl.Float64, "pairs_per_s": pl.Float64,
     "collapsed": pl.Boolean, "fn_collapsed": pl.Boolean, "pd_distinct_rows": pl.Int64,
     "fn_distinct_rows": pl.Int64, "pd_accuracy": pl.Float64, "gt_accuracy": pl.Float64,
@@ -175,7 +175,9 @@ def variety(pred: np.ndarray, ref: np.ndarray | None, prefix: str,
     """Collapse of ``pred`` and the statistics that need variety across its rows.
 
     Returns ``<prefix>_top_row_share``, ``_unique_value_share``, ``_distinct_rows``,
-    ``_collapse_reason`` and the collapse flag (``collapsed`` for ``pd``,
+    ``_collapse_reason``, ``_partial_collapse`` (more than
+    :data:`~weightlake.analysis.collapse.PARTIAL_COLLAPSE_SHARE` of the rows one vector, not
+    fully collapsed) and the collapse flag (``collapsed`` for ``pd``,
     ``<prefix>_collapsed`` otherwise); ``_across_rows_pearson`` against ``ref``; and
     ``_silhouette`` of the rows grouped by ``groups``.  Each statistic that is NaN comes
     with a ``*_reason`` saying why, instead of an exception.
@@ -183,7 +185,8 @@ def variety(pred: np.ndarray, ref: np.ndarray | None, prefix: str,
     report = collapse_report(pred)
     flag = "collapsed" if prefix == "pd" else f"{prefix}_collapsed"
     out: dict[str, Any] = {
-        flag: bool(report.collapsed), f"{prefix}_top_row_share": report.top_row_share,
+        flag: bool(report.collapsed), f"{prefix}_partial_collapse": bool(report.partial),
+        f"{prefix}_top_row_share": report.top_row_share,
         f"{prefix}_unique_value_share": report.unique_value_share, f"{prefix}_distinct_rows": report.n_distinct_rows,
         f"{prefix}_collapse_reason": report.reason,
     }
@@ -407,18 +410,29 @@ class EvaluationReport:
         ok = len(self.rows) - len(self.failed)
         out = [f"evaluated {ok} of {len(self.rows)} checkpoints on {self.scenario}/{self.split or 'all'}: "
                f"{self.n_pairs:,} pairs of zoo {self.zoo!r} (snapshot {self.pairs_snapshot}), {self.seconds:.1f} s"]
-        for row in self.rows:
-            if row.get("error"):
-                out.append(f"  {row['checkpoint']}: FAILED {row['error']}")
-                continue
-            flag = "  COLLAPSED" if row.get("collapsed") else ""
-            out.append(f"  {row['checkpoint']}: pd_mse {row.get('pd_mse', float('nan')):.4g}  "
-                       f"pd_w1 {row.get('pd_w1', float('nan')):.4g}  pd_accuracy "
-                       f"{row.get('pd_accuracy', float('nan')):.1f}%  {row.get('pairs_per_s', 0):.0f} pairs/s{flag}")
+        out += [_row_line(row) for row in self.rows]
+        assumed = sum(r.get("heads_source") == "assumed" for r in self.rows)
+        if assumed:
+            out.append(f"  note: {assumed} checkpoints ran with assumed heads (--assume-heads); their rows carry "
+                       "heads_source='assumed'")
         out += [f"  note: {n}" for n in self.notes]
         if self.snapshot is not None:
             out.append(f"  committed as snapshot {self.snapshot} (tables {EVALUATIONS}, {EVALUATION_METRICS})")
         return out
+
+
+def _row_line(row: Mapping[str, Any]) -> str:
+    if row.get("error"):
+        verb = "REFUSED" if row.get("heads_source") == "unknown" else "FAILED"
+        return f"  {row['checkpoint']}: {verb} {row['error']}"
+    flags = [f"heads_from=assumed (n_heads={row.get('n_heads')})"] if row.get("heads_source") == "assumed" else []
+    if row.get("collapsed"):
+        flags.append("COLLAPSED")
+    elif row.get("pd_partial_collapse"):
+        flags.append(f"PARTIAL COLLAPSE ({row.get('pd_top_row_share', float('nan')):.0%} of rows one vector)")
+    return (f"  {row['checkpoint']}: pd_mse {row.get('pd_mse', float('nan')):.4g}  "
+            f"pd_w1 {row.get('pd_w1', float('nan')):.4g}  pd_accuracy {row.get('pd_accuracy', float('nan')):.1f}%  "
+            f"{row.get('pairs_per_s', 0):.0f} pairs/s" + "".join(f"  {f}" for f in flags))
 
 
 @dataclass
@@ -445,12 +459,14 @@ def select_positions(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
 Checkpoints: TypeAlias = "str | Path | Iterable[str | Path | CheckpointInfo | tuple[str, CheckpointInfo]]"
 
 
-def resolve_checkpoints(root_or_paths: Checkpoints, heads: int | None = None) -> list[tuple[str, CheckpointInfo]]:
+def resolve_checkpoints(root_or_paths: Checkpoints, heads: int | None = None,
+                        assume_heads: int | None = None) -> list[tuple[str, CheckpointInfo]]:
     """``(display name, info)`` for every checkpoint of a folder, files, or scanned infos.
 
     Folders are scanned (tracking CSVs in them are left out); a folder's checkpoints
     are named by their path relative to it, single files and infos by ``parent/name``;
-    ``(name, info)`` pairs (this function's own output) pass through.
+    ``(name, info)`` pairs (this function's own output) pass through.  ``heads`` and
+    ``assume_heads`` are as for :func:`~weightlake.experiments.scan.scan_experiments`.
     """
     from weightlake.experiments.scan import CheckpointInfo, scan_checkpoint, scan_experiments
 
@@ -462,10 +478,11 @@ def resolve_checkpoints(root_or_paths: Checkpoints, heads: int | None = None) ->
         elif isinstance(item, CheckpointInfo):
             out.append((_label(Path(item.path)), item))
         elif Path(item).is_dir():
-            infos = [i for i in scan_experiments(item, heads=heads) if i.kind == "checkpoint"]
+            infos = [i for i in scan_experiments(item, heads=heads, assume_heads=assume_heads)
+                     if i.kind == "checkpoint"]
             out += [(Path(i.path).relative_to(item).as_posix(), i) for i in infos]
         elif Path(item).is_file():
-            out.append((_label(Path(item)), scan_checkpoint(item, heads=heads)))
+            out.append((_label(Path(item)), scan_checkpoint(item, heads=heads, assume_heads=assume_heads)))
         else:
             raise IngestError("no such checkpoint file or folder", path=str(item))
     return out
@@ -484,6 +501,7 @@ def evaluate_checkpoints(
     limit_pairs: int | None = None,
     batch_size: int = 256,
     heads: int | None = None,
+    assume_heads: int | None = None,
     images: str | None = "fashion-mnist",
     accuracy_models: int = 8,
     accuracy_images_per_class: int | None = 500,
@@ -509,7 +527,11 @@ def evaluate_checkpoints(
     batch_size
         Pairs per forward pass.
     heads
-        Attention heads for every checkpoint (else sidecar, folder name, default).
+        Attention heads for every checkpoint (else sidecar, then folder name).
+    assume_heads
+        Heads for the checkpoints whose head count nothing records; their rows get
+        ``heads_source = "assumed"``.  Without it those checkpoints are refused: their
+        row carries the ``error`` saying how to give the head count, and no metrics.
     images
         An image dataset for :func:`~weightlake.zoo.idx.load_dataset` (``"fashion-mnist"``
         or a folder of IDX files) on which the predicted CNNs are rebuilt and scored
@@ -543,7 +565,7 @@ def evaluate_checkpoints(
     if batch_size < 1:
         raise QueryError(f"batch_size must be >= 1, got {batch_size!r}")
     started = time.perf_counter()
-    checkpoints = resolve_checkpoints(root_or_paths, heads)
+    checkpoints = resolve_checkpoints(root_or_paths, heads, assume_heads)
     root = Path(lake_root)
     with transaction(root) as tx:
         lake = Lake(root, tx.parent)
@@ -600,10 +622,13 @@ def _identity(label: str, info: CheckpointInfo) -> dict[str, Any]:
         "saved_epoch": info.saved_epoch, "file_bytes": info.size_bytes, "error": info.error,
         "heads_source": info.heads_source, "n_params": info.n_params,
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config_provenance": json.dumps(info.provenance) if info.provenance else None,
     }
     if info.config is not None:
         config = info.config.to_dict()
         row.update({k: config[k] for k in CONFIG_COLUMNS}, config=json.dumps(config))
+    else:  # refused (e.g. heads unknown): still say what the file is
+        row.update({k: info.hyperparameters.get(k) for k in CONFIG_COLUMNS})
     return row
 
 

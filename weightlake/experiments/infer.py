@@ -8,7 +8,10 @@ hyperparameters, and the files do not say which.  This module reads them back:
   splits it into the model's ``state_dict`` and the rest (``epoch``, optimizer state...).
 * :func:`infer_config` reads every hyperparameter it can from tensor shapes and takes the
   number of heads, which no shape records, from (in this order) an explicit option, a
-  sidecar JSON, the run folder's name, or a default; ``provenance`` says which.
+  sidecar JSON or the run folder's name; when none says it, the checkpoint is refused
+  (:class:`~weightlake.errors.HeadsUnknownError`, saying how to give it) unless the caller
+  passes ``assume_heads``, and then ``provenance["heads"]`` is ``"assumed"`` so that every
+  row computed from it is marked.  :func:`infer_shapes` gives the shape-read values alone.
 * :func:`load_merger` does both and returns a ready model in eval mode.
 * :func:`parse_checkpoint_name` reads ``AE epoch {loss} {track} {epoch}.pth``.
 
@@ -34,7 +37,7 @@ from typing import Any
 
 import torch
 
-from weightlake.errors import ArchitectureError, IngestError, UnsafeFileError
+from weightlake.errors import ArchitectureError, HeadsUnknownError, IngestError, UnsafeFileError
 from weightlake.experiments.merger import (
     MergerConfig,
     TransformerAE,
@@ -53,7 +56,12 @@ IGNORED_PREFIXES: tuple[str, ...] = ("stack.",)
 """Keys dropped before loading: the report's ``stack`` linear, built but never used in forward."""
 
 DEFAULT_HEADS: tuple[int, ...] = (4, 8, 2, 1)
-"""Default head counts, tried in order; the first dividing ``d_model`` wins (the report uses 4)."""
+"""Head counts :func:`default_heads` tries in order (the report uses 4); never applied silently."""
+
+HEADS_HELP = ("give it with --heads N, a sidecar JSON next to the checkpoint ('<stem>.json' or 'config.json' "
+              "holding {\"n_heads\": N}) or a run folder named like 'run_h4'; or pass --assume-heads N to evaluate "
+              "it anyway, every row marked heads_from=assumed")
+"""How to tell the tools a checkpoint's head count (the refusal's second half)."""
 
 TRACK_WORDS: frozenset[str] = frozenset({"train", "training", "val", "valid", "validation", "test", "best", "last"})
 """Words read as the ``track`` field when a checkpoint name has a single word before the epoch."""
@@ -227,6 +235,7 @@ def infer_config(
     heads: int | None = None,
     sidecar: str | Path | Mapping[str, Any] | None = None,
     run_dir_name: str | None = None,
+    assume_heads: int | None = None,
 ) -> tuple[MergerConfig, dict[str, str]]:
     """The :class:`MergerConfig` a state_dict was saved from, and where each value came from.
 
@@ -243,17 +252,22 @@ def infer_config(
         values it states must agree with the tensors.
     run_dir_name
         The run folder's name or relative path; see :func:`heads_from_run_dir`.
+    assume_heads
+        Heads to use only when no source above gives them; the provenance is then
+        ``"assumed"``.  Without it such a state_dict is refused.
 
     Returns
     -------
     config, provenance
         ``provenance["heads"]`` is ``"option"``, ``"sidecar"``, ``"run_dir_name"`` or
-        ``"default"`` and ``provenance["heads_detail"]`` says more; the other keys name the
+        ``"assumed"`` and ``provenance["heads_detail"]`` says more; the other keys name the
         tensor (or source) each value was read from, plus the notes of
         :func:`canonical_state_dict`.
 
     Raises
     ------
+    HeadsUnknownError
+        If nothing records the head count and ``assume_heads`` is None.
     ArchitectureError
         If the tensors do not form a merging model (missing, unexpected or mis-shaped
         keys), the heads do not divide ``d_model``, or the sidecar contradicts the shapes.
@@ -262,15 +276,31 @@ def infer_config(
     """
     sd, notes = canonical_state_dict(state_dict)
     side = read_sidecar(sidecar)
-    values, provenance = _shape_values(sd, side)
-    _check_sidecar_agrees(side, values)
-    n_heads, heads_prov = _resolve_heads(values["d_model"], heads, side, run_dir_name)
-    dropout = _sidecar_float(side, "dropout", 0.0)
-    provenance.update(heads_prov, dropout="sidecar" if "dropout" in side else "default 0.0 (not stored in weights)")
+    values, provenance = _shapes_and_dropout(sd, side)
+    n_heads, heads_prov = _resolve_heads(values["d_model"], heads, side, run_dir_name, assume_heads)
+    provenance.update(heads_prov)
     provenance.update(notes)
-    config = _make_config(dict(values, n_heads=n_heads, dropout=dropout), provenance)
+    config = _make_config(dict(values, n_heads=n_heads), provenance)
     check_state_dict(config, sd)
     return config, provenance
+
+
+def infer_shapes(state_dict: Mapping[str, torch.Tensor],
+                 sidecar: str | Path | Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every hyperparameter but the head count, and where each came from (as :func:`infer_config`).
+
+    Used to show what a checkpoint is even when it is refused for want of a head count.
+    """
+    sd, _ = canonical_state_dict(state_dict)
+    return _shapes_and_dropout(sd, read_sidecar(sidecar))
+
+
+def _shapes_and_dropout(sd: Mapping[str, torch.Tensor], side: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    values, provenance = _shape_values(sd, side)
+    _check_sidecar_agrees(side, values)
+    values["dropout"] = _sidecar_float(side, "dropout", 0.0)
+    provenance["dropout"] = "sidecar" if "dropout" in side else "default 0.0 (not stored in weights)"
+    return values, provenance
 
 
 def _sidecar_float(side: Mapping[str, Any], key: str, default: float) -> float:
@@ -360,8 +390,8 @@ def _check_sidecar_agrees(side: Mapping[str, Any], values: Mapping[str, Any]) ->
 
 # -- heads ---------------------------------------------------------------------------
 
-def _resolve_heads(d_model: int, heads: int | None, side: Mapping[str, Any],
-                   run_dir_name: str | None) -> tuple[int, dict[str, str]]:
+def _resolve_heads(d_model: int, heads: int | None, side: Mapping[str, Any], run_dir_name: str | None,
+                   assume_heads: int | None = None) -> tuple[int, dict[str, str]]:
     if heads is not None:
         return int(heads), {"heads": "option", "heads_detail": f"option heads={heads!r}"}
     if "n_heads" in side:
@@ -370,9 +400,11 @@ def _resolve_heads(d_model: int, heads: int | None, side: Mapping[str, Any],
     from_name = heads_from_run_dir(run_dir_name) if run_dir_name else None
     if from_name is not None:
         return from_name, {"heads": "run_dir_name", "heads_detail": f"run folder name {run_dir_name!r}"}
-    chosen = default_heads(d_model)
-    detail = f"default: first of {DEFAULT_HEADS} dividing d_model={d_model}"
-    return chosen, {"heads": "default", "heads_detail": detail}
+    if assume_heads is None:
+        raise HeadsUnknownError(f"the number of attention heads (d_model={d_model}) is not recorded: no --heads, no "
+                                f"sidecar n_heads, no head count in the run folder name {run_dir_name!r}; {HEADS_HELP}")
+    detail = f"assumed: --assume-heads {assume_heads} (nothing records the head count)"
+    return _as_heads(assume_heads, "--assume-heads"), {"heads": "assumed", "heads_detail": detail}
 
 
 def _as_heads(value: Any, where: str) -> int:
@@ -382,7 +414,10 @@ def _as_heads(value: Any, where: str) -> int:
 
 
 def default_heads(d_model: int) -> int:
-    """The first of :data:`DEFAULT_HEADS` that divides ``d_model`` (4 for the report's 960)."""
+    """The first of :data:`DEFAULT_HEADS` that divides ``d_model`` (4 for the report's 960).
+
+    A suggestion for ``assume_heads``; :func:`infer_config` never applies it by itself.
+    """
     return next(h for h in DEFAULT_HEADS if d_model % h == 0)
 
 
@@ -463,6 +498,7 @@ def load_merger(
     heads: int | None = None,
     sidecar: str | Path | Mapping[str, Any] | None = None,
     run_dir_name: str | None = None,
+    assume_heads: int | None = None,
 ) -> tuple[TransformerAE, MergerConfig, dict[str, str]]:
     """Load a checkpoint into a ready :class:`TransformerAE` (eval mode, on CPU).
 
@@ -473,7 +509,7 @@ def load_merger(
     config
         Use this config (e.g. one from :func:`~weightlake.experiments.scan.scan_experiments`)
         instead of inferring one; the state_dict must still fit it.
-    heads, sidecar, run_dir_name
+    heads, sidecar, run_dir_name, assume_heads
         As for :func:`infer_config`; ``sidecar`` defaults to :func:`find_sidecar` and
         ``run_dir_name`` to the checkpoint's folder name.
 
@@ -491,13 +527,14 @@ def load_merger(
     try:
         if config is None:
             side = sidecar if sidecar is not None else find_sidecar(path)
-            config, provenance = infer_config(state_dict, heads, side, run_dir_name or path.parent.name)
+            config, provenance = infer_config(state_dict, heads, side, run_dir_name or path.parent.name,
+                                              assume_heads)
         else:
             provenance = {"config": "given"}
         sd, notes = canonical_state_dict(state_dict)
         return build_merger(config, sd), config, {**provenance, **notes}
     except ArchitectureError as exc:
-        raise ArchitectureError(f"file {str(path)!r}: {exc}") from exc
+        raise type(exc)(f"file {str(path)!r}: {exc}") from exc
 
 
 # -- file names ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from weightlake.analysis.collapse import PARTIAL_COLLAPSE_SHARE
 from weightlake.analysis.metrics import METRICS
 from weightlake.errors import NoSuchTableError
 from weightlake.experiments.evaluate import COMPARISONS, EVALUATIONS
@@ -38,8 +39,9 @@ TITLES: dict[str, str] = {"pd": "Predicted vs ground truth (PD vs GT)", "fn": "F
 KEY_METRICS: tuple[str, ...] = ("mse", "w1", "cosine", "kl")
 """Metrics shown per layer and plotted per source."""
 
-_SUMMARY = ("checkpoint", "source_kind", "scenario", "split", "loss", "epoch", "config", "n_pairs", "collapsed",
-            "pd_accuracy", "gt_accuracy", "error")
+_SUMMARY = ("checkpoint", "source_kind", "scenario", "split", "loss", "epoch", "config", "heads_source", "n_pairs",
+            "collapsed",
+            "pd_partial_collapse", "pd_top_row_share", "pd_accuracy", "gt_accuracy", "error")
 
 
 @dataclass
@@ -135,7 +137,8 @@ def render_markdown(frame: pl.DataFrame, *, title: str = "Merging-model evaluati
              f"generated {datetime.now(UTC).isoformat(timespec='seconds')}.", "",
              "Each metric is the mean over pairs (NaN pairs left out) of "
              "`weightlake.analysis.metrics.compute_all`; the best value of each column is in bold.", "",
-             "## Summary", "", markdown_table(frame, _SUMMARY)]
+             *_assumed_warning(frame), "## Summary", "", markdown_table(frame, _SUMMARY)]
+    parts += _configurations(frame)
     for prefix in COMPARISONS:
         cols = whole_metrics(frame, prefix)
         if not cols:
@@ -150,6 +153,35 @@ def render_markdown(frame: pl.DataFrame, *, title: str = "Merging-model evaluati
         parts += ["", "## Plots", ""]
         parts += [f"![{p.stem}]({p.relative_to(relative_to) if relative_to else p})" for p in plots]
     return "\n".join(parts) + "\n"
+
+
+_CONFIG_TABLE = ("checkpoint", "heads_source", "n_heads", "d_model", "d_ff", "n_layers", "neck", "seq_len",
+                 "gated_attention", "output_head", "dropout", "n_params")
+
+
+def _assumed_warning(frame: pl.DataFrame) -> list[str]:
+    if "heads_source" not in frame.columns:
+        return []
+    assumed = frame.filter(pl.col("heads_source") == "assumed")["checkpoint"].to_list()
+    refused = frame.filter(pl.col("heads_source") == "unknown")["checkpoint"].to_list()
+    out = []
+    if assumed:
+        out += [f"**heads_from=assumed: {len(assumed)} sources ran with a head count nothing records "
+                f"(`--assume-heads`): {', '.join(assumed)}. Their metrics hold only if that guess is right.**", ""]
+    if refused:
+        out += [f"Refused for want of a head count (no metrics): {', '.join(refused)}.", ""]
+    return out
+
+
+def _configurations(frame: pl.DataFrame) -> list[str]:
+    """Every inferred hyperparameter and where the head count came from, one row per checkpoint."""
+    if "d_model" not in frame.columns or not frame["d_model"].is_not_null().any():
+        return []
+    rows = frame.filter(pl.col("d_model").is_not_null())
+    return ["", "## Inferred configurations", "",
+            "Read from tensor shapes (gating: presence of `attn.gate`; output head: `dec.lay.heads.*` or "
+            "`dec.lay.linear`); heads from `heads_source` (option, sidecar, run_dir_name, or assumed); dropout "
+            "from a sidecar, else 0.", "", markdown_table(rows, _CONFIG_TABLE)]
 
 
 def layer_columns(frame: pl.DataFrame, prefix: str, metric: str) -> list[str]:
@@ -171,14 +203,15 @@ def _layer_tables(frame: pl.DataFrame, prefix: str) -> list[str]:
 
 
 def _variety(frame: pl.DataFrame) -> list[str]:
-    cols = ["checkpoint", "collapsed", "pd_top_row_share", "pd_unique_value_share", "pd_distinct_rows",
+    cols = ["checkpoint", "collapsed", "pd_partial_collapse", "pd_top_row_share", "pd_unique_value_share", "pd_distinct_rows",
             "pd_across_rows_pearson", "pd_across_rows_pearson_reason", "pd_silhouette", "pd_silhouette_reason",
             "gt_silhouette", "fn_collapsed"]
     if "collapsed" not in frame.columns:
         return []
     return ["", "## Collapse and variety", "",
             "A source is collapsed when over 99 % of its predicted rows are one vector; statistics that need "
-            "variety across rows are then NaN, with the reason.", "", markdown_table(frame, cols)]
+            "variety across rows are then NaN, with the reason. It is partially collapsed when over "
+            f"{PARTIAL_COLLAPSE_SHARE:.0%} (and at most 99 %) are one vector (`pd_top_row_share` is the share).", "", markdown_table(frame, cols)]
 
 
 # -- plots ---------------------------------------------------------------------------------------

@@ -25,8 +25,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from weightlake.errors import WeightLakeError
-from weightlake.experiments.infer import find_sidecar, infer_config, load_checkpoint, parse_checkpoint_name
+from weightlake.errors import HeadsUnknownError, WeightLakeError
+from weightlake.experiments.infer import (
+    find_sidecar,
+    infer_config,
+    infer_shapes,
+    load_checkpoint,
+    parse_checkpoint_name,
+)
 from weightlake.experiments.merger import MergerConfig, count_parameters
 
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt")
@@ -41,7 +47,10 @@ class CheckpointInfo:
     :func:`~weightlake.experiments.infer.parse_checkpoint_name`'s ``loss``/``track``/``epoch``,
     ``saved_epoch`` the file's own ``epoch`` entry, and ``config``, ``heads_source``,
     ``provenance`` and ``n_params`` what inference found; all are None (or empty) for
-    tracking CSVs and for files that failed, whose ``error`` says why.
+    tracking CSVs and for files that failed, whose ``error`` says why.  ``hyperparameters``
+    holds every value read from the file (shapes, gating, output head, dropout, and
+    ``n_heads`` when known), also for a checkpoint refused because nothing records its head
+    count (``heads_source`` ``"unknown"``, ``error`` saying how to give it).
     """
 
     path: str
@@ -54,6 +63,7 @@ class CheckpointInfo:
     provenance: dict[str, str] = field(default_factory=dict)
     n_params: int | None = None
     error: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -68,11 +78,11 @@ class CheckpointInfo:
             "saved_epoch": self.saved_epoch,
             "config": self.config.to_dict() if self.config else None,
             "heads_source": self.heads_source, "provenance": dict(self.provenance),
-            "n_params": self.n_params, "error": self.error,
+            "n_params": self.n_params, "error": self.error, "hyperparameters": dict(self.hyperparameters),
         }
 
 
-def scan_experiments(root: str | Path, heads: int | None = None) -> list[CheckpointInfo]:
+def scan_experiments(root: str | Path, heads: int | None = None, assume_heads: int | None = None) -> list[CheckpointInfo]:
     """Every checkpoint and tracking CSV under ``root``, sorted by path.
 
     Parameters
@@ -81,7 +91,10 @@ def scan_experiments(root: str | Path, heads: int | None = None) -> list[Checkpo
         The experiments folder.
     heads
         Number of attention heads to assume for every checkpoint (overrides sidecars,
-        folder names and the default; see :func:`~weightlake.experiments.infer.infer_config`).
+        folder names; see :func:`~weightlake.experiments.infer.infer_config`).
+    assume_heads
+        Heads for checkpoints whose head count nothing records (marked ``"assumed"``);
+        without it they are listed with an error saying how to give it.
 
     Returns
     -------
@@ -99,13 +112,14 @@ def scan_experiments(root: str | Path, heads: int | None = None) -> list[Checkpo
     infos = []
     for path in _walk(root):
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-            infos.append(scan_checkpoint(path, root, heads))
+            infos.append(scan_checkpoint(path, root, heads, assume_heads))
         elif _is_tracking_csv(path, root):
             infos.append(CheckpointInfo(str(path), "tracking", path.stat().st_size))
     return infos
 
 
-def scan_checkpoint(path: str | Path, root: str | Path | None = None, heads: int | None = None) -> CheckpointInfo:
+def scan_checkpoint(path: str | Path, root: str | Path | None = None, heads: int | None = None,
+                    assume_heads: int | None = None) -> CheckpointInfo:
     """Describe one checkpoint file; errors become the entry's ``error`` string.
 
     The file's tensors are memory-mapped, only their shapes are read, and they are
@@ -116,22 +130,27 @@ def scan_checkpoint(path: str | Path, root: str | Path | None = None, heads: int
     base = CheckpointInfo(str(path), "checkpoint", 0, parse_checkpoint_name(path))
     try:
         base = replace(base, size_bytes=path.stat().st_size)
-        return _describe(path, base, _run_dir_name(path, root), heads)
+        return _describe(path, base, _run_dir_name(path, root), heads, assume_heads)
     except (WeightLakeError, OSError) as exc:
         return replace(base, error=f"{type(exc).__name__}: {exc}")
 
 
-def _describe(path: Path, base: CheckpointInfo, run_dir: str, heads: int | None) -> CheckpointInfo:
+def _describe(path: Path, base: CheckpointInfo, run_dir: str, heads: int | None,
+              assume_heads: int | None) -> CheckpointInfo:
     state_dict, extras = load_checkpoint(path)
+    epoch = extras.get("epoch")
+    base = replace(base, saved_epoch=epoch if isinstance(epoch, int) else None)
     try:
-        config, provenance = infer_config(state_dict, heads, find_sidecar(path), run_dir)
-        epoch = extras.get("epoch")
+        config, provenance = infer_config(state_dict, heads, find_sidecar(path), run_dir, assume_heads)
+    except HeadsUnknownError as exc:
+        values, provenance = infer_shapes(state_dict, find_sidecar(path))
+        values["token_sizes"] = list(values["token_sizes"])
+        return replace(base, hyperparameters=values, provenance={**provenance, "heads": "unknown"},
+                       heads_source="unknown", error=f"{type(exc).__name__}: {exc}")
     finally:
         del state_dict, extras  # the only references: the file's mapping goes with them
-    return replace(
-        base, config=config, provenance=provenance, heads_source=provenance["heads"],
-        n_params=count_parameters(config), saved_epoch=epoch if isinstance(epoch, int) else None,
-    )
+    return replace(base, config=config, provenance=provenance, heads_source=provenance["heads"],
+                   n_params=count_parameters(config), hyperparameters=config.to_dict())
 
 
 def _walk(root: Path) -> list[Path]:

@@ -328,7 +328,8 @@ def read_tracking(path: str | Path, arch: Architecture = CNN_S, *, chunk_rows: i
     schema.update({c: pl.Float64 for _, c in layout.steps})
     if layout.index_column is not None:
         schema[layout.index_column] = pl.Int64
-    lf = pl.scan_csv(path, new_columns=list(layout.columns), schema_overrides=schema, infer_schema=False)
+    lf = pl.scan_csv(path, new_columns=list(layout.columns), schema_overrides=schema, infer_schema=False,
+                     glob=False)  # a user folder named "overlapping 0 [0, 1, 2] 11 gelu" is no pattern
     positions = {c: i for i, c in enumerate(layout.columns)}
     start = 0
     try:
@@ -402,7 +403,10 @@ class TrackingReport:
             out.append(f"  {n} {kind} rows hold empty or non-finite cells (metrics on them are NaN)")
         parts = [f"{p}_w1 {ev[f'{p}_w1']:.4g}" for p in COMPARISONS if isinstance(ev.get(f"{p}_w1"), float)]
         if parts:
-            out.append("  " + "  ".join(parts) + ("  PD COLLAPSED" if ev.get("collapsed") else ""))
+            flag = "  PD COLLAPSED" if ev.get("collapsed") else ""
+            if ev.get("pd_partial_collapse"):
+                flag = f"  PD PARTIAL COLLAPSE ({ev.get('pd_top_row_share', float('nan')):.0%} of rows one vector)"
+            out.append("  " + "  ".join(parts) + flag)
         if self.snapshot is not None:
             out.append(f"  committed as snapshot {self.snapshot}")
         return out
@@ -476,6 +480,9 @@ def ingest_tracking(
     if on_error not in ("abort", "skip"):
         raise QueryError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
     files = _labelled_files(paths)
+    if not files:
+        raise IngestError(f"no tracking CSVs under {', '.join(map(str, _as_list(paths)))}: a tracking CSV is a .csv "
+                          "file in a folder named Tracking, or named *track*")
     open_lake(lake_root, create=True)
     reports: list[TrackingReport] = []
     with transaction(Path(lake_root)) as tx:
@@ -494,6 +501,9 @@ def ingest_tracking(
             long_rows += longs
             if progress is not None:
                 progress(done, len(files), label)
+        if all(r.error for r in reports):  # --on-error skip left nothing: commit nothing
+            raise IngestError(f"every one of the {len(reports)} tracking files failed, nothing committed; first: "
+                              f"{reports[0].error}")
         stage_evaluations(tx, rows, long_rows)
         if tx.changed:
             version = tx.commit({"op": "ingest_tracking",
@@ -503,8 +513,12 @@ def ingest_tracking(
     return reports
 
 
+def _as_list(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
 def _labelled_files(paths: str | Path | Iterable[str | Path]) -> list[tuple[str, Path]]:
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    items = _as_list(paths)
     out = []
     for item in items:
         item = Path(item)

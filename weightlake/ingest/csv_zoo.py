@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
-from weightlake.errors import IngestError
+from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.common import IngestReport, ZooWriter, file_fingerprint, source_seen
 from weightlake.storage.transaction import transaction
 
@@ -270,6 +270,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                     meta, weights = meta.filter(pl.Series(keep)), weights[keep]
                 report.rows_read += len(weights) + len({b.row for b in bad})
                 writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
+            _check_not_empty(path, report.rows_read, rejects, rejects_path)
             written = writer.finish()
             if written is None and earlier and not rejects:
                 # same fingerprint and every row already present: the very same file again
@@ -289,6 +290,19 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
             writer.abort()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_not_empty(path: Path, rows_read: int, rejects: list[BadRow], rejects_path: Path | str | None) -> None:
+    """An ingest that would add nothing from a file with nothing usable is an error, not a success."""
+    if rows_read == 0:
+        raise IngestError("the file has a header but no data rows: nothing to ingest", path=str(path))
+    rejected = {b.row for b in rejects}
+    if len(rejected) == rows_read:
+        where = _write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path)
+        first = min(rejects, key=lambda b: b.row)
+        raise IngestError(f"--on-error skip rejected all {rows_read} rows, so nothing is committed (first: "
+                          f"{first.reason}); every reject is listed in {str(where)!r}", path=str(path),
+                          row=first.row, column=first.column)
 
 
 def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmpdir: str,
@@ -312,7 +326,8 @@ def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmp
 
 def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
            first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
-    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2)
+    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2,
+                     glob=False)
     size = max(source.stat().st_size, 1)
     done_rows = 0
     pending = list(first_bad)
@@ -364,6 +379,11 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     """Write models (optionally filtered by a SQL ``where`` over ``models``) in the exact CSV zoo format.
 
     Returns the number of rows written.  Rows come out ordered by ``model_id``.
+
+    Raises
+    ------
+    QueryError
+        When no model matches (nothing is written); the message says what the zoo holds.
     """
     lake.check_output(out)
     zoo = zoo or lake._only_zoo()
@@ -372,6 +392,9 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     if where:
         sql += f" AND ({where})"
     meta = lake.sql(sql + " ORDER BY model_id", {"zoo": zoo, **(params or {})})
+    if meta.height == 0:
+        raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
+                         + f", nothing written; {zoo_contents(lake, zoo)}")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
     names = csv_columns(arch)
@@ -385,6 +408,16 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
                 progress(part.height)
     os.replace(tmp, out)
     return meta.height
+
+
+def zoo_contents(lake: Any, zoo: str) -> str:
+    """One line saying what a zoo holds: model count, inits, activations, epochs, subset sizes."""
+    row = lake.sql("SELECT count(*) AS n, list(DISTINCT init ORDER BY init) AS inits, "
+                   "list(DISTINCT activation ORDER BY activation) AS activations, "
+                   "list(DISTINCT epoch ORDER BY epoch) AS epochs, list(DISTINCT n_classes ORDER BY n_classes) AS sizes "
+                   "FROM models WHERE zoo = $zoo", {"zoo": zoo}).row(0, named=True)
+    return (f"the zoo holds {row['n']} models; inits in this zoo: {row['inits']}; activations: {row['activations']}; "
+            f"epochs: {row['epochs']}; classes per model: {row['sizes']}")
 
 
 def _frame(meta: pl.DataFrame, weights: np.ndarray, arch: Architecture) -> pl.DataFrame:

@@ -9,7 +9,7 @@ A job file holds one or more ``[[source]]`` tables::
     init = "kaiming_uniform"     # required for CSV and layout-A checkpoints
     arch = "cnn-s"               # optional, default cnn-s
     on_error = "abort"           # csv only: abort | skip
-    epoch_bins = [11, 16, 21]    # checkpoints only (default: the reference zoo's six bins)
+    epoch_bins = [11, 16, 21]    # checkpoints only (default: the trainer's recorded epochs, else the six bins)
 
 An optional ``[train]`` table runs the zoo trainer first (same keys as
 ``weightlake zoo train``), so a job can produce its own checkpoints; an optional

@@ -24,13 +24,12 @@ def run_job(job_path: Path | str, lake_dir: Path | str, *, echo: Callable[[str],
                                 on_error=source.options.get("on_error", "abort"),
                                 rejects_path=source.options.get("rejects"))
         else:
-            from weightlake.arch import EPOCH_BINS
             from weightlake.ingest.checkpoints import ingest_checkpoints
 
             report = ingest_checkpoints(lake_dir, source.path, zoo=source.zoo, init=source.init, arch=arch,
                                         workers=int(source.options.get("workers", 2)),
                                         layout=source.options.get("layout"),
-                                        bins=source.options.get("epoch_bins", EPOCH_BINS),
+                                        bins=source.options.get("epoch_bins"),  # None: the trainer's record
                                         rejects_path=source.options.get("rejects"))
         yield from report.lines()
     if job.exports:

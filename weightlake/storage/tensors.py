@@ -14,6 +14,7 @@ Round-trip law: ``read_rows(write_segment(x)) == x`` bitwise.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,9 +247,23 @@ def read_rows(path: Path, rows: int, cols: int, index: np.ndarray, *,
     if not _raw_layout(array):
         block = _read_codec(path, array, np.empty((rows, cols), dtype=np.float32), np.unique(chunk_of), digests)
         return block[index]
-    buffer = np.empty((step, cols), dtype=np.float32)
-    for c in np.unique(chunk_of):
-        _read_chunk_into(_chunk_file(path, array, int(c)), buffer, digests[int(c)] if digests is not None else None)
+    chunks = np.unique(chunk_of)
+    local = threading.local()
+
+    def gather(c: int) -> None:
+        buffer = getattr(local, "buffer", None)
+        if buffer is None:
+            buffer = local.buffer = np.empty((step, cols), dtype=np.float32)
+        _read_chunk_into(_chunk_file(path, array, c), buffer, digests[c] if digests is not None else None)
         mask = chunk_of == c
-        out[mask] = buffer[index[mask] - int(c) * step]
+        out[mask] = buffer[index[mask] - c * step]
+
+    if len(chunks) < 4:
+        for c in chunks:
+            gather(int(c))
+    else:  # as in _read_raw: file reads release the GIL, two threads keep both cores busy
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(gather, (int(c) for c in chunks)))
     return out

@@ -3,8 +3,10 @@
 The recipe is the reference zoo's (spec ``zoo-formats.md`` section 3): Adam, lr 0.05,
 batch 90, up to 40 epochs, a checkpoint when ``epoch >= 9 and epoch % 5 == 1`` and the
 validation accuracy exceeds 60 %, early stop after 3 epochs whose accuracy moved by at
-most 0.05 points (the final state then goes to ``checkpoint epoch -1.pth``, whatever its
-accuracy; the accuracy before training counts as the previous value of epoch 0).  It fixes
+most 0.05 points (the final state then goes to ``checkpoint epoch -1.pth`` if its accuracy
+also exceeds ``min_accuracy``: a model that plateaued at chance level is recorded in its
+metrics and sidecar but is no zoo member; the accuracy before training counts as the
+previous value of epoch 0).  It fixes
 the reference script's known flaws:
 
 * a model sees only the training images of its own classes;
@@ -380,6 +382,9 @@ def _fit(model: nn.Module, data: tuple[torch.Tensor, ...], job: ModelJob, recipe
             _save_checkpoint(Path(job.folder), epoch, epoch, model, opt)
             saved.append(epoch)
         if history.plateaued(recipe.patience, recipe.tolerance):
+            # the final state is a zoo member only if it passes the same accuracy bar as any checkpoint
+            if history.values["test_acc"][-1] <= recipe.min_accuracy:
+                return history, saved, True
             _save_checkpoint(Path(job.folder), EARLY_STOP_EPOCH, epoch, model, opt)
             return history, [*saved, EARLY_STOP_EPOCH], True
     return history, saved, False
