@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["ingest", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
+ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
          "train"]
 
 
