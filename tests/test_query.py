@@ -41,3 +41,18 @@ def test_parameters_are_bound_not_pasted(small_lake_dir):
         run_named(lake, "accuracy_by_group", {"zoo": "x", "min_classes": "two"})
     with pytest.raises(NoSuchTableError, match="no named query"):
         run_named(lake, "nope", {})
+
+
+def test_plain_queries_register_no_functions(small_lake_dir) -> None:
+    """A query that names no wl_* function neither imports the metrics nor registers any (cold start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, weightlake as wl\n"
+            f"lake = wl.open_lake({str(small_lake_dir)!r})\n"
+            "n = lake.sql('SELECT count(*) AS n FROM models')['n'][0]\n"
+            "plain = 'weightlake.analysis.metrics' in sys.modules\n"
+            "v = lake.sql('SELECT wl_l2(w) AS v FROM weights LIMIT 1')['v'][0]\n"
+            "print(n, plain, 'weightlake.analysis.metrics' in sys.modules, v > 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["432", "False", "True", "True"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -279,7 +279,7 @@ class Lake:
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
         return tables.scan_parquet(self.checked_paths(entry.files), hive_schema=hive or None)
 
-    def connect(self, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
+    def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""
         from weightlake.query import connect
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +34,13 @@ if TYPE_CHECKING:
     from weightlake.lake import Lake
 
 _WORD = re.compile(r"\bweights\b", re.IGNORECASE)
+_FUNCTION = re.compile(r"\bwl_\w+", re.IGNORECASE)
 
 
-def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot.
+
+    ``udfs``: register every ``wl_*`` function (True), none (False), or only the named ones.
 
     The connection cannot touch the file system: every view is data handed over from
     Python (checked Parquet files as Arrow datasets, weights as an Arrow table), then
@@ -54,7 +57,7 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool = True) -> duckdb.Du
         if udfs:
             from weightlake.analysis.udfs import register_udfs
 
-            register_udfs(con, lake)
+            register_udfs(con, lake, only=None if udfs is True else {str(n).lower() for n in udfs})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except BaseException:
@@ -128,7 +131,8 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     """Run one query; the ``weights`` view is decoded only if the query names it."""
     import duckdb
 
-    con = connect(lake, weights=bool(_WORD.search(query)))
+    # register only the wl_* functions the query names (none for a plain query: no metrics import)
+    con = connect(lake, weights=bool(_WORD.search(query)), udfs={m.lower() for m in _FUNCTION.findall(query)})
     try:
         one_statement(con, query)
         rel = con.sql(query, params=params) if params else con.sql(query)

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Architecture | None = None) -> list[str]:
-    """Register every ``wl_*`` function on ``con``; returns their names."""
+def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Architecture | None = None,
+                  only: set[str] | None = None) -> list[str]:
+    """Register every ``wl_*`` function on ``con`` (or only the names in ``only``); returns their names."""
     import duckdb
     import duckdb.sqltypes as T
 
@@ -49,6 +50,8 @@ def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Archit
     names: list[str] = []
 
     def add(name: str, fn: Callable[..., Any], params: list[Any], returns: Any) -> None:
+        if only is not None and name not in only:
+            return
         con.create_function(name, fn, params, returns, type="arrow", side_effects=False)  # type: ignore[call-overload]
         names.append(name)
 
