@@ -90,9 +90,16 @@ class SegmentWriter:
         self.rows += self._fill
         self._fill = 0
 
-    def close(self) -> int:
-        """Flush, then checksum what is on disk (the files as written, read back from the page cache)."""
+    def close(self, attributes: dict[str, Any] | None = None) -> int:
+        """Flush, record ``attributes`` under the array's ``weightlake`` attribute (with the row
+        count, and ``stop_model_id`` when ``first_model_id`` is given), then checksum what is on
+        disk (the files as written, read back from the page cache)."""
         self._flush()
+        if attributes is not None:
+            attrs = {**attributes, "rows": self.rows}
+            if "first_model_id" in attrs:
+                attrs["stop_model_id"] = int(attrs["first_model_id"]) + self.rows  # exclusive
+            self._array.attrs.update({"weightlake": attrs})
         n_chunks = -(-self.rows // self.chunk_rows)
         self.chunk_digests = tuple(digest_file(_chunk_file(self.path, self._array, i)) for i in range(n_chunks))
         self.meta_digest = digest_file(self.path / "zarr.json")

@@ -59,7 +59,7 @@ class Transaction:
         Assigns ``model_id`` (stable, lake-wide, increasing) and ``zoo``; returns the metadata
         as written.
         """
-        rows = segment.close()
+        rows = segment.close(attributes={"zoo": zoo, "first_model_id": self._next_id})
         if rows != meta.height:
             raise IntegrityError(f"segment has {rows} rows but metadata has {meta.height}")
         entry = self._zoos.get(zoo) or ZooEntry(arch=arch.to_dict())
