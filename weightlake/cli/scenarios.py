@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from weightlake.cli import echo_lines, lake_option, main, progress_bar
@@ -144,28 +146,44 @@ def pairs() -> None:
 @click.option("--epochs", default=3, show_default=True, help="Epochs to write; epoch e is shuffled by (seed, e).")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
+              help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for .pt / .h5 files.")
 @lake_option
 def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
-                    lake_dir: str) -> None:
-    """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`).
+                    fmt: str, out_dir: str | None, lake_dir: str) -> None:
+    """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`),
+    or to .pt / .h5 files (one per epoch) for other training code.
 
     Epoch e holds the same batches as lake.pairs(SCENARIO, SPLIT).loader(batch_size=B,
     seed=SEED, epoch=e). Stream them with lake.batches(SCENARIO, SPLIT), or
     lake.batches(..., compat=True) for the (tensor, records, accuracies, rows) tuple of
-    the user's training loop.
+    the user's training loop. A .pt file loads with torch.load(path, weights_only=True) as
+    a dict of tensors (x, ids, acc, rows, zoo_rows, masks, keys, valid) plus meta; an .h5
+    file holds the same datasets (h5py). TensorDataset(d["x"][d["valid"]], ...) builds a
+    dataset from either.
 
     \b
-    Example:
+    Examples:
       weightlake pairs materialize overlap0-gelu-e11 --split train --batch-size 36 --epochs 3 --seed 0
+      weightlake pairs materialize overlap0-gelu-e11 --split train --format pt --out batches/
     """
+    from weightlake.errors import QueryError
     from weightlake.serve.batches import materialize
+    from weightlake.serve.files import export_batches
 
     lake = _open(lake_dir)
+    if fmt != "zarr" and not out_dir:
+        raise QueryError(f"--format {fmt} writes files: say where with --out DIR")
     n_pairs = lake.pairs(scenario_name, split).__len__()
     per_epoch = n_pairs // batch_size if drop_last else -(-n_pairs // batch_size)
     with progress_bar(per_epoch * epochs, "materialize") as bar:
-        report = materialize(lake_dir, scenario_name, split, batch_size=batch_size, epochs=epochs, seed=seed,
-                             progress=bar.update, drop_last=drop_last)
+        if fmt == "zarr":
+            report: Any = materialize(lake_dir, scenario_name, split, batch_size=batch_size, epochs=epochs,
+                                      seed=seed, progress=bar.update, drop_last=drop_last)
+        else:
+            report = export_batches(lake, scenario_name, split, out_dir or "", fmt=fmt, batch_size=batch_size,
+                                    epochs=epochs, seed=seed, drop_last=drop_last, progress=bar.update)
     echo_lines(report.lines())
 
 

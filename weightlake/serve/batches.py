@@ -133,66 +133,90 @@ def materialize(lake_root: str | Path, scenario: str, split: str = "train", batc
                              epochs * nb * batch_size * 3 * pairs.lake.arch(pairs.zoo).n_params * 4, version)
 
 
-class _EpochWriter:
-    """Gathers and writes one epoch at a time; holds the pair set's arrays."""
+class EpochSource:
+    """The batches of a pair set's epochs, as arrays: what every materialised format writes.
 
-    def __init__(self, pairs: PairSet, path: Path, batch_size: int, drop_last: bool) -> None:
-        import zarr
+    Epoch ``e`` is ordered by ``epoch_order(n_pairs, seed, e)`` and cut into ``[n_batches, B]``
+    positions; the last partial batch is padded (``valid`` False) unless ``drop_last``.
+    """
 
+    SMALL = ("ids", "acc", "rows", "zoo_rows", "masks", "keys")
+
+    def __init__(self, pairs: PairSet, batch_size: int, drop_last: bool) -> None:
         _, self.weights = pairs.lake.zoo_weights(pairs.zoo)
-        self.pairs, self.path, self.batch_size, self.drop_last = pairs, path, batch_size, drop_last
+        self.pairs, self.batch_size, self.drop_last = pairs, batch_size, drop_last
         self.zoo_rows = pairs.zoo_rows()
         frame = pairs.to_polars()
         self.masks = np.stack([frame["a_mask"].to_numpy(), frame["b_mask"].to_numpy()], axis=1).astype(np.int32)
         self.keys = np.stack([_keys(frame["epoch"].to_numpy(), EPOCH_BINS),
                               _keys(frame["activation"].to_numpy(), SCENARIO_ACTIVATIONS)], axis=1)
-        self.group = zarr.open_group(str(path), mode="w-")
 
-    def write_group_attrs(self, *, seed: int, epochs: int) -> None:
+    def attrs(self, *, seed: int, epochs: int) -> dict[str, Any]:
         p = self.pairs
-        self.group.attrs.update({
-            "scenario": p.scenario, "split": p.split, "zoo": p.zoo, "seed": seed, "epochs": epochs,
-            "batch_size": self.batch_size, "n_pairs": len(p), "drop_last": self.drop_last,
-            "snapshot": p.lake.snapshot, "order": "numpy default_rng([seed, epoch]).permutation(n_pairs)",
-            "padding": "last batch padded to batch_size: x 0, ids/rows -1, acc NaN, valid False",
-        })
+        return {"scenario": p.scenario, "split": p.split, "zoo": p.zoo, "seed": seed, "epochs": epochs,
+                "batch_size": self.batch_size, "n_pairs": len(p), "drop_last": self.drop_last,
+                "snapshot": p.lake.snapshot, "order": "numpy default_rng([seed, epoch]).permutation(n_pairs)",
+                "padding": "last batch padded to batch_size: x 0, ids/rows -1, acc NaN, valid False"}
 
-    def write_epoch(self, epoch: int, seed: int, progress: Callable[[int], Any] | None) -> dict[str, Any]:
-        order = epoch_order(len(self.pairs), seed=seed, epoch=epoch)
-        index, valid = _pad(order, self.batch_size, self.drop_last)
-        g = self.group.create_group(f"epoch-{epoch}")
-        self._write_small(g, index, valid)
-        self._write_x(g, index, valid, progress)
-        g.attrs.update({"epoch": epoch, "seed": seed})
-        return {"epoch": epoch, "seed": seed, "n_batches": len(index), "valid_last": int(valid[-1].sum()),
-                "path": f"{g.path}"}
+    def layout(self, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(index [n_batches, B], valid [n_batches, B])`` of an epoch."""
+        return _pad(epoch_order(len(self.pairs), seed=seed, epoch=epoch), self.batch_size, self.drop_last)
 
-    def _write_small(self, g: Any, index: np.ndarray, valid: np.ndarray) -> None:
+    def small(self, index: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        """Every per-pair array of the epoch, padding filled (ids/rows -1, acc NaN), plus ``valid``."""
         p = self.pairs
-        safe = np.where(valid, index, 0)
-        blank = ~valid
+        safe, blank = np.where(valid, index, 0), ~valid
+        out: dict[str, np.ndarray] = {}
         for name, source, fill in (("ids", p.ids, -1), ("acc", p.accuracy, np.nan), ("rows", p.pair_id, -1),
                                    ("zoo_rows", self.zoo_rows, -1), ("masks", self.masks, 0),
                                    ("keys", self.keys, -1)):
             data = source[safe]
             data[blank] = fill
-            g.create_array(name, data=data, chunks=data.shape, compressors=None)
-        g.create_array("valid", data=valid, chunks=valid.shape, compressors=None)
+            out[name] = data
+        out["valid"] = valid
+        return out
 
-    def _write_x(self, g: Any, index: np.ndarray, valid: np.ndarray, progress: Callable[[int], Any] | None) -> None:
+    def x_blocks(self, index: np.ndarray, valid: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(start, stop, x [stop - start, B, 3, P])`` blocks of about :data:`BLOCK_BYTES`."""
         n_batches, b = index.shape
         p = self.weights.shape[1]
-        x = g.create_array("x", shape=(n_batches, b, 3, p), chunks=(1, b, 3, p), dtype="float32",
-                           compressors=None, fill_value=0.0)
         step = max(1, BLOCK_BYTES // (b * 3 * p * 4))
         for start in range(0, n_batches, step):
             stop = min(start + step, n_batches)
             rows = self.zoo_rows[np.where(valid[start:stop], index[start:stop], 0)]
             block = self.weights[rows.reshape(-1)].reshape(stop - start, b, 3, p)
             block[~valid[start:stop]] = 0.0
+            yield start, stop, block
+
+
+class _EpochWriter:
+    """Writes the epochs of an :class:`EpochSource` into one Zarr group."""
+
+    def __init__(self, pairs: PairSet, path: Path, batch_size: int, drop_last: bool) -> None:
+        import zarr
+
+        self.source = EpochSource(pairs, batch_size, drop_last)
+        self.group = zarr.open_group(str(path), mode="w-")
+
+    def write_group_attrs(self, *, seed: int, epochs: int) -> None:
+        self.group.attrs.update(self.source.attrs(seed=seed, epochs=epochs))
+
+    def write_epoch(self, epoch: int, seed: int, progress: Callable[[int], Any] | None) -> dict[str, Any]:
+        index, valid = self.source.layout(epoch, seed)
+        g = self.group.create_group(f"epoch-{epoch}")
+        for name, data in self.source.small(index, valid).items():
+            g.create_array(name, data=data, chunks=data.shape, compressors=None)
+        n_batches, b = index.shape
+        x = g.create_array("x", shape=(n_batches, b, 3, self.source.weights.shape[1]),
+                           chunks=(1, b, 3, self.source.weights.shape[1]), dtype="float32", compressors=None,
+                           fill_value=0.0)
+        for start, stop, block in self.source.x_blocks(index, valid):
             x[start:stop] = block
             if progress is not None:
                 progress(stop - start)
+        g.attrs.update({"epoch": epoch, "seed": seed})
+        return {"epoch": epoch, "seed": seed, "n_batches": len(index), "valid_last": int(valid[-1].sum()),
+                "path": f"{g.path}"}
 
 
 def _keys(values: np.ndarray, known: Sequence[Any]) -> np.ndarray:
