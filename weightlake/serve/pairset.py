@@ -15,6 +15,7 @@ arrays (shared copy-on-write), so they inherit no open file or thread.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from weightlake.arch import Architecture
     from weightlake.lake import Lake
+    from weightlake.serve.augment import Augment
 
 VIEWS: tuple[str, ...] = ("flat", "tokens", "layers")
 PAIR_COLUMNS: tuple[str, ...] = ("pair_id", "a_id", "b_id", "target_id", "split", "a_mask", "b_mask", "target_mask",
@@ -123,14 +125,50 @@ class PairSet:
             self._tensors = (x1, x2, y)
         return self._tensors
 
-    def dataset(self, view: str = "flat") -> PairBatches:
+    def dataset(self, view: str = "flat", *, augment: Augment | None = None, seed: int = 0,
+                epoch: int = 0) -> PairBatches:
         """The batch-level map-style dataset behind :meth:`loader`."""
         _, weights = self.lake.zoo_weights(self.zoo)
-        arch = self.lake.arch(self.zoo) if view == "layers" else None
-        return PairBatches(weights, self.zoo_rows(), self.ids, self.accuracy, self.pair_id, view=view, arch=arch)
+        arch = self.lake.arch(self.zoo) if view == "layers" or augment is not None else None
+        return PairBatches(weights, self.zoo_rows(), self.ids, self.accuracy, self.pair_id, view=view, arch=arch,
+                           augment=augment, seed=seed, epoch=epoch)
+
+    def pair_dataset(self, view: str = "flat") -> PairItems:
+        """A map-style torch ``Dataset`` of single pairs: ``ds[i]`` is pair ``i`` (in ``pair_id`` order)
+        as a dict ``{x1, x2, y [P], a_id, ..., pair_id}``; ``len(ds)`` is the number of pairs.
+
+        For a ``DataLoader(ds, batch_size=B, shuffle=True)`` of the usual kind. :meth:`loader`
+        gathers whole batches at once and is several times faster.
+        """
+        return PairItems(self.dataset(view))
+
+    def to_hf(self) -> Any:
+        """The pair set as a Hugging Face ``datasets.Dataset`` in torch format (columns ``x1``,
+        ``x2``, ``y`` as float32 sequences of P values, ids, accuracies, ``pair_id``).
+
+        Built from Arrow buffers over the gathered weights; needs the ``hf`` extra
+        (``pip install 'weightlake[hf]'``).
+        """
+        try:
+            import datasets
+        except ModuleNotFoundError:
+            raise QueryError("to_hf() needs the datasets package: pip install 'weightlake[hf]'") from None
+        import pyarrow as pa
+
+        x1, x2, y = (t.numpy() for t in self.tensors())
+        p = x1.shape[1]
+        table = pa.table({
+            **{name: pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), p)
+               for name, rows in (("x1", x1), ("x2", x2), ("y", y))},
+            "a_id": self.ids[:, 0], "b_id": self.ids[:, 1], "target_id": self.ids[:, 2],
+            "acc_a": self.accuracy[:, 0], "acc_b": self.accuracy[:, 1], "acc_y": self.accuracy[:, 2],
+            "pair_id": self.pair_id,
+        })
+        return datasets.Dataset(table).with_format("torch")
 
     def loader(self, batch_size: int = 512, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-               num_workers: int = 0, drop_last: bool = False, view: str = "flat") -> DataLoader:
+               num_workers: int = 0, drop_last: bool = False, view: str = "flat",
+               augment: Augment | None = None) -> DataLoader:
         """An iterable of dict batches ``{x1, x2, y, a_id, b_id, target_id, acc_a, acc_b, acc_y, pair_id}``.
 
         Parameters
@@ -150,12 +188,20 @@ class PairSet:
             ``"flat"``: ``x1, x2, y`` are ``float32 [B, P]``.  ``"tokens"``: each is the
             merger's 50-token split ``(tok80 [B, 26, 80], tok16 [B, 24, 16])``.
             ``"layers"``: each is a dict ``{layer: weight, layer.bias: bias}``.
+        augment
+            Weight-space augmentations (:class:`~weightlake.serve.augment.Augment`:
+            function-preserving neuron permutation, Gaussian noise, erasing), drawn per batch
+            from ``(seed, epoch, batch)``: the same for every run and any ``num_workers``.
         """
         from torch.utils.data import DataLoader
 
+        if num_workers > 0 and (augment is None or not augment.active) and view == "flat":
+            warnings.warn(f"num_workers={num_workers}: each batch is one in-memory gather, cheaper than shipping it "
+                          "back from a worker process; num_workers=0 is faster here (benchmarks/bench_serving.py)",
+                          stacklevel=2)
         sampler = EpochBatches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last)
-        return DataLoader(self.dataset(view), batch_size=None, sampler=sampler, num_workers=num_workers,
-                          collate_fn=as_is)
+        dataset = self.dataset(view, augment=augment, seed=seed, epoch=epoch)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=as_is)
 
 
 def as_is(batch: Any) -> Any:
@@ -213,15 +259,18 @@ class PairBatches(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, weights: np.ndarray, rows: np.ndarray, ids: np.ndarray, accuracy: np.ndarray,
-                 pair_id: np.ndarray, *, view: str = "flat", arch: Architecture | None = None) -> None:
+                 pair_id: np.ndarray, *, view: str = "flat", arch: Architecture | None = None,
+                 augment: Augment | None = None, seed: int = 0, epoch: int = 0) -> None:
         if view not in VIEWS:
             raise QueryError(f"view must be one of {VIEWS}, got {view!r}")
-        if view == "layers" and arch is None:
-            raise QueryError("view='layers' needs the zoo's architecture")
+        if (view == "layers" or augment is not None) and arch is None:
+            raise QueryError("view='layers' and augmentations need the zoo's architecture")
         self.weights = weights
         self.rows_t = np.ascontiguousarray(rows.T)  # [3, N]: a batch's rows come out in (a, b, y) blocks
         self.ids, self.accuracy, self.pair_id = ids, accuracy, pair_id
         self.view, self.arch = view, arch
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
         return len(self.pair_id)
@@ -231,7 +280,12 @@ class PairBatches(Dataset[dict[str, Any]]):
 
         index = np.asarray(index, dtype=np.int64)
         n, p = len(index), self.weights.shape[1]
-        block = torch.from_numpy(self.weights[self.rows_t[:, index].reshape(-1)]).view(3, n, p)
+        gathered = self.weights[self.rows_t[:, index].reshape(-1)].reshape(3, n, p)
+        if self.augment is not None:
+            assert self.arch is not None
+            rng = np.random.default_rng([int(self.seed), int(self.epoch), int(index[0]) if n else 0])
+            gathered = np.stack(self.augment.apply(gathered[0], gathered[1], gathered[2], self.arch, rng))
+        block = torch.from_numpy(gathered)
         ids = torch.from_numpy(self.ids[index])
         acc = torch.from_numpy(self.accuracy[index])
         batch: dict[str, Any] = {"x1": block[0], "x2": block[1], "y": block[2],
@@ -239,6 +293,30 @@ class PairBatches(Dataset[dict[str, Any]]):
                                  "acc_a": acc[:, 0], "acc_b": acc[:, 1], "acc_y": acc[:, 2],
                                  "pair_id": torch.from_numpy(self.pair_id[index])}
         return _apply_view(batch, self.view, self.arch)
+
+
+class PairItems(Dataset[dict[str, Any]]):
+    """Single pairs of a :class:`PairBatches`: ``ds[i]`` -> the dict of pair ``i`` (one row each)."""
+
+    def __init__(self, batches: PairBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(f"pair {i} out of range for {len(self)} pairs")
+        batch = self.batches[np.array([int(i) % len(self)])]
+        return {k: _first(v) for k, v in batch.items()}
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _first(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_first(v) for v in value)
+    return value[0]
 
 
 def _apply_view(batch: dict[str, Any], view: str, arch: Architecture | None) -> dict[str, Any]:
