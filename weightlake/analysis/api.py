@@ -6,6 +6,12 @@ pure array functions of :mod:`~weightlake.analysis.spectra` and
 (partitioned by zoo, so re-running replaces that zoo's results) that records the snapshot
 and parameters that produced it.  SQL sees the tables as views (``spectra``,
 ``correlations``); polars reads them through :class:`LakeAnalysis`.
+
+Both count distinct models by default
+(:func:`~weightlake.analysis.distinct.distinct_models`: one row per weight vector,
+fallback copies of early-stopped models dropped), record the selection in the table's
+params (``models``: rows, distinct, dropped) and say what they dropped in the report's
+``notes``; ``all_rows=True`` analyses every row as before.
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ class AnalysisReport:
     snapshot: int | None
     seconds: float
     plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_models: int | None = None
+    """Models (weight rows) the analysis used: distinct ones unless ``all_rows``."""
 
     def __str__(self) -> str:
         text = (f"table {self.table!r}: {self.rows} rows for zoo {self.zoo!r} "
                 f"(snapshot {self.snapshot}, {self.seconds:.1f} s)")
-        return text + "".join(f"\n   plot: {p}" for p in self.plots)
+        return text + "".join(f"\n   {n}" for n in self.notes) + "".join(f"\n   plot: {p}" for p in self.plots)
 
 
 def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, pl.DataFrame]:
@@ -45,6 +54,20 @@ def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, 
     order = {mid: i for i, mid in enumerate(meta["model_id"].to_list())}
     meta = meta[[order[int(i)] for i in ids]]  # align metadata with weight rows
     return zoo, ids, rows, meta
+
+
+def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
+                   all_rows: bool) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, dict[str, Any], str]:
+    """Distinct models of the zoo (or every row): ``(ids, rows, meta, params entry, note)``."""
+    from weightlake.analysis.distinct import distinct_models
+
+    selection = distinct_models(meta)
+    if all_rows:
+        note = f"all {selection.n_rows} rows counted (all_rows): {selection.note().split(' (pass')[0]}"
+        return ids, rows, meta, {**selection.to_dict(), "all_rows": True, "used": selection.n_rows}, note
+    keep = selection.keep
+    used = {**selection.to_dict(), "all_rows": False, "used": selection.n_distinct}
+    return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, selection.note()
 
 
 def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int) -> int:
@@ -61,31 +84,40 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
 
 
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
-                    population: bool = False) -> AnalysisReport:
-    """Per-layer random-matrix spectra of every model -> table ``spectra`` (one row per model x layer)."""
+                    population: bool = False, all_rows: bool = False) -> AnalysisReport:
+    """Per-layer random-matrix spectra -> table ``spectra`` (one row per model x layer).
+
+    Distinct models only by default (a fallback copy has its original's spectrum, and
+    summaries over the table would count it again); ``all_rows=True`` gives every row.
+    """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
-    zoo, ids, rows, _ = _zoo_rows(lake, zoo)
+    zoo, ids, rows, meta = _zoo_rows(lake, zoo)
+    ids, rows, _, models, note = _select_models(ids, rows, meta, all_rows)
     table = zoo_spectra(rows, lake.arch(zoo), layers=layers)
     table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    version = _commit(Path(lake_root), "spectra", table, zoo, {"layers": list(layers or [])}, lake.snapshot)
-    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started)
+    params = {"layers": list(layers or []), "models": models}
+    version = _commit(Path(lake_root), "spectra", table, zoo, params, lake.snapshot)
+    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started, notes=[note],
+                          n_models=len(ids))
 
 
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                          against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes", "n_classes"),
                          by: Sequence[str] = (), features: str = "both", methods: Sequence[str] = ("pearson", "spearman"),
-                         plot_dir: Path | str | None = None) -> AnalysisReport:
+                         plot_dir: Path | str | None = None, all_rows: bool = False) -> AnalysisReport:
     """Parameters and per-layer aggregates against metadata -> table ``correlations``.
 
     ``by`` names metadata columns to group by (``layer`` is accepted and is always a result
     column).  With ``plot_dir``, heatmaps are written there as PNG (parameters x metadata with
-    layer boundaries, and the parameter x parameter matrix of the whole network).
+    layer boundaries, and the parameter x parameter matrix of the whole network).  Distinct
+    models only by default (each test's ``n`` counts them); ``all_rows=True`` counts every
+    row, fallback copies included.
     """
     import weightlake as wl
     from weightlake.analysis import correlations as corr
@@ -93,6 +125,7 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, meta = _zoo_rows(lake, zoo)
+    ids, rows, meta, models, note = _select_models(ids, rows, meta, all_rows)
     arch = lake.arch(zoo)
     group_by = [b for b in by if b != "layer"]
     missing = [c for c in [*against, *group_by] if c not in meta.columns]
@@ -112,9 +145,11 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
     table = pl.concat(parts, how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo) if plot_dir else []
-    params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods)}
+    params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
+              "models": models}
     version = _commit(Path(lake_root), "correlations", table, zoo, params, lake.snapshot)
-    return AnalysisReport("correlations", zoo, table.height, version, time.perf_counter() - started, plots)
+    return AnalysisReport("correlations", zoo, table.height, version, time.perf_counter() - started, plots,
+                          notes=[note], n_models=len(ids))
 
 
 def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str) -> list[str]:

@@ -34,9 +34,12 @@ def ingest() -> None:
 @click.option("--rejects", type=click.Path(dir_okay=False), help="Where skipped rows are listed (default FILE.rejects.csv).")
 @click.option("--codec", type=click.Choice(["none", "zstd", "blosc"]), default="none", show_default=True,
               help="Weight chunk compression (weights barely compress; none reads fastest).")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another --init (refused by default: the same "
+                   "file again under another --init counts every model twice).")
 @lake_option
 def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rejects: str | None, codec: str,
-                   lake_dir: str) -> None:
+                   allow_same_source: bool, lake_dir: str) -> None:
     """Ingest a CSV zoo (the 'Merged zoo.csv' format) into ZOO.
 
     \b
@@ -54,7 +57,8 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
             last[0] = done
 
         report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
-                            rejects_path=rejects, codec=codec, progress=advance)
+                            rejects_path=rejects, codec=codec, progress=advance,
+                            allow_same_source=allow_same_source)
     echo_lines(report.lines())
 
 
@@ -70,9 +74,11 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
                                    "weightlake-train.json, else the CSV zoo's 11,16,21,26,31,36).")
 @click.option("--rejects", type=click.Path(dir_okay=False), default="checkpoint-rejects.csv", show_default=True,
               help="Where unreadable or refused files are listed (written only if there are any).")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another --init (refused by default).")
 @lake_option
 def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
-                           epoch_bins: str | None, rejects: str, lake_dir: str) -> None:
+                           epoch_bins: str | None, rejects: str, allow_same_source: bool, lake_dir: str) -> None:
     """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
 
     Files are read safely (a strict allow-list reader, else torch's weights-only loader:
@@ -97,7 +103,7 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
                                     bins=_int_list(epoch_bins) if epoch_bins else None, rejects_path=rejects,
-                                    progress=advance)
+                                    progress=advance, allow_same_source=allow_same_source)
     echo_lines(report.lines())
 
 

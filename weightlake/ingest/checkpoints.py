@@ -799,7 +799,7 @@ def _nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bin
 def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, init: str | None = None,
                        arch: Architecture = CNN_S, layout: str | None = None, workers: int = 2,
                        bins: Sequence[int] | None = None, rejects_path: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> Any:
+                       progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False) -> Any:
     """Ingest a checkpoint tree (layout A or B, detected) into ``zoo``; one atomic commit.
 
     Bad files are listed (path and reason) in the report and in ``rejects_path`` (default
@@ -812,6 +812,9 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         Epoch bins of the zoo.  None: the epochs the trainer recorded in its
         ``weightlake-train.json`` files (:func:`trainer_bins`), else the CSV zoo's
         :data:`~weightlake.arch.EPOCH_BINS`; the report says which.
+    allow_same_source
+        Accept weight vectors the zoo already holds under another ``init`` (refused by
+        default: the same tree ingested again under another ``--init``).
 
     Returns
     -------
@@ -841,7 +844,7 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     report.extra.update(_summary_lines(batch.summary))
     rows = batch.rows.drop("label", strict=False)
     with transaction(Path(lake_root)) as tx:
-        writer = ZooWriter(tx, zoo, arch, report)
+        writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
         try:
             if rows.height:
                 writer.add(rows, batch.weights)

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture
+from weightlake.errors import IngestError
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
 
@@ -140,13 +141,18 @@ class ZooWriter:
 
     Weight hashing and Zarr writes run on a background thread so they overlap with the
     reader's parsing; :meth:`finish` waits for them and registers the models.
+
+    A weight vector the zoo already holds under another initialisation is the same file
+    ingested again with another ``--init``: it would count each model twice, so it raises
+    :class:`~weightlake.errors.IngestError` unless ``allow_same_source``.
     """
 
     def __init__(self, tx: Transaction, zoo: str, arch: Architecture, report: IngestReport, *,
-                 codec: str = "none") -> None:
+                 codec: str = "none", allow_same_source: bool = False) -> None:
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec)
         self._existing = existing_identities(tx.parent, tx.root, zoo)
+        self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()
         self._meta: list[pl.DataFrame] = []
         self._queue: queue.Queue[tuple[np.ndarray, pl.DataFrame] | None] = queue.Queue(maxsize=4)
@@ -182,6 +188,13 @@ class ZooWriter:
         keys = meta.select(IDENTITY).rows()
         keep = np.ones(len(keys), dtype=bool)
         for i, key in enumerate(keys):
+            if self._init_of.get(key[0], key[1]) != key[1]:
+                row = meta.row(i, named=True)
+                raise IngestError(f"the zoo already holds this weight vector under init {self._init_of[key[0]]!r}, "
+                                  f"now given as {key[1]!r}: the same source ingested again under another --init "
+                                  "would count every model twice; pass --allow-same-source (allow_same_source=True) "
+                                  "if they really are different models", path=str(row.get("source_file")),
+                                  row=row.get("source_row"))
             if key in self._existing or key in self._seen:
                 keep[i] = False
             else:

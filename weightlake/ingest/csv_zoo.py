@@ -206,7 +206,8 @@ def _first_onehot_mismatch(digits: np.ndarray, mask: int) -> str:
 # -- ingest -------------------------------------------------------------------------------------
 def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture = CNN_S,
                on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 8192,
-               codec: str = "none", progress: ProgressFn | None = None) -> IngestReport:
+               codec: str = "none", progress: ProgressFn | None = None,
+               allow_same_source: bool = False) -> IngestReport:
     """Ingest a CSV zoo into ``zoo`` with initialisation ``init`` (the file does not say it).
 
     Parameters
@@ -217,6 +218,9 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
         (default ``<file>.rejects.csv``) with row, column and reason.
     progress
         Called with the number of bytes of the file consumed so far.
+    allow_same_source
+        Accept weight vectors the zoo already holds under another ``init`` (by default
+        that is the same file ingested again under another ``--init``, and refused).
 
     Returns
     -------
@@ -233,7 +237,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     fingerprint = file_fingerprint(path)
     with transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
         earlier = source_seen(tx.parent, zoo, fingerprint)
-        writer = ZooWriter(tx, zoo, arch, report, codec=codec)
+        writer = ZooWriter(tx, zoo, arch, report, codec=codec, allow_same_source=allow_same_source)
         rejects: list[BadRow] = []
         try:
             for meta, weights, bad in _batches(path, arch, batch_rows, on_error, tmpdir, progress):
