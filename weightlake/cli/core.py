@@ -37,14 +37,16 @@ def ingest() -> None:
 @click.option("--allow-same-source", is_flag=True,
               help="Accept weight vectors the zoo already holds under another --init (refused by default: the same "
                    "file again under another --init counts every model twice).")
+@click.option("--dataset", help="Image dataset the models were trained on ('fashion-mnist', an IDX folder, or a name "
+                                "like 'mnist'); recorded for the zoo, `experiments evaluate` scores on it.")
 @lake_option
 def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rejects: str | None, codec: str,
-                   allow_same_source: bool, lake_dir: str) -> None:
+                   allow_same_source: bool, dataset: str | None, lake_dir: str) -> None:
     """Ingest a CSV zoo (the 'Merged zoo.csv' format) into ZOO.
 
     \b
     Example:
-      weightlake ingest csv "data/Merged zoo.csv" --zoo mnist-cnn-s --init kaiming_uniform
+      weightlake ingest csv "data/Merged zoo.csv" --zoo mnist-cnn-s --init kaiming_uniform --dataset mnist
     """
     from weightlake.ingest.csv_zoo import ingest_csv
 
@@ -58,7 +60,7 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
 
         report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
                             rejects_path=rejects, codec=codec, progress=advance,
-                            allow_same_source=allow_same_source)
+                            allow_same_source=allow_same_source, dataset=dataset)
     echo_lines(report.lines())
 
 
@@ -76,9 +78,12 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
               help="Where unreadable or refused files are listed (written only if there are any).")
 @click.option("--allow-same-source", is_flag=True,
               help="Accept weight vectors the zoo already holds under another --init (refused by default).")
+@click.option("--dataset", help="Image dataset of the models (default: the one the trainer recorded in "
+                                "weightlake-train.json).")
 @lake_option
 def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
-                           epoch_bins: str | None, rejects: str, allow_same_source: bool, lake_dir: str) -> None:
+                           epoch_bins: str | None, rejects: str, allow_same_source: bool, dataset: str | None,
+                           lake_dir: str) -> None:
     """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
 
     Files are read safely (a strict allow-list reader, else torch's weights-only loader:
@@ -103,7 +108,7 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
                                     bins=_int_list(epoch_bins) if epoch_bins else None, rejects_path=rejects,
-                                    progress=advance, allow_same_source=allow_same_source)
+                                    progress=advance, allow_same_source=allow_same_source, dataset=dataset)
     echo_lines(report.lines())
 
 

@@ -88,16 +88,17 @@ def _scan_row(info: Any) -> dict[str, Any]:
 @click.option("--assume-heads", type=int,
               help="Heads for checkpoints whose head count nothing records (else they are refused); their rows are "
                    "marked heads_from=assumed.")
-@click.option("--images", default="fashion-mnist", show_default=True,
-              help="Held-out images to score the rebuilt CNNs on, the zoo's own dataset: 'fashion-mnist', a folder "
-                   "of MNIST-style IDX files (the user's MNIST zoo), or 'none'.")
+@click.option("--images", help="Held-out images to score the rebuilt CNNs on (default: the dataset the zoo recorded at "
+                               "ingest; a zoo that records none needs this): 'fashion-mnist', a folder of MNIST-style "
+                               "IDX files (the user's MNIST zoo), or 'none'. Another dataset than the zoo's is used "
+                               "only when given here, and noted.")
 @click.option("--accuracy-models", default=8, show_default=True, help="Predicted CNNs rebuilt and scored per checkpoint.")
 @click.option("--metrics", help="Comma list of metrics (default: every fast one; see weightlake.analysis.metrics).")
 @click.option("--slow", is_flag=True, help="Also the slow metrics (Sinkhorn, Gromov-Wasserstein).")
 @click.option("--store-predictions", is_flag=True, help="Keep the predicted vectors in the `predictions` table.")
 @lake_option
 def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs: int | None, seed: int,
-                 batch_size: int, heads: int | None, assume_heads: int | None, images: str, accuracy_models: int, metrics: str | None,
+                 batch_size: int, heads: int | None, assume_heads: int | None, images: str | None, accuracy_models: int, metrics: str | None,
                  slow: bool, store_predictions: bool, lake_dir: str) -> None:
     """Evaluate checkpoints (PATHS: folders or .pth files; default ./Experiments) on a scenario split.
 
@@ -113,14 +114,15 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
           --scenario type1-m0 --heads 4 --images none
       weightlake sql "SELECT checkpoint, loss, epoch, pd_mse, pd_w1, collapsed FROM evaluations ORDER BY pd_w1"
     """
-    from weightlake.experiments.evaluate import evaluate_checkpoints, resolve_checkpoints
+    from weightlake.experiments.evaluate import ZOO_DATASET, evaluate_checkpoints, resolve_checkpoints
 
     checkpoints = resolve_checkpoints(list(paths) or [_default_root()], heads, assume_heads)
     with progress_bar(len(checkpoints), "evaluate") as bar:
         report = evaluate_checkpoints(
             lake_dir, checkpoints, scenario, None if split == "all" else split,
             limit_pairs=limit_pairs, batch_size=batch_size, heads=heads, assume_heads=assume_heads,
-            images=None if images.lower() == "none" else images, accuracy_models=accuracy_models, seed=seed,
+            images=ZOO_DATASET if images is None else (None if images.lower() == "none" else images),
+            accuracy_models=accuracy_models, seed=seed,
             metrics=_names(metrics), include_slow=slow, store_predictions=store_predictions,
             progress=lambda done, total, name: bar.update(1))
     echo_lines(report.lines())

@@ -774,6 +774,25 @@ def trainer_bins(records: Sequence[Mapping[str, Any]]) -> tuple[int, ...] | None
     return tuple(sorted(epochs)) or None
 
 
+def trainer_dataset(records: Sequence[Mapping[str, Any]], given: str | None = None) -> str | None:
+    """The image dataset of the trainer's records (or ``given``), as a dataset id.
+
+    Raises
+    ------
+    IngestError
+        If the records name several datasets, or one other than ``given``.
+    """
+    from weightlake.zoo.idx import dataset_id
+
+    found = sorted({str(r.get("dataset") or dataset_id((r.get("config") or {}).get("dataset", "")))
+                    for r in records} - {""})
+    if len(found) > 1:
+        raise IngestError(f"the trainer's records name several image datasets {found}: ingest each into its own zoo")
+    if given is not None and found and found[0] != dataset_id(given):
+        raise IngestError(f"--dataset {given!r} contradicts the trainer's record {found[0]!r}")
+    return dataset_id(given) if given is not None else (found[0] if found else None)
+
+
 def _resolve_bins(bins: Sequence[int] | None, records: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, ...], str]:
     if bins is not None:
         return tuple(sorted({int(b) for b in bins})), "given"
@@ -799,7 +818,8 @@ def _nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bin
 def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, init: str | None = None,
                        arch: Architecture = CNN_S, layout: str | None = None, workers: int = 2,
                        bins: Sequence[int] | None = None, rejects_path: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False) -> Any:
+                       progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False,
+                       dataset: str | None = None) -> Any:
     """Ingest a checkpoint tree (layout A or B, detected) into ``zoo``; one atomic commit.
 
     Bad files are listed (path and reason) in the report and in ``rejects_path`` (default
@@ -815,6 +835,9 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     allow_same_source
         Accept weight vectors the zoo already holds under another ``init`` (refused by
         default: the same tree ingested again under another ``--init``).
+    dataset
+        The image dataset of the models; by default the one the trainer recorded
+        (:func:`trainer_dataset`).  Recorded for the zoo; evaluation uses it.
 
     Returns
     -------
@@ -826,13 +849,14 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         When no checkpoint fills any bin (nothing is committed; the message lists the
         epochs found and the bins tried).
     """
-    from weightlake.ingest.common import IngestReport, ZooWriter
+    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
     files = scan_checkpoint_tree(root, arch, init=init, layout=layout)
     records = trainer_records(files)
     bins, bins_from = _resolve_bins(bins, records)
+    dataset = trainer_dataset(records, dataset)
     batch = read_checkpoints(files, arch, workers, progress, bins=bins)
     report = IngestReport(zoo=zoo, source=str(root), rows_read=batch.summary.files,
                           rows_rejected=len(batch.rejects), unit="files")
@@ -843,7 +867,9 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     report.extra["epoch bins"] = f"{','.join(map(str, bins))} ({bins_from})"
     report.extra.update(_summary_lines(batch.summary))
     rows = batch.rows.drop("label", strict=False)
+    report.extra["image dataset"] = dataset or "not recorded (pass --dataset)"
     with transaction(Path(lake_root)) as tx:
+        dataset = check_zoo_dataset(tx.parent, zoo, dataset)
         writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
         try:
             if rows.height:
@@ -853,7 +879,8 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
             writer.abort()
         if written is not None:
             tx.record_source({"zoo": zoo, "kind": "checkpoints", "path": str(Path(root).resolve()),
-                              "files": batch.summary.files, "layout": batch.summary.layout, "init": init})
+                              "files": batch.summary.files, "layout": batch.summary.layout, "init": init,
+                              "dataset": dataset})
             manifest = tx.commit({"op": "ingest-checkpoints", "zoo": zoo, "source": str(root),
                                   "summary": f"+{report.rows_added} models from {batch.summary.files} checkpoints"})
             report.snapshot = manifest.version

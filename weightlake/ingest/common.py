@@ -244,6 +244,40 @@ def _report_duplicates(meta: pl.DataFrame, report: IngestReport) -> None:
          "model_ids": r["model_ids"][:6]} for r in dup.head(5).iter_rows(named=True)]
 
 
+def zoo_dataset(manifest: Manifest, zoo: str) -> str | None:
+    """The image dataset the zoo's sources recorded (see :func:`~weightlake.zoo.idx.dataset_id`), or None.
+
+    Raises
+    ------
+    IngestError
+        If its sources name different datasets.
+    """
+    found = sorted({str(s["dataset"]) for s in manifest.sources if s.get("zoo") == zoo and s.get("dataset")})
+    if len(found) > 1:
+        raise IngestError(f"zoo {zoo!r} holds models of several image datasets {found}; evaluate them as separate zoos")
+    return found[0] if found else None
+
+
+def check_zoo_dataset(manifest: Manifest, zoo: str, dataset: str | None) -> str | None:
+    """``dataset`` (as a dataset id) if the zoo may take it: a zoo records one image dataset.
+
+    Raises
+    ------
+    IngestError
+        If the zoo already records another dataset.
+    """
+    from weightlake.zoo.idx import dataset_id
+
+    if dataset is None:
+        return None
+    dataset = dataset_id(dataset)
+    recorded = zoo_dataset(manifest, zoo)
+    if recorded is not None and recorded != dataset:
+        raise IngestError(f"zoo {zoo!r} holds models trained on {recorded!r}, this source says {dataset!r}; "
+                          "ingest it into another --zoo")
+    return dataset
+
+
 def source_seen(manifest: Manifest, zoo: str, fingerprint: str) -> Mapping[str, Any] | None:
     """The earlier ingest into this zoo of a source with this fingerprint, if any."""
     for src in manifest.sources:
