@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,11 +84,14 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
 
 
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
-                    population: bool = False, all_rows: bool = False) -> AnalysisReport:
+                    population: bool = False, all_rows: bool = False,
+                    progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
     """Per-layer random-matrix spectra -> table ``spectra`` (one row per model x layer).
 
     Distinct models only by default (a fallback copy has its original's spectrum, and
     summaries over the table would count it again); ``all_rows=True`` gives every row.
+    ``progress(done, total)`` is called with models done after each block of
+    :data:`SPECTRA_BLOCK` models.
     """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
@@ -97,7 +100,7 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, meta = _zoo_rows(lake, zoo)
     ids, rows, _, models, note = _select_models(ids, rows, meta, all_rows)
-    table = zoo_spectra(rows, lake.arch(zoo), layers=layers)
+    table = _spectra_in_blocks(zoo_spectra, rows, lake.arch(zoo), layers, progress)
     table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
@@ -107,17 +110,35 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
                           n_models=len(ids))
 
 
+SPECTRA_BLOCK = 2048
+"""Models per :func:`~weightlake.analysis.spectra.zoo_spectra` call in :func:`analyze_spectra` (a progress step);
+each call decomposes them in blocks of a quarter of that, so its worker threads still share the work."""
+
+
+def _spectra_in_blocks(zoo_spectra: Callable[..., pl.DataFrame], rows: np.ndarray, arch: Any,
+                       layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
+    parts = []
+    for start in range(0, max(len(rows), 1), SPECTRA_BLOCK):
+        part = zoo_spectra(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
+        parts.append(part.with_columns(pl.col("row") + start))
+        if progress is not None:
+            progress(min(start + SPECTRA_BLOCK, len(rows)), len(rows))
+    return pl.concat(parts)
+
+
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                          against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes", "n_classes"),
                          by: Sequence[str] = (), features: str = "both", methods: Sequence[str] = ("pearson", "spearman"),
-                         plot_dir: Path | str | None = None, all_rows: bool = False) -> AnalysisReport:
+                         plot_dir: Path | str | None = None, all_rows: bool = False,
+                         progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
     """Parameters and per-layer aggregates against metadata -> table ``correlations``.
 
     ``by`` names metadata columns to group by (``layer`` is accepted and is always a result
     column).  With ``plot_dir``, heatmaps are written there as PNG (parameters x metadata with
     layer boundaries, and the parameter x parameter matrix of the whole network).  Distinct
     models only by default (each test's ``n`` counts them); ``all_rows=True`` counts every
-    row, fallback copies included.
+    row, fallback copies included.  ``progress(done, total)`` counts the stages (parameters,
+    aggregates, plots) as they finish.
     """
     import weightlake as wl
     from weightlake.analysis import correlations as corr
@@ -136,15 +157,21 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         rows, meta = rows[keep], meta.filter(pl.Series(keep))
     frame = meta.select(*dict.fromkeys([*against, *group_by]))
     opts: dict[str, Any] = {"columns": list(against), "methods": list(methods), "group_by": group_by or None}
-    parts = []
-    if features in ("params", "both"):
-        parts.append(corr.param_correlations(rows, frame, arch, **opts).with_columns(kind=pl.lit("param")))
-    if features in ("aggregates", "both"):
-        parts.append(corr.aggregate_correlations(rows, frame, arch, **opts).with_columns(kind=pl.lit("aggregate")))
-    if not parts:
+    stages = [(kind, fn) for kind, fn, wanted in (("param", corr.param_correlations, ("params", "both")),
+                                                  ("aggregate", corr.aggregate_correlations, ("aggregates", "both")))
+              if features in wanted]
+    if not stages:
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
+    total = len(stages) + bool(plot_dir)
+    parts = []
+    for done, (kind, fn) in enumerate(stages, 1):
+        parts.append(fn(rows, frame, arch, **opts).with_columns(kind=pl.lit(kind)))
+        if progress is not None:
+            progress(done, total)
     table = pl.concat(parts, how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo) if plot_dir else []
+    if progress is not None and plot_dir:
+        progress(total, total)
     params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
               "models": models}
     version = _commit(Path(lake_root), "correlations", table, zoo, params, lake.snapshot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from weightlake.cli import lake_option, main
+from weightlake.cli import lake_option, main, progress_bar
 
 
 @main.group()
@@ -38,7 +38,10 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, lake_dir: s
     """
     from weightlake.analysis.api import analyze_spectra
 
-    click.echo(str(analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows)))
+    with progress_bar(None, "analyze spectra", "models") as bar:
+        report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
+                                 progress=bar.callback)
+    click.echo(str(report))
 
 
 @analyze.command("correlations")
@@ -69,6 +72,8 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     """
     from weightlake.analysis.api import analyze_correlations
 
-    report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
-                                  methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows)
+    with progress_bar(None, "analyze correlations", "stages") as bar:
+        report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
+                                      methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
+                                      progress=bar.callback)
     click.echo(str(report))

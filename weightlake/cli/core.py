@@ -51,15 +51,9 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
     from weightlake.ingest.csv_zoo import ingest_csv
 
     size = Path(path).stat().st_size if Path(path).is_file() else 0
-    with progress_bar(size, "ingest") as bar:
-        last = [0]
-
-        def advance(done: int) -> None:
-            bar.update(done - last[0])
-            last[0] = done
-
+    with progress_bar(size, "ingest csv", "bytes") as bar:
         report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
-                            rejects_path=rejects, codec=codec, progress=advance,
+                            rejects_path=rejects, codec=codec, progress=bar.advance_to,
                             allow_same_source=allow_same_source, dataset=dataset)
     echo_lines(report.lines())
 
@@ -97,18 +91,11 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
     """
     from weightlake.ingest.checkpoints import ingest_checkpoints
 
-    with progress_bar(0, "read") as bar:
-        state = {"done": 0}
-
-        def advance(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - state["done"])
-            state["done"] = done
-
+    with progress_bar(None, "ingest checkpoints", "files") as bar:
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
                                     bins=_int_list(epoch_bins) if epoch_bins else None, rejects_path=rejects,
-                                    progress=advance, allow_same_source=allow_same_source, dataset=dataset)
+                                    progress=bar.callback, allow_same_source=allow_same_source, dataset=dataset)
     echo_lines(report.lines())
 
 
@@ -227,7 +214,8 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
     from weightlake.ingest.csv_zoo import export_csv
 
     lake = _open(lake_dir)
-    n = export_csv(lake, output, zoo=zoo, where=where)
+    with progress_bar(None, "export csv", "models") as bar:
+        n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)
     click.echo(f"wrote {n} models to {output}")
 
 
@@ -243,7 +231,7 @@ def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
 
     lake = _open(lake_dir)
     total = sum(z.n_models for z in lake.manifest.zoos.values())
-    with progress_bar(total, "verify") as bar:
+    with progress_bar(total, "verify", "models") as bar:
         report = run_verify(lake, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "quality": report.quality,

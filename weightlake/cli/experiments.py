@@ -117,14 +117,14 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
     from weightlake.experiments.evaluate import ZOO_DATASET, evaluate_checkpoints, resolve_checkpoints
 
     checkpoints = resolve_checkpoints(list(paths) or [_default_root()], heads, assume_heads)
-    with progress_bar(len(checkpoints), "evaluate") as bar:
+    with progress_bar(len(checkpoints), "evaluate", "checkpoints") as bar:
         report = evaluate_checkpoints(
             lake_dir, checkpoints, scenario, None if split == "all" else split,
             limit_pairs=limit_pairs, batch_size=batch_size, heads=heads, assume_heads=assume_heads,
             images=ZOO_DATASET if images is None else (None if images.lower() == "none" else images),
             accuracy_models=accuracy_models, seed=seed,
             metrics=_names(metrics), include_slow=slow, store_predictions=store_predictions,
-            progress=lambda done, total, name: bar.update(1))
+            progress=bar.callback)
     echo_lines(report.lines())
 
 
@@ -156,10 +156,10 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
 
     targets = list(paths) or [_default_root()]
     total = sum(len(find_tracking_csvs(p)) for p in targets)
-    with progress_bar(total, "tracking") as bar:
+    with progress_bar(total, "ingest-tracking", "files") as bar:
         reports = ingest_tracking(lake_dir, targets, scenario=scenario, chunk_rows=chunk_rows,
                                   evaluate=not no_evaluate, metrics=_names(metrics), on_error=on_error,
-                                  progress=lambda done, n, name: bar.update(1))
+                                  progress=bar.callback)
     for report in reports:
         echo_lines(report.lines())
 

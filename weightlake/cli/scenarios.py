@@ -163,7 +163,7 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     lake = _open(lake_dir)
     n_pairs = lake.pairs(scenario_name, split).__len__()
     per_epoch = n_pairs // batch_size if drop_last else -(-n_pairs // batch_size)
-    with progress_bar(per_epoch * epochs, "materialize") as bar:
+    with progress_bar(per_epoch * epochs, "pairs materialize", "batches") as bar:
         report = materialize(lake_dir, scenario_name, split, batch_size=batch_size, epochs=epochs, seed=seed,
                              progress=bar.update, drop_last=drop_last)
     echo_lines(report.lines())
