@@ -92,3 +92,9 @@ def test_same_file_under_another_init_is_refused(lake_copy: Path, small_csv: Pat
     assert result.exit_code == 1 and "--allow-same-source" in result.output
     report = ingest_csv(lake_copy, small_csv, zoo="mnist-cnn-s", init="xavier_normal", allow_same_source=True)
     assert report.rows_added == 432
+
+
+def test_quick_spectra_count_distinct_models_too(copied_lake: Path) -> None:
+    lake = wl.open_lake(copied_lake)
+    assert lake.analysis.compute_spectra("z")["model_id"].n_unique() == 6
+    assert lake.analysis.compute_spectra("z", all_rows=True)["model_id"].n_unique() == 18

@@ -108,3 +108,23 @@ def test_zoo_train_and_checkpoint_ingest_print_counts(every_update, tmp_path: Pa
                                        "--lake", str(tmp_path / "lake"), "--rejects", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
     assert "ingest checkpoints: done, 3 files in" in result.stderr
+
+
+def test_job_steps_report_progress(every_update, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightlake.zoo.idx import KNOWN_DATASETS
+
+    if not KNOWN_DATASETS["fashion-mnist"][0].is_dir():
+        pytest.skip("needs dataset-fashion-mnist")
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "job.toml"
+    job.write_text('[train]\ndigits = "0-2"\nsizes = "2"\nactivations = "relu"\ninits = "kaiming_uniform"\n'
+                   'out = "ck"\nsubsample = 20\nmax_epochs = 2\ncheckpoint_epochs = "0-1"\nmin_accuracy = -1\n'
+                   'workers = 1\nlr = 0.001\n\n'
+                   '[[source]]\nkind = "checkpoints"\npath = "ck"\nzoo = "z"\n\n'  # bins: the trainer's record
+                   '[[export]]\nzoo = "z"\nout = "out.csv"\n')
+    result = CliRunner().invoke(main, ["ingest", "run", str(job), "--lake", str(tmp_path / "lake")])
+    assert result.exit_code == 0, result.output
+    assert "added 6 models" in result.stdout and "epoch bins: 0,1 (the trainer's" in result.stdout
+    for line in ("zoo train: done, 3 models in", "ingest checkpoints ck: done, 6 files in",
+                 "export csv out.csv: done, 6 models in"):
+        assert line in result.stderr, result.stderr

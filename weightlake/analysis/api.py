@@ -217,11 +217,12 @@ class LakeAnalysis:
             lf = lf.join(meta, on="model_id", how="left")
         return lf
 
-    def compute_spectra(self, zoo: str | None = None) -> pl.DataFrame:
-        """Spectra without committing (for a quick look)."""
+    def compute_spectra(self, zoo: str | None = None, all_rows: bool = False) -> pl.DataFrame:
+        """Spectra without committing (for a quick look); distinct models unless ``all_rows``."""
         from weightlake.analysis.spectra import zoo_spectra
 
-        zoo, ids, rows, _ = _zoo_rows(self.lake, zoo)
+        zoo, ids, rows, meta = _zoo_rows(self.lake, zoo)
+        ids, rows, _, _, _ = _select_models(ids, rows, meta, all_rows)
         table = zoo_spectra(rows, self.lake.arch(zoo))
         return table.with_columns(model_id=pl.Series(ids)[table["row"]]).drop("row")
 

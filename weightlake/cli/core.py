@@ -104,9 +104,10 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
 @lake_option
 def ingest_run(job: str, lake_dir: str) -> None:
     """Run a declarative job file (ingest/<job>.toml): optional training, sources, exports."""
+    from weightlake.cli.progress import Progress
     from weightlake.ingest.run import run_job
 
-    for line in run_job(job, lake_dir, echo=click.echo):
+    for line in run_job(job, lake_dir, echo=click.echo, progress=Progress):
         click.echo(line)
 
 
