@@ -736,84 +736,6 @@ def _summarise(files: Sequence[CheckpointFile], loaded: _Loaded,
         missing_slots=tuple((str(a), b, c, d) for a, b, c, d in missing), warnings=tuple(warnings))
 
 
-# -- the trainer's own records -------------------------------------------------------------------
-TRAINER_SIDECAR = "weightlake-train.json"
-"""The completion record :mod:`weightlake.zoo.train` writes in each model folder (read here as JSON,
-so that ingest does not import the trainer and torch)."""
-TRAINER_FORMAT = "weightlake-train/1"
-
-
-def trainer_records(files: Sequence[CheckpointFile]) -> list[dict[str, Any]]:
-    """The trainer's ``weightlake-train.json`` of every model folder the files are in (none for foreign trees)."""
-    import json
-
-    out = []
-    for folder in sorted({f.path.parent for f in files if f.reject is None}):
-        try:
-            data = json.loads((folder / TRAINER_SIDECAR).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("format") == TRAINER_FORMAT:
-            out.append(data)
-    return out
-
-
-def trainer_bins(records: Sequence[Mapping[str, Any]]) -> tuple[int, ...] | None:
-    """The epochs the trainer was told to checkpoint, over every record (None if no record says).
-
-    A recipe without ``checkpoint_epochs`` used the spec rule (``epoch >= 9 and epoch % 5
-    == 1``) below its ``epochs_max``.
-    """
-    epochs: set[int] = set()
-    for record in records:
-        recipe = (record.get("config") or {}).get("recipe") or {}
-        planned = recipe.get("checkpoint_epochs")
-        if planned is None and isinstance(recipe.get("epochs_max"), int):
-            planned = [e for e in range(recipe["epochs_max"]) if e >= 9 and e % 5 == 1]
-        epochs.update(int(e) for e in planned or ())
-    return tuple(sorted(epochs)) or None
-
-
-def trainer_dataset(records: Sequence[Mapping[str, Any]], given: str | None = None) -> str | None:
-    """The image dataset of the trainer's records (or ``given``), as a dataset id.
-
-    Raises
-    ------
-    IngestError
-        If the records name several datasets, or one other than ``given``.
-    """
-    from weightlake.zoo.idx import dataset_id
-
-    found = sorted({str(r.get("dataset") or dataset_id((r.get("config") or {}).get("dataset", "")))
-                    for r in records} - {""})
-    if len(found) > 1:
-        raise IngestError(f"the trainer's records name several image datasets {found}: ingest each into its own zoo")
-    if given is not None and found and found[0] != dataset_id(given):
-        raise IngestError(f"--dataset {given!r} contradicts the trainer's record {found[0]!r}")
-    return dataset_id(given) if given is not None else (found[0] if found else None)
-
-
-def _resolve_bins(bins: Sequence[int] | None, records: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, ...], str]:
-    if bins is not None:
-        return tuple(sorted({int(b) for b in bins})), "given"
-    recorded = trainer_bins(records)
-    if recorded is not None:
-        return recorded, f"the trainer's {TRAINER_SIDECAR} ({len(records)} model folders)"
-    return tuple(EPOCH_BINS), "default (the CSV zoo's bins; no trainer record found)"
-
-
-def _nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins: Sequence[int],
-                    bins_from: str) -> IngestError:
-    good = [f for f in files if f.reject is None]
-    epochs = sorted({f.name_epoch for f in good if f.name_epoch is not None})
-    models = len({f.model_key for f in good})
-    hint = f"e.g. --epoch-bins {min(e for e in epochs if e >= 0)}-{max(epochs)}" if any(e >= 0 for e in epochs) else \
-        "--epoch-bins with the checkpoints' epochs"
-    return IngestError(f"no checkpoint fills an epoch bin, nothing ingested: {len(files)} files found "
-                       f"({len(batch.rejects)} rejected) of {models} models with epochs {epochs} in their names, "
-                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}", path=str(files[0].root if files else ""))
-
-
 # -- into the lake ---------------------------------------------------------------------------------
 def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, init: str | None = None,
                        arch: Architecture = CNN_S, layout: str | None = None, workers: int = 2,
@@ -830,14 +752,14 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     ----------
     bins
         Epoch bins of the zoo.  None: the epochs the trainer recorded in its
-        ``weightlake-train.json`` files (:func:`trainer_bins`), else the CSV zoo's
+        ``weightlake-train.json`` files (:func:`~weightlake.ingest.trainer_records.trainer_bins`), else the CSV zoo's
         :data:`~weightlake.arch.EPOCH_BINS`; the report says which.
     allow_same_source
         Accept weight vectors the zoo already holds under another ``init`` (refused by
         default: the same tree ingested again under another ``--init``).
     dataset
         The image dataset of the models; by default the one the trainer recorded
-        (:func:`trainer_dataset`).  Recorded for the zoo; evaluation uses it.
+        (:func:`~weightlake.ingest.trainer_records.trainer_dataset`).  Recorded for the zoo; evaluation uses it.
 
     Returns
     -------
@@ -850,12 +772,13 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         epochs found and the bins tried).
     """
     from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset
+    from weightlake.ingest.trainer_records import nothing_filled, resolve_bins, trainer_dataset, trainer_records
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
     files = scan_checkpoint_tree(root, arch, init=init, layout=layout)
     records = trainer_records(files)
-    bins, bins_from = _resolve_bins(bins, records)
+    bins, bins_from = resolve_bins(bins, records)
     dataset = trainer_dataset(records, dataset)
     batch = read_checkpoints(files, arch, workers, progress, bins=bins)
     report = IngestReport(zoo=zoo, source=str(root), rows_read=batch.summary.files,
@@ -863,7 +786,7 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     if batch.rejects:
         report.rejects_path = str(_write_rejects(batch.rejects, rejects_path or "checkpoint-rejects.csv"))
     if not batch.rows.height:
-        raise _nothing_filled(files, batch, bins, bins_from)
+        raise nothing_filled(files, batch, bins, bins_from)
     report.extra["epoch bins"] = f"{','.join(map(str, bins))} ({bins_from})"
     report.extra.update(_summary_lines(batch.summary))
     rows = batch.rows.drop("label", strict=False)
