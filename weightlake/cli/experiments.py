@@ -105,11 +105,15 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
     Every checkpoint is loaded with its inferred config, run over the pairs, compared
     with the targets on every metric (whole vector and per layer), checked for collapse,
     and a few predicted CNNs are rebuilt and scored on held-out images; the results are
-    committed as table `evaluations` (and `evaluation_metrics`, long).
+    committed as table `evaluations` (and `evaluation_metrics`, long).  Nothing is
+    guessed: a checkpoint whose head count no sidecar, folder name or --heads gives is
+    refused (its row says how to give it) unless --assume-heads N, which marks its rows
+    heads_from=assumed; the CNNs are scored on the zoo's own recorded image dataset.
 
     \b
     Examples:
       weightlake experiments evaluate --scenario type1-m0 --split test --limit-pairs 2000
+      weightlake experiments evaluate Experiments/ --scenario type1-m0 --assume-heads 4 --images /data/mnist
       weightlake experiments evaluate Experiments/sinkhorn "Experiments/mse/AE epoch mse val 3.pth" \\
           --scenario type1-m0 --heads 4 --images none
       weightlake sql "SELECT checkpoint, loss, epoch, pd_mse, pd_w1, collapsed FROM evaluations ORDER BY pd_w1"
