@@ -48,9 +48,10 @@ def test_ingest_tracking_on_the_users_folder_names(tmp_path: Path) -> None:
     csv = tmp_path / "Experiments" / "overlapping 0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] 11 gelu" / "Tracking" / \
         "AE epoch mse 1 [*].csv"
     write_tracking_csv(csv, gt, gt * 0.5, gt * 0.9, values=[("Loss", rng.random(6))])
-    lake = tmp_path / "lake"
+    lake = tmp_path / "lakes [a]*?" / "lake"  # derived tables under a patterned lake root, read by DuckDB and polars
     result = CliRunner().invoke(main, ["experiments", "ingest-tracking", str(csv.parent.parent), "--lake", str(lake),
                                        "--metrics", "mse,w1"])
     assert result.exit_code == 0, result.output
     rows = open_lake(lake).sql("SELECT checkpoint, pd_mse FROM evaluations")
     assert rows.height == 1 and np.isfinite(rows["pd_mse"][0])
+    assert open_lake(lake).table("predictions").collect().height == 18  # GT, PD, FN x 6 rows

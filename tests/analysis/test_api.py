@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import weightlake as wl
+from weightlake.analysis.distinct import distinct_models
 from weightlake.analysis.spectra import zoo_spectra
 from weightlake.cli import main
 from weightlake.errors import QueryError
@@ -17,6 +18,9 @@ def test_spectra_table_matches_the_array_function(analysed_lake_dir):
     lake = wl.open_lake(analysed_lake_dir)
     table = lake.analysis.spectra("mnist-cnn-s").sort("model_id", "layer").collect()
     ids, rows = lake.zoo_weights("mnist-cnn-s")
+    keep = np.isin(ids, table["model_id"].unique().to_numpy())  # distinct models only (see test_api_distinct.py)
+    assert keep.sum() == distinct_models(lake.models("mnist-cnn-s").collect()).n_distinct
+    ids, rows = ids[keep], rows[keep]
     direct = zoo_spectra(rows).sort("row", "layer")
     assert table.height == 5 * len(ids) and set(table["layer"]) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
     np.testing.assert_allclose(table["stable_rank"].to_numpy(), direct["stable_rank"].to_numpy(), rtol=1e-9)

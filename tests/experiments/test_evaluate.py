@@ -311,3 +311,16 @@ def test_pair_sample_and_argument_errors(zoo_lake: Path, experiments) -> None:
     labels = [name for name, _ in resolve_checkpoints(experiments[0])]
     assert labels == sorted(labels) and f"{RUNS[0].folder}/{RUNS[0].file}" in labels
     assert open_lake(zoo_lake).tables == ["pairs", "scenarios"]  # failed calls committed nothing
+
+
+def test_partial_collapse_is_flagged_in_rows_and_output() -> None:
+    from weightlake.experiments.evaluate import EvaluationReport, variety
+
+    rng = np.random.default_rng(3)
+    pred = np.repeat(rng.standard_normal((1, 64)).astype(np.float32), 100, axis=0)
+    pred[71:] = rng.standard_normal((29, 64))  # 71 % of the inputs get one output vector
+    cols = variety(pred, None, "pd")
+    assert cols["collapsed"] is False and cols["pd_partial_collapse"] is True
+    assert cols["pd_top_row_share"] == pytest.approx(0.71) and "partial collapse" in cols["pd_collapse_reason"]
+    report = EvaluationReport("s", "test", "z", 100, 1, rows=[{"checkpoint": "a.pth", "error": None, **cols}])
+    assert "PARTIAL COLLAPSE (71% of rows one vector)" in report.lines()[1]

@@ -10,8 +10,9 @@ import weightlake as wl
 from weightlake.arch import EPOCH_BINS
 from weightlake.cli import main
 from weightlake.errors import IngestError
-from weightlake.ingest.checkpoints import ingest_checkpoints, scan_checkpoint_tree, trainer_bins, trainer_records
+from weightlake.ingest.checkpoints import ingest_checkpoints, scan_checkpoint_tree
 from weightlake.ingest.csv_zoo import ingest_csv
+from weightlake.ingest.trainer_records import trainer_bins, trainer_records
 
 
 def _snapshot_files(root):

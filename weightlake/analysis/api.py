@@ -6,13 +6,19 @@ pure array functions of :mod:`~weightlake.analysis.spectra` and
 (partitioned by zoo, so re-running replaces that zoo's results) that records the snapshot
 and parameters that produced it.  SQL sees the tables as views (``spectra``,
 ``correlations``); polars reads them through :class:`LakeAnalysis`.
+
+Both count distinct models by default
+(:func:`~weightlake.analysis.distinct.distinct_models`: one row per weight vector,
+fallback copies of early-stopped models dropped), record the selection in the table's
+params (``models``: rows, distinct, dropped) and say what they dropped in the report's
+``notes``; ``all_rows=True`` analyses every row as before.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +37,14 @@ class AnalysisReport:
     snapshot: int | None
     seconds: float
     plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_models: int | None = None
+    """Models (weight rows) the analysis used: distinct ones unless ``all_rows``."""
 
     def __str__(self) -> str:
         text = (f"table {self.table!r}: {self.rows} rows for zoo {self.zoo!r} "
                 f"(snapshot {self.snapshot}, {self.seconds:.1f} s)")
-        return text + "".join(f"\n   plot: {p}" for p in self.plots)
+        return text + "".join(f"\n   {n}" for n in self.notes) + "".join(f"\n   plot: {p}" for p in self.plots)
 
 
 def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, pl.DataFrame]:
@@ -45,6 +54,20 @@ def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, 
     order = {mid: i for i, mid in enumerate(meta["model_id"].to_list())}
     meta = meta[[order[int(i)] for i in ids]]  # align metadata with weight rows
     return zoo, ids, rows, meta
+
+
+def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
+                   all_rows: bool) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, dict[str, Any], str]:
+    """Distinct models of the zoo (or every row): ``(ids, rows, meta, params entry, note)``."""
+    from weightlake.analysis.distinct import distinct_models
+
+    selection = distinct_models(meta)
+    if all_rows:
+        note = f"all {selection.n_rows} rows counted (all_rows): {selection.note().split(' (pass')[0]}"
+        return ids, rows, meta, {**selection.to_dict(), "all_rows": True, "used": selection.n_rows}, note
+    keep = selection.keep
+    used = {**selection.to_dict(), "all_rows": False, "used": selection.n_distinct}
+    return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, selection.note()
 
 
 def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int) -> int:
@@ -61,31 +84,61 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
 
 
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
-                    population: bool = False) -> AnalysisReport:
-    """Per-layer random-matrix spectra of every model -> table ``spectra`` (one row per model x layer)."""
+                    population: bool = False, all_rows: bool = False,
+                    progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+    """Per-layer random-matrix spectra -> table ``spectra`` (one row per model x layer).
+
+    Distinct models only by default (a fallback copy has its original's spectrum, and
+    summaries over the table would count it again); ``all_rows=True`` gives every row.
+    ``progress(done, total)`` is called with models done after each block of
+    :data:`SPECTRA_BLOCK` models.
+    """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
-    zoo, ids, rows, _ = _zoo_rows(lake, zoo)
-    table = zoo_spectra(rows, lake.arch(zoo), layers=layers)
+    zoo, ids, rows, meta = _zoo_rows(lake, zoo)
+    ids, rows, _, models, note = _select_models(ids, rows, meta, all_rows)
+    table = _spectra_in_blocks(zoo_spectra, rows, lake.arch(zoo), layers, progress)
     table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    version = _commit(Path(lake_root), "spectra", table, zoo, {"layers": list(layers or [])}, lake.snapshot)
-    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started)
+    params = {"layers": list(layers or []), "models": models}
+    version = _commit(Path(lake_root), "spectra", table, zoo, params, lake.snapshot)
+    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started, notes=[note],
+                          n_models=len(ids))
+
+
+SPECTRA_BLOCK = 2048
+"""Models per :func:`~weightlake.analysis.spectra.zoo_spectra` call in :func:`analyze_spectra` (a progress step);
+each call decomposes them in blocks of a quarter of that, so its worker threads still share the work."""
+
+
+def _spectra_in_blocks(zoo_spectra: Callable[..., pl.DataFrame], rows: np.ndarray, arch: Any,
+                       layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
+    parts = []
+    for start in range(0, max(len(rows), 1), SPECTRA_BLOCK):
+        part = zoo_spectra(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
+        parts.append(part.with_columns(pl.col("row") + start))
+        if progress is not None:
+            progress(min(start + SPECTRA_BLOCK, len(rows)), len(rows))
+    return pl.concat(parts)
 
 
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                          against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes", "n_classes"),
                          by: Sequence[str] = (), features: str = "both", methods: Sequence[str] = ("pearson", "spearman"),
-                         plot_dir: Path | str | None = None) -> AnalysisReport:
+                         plot_dir: Path | str | None = None, all_rows: bool = False,
+                         progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
     """Parameters and per-layer aggregates against metadata -> table ``correlations``.
 
     ``by`` names metadata columns to group by (``layer`` is accepted and is always a result
     column).  With ``plot_dir``, heatmaps are written there as PNG (parameters x metadata with
-    layer boundaries, and the parameter x parameter matrix of the whole network).
+    layer boundaries, and the parameter x parameter matrix of the whole network).  Distinct
+    models only by default (each test's ``n`` counts them); ``all_rows=True`` counts every
+    row, fallback copies included.  ``progress(done, total)`` counts the stages (parameters,
+    aggregates, plots) as they finish.
     """
     import weightlake as wl
     from weightlake.analysis import correlations as corr
@@ -93,6 +146,7 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, meta = _zoo_rows(lake, zoo)
+    ids, rows, meta, models, note = _select_models(ids, rows, meta, all_rows)
     arch = lake.arch(zoo)
     group_by = [b for b in by if b != "layer"]
     missing = [c for c in [*against, *group_by] if c not in meta.columns]
@@ -103,18 +157,26 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         rows, meta = rows[keep], meta.filter(pl.Series(keep))
     frame = meta.select(*dict.fromkeys([*against, *group_by]))
     opts: dict[str, Any] = {"columns": list(against), "methods": list(methods), "group_by": group_by or None}
-    parts = []
-    if features in ("params", "both"):
-        parts.append(corr.param_correlations(rows, frame, arch, **opts).with_columns(kind=pl.lit("param")))
-    if features in ("aggregates", "both"):
-        parts.append(corr.aggregate_correlations(rows, frame, arch, **opts).with_columns(kind=pl.lit("aggregate")))
-    if not parts:
+    stages = [(kind, fn) for kind, fn, wanted in (("param", corr.param_correlations, ("params", "both")),
+                                                  ("aggregate", corr.aggregate_correlations, ("aggregates", "both")))
+              if features in wanted]
+    if not stages:
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
+    total = len(stages) + bool(plot_dir)
+    parts = []
+    for done, (kind, fn) in enumerate(stages, 1):
+        parts.append(fn(rows, frame, arch, **opts).with_columns(kind=pl.lit(kind)))
+        if progress is not None:
+            progress(done, total)
     table = pl.concat(parts, how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo) if plot_dir else []
-    params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods)}
+    if progress is not None and plot_dir:
+        progress(total, total)
+    params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
+              "models": models}
     version = _commit(Path(lake_root), "correlations", table, zoo, params, lake.snapshot)
-    return AnalysisReport("correlations", zoo, table.height, version, time.perf_counter() - started, plots)
+    return AnalysisReport("correlations", zoo, table.height, version, time.perf_counter() - started, plots,
+                          notes=[note], n_models=len(ids))
 
 
 def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str) -> list[str]:
@@ -155,11 +217,12 @@ class LakeAnalysis:
             lf = lf.join(meta, on="model_id", how="left")
         return lf
 
-    def compute_spectra(self, zoo: str | None = None) -> pl.DataFrame:
-        """Spectra without committing (for a quick look)."""
+    def compute_spectra(self, zoo: str | None = None, all_rows: bool = False) -> pl.DataFrame:
+        """Spectra without committing (for a quick look); distinct models unless ``all_rows``."""
         from weightlake.analysis.spectra import zoo_spectra
 
-        zoo, ids, rows, _ = _zoo_rows(self.lake, zoo)
+        zoo, ids, rows, meta = _zoo_rows(self.lake, zoo)
+        ids, rows, _, _, _ = _select_models(ids, rows, meta, all_rows)
         table = zoo_spectra(rows, self.lake.arch(zoo))
         return table.with_columns(model_id=pl.Series(ids)[table["row"]]).drop("row")
 

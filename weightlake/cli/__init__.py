@@ -8,7 +8,6 @@ errors (any :class:`~weightlake.errors.WeightLakeError`) print one line and exit
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
@@ -74,9 +73,12 @@ def echo_lines(lines: list[str]) -> None:
         click.echo(line)
 
 
-def progress_bar(length: int, label: str) -> Any:
-    """A click progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI)."""
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True, show_percent=True)
+def progress_bar(length: int | None, label: str, unit: str = "items") -> Any:
+    """Progress of a long step on stderr: a bar on a terminal, periodic one-line counts and rate
+    elsewhere (Jupyter, nohup, CI); see :mod:`weightlake.cli.progress`."""
+    from weightlake.cli.progress import Progress
+
+    return Progress(label, length, unit)
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from weightlake.cli import lake_option, main
+from weightlake.cli import lake_option, main, progress_bar
 
 
 @main.group()
@@ -19,11 +19,14 @@ def _list(text: str) -> list[str]:
 @analyze.command("spectra")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--layers", help="Comma list of layers (default: all).")
+@click.option("--all-rows", is_flag=True, help="Every row, fallback copies and repeated vectors included "
+                                               "(default: distinct models only).")
 @lake_option
-def spectra_cmd(zoo: str | None, layers: str | None, lake_dir: str) -> None:
+def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, lake_dir: str) -> None:
     """Random-matrix spectra of every layer of every model -> table `spectra`.
 
-    One row per model x layer: spectral norm, stable and effective rank, condition number,
+    One row per distinct model x layer (fallback copies of early-stopped models and repeated
+    vectors are dropped and counted; --all-rows keeps them): spectral norm, stable and effective rank, condition number,
     entropy, Marchenko-Pastur fit (sigma^2, bulk edges, spikes), Tracy-Widom edge statistic,
     level-spacing ratio, eigenvector IPR, and a power-law alpha where a layer has enough
     eigenvalues (NaN with a note otherwise).
@@ -35,7 +38,10 @@ def spectra_cmd(zoo: str | None, layers: str | None, lake_dir: str) -> None:
     """
     from weightlake.analysis.api import analyze_spectra
 
-    click.echo(str(analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None)))
+    with progress_bar(None, "analyze spectra", "models") as bar:
+        report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
+                                 progress=bar.callback)
+    click.echo(str(report))
 
 
 @analyze.command("correlations")
@@ -47,13 +53,17 @@ def spectra_cmd(zoo: str | None, layers: str | None, lake_dir: str) -> None:
               help="Every parameter, per-layer aggregates (norms, means, spectral figures), or both.")
 @click.option("--methods", default="pearson,spearman", show_default=True)
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write heatmaps (PNG) to this folder.")
+@click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
+                                               "(default: distinct models only; n in the table counts them).")
 @lake_option
 def correlations_cmd(zoo: str | None, against: str, by: str, features: str, methods: str, plot_dir: str | None,
-                     lake_dir: str) -> None:
+                     all_rows: bool, lake_dir: str) -> None:
     """Correlations of parameters and layer aggregates with metadata -> table `correlations`.
 
     Pearson and Spearman with p-values, Benjamini-Hochberg q-values and Bonferroni, per
-    group; heatmaps mark the layer boundaries.
+    group; heatmaps mark the layer boundaries.  Distinct models only by default: a model
+    filed under several epoch bins would be counted once per bin (every parameter-vs-epoch
+    correlation of such copies is exactly 0); what was dropped is printed, --all-rows keeps it.
 
     \b
     Example:
@@ -62,6 +72,8 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     """
     from weightlake.analysis.api import analyze_correlations
 
-    report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
-                                  methods=_list(methods), plot_dir=plot_dir)
+    with progress_bar(None, "analyze correlations", "stages") as bar:
+        report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
+                                      methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
+                                      progress=bar.callback)
     click.echo(str(report))

@@ -34,27 +34,27 @@ def ingest() -> None:
 @click.option("--rejects", type=click.Path(dir_okay=False), help="Where skipped rows are listed (default FILE.rejects.csv).")
 @click.option("--codec", type=click.Choice(["none", "zstd", "blosc"]), default="none", show_default=True,
               help="Weight chunk compression (weights barely compress; none reads fastest).")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another --init (refused by default: the same "
+                   "file again under another --init counts every model twice).")
+@click.option("--dataset", help="Image dataset the models were trained on ('fashion-mnist', an IDX folder, or a name "
+                                "like 'mnist'); recorded for the zoo, `experiments evaluate` scores on it.")
 @lake_option
 def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rejects: str | None, codec: str,
-                   lake_dir: str) -> None:
+                   allow_same_source: bool, dataset: str | None, lake_dir: str) -> None:
     """Ingest a CSV zoo (the 'Merged zoo.csv' format) into ZOO.
 
     \b
     Example:
-      weightlake ingest csv "data/Merged zoo.csv" --zoo mnist-cnn-s --init kaiming_uniform
+      weightlake ingest csv "data/Merged zoo.csv" --zoo mnist-cnn-s --init kaiming_uniform --dataset mnist
     """
     from weightlake.ingest.csv_zoo import ingest_csv
 
     size = Path(path).stat().st_size if Path(path).is_file() else 0
-    with progress_bar(size, "ingest") as bar:
-        last = [0]
-
-        def advance(done: int) -> None:
-            bar.update(done - last[0])
-            last[0] = done
-
+    with progress_bar(size, "ingest csv", "bytes") as bar:
         report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
-                            rejects_path=rejects, codec=codec, progress=advance)
+                            rejects_path=rejects, codec=codec, progress=bar.advance_to,
+                            allow_same_source=allow_same_source, dataset=dataset)
     echo_lines(report.lines())
 
 
@@ -72,9 +72,14 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
               help="Where unreadable or refused files are listed (written only if there are any).")
 @click.option("--follow-symlinks", is_flag=True,
               help="Also ingest symbolic links that point outside ROOT (refused by default).")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another --init (refused by default).")
+@click.option("--dataset", help="Image dataset of the models (default: the one the trainer recorded in "
+                                "weightlake-train.json).")
 @lake_option
 def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, arch: str, workers: int,
-                           epoch_bins: str | None, rejects: str, follow_symlinks: bool, lake_dir: str) -> None:
+                           epoch_bins: str | None, rejects: str, follow_symlinks: bool, allow_same_source: bool,
+                           dataset: str | None, lake_dir: str) -> None:
     """Ingest a checkpoint tree (layout A or B, detected) into ZOO.
 
     Files are read safely (a strict allow-list reader, else torch's weights-only loader:
@@ -88,18 +93,12 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
     """
     from weightlake.ingest.checkpoints import ingest_checkpoints
 
-    with progress_bar(0, "read") as bar:
-        state = {"done": 0}
-
-        def advance(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - state["done"])
-            state["done"] = done
-
+    with progress_bar(None, "ingest checkpoints", "files") as bar:
         report = ingest_checkpoints(lake_dir, root, zoo=zoo, init=init, arch=_arch(arch),
                                     layout=None if layout == "auto" else layout, workers=workers,
                                     bins=_int_list(epoch_bins) if epoch_bins else None, rejects_path=rejects,
-                                    progress=advance, follow_symlinks=follow_symlinks)
+                                    progress=bar.callback, allow_same_source=allow_same_source, dataset=dataset,
+                                    follow_symlinks=follow_symlinks)
     echo_lines(report.lines())
 
 
@@ -108,9 +107,10 @@ def ingest_checkpoints_cmd(root: str, zoo: str, init: str | None, layout: str, a
 @lake_option
 def ingest_run(job: str, lake_dir: str) -> None:
     """Run a declarative job file (ingest/<job>.toml): optional training, sources, exports."""
+    from weightlake.cli.progress import Progress
     from weightlake.ingest.run import run_job
 
-    for line in run_job(job, lake_dir, echo=click.echo):
+    for line in run_job(job, lake_dir, echo=click.echo, progress=Progress):
         click.echo(line)
 
 
@@ -220,7 +220,8 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
     from weightlake.ingest.csv_zoo import export_csv
 
     lake = _open(lake_dir)
-    n = export_csv(lake, output, zoo=zoo, where=where)
+    with progress_bar(None, "export csv", "models") as bar:
+        n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)
     click.echo(f"wrote {n} models to {output}")
 
 
@@ -236,7 +237,7 @@ def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
 
     lake = _open(lake_dir)
     total = sum(z.n_models for z in lake.manifest.zoos.values())
-    with progress_bar(total, "verify") as bar:
+    with progress_bar(total, "verify", "models") as bar:
         report = run_verify(lake, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "quality": report.quality,

@@ -88,41 +88,47 @@ def _scan_row(info: Any) -> dict[str, Any]:
 @click.option("--assume-heads", type=int,
               help="Heads for checkpoints whose head count nothing records (else they are refused); their rows are "
                    "marked heads_from=assumed.")
-@click.option("--images", default="fashion-mnist", show_default=True,
-              help="Held-out images to score the rebuilt CNNs on, the zoo's own dataset: 'fashion-mnist', a folder "
-                   "of MNIST-style IDX files (the user's MNIST zoo), or 'none'.")
+@click.option("--images", help="Held-out images to score the rebuilt CNNs on (default: the dataset the zoo recorded at "
+                               "ingest; a zoo that records none needs this): 'fashion-mnist', a folder of MNIST-style "
+                               "IDX files (the user's MNIST zoo), or 'none'. Another dataset than the zoo's is used "
+                               "only when given here, and noted.")
 @click.option("--accuracy-models", default=8, show_default=True, help="Predicted CNNs rebuilt and scored per checkpoint.")
 @click.option("--metrics", help="Comma list of metrics (default: every fast one; see weightlake.analysis.metrics).")
 @click.option("--slow", is_flag=True, help="Also the slow metrics (Sinkhorn, Gromov-Wasserstein).")
 @click.option("--store-predictions", is_flag=True, help="Keep the predicted vectors in the `predictions` table.")
 @lake_option
 def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs: int | None, seed: int,
-                 batch_size: int, heads: int | None, assume_heads: int | None, images: str, accuracy_models: int, metrics: str | None,
+                 batch_size: int, heads: int | None, assume_heads: int | None, images: str | None, accuracy_models: int, metrics: str | None,
                  slow: bool, store_predictions: bool, lake_dir: str) -> None:
     """Evaluate checkpoints (PATHS: folders or .pth files; default ./Experiments) on a scenario split.
 
     Every checkpoint is loaded with its inferred config, run over the pairs, compared
     with the targets on every metric (whole vector and per layer), checked for collapse,
     and a few predicted CNNs are rebuilt and scored on held-out images; the results are
-    committed as table `evaluations` (and `evaluation_metrics`, long).
+    committed as table `evaluations` (and `evaluation_metrics`, long).  Nothing is
+    guessed: a checkpoint whose head count no sidecar, folder name or --heads gives is
+    refused (its row says how to give it) unless --assume-heads N, which marks its rows
+    heads_from=assumed; the CNNs are scored on the zoo's own recorded image dataset.
 
     \b
     Examples:
       weightlake experiments evaluate --scenario type1-m0 --split test --limit-pairs 2000
+      weightlake experiments evaluate Experiments/ --scenario type1-m0 --assume-heads 4 --images /data/mnist
       weightlake experiments evaluate Experiments/sinkhorn "Experiments/mse/AE epoch mse val 3.pth" \\
           --scenario type1-m0 --heads 4 --images none
       weightlake sql "SELECT checkpoint, loss, epoch, pd_mse, pd_w1, collapsed FROM evaluations ORDER BY pd_w1"
     """
-    from weightlake.experiments.evaluate import evaluate_checkpoints, resolve_checkpoints
+    from weightlake.experiments.evaluate import ZOO_DATASET, evaluate_checkpoints, resolve_checkpoints
 
     checkpoints = resolve_checkpoints(list(paths) or [_default_root()], heads, assume_heads)
-    with progress_bar(len(checkpoints), "evaluate") as bar:
+    with progress_bar(len(checkpoints), "evaluate", "checkpoints") as bar:
         report = evaluate_checkpoints(
             lake_dir, checkpoints, scenario, None if split == "all" else split,
             limit_pairs=limit_pairs, batch_size=batch_size, heads=heads, assume_heads=assume_heads,
-            images=None if images.lower() == "none" else images, accuracy_models=accuracy_models, seed=seed,
+            images=ZOO_DATASET if images is None else (None if images.lower() == "none" else images),
+            accuracy_models=accuracy_models, seed=seed,
             metrics=_names(metrics), include_slow=slow, store_predictions=store_predictions,
-            progress=lambda done, total, name: bar.update(1))
+            progress=bar.callback)
     echo_lines(report.lines())
 
 
@@ -154,10 +160,10 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
 
     targets = list(paths) or [_default_root()]
     total = sum(len(find_tracking_csvs(p)) for p in targets)
-    with progress_bar(total, "tracking") as bar:
+    with progress_bar(total, "ingest-tracking", "files") as bar:
         reports = ingest_tracking(lake_dir, targets, scenario=scenario, chunk_rows=chunk_rows,
                                   evaluate=not no_evaluate, metrics=_names(metrics), on_error=on_error,
-                                  progress=lambda done, n, name: bar.update(1))
+                                  progress=bar.callback)
     for report in reports:
         echo_lines(report.lines())
 

@@ -177,7 +177,7 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
         raise QueryError(f"--format {fmt} writes files: say where with --out DIR")
     n_pairs = lake.pairs(scenario_name, split).__len__()
     per_epoch = n_pairs // batch_size if drop_last else -(-n_pairs // batch_size)
-    with progress_bar(per_epoch * epochs, "materialize") as bar:
+    with progress_bar(per_epoch * epochs, "pairs materialize", "batches") as bar:
         if fmt == "zarr":
             report: Any = materialize(lake_dir, scenario_name, split, batch_size=batch_size, epochs=epochs,
                                       seed=seed, progress=bar.update, drop_last=drop_last)

@@ -49,11 +49,11 @@ def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: st
     total = len(subsets) * len(acts) * len(init_list)
     click.echo(f"training {total} models ({len(subsets)} subsets x {len(acts)} activations x {len(init_list)} inits)"
                f" into {out_dir}", err=True)
-    with progress_bar(total, "train") as bar:
+    with progress_bar(total, "zoo train", "models") as bar:
         report = train_zoo(dataset, out_dir, subsets, acts, init_list, layout=layout, epochs_max=max_epochs,
                            subsample=subsample, seed=seed, workers=workers, lr=lr, batch_size=batch_size,
                            checkpoint_epochs=parse_int_list(checkpoint_epochs) if checkpoint_epochs else None,
-                           min_accuracy=min_accuracy, progress=lambda done, tot, res: bar.update(1))
+                           min_accuracy=min_accuracy, progress=bar.callback)
     click.echo(f"trained {report.trained} models, skipped {report.skipped} already finished, "
                f"{report.seconds:.0f} s ({report.models_per_minute:.1f} models/min); checkpoints in {out_dir}")
 

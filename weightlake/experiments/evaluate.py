@@ -81,6 +81,9 @@ one call on 2,000 rows)."""
 SILHOUETTE_ROWS = 1000
 """Rows sampled for the silhouette (its cost grows with the square of the rows)."""
 
+ZOO_DATASET = "zoo"
+"""``images`` default of :func:`evaluate_checkpoints`: the image dataset the zoo recorded at ingest."""
+
 KEY = ("source_kind", "checkpoint_path", "split")
 """Rows of ``evaluations`` with the same key (within a scenario) are replaced by a new evaluation."""
 
@@ -98,7 +101,7 @@ FIXED_TYPES: dict[str, Any] = {
     "forward_seconds": pl.Float64, "metric_seconds": pl.Float64, "pairs_per_s": pl.Float64,
     "collapsed": pl.Boolean, "fn_collapsed": pl.Boolean, "pd_distinct_rows": pl.Int64,
     "fn_distinct_rows": pl.Int64, "pd_accuracy": pl.Float64, "gt_accuracy": pl.Float64,
-    "accuracy_models": pl.Int64, "accuracy_images": pl.String, "accuracy_note": pl.String,
+    "accuracy_models": pl.Int64, "accuracy_images": pl.String, "accuracy_note": pl.String, "zoo_dataset": pl.String,
 }
 """Columns every ``evaluations`` row has (null where they do not apply), first, with their types.
 
@@ -502,7 +505,7 @@ def evaluate_checkpoints(
     batch_size: int = 256,
     heads: int | None = None,
     assume_heads: int | None = None,
-    images: str | None = "fashion-mnist",
+    images: str | None = ZOO_DATASET,
     accuracy_models: int = 8,
     accuracy_images_per_class: int | None = 500,
     seed: int = 0,
@@ -533,9 +536,13 @@ def evaluate_checkpoints(
         ``heads_source = "assumed"``.  Without it those checkpoints are refused: their
         row carries the ``error`` saying how to give the head count, and no metrics.
     images
-        An image dataset for :func:`~weightlake.zoo.idx.load_dataset` (``"fashion-mnist"``
-        or a folder of IDX files) on which the predicted CNNs are rebuilt and scored
-        (test split, the target's classes); None skips accuracy.
+        The image dataset on which the predicted CNNs are rebuilt and scored (test split,
+        the target's classes).  :data:`ZOO_DATASET` (default): the dataset the zoo
+        recorded at ingest (trainer record, or ``--dataset``); a zoo that records none is
+        refused, so is a recorded dataset that is not available here.  A name for
+        :func:`~weightlake.zoo.idx.load_dataset` (``"fashion-mnist"`` or an IDX folder)
+        overrides it, explicitly: rows then carry both ``accuracy_images`` and
+        ``zoo_dataset``, and a note when they differ.  None skips accuracy.
     accuracy_models
         How many predicted CNNs (evenly spread over the pairs) to rebuild per checkpoint.
     accuracy_images_per_class
@@ -557,7 +564,8 @@ def evaluate_checkpoints(
     NoSuchTableError
         The scenario is not declared.
     QueryError
-        The split has no pairs, or bad ``limit_pairs`` / ``batch_size``.
+        The split has no pairs, or bad ``limit_pairs`` / ``batch_size``, or the zoo's
+        image dataset is not known or not available (with ``images=ZOO_DATASET``).
     """
     from weightlake.lake import Lake
     from weightlake.storage.transaction import transaction
@@ -571,9 +579,12 @@ def evaluate_checkpoints(
         lake = Lake(root, tx.parent)
         pairs = _gather_pairs(lake, scenario, split, limit_pairs, seed)
         arch = lake.arch(pairs.zoo)
+        recorded, images, image_notes = resolve_images(lake, pairs.zoo, images)
         scorer = _AccuracyScorer(arch, images, accuracy_models, accuracy_images_per_class, pairs)
-        report = EvaluationReport(scenario, split, pairs.zoo, len(pairs.positions), lake.snapshot, notes=scorer.notes)
-        context = {"scenario": scenario, "split": split, "zoo": pairs.zoo, "snapshot": lake.snapshot,
+        report = EvaluationReport(scenario, split, pairs.zoo, len(pairs.positions), lake.snapshot,
+                                  notes=image_notes + scorer.notes)
+        context = {"scenario": scenario, "split": split, "zoo": pairs.zoo, "zoo_dataset": recorded,
+                   "snapshot": lake.snapshot,
                    "n_pairs": len(pairs.positions), "limit_pairs": limit_pairs, "pair_seed": seed}
         gt_cols = _statistic(silhouette(pairs.targets, pairs.frame["target_mask"].to_numpy()), "gt_silhouette")
         buffer = np.empty_like(pairs.targets)
@@ -593,6 +604,36 @@ def evaluate_checkpoints(
         report.snapshot = tx.commit({"op": "evaluate_checkpoints", "summary": summary}).version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def resolve_images(lake: Lake, zoo: str, images: str | None) -> tuple[str | None, str | None, list[str]]:
+    """``(zoo's recorded dataset, images to score on, notes)`` for :func:`evaluate_checkpoints`.
+
+    Raises
+    ------
+    QueryError
+        ``images`` is :data:`ZOO_DATASET` and the zoo records no dataset, or its dataset
+        cannot be loaded here.
+    """
+    from weightlake.ingest.common import zoo_dataset
+    from weightlake.zoo.idx import dataset_dir, dataset_id
+
+    recorded = zoo_dataset(lake.manifest, zoo)
+    if images != ZOO_DATASET:
+        if images is not None and recorded is not None and dataset_id(images) != recorded:
+            return recorded, images, [f"images {images!r} are not zoo {zoo!r}'s own dataset {recorded!r} "
+                                      "(given explicitly): accuracies are on another dataset"]
+        return recorded, images, []
+    if recorded is None:
+        raise QueryError(f"zoo {zoo!r} records no image dataset, so the rebuilt CNNs cannot be scored without a "
+                         "guess: pass --images fashion-mnist, --images FOLDER (the zoo's IDX files) or --images none "
+                         "(record it at ingest with --dataset)")
+    try:
+        dataset_dir(recorded)
+    except IngestError as exc:
+        raise QueryError(f"zoo {zoo!r} was trained on {recorded!r}, which is not available here ({exc}); pass "
+                         "--images FOLDER with its IDX files, or --images none") from exc
+    return recorded, recorded, []
 
 
 def _key(row: Mapping[str, Any]) -> dict[str, Any]:

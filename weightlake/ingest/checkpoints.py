@@ -785,71 +785,13 @@ def _summarise(files: Sequence[CheckpointFile], loaded: _Loaded,
         missing_slots=tuple((str(a), b, c, d) for a, b, c, d in missing), warnings=tuple(warnings))
 
 
-# -- the trainer's own records -------------------------------------------------------------------
-TRAINER_SIDECAR = "weightlake-train.json"
-"""The completion record :mod:`weightlake.zoo.train` writes in each model folder (read here as JSON,
-so that ingest does not import the trainer and torch)."""
-TRAINER_FORMAT = "weightlake-train/1"
-
-
-def trainer_records(files: Sequence[CheckpointFile]) -> list[dict[str, Any]]:
-    """The trainer's ``weightlake-train.json`` of every model folder the files are in (none for foreign trees)."""
-    import json
-
-    out = []
-    for folder in sorted({f.path.parent for f in files if f.reject is None}):
-        try:
-            data = json.loads((folder / TRAINER_SIDECAR).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("format") == TRAINER_FORMAT:
-            out.append(data)
-    return out
-
-
-def trainer_bins(records: Sequence[Mapping[str, Any]]) -> tuple[int, ...] | None:
-    """The epochs the trainer was told to checkpoint, over every record (None if no record says).
-
-    A recipe without ``checkpoint_epochs`` used the spec rule (``epoch >= 9 and epoch % 5
-    == 1``) below its ``epochs_max``.
-    """
-    epochs: set[int] = set()
-    for record in records:
-        recipe = (record.get("config") or {}).get("recipe") or {}
-        planned = recipe.get("checkpoint_epochs")
-        if planned is None and isinstance(recipe.get("epochs_max"), int):
-            planned = [e for e in range(recipe["epochs_max"]) if e >= 9 and e % 5 == 1]
-        epochs.update(int(e) for e in planned or ())
-    return tuple(sorted(epochs)) or None
-
-
-def _resolve_bins(bins: Sequence[int] | None, records: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, ...], str]:
-    if bins is not None:
-        return tuple(sorted({int(b) for b in bins})), "given"
-    recorded = trainer_bins(records)
-    if recorded is not None:
-        return recorded, f"the trainer's {TRAINER_SIDECAR} ({len(records)} model folders)"
-    return tuple(EPOCH_BINS), "default (the CSV zoo's bins; no trainer record found)"
-
-
-def _nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins: Sequence[int],
-                    bins_from: str) -> IngestError:
-    good = [f for f in files if f.reject is None]
-    epochs = sorted({f.name_epoch for f in good if f.name_epoch is not None})
-    models = len({f.model_key for f in good})
-    hint = f"e.g. --epoch-bins {min(e for e in epochs if e >= 0)}-{max(epochs)}" if any(e >= 0 for e in epochs) else \
-        "--epoch-bins with the checkpoints' epochs"
-    return IngestError(f"no checkpoint fills an epoch bin, nothing ingested: {len(files)} files found "
-                       f"({len(batch.rejects)} rejected) of {models} models with epochs {epochs} in their names, "
-                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}", path=str(files[0].root if files else ""))
-
-
 # -- into the lake ---------------------------------------------------------------------------------
 def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, init: str | None = None,
                        arch: Architecture = CNN_S, layout: str | None = None, workers: int = 2,
                        follow_symlinks: bool = False,
                        bins: Sequence[int] | None = None, rejects_path: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> Any:
+                       progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False,
+                       dataset: str | None = None) -> Any:
     """Ingest a checkpoint tree (layout A or B, detected) into ``zoo``; one atomic commit.
 
     Bad files are listed (path and reason) in the report and in ``rejects_path`` (default
@@ -860,8 +802,14 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
     ----------
     bins
         Epoch bins of the zoo.  None: the epochs the trainer recorded in its
-        ``weightlake-train.json`` files (:func:`trainer_bins`), else the CSV zoo's
+        ``weightlake-train.json`` files (:func:`~weightlake.ingest.trainer_records.trainer_bins`), else the CSV zoo's
         :data:`~weightlake.arch.EPOCH_BINS`; the report says which.
+    allow_same_source
+        Accept weight vectors the zoo already holds under another ``init`` (refused by
+        default: the same tree ingested again under another ``--init``).
+    dataset
+        The image dataset of the models; by default the one the trainer recorded
+        (:func:`~weightlake.ingest.trainer_records.trainer_dataset`).  Recorded for the zoo; evaluation uses it.
 
     Returns
     -------
@@ -873,25 +821,29 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         When no checkpoint fills any bin (nothing is committed; the message lists the
         epochs found and the bins tried).
     """
-    from weightlake.ingest.common import IngestReport, ZooWriter
+    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset
+    from weightlake.ingest.trainer_records import nothing_filled, resolve_bins, trainer_dataset, trainer_records
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
     files = scan_checkpoint_tree(root, arch, init=init, layout=layout, follow_symlinks=follow_symlinks)
     records = trainer_records(files)
-    bins, bins_from = _resolve_bins(bins, records)
+    bins, bins_from = resolve_bins(bins, records)
+    dataset = trainer_dataset(records, dataset)
     batch = read_checkpoints(files, arch, workers, progress, bins=bins)
     report = IngestReport(zoo=zoo, source=str(root), rows_read=batch.summary.files,
                           rows_rejected=len(batch.rejects), unit="files")
     if batch.rejects:
         report.rejects_path = str(_write_rejects(batch.rejects, rejects_path or "checkpoint-rejects.csv"))
     if not batch.rows.height:
-        raise _nothing_filled(files, batch, bins, bins_from)
+        raise nothing_filled(files, batch, bins, bins_from)
     report.extra["epoch bins"] = f"{','.join(map(str, bins))} ({bins_from})"
     report.extra.update(_summary_lines(batch.summary))
     rows = batch.rows.drop("label", strict=False)
+    report.extra["image dataset"] = dataset or "not recorded (pass --dataset)"
     with transaction(Path(lake_root)) as tx:
-        writer = ZooWriter(tx, zoo, arch, report)
+        dataset = check_zoo_dataset(tx.parent, zoo, dataset)
+        writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
         try:
             if rows.height:
                 writer.add(rows, batch.weights)
@@ -900,7 +852,8 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
             writer.abort()
         if written is not None:
             tx.record_source({"zoo": zoo, "kind": "checkpoints", "path": str(Path(root).resolve()),
-                              "files": batch.summary.files, "layout": batch.summary.layout, "init": init})
+                              "files": batch.summary.files, "layout": batch.summary.layout, "init": init,
+                              "dataset": dataset})
             manifest = tx.commit({"op": "ingest-checkpoints", "zoo": zoo, "source": str(root),
                                   "summary": f"+{report.rows_added} models from {batch.summary.files} checkpoints"})
             report.snapshot = manifest.version

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture
+from weightlake.errors import IngestError
 from weightlake.storage import tables
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
@@ -141,13 +142,18 @@ class ZooWriter:
 
     Weight hashing and Zarr writes run on a background thread so they overlap with the
     reader's parsing; :meth:`finish` waits for them and registers the models.
+
+    A weight vector the zoo already holds under another initialisation is the same file
+    ingested again with another ``--init``: it would count each model twice, so it raises
+    :class:`~weightlake.errors.IngestError` unless ``allow_same_source``.
     """
 
     def __init__(self, tx: Transaction, zoo: str, arch: Architecture, report: IngestReport, *,
-                 codec: str = "none") -> None:
+                 codec: str = "none", allow_same_source: bool = False) -> None:
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec)
         self._existing = existing_identities(tx.parent, tx.root, zoo)
+        self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()
         self._meta: list[pl.DataFrame] = []
         self._queue: queue.Queue[tuple[np.ndarray, pl.DataFrame] | None] = queue.Queue(maxsize=4)
@@ -183,6 +189,13 @@ class ZooWriter:
         keys = meta.select(IDENTITY).rows()
         keep = np.ones(len(keys), dtype=bool)
         for i, key in enumerate(keys):
+            if self._init_of.get(key[0], key[1]) != key[1]:
+                row = meta.row(i, named=True)
+                raise IngestError(f"the zoo already holds this weight vector under init {self._init_of[key[0]]!r}, "
+                                  f"now given as {key[1]!r}: the same source ingested again under another --init "
+                                  "would count every model twice; pass --allow-same-source (allow_same_source=True) "
+                                  "if they really are different models", path=str(row.get("source_file")),
+                                  row=row.get("source_row"))
             if key in self._existing or key in self._seen:
                 keep[i] = False
             else:
@@ -230,6 +243,40 @@ def _report_duplicates(meta: pl.DataFrame, report: IngestReport) -> None:
     report.duplicate_examples = [
         {"classes": list(r["classes"]), "activation": r["activation"], "epochs": sorted(r["epochs"]),
          "model_ids": r["model_ids"][:6]} for r in dup.head(5).iter_rows(named=True)]
+
+
+def zoo_dataset(manifest: Manifest, zoo: str) -> str | None:
+    """The image dataset the zoo's sources recorded (see :func:`~weightlake.zoo.idx.dataset_id`), or None.
+
+    Raises
+    ------
+    IngestError
+        If its sources name different datasets.
+    """
+    found = sorted({str(s["dataset"]) for s in manifest.sources if s.get("zoo") == zoo and s.get("dataset")})
+    if len(found) > 1:
+        raise IngestError(f"zoo {zoo!r} holds models of several image datasets {found}; evaluate them as separate zoos")
+    return found[0] if found else None
+
+
+def check_zoo_dataset(manifest: Manifest, zoo: str, dataset: str | None) -> str | None:
+    """``dataset`` (as a dataset id) if the zoo may take it: a zoo records one image dataset.
+
+    Raises
+    ------
+    IngestError
+        If the zoo already records another dataset.
+    """
+    from weightlake.zoo.idx import dataset_id
+
+    if dataset is None:
+        return None
+    dataset = dataset_id(dataset)
+    recorded = zoo_dataset(manifest, zoo)
+    if recorded is not None and recorded != dataset:
+        raise IngestError(f"zoo {zoo!r} holds models trained on {recorded!r}, this source says {dataset!r}; "
+                          "ingest it into another --zoo")
+    return dataset
 
 
 def source_seen(manifest: Manifest, zoo: str, fingerprint: str) -> Mapping[str, Any] | None:

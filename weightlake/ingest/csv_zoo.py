@@ -32,7 +32,7 @@ import polars as pl
 
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import IngestError, QueryError
-from weightlake.ingest.common import IngestReport, ZooWriter, file_fingerprint, source_seen
+from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset, file_fingerprint, source_seen
 from weightlake.storage.transaction import transaction
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -231,7 +231,8 @@ def _first_onehot_mismatch(digits: np.ndarray, mask: int) -> str:
 # -- ingest -------------------------------------------------------------------------------------
 def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture = CNN_S,
                on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 8192,
-               codec: str = "none", progress: ProgressFn | None = None) -> IngestReport:
+               codec: str = "none", progress: ProgressFn | None = None,
+               allow_same_source: bool = False, dataset: str | None = None) -> IngestReport:
     """Ingest a CSV zoo into ``zoo`` with initialisation ``init`` (the file does not say it).
 
     Parameters
@@ -242,6 +243,13 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
         (default ``<file>.rejects.csv``) with row, column and reason.
     progress
         Called with the number of bytes of the file consumed so far.
+    allow_same_source
+        Accept weight vectors the zoo already holds under another ``init`` (by default
+        that is the same file ingested again under another ``--init``, and refused).
+    dataset
+        The image dataset the models were trained on (``"fashion-mnist"``, an IDX folder,
+        or a name such as ``"mnist"``), recorded for the zoo: evaluation scores rebuilt
+        CNNs on it.  The CSV does not say it; without it the zoo records none.
 
     Returns
     -------
@@ -257,7 +265,8 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     fingerprint = file_fingerprint(path)
     with transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
         earlier = source_seen(tx.parent, zoo, fingerprint)
-        writer = ZooWriter(tx, zoo, arch, report, codec=codec)
+        dataset = check_zoo_dataset(tx.parent, zoo, dataset)
+        writer = ZooWriter(tx, zoo, arch, report, codec=codec, allow_same_source=allow_same_source)
         rejects: list[BadRow] = []
         try:
             for meta, weights, bad in _batches(path, arch, batch_rows, on_error, tmpdir, progress):
@@ -281,7 +290,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                 if rejects:
                     report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
                 tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "fingerprint": fingerprint,
-                                  "rows": report.rows_read, "init": init})
+                                  "rows": report.rows_read, "init": init, "dataset": dataset})
                 if written is not None or rejects:
                     manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
                                           "summary": f"+{report.rows_added} models from {path.name}"})

@@ -10,6 +10,8 @@ A job file holds one or more ``[[source]]`` tables::
     arch = "cnn-s"               # optional, default cnn-s
     on_error = "abort"           # csv only: abort | skip
     epoch_bins = [11, 16, 21]    # checkpoints only (default: the trainer's recorded epochs, else the six bins)
+    dataset = "mnist"            # the zoo's image dataset (csv; checkpoints default to the trainer's record)
+    allow_same_source = false    # accept weight vectors the zoo holds under another init
 
 An optional ``[train]`` table runs the zoo trainer first (same keys as
 ``weightlake zoo train``), so a job can produce its own checkpoints; an optional
@@ -26,7 +28,8 @@ from typing import Any
 from weightlake.errors import IngestError
 
 SOURCE_KINDS = ("csv", "checkpoints")
-_SOURCE_KEYS = {"kind", "path", "zoo", "init", "arch", "on_error", "rejects", "layout", "workers", "epoch_bins"}
+_SOURCE_KEYS = {"kind", "path", "zoo", "init", "arch", "on_error", "rejects", "layout", "workers", "epoch_bins",
+                "dataset", "allow_same_source"}
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,15 @@ def _draw(labels: np.ndarray, cls: int, n: int, seed: int) -> np.ndarray:
     if n >= where.size:
         return where
     return np.random.default_rng([seed, int(cls)]).choice(where, size=n, replace=False)
+
+
+def dataset_id(name_or_dir: str | os.PathLike[str]) -> str:
+    """How a zoo records the dataset it was trained on: a known name as it is, an existing
+    directory as its absolute path, anything else (``"mnist"`` where MNIST is not installed)
+    as written, trimmed.  Two spellings of one folder give one id."""
+    key = str(name_or_dir).strip()
+    if key in KNOWN_DATASETS:
+        return key
+    if key and Path(key).is_dir():
+        return str(Path(key).resolve())
+    return key

@@ -61,7 +61,7 @@ from weightlake._util import atomic_write, parse_int_ranges, torch_threads
 from weightlake.arch import ACTIVATIONS, CNN_S, INITS, Architecture, class_subsets, get_architecture
 from weightlake.errors import TrainError
 from weightlake.zoo.cnn import build_cnn
-from weightlake.zoo.idx import dataset_files, load_dataset, select_classes
+from weightlake.zoo.idx import dataset_files, dataset_id, load_dataset, select_classes
 
 SIDECAR_NAME = "weightlake-train.json"
 """Written last, atomically: its presence marks a model folder as complete."""
@@ -436,6 +436,7 @@ def _write_sidecar(folder: Path, job: ModelJob, config: _ZooConfig, result: Mode
         "n_train_images": n_images[0], "n_test_images": n_images[1], "seconds": result.seconds,
         "loss": "cross-entropy over all logits, original class ids", "bias_fill": BIAS_FILL,
         "torch_version": torch.__version__, "config": config.to_dict(),
+        "dataset": dataset_id(config.dataset),  # what ingest records for the zoo (an absolute path for a folder)
     }
     atomic_write(folder / SIDECAR_NAME, json.dumps(payload, indent=2).encode())
 
