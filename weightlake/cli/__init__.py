@@ -8,6 +8,7 @@ errors (any :class:`~weightlake.errors.WeightLakeError`) print one line and exit
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
