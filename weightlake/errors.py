@@ -67,3 +67,7 @@ class QueryError(WeightLakeError, ValueError):
 
 class TrainError(WeightLakeError, ValueError):
     """Bad trainer arguments, or a finished model folder trained with another configuration."""
+
+
+class FitError(WeightLakeError, ValueError):
+    """A statistical fit that has no meaning on the data given (too few non-zero eigenvalues, ...)."""
