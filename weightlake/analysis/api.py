@@ -60,21 +60,37 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
                           "summary": f"{table}: {df.height} rows for {zoo} from snapshot {snapshot}"}).version
 
 
+CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"}
+"""Spectra conventions -> the table each one commits (they differ in columns, so they never share one)."""
+
+
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
-                    population: bool = False) -> AnalysisReport:
-    """Per-layer random-matrix spectra of every model -> table ``spectra`` (one row per model x layer)."""
+                    population: bool = False, convention: str = "weightlake") -> AnalysisReport:
+    """Per-layer random-matrix spectra of every model -> table ``spectra`` (one row per model x layer).
+
+    ``convention="weightwatcher"`` computes WeightWatcher 0.7.7's figures instead (see
+    :mod:`weightlake.analysis.spectra_ww`) into table ``spectra_weightwatcher``.
+    """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
+    from weightlake.analysis.spectra_ww import WW_VERSION, zoo_spectra_ww
 
+    if convention not in CONVENTIONS:
+        raise QueryError(f"unknown spectra convention {convention!r}; expected one of {sorted(CONVENTIONS)}")
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, _ = _zoo_rows(lake, zoo)
-    table = zoo_spectra(rows, lake.arch(zoo), layers=layers)
+    compute = zoo_spectra if convention == "weightlake" else zoo_spectra_ww
+    table = compute(rows, lake.arch(zoo), layers=layers)
     table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    version = _commit(Path(lake_root), "spectra", table, zoo, {"layers": list(layers or [])}, lake.snapshot)
-    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started)
+    params: dict[str, Any] = {"layers": list(layers or [])}
+    if convention == "weightwatcher":
+        params["convention"] = f"weightwatcher {WW_VERSION}"
+    name = CONVENTIONS[convention]
+    version = _commit(Path(lake_root), name, table, zoo, params, lake.snapshot)
+    return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started)
 
 
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,

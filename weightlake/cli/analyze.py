@@ -19,8 +19,13 @@ def _list(text: str) -> list[str]:
 @analyze.command("spectra")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--layers", help="Comma list of layers (default: all).")
+@click.option("--convention", type=click.Choice(["weightlake", "weightwatcher"]), default="weightlake",
+              show_default=True,
+              help="weightwatcher: WeightWatcher 0.7.7's columns and definitions (unnormalised eigenvalues, conv "
+                   "kernels as kh*kw slices pooled and halved, norm = squared Frobenius, spectral_norm = s_max^2) "
+                   "-> table `spectra_weightwatcher`.")
 @lake_option
-def spectra_cmd(zoo: str | None, layers: str | None, lake_dir: str) -> None:
+def spectra_cmd(zoo: str | None, layers: str | None, convention: str, lake_dir: str) -> None:
     """Random-matrix spectra of every layer of every model -> table `spectra`.
 
     One row per model x layer: spectral norm, stable and effective rank, condition number,
@@ -32,10 +37,12 @@ def spectra_cmd(zoo: str | None, layers: str | None, lake_dir: str) -> None:
     Example:
       weightlake analyze spectra --zoo mnist-cnn-s
       weightlake query run spectra_by_epoch --param zoo=mnist-cnn-s
+      weightlake analyze spectra --convention weightwatcher   # compare with published WeightWatcher figures
     """
     from weightlake.analysis.api import analyze_spectra
 
-    click.echo(str(analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None)))
+    click.echo(str(analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None,
+                                   convention=convention)))
 
 
 @analyze.command("correlations")
