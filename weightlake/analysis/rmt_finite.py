@@ -157,26 +157,29 @@ def finite_density_rescaled(x: Any, n: int, beta: int) -> np.ndarray:
 
 
 # -- Andreief: how many eigenvalues are positive --------------------------------------------------------------
-def gue_positive_count_probabilities(n: int) -> np.ndarray:
+def gue_positive_count_probabilities(n: int, digits: int = 40) -> np.ndarray:
     """``P(N = n, k)``: probability that an ``n x n`` GUE matrix has exactly ``k`` positive eigenvalues,
     ``k = 0..n`` (eqs. 11.8-11.9).
 
     By Andreief's identity the generating function ``phi(z) = sum_k P(k) z^k`` is ``det A(z) / det B``
     with ``A_jk = ((-1)^(j+k) + z) 2^((j+k-3)/2) Gamma((j+k-1)/2)`` and ``B = A(1)``; ``P(k)`` is its
-    ``k``-th Taylor coefficient at 0.  Computed exactly with sympy (rational arithmetic), then as floats.
+    ``k``-th Taylor coefficient at 0.  ``phi`` is a polynomial of degree ``n``, so its coefficients are
+    recovered exactly from its values at ``z = 0..n`` (determinants and the Vandermonde solve in
+    ``digits``-digit arithmetic with mpmath, which the book's script does symbolically).
     """
-    import sympy as sp
+    import mpmath
 
-    z = sp.Symbol("z")
+    with mpmath.workdps(digits):
+        def a(z: Any) -> Any:  # 0-based j, k: the book's j + k - 3 is j + k - 1 here
+            return mpmath.matrix([[((-1) ** (j + k) + z) * mpmath.sqrt(2) ** (j + k - 1)
+                                   * mpmath.gamma(mpmath.mpf(j + k + 1) / 2) for k in range(n)] for j in range(n)])
 
-    def entry(j: int, k: int, sign_plus: Any) -> Any:
-        return ((-1) ** (j + k) + sign_plus) * sp.sqrt(2) ** (j + k - 3) * sp.gamma(sp.Rational(j + k - 1, 2))
-
-    a = sp.Matrix(n, n, lambda j, k: entry(j + 1, k + 1, z))
-    b = sp.Matrix(n, n, lambda j, k: entry(j + 1, k + 1, 1))
-    phi = sp.Poly(sp.expand(a.det(method="berkowitz") / b.det(method="berkowitz")), z)
-    coeffs = [sp.nsimplify(phi.coeff_monomial(z**k)) for k in range(n + 1)]
-    return np.array([float(c) for c in coeffs])
+        norm = mpmath.det(a(1))
+        points = list(range(n + 1))
+        values = mpmath.matrix([mpmath.det(a(z)) / norm for z in points])
+        vandermonde = mpmath.matrix([[mpmath.mpf(z) ** k for k in range(n + 1)] for z in points])
+        coeffs = mpmath.lu_solve(vandermonde, values)
+        return np.array([float(c) for c in coeffs])
 
 
 def positive_count_frequencies(eigs: Any) -> np.ndarray:

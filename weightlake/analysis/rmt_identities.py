@@ -32,6 +32,11 @@ def book_semicircle(x: Any) -> np.ndarray:
     return np.sqrt(np.clip(2 - x**2, 0, None)) / math.pi
 
 
+def _rho(x: float) -> float:
+    """:func:`book_semicircle` at one point (quadrature integrands call it thousands of times)."""
+    return math.sqrt(max(2 - x * x, 0.0)) / math.pi
+
+
 # -- resolvent (eqs. 8.5 and 8.20) -------------------------------------------------------------------
 def semicircle_resolvent(z: complex) -> complex:
     """``G(z) = int rho(x) / (z - x) dx`` (eq. 8.5) by adaptive quadrature (real and imaginary parts,
@@ -40,7 +45,7 @@ def semicircle_resolvent(z: complex) -> complex:
 
     def part(f: Any) -> float:
         points = [z.real] if -EDGE < z.real < EDGE else None
-        return quad(lambda x: f(float(book_semicircle(x)) / (z - x)), -EDGE, EDGE, points=points, limit=400,
+        return quad(lambda x: f(_rho(x) / (z - x)), -EDGE, EDGE, points=points, limit=400,
                     epsabs=1e-13, epsrel=1e-12)[0]
 
     return complex(part(lambda v: v.real), part(lambda v: v.imag))
@@ -67,10 +72,10 @@ def tricomi_principal_value(s: Any, eps: float | None = None) -> np.ndarray:
 
     def one(point: float) -> float:
         if eps is None:
-            return -quad(book_semicircle, -EDGE, EDGE, weight="cauchy", wvar=point, limit=200)[0]
+            return -quad(_rho, -EDGE, EDGE, weight="cauchy", wvar=point, limit=200)[0]
 
         def integrand(x: float) -> float:
-            return float(book_semicircle(x)) / (point - x)
+            return _rho(x) / (point - x)
 
         return (quad(integrand, -EDGE, point - eps, limit=200)[0]
                 + quad(integrand, point + eps, EDGE, limit=200)[0])
@@ -82,8 +87,8 @@ def energy_integral(a: float = -EDGE, b: float = EDGE) -> float:
     """Eq. 5.21: ``1/4 int rho x^2 + a^2/4 - 1/2 int rho log(x - a)`` for the semicircle (numerical)."""
     from scipy.integrate import quad
 
-    second = quad(lambda x: float(book_semicircle(x)) * x**2, -EDGE, EDGE)[0]
-    log_part = quad(lambda x: float(book_semicircle(x)) * math.log(x - a), a, b, limit=200)[0]
+    second = quad(lambda x: _rho(x) * x**2, -EDGE, EDGE)[0]
+    log_part = quad(lambda x: _rho(x) * math.log(x - a), a, b, limit=200)[0]
     return second / 4 + a**2 / 4 - log_part / 2
 
 
