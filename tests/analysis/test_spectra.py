@@ -244,3 +244,18 @@ def test_population_fit_marks_a_structured_bulk() -> None:
     pop = spectra.population_spectrum(x.astype(np.float32))
     assert not pop.fit_holds
     assert "not Marchenko-Pastur" in pop.fit_note and "FIT DOES NOT HOLD" in pop.note()
+
+
+def test_population_fit_on_real_trained_models(real_lake_dir) -> None:
+    """24 trained CNN-s models (fewer models than parameters): the n x n side, every non-zero
+    eigenvalue kept, finite figures, and an honest verdict on the bulk."""
+    import weightlake as wl
+
+    _, rows = wl.open_lake(real_lake_dir).zoo_weights()
+    pop = spectra.population_spectrum(np.asarray(rows), standardize=True)
+    assert pop.n_models == 24 and pop.n_big == CNN_S.n_params
+    assert pop.rank + pop.n_null == 23
+    s = np.linalg.svd((rows - rows.mean(axis=0)) / rows.std(axis=0), compute_uv=False)
+    np.testing.assert_allclose(pop.eigenvalues[-5:], np.sort(s[:5] ** 2) / CNN_S.n_params, rtol=1e-6)
+    assert 1e-4 < pop.mp_sigma2 < 10 and np.isfinite(pop.tw_stat) and abs(pop.tw_stat) < 1e6
+    assert pop.fit_holds == (pop.fit_note == "")

@@ -182,9 +182,13 @@ def goe_wishart_sum_density(x: Any, c: float, p: float) -> np.ndarray:
         raise ValueError(f"expected 0 < c < 1 and 0 <= p <= 1, got c={c!r}, p={p!r}")
     x = np.ravel(np.asarray(x, dtype=float))
     a, u = (1 - c) / c, 1 - p
-    coeffs = np.stack([np.full_like(x, -(p**2) * u / 2), p**2 / 2 + u * x, u * a - x, np.ones_like(x)], axis=1)
-    out = np.empty_like(x)
-    for i, row in enumerate(coeffs):
-        first = int(np.argmax(row != 0))  # the cubic degenerates to a quadratic at p = 0 or 1
-        out[i] = np.abs(np.roots(row[first:]).imag).max(initial=0.0) / math.pi
-    return out
+    c3, c2, c1 = -(p**2) * u / 2, p**2 / 2 + u * x, u * a - x
+    if c3 != 0:  # all cubics at once: eigenvalues of their companion matrices
+        companion = np.zeros((len(x), 3, 3))
+        companion[:, 0, :] = -np.stack([c2, c1, np.ones_like(x)], axis=1) / c3
+        companion[:, 1, 0] = companion[:, 2, 1] = 1
+        roots = np.linalg.eigvals(companion)
+    else:  # p = 0 or 1: the cubic is the quadratic c2 G^2 + c1 G + 1
+        disc = np.sqrt((c1**2 - 4 * c2).astype(complex))
+        roots = np.stack([(-c1 + disc) / (2 * c2), (-c1 - disc) / (2 * c2)], axis=1)
+    return np.abs(roots.imag).max(axis=1) / math.pi
