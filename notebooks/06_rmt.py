@@ -300,11 +300,13 @@ h = ident.sample_goe2(seed=5)
 line = np.linspace(-2, 2, 9 if SHORT else 25) - 0.5j
 integral = np.array([ident.z_gaussian_integral(h, v) for v in line])
 closed = np.array([ident.z_eigenvalue_form(h, v) for v in line])
+fine = np.linspace(-2, 2, 300) - 0.5j
+curve = np.array([ident.z_eigenvalue_form(h, v) for v in fine])
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for part, name, colour in ((np.real, "Re", "C0"), (np.imag, "Im", "C1")):
-    ax.plot(line.real, part(closed), color=colour, label=f"{name} Z, eigenvalues (15.6)")
+    ax.plot(fine.real, part(curve), color=colour, label=f"{name} Z, eigenvalues (15.6)")
     ax.plot(line.real, part(integral), "o", ms=4, color=colour, label=f"{name} Z, integral (15.2)")
-ax.set(title=f"Z(x - 0.5 i), H eigenvalues {np.round(np.linalg.eigvalsh(h), 3)}", xlabel="Re x")
+ax.set(title=f"Z(x - 0.5 i), H eigenvalues {np.round(np.linalg.eigvalsh(h), 3)}", xlabel="Re x", ylabel="Z")
 ax.legend(fontsize=7)
 show(fig, "12_zmultiple")
 print(f"max relative difference {np.max(np.abs(integral - closed) / np.abs(closed)):.1e}")
