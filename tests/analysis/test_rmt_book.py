@@ -75,6 +75,50 @@ def test_finite_n_density_matches_sampled_matrices(beta: int, n: int) -> None:
         assert ks_to_density(eigs, lambda g: fin.gue_density(g, n), -lim, lim) > ks_bound(eigs)
 
 
+def goe_density_skew_orthogonal(x: np.ndarray, n: int) -> np.ndarray:
+    """Eq. 11.21 as the book writes it: skew-orthogonal polynomials R_2k, R_2k+1 (Hermite H_j(x)) and
+    Phi_j(x) = int R_j(t) exp(-t^2/2) sgn(x - t) dt (here by fine cumulative quadrature); the
+    normalisation constants a_N cancel, leaving 1 / (2N)."""
+    from scipy.special import eval_hermite
+
+    grid = np.linspace(-40, 40, 400001)
+    rho = np.zeros_like(x)
+    for k in range(n // 2):
+        c_even = math.sqrt(2) / (math.pi**0.25 * 2**k * fin.double_factorial(2 * k))
+        c_odd = math.sqrt(2) / (math.pi**0.25 * 2 ** (k + 2) * fin.double_factorial(2 * k - 1))
+
+        def r_even(t, k=k, c=c_even):
+            return eval_hermite(2 * k, t) * c
+
+        def r_odd(t, k=k, c=c_odd):
+            return ((4 * k * eval_hermite(2 * k - 1, t)) if k else 0) * c - eval_hermite(2 * k + 1, t) * c
+
+        def phi(r):
+            cum = integrate.cumulative_trapezoid(r(grid) * np.exp(-grid**2 / 2), grid, initial=0)
+            return np.interp(x, grid, 2 * cum - cum[-1])
+
+        rho += np.exp(-x**2 / 2) * (r_even(x) * phi(r_odd) - r_odd(x) * phi(r_even))
+    return rho / (2 * n)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_goe_density_is_the_books_skew_orthogonal_form(n: int) -> None:
+    """The library evaluates eq. 11.21 through Hermite functions; the book's own form gives the same curve."""
+    x = np.linspace(-7, 7, 57)
+    np.testing.assert_allclose(fin.goe_density(x, n), goe_density_skew_orthogonal(x, n), atol=1e-8)
+
+
+@pytest.mark.parametrize("n", [1, 5, 12])
+def test_gue_density_is_eq_10_20(n: int) -> None:
+    """Hermite functions by recurrence against the book's sum of squared Hermite polynomials."""
+    from scipy.special import eval_hermite
+
+    x = np.linspace(-8, 8, 81)
+    book = sum(eval_hermite(j, x / math.sqrt(2)) ** 2 * np.exp(-x**2 / 2) / (2**j * math.factorial(j))
+               for j in range(n)) / (n * math.sqrt(2 * math.pi))
+    np.testing.assert_allclose(fin.gue_density(x, n), book, rtol=1e-10, atol=1e-300)
+
+
 def test_finite_densities_rescaled_tend_to_the_semicircle() -> None:
     """Max gap to the semicircle inside the bulk falls with N (oscillations ~ 1/N; strongest for the GSE)."""
     x = np.linspace(-1.2, 1.2, 97)
