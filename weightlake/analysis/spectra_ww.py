@@ -104,7 +104,7 @@ def norm_metrics(evals: np.ndarray, alpha: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
-def fit_power_law(evals: np.ndarray) -> dict[str, float]:
+def fit_power_law(evals: np.ndarray) -> dict[str, Any]:
     """WeightWatcher's power-law fit of one ascending eigenvalue vector (module docstring).
 
     Returns ``alpha``, ``xmin``, ``xmax``, ``D``, ``sigma``, ``num_pl_spikes`` and ``ww_note``
