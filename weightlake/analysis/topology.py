@@ -352,7 +352,7 @@ def layer_topology(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer
                    cubical: bool = True) -> dict[str, Any]:
     """Every per-layer feature of a block of models: scalars ``[n]`` and diagrams (lists of arrays).
 
-    Returns a dict with the :data:`SCALAR_FEATURES` (NaN where not computed) plus ``h0_deaths``
+    Returns a dict with the :data:`SCALAR_FEATURES` (NaN where not computed; null in frames) plus ``h0_deaths``
     (``[n, out - 1]``) and ``h1_bars`` (list of ``[k, 2]``).
     """
     spec = arch.layer(layer) if isinstance(layer, str) else layer
@@ -431,7 +431,7 @@ def _layer_frame(result: dict[str, Any], name: str, start: int, n_neurons: int) 
     cols: dict[str, Any] = {"row": np.arange(start, start + n), "layer": [name] * n,
                             "n_neurons": np.full(n, n_neurons, dtype=np.int32)}
     cols.update({k: np.asarray(result[k], dtype=np.float64) for k in SCALAR_FEATURES})
-    frame = pl.DataFrame(cols)
+    frame = pl.DataFrame(cols).fill_nan(None)  # features not computed for this layer are null, not NaN
     return frame.with_columns(h0_deaths=_list_column(list(result["h0_deaths"])),
                               h1_births=_list_column([b[:, 0] for b in result["h1_bars"]]),
                               h1_deaths=_list_column([b[:, 1] for b in result["h1_bars"]]))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from weightlake.cli import lake_option, main
+from weightlake.cli import lake_option, main, progress_bar
 
 
 @main.group()
@@ -64,4 +66,105 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
 
     report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
                                   methods=_list(methods), plot_dir=plot_dir)
+    click.echo(str(report))
+
+
+# -- topology (weightlake.compute.topology) ------------------------------------------------------
+def _progress(label: str) -> tuple[Any, Any]:
+    """A callable ``(done, total)``: a bar on a terminal, else one line on stderr every 10 s."""
+    import sys
+    import time
+
+    if sys.stderr.isatty():
+        state: dict[str, Any] = {"bar": None, "done": 0}
+
+        def update(done: int, total: int) -> None:
+            if state["bar"] is None:
+                state["bar"] = progress_bar(total, label).__enter__()
+            state["bar"].update(done - state["done"])
+            state["done"] = done
+
+        def close() -> None:
+            if state["bar"] is not None:
+                state["bar"].__exit__(None, None, None)
+        return update, close
+    last = [time.monotonic()]
+
+    def line(done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 10 or done == total:
+            last[0] = time.monotonic()
+            click.echo(f"{label}: {done}/{total}", err=True)
+    return line, lambda: None
+
+
+@analyze.command("topology")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--layers", help="Comma list of layers (default: all).")
+@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
+@click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@lake_option
+def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: bool, all_rows: bool,
+                 lake_dir: str) -> None:
+    """Persistent homology of every layer of every distinct model -> table `topology`.
+
+    One row per model x layer, all independent of neuron order: Rips persistence of the
+    layer's neuron cloud (each neuron = incoming weights + bias; H0 and H1 summaries and the
+    diagrams as lists), neural persistence of the layer graph, cubical persistence of conv
+    kernels (mean per kernel, of w and of -w), Betti curves on a per-layer grid.
+
+    \b
+    Example:
+      weightlake analyze topology --zoo mnist-cnn-s
+      weightlake query run topology_by_activation --param zoo=mnist-cnn-s
+      weightlake sql "SELECT m.activation, corr(t.h0_total_persistence, m.accuracy) FROM topology t
+                      JOIN models m USING (model_id) WHERE t.layer = 'fc1' GROUP BY 1"
+    """
+    from weightlake.compute.topology import analyze_topology
+
+    update, close = _progress("topology")
+    try:
+        report = analyze_topology(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+                                  cubical=not no_cubical, all_rows=all_rows, progress=update)
+    finally:
+        close()
+    click.echo(str(report))
+
+
+@analyze.command("topology-groups")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--by", default="classes", show_default=True, help="Metadata columns that make a group, e.g. 'classes,activation'.")
+@click.option("--layer", default="fc1", show_default=True, help="Layer whose pooled neurons form each group's neuron cloud.")
+@click.option("--max-points", default=100, show_default=True, help="Subsample larger clouds to this many points (seeded).")
+@click.option("--resolution", default=20, show_default=True, help="Grid steps per parameter of the two-parameter measure (20-50).")
+@click.option("--degrees", default="0", show_default=True, help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
+@click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@lake_option
+def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, resolution: int, degrees: str,
+                        max_distance_groups: int, seed: int, all_rows: bool, lake_dir: str) -> None:
+    """Topology of groups of models -> tables `topology_groups` and `topology_group_distances`.
+
+    Per group (e.g. one class set): Rips diagrams of the cloud of its models (flat weights) and
+    of the pooled neurons of --layer; the Hilbert signed measure of the function-Rips
+    bifiltration (Rips x 1 - outgoing importance of each neuron, multipers, regular grid).
+    Between groups: bottleneck, Wasserstein and sliced-Wasserstein distances per cloud and
+    degree, and the optimal-transport distance of the signed measures.
+
+    \b
+    Example:
+      weightlake analyze topology-groups --zoo mnist-cnn-s --by classes,activation
+      weightlake query run topology_group_neighbours --param zoo=mnist-cnn-s
+    """
+    from weightlake.compute.topology import analyze_topology_groups
+
+    update, close = _progress("groups")
+    try:
+        report = analyze_topology_groups(lake_dir, zoo=zoo, by=_list(by), layer=layer, max_points=max_points,
+                                         resolution=resolution, degrees=[int(d) for d in _list(degrees)],
+                                         max_distance_groups=max_distance_groups, all_rows=all_rows, seed=seed,
+                                         progress=update)
+    finally:
+        close()
     click.echo(str(report))
