@@ -176,3 +176,13 @@ def test_unknown_layer_is_refused():
 
     with pytest.raises(WeightLakeError, match="no layer"):
         T.zoo_topology(_rows(1), CNN_S, layers=["fc9"])
+
+
+def test_sliced_wasserstein_matrix_is_the_pairwise_distance():
+    rng = np.random.default_rng(8)
+    equal = [D.h0_bars(rng.uniform(0, 2, 7)) for _ in range(6)]
+    ragged = [_random_diagram(rng) for _ in range(5)]
+    for dgms in (equal, ragged):
+        m = D.sliced_wasserstein_matrix(dgms, 30)
+        ref = np.array([[D.sliced_wasserstein(a, b, 30) for b in dgms] for a in dgms])
+        np.testing.assert_allclose(m, ref, atol=1e-12)

@@ -163,3 +163,23 @@ def test_group_run_with_multipers_in_a_subprocess(lake_copy):
     """)
     assert out["groups"] == 12 and set(out["masses"]) == {0}
     assert out["pairs"] == 66 and out["positive"] == 66
+
+
+def test_topology_classes_table_and_figure(lake_copy, tmp_path):
+    from weightlake.compute.topology import analyze_topology, analyze_topology_classes
+    from weightlake.errors import WeightLakeError
+
+    with pytest.raises(WeightLakeError, match="analyze topology"):
+        analyze_topology_classes(lake_copy)
+    analyze_topology(lake_copy, layers=["conv2", "fc1"], h1=False)
+    report = analyze_topology_classes(lake_copy, permutations=49, max_models=120, plot_dir=tmp_path)
+    table = wl.open_lake(lake_copy).table("topology_classes").collect()
+    auc = table.filter(pl.col("kind") == "auc")
+    digits = sorted({d for c in wl.open_lake(lake_copy).models().collect()["classes"].to_list() for d in c})
+    assert sorted(auc["digit"].unique().to_list()) == digits
+    assert set(auc["features"]) == {"topology", "baseline", "both"}
+    assert ((auc["auc"] >= 0) & (auc["auc"] <= 1)).all()
+    mantel = table.filter(pl.col("kind") == "mantel")
+    assert mantel.height == 3 and ((mantel["p"] > 0) & (mantel["p"] <= 1)).all()
+    assert (tmp_path / "mnist-cnn-s-topology-classes.png").stat().st_size > 10_000
+    assert "plot:" in str(report)

@@ -103,6 +103,33 @@ def sliced_wasserstein(a: Any, b: Any, n_directions: int = 50, thetas: np.ndarra
     return float(np.abs(left - right).sum(axis=0).mean())
 
 
+def sliced_wasserstein_matrix(diagrams: Sequence[Any], n_directions: int = 50) -> np.ndarray:
+    """:func:`sliced_wasserstein` between every two diagrams, one row of pairs at a time.
+
+    Diagrams of equal size are compared in one sort per row (the H0 diagrams of one layer all
+    have ``out - 1`` bars); otherwise it falls back to the pairwise loop.
+    """
+    bars = [as_bars(d) for d in diagrams]
+    n = len(bars)
+    if n == 0 or len({len(b) for b in bars}) != 1:
+        out = np.zeros((n, n))
+        for i in range(n):
+            for j in range(i + 1, n):
+                out[i, j] = out[j, i] = sliced_wasserstein(bars[i], bars[j], n_directions)
+        return out
+    th = directions(n_directions)
+    lines = np.stack([np.cos(th), np.sin(th)])
+    stack = np.stack(bars)  # [n, k, 2]
+    proj = stack @ lines  # [n, k, M]
+    diag = (stack.sum(axis=2, keepdims=True) / 2).repeat(2, axis=2) @ lines
+    out = np.zeros((n, n))
+    for i in range(n):
+        left = np.sort(np.concatenate([np.broadcast_to(proj[i], proj.shape), diag], axis=1), axis=1)
+        right = np.sort(np.concatenate([proj, np.broadcast_to(diag[i], diag.shape)], axis=1), axis=1)
+        out[i] = np.abs(left - right).sum(axis=1).mean(axis=1)
+    return out
+
+
 DISTANCES = {"bottleneck": bottleneck, "wasserstein": wasserstein, "sliced_wasserstein": sliced_wasserstein}
 """Diagram distances by name."""
 

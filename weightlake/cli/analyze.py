@@ -168,3 +168,32 @@ def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, r
     finally:
         close()
     click.echo(str(report))
+
+
+@analyze.command("topology-classes")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds (grouped by class set when possible).")
+@click.option("--permutations", default=999, show_default=True, help="Permutations of the Mantel test.")
+@click.option("--max-models", default=300, show_default=True, help="Models in the Mantel test (seeded sample).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the figure (PNG) to this folder.")
+@lake_option
+def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_models: int, seed: int,
+                         plot_dir: str | None, lake_dir: str) -> None:
+    """Does topology tell which classes a model saw? -> table `topology_classes`.
+
+    Needs table `topology` (run `analyze topology` first). For each digit d, the
+    cross-validated AUC of "d in classes" from the topological vectors, from a baseline of
+    norms and singular values, and from both; and Mantel correlations between model
+    distances (diagrams, vectors) and the Jaccard distance of class sets.
+
+    \b
+    Example:
+      weightlake analyze topology --zoo mnist-cnn-s
+      weightlake analyze topology-classes --zoo mnist-cnn-s --plot out/
+      weightlake query run topology_digit_auc --param zoo=mnist-cnn-s
+    """
+    from weightlake.compute.topology import analyze_topology_classes
+
+    click.echo(str(analyze_topology_classes(lake_dir, zoo=zoo, folds=folds, permutations=permutations,
+                                            max_models=max_models, seed=seed, plot_dir=plot_dir)))

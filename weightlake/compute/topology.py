@@ -267,3 +267,74 @@ def _commit_tables(lake_root: Path, frames: dict[str, pl.DataFrame], zoo: str, p
         summary = ", ".join(f"{name}: {df.height} rows" for name, df in frames.items())
         return tx.commit({"op": f"analyze-{next(iter(frames))}", "zoo": zoo,
                           "summary": f"{summary} for {zoo} from snapshot {snapshot}"}).version
+
+
+# -- classes ---------------------------------------------------------------------------------------
+def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, folds: int = 5,
+                             permutations: int = 999, max_models: int = 300, seed: int = 0,
+                             plot_dir: Path | str | None = None) -> TopologyReport:
+    """How well topology tells a model's class set -> table ``topology_classes`` (and a figure).
+
+    Reads the committed ``topology`` table (run :func:`analyze_topology` first) and the same
+    models' weights for the baseline (norms and singular values). Rows of kind ``auc``: per
+    digit and feature set, the cross-validated AUC of "digit in classes"; rows of kind
+    ``mantel``: Spearman r and permutation p of model distances against the Jaccard distance
+    of class sets, on at most ``max_models`` models drawn with ``seed``. See
+    :mod:`weightlake.analysis.topology_classes`.
+    """
+    import weightlake as wl
+    from weightlake.analysis import topology_classes as tc
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo = zoo or lake._only_zoo()
+    if "topology" not in lake.tables:
+        raise QueryError("table 'topology' is missing: run `weightlake analyze topology` first")
+    topo = lake.table("topology").filter(pl.col("zoo") == zoo).collect()
+    if topo.height == 0:
+        raise QueryError(f"table 'topology' has no rows for zoo {zoo!r}: run `weightlake analyze topology --zoo {zoo}`")
+    ids, x_topo, _ = tc.topology_vectors(topo)
+    meta = lake.models(zoo).filter(pl.col("model_id").is_in(ids.tolist())).sort("model_id").collect()
+    classes = [list(c) for c in meta["classes"].to_list()]
+    x_base, _ = tc.baseline_vectors(lake.weights_numpy(ids), lake.arch(zoo))
+    features = {"topology": x_topo, "baseline": x_base, "both": np.concatenate([x_topo, x_base], axis=1)}
+    auc = tc.digit_aucs(features, classes, folds=folds, seed=seed).with_columns(kind=pl.lit("auc"))
+    man = _mantel_rows(tc, topo, ids, features, classes, permutations, max_models, seed)
+    table = pl.concat([auc, man], how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    table = table.select("kind", pl.exclude("kind"))
+    params = {"folds": folds, "permutations": permutations, "max_models": max_models, "seed": seed,
+              "models": int(ids.size), "topology_params": json.loads(
+                  lake.manifest.tables["topology"].properties.get(f"params:{zoo}", "{}"))}
+    notes = [f"{ids.size} models from table 'topology' ({params['topology_params'].get('distinct_note', '')})"]
+    if plot_dir:
+        path = tc.plot_disentangle(table, Path(plot_dir) / f"{zoo}-topology-classes.png",
+                                   f"{zoo}: which digits did a model see? (n={ids.size} models)")
+        notes.append(f"plot: {path}")
+    version = _commit(Path(lake_root), "topology_classes", table, zoo, params, lake.snapshot)
+    return TopologyReport("topology_classes", zoo, table.height, int(ids.size), version,
+                          time.perf_counter() - started, notes)
+
+
+def _mantel_rows(tc: Any, topo: pl.DataFrame, ids: np.ndarray, features: dict[str, np.ndarray],
+                 classes: list[list[int]], permutations: int, max_models: int, seed: int) -> pl.DataFrame:
+    from weightlake.analysis.topology_multi import subsample
+
+    pick = subsample(ids, max_models, seed)
+    picked = [classes[i] for i in pick]
+    fc1 = topo.filter(pl.col("layer") == "fc1").sort("model_id")
+    dists = {}
+    if fc1.height == ids.size:
+        dists["fc1 H0 sliced Wasserstein"] = tc.model_diagram_distances([fc1["h0_deaths"][int(i)].to_list() for i in pick])
+    dists["topology vectors"] = tc.standardised_distances(features["topology"][pick])
+    dists["baseline vectors"] = tc.standardised_distances(features["baseline"][pick])
+    rows = []
+    for name, d in dists.items():
+        means, sets = tc.class_set_means(d, picked)
+        if len(sets) < 4:
+            rows.append({"kind": "mantel", "distance": name, "r": None, "p": None, "n_models": int(pick.size),
+                         "n_class_sets": len(sets), "cv": "too_few_class_sets"})
+            continue
+        r, p = tc.mantel(means, tc.jaccard_distances(sets), permutations=permutations, seed=seed)
+        rows.append({"kind": "mantel", "distance": name, "r": r, "p": p, "n_models": int(pick.size),
+                     "n_class_sets": len(sets)})
+    return pl.DataFrame(rows)
