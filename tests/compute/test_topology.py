@@ -183,3 +183,16 @@ def test_topology_classes_table_and_figure(lake_copy, tmp_path):
     assert mantel.height == 3 and ((mantel["p"] > 0) & (mantel["p"] <= 1)).all()
     assert (tmp_path / "mnist-cnn-s-topology-classes.png").stat().st_size > 10_000
     assert "plot:" in str(report)
+
+
+def test_topology_filtration_table(lake_copy):
+    from weightlake.compute.topology import analyze_topology_filtration
+    from weightlake.errors import WeightLakeError
+
+    report = analyze_topology_filtration(lake_copy, digit=1, steps=15, max_models=60)
+    table = wl.open_lake(lake_copy).table("topology_filtration").collect()
+    assert table.height == 6 and table["n_models"][0] == 60
+    assert np.linalg.norm(table["coefficient"].to_numpy()) == pytest.approx(1.0)
+    assert "test AUC" in str(report)
+    with pytest.raises(WeightLakeError, match="nothing to separate"):
+        analyze_topology_filtration(lake_copy, digit=11, steps=2)  # no model saw class 11

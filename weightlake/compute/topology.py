@@ -338,3 +338,43 @@ def _mantel_rows(tc: Any, topo: pl.DataFrame, ids: np.ndarray, features: dict[st
         rows.append({"kind": "mantel", "distance": name, "r": r, "p": p, "n_models": int(pick.size),
                      "n_class_sets": len(sets)})
     return pl.DataFrame(rows)
+
+
+# -- learned filtration ------------------------------------------------------------------------------
+def analyze_topology_filtration(lake_root: Path | str, *, zoo: str | None = None, digit: int = 0,
+                                layer: str = "fc1", steps: int = 150, max_models: int = 2000, seed: int = 0,
+                                all_rows: bool = False) -> TopologyReport:
+    """Learn a filtration over the neurons of ``layer`` whose H0 persistence tells "``digit`` in classes"
+    -> table ``topology_filtration`` (one row per neuron feature: its coefficient, with train/test AUC).
+
+    See :mod:`weightlake.analysis.topology_learned`. At most ``max_models`` distinct models
+    (seeded sample) are used.
+    """
+    import weightlake as wl
+    from weightlake.analysis import topology_learned as tl
+    from weightlake.analysis.topology_multi import subsample
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
+    pick = subsample(ids, max_models, seed)
+    arch = lake.arch(zoo)
+    y = np.array([digit in c for c in meta["classes"].to_list()], dtype=int)[pick]
+    if y.min() == y.max():
+        raise QueryError(f"every selected model {'has' if y[0] else 'lacks'} digit {digit}: nothing to separate")
+    feats = tl.neuron_features(rows[pick], arch, layer)
+    fit = tl.fit_filtration(list(feats), tl.neuron_graphs(rows[pick], arch, layer), y, names=tl.NEURON_FEATURES,
+                            steps=steps, seed=seed)
+    table = pl.DataFrame({"feature": [f for f, _ in fit.coefficients()],
+                          "coefficient": [c for _, c in fit.coefficients()]}).with_columns(
+        digit=pl.lit(digit, dtype=pl.Int32), layer=pl.lit(layer), train_auc=pl.lit(fit.train_auc),
+        test_auc=pl.lit(fit.test_auc), n_models=pl.lit(int(pick.size), dtype=pl.Int32),
+        snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    params = {"digit": digit, "layer": layer, "steps": steps, "max_models": max_models, "seed": seed,
+              "models": int(pick.size), "distinct_note": note, "final_loss": fit.losses[-1]}
+    version = _commit(Path(lake_root), "topology_filtration", table, zoo, params, lake.snapshot)
+    top = ", ".join(f"{f} {c:+.2f}" for f, c in fit.coefficients()[:3])
+    return TopologyReport("topology_filtration", zoo, table.height, int(pick.size), version,
+                          time.perf_counter() - started,
+                          [note, f"digit {digit}: test AUC {fit.test_auc:.3f} (train {fit.train_auc:.3f}); "
+                                 f"largest coefficients: {top}"])
