@@ -183,6 +183,60 @@ def standardised_distances(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0))
 
 
+def disentangle(topo: pl.DataFrame, class_sets: Sequence[Sequence[int]], flat_rows: np.ndarray, arch: Architecture,
+                *, folds: int = 5, permutations: int = 999, max_models: int = 300, seed: int = 0) -> pl.DataFrame:
+    """Both measurements of the module docstring for one zoo -> one long table.
+
+    Parameters
+    ----------
+    topo : a ``topology`` table (rows of :func:`weightlake.analysis.topology.zoo_topology` with
+        ``model_id`` and Betti curves), covering every layer for the same models
+    class_sets, flat_rows : the class set and weights of each model, in ascending ``model_id`` order
+    arch : the architecture of the rows
+
+    Returns
+    -------
+    rows of kind ``auc`` (digit, features, auc, cv, counts) and ``mantel`` (distance, r, p, counts)
+    """
+    ids, x_topo, _ = topology_vectors(topo)
+    if len(class_sets) != ids.size or len(flat_rows) != ids.size:
+        raise ValueError(f"{ids.size} models in the topology table, {len(class_sets)} class sets, "
+                         f"{len(flat_rows)} weight rows")
+    x_base, _ = baseline_vectors(flat_rows, arch)
+    features = {"topology": x_topo, "baseline": x_base, "both": np.concatenate([x_topo, x_base], axis=1)}
+    classes = [list(c) for c in class_sets]
+    auc = digit_aucs(features, classes, folds=folds, seed=seed).with_columns(kind=pl.lit("auc"))
+    man = _mantel_rows(topo, ids, features, classes, permutations, max_models, seed)
+    return pl.concat([auc, man], how="diagonal_relaxed").select("kind", pl.exclude("kind"))
+
+
+def _mantel_rows(topo: pl.DataFrame, ids: np.ndarray, features: dict[str, np.ndarray],
+                 classes: list[list[int]], permutations: int, max_models: int, seed: int) -> pl.DataFrame:
+    from weightlake.analysis.topology_multi import subsample
+
+    pick = subsample(ids, max_models, seed)
+    picked = [classes[i] for i in pick]
+    fc1 = topo.filter(pl.col("layer") == "fc1").sort("model_id")
+    dists = {}
+    if fc1.height == ids.size:
+        dists["fc1 H0 sliced Wasserstein"] = model_diagram_distances([fc1["h0_deaths"][int(i)].to_list() for i in pick])
+    dists["topology vectors"] = standardised_distances(features["topology"][pick])
+    dists["baseline vectors"] = standardised_distances(features["baseline"][pick])
+    rows = []
+    for name, d in dists.items():
+        means, sets = class_set_means(d, picked)
+        if len(sets) < 4:
+            rows.append({"kind": "mantel", "distance": name, "r": None, "p": None, "n_models": int(pick.size),
+                         "n_class_sets": len(sets), "cv": "too_few_class_sets"})
+            continue
+        r, p = mantel(means, jaccard_distances(sets), permutations=permutations, seed=seed)
+        rows.append({"kind": "mantel", "distance": name, "r": r, "p": p, "n_models": int(pick.size),
+                     "n_class_sets": len(sets)})
+    return pl.DataFrame(rows)
+
+
+
+
 def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     """Bar chart: CV AUC per digit for each feature set (left), Mantel correlations (right)."""
     import matplotlib

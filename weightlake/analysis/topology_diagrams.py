@@ -24,8 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from weightlake.analysis.topology import require_gudhi
+
+BETTI_STEPS = 16
+"""Grid steps of the Betti curves stored in table ``topology``."""
 
 
 def as_bars(diagram: Any) -> np.ndarray:
@@ -143,3 +147,27 @@ def distance_matrix(diagrams: Sequence[Any], metric: str = "wasserstein") -> np.
         for j in range(i + 1, n):
             out[i, j] = out[j, i] = fn(diagrams[i], diagrams[j])
     return out
+
+
+def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.DataFrame, dict[str, list[float]]]:
+    """Betti-0 and Betti-1 curves of each row's Rips diagrams on one grid per layer.
+
+    The grid of a layer runs from 0 to the largest H0 death of that layer in this zoo (every
+    H1 death is below it: a cycle dies once its points are connected), in ``steps`` values.
+    """
+    grids: dict[str, list[float]] = {}
+    b0 = [np.empty(0)] * frame.height
+    b1 = [np.empty(0)] * frame.height
+    for layer in frame["layer"].unique(maintain_order=True).to_list():
+        where = np.flatnonzero((frame["layer"] == layer).to_numpy())
+        deaths = frame["h0_deaths"].gather(where).to_list()
+        top = max([max(d) for d in deaths if d] + [1e-12])
+        grid = np.linspace(0.0, top, steps)
+        grids[layer] = grid.tolist()
+        births, ends = frame["h1_births"].gather(where).to_list(), frame["h1_deaths"].gather(where).to_list()
+        for k, i in enumerate(where):
+            b0[i] = (np.asarray(deaths[k])[:, None] > grid[None, :]).sum(axis=0).astype(np.float32)
+            b1[i] = betti_curve(np.stack([births[k], ends[k]], axis=1) if births[k] else np.empty((0, 2)),
+                                grid).astype(np.float32)
+    return frame.with_columns(betti0=pl.Series(b0, dtype=pl.List(pl.Float32)),
+                              betti1=pl.Series(b1, dtype=pl.List(pl.Float32))), grids

@@ -6,9 +6,13 @@
 * :func:`analyze_topology_groups` -> tables ``topology_groups`` (diagrams of each group's cloud
   of models and of its pooled neurons, and the Hilbert signed measure of the function-Rips
   bifiltration) and ``topology_group_distances`` (bottleneck, Wasserstein, sliced Wasserstein
-  and signed-measure distances between every two groups), committed together.
+  and signed-measure distances between every two groups), committed together;
+* :func:`analyze_topology_classes` -> table ``topology_classes`` (per-digit cross-validated AUC of
+  topology vs a norms-and-spectra baseline, Mantel tests against the Jaccard distance of class sets);
+* :func:`analyze_topology_filtration` -> table ``topology_filtration`` (a learned filtration's coefficients).
 
-Both count distinct models by default (:func:`weightlake.analysis.distinct.distinct_models`)
+The pure computations live in :mod:`weightlake.analysis` (``topology*``); this module reads a
+snapshot and commits. The runs count distinct models by default (:func:`weightlake.analysis.distinct.distinct_models`)
 and record ``n`` distinct in their parameters; ``all_rows=True`` counts every row. The commit
 of one table reuses :func:`weightlake.analysis.api._commit`; the two group tables go into one
 transaction through :func:`_commit_tables`, the same pattern for several tables.
@@ -29,9 +33,6 @@ import polars as pl
 from weightlake.analysis.api import _commit, _zoo_rows
 from weightlake.analysis.distinct import distinct_models
 from weightlake.errors import QueryError
-
-BETTI_STEPS = 16
-"""Grid steps of the stored Betti curves."""
 
 
 @dataclass
@@ -82,6 +83,7 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     """
     import weightlake as wl
     from weightlake.analysis.topology import zoo_topology
+    from weightlake.analysis.topology_diagrams import add_betti_curves
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
@@ -98,158 +100,37 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     return TopologyReport("topology", zoo, table.height, int(ids.size), version, time.perf_counter() - started, [note])
 
 
-def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.DataFrame, dict[str, list[float]]]:
-    """Betti-0 and Betti-1 curves of each row's Rips diagrams on one grid per layer.
-
-    The grid of a layer runs from 0 to the largest H0 death of that layer in this zoo (every
-    H1 death is below it: a cycle dies once its points are connected), in ``steps`` values.
-    """
-    from weightlake.analysis.topology_diagrams import betti_curve
-
-    grids: dict[str, list[float]] = {}
-    b0 = [np.empty(0)] * frame.height
-    b1 = [np.empty(0)] * frame.height
-    for layer in frame["layer"].unique(maintain_order=True).to_list():
-        where = np.flatnonzero((frame["layer"] == layer).to_numpy())
-        deaths = frame["h0_deaths"].gather(where).to_list()
-        top = max([max(d) for d in deaths if d] + [1e-12])
-        grid = np.linspace(0.0, top, steps)
-        grids[layer] = grid.tolist()
-        births, ends = frame["h1_births"].gather(where).to_list(), frame["h1_deaths"].gather(where).to_list()
-        for k, i in enumerate(where):
-            b0[i] = (np.asarray(deaths[k])[:, None] > grid[None, :]).sum(axis=0).astype(np.float32)
-            b1[i] = betti_curve(np.stack([births[k], ends[k]], axis=1) if births[k] else np.empty((0, 2)),
-                                grid).astype(np.float32)
-    return frame.with_columns(betti0=pl.Series(b0, dtype=pl.List(pl.Float32)),
-                              betti1=pl.Series(b1, dtype=pl.List(pl.Float32))), grids
-
-
 # -- groups ------------------------------------------------------------------------------------------
-def group_labels(meta: pl.DataFrame, by: Sequence[str]) -> list[str]:
-    """One text label per model: ``classes=[0, 1] activation=relu``."""
-    missing = [c for c in by if c not in meta.columns]
-    if missing or not by:
-        raise QueryError(f"--by needs metadata columns; unknown {missing or list(by)}; models have {meta.columns}")
-    parts = []
-    for col in by:
-        values = meta[col].to_list()
-        parts.append([f"{col}=[{', '.join(str(v) for v in x)}]" if isinstance(x, list) else f"{col}={x}"
-                      for x in values])
-    return [" ".join(p) for p in zip(*parts, strict=True)]
-
-
 def analyze_topology_groups(lake_root: Path | str, *, zoo: str | None = None, by: Sequence[str] = ("classes",),
                             layer: str = "fc1", max_points: int = 100, resolution: int = 20,
                             degrees: Sequence[int] = (0,), max_distance_groups: int = 120, all_rows: bool = False,
                             seed: int = 0, progress: Callable[[int, int], None] | None = None) -> TopologyReport:
     """Diagrams and function-Rips measures per group, and distances between groups -> two tables.
 
-    Parameters
-    ----------
-    by : metadata columns that define a group
-    layer : the layer whose pooled neurons form the ``neurons`` cloud (it needs a next layer)
-    max_points : clouds larger than this are subsampled (fixed ``seed``)
-    resolution : steps of the regular grid of the two-parameter measure (20-50)
-    degrees : homology degrees of the two-parameter measure (H1 costs 10-100x H0); empty to
-        skip multipers altogether (one-parameter diagrams and distances only)
-    max_distance_groups : compute the distance table only up to this many groups (the pairs
-        grow quadratically); above it the table is left empty and the report says so
+    See :func:`weightlake.analysis.topology_groups.group_topology` for the parameters: ``by``
+    names the metadata columns that define a group; ``degrees`` empty skips multipers.
     """
     import weightlake as wl
-    from weightlake.analysis import topology_multi as tm
+    from weightlake.analysis.topology_groups import group_labels, group_topology
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
-    arch = lake.arch(zoo)
-    tm.neuron_importance(rows[:1], arch, layer)  # refuses a layer without a dense next layer, before any work
-    labels = np.array(group_labels(meta, by))
-    names = list(dict.fromkeys(labels.tolist()))
-    grid = tm.regular_grid(_scale(rows, arch, layer, seed), resolution)
-    groups, measures, diagrams = [], [], []
-    for k, name in enumerate(names):
-        where = np.flatnonzero(labels == name)
-        part, dgm, sm = _one_group(rows[where], arch, layer, grid, max_points, degrees, seed)
-        groups.append(part.with_columns(group=pl.lit(name), n_models=pl.lit(where.size, dtype=pl.Int32)))
-        diagrams.append(dgm)
-        measures.append(sm)
-        if progress:
-            progress(k + 1, len(names))
-    table = pl.concat(groups, how="diagonal_relaxed").select("group", "n_models", pl.exclude("group", "n_models"))
-    notes = [note, f"{len(names)} groups by {', '.join(by)}"]
-    if len(names) <= max_distance_groups:
-        dist = group_distances(names, diagrams, measures, degrees)
-    else:
-        dist = pl.DataFrame(schema={"group_a": pl.String, "group_b": pl.String, "space": pl.String,
-                                    "dim": pl.Int32, "metric": pl.String, "value": pl.Float64})
-        notes.append(f"distances not computed: {len(names)} groups > max_distance_groups={max_distance_groups} "
-                     f"({len(names) * (len(names) - 1) // 2} pairs); raise it to compute them")
+    labels = group_labels(meta, by)
+    table, dist, notes, grid = group_topology(rows, lake.arch(zoo), labels, layer=layer, max_points=max_points,
+                                              resolution=resolution, degrees=degrees,
+                                              max_distance_groups=max_distance_groups, seed=seed, progress=progress)
+    n_groups = table["group"].n_unique()
     params = {"by": list(by), "layer": layer, "max_points": max_points, "resolution": resolution,
               "degrees": list(degrees), "grid": [g.tolist() for g in grid], "seed": seed, "all_rows": all_rows,
-              "models": int(ids.size), "groups": len(names), "distinct_note": note}
+              "models": int(ids.size), "groups": n_groups, "distinct_note": note}
     snap = pl.lit(lake.snapshot, dtype=pl.Int64)
     version = _commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
                                                "topology_group_distances": dist.with_columns(snapshot=snap)},
                              zoo, params, lake.snapshot)
-    return TopologyReport("topology_groups", zoo, table.height, int(ids.size), version,
-                          time.perf_counter() - started, [*notes, f"table 'topology_group_distances': {dist.height} rows"])
-
-
-def _scale(rows: np.ndarray, arch: Any, layer: str, seed: int) -> float:
-    """Rips extent of the shared grid: the largest distance among up to 400 neurons drawn from the zoo."""
-    from weightlake.analysis import topology_multi as tm
-
-    pts, _ = tm.pooled_neurons(rows[tm.subsample(rows, 64, seed)], arch, layer)
-    pts = pts[tm.subsample(pts, 400, seed)]
-    return float(tm.pairwise_distances(pts[None])[0].max())
-
-
-def _one_group(rows: np.ndarray, arch: Any, layer: str, grid: list[np.ndarray], max_points: int,
-               degrees: Sequence[int], seed: int) -> tuple[pl.DataFrame, dict[tuple[str, int], np.ndarray], list]:
-    from weightlake.analysis import topology_multi as tm
-    from weightlake.analysis.topology import bar_summaries
-
-    pick = tm.subsample(rows, max_points, seed)
-    pts, value = tm.pooled_neurons(rows, arch, layer)
-    keep = tm.subsample(pts, max_points, seed)
-    clouds = {"models": (rows[pick].astype(np.float64), pick.size), "neurons": (pts[keep], keep.size)}
-    out, dgms = [], {}
-    for space, (cloud, n_points) in clouds.items():
-        for dim, bars in enumerate(tm.cloud_diagrams(cloud, max_dim=1)):
-            dgms[(space, dim)] = bars
-            s = bar_summaries((bars[:, 1] - bars[:, 0])[None])
-            out.append({"space": space, "dim": dim, "n_points": n_points, "births": bars[:, 0].tolist(),
-                        "deaths": bars[:, 1].tolist(), "total_persistence": float(s["total"][0]),
-                        "max_persistence": float(s["max"][0]), "entropy": float(s["entropy"][0])})
-    measures = tm.function_rips_measure(pts[keep], value[keep], grid, degrees=degrees) if degrees else []
-    for dim, (loc, w) in zip(degrees, measures, strict=True):
-        out.append({"space": "function_rips", "dim": dim, "n_points": keep.size, "sm_rips": loc[:, 0].tolist(),
-                    "sm_function": loc[:, 1].tolist(), "sm_weight": w.tolist()})
-    frame = pl.DataFrame(out, schema_overrides={"dim": pl.Int32, "n_points": pl.Int32})
-    return frame, dgms, measures
-
-
-def group_distances(names: list[str], diagrams: list[dict[tuple[str, int], np.ndarray]], measures: list[list],
-                    degrees: Sequence[int]) -> pl.DataFrame:
-    """Every diagram distance and the signed-measure distance between every two groups (long format)."""
-    from weightlake.analysis.topology_diagrams import DISTANCES
-    from weightlake.analysis.topology_multi import signed_measure_distance
-
-    out: dict[str, list[Any]] = {k: [] for k in ("group_a", "group_b", "space", "dim", "metric", "value")}
-
-    def add(a: str, b: str, space: str, dim: int, metric: str, value: float) -> None:
-        for key, v in zip(out, (a, b, space, dim, metric, value), strict=True):
-            out[key].append(v)
-
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            for key, bars in diagrams[i].items():
-                for metric, fn in DISTANCES.items():
-                    add(names[i], names[j], key[0], key[1], metric, fn(bars, diagrams[j][key]))
-            for k, dim in enumerate(degrees):
-                add(names[i], names[j], "function_rips", dim, "signed_measure_w1",
-                    signed_measure_distance(measures[i][k], measures[j][k]))
-    return pl.DataFrame(out, schema_overrides={"dim": pl.Int32, "value": pl.Float64})
+    return TopologyReport("topology_groups", zoo, table.height, int(ids.size), version, time.perf_counter() - started,
+                          [note, f"{n_groups} groups by {', '.join(by)}", *notes,
+                           f"table 'topology_group_distances': {dist.height} rows"])
 
 
 def _commit_tables(lake_root: Path, frames: dict[str, pl.DataFrame], zoo: str, params: dict[str, Any],
@@ -276,11 +157,7 @@ def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, f
     """How well topology tells a model's class set -> table ``topology_classes`` (and a figure).
 
     Reads the committed ``topology`` table (run :func:`analyze_topology` first) and the same
-    models' weights for the baseline (norms and singular values). Rows of kind ``auc``: per
-    digit and feature set, the cross-validated AUC of "digit in classes"; rows of kind
-    ``mantel``: Spearman r and permutation p of model distances against the Jaccard distance
-    of class sets, on at most ``max_models`` models drawn with ``seed``. See
-    :mod:`weightlake.analysis.topology_classes`.
+    models' weights for the baseline; see :func:`weightlake.analysis.topology_classes.disentangle`.
     """
     import weightlake as wl
     from weightlake.analysis import topology_classes as tc
@@ -293,19 +170,15 @@ def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, f
     topo = lake.table("topology").filter(pl.col("zoo") == zoo).collect()
     if topo.height == 0:
         raise QueryError(f"table 'topology' has no rows for zoo {zoo!r}: run `weightlake analyze topology --zoo {zoo}`")
-    ids, x_topo, _ = tc.topology_vectors(topo)
+    ids = np.sort(topo["model_id"].unique().to_numpy())
     meta = lake.models(zoo).filter(pl.col("model_id").is_in(ids.tolist())).sort("model_id").collect()
-    classes = [list(c) for c in meta["classes"].to_list()]
-    x_base, _ = tc.baseline_vectors(lake.weights_numpy(ids), lake.arch(zoo))
-    features = {"topology": x_topo, "baseline": x_base, "both": np.concatenate([x_topo, x_base], axis=1)}
-    auc = tc.digit_aucs(features, classes, folds=folds, seed=seed).with_columns(kind=pl.lit("auc"))
-    man = _mantel_rows(tc, topo, ids, features, classes, permutations, max_models, seed)
-    table = pl.concat([auc, man], how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
-    table = table.select("kind", pl.exclude("kind"))
+    table = tc.disentangle(topo, [list(c) for c in meta["classes"].to_list()], lake.weights_numpy(ids),
+                           lake.arch(zoo), folds=folds, permutations=permutations, max_models=max_models, seed=seed)
+    table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    topo_params = json.loads(lake.manifest.tables["topology"].properties.get(f"params:{zoo}", "{}"))
     params = {"folds": folds, "permutations": permutations, "max_models": max_models, "seed": seed,
-              "models": int(ids.size), "topology_params": json.loads(
-                  lake.manifest.tables["topology"].properties.get(f"params:{zoo}", "{}"))}
-    notes = [f"{ids.size} models from table 'topology' ({params['topology_params'].get('distinct_note', '')})"]
+              "models": int(ids.size), "topology_params": topo_params}
+    notes = [f"{ids.size} models from table 'topology' ({topo_params.get('distinct_note', '')})"]
     if plot_dir:
         path = tc.plot_disentangle(table, Path(plot_dir) / f"{zoo}-topology-classes.png",
                                    f"{zoo}: which digits did a model see? (n={ids.size} models)")
@@ -313,31 +186,6 @@ def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, f
     version = _commit(Path(lake_root), "topology_classes", table, zoo, params, lake.snapshot)
     return TopologyReport("topology_classes", zoo, table.height, int(ids.size), version,
                           time.perf_counter() - started, notes)
-
-
-def _mantel_rows(tc: Any, topo: pl.DataFrame, ids: np.ndarray, features: dict[str, np.ndarray],
-                 classes: list[list[int]], permutations: int, max_models: int, seed: int) -> pl.DataFrame:
-    from weightlake.analysis.topology_multi import subsample
-
-    pick = subsample(ids, max_models, seed)
-    picked = [classes[i] for i in pick]
-    fc1 = topo.filter(pl.col("layer") == "fc1").sort("model_id")
-    dists = {}
-    if fc1.height == ids.size:
-        dists["fc1 H0 sliced Wasserstein"] = tc.model_diagram_distances([fc1["h0_deaths"][int(i)].to_list() for i in pick])
-    dists["topology vectors"] = tc.standardised_distances(features["topology"][pick])
-    dists["baseline vectors"] = tc.standardised_distances(features["baseline"][pick])
-    rows = []
-    for name, d in dists.items():
-        means, sets = tc.class_set_means(d, picked)
-        if len(sets) < 4:
-            rows.append({"kind": "mantel", "distance": name, "r": None, "p": None, "n_models": int(pick.size),
-                         "n_class_sets": len(sets), "cv": "too_few_class_sets"})
-            continue
-        r, p = tc.mantel(means, tc.jaccard_distances(sets), permutations=permutations, seed=seed)
-        rows.append({"kind": "mantel", "distance": name, "r": r, "p": p, "n_models": int(pick.size),
-                     "n_class_sets": len(sets)})
-    return pl.DataFrame(rows)
 
 
 # -- learned filtration ------------------------------------------------------------------------------
