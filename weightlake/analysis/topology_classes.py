@@ -257,9 +257,11 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     ax.set(xticks=range(len(digits)), xticklabels=digits, ylim=(0, 1.12), xlabel="digit d",
            ylabel="cross-validated ROC AUC of 'd in classes'", title=title)
     ax.legend(fontsize=8, loc="upper left", ncol=len(sets) + 1)
-    bx.barh(man["distance"].to_list(), man["r"].to_numpy(), color="tab:purple")
+    r_values = [r if r is not None else 0.0 for r in man["r"].to_list()]
+    bx.barh(man["distance"].to_list(), r_values, color="tab:purple")
     for i, (r, p) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), strict=True)):
-        bx.text(r, i, f" p={p:.3f}", va="center", fontsize=8)
+        bx.text(r or 0.0, i, f" p={p:.3f}" if p is not None else " not tested (< 4 class sets)", va="center",
+                fontsize=8)
     bx.axvline(0, color="grey", lw=1)
     n_sets = int(man["n_class_sets"].max()) if man.height else 0
     bx.set(xlabel="Mantel r (Spearman) vs Jaccard of class sets", xlim=(-1, 1),

@@ -152,8 +152,9 @@ def distance_matrix(diagrams: Sequence[Any], metric: str = "wasserstein") -> np.
 def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.DataFrame, dict[str, list[float]]]:
     """Betti-0 and Betti-1 curves of each row's Rips diagrams on one grid per layer.
 
-    The grid of a layer runs from 0 to the largest H0 death of that layer in this zoo (every
-    H1 death is below it: a cycle dies once its points are connected), in ``steps`` values.
+    The grid of a layer runs from the shortest to the longest H0 death of that layer in this zoo
+    (below the shortest edge nothing happens, and every H1 bar is born at an edge length and dies
+    once its points are connected), in ``steps`` values.
     """
     grids: dict[str, list[float]] = {}
     b0 = [np.empty(0)] * frame.height
@@ -162,7 +163,8 @@ def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.
         where = np.flatnonzero((frame["layer"] == layer).to_numpy())
         deaths = frame["h0_deaths"].gather(where).to_list()
         top = max([max(d) for d in deaths if d] + [1e-12])
-        grid = np.linspace(0.0, top, steps)
+        low = min([min(d) for d in deaths if d] + [0.0])
+        grid = np.linspace(low, top, steps)
         grids[layer] = grid.tolist()
         births, ends = frame["h1_births"].gather(where).to_list(), frame["h1_deaths"].gather(where).to_list()
         for k, i in enumerate(where):
