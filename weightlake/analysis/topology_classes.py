@@ -255,7 +255,8 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
         ax.bar(np.arange(len(digits)) + k * width - 0.4 + width / 2, part["auc"].to_numpy(), width, label=name)
     ax.axhline(0.5, color="grey", lw=1, ls="--", label="chance")
     ax.set(xticks=range(len(digits)), xticklabels=digits, ylim=(0, 1.12), xlabel="digit d",
-           ylabel="cross-validated ROC AUC of 'd in classes'", title=title)
+           ylabel="cross-validated ROC AUC of 'd in classes'",
+           title=f"{title}\nfolds: {', '.join(sorted(set(auc['cv'].to_list())))}")
     ax.legend(fontsize=8, loc="upper left", ncol=len(sets) + 1)
     r_values = [r if r is not None else 0.0 for r in man["r"].to_list()]
     bx.barh(man["distance"].to_list(), r_values, color="tab:purple")

@@ -163,7 +163,7 @@ def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.
         where = np.flatnonzero((frame["layer"] == layer).to_numpy())
         deaths = frame["h0_deaths"].gather(where).to_list()
         top = max([max(d) for d in deaths if d] + [1e-12])
-        low = min([min(d) for d in deaths if d] + [0.0])
+        low = min([min(d) for d in deaths if d], default=0.0)
         grid = np.linspace(low, top, steps)
         grids[layer] = grid.tolist()
         births, ends = frame["h1_births"].gather(where).to_list(), frame["h1_deaths"].gather(where).to_list()
