@@ -180,7 +180,7 @@ def rips_h1(dist: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def rips_diagrams(points: np.ndarray, max_dim: int = 1) -> list[list[np.ndarray]]:
+def rips_diagrams(points: np.ndarray, max_dim: int = 1) -> list[np.ndarray]:
     """gudhi's Rips diagrams ``[H0, H1, ...]`` (finite bars) of one cloud ``[m, d]``: the reference path."""
     gd = require_gudhi()
     st = gd.RipsComplex(points=np.asarray(points, dtype=np.float64)).create_simplex_tree(max_dimension=max_dim + 1)

@@ -222,7 +222,7 @@ def _mantel_rows(topo: pl.DataFrame, ids: np.ndarray, features: dict[str, np.nda
         dists["fc1 H0 sliced Wasserstein"] = model_diagram_distances([fc1["h0_deaths"][int(i)].to_list() for i in pick])
     dists["topology vectors"] = standardised_distances(features["topology"][pick])
     dists["baseline vectors"] = standardised_distances(features["baseline"][pick])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, d in dists.items():
         means, sets = class_set_means(d, picked)
         if len(sets) < 4:
@@ -264,7 +264,7 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
         bx.text(r or 0.0, i, f" p={p:.3f}" if p is not None else " not tested (< 4 class sets)", va="center",
                 fontsize=8)
     bx.axvline(0, color="grey", lw=1)
-    n_sets = int(man["n_class_sets"].max()) if man.height else 0
+    n_sets = int(man["n_class_sets"].cast(pl.Int64).max() or 0) if man.height else 0  # type: ignore[arg-type]
     bx.set(xlabel="Mantel r (Spearman) vs Jaccard of class sets", xlim=(-1, 1),
            title=f"class-set distances (k={n_sets} class sets)")
     fig.tight_layout()

@@ -45,7 +45,7 @@ def h0_bars(deaths: Any) -> np.ndarray:
 
 
 # -- vectors -------------------------------------------------------------------------------------
-def betti_curve(diagram: Any, grid: Sequence[float]) -> np.ndarray:
+def betti_curve(diagram: Any, grid: Sequence[float] | np.ndarray) -> np.ndarray:
     """Number of finite bars alive at each grid value (``b <= t < d``)."""
     bars = as_bars(diagram)
     t = np.asarray(grid, dtype=np.float64)
@@ -53,7 +53,7 @@ def betti_curve(diagram: Any, grid: Sequence[float]) -> np.ndarray:
     return alive.sum(axis=0).astype(np.float64)
 
 
-def betti_curves(deaths: np.ndarray, grid: Sequence[float]) -> np.ndarray:
+def betti_curves(deaths: np.ndarray, grid: Sequence[float] | np.ndarray) -> np.ndarray:
     """Betti-0 curves of many H0 diagrams at once: ``deaths [n, k]`` (births 0) -> ``[n, len(grid)]``."""
     t = np.asarray(grid, dtype=np.float64)
     return (np.asarray(deaths)[:, :, None] > t[None, None, :]).sum(axis=1).astype(np.float64)

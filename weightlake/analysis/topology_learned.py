@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -170,12 +171,12 @@ def fit_filtration(features: Sequence[np.ndarray], graphs: Sequence[np.ndarray],
     return LearnedFiltration(theta, tuple(names or [f"f{i}" for i in range(n_feat)]), auc(~test), auc(test), losses)
 
 
-def _logits(raw: object, head: object, z: object, graphs: Sequence[np.ndarray]) -> object:
+def _logits(raw: Any, head: Any, z: Any, graphs: Sequence[np.ndarray]) -> Any:
     """Logits of every model: one padded ``[n, m, F] @ theta``, pairings in numpy, bars gathered at once."""
     import torch
 
-    theta = raw / raw.norm()  # type: ignore[attr-defined,operator]
-    f = z @ theta  # type: ignore[operator]
+    theta = raw / raw.norm()
+    f = z @ theta
     values = f.detach().numpy()
     model, birth, death = [], [], []
     for i, edges in enumerate(graphs):
@@ -190,4 +191,4 @@ def _logits(raw: object, head: object, z: object, graphs: Sequence[np.ndarray]) 
     longest = torch.zeros(n, dtype=f.dtype).scatter_reduce(0, m, bars, reduce="amax", include_self=True)
     s = torch.stack([total, longest], dim=1)
     s = (s - s.mean(dim=0)) / (s.std(dim=0) + 1e-9)
-    return s @ head[:2] + head[2]  # type: ignore[index]
+    return s @ head[:2] + head[2]
