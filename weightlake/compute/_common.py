@@ -8,7 +8,7 @@ both or neither); for one table it calls ``_commit`` itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,9 @@ class ModelSample:
 
 
 def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_rows: bool = False,
-                  where: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> ModelSample:
-    """Distinct models of ``zoo`` (one row per weight vector unless ``all_rows``), optionally
-    a seeded random ``sample`` of them, sorted by ``model_id``."""
+                  ids: Sequence[int] | None = None) -> ModelSample:
+    """Distinct models of ``zoo`` (one row per weight vector unless ``all_rows``), restricted to
+    ``ids`` when given, optionally a seeded random ``sample`` of them, sorted by ``model_id``."""
     from weightlake.analysis.distinct import distinct_models
 
     meta = lake.models(zoo).collect().sort("model_id")
@@ -80,8 +80,9 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
     else:
         chosen = distinct_models(meta)
         meta, note, selection = meta.filter(pl.Series(chosen.keep)), chosen.note(), chosen.to_dict()
-    if where is not None:
-        meta = where(meta)
+    if ids is not None:
+        meta = meta.filter(pl.col("model_id").is_in([int(i) for i in ids]))
+        note += f"; {meta.height} of the {len(ids)} ids asked for"
     if sample is not None and sample < meta.height:
         pick = np.sort(np.random.default_rng(seed).choice(meta.height, size=int(sample), replace=False))
         meta = meta[pick.tolist()]

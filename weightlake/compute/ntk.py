@@ -17,6 +17,7 @@ eigenvalue (see :class:`~weightlake.dynamics.ntk.NTKSpectrum`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def _fresh_init(arch: Any, activation: str, init: str, seed: int) -> Any:
 
 def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | None = 100, probe_images_k: int = 20,
                 images: str | None = None, seed: int = 0, at_init: bool = True, all_rows: bool = False,
-                progress: Progress | None = None) -> RunReport:
+                model_ids: Sequence[int] | None = None, progress: Progress | None = None) -> RunReport:
     """NTK spectra of (a sample of) a zoo's models -> table ``ntk``.
 
     Parameters
@@ -71,6 +72,8 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
         Also measure a fresh draw of each model's initialisation (``state = 'init'``).
     all_rows
         Count every metadata row (fallback copies included) instead of distinct models.
+    model_ids
+        Analyse only these models (before sampling).
     progress
         Called as ``progress(done, total)`` after each model.
 
@@ -92,7 +95,7 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
     lake = wl.open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     dataset = zoo_dataset(lake, zoo, images)
-    chosen = sample_models(lake, zoo, sample, seed, all_rows)
+    chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
     arch, rows = lake.arch(zoo), []
     with torch_threads(torch.get_num_threads()):
         for done, meta in enumerate(chosen.meta.iter_rows(named=True), start=1):
