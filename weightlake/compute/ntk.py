@@ -8,10 +8,12 @@ drawn afresh (seeded from the model id) and measured: the zoo does not record a 
 starting point, so ``state = 'init'`` rows describe its initialisation *distribution*, not
 the exact draw it started from.
 
-One row per model x state x form: ``lambda_max``, ``lambda_min``, ``kappa``, ``lr_bound``
-(``2 / lambda_max``), ``rank``, ``size``, ``trace``, ``singular``.  With 2,464 parameters the
-full kernel is singular once ``K * 10 > 2464``; ``lambda_min`` is then the smallest non-zero
-eigenvalue (see :class:`~weightlake.dynamics.ntk.NTKSpectrum`).
+One row per model x state x form: ``lambda_max``, ``lambda_min``, ``kappa``, ``kappa_range``,
+``lr_bound`` (``2 / lambda_max``), ``rank``, ``size``, ``trace``, ``singular``.  With 2,464
+parameters the full kernel is singular once ``K * 10 > 2464``, and a dead network's kernel is
+singular at any ``K``: ``kappa`` is then infinite, ``lambda_min`` the smallest non-zero
+eigenvalue and ``kappa_range`` the condition number on the range (see
+:class:`~weightlake.dynamics.ntk.NTKSpectrum`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.compute._common import Progress, RunReport, commit_tables, probe_images, sample_models, zoo_dataset
+from weightlake.compute._common import (
+    ModelSample,
+    Progress,
+    RunReport,
+    commit_tables,
+    probe_images,
+    sample_models,
+    zoo_dataset,
+)
 
-NTK_COLUMNS = ("lambda_max", "lambda_min", "kappa", "lr_bound", "rank", "size", "trace", "singular")
+NTK_COLUMNS = ("lambda_max", "lambda_min", "kappa", "kappa_range", "lr_bound", "rank", "size", "trace", "singular")
 
 
 def model_ntk_rows(model: Any, x: Any) -> list[dict[str, Any]]:
@@ -86,14 +96,35 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
     DatasetNotRecordedError
         When ``images`` is not given and the zoo records no dataset.
     """
-    import torch
-
     import weightlake as wl
-    from weightlake._util import torch_threads
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
+    table, chosen, dataset = compute_ntk(lake, zoo, sample=sample, probe_images_k=probe_images_k, images=images,
+                                         seed=seed, at_init=at_init, all_rows=all_rows, model_ids=model_ids,
+                                         progress=progress)
+    params = {"images": dataset, "probe_images": probe_images_k, "seed": seed, "at_init": at_init,
+              "probe_split": "test", "probe_classes": "own", **chosen.selection}
+    version = commit_tables(lake_root, {"ntk": table}, zoo, params, lake.snapshot)
+    return RunReport("ntk", zoo, table.height, version, time.perf_counter() - started, note=chosen.note)
+
+
+def compute_ntk(lake: Any, zoo: str, *, sample: int | None = 100, probe_images_k: int = 20,
+                images: str | None = None, seed: int = 0, at_init: bool = True, all_rows: bool = False,
+                model_ids: Sequence[int] | None = None,
+                progress: Progress | None = None) -> tuple[pl.DataFrame, ModelSample, str]:
+    """The rows of table ``ntk`` for an open lake handle, without committing (see :func:`analyze_ntk`).
+
+    Returns
+    -------
+    (table, sample, dataset)
+        The table, the models it covers, and the dataset the probe images came from.
+    """
+    import torch
+
+    from weightlake._util import torch_threads
+
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
     arch, rows = lake.arch(zoo), []
@@ -110,16 +141,13 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
             if progress:
                 progress(done, chosen.meta.height)
     table = pl.DataFrame(rows).with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
-    params = {"images": dataset, "probe_images": probe_images_k, "seed": seed, "at_init": at_init,
-              "probe_split": "test", "probe_classes": "own", **chosen.selection}
-    version = commit_tables(lake_root, {"ntk": table}, zoo, params, lake.snapshot)
-    return RunReport("ntk", zoo, table.height, version, time.perf_counter() - started, note=chosen.note)
+    return table, chosen, dataset
 
 
-def ntk_with_metadata(lake: Any, zoo: str | None = None) -> pl.DataFrame:
-    """The ``ntk`` table joined with model metadata (one row per model x state x form)."""
-    lf = lake.table("ntk")
-    if zoo:
+def ntk_with_metadata(lake: Any, zoo: str | None = None, table: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The ``ntk`` table (or the given rows of one) joined with model metadata."""
+    lf = lake.table("ntk") if table is None else table.lazy()
+    if zoo and table is None:
         lf = lf.filter(pl.col("zoo") == zoo)
     meta = lake.models(zoo).select("model_id", "init", "activation", "epoch", "n_classes", "accuracy")
     return lf.join(meta, on="model_id", how="left").collect()

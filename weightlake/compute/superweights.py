@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.compute._common import Progress, RunReport, commit_tables, probe_images, sample_models, zoo_dataset
+from weightlake.compute._common import (
+    ModelSample,
+    Progress,
+    RunReport,
+    commit_tables,
+    probe_images,
+    sample_models,
+    zoo_dataset,
+)
 
 
 def model_super_weights(model: Any, x: Any, y: Any, top: int = 3, ks: Sequence[int] = (1, 2, 5, 10, 20, 50),
@@ -94,13 +102,35 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     -------
     RunReport
     """
-    import torch
-
     import weightlake as wl
 
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
+    tables, chosen, dataset = compute_super_weights(lake, zoo, sample=sample, probe_images_n=probe_images_n,
+                                                    images=images, top=top, ks=ks, seed=seed, all_rows=all_rows,
+                                                    model_ids=model_ids, progress=progress)
+    params = {"images": dataset, "probe_images": probe_images_n, "top": top, "ks": list(ks), "seed": seed,
+              "probe_split": "test", "probe_classes": "own", **chosen.selection}
+    version = commit_tables(lake_root, tables, zoo, params, lake.snapshot)
+    return RunReport("super_weights", zoo, tables["super_weights"].height, version, time.perf_counter() - started,
+                     note=chosen.note, extra=[f"table 'super_weight_sparsity': {tables['super_weight_sparsity'].height}"
+                                              " rows"])
+
+
+def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe_images_n: int = 500,
+                          images: str | None = None, top: int = 3, ks: Sequence[int] = (1, 2, 5, 10, 20, 50),
+                          seed: int = 0, all_rows: bool = False, model_ids: Sequence[int] | None = None,
+                          progress: Progress | None = None) -> tuple[dict[str, pl.DataFrame], ModelSample, str]:
+    """Both tables' rows for an open lake handle, without committing (see :func:`analyze_super_weights`).
+
+    Returns
+    -------
+    (tables, sample, dataset)
+        ``{"super_weights": ..., "super_weight_sparsity": ...}``, the models covered, the dataset.
+    """
+    import torch
+
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
     weights, sparsity = [], []
@@ -115,9 +145,4 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     snap = pl.lit(lake.snapshot, dtype=pl.Int64)
     tables = {"super_weights": pl.DataFrame(weights).with_columns(snapshot=snap),
               "super_weight_sparsity": pl.DataFrame(sparsity).with_columns(snapshot=snap)}
-    params = {"images": dataset, "probe_images": probe_images_n, "top": top, "ks": list(ks), "seed": seed,
-              "probe_split": "test", "probe_classes": "own", **chosen.selection}
-    version = commit_tables(lake_root, tables, zoo, params, lake.snapshot)
-    return RunReport("super_weights", zoo, tables["super_weights"].height, version, time.perf_counter() - started,
-                     note=chosen.note, extra=[f"table 'super_weight_sparsity': {tables['super_weight_sparsity'].height}"
-                                              " rows"])
+    return tables, chosen, dataset

@@ -186,3 +186,23 @@ def phase_diagram(x: np.ndarray, depths: Sequence[int], sigma_w2s: Sequence[floa
             nngp_corr[i, j] = kernel_summary(ks[depth])["mean_correlation"]
     return {"depths": np.asarray(depths), "sigma_w2": np.asarray(sigma_w2s, dtype=np.float64), "kappa": kappa,
             "correlation": corr, "nngp_correlation": nngp_corr}
+
+
+def ntk_convergence(x: np.ndarray, widths: Sequence[int], depth: int = 2, sigma_w2: float = 2.0,
+                    sigma_b2: float = 0.1, activation: str = "relu", seeds: Sequence[int] = (0, 1, 2)) -> dict[int, float]:
+    """Relative Frobenius error ``||Theta_emp - Theta|| / ||Theta||`` of seeded wide MLPs' empirical
+    NTK (one output) against :func:`analytic_kernels`, per width, averaged over ``seeds``."""
+    from weightlake.dynamics.ntk import empirical_ntk
+
+    _, theta = analytic_kernels(x, depth, sigma_w2, sigma_b2, activation)
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    out = {}
+    for width in widths:
+        errs = []
+        for seed in seeds:
+            model = wide_mlp(xt.shape[1], int(width), depth, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                             activation=activation, seed=seed)
+            emp = empirical_ntk(model, xt, trace=True).numpy()
+            errs.append(np.linalg.norm(emp - theta) / np.linalg.norm(theta))
+        out[int(width)] = float(np.mean(errs))
+    return out

@@ -109,9 +109,10 @@ def ntk_matrix(theta: torch.Tensor) -> torch.Tensor:
 class NTKSpectrum:
     """Extremes of an NTK's spectrum.
 
-    ``lambda_min`` is the smallest eigenvalue above ``rtol * lambda_max`` when the kernel is
-    singular (``rank < size``; e.g. more outputs than parameters), and ``kappa`` is then the
-    condition number on the kernel's range: ``singular`` says which case applies.
+    ``lambda_min`` is the smallest eigenvalue above ``rtol * lambda_max``; ``kappa`` is
+    ``lambda_max / lambda_min`` when the kernel has full rank and infinite when it is
+    ``singular`` (``rank < size``: more outputs than parameters, or a dead network), while
+    ``kappa_range`` is the condition number on the kernel's range in either case.
     """
 
     size: int
@@ -119,6 +120,7 @@ class NTKSpectrum:
     lambda_max: float
     lambda_min: float
     kappa: float
+    kappa_range: float
     lr_bound: float
     """``2 / lambda_max``: the largest stable gradient-descent step on the linearised model."""
     trace: float
@@ -147,8 +149,9 @@ def ntk_spectrum(theta: torch.Tensor, rtol: float = 1e-10) -> NTKSpectrum:
     lam_max = float(eig[-1])
     positive = eig[eig > rtol * max(lam_max, 0.0)]
     lam_min = float(positive[0]) if len(positive) else 0.0
+    kappa_range = lam_max / lam_min if lam_min > 0 else float("inf")
     return NTKSpectrum(size=len(eig), rank=len(positive), lambda_max=lam_max, lambda_min=lam_min,
-                       kappa=lam_max / lam_min if lam_min > 0 else float("inf"),
+                       kappa=kappa_range if len(positive) == len(eig) else float("inf"), kappa_range=kappa_range,
                        lr_bound=2.0 / lam_max if lam_max > 0 else float("inf"),
                        trace=float(eig.sum()), singular=len(positive) < len(eig))
 
