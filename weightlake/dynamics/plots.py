@@ -102,7 +102,8 @@ def plot_grad_spectra(runs: Sequence[Any], path: str | Path, names: Sequence[str
     for i, run in enumerate(runs):
         freqs, power = grad_spectrum(run.grads)
         for j in range(len(names)):
-            axes[0, j].loglog(freqs[1:], power[1:, j], color=_COLOURS[i], lw=0.8, alpha=0.8, label=run.label)
+            axes[0, j].loglog(freqs[1:], power[1:, j], color=_COLOURS[i], lw=1.6 if i == 0 else 0.8,
+                              alpha=0.6 if i == 0 else 0.9, label=run.label)
     for j, name in enumerate(names):
         axes[0, j].set(xlabel="frequency (cycles / step)", ylabel="power" if j == 0 else None, title=name)
     axes[0, 0].legend(fontsize=8)
@@ -126,11 +127,13 @@ def plot_transfer(path: str | Path) -> Path:
 
 def plot_sparsity(table: Any, path: str | Path, zoo: str) -> Path:
     """Mean accuracy after zeroing k weights by method (``super_weight_sparsity`` table)."""
+    import polars as pl
+
     fig, axes = _figure()
     ax = axes[0, 0]
     n = table["model_id"].n_unique()
     for i, method in enumerate(("super", "magnitude", "random")):
-        part = table.filter(table["method"] == method).group_by("k").agg(table["accuracy"].mean()).sort("k")
+        part = table.filter(pl.col("method") == method).group_by("k").agg(pl.col("accuracy").mean()).sort("k")
         ax.plot(part["k"], part["accuracy"], "o-", color=_COLOURS[i], label=method)
     ax.axhline(float(table["base_accuracy"].mean()), color="k", ls=":", label="no weights zeroed")
     ax.set(xscale="log", xlabel="weights zeroed (k)", ylabel="mean probe accuracy (%)",
