@@ -74,11 +74,13 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _add_topology_tables(root: Path) -> None:
-    """`topology`, `topology_groups` and `topology_group_distances` (without multipers: tested in a subprocess)."""
-    from weightlake.compute.topology import analyze_topology, analyze_topology_groups
+    """`topology`, `topology_groups`, `topology_group_distances` (without multipers: tested in a subprocess)
+    and `topology_classes`."""
+    from weightlake.compute.topology import analyze_topology, analyze_topology_classes, analyze_topology_groups
 
     analyze_topology(root, zoo="mnist-cnn-s")
     analyze_topology_groups(root, zoo="mnist-cnn-s", by=["classes"], degrees=())
+    analyze_topology_classes(root, zoo="mnist-cnn-s", permutations=19, max_models=80)
 
 
 def _add_experiment_tables(root: Path, base: Path) -> None:
