@@ -30,6 +30,8 @@ BOS = 0
 
 
 class _Block(nn.Module):
+    attn: MultiHeadAttention
+
     def __init__(self, d_model: int, n_heads: int, gate: str | None) -> None:
         super().__init__()
         self.norm_1, self.norm_2 = Norm(d_model), Norm(d_model)
@@ -62,7 +64,7 @@ class ToyTransformer(nn.Module):
         return self.readout(self.norm(x))
 
     def attention_modules(self) -> list[MultiHeadAttention]:
-        return [b.attn for b in self.blocks]
+        return [b.attn for b in self.blocks if isinstance(b, _Block)]
 
 
 def toy_batch(batch: int, seq_len: int = 32, vocab: int = 16, lag: int = 3, trigger: int = 1,

@@ -132,14 +132,17 @@ class WideMLP(nn.Module):
         _expectations(activation)
         sizes = [d_in, *[width] * depth, d_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
-        for layer in self.layers:
+        for layer in self.linears():
             nn.init.normal_(layer.weight)
             nn.init.normal_(layer.bias)
         self.sigma_w, self.sigma_b = math.sqrt(sigma_w2), math.sqrt(sigma_b2)
         self.phi: nn.Module = nn.ReLU() if activation == "relu" else _Erf()
 
+    def linears(self) -> list[nn.Linear]:
+        return [layer for layer in self.layers if isinstance(layer, nn.Linear)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.linears()):
             if i:
                 x = self.phi(x)
             x = self.sigma_w / math.sqrt(layer.in_features) * (x @ layer.weight.T) + self.sigma_b * layer.bias

@@ -51,7 +51,7 @@ class Scan:
         return np.lexsort((-self.loss, -self.drop))
 
 
-def _split(model: nn.Module, layer: str) -> tuple[nn.Module, list[nn.Module], list[nn.Module]]:
+def _split(model: Any, layer: str) -> tuple[Any, list[nn.Module], list[nn.Module]]:
     arch = getattr(model, "arch", None)
     modules = list(getattr(model, "module_list", []))
     if arch is None or not modules:
@@ -73,7 +73,7 @@ def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return acc, ce.double().mean(-1)
 
 
-def _contribution(layer: nn.Module, a: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _contribution(layer: Any, a: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Output unit of each weight entry and the change of that unit when the entry is zeroed.
 
     Returns ``(o [c], delta [c, N, ...unit shape])``.
@@ -97,7 +97,7 @@ def _contribution(layer: nn.Module, a: torch.Tensor, entries: torch.Tensor) -> t
 
 
 @torch.no_grad()
-def ablation_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str) -> Scan:
+def ablation_scan(model: Any, x: torch.Tensor, y: torch.Tensor, layer: str) -> Scan:
     """Accuracy and loss after zeroing each single weight of ``layer``, from one cached forward pass.
 
     Parameters
@@ -133,7 +133,7 @@ def ablation_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
 
 
 @torch.no_grad()
-def brute_force_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str,
+def brute_force_scan(model: Any, x: torch.Tensor, y: torch.Tensor, layer: str,
                      entries: Sequence[int] | None = None) -> Scan:
     """The reference for :func:`ablation_scan`: zero each entry (or the given ones; the others
     are NaN), run the whole model, restore."""
@@ -150,7 +150,7 @@ def brute_force_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
     return Scan(layer, flat.numpy().copy(), acc, loss, float(base_acc[0]), float(base_loss[0]))
 
 
-def scan_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def scan_model(model: Any, x: torch.Tensor, y: torch.Tensor,
                layers: Sequence[str] | None = None) -> dict[str, Scan]:
     """:func:`ablation_scan` of every layer (or the given ones)."""
     names = layers or model.arch.layer_names
@@ -166,7 +166,7 @@ def magnitude_rank(weight: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def activation_spikes(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, int | float]]:
+def activation_spikes(model: Any, x: torch.Tensor) -> dict[str, dict[str, int | float]]:
     """The paper's proxy per layer: where ``|input|`` and ``|output|`` peak over the probe images.
 
     Returns, per layer, ``max_in`` / ``max_out`` (the peaks), ``in_unit`` / ``out_unit`` (input
@@ -201,7 +201,7 @@ def top_candidates(scans: dict[str, Scan], k: int) -> list[tuple[str, int]]:
 
 
 @torch.no_grad()
-def accuracy_without(model: nn.Module, x: torch.Tensor, y: torch.Tensor, entries: Sequence[tuple[str, int]]) -> float:
+def accuracy_without(model: Any, x: torch.Tensor, y: torch.Tensor, entries: Sequence[tuple[str, int]]) -> float:
     """Accuracy (percent) with the given ``(layer, entry)`` weights zeroed (the model is restored)."""
     saved = []
     for name, j in entries:
@@ -215,7 +215,7 @@ def accuracy_without(model: nn.Module, x: torch.Tensor, y: torch.Tensor, entries
             flat[j] = value
 
 
-def enforced_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scans: dict[str, Scan],
+def enforced_sparsity(model: Any, x: torch.Tensor, y: torch.Tensor, scans: dict[str, Scan],
                       ks: Sequence[int] = (1, 2, 5, 10, 20, 50), random_draws: int = 5,
                       seed: int = 0) -> list[dict[str, Any]]:
     """Accuracy after zeroing ``k`` weights: the top-``k`` by ``|w|`` (over all scanned layers), the
