@@ -75,3 +75,6 @@ class TrainError(WeightLakeError, ValueError):
 
 class HeadsUnknownError(ArchitectureError):
     """A merging-model checkpoint whose number of attention heads nothing records (no shape holds it)."""
+
+class FitError(WeightLakeError, ValueError):
+    """A statistical fit that has no meaning on the data given (too few non-zero eigenvalues, ...)."""

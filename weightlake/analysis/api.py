@@ -83,8 +83,12 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
                           "summary": f"{table}: {df.height} rows for {zoo} from snapshot {snapshot}"}).version
 
 
+CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"}
+"""Spectra conventions -> the table each one commits (they differ in columns, so they never share one)."""
+
+
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
-                    population: bool = False, all_rows: bool = False,
+                    population: bool = False, all_rows: bool = False, convention: str = "weightlake",
                     progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
     """Per-layer random-matrix spectra -> table ``spectra`` (one row per model x layer).
 
@@ -92,21 +96,34 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     summaries over the table would count it again); ``all_rows=True`` gives every row.
     ``progress(done, total)`` is called with models done after each block of
     :data:`SPECTRA_BLOCK` models.
+
+    ``convention="weightwatcher"`` computes WeightWatcher 0.7.7's figures instead (see
+    :mod:`weightlake.analysis.spectra_ww`) into table ``spectra_weightwatcher``.
     """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
+    from weightlake.analysis.spectra_ww import WW_VERSION, zoo_spectra_ww
 
+    if convention not in CONVENTIONS:
+        raise QueryError(f"unknown spectra convention {convention!r}; expected one of {sorted(CONVENTIONS)}")
     started = time.perf_counter()
     lake = wl.open_lake(lake_root)
     zoo, ids, rows, meta = _zoo_rows(lake, zoo)
     ids, rows, _, models, note = _select_models(ids, rows, meta, all_rows)
-    table = _spectra_in_blocks(zoo_spectra, rows, lake.arch(zoo), layers, progress)
+    if convention == "weightlake":
+        table = _spectra_in_blocks(zoo_spectra, rows, lake.arch(zoo), layers, progress)
+    else:
+        table = _spectra_in_blocks(lambda r, arch, block, layers: zoo_spectra_ww(r, arch, layers=layers),
+                                   rows, lake.arch(zoo), layers, progress)
     table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    params = {"layers": list(layers or []), "models": models}
-    version = _commit(Path(lake_root), "spectra", table, zoo, params, lake.snapshot)
-    return AnalysisReport("spectra", zoo, table.height, version, time.perf_counter() - started, notes=[note],
+    params: dict[str, Any] = {"layers": list(layers or []), "models": models}
+    if convention == "weightwatcher":
+        params["convention"] = f"weightwatcher {WW_VERSION}"
+    name = CONVENTIONS[convention]
+    version = _commit(Path(lake_root), name, table, zoo, params, lake.snapshot)
+    return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started, notes=[note],
                           n_models=len(ids))
 
 
@@ -115,11 +132,11 @@ SPECTRA_BLOCK = 2048
 each call decomposes them in blocks of a quarter of that, so its worker threads still share the work."""
 
 
-def _spectra_in_blocks(zoo_spectra: Callable[..., pl.DataFrame], rows: np.ndarray, arch: Any,
+def _spectra_in_blocks(compute: Callable[..., pl.DataFrame], rows: np.ndarray, arch: Any,
                        layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
     parts = []
     for start in range(0, max(len(rows), 1), SPECTRA_BLOCK):
-        part = zoo_spectra(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
+        part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
         parts.append(part.with_columns(pl.col("row") + start))
         if progress is not None:
             progress(min(start + SPECTRA_BLOCK, len(rows)), len(rows))

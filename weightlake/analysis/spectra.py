@@ -67,7 +67,7 @@ from weightlake._util import torch_threads
 from weightlake.analysis import rmt
 from weightlake.analysis._rows import default_workers
 from weightlake.arch import CNN_S, Architecture
-from weightlake.errors import ArchitectureError
+from weightlake.errors import ArchitectureError, FitError
 
 MIN_ALPHA_EIGS = 10
 """Fewest eigenvalues for which a power-law exponent is fitted."""
@@ -368,17 +368,32 @@ def _layer_frame(parts: list[dict[str, np.ndarray]], name: str, n: int, dtype: A
 
 
 # -- the population view -----------------------------------------------------------------------------
+MIN_POPULATION_EIGS = 4
+"""Fewest non-zero eigenvalues for which a Marchenko-Pastur fit of a population is attempted."""
+
+
 @dataclass(frozen=True)
 class PopulationSpectrum:
-    """Spectrum of the Gram matrix of many models' flat vectors, with its Marchenko-Pastur fit."""
+    """Spectrum of the Gram matrix of many models' flat vectors, with its Marchenko-Pastur fit.
+
+    The fit is made on the non-zero spectrum only: ``rank`` eigenvalues of the smaller Gram
+    matrix, with aspect ratio ``q = rank / n_big``.  Zero eigenvalues beyond the one that centring
+    removes (``n_null``) come from repeated or linearly dependent models (or, when parameters
+    outnumber models, from parameters that never vary) and carry no Marchenko-Pastur information.
+    """
 
     eigenvalues: np.ndarray = field(repr=False)
-    """ESD, ascending: eigenvalues of the smaller Gram side divided by ``n_big``."""
+    """ESD, ascending: the non-zero eigenvalues of the smaller Gram side divided by ``n_big``."""
     n_models: int
     n_params: int
     n_big: int
-    """``N = max(samples, variables)`` (samples = models, minus one when centred)."""
+    """``N = max(samples, variables)`` (samples = models, minus one when centred; variables = parameters kept)."""
     q: float
+    """Aspect ratio ``rank / n_big`` of the fitted Marchenko-Pastur law."""
+    rank: int
+    """Number of non-zero eigenvalues (the fitted ones)."""
+    n_null: int
+    """Eigenvalues of the smaller Gram side found zero (numerically) and left out of the fit."""
     mp_sigma2: float
     mp_lambda_minus: float
     mp_lambda_plus: float
@@ -388,10 +403,22 @@ class PopulationSpectrum:
     mp_ks: float
     centered: bool
     standardized: bool
+    fit_holds: bool
+    """False when the bulk (non-spike eigenvalues) is rejected as Marchenko-Pastur (see ``fit_note``)."""
+    fit_note: str
+    """Why the fit does not hold (empty when it does)."""
 
     def mp_density(self, x: Any) -> np.ndarray:
         """The fitted Marchenko-Pastur density at ``x`` (to overlay on a histogram of the ESD)."""
         return rmt.mp_density(x, self.q, self.mp_sigma2)
+
+    def note(self) -> str:
+        """One line: shape, rank, what was left out, the fit."""
+        null = (f"; {self.n_null} zero eigenvalues left out (repeated or dependent models, or constant parameters)"
+                if self.n_null else "")
+        return (f"{self.n_models} models x {self.n_params} parameters, rank {self.rank}, q = {self.q:.4f}{null}; "
+                f"sigma^2 = {self.mp_sigma2:.4g}, {self.n_spikes} spikes, TW = {self.tw_stat:.2f}, KS = {self.mp_ks:.3f}"
+                + ("" if self.fit_holds else f"; FIT DOES NOT HOLD: {self.fit_note}"))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -400,7 +427,8 @@ class PopulationSpectrum:
 
 
 def population_spectrum(flat_rows: Any, center: bool = True, standardize: bool = False, *,
-                        block: int = 4096, spike_threshold: float = rmt.TW1_Q99) -> PopulationSpectrum:
+                        block: int = 4096, spike_threshold: float = rmt.TW1_Q99,
+                        min_eigs: int = MIN_POPULATION_EIGS) -> PopulationSpectrum:
     """Eigenvalues of the models-by-parameters matrix, compared with Marchenko-Pastur.
 
     Parameters
@@ -416,32 +444,80 @@ def population_spectrum(flat_rows: Any, center: bool = True, standardize: bool =
         Rows per block when accumulating a ``P x P`` Gram matrix.
     spike_threshold : float
         Passed to :func:`fit_marchenko_pastur`.
+    min_eigs : int
+        Fewest non-zero eigenvalues to fit.
 
     Returns
     -------
     PopulationSpectrum
-        The smaller of the ``n x n`` and ``P x P`` Gram matrices is decomposed (float64); the ESD is
-        its eigenvalues divided by ``N = max(samples, variables)``.
+        The smaller of the ``n x n`` and ``P x P`` Gram matrices is decomposed (float64), so both
+        ``n < P`` (few models, many parameters: the ``n x n`` side) and ``n > P`` work; the ESD is its
+        non-zero eigenvalues divided by ``N = max(samples, variables)``, and the law fitted has
+        ``q = rank / N``.
+
+    Raises
+    ------
+    FitError
+        Fewer than ``min_eigs`` non-zero eigenvalues (too few distinct models, or all equal):
+        no Marchenko-Pastur fit is meaningful.
+    ArchitectureError
+        Not a 2-d array.
     """
     x = np.asarray(flat_rows)
+    if x.ndim != 2:
+        raise ArchitectureError(f"population spectrum needs rows [n, P], got shape {x.shape}")
     shift, scale, keep = _population_scaling(x, center, standardize, block)
     n, p = x.shape[0], int(keep.sum())
     samples = n - 1 if center else n
     m, n_big = min(samples, p), max(samples, p)
-    if m < 1:
-        raise ArchitectureError(f"population spectrum needs at least 2 models and 1 varying parameter, got {x.shape}")
+    eig = _population_eigenvalues(x, shift, scale, keep, block) if m >= 1 else np.zeros(0)
+    nonzero = eig[eig > _null_tolerance(eig, max(n, p))]
+    if len(nonzero) < min_eigs:
+        raise FitError(f"population spectrum of {n} models x {p} varying parameters has {len(nonzero)} non-zero "
+                       f"eigenvalues (of {max(m, 0)}), fewer than {min_eigs}: no Marchenko-Pastur fit is meaningful; "
+                       "use more distinct models")
+    esd = nonzero / n_big
+    fit = fit_marchenko_pastur(esd[None, :], n_big, spike_threshold)
+    holds, why = _bulk_verdict(float(fit["mp_ks"][0]), len(esd) - int(fit["n_spikes"][0]))
+    return PopulationSpectrum(
+        eigenvalues=esd, n_models=n, n_params=x.shape[1], n_big=n_big, q=len(esd) / n_big, rank=len(esd),
+        n_null=m - len(esd),
+        **{key: float(fit[key][0]) for key in ("mp_sigma2", "mp_lambda_minus", "mp_lambda_plus", "spike_mass",
+                                               "tw_stat", "mp_ks")},
+        n_spikes=int(fit["n_spikes"][0]), centered=center, standardized=standardize, fit_holds=holds, fit_note=why)
+
+
+KS_CRITICAL_1PC = 1.628
+"""Asymptotic 1 % critical value of ``sqrt(k) * D`` for the one-sample Kolmogorov-Smirnov test."""
+
+
+def _bulk_verdict(ks: float, bulk: int) -> tuple[bool, str]:
+    """Reject the bulk as Marchenko-Pastur when its KS distance exceeds the iid 1 % critical value.
+
+    Eigenvalues of a true Wishart matrix repel, so their KS distance to the law sits far below the
+    iid value (about 0.03 for 65 eigenvalues against 0.2): the test is lenient and fails only a
+    bulk that is plainly not Marchenko-Pastur (a population structured far beyond a few spikes).
+    """
+    critical = KS_CRITICAL_1PC / np.sqrt(max(bulk, 1))
+    if ks <= critical:
+        return True, ""
+    return False, (f"the bulk is not Marchenko-Pastur (KS {ks:.3f} > {critical:.3f}, the 1 % critical value for "
+                   f"{bulk} eigenvalues): sigma^2 and the TW statistic are not noise estimates")
+
+
+def _null_tolerance(eig: np.ndarray, dim: int) -> float:
+    """Eigenvalues of a float64 Gram matrix below this are zero: its rounding error is about
+    ``dim * eps * lambda_max`` (the Gram form squares the condition number, as ``matrix_rank`` on ``s^2``)."""
+    return float(eig.max(initial=0.0)) * dim * np.finfo(np.float64).eps * 16
+
+
+def _population_eigenvalues(x: np.ndarray, shift: np.ndarray, scale: np.ndarray, keep: np.ndarray,
+                            block: int) -> np.ndarray:
     from scipy.linalg import eigh
 
     gram = _population_gram(x, shift, scale, keep, block)
     # eigenvalues only, LAPACK's MRRR driver; for P = 2,464 this decomposition dominates (seconds)
-    eig = np.clip(eigh(gram, eigvals_only=True, driver="evr"), 0, None)[-m:]
-    esd = eig / n_big
-    fit = fit_marchenko_pastur(esd[None, :], n_big, spike_threshold)
-    return PopulationSpectrum(
-        eigenvalues=esd, n_models=n, n_params=x.shape[1], n_big=n_big, q=m / n_big,
-        **{key: float(fit[key][0]) for key in ("mp_sigma2", "mp_lambda_minus", "mp_lambda_plus", "spike_mass",
-                                               "tw_stat", "mp_ks")},
-        n_spikes=int(fit["n_spikes"][0]), centered=center, standardized=standardize)
+    return np.clip(eigh(gram, eigvals_only=True, driver="evr"), 0, None)
 
 
 def _population_scaling(x: np.ndarray, center: bool, standardize: bool,

@@ -21,8 +21,13 @@ def _list(text: str) -> list[str]:
 @click.option("--layers", help="Comma list of layers (default: all).")
 @click.option("--all-rows", is_flag=True, help="Every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only).")
+@click.option("--convention", type=click.Choice(["weightlake", "weightwatcher"]), default="weightlake",
+              show_default=True,
+              help="weightwatcher: WeightWatcher 0.7.7's columns and definitions (unnormalised eigenvalues, conv "
+                   "kernels as kh*kw slices pooled and halved, norm = squared Frobenius, spectral_norm = s_max^2) "
+                   "-> table `spectra_weightwatcher`.")
 @lake_option
-def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, lake_dir: str) -> None:
+def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention: str, lake_dir: str) -> None:
     """Random-matrix spectra of every layer of every model -> table `spectra`.
 
     One row per distinct model x layer (fallback copies of early-stopped models and repeated
@@ -35,12 +40,13 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, lake_dir: s
     Example:
       weightlake analyze spectra --zoo mnist-cnn-s
       weightlake query run spectra_by_epoch --param zoo=mnist-cnn-s
+      weightlake analyze spectra --convention weightwatcher   # compare with published WeightWatcher figures
     """
     from weightlake.analysis.api import analyze_spectra
 
     with progress_bar(None, "analyze spectra", "models") as bar:
         report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
-                                 progress=bar.callback)
+                                 convention=convention, progress=bar.callback)
     click.echo(str(report))
 
 
