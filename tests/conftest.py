@@ -87,7 +87,18 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     analyze_spectra(root, zoo="mnist-cnn-s")
     analyze_correlations(root, zoo="mnist-cnn-s", against=["accuracy", "epoch"], features="both")
     _add_experiment_tables(root, base)
+    _add_topology_tables(root)
     return root
+
+
+def _add_topology_tables(root: Path) -> None:
+    """`topology`, `topology_groups`, `topology_group_distances` (without multipers: tested in a subprocess)
+    and `topology_classes`."""
+    from weightlake.compute.topology import analyze_topology, analyze_topology_classes, analyze_topology_groups
+
+    analyze_topology(root, zoo="mnist-cnn-s")
+    analyze_topology_groups(root, zoo="mnist-cnn-s", by=["classes"], degrees=())
+    analyze_topology_classes(root, zoo="mnist-cnn-s", permutations=19, max_models=80)
 
 
 def _add_experiment_tables(root: Path, base: Path) -> None:

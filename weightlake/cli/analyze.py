@@ -83,3 +83,129 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
                                       methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
                                       progress=bar.callback)
     click.echo(str(report))
+
+
+# -- topology (weightlake.compute.topology) ------------------------------------------------------
+@analyze.command("topology")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--layers", help="Comma list of layers (default: all).")
+@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
+@click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@lake_option
+def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: bool, all_rows: bool,
+                 lake_dir: str) -> None:
+    """Persistent homology of every layer of every distinct model -> table `topology`.
+
+    One row per model x layer, all independent of neuron order: Rips persistence of the
+    layer's neuron cloud (each neuron = incoming weights + bias; H0 and H1 summaries and the
+    diagrams as lists), neural persistence of the layer graph, cubical persistence of conv
+    kernels (mean per kernel, of w and of -w), Betti curves on a per-layer grid.
+
+    \b
+    Example:
+      weightlake analyze topology --zoo mnist-cnn-s
+      weightlake query run topology_by_activation --param zoo=mnist-cnn-s
+      weightlake sql "SELECT m.activation, corr(t.h0_total_persistence, m.accuracy) FROM topology t
+                      JOIN models m USING (model_id) WHERE t.layer = 'fc1' GROUP BY 1"
+    """
+    from weightlake.compute.topology import analyze_topology
+
+    with progress_bar(None, "analyze topology", "models") as bar:
+        report = analyze_topology(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+                                  cubical=not no_cubical, all_rows=all_rows, progress=bar.callback)
+    click.echo(str(report))
+
+
+@analyze.command("topology-groups")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--by", default="classes", show_default=True, help="Metadata columns that make a group, e.g. 'classes,activation'.")
+@click.option("--layer", default="fc1", show_default=True, help="Layer whose pooled neurons form each group's neuron cloud.")
+@click.option("--max-points", default=100, show_default=True, help="Subsample larger clouds to this many points (seeded).")
+@click.option("--resolution", default=20, show_default=True, help="Grid steps per parameter of the two-parameter measure (20-50).")
+@click.option("--degrees", default="0", show_default=True, help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
+@click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@lake_option
+def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, resolution: int, degrees: str,
+                        max_distance_groups: int, seed: int, all_rows: bool, lake_dir: str) -> None:
+    """Topology of groups of models -> tables `topology_groups` and `topology_group_distances`.
+
+    Per group (e.g. one class set): Rips diagrams of the cloud of its models (flat weights) and
+    of the pooled neurons of --layer; the Hilbert signed measure of the function-Rips
+    bifiltration (Rips x 1 - outgoing importance of each neuron, multipers, regular grid).
+    Between groups: bottleneck, Wasserstein and sliced-Wasserstein distances per cloud and
+    degree, and the optimal-transport distance of the signed measures.
+
+    \b
+    Example:
+      weightlake analyze topology-groups --zoo mnist-cnn-s --by classes,activation
+      weightlake query run topology_group_neighbours --param zoo=mnist-cnn-s
+    """
+    from weightlake.compute.topology import analyze_topology_groups
+
+    with progress_bar(None, "analyze topology-groups", "groups") as bar:
+        report = analyze_topology_groups(lake_dir, zoo=zoo, by=_list(by), layer=layer, max_points=max_points,
+                                         resolution=resolution, degrees=[int(d) for d in _list(degrees)],
+                                         max_distance_groups=max_distance_groups, all_rows=all_rows, seed=seed,
+                                         progress=bar.callback)
+    click.echo(str(report))
+
+
+@analyze.command("topology-classes")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds (grouped by class set when possible).")
+@click.option("--permutations", default=999, show_default=True, help="Permutations of the Mantel test.")
+@click.option("--max-models", default=300, show_default=True, help="Models in the Mantel test (seeded sample).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the figure (PNG) to this folder.")
+@lake_option
+def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_models: int, seed: int,
+                         plot_dir: str | None, lake_dir: str) -> None:
+    """Does topology tell which classes a model saw? -> table `topology_classes`.
+
+    Needs table `topology` (run `analyze topology` first). For each digit d, the
+    cross-validated AUC of "d in classes" from the topological vectors, from a baseline of
+    norms and singular values, and from both; and Mantel correlations between model
+    distances (diagrams, vectors) and the Jaccard distance of class sets.
+
+    \b
+    Example:
+      weightlake analyze topology --zoo mnist-cnn-s
+      weightlake analyze topology-classes --zoo mnist-cnn-s --plot out/
+      weightlake query run topology_digit_auc --param zoo=mnist-cnn-s
+    """
+    from weightlake.compute.topology import analyze_topology_classes
+
+    click.echo(str(analyze_topology_classes(lake_dir, zoo=zoo, folds=folds, permutations=permutations,
+                                            max_models=max_models, seed=seed, plot_dir=plot_dir)))
+
+
+@analyze.command("topology-filtration")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--digit", default=0, show_default=True, help="Learn to tell models that saw this digit from the rest.")
+@click.option("--layer", default="fc1", show_default=True, help="Layer whose neurons are filtered (it needs a next layer).")
+@click.option("--steps", default=150, show_default=True, help="Adam steps.")
+@click.option("--max-models", default=2000, show_default=True, help="Models used (seeded sample of the distinct ones).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@lake_option
+def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int, max_models: int, seed: int,
+                            all_rows: bool, lake_dir: str) -> None:
+    """Learn an explicit filtration over neuron features -> table `topology_filtration`.
+
+    The filtration value of a neuron is theta . (its standardised features: incoming and
+    outgoing norms and means, bias, largest incoming weight), on the spanning tree of the
+    layer's neuron cloud; theta is trained (torch) so the H0 persistence tells models that
+    saw --digit from the others. Reports theta's coefficients and a held-out AUC.
+
+    \b
+    Example:
+      weightlake analyze topology-filtration --zoo mnist-cnn-s --digit 3
+      weightlake sql "SELECT feature, coefficient, test_auc FROM topology_filtration ORDER BY abs(coefficient) DESC"
+    """
+    from weightlake.compute.topology import analyze_topology_filtration
+
+    click.echo(str(analyze_topology_filtration(lake_dir, zoo=zoo, digit=digit, layer=layer, steps=steps,
+                                               max_models=max_models, seed=seed, all_rows=all_rows)))

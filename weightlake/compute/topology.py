@@ -1,0 +1,228 @@
+"""Topology of a zoo as lake tables.
+
+* :func:`analyze_topology` -> table ``topology``: one row per distinct model x layer with the
+  features of :mod:`weightlake.analysis.topology` (diagrams, summaries, Betti curves on a
+  per-layer grid recorded in the table's parameters);
+* :func:`analyze_topology_groups` -> tables ``topology_groups`` (diagrams of each group's cloud
+  of models and of its pooled neurons, and the Hilbert signed measure of the function-Rips
+  bifiltration) and ``topology_group_distances`` (bottleneck, Wasserstein, sliced Wasserstein
+  and signed-measure distances between every two groups), committed together;
+* :func:`analyze_topology_classes` -> table ``topology_classes`` (per-digit cross-validated AUC of
+  topology vs a norms-and-spectra baseline, Mantel tests against the Jaccard distance of class sets);
+* :func:`analyze_topology_filtration` -> table ``topology_filtration`` (a learned filtration's coefficients).
+
+The pure computations live in :mod:`weightlake.analysis` (``topology*``); this module reads a
+snapshot and commits. The runs count distinct models by default (:func:`weightlake.analysis.distinct.distinct_models`)
+and record ``n`` distinct in their parameters; ``all_rows=True`` counts every row. The commit
+of one table reuses :func:`weightlake.analysis.api._commit`; the two group tables go into one
+transaction through :func:`_commit_tables`, the same pattern for several tables.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.analysis.api import _commit, _zoo_rows
+from weightlake.analysis.distinct import distinct_models
+from weightlake.errors import QueryError
+
+
+@dataclass
+class TopologyReport:
+    """What a topology run committed."""
+
+    table: str
+    zoo: str
+    rows: int
+    models: int
+    snapshot: int | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = (f"table {self.table!r}: {self.rows} rows over {self.models} models for zoo {self.zoo!r} "
+                f"(snapshot {self.snapshot}, {self.seconds:.1f} s)")
+        return "\n".join([head, *(f"   {n}" for n in self.notes)])
+
+
+def select_models(lake: Any, zoo: str | None, all_rows: bool) -> tuple[str, np.ndarray, np.ndarray, pl.DataFrame, str]:
+    """A zoo's ids, weight rows and metadata, reduced to distinct models unless ``all_rows``; plus the note."""
+    zoo, ids, rows, meta = _zoo_rows(lake, zoo)
+    if ids.size == 0:
+        raise QueryError(f"zoo {zoo!r} has no models")
+    if all_rows:
+        return zoo, ids, rows, meta, f"{ids.size} rows (all rows counted, copies included)"
+    sel = distinct_models(meta)
+    keep = sel.keep
+    return zoo, ids[keep], rows[keep], meta.filter(pl.Series(keep)), sel.note()
+
+
+# -- per model x layer -----------------------------------------------------------------------------
+def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
+                     h1: bool = True, cubical: bool = True, all_rows: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> TopologyReport:
+    """Per-model, per-layer topology of every distinct model -> table ``topology``.
+
+    Parameters
+    ----------
+    lake_root : the lake
+    zoo : zoo name (default: the only zoo)
+    layers : layer names (default: all)
+    h1 : compute Rips H1 (the costly part of the neuron clouds)
+    cubical : compute cubical persistence of conv kernels
+    all_rows : count every row, fallback copies and repeated vectors included
+    progress : callable ``(done, total)`` over models
+    """
+    import weightlake as wl
+    from weightlake.analysis.topology import zoo_topology
+    from weightlake.analysis.topology_diagrams import add_betti_curves
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo, ids, rows, _, note = select_models(lake, zoo, all_rows)
+    arch = lake.arch(zoo)
+    frame = zoo_topology(rows, arch, layers=layers, h1=h1, cubical=cubical, progress=progress)
+    frame, grids = add_betti_curves(frame)
+    table = frame.with_columns(model_id=pl.Series(ids)[frame["row"]],
+                               snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
+    table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
+    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+              "models": int(ids.size), "distinct_note": note, "betti_grids": grids}
+    version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
+    return TopologyReport("topology", zoo, table.height, int(ids.size), version, time.perf_counter() - started, [note])
+
+
+# -- groups ------------------------------------------------------------------------------------------
+def analyze_topology_groups(lake_root: Path | str, *, zoo: str | None = None, by: Sequence[str] = ("classes",),
+                            layer: str = "fc1", max_points: int = 100, resolution: int = 20,
+                            degrees: Sequence[int] = (0,), max_distance_groups: int = 120, all_rows: bool = False,
+                            seed: int = 0, progress: Callable[[int, int], None] | None = None) -> TopologyReport:
+    """Diagrams and function-Rips measures per group, and distances between groups -> two tables.
+
+    See :func:`weightlake.analysis.topology_groups.group_topology` for the parameters: ``by``
+    names the metadata columns that define a group; ``degrees`` empty skips multipers.
+    """
+    import weightlake as wl
+    from weightlake.analysis.topology_groups import group_labels, group_topology
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
+    labels = group_labels(meta, by)
+    table, dist, notes, grid = group_topology(rows, lake.arch(zoo), labels, layer=layer, max_points=max_points,
+                                              resolution=resolution, degrees=degrees,
+                                              max_distance_groups=max_distance_groups, seed=seed, progress=progress)
+    n_groups = table["group"].n_unique()
+    params = {"by": list(by), "layer": layer, "max_points": max_points, "resolution": resolution,
+              "degrees": list(degrees), "grid": [g.tolist() for g in grid], "seed": seed, "all_rows": all_rows,
+              "models": int(ids.size), "groups": n_groups, "distinct_note": note}
+    snap = pl.lit(lake.snapshot, dtype=pl.Int64)
+    version = _commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
+                                               "topology_group_distances": dist.with_columns(snapshot=snap)},
+                             zoo, params, lake.snapshot)
+    return TopologyReport("topology_groups", zoo, table.height, int(ids.size), version, time.perf_counter() - started,
+                          [note, f"{n_groups} groups by {', '.join(by)}", *notes,
+                           f"table 'topology_group_distances': {dist.height} rows"])
+
+
+def _commit_tables(lake_root: Path, frames: dict[str, pl.DataFrame], zoo: str, params: dict[str, Any],
+                   snapshot: int) -> int:
+    """Several tables in one transaction, each partitioned by zoo (the pattern of ``analysis.api._commit``)."""
+    from weightlake.storage.transaction import transaction
+
+    with transaction(Path(lake_root)) as tx:
+        if tx.parent.version != snapshot:
+            raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
+                             "run it again")
+        for name, df in frames.items():
+            tx.put_table(name, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
+                         properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})
+        summary = ", ".join(f"{name}: {df.height} rows" for name, df in frames.items())
+        return tx.commit({"op": f"analyze-{next(iter(frames))}", "zoo": zoo,
+                          "summary": f"{summary} for {zoo} from snapshot {snapshot}"}).version
+
+
+# -- classes ---------------------------------------------------------------------------------------
+def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, folds: int = 5,
+                             permutations: int = 999, max_models: int = 300, seed: int = 0,
+                             plot_dir: Path | str | None = None) -> TopologyReport:
+    """How well topology tells a model's class set -> table ``topology_classes`` (and a figure).
+
+    Reads the committed ``topology`` table (run :func:`analyze_topology` first) and the same
+    models' weights for the baseline; see :func:`weightlake.analysis.topology_classes.disentangle`.
+    """
+    import weightlake as wl
+    from weightlake.analysis import topology_classes as tc
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo = zoo or lake._only_zoo()
+    if "topology" not in lake.tables:
+        raise QueryError("table 'topology' is missing: run `weightlake analyze topology` first")
+    topo = lake.table("topology").filter(pl.col("zoo") == zoo).collect()
+    if topo.height == 0:
+        raise QueryError(f"table 'topology' has no rows for zoo {zoo!r}: run `weightlake analyze topology --zoo {zoo}`")
+    ids = np.sort(topo["model_id"].unique().to_numpy())
+    meta = lake.models(zoo).filter(pl.col("model_id").is_in(ids.tolist())).sort("model_id").collect()
+    table = tc.disentangle(topo, [list(c) for c in meta["classes"].to_list()], lake.weights_numpy(ids),
+                           lake.arch(zoo), folds=folds, permutations=permutations, max_models=max_models, seed=seed)
+    table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    topo_params = json.loads(lake.manifest.tables["topology"].properties.get(f"params:{zoo}", "{}"))
+    params = {"folds": folds, "permutations": permutations, "max_models": max_models, "seed": seed,
+              "models": int(ids.size), "topology_params": topo_params}
+    notes = [f"{ids.size} models from table 'topology' ({topo_params.get('distinct_note', '')})"]
+    if plot_dir:
+        path = tc.plot_disentangle(table, Path(plot_dir) / f"{zoo}-topology-classes.png",
+                                   f"{zoo}: which digits did a model see? (n={ids.size} models)")
+        notes.append(f"plot: {path}")
+    version = _commit(Path(lake_root), "topology_classes", table, zoo, params, lake.snapshot)
+    return TopologyReport("topology_classes", zoo, table.height, int(ids.size), version,
+                          time.perf_counter() - started, notes)
+
+
+# -- learned filtration ------------------------------------------------------------------------------
+def analyze_topology_filtration(lake_root: Path | str, *, zoo: str | None = None, digit: int = 0,
+                                layer: str = "fc1", steps: int = 150, max_models: int = 2000, seed: int = 0,
+                                all_rows: bool = False) -> TopologyReport:
+    """Learn a filtration over the neurons of ``layer`` whose H0 persistence tells "``digit`` in classes"
+    -> table ``topology_filtration`` (one row per neuron feature: its coefficient, with train/test AUC).
+
+    See :mod:`weightlake.analysis.topology_learned`. At most ``max_models`` distinct models
+    (seeded sample) are used.
+    """
+    import weightlake as wl
+    from weightlake.analysis import topology_learned as tl
+    from weightlake.analysis.topology_multi import subsample
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
+    pick = subsample(ids, max_models, seed)
+    arch = lake.arch(zoo)
+    y = np.array([digit in c for c in meta["classes"].to_list()], dtype=int)[pick]
+    if y.min() == y.max():
+        raise QueryError(f"every selected model {'has' if y[0] else 'lacks'} digit {digit}: nothing to separate")
+    feats = tl.neuron_features(rows[pick], arch, layer)
+    fit = tl.fit_filtration(list(feats), tl.neuron_graphs(rows[pick], arch, layer), y, names=tl.NEURON_FEATURES,
+                            steps=steps, seed=seed)
+    table = pl.DataFrame({"feature": [f for f, _ in fit.coefficients()],
+                          "coefficient": [c for _, c in fit.coefficients()]}).with_columns(
+        digit=pl.lit(digit, dtype=pl.Int32), layer=pl.lit(layer), train_auc=pl.lit(fit.train_auc),
+        test_auc=pl.lit(fit.test_auc), n_models=pl.lit(int(pick.size), dtype=pl.Int32),
+        snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    params = {"digit": digit, "layer": layer, "steps": steps, "max_models": max_models, "seed": seed,
+              "models": int(pick.size), "distinct_note": note, "final_loss": fit.losses[-1]}
+    version = _commit(Path(lake_root), "topology_filtration", table, zoo, params, lake.snapshot)
+    top = ", ".join(f"{f} {c:+.2f}" for f, c in fit.coefficients()[:3])
+    return TopologyReport("topology_filtration", zoo, table.height, int(pick.size), version,
+                          time.perf_counter() - started,
+                          [note, f"digit {digit}: test AUC {fit.test_auc:.3f} (train {fit.train_auc:.3f}); "
+                                 f"largest coefficients: {top}"])
