@@ -88,6 +88,7 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     analyze_correlations(root, zoo="mnist-cnn-s", against=["accuracy", "epoch"], features="both")
     _add_experiment_tables(root, base)
     _add_topology_tables(root)
+    _add_dynamics_tables(root)
     return root
 
 
@@ -123,6 +124,24 @@ def _add_experiment_tables(root: Path, base: Path) -> None:
                        (gt * 0.5).astype(np.float32), (gt * 0.9).astype(np.float32),
                        values=[("Loss", rng.random(8))], steps=rng.random((8, 2)))
     ingest_tracking(root, base / "Experiments", scenario="t", metrics=fast)
+
+
+def _add_dynamics_tables(root: Path) -> None:
+    """`ntk`, `super_weights` and `super_weight_sparsity` for a few models (one run at two epoch bins)."""
+    if not FASHION_INSTALLED:
+        return
+    import polars as pl
+
+    import weightlake as wl
+    from weightlake.compute.ntk import analyze_ntk
+    from weightlake.compute.superweights import analyze_super_weights
+
+    meta = wl.open_lake(root).models("mnist-cnn-s").collect()
+    run = meta.filter((pl.col("class_mask") == meta["class_mask"][0]) & (pl.col("activation") == "relu"))
+    ids = [*run.sort("epoch")["model_id"][:2], *meta.filter(pl.col("activation") == "tanh")["model_id"][:1]]
+    analyze_ntk(root, zoo="mnist-cnn-s", sample=None, model_ids=ids, probe_images_k=4, images="fashion-mnist")
+    analyze_super_weights(root, zoo="mnist-cnn-s", sample=None, model_ids=ids, probe_images_n=40, top=2,
+                          ks=(1, 5), images="fashion-mnist")
 
 
 # -- a real mini zoo, trained once per session on Fashion-MNIST ---------------------------------

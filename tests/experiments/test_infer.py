@@ -130,6 +130,17 @@ def test_heads_sources_in_order(gated_sd, tmp_path: Path) -> None:
     assert infer_config(gated_sd, None, None, "run_h2", assume_heads=6)[1]["heads"] == "run_dir_name"
 
 
+def test_a_headwise_gate_records_its_head_count_and_kind() -> None:
+    """A head-wise gate has one row per head: its shape says both the gate kind and the heads."""
+    torch.manual_seed(2)
+    headwise = MergerConfig(d_model=24, n_heads=4, d_ff=48, n_layers=1, neck=12, gated_attention=True, gate="headwise")
+    config, prov = infer_config(TransformerAE(headwise).state_dict())
+    assert config == headwise and prov["heads"] == "shape" and "4 rows" in prov["gate"]
+    assert infer_config(TransformerAE(GATED).state_dict(), heads=6)[0].gate == "elementwise"
+    with pytest.raises(ArchitectureError):  # a stated head count the shape contradicts
+        infer_config(TransformerAE(headwise).state_dict(), heads=2)
+
+
 def test_unknown_heads_are_refused_with_how_to_give_them(gated_sd) -> None:
     """2- and 3-head checkpoints were evaluated as 4 heads (the default) with no mark anywhere."""
     with pytest.raises(HeadsUnknownError, match=r"not recorded.*--heads N.*n_heads.*run_h4.*--assume-heads N"):

@@ -209,3 +209,72 @@ def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int,
 
     click.echo(str(analyze_topology_filtration(lake_dir, zoo=zoo, digit=digit, layer=layer, steps=steps,
                                                max_models=max_models, seed=seed, all_rows=all_rows)))
+
+
+@analyze.command("ntk")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--sample", type=int, default=100, show_default=True,
+              help="Distinct models to draw (seeded); 0 for all.")
+@click.option("--probe-images", "probe_k", type=int, default=20, show_default=True,
+              help="Probe images per model (test split, the model's own classes).")
+@click.option("--images", help="Dataset the zoo was trained on: 'fashion-mnist' or an IDX folder "
+                               "(required unless the lake records it).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the sample, the probe images and fresh inits.")
+@click.option("--no-init", is_flag=True, help="Skip the fresh draw of each model's initialisation.")
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
+@lake_option
+def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed: int, no_init: bool,
+            all_rows: bool, lake_dir: str) -> None:
+    """Empirical NTK spectra of a zoo's models -> table `ntk`.
+
+    One row per model x state (trained; init: a fresh draw of its initialisation) x form
+    (full [K*10, K*10] kernel; trace [K, K]): lambda_max, lambda_min, kappa, the
+    learning-rate bound 2/lambda_max, rank. About 0.1-0.5 s a model at K=20.
+
+    \b
+    Example:
+      weightlake analyze ntk --zoo fmnist --sample 50 --probe-images 20 --images fashion-mnist
+      weightlake query run ntk_kappa_by_group --param zoo=fmnist
+    """
+    from weightlake.compute.ntk import analyze_ntk
+
+    with progress_bar(None, "analyze ntk", "models") as bar:
+        report = analyze_ntk(lake_dir, zoo=zoo, sample=sample or None, probe_images_k=probe_k, images=images,
+                             seed=seed, at_init=not no_init, all_rows=all_rows, progress=bar.callback)
+    click.echo(str(report))
+
+
+@analyze.command("super-weights")
+@click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
+@click.option("--sample", type=int, default=20, show_default=True, help="Distinct models to draw (seeded); 0 for all.")
+@click.option("--probe-images", "probe_n", type=int, default=500, show_default=True,
+              help="Probe images per model (test split, the model's own classes).")
+@click.option("--images", help="Dataset the zoo was trained on: 'fashion-mnist' or an IDX folder "
+                               "(required unless the lake records it).")
+@click.option("--top", default=3, show_default=True, help="Most harmful weights kept per model x layer.")
+@click.option("--ks", default="1,2,5,10,20,50", show_default=True, help="Weights zeroed in the sparsity comparison.")
+@click.option("--seed", default=0, show_default=True, help="Seeds the sample, probe images and random ablations.")
+@click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
+@lake_option
+def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | None, top: int, ks: str, seed: int,
+                      all_rows: bool, lake_dir: str) -> None:
+    """Single weights whose zeroing hurts most -> tables `super_weights`, `super_weight_sparsity`.
+
+    Every weight of every layer is zeroed in turn (exhaustive; one cached forward pass per
+    layer, the rest of the network batched over ablations) on the probe images; the most
+    harmful per layer are kept with |w|, its magnitude rank and the activation-spike proxy.
+    The sparsity table compares zeroing the top-k by |w|, the k super weights, k random ones.
+
+    \b
+    Example:
+      weightlake analyze super-weights --zoo fmnist --sample 20 --images fashion-mnist
+      weightlake query run super_weight_index_by_group --param zoo=fmnist
+      weightlake query run super_weight_sparsity_summary --param zoo=fmnist
+    """
+    from weightlake.compute.superweights import analyze_super_weights
+
+    with progress_bar(None, "analyze super-weights", "models") as bar:
+        report = analyze_super_weights(lake_dir, zoo=zoo, sample=sample or None, probe_images_n=probe_n,
+                                       images=images, top=top, ks=[int(k) for k in _list(ks)], seed=seed,
+                                       all_rows=all_rows, progress=bar.callback)
+    click.echo(str(report))

@@ -31,9 +31,12 @@ def zoo() -> None:
 @click.option("--batch-size", default=90, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Zoo seed; each model's seed derives from it.")
 @click.option("--workers", default=2, show_default=True, help="Training processes (one thread each).")
+@click.option("--grad-filter", type=click.Choice(["ema", "ma"]),
+              help="Grokfast gradient filter between backward and step: ema (alpha 0.98, lambda 2) or "
+                   "ma (window 100, lambda 5). Default: none.")
 def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: str, out_dir: str, layout: str,
               subsample: int | None, max_epochs: int, checkpoint_epochs: str | None, min_accuracy: float, lr: float,
-              batch_size: int, seed: int, workers: int) -> None:
+              batch_size: int, seed: int, workers: int, grad_filter: str | None) -> None:
     """Train one CNN per class subset x activation x init; resumable (finished models are skipped).
 
     \b
@@ -53,7 +56,7 @@ def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: st
         report = train_zoo(dataset, out_dir, subsets, acts, init_list, layout=layout, epochs_max=max_epochs,
                            subsample=subsample, seed=seed, workers=workers, lr=lr, batch_size=batch_size,
                            checkpoint_epochs=parse_int_list(checkpoint_epochs) if checkpoint_epochs else None,
-                           min_accuracy=min_accuracy, progress=bar.callback)
+                           min_accuracy=min_accuracy, progress=bar.callback, grad_filter=grad_filter)
     click.echo(f"trained {report.trained} models, skipped {report.skipped} already finished, "
                f"{report.seconds:.0f} s ({report.models_per_minute:.1f} models/min); checkpoints in {out_dir}")
 

@@ -259,7 +259,7 @@ def infer_config(
     Returns
     -------
     config, provenance
-        ``provenance["heads"]`` is ``"option"``, ``"sidecar"``, ``"run_dir_name"`` or
+        ``provenance["heads"]`` is ``"option"``, ``"sidecar"``, ``"shape"`` (a head-wise gate), ``"run_dir_name"`` or
         ``"assumed"`` and ``provenance["heads_detail"]`` says more; the other keys name the
         tensor (or source) each value was read from, plus the notes of
         :func:`canonical_state_dict`.
@@ -277,7 +277,8 @@ def infer_config(
     sd, notes = canonical_state_dict(state_dict)
     side = read_sidecar(sidecar)
     values, provenance = _shapes_and_dropout(sd, side)
-    n_heads, heads_prov = _resolve_heads(values["d_model"], heads, side, run_dir_name, assume_heads)
+    shape_heads = _shape(sd, "enc_1.layers.0.attn.gate.weight", "gate")[0] if values["gate"] == "headwise" else None
+    n_heads, heads_prov = _resolve_heads(values["d_model"], heads, side, run_dir_name, assume_heads, shape_heads)
     provenance.update(heads_prov)
     provenance.update(notes)
     config = _make_config(dict(values, n_heads=n_heads), provenance)
@@ -347,6 +348,11 @@ def _shape_values(sd: Mapping[str, torch.Tensor], side: Mapping[str, Any]) -> tu
     }
     if values["seq_len"] == 0:
         raise ArchitectureError("no 'dec.embed.neurons.*' keys: cannot read seq_len; is this a merging-model state_dict?")
+    values["gate"], provenance["gate"] = "elementwise", "default (no attn.gate)"
+    if values["gated_attention"]:
+        rows = _shape(sd, "enc_1.layers.0.attn.gate.weight", "gate")[0]
+        values["gate"] = "elementwise" if rows == values["d_model"] else "headwise"
+        provenance["gate"] = f"shape of attn.gate.weight ({rows} rows; d_model={values['d_model']})"
     values["token_sizes"], provenance["token_sizes"] = _token_sizes(sd, values, side)
     return values, provenance
 
@@ -391,12 +397,14 @@ def _check_sidecar_agrees(side: Mapping[str, Any], values: Mapping[str, Any]) ->
 # -- heads ---------------------------------------------------------------------------
 
 def _resolve_heads(d_model: int, heads: int | None, side: Mapping[str, Any], run_dir_name: str | None,
-                   assume_heads: int | None = None) -> tuple[int, dict[str, str]]:
+                   assume_heads: int | None = None, shape_heads: int | None = None) -> tuple[int, dict[str, str]]:
     if heads is not None:
         return int(heads), {"heads": "option", "heads_detail": f"option heads={heads!r}"}
     if "n_heads" in side:
         detail = f"sidecar {side.get('__path__', '<mapping>')!r}"
         return _as_heads(side["n_heads"], detail), {"heads": "sidecar", "heads_detail": detail}
+    if shape_heads is not None:  # a head-wise gate has one row per head
+        return shape_heads, {"heads": "shape", "heads_detail": "rows of the head-wise attn.gate.weight"}
     from_name = heads_from_run_dir(run_dir_name) if run_dir_name else None
     if from_name is not None:
         return from_name, {"heads": "run_dir_name", "heads_detail": f"run folder name {run_dir_name!r}"}

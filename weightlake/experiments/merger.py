@@ -57,6 +57,7 @@ from weightlake.errors import ArchitectureError
 from weightlake.experiments.tokens import TOKEN_SIZES, parse_token_sizes, to_tokens, token_groups
 
 OUTPUT_HEADS: tuple[str, ...] = ("flat", "per_token")
+GATES: tuple[str, ...] = ("elementwise", "headwise")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class MergerConfig:
     dropout: float = 0.0
     gated_attention: bool = False
     output_head: str = "flat"
+    gate: str = "elementwise"
+    """With ``gated_attention``: ``"elementwise"`` (one gate per head dimension) or ``"headwise"`` (one per head)."""
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "n_layers", "neck", "seq_len"):
@@ -91,6 +94,8 @@ class MergerConfig:
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ArchitectureError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.gate not in GATES:
+            raise ArchitectureError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.output_head not in OUTPUT_HEADS:
             raise ArchitectureError(f"output_head must be one of {OUTPUT_HEADS}, got {self.output_head!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
@@ -109,7 +114,7 @@ class MergerConfig:
     def summary(self) -> str:
         """One short line, e.g. ``d_model=960 heads=4 d_ff=960 N=4 neck=512 tokens=26x80+24x16 flat``."""
         runs = "+".join(f"{g.count}x{g.size}" for g in token_groups(self.token_sizes))
-        gated = " gated" if self.gated_attention else ""
+        gated = (" gated" + ("-headwise" if self.gate == "headwise" else "")) if self.gated_attention else ""
         return (f"d_model={self.d_model} heads={self.n_heads} d_ff={self.d_ff} N={self.n_layers} "
                 f"neck={self.neck} tokens={runs} {self.output_head}{gated}")
 
@@ -185,13 +190,17 @@ class MultiHeadAttention(nn.Module):
     """Self-attention with the report's projections, optional output gate and entropy monitor.
 
     With ``gated=True`` a ``gate`` linear computes ``sigmoid(x W_g)`` from the layer input
-    and multiplies each head's attention output elementwise before ``out``.  While
+    and multiplies each head's attention output elementwise before ``out``; with
+    ``gate="headwise"`` it computes one score per head that scales the whole head.  While
     :attr:`monitor` is on, attention probabilities are computed explicitly (instead of by
     ``scaled_dot_product_attention``) and :attr:`last_entropy` holds the mean entropy per
-    head ``[n_heads]`` (nats, mean over batch and query positions) of the last forward.
+    head ``[n_heads]`` (nats, mean over batch and query positions) of the last forward,
+    :attr:`last_sink` the mean attention on the first key (queries after the first) and
+    :attr:`last_gate` the mean gate score per head.  ``causal=True`` masks future keys.
     """
 
-    def __init__(self, n_heads: int, d_model: int, dropout: float = 0.0, gated: bool = False) -> None:
+    def __init__(self, n_heads: int, d_model: int, dropout: float = 0.0, gated: bool = False,
+                 gate: str = "elementwise", causal: bool = False) -> None:
         super().__init__()
         self.h, self.d_k, self.d_model = n_heads, d_model // n_heads, d_model
         self.q_linear = nn.Linear(d_model, d_model)
@@ -199,9 +208,11 @@ class MultiHeadAttention(nn.Module):
         self.k_linear = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, d_model)
-        self.gate = nn.Linear(d_model, d_model, bias=False) if gated else None
-        self.monitor = False
+        self.gate = nn.Linear(d_model, n_heads if gate == "headwise" else d_model, bias=False) if gated else None
+        self.causal, self.monitor = causal, False
         self.last_entropy: torch.Tensor | None = None
+        self.last_sink: torch.Tensor | None = None
+        self.last_gate: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq = x.shape[:2]
@@ -209,7 +220,10 @@ class MultiHeadAttention(nn.Module):
         heads = self._attend_monitored(q, k, v) if self.monitor else self._attend(q, k, v)
         heads = heads.transpose(1, 2)  # [B, S, h, d_k]
         if self.gate is not None:
-            heads = heads * torch.sigmoid(self.gate(x)).view(batch, seq, self.h, self.d_k)
+            scores = torch.sigmoid(self.gate(x)).view(batch, seq, self.h, -1)
+            if self.monitor:
+                self.last_gate = scores.detach().mean(dim=(0, 1, 3))
+            heads = heads * scores
         return self.out(heads.reshape(batch, seq, self.d_model))
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,11 +231,16 @@ class MultiHeadAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.dropout.p if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
 
     def _attend_monitored(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_k), dim=-1)
+        logits = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
+        if self.causal:
+            future = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device).triu(1)
+            logits = logits.masked_fill(future, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
         self.last_entropy = torch.special.entr(probs.detach()).sum(-1).mean(dim=(0, 2))
+        self.last_sink = probs.detach()[:, :, 1:, 0].mean(dim=(0, 2)) if probs.shape[-2] > 1 else None
         return self.dropout(probs) @ v
 
 
@@ -246,7 +265,7 @@ class EncoderLayer(nn.Module):
         d, drop = config.d_model, config.dropout
         self.norm_1 = Norm(d)
         self.norm_2 = Norm(d)
-        self.attn = MultiHeadAttention(config.n_heads, d, drop, gated=config.gated_attention)
+        self.attn = MultiHeadAttention(config.n_heads, d, drop, gated=config.gated_attention, gate=config.gate)
         self.ff = FeedForward(d, config.d_ff, drop)
         self.dropout_1 = nn.Dropout(drop)
         self.dropout_2 = nn.Dropout(drop)

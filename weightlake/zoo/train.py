@@ -103,8 +103,13 @@ class TrainRecipe:
     min_accuracy: float = 60.0
     patience: int = 3
     tolerance: float = 0.05
+    grad_filter: str | None = None
+    """``"ema"`` or ``"ma"``: a Grokfast gradient filter between backward and step (see
+    :mod:`weightlake.dynamics.grokfast`); ``None``: plain gradients."""
 
     def __post_init__(self) -> None:
+        if self.grad_filter not in (None, "ema", "ma"):
+            raise TrainError(f"expected grad_filter None, 'ema' or 'ma', got {self.grad_filter!r}")
         if self.checkpoint_epochs is not None:
             object.__setattr__(self, "checkpoint_epochs", tuple(sorted({int(e) for e in self.checkpoint_epochs})))
         bad = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size),
@@ -123,6 +128,8 @@ class TrainRecipe:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["checkpoint_epochs"] = None if self.checkpoint_epochs is None else list(self.checkpoint_epochs)
+        if out["grad_filter"] is None:
+            del out["grad_filter"]  # zoos trained before the option existed keep matching their sidecars
         return out
 
 
@@ -372,6 +379,7 @@ def _fit(model: nn.Module, data: tuple[torch.Tensor, ...], job: ModelJob, recipe
          n_classes: int) -> tuple[_History, list[int], bool]:
     x, y, x_test, y_test = data
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    _attach_grad_filter(opt, recipe.grad_filter)
     gen = torch.Generator().manual_seed(job.seed)
     history, saved = _History(), []
     history.add("test", *_evaluate(model, x_test, y_test, n_classes))
@@ -388,6 +396,13 @@ def _fit(model: nn.Module, data: tuple[torch.Tensor, ...], job: ModelJob, recipe
             _save_checkpoint(Path(job.folder), EARLY_STOP_EPOCH, epoch, model, opt)
             return history, [*saved, EARLY_STOP_EPOCH], True
     return history, saved, False
+
+
+def _attach_grad_filter(opt: torch.optim.Optimizer, kind: str | None) -> None:
+    if kind is not None:
+        from weightlake.dynamics.grokfast import attach_grad_filter  # torch-only; imported when asked for
+
+        attach_grad_filter(opt, kind)
 
 
 @lru_cache(maxsize=2)
@@ -469,6 +484,7 @@ def train_zoo(
     min_accuracy: float = 60.0,
     arch: Architecture = CNN_S,
     progress: Callable[[int, int, ModelResult], None] | None = None,
+    grad_filter: str | None = None,
 ) -> TrainReport:
     """Train a zoo: one CNN per class subset x activation x initialisation.
 
@@ -500,6 +516,8 @@ def train_zoo(
         The architecture to train.
     progress
         Called as ``progress(done, total, result)`` after each model, skipped ones included.
+    grad_filter
+        ``"ema"`` or ``"ma"``: filter gradients between backward and step (Grokfast defaults).
 
     Returns
     -------
@@ -515,7 +533,8 @@ def train_zoo(
     layout = _check_layout(layout, inits := tuple(inits))
     config = _ZooConfig(dataset=str(dataset), subsample=_check_subsample(subsample), seed=int(seed),
                         recipe=TrainRecipe(lr=lr, batch_size=batch_size, epochs_max=epochs_max,
-                                           checkpoint_epochs=_as_tuple(checkpoint_epochs), min_accuracy=min_accuracy),
+                                           checkpoint_epochs=_as_tuple(checkpoint_epochs), min_accuracy=min_accuracy,
+                                           grad_filter=grad_filter),
                         arch=arch.to_dict())
     jobs = plan_jobs(out_dir, subsets, activations, inits, layout=layout, seed=seed, arch=arch)
     for split in ("train", "test"):

@@ -1,0 +1,61 @@
+"""`analyze ntk` on the real trained lake: rows, recorded parameters, refusal without a dataset."""
+
+from __future__ import annotations
+
+import shutil
+
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+import weightlake as wl
+from weightlake.cli import main
+from weightlake.compute._common import DatasetNotRecordedError, probe_images
+from weightlake.compute.ntk import analyze_ntk, kappa_predicts_accuracy, ntk_with_metadata
+from weightlake.dynamics.ntk import empirical_ntk, ntk_spectrum
+
+
+@pytest.fixture()
+def real_copy(tmp_path, real_lake_dir):
+    target = tmp_path / "lake"
+    shutil.copytree(real_lake_dir, target)
+    return target
+
+
+def test_ntk_table_matches_the_pure_function(real_copy):
+    report = analyze_ntk(real_copy, zoo="fmnist", sample=3, probe_images_k=6, images="fashion-mnist", seed=1)
+    assert "distinct models" in str(report)
+    lake = wl.open_lake(real_copy)
+    table = ntk_with_metadata(lake, "fmnist")
+    assert table.height == 3 * 2 * 2 and set(table["state"]) == {"trained", "init"}
+    row = table.filter((pl.col("state") == "trained") & (pl.col("form") == "full")).row(0, named=True)
+    meta = lake.model(row["model_id"])
+    x, _ = probe_images("fashion-mnist", meta["classes"], 6, seed=1)
+    direct = ntk_spectrum(empirical_ntk(lake.cnn(row["model_id"]), x))
+    assert row["lambda_max"] == pytest.approx(direct.lambda_max, rel=1e-6)
+    assert row["size"] == 60 and row["lr_bound"] == pytest.approx(2 / row["lambda_max"])
+    params = lake.manifest.table("ntk").properties["params:fmnist"]
+    assert '"images": "fashion-mnist"' in params and '"n": 3' in params
+    summary = kappa_predicts_accuracy(table)
+    assert set(summary["form"]) == {"full", "trace"} and summary["n"].max() == 3
+
+
+def test_probe_images_are_balanced_and_of_the_models_classes():
+    x, y = probe_images("fashion-mnist", [1, 8], 10, seed=0)
+    assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32
+    assert sorted(set(y.tolist())) == [1, 8] and abs(int((y == 1).sum()) - 5) <= 1
+
+
+def test_ntk_refuses_to_guess_the_dataset(real_copy):
+    with pytest.raises(DatasetNotRecordedError, match="--images"):
+        analyze_ntk(real_copy, zoo="fmnist", sample=1, probe_images_k=2)
+    result = CliRunner().invoke(main, ["analyze", "ntk", "--lake", str(real_copy), "--sample", "1"])
+    assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output
+
+
+def test_ntk_cli(real_copy):
+    result = CliRunner().invoke(main, ["analyze", "ntk", "--lake", str(real_copy), "--sample", "2",
+                                       "--probe-images", "4", "--images", "fashion-mnist", "--no-init"])
+    assert result.exit_code == 0, result.output
+    assert "table 'ntk': 4 rows" in result.output

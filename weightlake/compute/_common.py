@@ -1,0 +1,129 @@
+"""What the lake-level dynamics runs share: the zoo's images, the model sample, the commit.
+
+:func:`commit_tables` generalises :func:`weightlake.analysis.api._commit` to several tables
+in one transaction (a run that writes ``super_weights`` and ``super_weight_sparsity`` commits
+both or neither); for one table it calls ``_commit`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.analysis.api import AnalysisReport
+from weightlake.errors import QueryError, WeightLakeError
+
+Progress = Callable[[int, int], None]
+
+
+class DatasetNotRecordedError(WeightLakeError, ValueError):
+    """The zoo does not record which images its models were trained on, and none were given."""
+
+
+def zoo_dataset(lake: Any, zoo: str, images: str | None) -> str:
+    """The image dataset of ``zoo``: ``images`` when given, else the one the lake records.
+
+    Raises
+    ------
+    DatasetNotRecordedError
+        When neither is available (the tool does not guess: Fashion-MNIST and MNIST models
+        look alike to it).
+    """
+    if images:
+        return str(images)
+    entry = lake.manifest.zoo(zoo)
+    recorded = getattr(entry, "dataset", None) or (getattr(entry, "properties", None) or {}).get("dataset")
+    if recorded:
+        return str(recorded)
+    raise DatasetNotRecordedError(
+        f"zoo {zoo!r} does not record the dataset its models were trained on; pass --images "
+        "(e.g. --images fashion-mnist, or a folder of MNIST-style IDX files)")
+
+
+@dataclass
+class RunReport(AnalysisReport):
+    """An :class:`~weightlake.analysis.api.AnalysisReport` that also says which models were counted."""
+
+    note: str = ""
+    extra: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join([super().__str__(), *(f"   {line}" for line in [self.note, *self.extra] if line)])
+
+
+@dataclass(frozen=True)
+class ModelSample:
+    """The models a run looks at, with their metadata rows (aligned), and how they were chosen."""
+
+    meta: pl.DataFrame
+    n_rows: int
+    note: str
+    selection: dict[str, Any]
+
+
+def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_rows: bool = False,
+                  ids: Sequence[int] | None = None) -> ModelSample:
+    """Distinct models of ``zoo`` (one row per weight vector unless ``all_rows``), restricted to
+    ``ids`` when given, optionally a seeded random ``sample`` of them, sorted by ``model_id``."""
+    from weightlake.analysis.distinct import distinct_models
+
+    meta = lake.models(zoo).collect().sort("model_id")
+    n_rows = meta.height
+    if all_rows:
+        note, selection = f"{n_rows} rows (every row counted, --all-rows)", {"rows": n_rows, "all_rows": True}
+    else:
+        chosen = distinct_models(meta)
+        meta, note, selection = meta.filter(pl.Series(chosen.keep)), chosen.note(), chosen.to_dict()
+    if ids is not None:
+        meta = meta.filter(pl.col("model_id").is_in([int(i) for i in ids]))
+        note += f"; {meta.height} of the {len(ids)} ids asked for"
+    if sample is not None and sample < meta.height:
+        pick = np.sort(np.random.default_rng(seed).choice(meta.height, size=int(sample), replace=False))
+        meta = meta[pick.tolist()]
+        note += f"; a seeded sample of {sample} (seed {seed})"
+    if meta.height == 0:
+        raise QueryError(f"zoo {zoo!r} has no models to analyse")
+    return ModelSample(meta, n_rows, note, {**selection, "sample": sample, "sample_seed": seed, "n": meta.height})
+
+
+def probe_images(dataset: str, classes: Any, n: int, seed: int = 0, split: str = "test") -> tuple[Any, Any]:
+    """``n`` images of ``classes`` from ``split`` (float ``[n, 1, 28, 28]`` in [0, 1], int64 labels),
+    balanced over the classes and drawn with ``seed`` (the same images for the same classes)."""
+    import torch
+
+    from weightlake.zoo.idx import load_dataset, select_classes
+    from weightlake.zoo.train import to_tensors
+
+    classes = sorted(int(c) for c in classes)
+    images, labels = load_dataset(dataset, split)  # type: ignore[arg-type]
+    per_class = -(-int(n) // len(classes))
+    x, y = to_tensors(*select_classes(images, labels, classes, per_class=per_class, seed=seed))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[order], y[order]
+
+
+def commit_tables(lake_root: Path | str, tables: Mapping[str, pl.DataFrame], zoo: str, params: dict[str, Any],
+                  snapshot: int) -> int:
+    """Commit derived tables (partitioned by zoo, ``params`` recorded) in one transaction."""
+    from weightlake.analysis.api import _commit
+    from weightlake.storage.transaction import transaction
+
+    if len(tables) == 1:
+        name, df = next(iter(tables.items()))
+        return _commit(Path(lake_root), name, df, zoo, params, snapshot)
+    with transaction(Path(lake_root)) as tx:
+        if tx.parent.version != snapshot:
+            raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
+                             "run it again")
+        for name, df in tables.items():
+            tx.put_table(name, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
+                         properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})
+        summary = ", ".join(f"{name}: {df.height} rows" for name, df in tables.items())
+        return tx.commit({"op": f"analyze-{next(iter(tables))}", "zoo": zoo,
+                          "summary": f"{summary} for {zoo} from snapshot {snapshot}"}).version
