@@ -46,6 +46,11 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def _per_thousand(seconds_per_model: float) -> str:
+    total = seconds_per_model * 1000
+    return f"{total:.0f} s" if total < 120 else f"{total / 60:.0f} min" if total < 7200 else f"{total / 3600:.1f} h"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -79,7 +84,7 @@ def main() -> None:
     print(f"threads {args.threads}, best of {args.rounds} rounds, load average {load:.1f}")
     for name, figures in results.items():
         ours, base = list(figures.values())
-        print(f"{name}: ours {ours:.3f} s/model ({ours * 1000 / 3600:.2f} h per 1,000 models), "
+        print(f"{name}: ours {ours:.3f} s/model ({_per_thousand(ours)} per 1,000 models), "
               f"baseline {base:.3f} s/model, {base / ours:.1f}x")
     print(json.dumps({"load": load, "threads": args.threads, "results": results}))
 
