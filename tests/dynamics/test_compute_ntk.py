@@ -18,7 +18,7 @@ from weightlake.dynamics.ntk import empirical_ntk, ntk_spectrum
 
 @pytest.fixture()
 def real_copy(tmp_path, real_lake_dir):
-    target = tmp_path / "lake"
+    target = tmp_path / "real-lake"
     shutil.copytree(real_lake_dir, target)
     return target
 
@@ -47,11 +47,18 @@ def test_probe_images_are_balanced_and_of_the_models_classes():
     assert sorted(set(y.tolist())) == [1, 8] and abs(int((y == 1).sum()) - 5) <= 1
 
 
-def test_ntk_refuses_to_guess_the_dataset(real_copy):
+def test_ntk_uses_the_recorded_dataset_and_refuses_to_guess_one(real_copy, lake_copy):
+    """The trainer-made zoo records Fashion-MNIST; a CSV zoo ingested without --dataset records nothing."""
+    report = analyze_ntk(real_copy, zoo="fmnist", sample=1, probe_images_k=2, at_init=False)
+    assert report.rows == 2
+    params = wl.open_lake(real_copy).manifest.table("ntk").properties["params:fmnist"]
+    assert '"images": "fashion-mnist"' in params
     with pytest.raises(DatasetNotRecordedError, match="--images"):
-        analyze_ntk(real_copy, zoo="fmnist", sample=1, probe_images_k=2)
-    result = CliRunner().invoke(main, ["analyze", "ntk", "--lake", str(real_copy), "--sample", "1"])
+        analyze_ntk(lake_copy, zoo="mnist-cnn-s", sample=1, probe_images_k=2)
+    before = wl.open_lake(lake_copy).snapshot
+    result = CliRunner().invoke(main, ["analyze", "ntk", "--lake", str(lake_copy), "--sample", "1"])
     assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output
+    assert wl.open_lake(lake_copy).snapshot == before
 
 
 def test_ntk_cli(real_copy):

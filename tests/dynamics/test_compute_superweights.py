@@ -18,7 +18,7 @@ from weightlake.query import run_named
 
 @pytest.fixture()
 def real_copy(tmp_path, real_lake_dir):
-    target = tmp_path / "lake"
+    target = tmp_path / "real-lake"
     shutil.copytree(real_lake_dir, target)
     return target
 
@@ -41,6 +41,7 @@ def test_super_weight_tables_agree_with_the_scan(real_copy):
         assert run_named(lake, name, {"zoo": "fmnist"}).height > 0
 
 
-def test_super_weights_cli_refuses_without_images(real_copy):
-    result = CliRunner().invoke(main, ["analyze", "super-weights", "--lake", str(real_copy), "--sample", "1"])
-    assert result.exit_code == 1 and "--images" in result.output
+def test_super_weights_cli_refuses_without_a_recorded_dataset(lake_copy):
+    """A CSV zoo ingested without --dataset records no images: refused, not guessed."""
+    result = CliRunner().invoke(main, ["analyze", "super-weights", "--lake", str(lake_copy), "--sample", "1"])
+    assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output

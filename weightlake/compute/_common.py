@@ -27,23 +27,32 @@ class DatasetNotRecordedError(WeightLakeError, ValueError):
 
 
 def zoo_dataset(lake: Any, zoo: str, images: str | None) -> str:
-    """The image dataset of ``zoo``: ``images`` when given, else the one the lake records.
+    """The image dataset of ``zoo``: ``images`` when given, else the one the lake records
+    (trainer record, checkpoint ingest or ``ingest csv --dataset``).
 
     Raises
     ------
     DatasetNotRecordedError
         When neither is available (the tool does not guess: Fashion-MNIST and MNIST models
-        look alike to it).
+        look alike to it), or the recorded one cannot be loaded here.
     """
+    from weightlake.errors import IngestError
+    from weightlake.ingest.common import zoo_dataset as recorded_dataset
+    from weightlake.zoo.idx import dataset_dir
+
     if images:
         return str(images)
-    entry = lake.manifest.zoo(zoo)
-    recorded = getattr(entry, "dataset", None) or (getattr(entry, "properties", None) or {}).get("dataset")
-    if recorded:
-        return str(recorded)
-    raise DatasetNotRecordedError(
-        f"zoo {zoo!r} does not record the dataset its models were trained on; pass --images "
-        "(e.g. --images fashion-mnist, or a folder of MNIST-style IDX files)")
+    recorded = recorded_dataset(lake.manifest, zoo)
+    if recorded is None:
+        raise DatasetNotRecordedError(
+            f"zoo {zoo!r} does not record the dataset its models were trained on; pass --images "
+            "(e.g. --images fashion-mnist, or a folder of MNIST-style IDX files; record it at ingest with --dataset)")
+    try:
+        dataset_dir(recorded)
+    except IngestError as exc:
+        raise DatasetNotRecordedError(f"zoo {zoo!r} was trained on {recorded!r}, which is not available here "
+                                      f"({exc}); pass --images FOLDER with its IDX files") from exc
+    return recorded
 
 
 @dataclass
