@@ -33,6 +33,8 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def plot_phase_diagram(diagrams: dict[str, dict[str, np.ndarray]], path: str | Path, n_inputs: int) -> Path:
     """log10 kappa and mean NTK correlation over depth x sigma_w^2, one column per activation."""
+    from matplotlib import colormaps
+
     fig, axes = _figure(len(diagrams), 2, size=(5.2, 3.6))
     for col, (act, d) in enumerate(diagrams.items()):
         extent = (d["depths"][0] - 0.5, d["depths"][-1] + 0.5, d["sigma_w2"][0], d["sigma_w2"][-1])
@@ -40,10 +42,12 @@ def plot_phase_diagram(diagrams: dict[str, dict[str, np.ndarray]], path: str | P
         for row, (grid, label, cmap) in enumerate(((kappa, "log10 kappa (NTK)", "magma"),
                                                    (d["correlation"], "mean off-diagonal NTK correlation", "viridis"))):
             ax = axes[row, col]
-            im = ax.imshow(grid, origin="lower", aspect="auto", extent=extent, cmap=cmap, interpolation="nearest")
+            im = ax.imshow(grid, origin="lower", aspect="auto", extent=extent, interpolation="nearest",
+                           cmap=colormaps[cmap].with_extremes(bad="0.8"))
             fig.colorbar(im, ax=ax, label=label)
+            singular = "\n(grey: kernel singular, kappa infinite)" if row == 0 and np.isnan(grid).any() else ""
             ax.set(xlabel="depth L (hidden layers)", ylabel="sigma_w^2",
-                   title=f"{act}: {label.split(' (')[0]}, {n_inputs} inputs")
+                   title=f"{act}: {label.split(' (')[0]}, {n_inputs} inputs{singular}")
     return _save(fig, path)
 
 
@@ -77,7 +81,7 @@ def plot_kappa_vs_accuracy(table: Any, path: str | Path, zoo: str, form: str = "
             ax.scatter(np.log10(sub["kappa"].to_numpy()), sub["accuracy"].to_numpy(), s=18, color=_COLOURS[i % 6],
                        label=act, alpha=0.8)
         ax.set(xlabel=f"log10 kappa ({form} NTK, {state})", ylabel="test accuracy of the trained model (%)",
-               title=f"{zoo}: {state} NTK vs accuracy (n={part['model_id'].n_unique()}; {n_inf} singular not shown)")
+               title=f"{zoo}: {state} NTK vs accuracy\n(n={part['model_id'].n_unique()} models; {n_inf} singular, not shown)")
         ax.legend(fontsize=8)
     return _save(fig, path)
 
