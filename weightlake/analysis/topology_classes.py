@@ -246,7 +246,7 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
 
     auc = table.filter(pl.col("kind") == "auc")
     man = table.filter(pl.col("kind") == "mantel")
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.3]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.4]}, layout="constrained")
     sets = auc["features"].unique(maintain_order=True).to_list()
     digits = sorted(auc["digit"].unique().to_list())
     width = 0.8 / max(len(sets), 1)
@@ -261,13 +261,12 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     r_values = [r if r is not None else 0.0 for r in man["r"].to_list()]
     bx.barh(man["distance"].to_list(), r_values, color="tab:purple")
     for i, (r, p) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), strict=True)):
-        bx.text(r or 0.0, i, f" p={p:.3f}" if p is not None else " not tested (< 4 class sets)", va="center",
-                fontsize=8)
+        bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}" if p is not None else "not tested (< 4 class sets)",
+                va="center", fontsize=8)
     bx.axvline(0, color="grey", lw=1)
     n_sets = int(man["n_class_sets"].cast(pl.Int64).max() or 0) if man.height else 0  # type: ignore[arg-type]
-    bx.set(xlabel="Mantel r (Spearman) vs Jaccard of class sets", xlim=(-1, 1),
-           title=f"class-set distances (k={n_sets} class sets)")
-    fig.tight_layout()
+    bx.set(xlabel="Mantel r (Spearman) against the\nJaccard distance of class sets", xlim=(-1, 1),
+           title=f"Mantel tests over k={n_sets} class sets")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
