@@ -75,3 +75,29 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
 
 def emit(name: str, figures: dict[str, Any]) -> None:
     print(json.dumps({"benchmark": name, **figures}))
+
+
+QUICK_ROWS = 4096
+
+
+def quick_csv(data_dir: Path = BENCH_DATA) -> Path:
+    """The first 4,096 data rows of the full-size CSV zoo (for ``--quick`` runs), cut once."""
+    path = data_dir / "zoo-quick.csv"
+    if not path.exists():
+        src = full_csv(data_dir)
+        tmp = path.with_suffix(".partial")
+        with open(src, "rb") as fh, open(tmp, "wb") as out:
+            for _ in range(QUICK_ROWS + 1):
+                out.write(fh.readline())
+        tmp.rename(path)
+    return path
+
+
+def quick_lake(data_dir: Path = BENCH_DATA) -> Path:
+    """A lake of the quick CSV as 'mnist-cnn-s', built once and reused."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    root = data_dir / "lake-quick"
+    if not (root / "_current").exists():
+        ingest_csv(root, quick_csv(data_dir), zoo="mnist-cnn-s", init="kaiming_uniform")
+    return root

@@ -53,6 +53,8 @@ def test_plain_queries_register_no_functions(small_lake_dir) -> None:
             "n = lake.sql('SELECT count(*) AS n FROM models')['n'][0]\n"
             "plain = 'weightlake.analysis.metrics' in sys.modules\n"
             "v = lake.sql('SELECT wl_l2(w) AS v FROM weights LIMIT 1')['v'][0]\n"
-            "print(n, plain, 'weightlake.analysis.metrics' in sys.modules, v > 0)\n")
+            "macro = 'weightlake.analysis.metrics' in sys.modules\n"  # wl_l2 is a DuckDB macro: no Python
+            "u = lake.sql('SELECT wl_w1(w, w) AS u FROM weights LIMIT 1')['u'][0]\n"
+            "print(n, plain, macro, 'weightlake.analysis.metrics' in sys.modules, v > 0, u == 0)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["432", "False", "True", "True"]
+    assert out == ["432", "False", "False", "True", "True", "True"]
