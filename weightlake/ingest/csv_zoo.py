@@ -32,7 +32,14 @@ import polars as pl
 
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import IngestError, QueryError
-from weightlake.ingest.common import ColumnBlock, IngestReport, ZooWriter, check_zoo_dataset, file_fingerprint, source_seen
+from weightlake.ingest.common import (
+    ColumnBlock,
+    IngestReport,
+    ZooWriter,
+    check_zoo_dataset,
+    file_fingerprint,
+    source_seen,
+)
 from weightlake.storage.transaction import transaction
 
 DIGITS = tuple(str(d) for d in range(10))
