@@ -71,8 +71,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) 
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     if files:
-        con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
-                                                    MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS)))
+        con.register("models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
     for name, entry in lake.manifest.tables.items():
         if entry.files:
             part = tuple(entry.properties.get("partition_by", ()))
@@ -82,10 +81,22 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) 
         con.register("weights", weights_arrow(lake))
 
 
-def _string_types(columns: Sequence[str]) -> dict[str, Any]:
-    import pyarrow as pa
+def models_arrow(paths: Sequence[str], partition_by: Sequence[str]) -> Any:
+    """The model metadata files as one Arrow table, partition columns (strings) last.
 
-    return {c: pa.string() for c in columns}
+    Read with polars, not as a pyarrow dataset: ``pyarrow.dataset`` imports pandas (1.5 s of a
+    cold ``weightlake sql``), and the metadata is small (about 100 bytes a model). Schemas are
+    unified by name, as :func:`weightlake.storage.tables.arrow_dataset` does: a column added
+    in a later commit reads as null in earlier files.
+    """
+    frames = []
+    for path in paths:
+        frame = pl.read_parquet(path)
+        parts = {c: tables._partition_of(path, c) for c in partition_by}
+        frames.append(frame.with_columns(pl.lit(v, dtype=pl.String).alias(c) for c, v in parts.items()))
+    merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    rest = [c for c in merged.columns if c not in partition_by]
+    return merged.select(*rest, *partition_by).to_arrow()
 
 
 def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
