@@ -70,13 +70,18 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=BENCH_DATA)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="the first 4,096 rows, 2 rounds")
+    ap.add_argument("--parsers", default="polars,pyarrow,duckdb",
+                    help="bare parsers to time (polars is always one: the ingest parses with it)")
     ap.add_argument("--before", type=Path, help="a checkout whose ingest_csv is the before figure (e.g. /work/main)")
     args = ap.parse_args()
     csv_path = quick_csv(args.data) if args.quick else full_csv(args.data)
     rounds = 2 if args.quick else args.rounds
     size_gb = csv_path.stat().st_size / 1e9
     tmp = Path(tempfile.mkdtemp(prefix="wl-bench-"))
-    contenders = {"polars": (POLARS,), "pyarrow": (PYARROW,), "duckdb": (DUCKDB,), "ingest": (INGEST,)}
+    chosen = {"polars", *args.parsers.split(",")}
+    parsers = tuple(p for p in ("polars", "pyarrow", "duckdb") if p in chosen)
+    code = {"polars": POLARS, "pyarrow": PYARROW, "duckdb": DUCKDB}
+    contenders = {**{p: (code[p],) for p in parsers}, "ingest": (INGEST,)}
     if args.before:
         contenders["ingest_before"] = (INGEST, str(args.before.resolve()))
     runs: dict[str, list[dict]] = {k: [] for k in contenders}
@@ -96,7 +101,6 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
-    parsers = ("polars", "pyarrow", "duckdb")
     fastest = min(parsers, key=lambda k: best[k]["seconds"])
     ingest = best["ingest"]
     figures = {
