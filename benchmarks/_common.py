@@ -57,13 +57,17 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter, timed inside the child; returns its JSON result.
 
     ``code`` must set ``result`` (a dict); the child adds ``seconds`` (wall time of the
-    code) and ``peak_gb`` (its own peak resident memory).
+    code), ``cpu_s`` (CPU time of the whole process, imports included) and ``peak_gb`` (its
+    own peak resident memory).
     """
     wrapper = (
         "import json, sys, time\n"
         "t = time.perf_counter()\n"
         f"{code}\n"
         "result['seconds'] = time.perf_counter() - t\n"
+        # CPU seconds of every thread (user + system): the work done, less sensitive to a busy machine
+        "import resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF)\n"
+        "result['cpu_s'] = _u.ru_utime + _u.ru_stime\n"
         # VmHWM: this process's own peak; ru_maxrss would carry the parent's size at fork over the exec
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "result['peak_gb'] = int(hwm.split()[1]) * 1024 / 1e9\n"

@@ -108,16 +108,21 @@ def main() -> None:
         "load_1min": [round(x, 2) for x in load],
         **{f"{k}_s": round(b["seconds"], 2) for k, b in best.items()},
         **{f"{k}_peak_gb": round(b["peak_gb"], 2) for k, b in best.items()},
+        **{f"{k}_cpu_s": round(min(r["cpu_s"] for r in v), 2) for k, v in runs.items()},
         "fastest_parse": fastest,
         "ingest_over_fastest_parse": round(ingest["seconds"] / best[fastest]["seconds"], 2),
         "ingest_over_polars": round(ingest["seconds"] / best["polars"]["seconds"], 2),
     }
+    figures["ingest_cpu_over_polars_cpu"] = round(figures["ingest_cpu_s"] / figures["polars_cpu_s"], 2)
     if args.before:
+        figures["before_cpu_over_polars_cpu"] = round(figures["ingest_before_cpu_s"] / figures["polars_cpu_s"], 2)
         figures["before_over_fastest_parse"] = round(best["ingest_before"]["seconds"] / best[fastest]["seconds"], 2)
     print(f"CSV {size_gb:.2f} GB, {ingest['rows']} rows, best of {rounds} alternating rounds, load {load}")
     for k, b in best.items():
+        cpu = figures[f"{k}_cpu_s"]
         print(f"  {k:14s} {b['seconds']:6.2f} s   peak {b['peak_gb']:.2f} GB   "
-              f"{b['seconds'] / best[fastest]['seconds']:.2f}x the fastest parse ({fastest})")
+              f"{b['seconds'] / best[fastest]['seconds']:.2f}x the fastest parse ({fastest});   "
+              f"CPU {cpu:6.2f} s = {cpu / figures['polars_cpu_s']:.2f}x polars' CPU")
     print(f"  ingest / fastest parse {figures['ingest_over_fastest_parse']:.2f}x (goal <= 1.2x, peak < 1.1 GB)")
     if not args.quick:
         figures.update(**read, codecs=codecs)
