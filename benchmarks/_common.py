@@ -57,13 +57,17 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter, timed inside the child; returns its JSON result.
 
     ``code`` must set ``result`` (a dict); the child adds ``seconds`` (wall time of the
-    code) and ``peak_gb`` (its own peak resident memory).
+    code), ``cpu_s`` (CPU time of the whole process, imports included) and ``peak_gb`` (its
+    own peak resident memory).
     """
     wrapper = (
         "import json, sys, time\n"
         "t = time.perf_counter()\n"
         f"{code}\n"
         "result['seconds'] = time.perf_counter() - t\n"
+        # CPU seconds of every thread (user + system): the work done, less sensitive to a busy machine
+        "import resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF)\n"
+        "result['cpu_s'] = _u.ru_utime + _u.ru_stime\n"
         # VmHWM: this process's own peak; ru_maxrss would carry the parent's size at fork over the exec
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "result['peak_gb'] = int(hwm.split()[1]) * 1024 / 1e9\n"
@@ -75,3 +79,29 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
 
 def emit(name: str, figures: dict[str, Any]) -> None:
     print(json.dumps({"benchmark": name, **figures}))
+
+
+QUICK_ROWS = 4096
+
+
+def quick_csv(data_dir: Path = BENCH_DATA) -> Path:
+    """The first 4,096 data rows of the full-size CSV zoo (for ``--quick`` runs), cut once."""
+    path = data_dir / "zoo-quick.csv"
+    if not path.exists():
+        src = full_csv(data_dir)
+        tmp = path.with_suffix(".partial")
+        with open(src, "rb") as fh, open(tmp, "wb") as out:
+            for _ in range(QUICK_ROWS + 1):
+                out.write(fh.readline())
+        tmp.rename(path)
+    return path
+
+
+def quick_lake(data_dir: Path = BENCH_DATA) -> Path:
+    """A lake of the quick CSV as 'mnist-cnn-s', built once and reused."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+
+    root = data_dir / "lake-quick"
+    if not (root / "_current").exists():
+        ingest_csv(root, quick_csv(data_dir), zoo="mnist-cnn-s", init="kaiming_uniform")
+    return root

@@ -9,6 +9,10 @@ reference (``pearsonr`` / ``spearmanr`` per parameter x metadata column) runs on
 parameters and is extrapolated; its r and p are checked against ours.
 
     .venv/bin/python benchmarks/bench_correlations.py [--rows 36468] [--scipy-params 20] [--repeat 2] [--inits]
+        [--before /work/main --rounds 3]
+
+``--before DIR`` also times the full table (both methods) in fresh processes, this checkout's
+code and DIR's alternating round by round (best of ``--rounds``), with the load average.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import polars as pl
 import scipy.stats as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import FULL_ROWS, best_time, emit  # noqa: E402
+from _common import FULL_ROWS, best_time, emit, run_child  # noqa: E402
 
 from weightlake.analysis import correlations as C  # noqa: E402
 from weightlake.analysis._rows import default_workers  # noqa: E402
@@ -62,13 +66,46 @@ def scipy_loop(rows: np.ndarray, y: np.ndarray, fn) -> tuple[np.ndarray, np.ndar
 
 
 
+TABLE = """
+import time as _t
+if sys.argv[2] != '-':
+    sys.path.insert(0, sys.argv[2])
+sys.path.insert(1, sys.argv[3])
+from bench_correlations import synthetic
+from weightlake.analysis import correlations as C
+rows, meta = synthetic(int(sys.argv[1]), False)
+C.correlate(rows[:500, :64], meta[:500])
+t0 = _t.perf_counter()
+table = C.param_correlations(rows, meta)
+result = {'table_s': _t.perf_counter() - t0, 'rows': table.height, 'code': C.__file__}
+"""
+
+
+def alternate(n: int, before: Path, rounds: int) -> dict:
+    """The full table in fresh processes, this code and ``before``'s alternating; best of rounds."""
+    here = str(Path(__file__).parent)
+    best = {"this": float("inf"), "before": float("inf")}
+    load = [os.getloadavg()[0]]
+    for _ in range(rounds):
+        for who, where in (("this", "-"), ("before", str(before.resolve()))):
+            best[who] = min(best[who], run_child(TABLE, str(n), where, here)["table_s"])
+        load.append(os.getloadavg()[0])
+    print(f"full table in fresh processes, best of {rounds} alternating rounds, load {[round(x, 2) for x in load]}: "
+          f"this {best['this']:.2f} s, before {best['before']:.2f} s ({best['before'] / best['this']:.2f}x faster)")
+    return {"table_fresh_s": round(best["this"], 3), "table_before_s": round(best["before"], 3),
+            "alternating_rounds": rounds, "load_1min": [round(x, 2) for x in load]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=FULL_ROWS)
     parser.add_argument("--scipy-params", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--inits", action="store_true", help="add the initialisation one-hot (25 columns)")
+    parser.add_argument("--before", type=Path, help="a checkout whose code is the before figure (e.g. /work/main)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    fresh = alternate(args.rows, args.before, args.rounds) if args.before else {}
 
     rows, meta = synthetic(args.rows, args.inits)
     names, y = C.metadata_matrix(meta)
@@ -107,7 +144,7 @@ def main() -> None:
                           "spearman_s": round(t_spear, 3), "table_pearson_s": round(t_table_p, 3),
                           "table_both_s": round(t_table, 3), "scipy_pearsonr_extrapolated_s": round(t_sp_p * scale, 1),
                           "scipy_spearmanr_extrapolated_s": round(t_sp_s * scale, 1), "max_abs_dr": max(err_r, err_rs),
-                          "max_rel_dp": err_p, "goal_s": 3.0})
+                          "max_rel_dp": err_p, "goal_s": 3.0, **fresh})
 
 
 if __name__ == "__main__":

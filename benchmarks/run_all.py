@@ -1,10 +1,14 @@
 """Run every benchmark in this folder, one after the other, and collect their JSON lines.
 
-    python benchmarks/run_all.py [--only ingest,udf] [--out bench-data/results.jsonl]
+    python benchmarks/run_all.py [--only ingest,udf] [--out bench-data/results.jsonl] [--quick]
 
 Each benchmark compares against its own baseline in the same run (ratios, since the
 machine is noisy). The full-size data (a 1 GB CSV zoo and its lake) is generated once
 into bench-data/ and reused. Figures go to BENCHMARKS.md by hand, with this command.
+
+``--quick`` runs each benchmark at small size (the arguments in :data:`QUICK`), for a glance
+that everything still runs and roughly where the ratios are, not for the figures; benchmarks
+without a small size are skipped and listed.
 """
 
 from __future__ import annotations
@@ -17,30 +21,47 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = no quick mode yet
+    "ingest": ["--quick"], "udf": ["--quick"], "coldstart": ["--quick"],
+    "correlations": ["--rows", "4000", "--scipy-params", "4", "--repeat", "1"],
+    "metrics": ["--pairs", "2000", "--scipy-sample", "100", "--repeat", "1"],
+    "spectra": ["--rows", "2000", "--loop-sample", "50", "--repeat", "1"],
+    "checkpoints": ["--files", "200", "--tree", "bench-data/ckpt-tree-quick"],
+    "merger": ["--configs", "small", "--seconds", "2", "--min-batches", "1"],
+    "topology": ["--sample", "40", "--rounds", "1", "--skip-lake"],
+}
 ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
-         "train"]
+         "train", "coldstart", "dynamics", "topology"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma list of names (bench_<name>.py)")
     ap.add_argument("--out", type=Path, default=Path("bench-data/results.jsonl"))
+    ap.add_argument("--quick", action="store_true", help="every benchmark at small size (see QUICK)")
     args = ap.parse_args()
     names = args.only.split(",") if args.only else [n for n in ORDER if (HERE / f"bench_{n}.py").exists()]
+    if args.quick:
+        skipped = [n for n in names if n not in QUICK]
+        names = [n for n in names if n in QUICK]
+        if skipped:
+            print(f"no quick mode (skipped): {', '.join(skipped)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as sink:
         for name in names:
             script = HERE / f"bench_{name}.py"
             print(f"== {name}", flush=True)
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+            extra = QUICK[name] if args.quick else []
+            proc = subprocess.run([sys.executable, str(script), *extra], capture_output=True, text=True)
             print(proc.stdout[-4000:], end="")
             if proc.returncode:
                 print(proc.stderr[-2000:], file=sys.stderr)
             for line in proc.stdout.splitlines():
                 if line.startswith("{"):
                     record = json.loads(line)
-                    record.update(seconds=round(time.perf_counter() - started, 1), when=time.strftime("%Y-%m-%d %H:%M"))
+                    record.update(seconds=round(time.perf_counter() - started, 1), when=time.strftime("%Y-%m-%d %H:%M"),
+                                  quick=args.quick)
                     sink.write(json.dumps(record) + "\n")
 
 

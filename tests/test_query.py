@@ -53,6 +53,24 @@ def test_plain_queries_register_no_functions(small_lake_dir) -> None:
             "n = lake.sql('SELECT count(*) AS n FROM models')['n'][0]\n"
             "plain = 'weightlake.analysis.metrics' in sys.modules\n"
             "v = lake.sql('SELECT wl_l2(w) AS v FROM weights LIMIT 1')['v'][0]\n"
-            "print(n, plain, 'weightlake.analysis.metrics' in sys.modules, v > 0)\n")
+            "macro = 'weightlake.analysis.metrics' in sys.modules\n"  # wl_l2 is a DuckDB macro: no Python
+            "u = lake.sql('SELECT wl_w1(w, w) AS u FROM weights LIMIT 1')['u'][0]\n"
+            "print(n, plain, macro, 'weightlake.analysis.metrics' in sys.modules, v > 0, u == 0)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["432", "False", "True", "True"]
+    assert out == ["432", "False", "False", "True", "True", "True"]
+
+
+def test_a_query_registers_only_the_tables_it_names(analysed_lake_dir) -> None:
+    """A plain query over models reads no derived table (and so never imports pyarrow.dataset, or pandas)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, weightlake as wl\n"
+            f"lake = wl.open_lake({str(analysed_lake_dir)!r})\n"
+            "n = lake.sql('SELECT count(*) AS n FROM models')['n'][0]\n"
+            "plain = 'pyarrow.dataset' in sys.modules or 'pandas' in sys.modules\n"
+            "s = lake.sql('SELECT count(*) AS s FROM spectra')['s'][0]\n"
+            "shown = set(lake.sql('SHOW TABLES')['name'].to_list())\n"
+            "print(n > 0, plain, s > 0, {'models', 'spectra', 'correlations'} <= shown)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "True", "True"]

@@ -35,12 +35,18 @@ if TYPE_CHECKING:
 
 _WORD = re.compile(r"\bweights\b", re.IGNORECASE)
 _FUNCTION = re.compile(r"\bwl_\w+", re.IGNORECASE)
+_NAME = re.compile(r"[\w-]+")  # a quoted table name may hold dashes
+_WORDS = re.compile(r"\w+")
+_CATALOGUE = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\w+|pragma)\b", re.IGNORECASE)
 
 
-def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = True,
+            views: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot.
 
     ``udfs``: register every ``wl_*`` function (True), none (False), or only the named ones.
+    ``views``: every derived table's view (True), none, or only the named ones (``models``
+    is always there).
 
     The connection cannot touch the file system: every view is data handed over from
     Python (checked Parquet files as Arrow datasets, weights as an Arrow table), then
@@ -53,7 +59,7 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")  # its bar would land in --format csv output
-        _create_views(con, lake, weights=weights)
+        _create_views(con, lake, weights=weights, views=views)
         if udfs:
             from weightlake.analysis.udfs import register_udfs
 
@@ -66,15 +72,16 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
     return con
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) -> None:
+def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
+                  views: bool | Collection[str] = True) -> None:
     from weightlake.storage.transaction import MODEL_PARTITIONS
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     if files:
-        con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
-                                                    MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS)))
+        con.register("models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
+    wanted = None if views is True else set() if views is False else {str(v).lower() for v in views}
     for name, entry in lake.manifest.tables.items():
-        if entry.files:
+        if entry.files and (wanted is None or name.lower() in wanted):
             part = tuple(entry.properties.get("partition_by", ()))
             base = lake.root / "tables" / tables.partition_value(name)
             con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part))
@@ -82,10 +89,22 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) 
         con.register("weights", weights_arrow(lake))
 
 
-def _string_types(columns: Sequence[str]) -> dict[str, Any]:
-    import pyarrow as pa
+def models_arrow(paths: Sequence[str], partition_by: Sequence[str]) -> Any:
+    """The model metadata files as one Arrow table, partition columns (strings) last.
 
-    return {c: pa.string() for c in columns}
+    Read with polars, not as a pyarrow dataset: ``pyarrow.dataset`` imports pandas (1.5 s of a
+    cold ``weightlake sql``), and the metadata is small (about 100 bytes a model). Schemas are
+    unified by name, as :func:`weightlake.storage.tables.arrow_dataset` does: a column added
+    in a later commit reads as null in earlier files.
+    """
+    frames = []
+    for path in paths:
+        frame = pl.read_parquet(path)
+        parts = {c: tables._partition_of(path, c) for c in partition_by}
+        frames.append(frame.with_columns(pl.lit(v, dtype=pl.String).alias(c) for c, v in parts.items()))
+    merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    rest = [c for c in merged.columns if c not in partition_by]
+    return merged.select(*rest, *partition_by).to_arrow()
 
 
 def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -131,8 +150,11 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     """Run one query; the ``weights`` view is decoded only if the query names it."""
     import duckdb
 
-    # register only the wl_* functions the query names (none for a plain query: no metrics import)
-    con = connect(lake, weights=bool(_WORD.search(query)), udfs={m.lower() for m in _FUNCTION.findall(query)})
+    # register only the wl_* functions and derived tables the query names (none for a plain query:
+    # no metrics import, no pyarrow.dataset import); a query listing the catalogue gets every view
+    views = True if _CATALOGUE.search(query) else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
+    con = connect(lake, weights=bool(_WORD.search(query)), udfs={m.lower() for m in _FUNCTION.findall(query)},
+                  views=views)
     try:
         one_statement(con, query)
         rel = con.sql(query, params=params) if params else con.sql(query)

@@ -7,6 +7,7 @@ import pytest
 
 import weightlake as wl
 from weightlake.analysis.metrics import METRICS, per_layer
+from weightlake.analysis.udfs import MACROS, register_udfs
 from weightlake.arch import CNN_S
 
 PAIRS = "FROM weights a JOIN weights b ON b.model_id = a.model_id + 7 WHERE a.model_id < 60 ORDER BY a.model_id"
@@ -36,7 +37,53 @@ def test_metric_udf_matches_python(lake, rows, spec):
         got = lake.sql(f"SELECT wl_{spec.name}(a.w, b.w) AS v {PAIRS}")["v"].to_numpy()
         kwargs = {"arch": CNN_S} if spec.scope in ("layers", "whole") else {}
         want = spec.fn(x, y, **kwargs)
-    np.testing.assert_allclose(got, np.asarray(want, dtype=np.float64), rtol=1e-6, atol=1e-12)
+    # the macro forms accumulate in float64, numpy's functions sum float32 rows in float32; a difference
+    # of two norms (l2/log_norm_diff) loses digits to cancellation, so those get an absolute bound
+    rtol = 1e-5 if f"wl_{spec.name}" in MACROS else 1e-6
+    if spec.name in ("l2_norm_diff", "log_norm_diff"):
+        rtol = 1e-6 * float(np.linalg.norm(x.astype(np.float64), axis=1).max())
+    np.testing.assert_allclose(got, np.asarray(want, dtype=np.float64), rtol=rtol, atol=1e-12)
+
+
+MACRO_REFERENCE = {  # float64 references computed here, not by the functions under test
+    "wl_l2": lambda x, y: np.sqrt((x * x).sum(1)),
+    "wl_mse": lambda x, y: ((x - y) ** 2).mean(1),
+    "wl_cosine": lambda x, y: (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1)),
+    "wl_l2_norm_diff": lambda x, y: np.abs(np.sqrt((x * x).sum(1)) - np.sqrt((y * y).sum(1))),
+    "wl_log_norm_diff": lambda x, y: np.abs(np.log(np.sqrt((x * x).sum(1))) - np.log(np.sqrt((y * y).sum(1)))),
+}
+
+
+@pytest.mark.parametrize("macros", [True, False], ids=["macro", "python-udf"])
+@pytest.mark.parametrize("name", sorted(MACROS))
+def test_macro_and_udf_forms_match_float64_reference(lake, rows, name, macros):
+    con = lake.connect(udfs=False)  # a connection of our own, so the Python forms can be registered
+    register_udfs(con, lake, only={name}, macros=macros)
+    args = "a.w" if MACROS[name][0] == "w" else "a.w, b.w"
+    got = con.sql(f"SELECT {name}({args}) AS v {PAIRS}").fetchnumpy()["v"]
+    x, y = (r.astype(np.float64) for r in rows)
+    # macros accumulate in float64 (1e-12); the Python UDFs sum float32 in float32 (about 1e-6 relative,
+    # more for a difference of norms, so those are bounded relative to the norms)
+    want, norm = MACRO_REFERENCE[name](x, y), float(np.sqrt((x * x).sum(1)).max())
+    if macros and name == "wl_l2":  # the one macro that sums in float32 (array_inner_product)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    elif macros:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * norm)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * norm)
+    is_macro = con.sql(f"SELECT count(*) FROM duckdb_functions() WHERE function_name = '{name}' "
+                       "AND function_type = 'macro'").fetchall()[0][0] > 0
+    assert is_macro == macros
+
+
+def test_macros_handle_zero_vectors_as_numpy_does(lake):
+    con = lake.connect(udfs=False)
+    register_udfs(con, lake, only=set(MACROS))
+    zero, one = "[0, 0, 0]::FLOAT[3]", "[1, 2, 2]::FLOAT[3]"
+    row = con.sql(f"SELECT wl_cosine({zero}, {one}), wl_log_norm_diff({zero}, {one}), wl_l2({one}), "
+                  f"wl_mse({zero}, {one}), wl_l2_norm_diff({zero}, {one})").fetchall()[0]
+    assert np.isnan(row[0]) and np.isnan(row[1])
+    assert row[2:] == (3.0, 3.0, 3.0)
 
 
 @pytest.mark.parametrize("layer", CNN_S.layer_names)
