@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +25,10 @@ import polars as pl
 from weightlake.arch import Architecture, get_architecture
 from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
 from weightlake.storage import tables
+from weightlake.storage.budget import block_rows as budget_rows
+from weightlake.storage.budget import resolve_memory
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
-from weightlake.storage.tensors import read_all, read_rows
+from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, read_all, read_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,13 +47,17 @@ def resolve_lake_path(path: Any = None) -> Path:
     return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
 
 
-def open_lake(path: Any = None, *, create: bool = False) -> Lake:
-    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed."""
+def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
+    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed.
+
+    ``memory`` is the handle's memory budget for weights (``"1GB"``, bytes; default
+    ``$WEIGHTLAKE_MEMORY``, else a quarter of the machine): see :mod:`weightlake.storage.budget`.
+    """
     root = resolve_lake_path(path)
     store = SnapshotStore(root)
     if create and not store.exists:
         store.create()
-    return Lake(root, store.current())
+    return Lake(root, store.current(), memory=memory)
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,11 @@ class _Span:
 class Lake:
     """A read handle on one snapshot of a lake."""
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, *, memory: str | int | None = None) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        self.memory = resolve_memory(memory)
+        """Memory budget in bytes for weights held at once (streamed blocks, decoded zoos)."""
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._verified: set[str] = set()
@@ -85,11 +93,11 @@ class Lake:
 
     def refresh(self) -> Lake:
         """A handle on the newest snapshot (this one stays pinned)."""
-        return Lake(self.root, self.store.current())
+        return Lake(self.root, self.store.current(), memory=self.memory)
 
     def at(self, version: int) -> Lake:
         """A handle pinned to an earlier snapshot version."""
-        return Lake(self.root, self.store.version(version))
+        return Lake(self.root, self.store.version(version), memory=self.memory)
 
     def history(self) -> pl.DataFrame:
         rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
@@ -231,9 +239,56 @@ class Lake:
                     at += seg.rows
                 out.flags.writeable = False
                 self._cache[key] = out
-        ids = np.concatenate([np.arange(s.first_id, s.stop_id) for s in entry.segments]) if entry.segments \
-            else np.empty(0, dtype=np.int64)
-        return ids.astype(np.int64), self._cache[key]
+        return self.zoo_ids(zoo), self._cache[key]
+
+    def zoo_ids(self, zoo: str | None = None) -> np.ndarray:
+        """A zoo's model ids in weight-row order (the order of :meth:`zoo_weights` and :meth:`iter_weights`)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        if not entry.segments:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in entry.segments])
+
+    def zoo_bytes(self, zoo: str | None = None) -> int:
+        """Bytes of a zoo's decoded weights (``float32 [n, P]``)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        return sum(4 * s.rows * s.cols for s in entry.segments)
+
+    def fits(self, zoo: str | None = None) -> bool:
+        """True when the whole zoo (every zoo when ``zoo`` is None) fits this handle's memory budget.
+
+        Consumers that stream (spectra, the SQL ``weights`` view, ``export csv``, ``verify``)
+        decode and keep the zoo when it fits (as fast as an in-memory read) and stream blocks
+        otherwise.
+        """
+        zoos = [zoo] if zoo is not None else self.zoos
+        return sum(self.zoo_bytes(z) for z in zoos) <= self.memory
+
+    def block_rows(self, zoo: str | None = None) -> int:
+        """Rows per streamed block of ``zoo`` under this handle's budget (whole 512-row chunks)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        cols = entry.segments[0].cols if entry.segments else self.arch(zoo).n_params
+        return budget_rows(cols, self.memory, DEFAULT_CHUNK_ROWS)
+
+    def iter_weights(self, zoo: str | None = None, *, block_rows: int | None = None,
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream a zoo in model-id order as ``(ids int64 [n], float32 [n, P])`` blocks.
+
+        Blocks hold at most ``block_rows`` rows (default :meth:`block_rows`: a quarter of
+        the memory budget) and run across segment boundaries; each is a new array the
+        caller may keep, and every chunk is checked against its checksum as it is read.
+        A zoo already decoded on this handle (:meth:`zoo_weights`) is served from memory
+        (the blocks are then read-only views).
+        """
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        step = max(1, int(block_rows or self.block_rows(zoo)))
+        cached = self._cache.get(f"zoo:{zoo}")
+        if cached is not None:
+            ids, rows = self.zoo_weights(zoo)
+            for start in range(0, len(ids), step):
+                yield ids[start:start + step], rows[start:start + step]
+            return
+        yield from _coalesce(self.root, entry.segments, step)
 
     def _only_zoo(self) -> str:
         if len(self.manifest.zoos) != 1:
@@ -309,3 +364,25 @@ class Lake:
         from weightlake.serve.batches import BatchStream
 
         return BatchStream.open(self, scenario, split, **kw)
+
+
+def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of ``step`` rows read across the segments in order (the last block may be short)."""
+    if not segments:
+        return
+    cols = segments[0].cols
+    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    for seg in segments:
+        reader = SegmentReader(root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
+                               meta_digest=seg.meta_digest)
+        at = 0
+        while at < seg.rows:
+            take = min(step - fill, seg.rows - at)
+            reader.read(at, at + take, out=block[fill:fill + take])
+            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
+            fill, at = fill + take, at + take
+            if fill == step:
+                yield ids, block
+                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    if fill:
+        yield ids[:fill], block[:fill]

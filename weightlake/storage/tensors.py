@@ -9,13 +9,14 @@ Every chunk file is checksummed when the segment is closed (the digests go into 
 manifest) and checked whenever it is read; a missing or short chunk file is an error,
 never a row of fill values.
 
-Round-trip law: ``read_rows(write_segment(x)) == x`` bitwise.
+Round-trip laws: ``read_rows(write_segment(x)) == x`` bitwise, and the blocks of
+:func:`iter_blocks` concatenate to ``x``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,76 @@ def read_rows(path: Path, rows: int, cols: int, index: np.ndarray, *,
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(gather, (int(c) for c in chunks)))
     return out
+
+
+class SegmentReader:
+    """Contiguous row ranges of one segment, checked chunk by chunk; the segment is opened once.
+
+    Reads of whole chunks go straight into the destination; a chunk only partly wanted
+    (a range boundary, the padded last chunk) is read whole into a scratch buffer, so its
+    checksum is still checked, and the wanted rows are copied out.
+
+    Round-trip law: ``reader.read(a, b) == read_all(...)[a:b]`` bitwise.
+    """
+
+    def __init__(self, path: Path, rows: int, cols: int, *, digests: Sequence[str] | None = None,
+                 meta_digest: str | None = None) -> None:
+        self.path, self.rows, self.cols, self.digests = path, rows, cols, digests
+        self.array = open_segment(path, rows, cols, meta_digest=meta_digest)
+        _check_digest_count(path, self.array, digests)
+        self.chunk_rows = int(self.array.chunks[0])
+        self.raw = _raw_layout(self.array)
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
+        """Rows ``start:stop`` into ``out`` (or a new ``float32 [stop - start, cols]`` array)."""
+        if not 0 <= start <= stop <= self.rows:
+            raise IntegrityError(f"rows {start}:{stop} out of range for segment {str(self.path)!r} of {self.rows} rows")
+        if out is None:
+            out = np.empty((stop - start, self.cols), dtype=np.float32)
+        if stop == start:
+            return out
+        step = self.chunk_rows
+        chunks = range(start // step, -(-stop // step))
+        if not self.raw:
+            for c in chunks:
+                check_file(_chunk_file(self.path, self.array, c), self._digest(c))
+            out[:] = self.array[start:stop]
+            return out
+        local = threading.local()
+
+        def read_chunk(c: int) -> None:
+            lo, hi = max(start, c * step), min(stop, (c + 1) * step)
+            if lo == c * step and hi - lo == step:
+                _read_chunk_into(_chunk_file(self.path, self.array, c), out[lo - start:hi - start], self._digest(c))
+                return
+            scratch = getattr(local, "scratch", None)
+            if scratch is None:
+                scratch = local.scratch = np.empty((step, self.cols), dtype=np.float32)
+            _read_chunk_into(_chunk_file(self.path, self.array, c), scratch, self._digest(c))
+            out[lo - start:hi - start] = scratch[lo - c * step:hi - c * step]
+
+        if len(chunks) < 4 or threads < 2:
+            for c in chunks:
+                read_chunk(c)
+        else:  # as in _read_raw: file reads and checksums release the GIL
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(read_chunk, chunks))
+        return out
+
+    def _digest(self, c: int) -> str | None:
+        return self.digests[c] if self.digests is not None else None
+
+
+def iter_blocks(path: Path, rows: int, cols: int, block_rows: int, *, digests: Sequence[str] | None = None,
+                meta_digest: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, float32 [n, cols])`` blocks of at most ``block_rows`` rows covering the segment in order.
+
+    Each block is a new array (a consumer may keep it); peak memory is what the consumer keeps
+    plus one block.  Every chunk is checked against ``digests`` as it is read.
+    """
+    reader = SegmentReader(path, rows, cols, digests=digests, meta_digest=meta_digest)
+    step = max(1, int(block_rows))
+    for start in range(0, rows, step):
+        yield start, reader.read(start, min(start + step, rows))
