@@ -45,6 +45,7 @@ def test_block_rows_respect_the_budget_and_chunks():
     assert rows % 512 == 0 and rows * 2464 * 4 <= 10**9 / budget.BLOCK_SHARE
     assert budget.block_rows(2464, 2 * 10**6, 512) == 50  # below one chunk: rows, not chunks
     assert budget.block_rows(10**9, 2**20) == 1  # a row bigger than the budget still makes progress
+    assert budget.block_rows(2464, 10**12, 512) * 2464 * 4 <= budget.MAX_BLOCK_BYTES
 
 
 @pytest.fixture(scope="module")

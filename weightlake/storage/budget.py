@@ -23,6 +23,8 @@ DEFAULT_SHARE_OF_MACHINE = 4
 BLOCK_SHARE = 4
 """A streamed block is at most the budget divided by this."""
 MIN_BUDGET = 10**6
+MAX_BLOCK_BYTES = 2**28
+"""Blocks stop growing here (256 MiB): larger ones read no faster and only raise the peak."""
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -87,9 +89,10 @@ def resolve_memory(explicit: str | int | None = None) -> int:
 
 
 def block_rows(cols: int, budget: int, chunk_rows: int = 1, share: int = BLOCK_SHARE) -> int:
-    """Rows of ``cols`` float32 values per streamed block: at most ``budget / share`` bytes,
-    a whole number of ``chunk_rows`` chunks where that fits, and at least one row."""
-    rows = max(1, budget // share // max(1, 4 * cols))
+    """Rows of ``cols`` float32 values per streamed block: at most ``budget / share`` bytes
+    (and :data:`MAX_BLOCK_BYTES`), a whole number of ``chunk_rows`` chunks where that fits,
+    and at least one row."""
+    rows = max(1, min(budget // share, MAX_BLOCK_BYTES) // max(1, 4 * cols))
     if rows >= chunk_rows > 1:
         rows -= rows % chunk_rows
     return rows

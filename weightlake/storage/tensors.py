@@ -294,6 +294,8 @@ class SegmentReader:
         _check_digest_count(path, self.array, digests)
         self.chunk_rows = int(self.array.chunks[0])
         self.raw = _raw_layout(self.array)
+        self._lock = threading.Lock()
+        self._last: tuple[int, np.ndarray] | None = None
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
         """Rows ``start:stop`` into ``out`` (or a new ``float32 [stop - start, cols]`` array)."""
@@ -310,18 +312,13 @@ class SegmentReader:
                 check_file(_chunk_file(self.path, self.array, c), self._digest(c))
             out[:] = self.array[start:stop]
             return out
-        local = threading.local()
 
         def read_chunk(c: int) -> None:
             lo, hi = max(start, c * step), min(stop, (c + 1) * step)
             if lo == c * step and hi - lo == step:
                 _read_chunk_into(_chunk_file(self.path, self.array, c), out[lo - start:hi - start], self._digest(c))
                 return
-            scratch = getattr(local, "scratch", None)
-            if scratch is None:
-                scratch = local.scratch = np.empty((step, self.cols), dtype=np.float32)
-            _read_chunk_into(_chunk_file(self.path, self.array, c), scratch, self._digest(c))
-            out[lo - start:hi - start] = scratch[lo - c * step:hi - c * step]
+            out[lo - start:hi - start] = self._partial(c)[lo - c * step:hi - c * step]
 
         if len(chunks) < 4 or threads < 2:
             for c in chunks:
@@ -332,6 +329,18 @@ class SegmentReader:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(read_chunk, chunks))
         return out
+
+    def _partial(self, c: int) -> np.ndarray:
+        """Chunk ``c`` whole (checked), kept until another partial chunk is asked for: blocks
+        smaller than a chunk then read each chunk once, not once per block."""
+        with self._lock:
+            if self._last is not None and self._last[0] == c:
+                return self._last[1]
+        chunk = np.empty((self.chunk_rows, self.cols), dtype=np.float32)
+        _read_chunk_into(_chunk_file(self.path, self.array, c), chunk, self._digest(c))
+        with self._lock:
+            self._last = (c, chunk)
+        return chunk
 
     def _digest(self, c: int) -> str | None:
         return self.digests[c] if self.digests is not None else None
