@@ -143,3 +143,24 @@ def test_a_damaged_chunk_is_reported_by_verify_and_the_rest_checked(two_segment_
     report = verify(lake, progress=seen.append)
     assert not report.ok and [p for p in report.problems if "c/0/0" in p] == report.problems[:1]
     assert sum(seen) == lake.manifest.zoo("mnist-cnn-s").n_models - 432 + lake.manifest.zoo("other").n_models
+
+
+@pytest.mark.parametrize("name", ["conv1", "fc1", "fc2.bias", "conv2.weight"])
+def test_layer_reads_under_a_budget_equal_the_in_memory_ones(two_segment_lake, name):
+    small, big = wl.open_lake(two_segment_lake, memory=TINY), wl.open_lake(two_segment_lake)
+    ids = np.r_[np.arange(0, 648, 3), [640, 2, 2]]  # across both segments, out of order, repeats
+    got = small.layer(ids, name)
+    big.zoo_weights("mnist-cnn-s")
+    want = big.layer(ids, name)
+    assert got.shape == want.shape and got.shape[0] == len(ids) > small.block_rows("mnist-cnn-s")
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert got.numpy().base is None or got.numpy().base.nbytes == got.numpy().nbytes  # only the layer is kept
+
+
+def test_random_access_over_the_budget_warns(two_segment_lake):
+    from weightlake.storage.budget import BudgetWarning
+
+    lake = wl.open_lake(two_segment_lake, memory=TINY)
+    with pytest.warns(BudgetWarning, match="more than the memory budget"):
+        ids, rows = lake.zoo_weights("mnist-cnn-s")
+    assert len(ids) == 648  # it still serves: the warning says what it costs

@@ -222,13 +222,18 @@ class Lake:
         """All model ids and weights of a zoo, decoded once and kept: ``(ids [n], float32 [n, P])``.
 
         The array is cached on this handle (read-only), so serving and analysis gather
-        from memory instead of decoding chunks per batch.
+        from memory instead of decoding chunks per batch.  This is the random-access path
+        (pair serving, ``wl_*_by_id``, correlations): it holds the whole zoo whatever the
+        memory budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when
+        the zoo exceeds it.  Streaming consumers use :meth:`iter_weights` instead.
         """
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
         with self._lock:
             key = f"zoo:{zoo}"
             if key not in self._cache:
+                if not self.fits(zoo):
+                    _warn_over_budget(zoo, self.zoo_bytes(zoo), self.memory)
                 cols = entry.segments[0].cols if entry.segments else self.arch(zoo).n_params
                 out = np.empty((entry.n_models, cols), dtype=np.float32)
                 at = 0
@@ -297,12 +302,26 @@ class Lake:
 
     def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> torch.Tensor:
         """One layer of the given models: ``"fc1"`` -> ``[n, 20, 36]``, ``"conv1"`` -> ``[n, 8, 1, 5, 5]``,
-        ``"fc1.bias"`` -> ``[n, 20]`` (views into the decoded rows)."""
+        ``"fc1.bias"`` -> ``[n, 20]``.
+
+        From a zoo decoded on this handle: views into its rows.  Otherwise the rows are read
+        in budget-sized blocks and only the layer's values are kept, so memory grows with
+        ``n x layer size``, not ``n x P``.  The bytes read are still whole chunks (each chunk's
+        checksum covers all its rows' parameters).
+        """
         import torch
 
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        arch = self.arch(self._span(int(ids[0])).zoo) if ids.size else self.arch()
-        return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
+        zoo = self._span(int(ids[0])).zoo if ids.size else self._only_zoo()
+        arch = self.arch(zoo)
+        if f"zoo:{zoo}" in self._cache or ids.size <= self.block_rows(zoo):
+            return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
+        lo, hi = _layer_range(arch, name)
+        out = np.empty((ids.size, hi - lo), dtype=np.float32)
+        step = self.block_rows(zoo)
+        for start in range(0, ids.size, step):
+            out[start:start + step] = self.weights_numpy(ids[start:start + step])[:, lo:hi]
+        return torch.from_numpy(out).reshape(ids.size, *_layer_shape(arch, name))
 
     def state_dict(self, model_id: int) -> dict[str, torch.Tensor]:
         """A state_dict that ``load_state_dict`` of the zoo CNN accepts."""
@@ -386,3 +405,29 @@ def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tu
                 block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
     if fill:
         yield ids[:fill], block[:fill]
+
+
+def _layer_range(arch: Architecture, name: str) -> tuple[int, int]:
+    """Flat ``[lo, hi)`` of a layer's weight (``"fc1"``) or bias (``"fc1.bias"``), as :meth:`Architecture.select`."""
+    import torch
+
+    probe = torch.arange(arch.n_params)
+    part = arch.select(probe, name).reshape(-1)
+    return int(part[0]), int(part[-1]) + 1
+
+
+def _layer_shape(arch: Architecture, name: str) -> tuple[int, ...]:
+    import torch
+
+    return tuple(arch.select(torch.empty(arch.n_params), name).shape)
+
+
+def _warn_over_budget(zoo: str, need: int, budget: int) -> None:
+    import warnings
+
+    from weightlake.storage.budget import BudgetWarning, format_memory
+
+    warnings.warn(f"decoding zoo {zoo!r} whole ({format_memory(need)}), more than the memory budget "
+                  f"({format_memory(budget)}): random access (pair serving, wl_*_by_id, correlations) holds the "
+                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the streaming readers (lake.iter_weights, analyze "
+                  "spectra, SQL over the weights view)", BudgetWarning, stacklevel=3)

@@ -26,6 +26,12 @@ MIN_BUDGET = 10**6
 MAX_BLOCK_BYTES = 2**28
 """Blocks stop growing here (256 MiB): larger ones read no faster and only raise the peak."""
 
+
+
+class BudgetWarning(UserWarning):
+    """A reader is about to hold more weights than the memory budget allows (random access needs the whole zoo)."""
+
+
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
