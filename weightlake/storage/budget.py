@@ -23,8 +23,8 @@ DEFAULT_SHARE_OF_MACHINE = 4
 BLOCK_SHARE = 4
 """A streamed block is at most the budget divided by this."""
 MIN_BUDGET = 10**6
-MAX_BLOCK_BYTES = 2**28
-"""Blocks stop growing here (256 MiB): larger ones read no faster and only raise the peak."""
+MAX_BLOCK_BYTES = 2**26
+"""Blocks stop growing here (64 MiB, about 6,800 CNN-s rows): larger ones read no faster and only raise the peak."""
 
 
 
