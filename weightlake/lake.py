@@ -160,6 +160,26 @@ class Lake:
         entries = [self.manifest.zoo(zoo)] if zoo else list(self.manifest.zoos.values())
         return [f for e in entries for f in e.model_files]
 
+    def runs(self, zoo: str | None = None) -> pl.DataFrame:
+        """Training runs: one row per ``(zoo, run_id)`` with its model ids, epochs and ``m_*``
+        metrics as lists in epoch order (zoos ingested from a layout that records runs, such as
+        ``ingest modelzoo``).
+
+        Raises
+        ------
+        NoSuchTableError
+            When no model of the zoo(s) has a ``run_id``.
+        """
+        meta = self.models(zoo)
+        names = meta.collect_schema().names()
+        if "run_id" not in names:
+            raise NoSuchTableError(f"{'zoo ' + repr(zoo) if zoo else 'the lake'} records no training runs (no "
+                                   "run_id column); runs come from layouts that record them (ingest modelzoo)")
+        metrics = [c for c in names if c.startswith("m_")]
+        return (meta.filter(pl.col("run_id").is_not_null()).sort("zoo", "run_id", "epoch")
+                .group_by("zoo", "run_id", maintain_order=True)
+                .agg(pl.len().alias("n_epochs"), "epoch", "model_id", *metrics).collect())
+
     def model(self, model_id: int) -> dict[str, Any]:
         """One model's metadata as a dict."""
         span = self._span(int(model_id))

@@ -87,6 +87,20 @@ def test_every_readable_checkpoint_becomes_a_model_state(tree, tmp_path):
     want = np.linalg.norm(saved[(steps["run_id"][0], steps["epoch"][0])] - saved[(steps["run_id"][0],
                                                                                  steps["epoch"][0] + 1)])
     assert first.height == 1 and steps["d"][0] == pytest.approx(want, rel=1e-5)
+    runs = lake.runs("mz")
+    assert runs["n_epochs"].to_list() == [3, 2, 2] and runs["epoch"].to_list()[0] == [1, 2, 3]
+    assert runs["m_test_acc"].to_list() == curves["acc"].to_list()
+
+
+def test_a_zoo_without_runs_says_so(tmp_path):
+    from weightlake.errors import NoSuchTableError
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    write_synthetic_csv(tmp_path / "z.csv", labels=all_labels()[:1], seed=0)
+    ingest_csv(tmp_path / "lake", tmp_path / "z.csv", zoo="csv", init="kaiming_uniform")
+    with pytest.raises(NoSuchTableError, match="records no training runs"):
+        wl.open_lake(tmp_path / "lake").runs("csv")
 
 
 def test_a_malformed_result_line_is_refused_and_the_lake_unchanged(tree, tmp_path):
