@@ -126,3 +126,33 @@ def test_cli_ingests_and_refuses_an_empty_tree(tree, tmp_path):
     out = CliRunner().invoke(main, ["ingest", "modelzoo", str(tmp_path / "empty"), "--zoo", "mz",
                                     "--lake", str(tmp_path / "l")])
     assert out.exit_code == 1 and "no run folder" in out.output and "Traceback" not in out.output
+
+
+def test_an_architecture_inferred_from_the_state_dicts(tmp_path):
+    from torch import nn
+
+    from weightlake.analysis.api import analyze_spectra
+
+    saved = {}
+    for r in range(2):
+        run = tmp_path / "zoo" / f"run_{r}"
+        run.mkdir(parents=True)
+        (run / "params.json").write_text(json.dumps({"model::activation": "relu", "seed": r}))
+        for e in (1, 2):
+            torch.manual_seed(10 * r + e)
+            net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(), nn.Linear(64, 10))
+            (run / f"checkpoint_{e}").mkdir()
+            torch.save(net.state_dict(), run / f"checkpoint_{e}" / "checkpoints")
+            saved[(run.name, e)] = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy()
+    report = ingest_modelzoo(tmp_path / "lake", tmp_path / "zoo", zoo="tiny")
+    assert report.rows_added == 4 and "conv1, conv2, fc1" in report.extra["architecture"]
+    lake = wl.open_lake(tmp_path / "lake")
+    arch = lake.arch("tiny")
+    assert arch.name.startswith("inferred-") and arch.n_params == 168 + 220 + 650
+    meta = lake.models("tiny").collect()
+    for row in meta.iter_rows(named=True):
+        np.testing.assert_array_equal(lake.weights_numpy([row["model_id"]])[0], saved[(row["run_id"], row["epoch"])])
+    ids = meta["model_id"].to_numpy()
+    assert tuple(lake.layer(ids, "conv2").shape) == (4, 4, 6, 3, 3)
+    done = analyze_spectra(tmp_path / "lake", zoo="tiny")
+    assert done.rows == 4 * 3  # every conv2d and linear layer of every model

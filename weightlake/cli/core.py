@@ -207,7 +207,9 @@ def _emit(text: str, output: str | None) -> None:
 @ingest.command("modelzoo")
 @click.argument("root", type=click.Path(file_okay=False, exists=True))
 @click.option("--zoo", required=True, help="Zoo name to add the models to (created if new).")
-@click.option("--arch", default="cnn-s", show_default=True, help="Architecture name or a JSON file describing one.")
+@click.option("--arch", default="infer", show_default=True,
+              help="'infer' (from the first state_dict: CNN-s, or its conv2d/linear layers), an architecture name, "
+                   "or a JSON file describing one.")
 @click.option("--allow-same-source", is_flag=True,
               help="Accept weight vectors the zoo already holds under another init (refused by default).")
 @lake_option
@@ -226,7 +228,8 @@ def ingest_modelzoo_cmd(root: str, zoo: str, arch: str, allow_same_source: bool,
     from weightlake.ingest.modelzoo import ingest_modelzoo
 
     with progress_bar(None, "ingest modelzoo", "checkpoints") as bar:
-        report = ingest_modelzoo(lake_dir, root, zoo=zoo, arch=_arch(arch), progress=bar.callback,
+        report = ingest_modelzoo(lake_dir, root, zoo=zoo, arch=None if arch == "infer" else _arch(arch),
+                                 progress=bar.callback,
                                  allow_same_source=allow_same_source)
     echo_lines(report.lines())
 

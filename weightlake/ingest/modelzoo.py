@@ -9,10 +9,11 @@ as ``cfg_<key>`` columns; ``activation`` and ``init`` come from configuration ke
 name them.  Unreadable files are rejected with a reason (the rest go in); nothing is
 guessed: ``accuracy`` stays null (the layout's metrics keep their own names and scale).
 
-What is partial: the architecture is given (CNN-s by default, any other as data), not yet
-inferred from the state_dicts; a checkpoint whose keys or shapes do not fit it is rejected
-with the reason.  Runs are ordinary metadata columns (``run_id``, ``epoch``), so trajectories
-are plain SQL over ``models``.
+The architecture is inferred from the first readable state_dict
+(:func:`~weightlake.arch.infer_architecture`: CNN-s when the keys and shapes are its own,
+else conv2d/linear layers with opaque gaps) unless one is given; a checkpoint whose keys or
+shapes do not fit it is rejected with the reason.  Runs are ordinary metadata columns
+(``run_id``, ``epoch``), so trajectories are plain SQL over ``models`` (and ``lake.runs()``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.arch import CNN_S, Architecture
+from weightlake.arch import Architecture
 from weightlake.errors import IngestError
 
 _CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
@@ -80,7 +81,7 @@ def read_results(run: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
-def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: Architecture = CNN_S,
+def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: Architecture | None = None,
                     progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False) -> Any:
     """Ingest a Model Zoos / ray.tune tree into ``zoo`` in one commit; returns an ``IngestReport``.
 
@@ -99,6 +100,8 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
     files = [(run, int(m.group(1)), d / "checkpoints") for run in runs for d in sorted(run.iterdir())
              if (m := _CHECKPOINT.match(d.name)) and d.is_dir()]
     report = IngestReport(zoo=zoo, source=str(root), rows_read=len(files), unit="checkpoints")
+    arch = arch or infer_zoo_architecture([f[2] for f in files])
+    report.extra["architecture"] = f"{arch.name} ({arch.n_params:,} parameters, layers {', '.join(arch.layer_names)})"
     rows, weights, rejects = [], [], []
     configs = {run: read_config(run) for run in runs}
     results = {run: read_results(run) for run in runs}
@@ -133,6 +136,36 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
                                          "summary": f"+{report.rows_added} models from {len(runs)} runs"}).version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def infer_zoo_architecture(paths: list[Path]) -> Architecture:
+    """The architecture of the first checkpoint whose state_dict the strict reader can list.
+
+    Only the archive's pickle is read (tensor shapes, not values); files it cannot read are
+    passed over here and rejected with their reason by the ingest itself.
+    """
+    from weightlake.arch import infer_architecture
+
+    for path in paths:
+        shapes = _state_dict_shapes(path)
+        if shapes is not None:
+            return infer_architecture(shapes, where=str(path))
+    raise IngestError("no checkpoint could be read to infer the architecture; pass one (--arch cnn-s or "
+                      "--arch FILE.json)", path=str(paths[0].parent.parent.parent) if paths else None)
+
+
+def _state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    from weightlake.ingest.torch_pickle import Checkpoint, LazyTensor
+
+    try:
+        with Checkpoint(str(path)) as ckpt:
+            obj = ckpt.obj
+    except Exception:  # noqa: BLE001 - any unreadable file: try the next one (the ingest reports it)
+        return None
+    sd = obj.get("model_state_dict", obj.get("state_dict", obj)) if isinstance(obj, Mapping) else None
+    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, LazyTensor) for v in sd.values()):
+        return None
+    return {str(k): v.shape for k, v in sd.items()}
 
 
 def _row(run: Path, epoch: int, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
