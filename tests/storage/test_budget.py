@@ -99,3 +99,17 @@ def test_a_damaged_chunk_fails_the_block_that_reads_it(segment, tmp_path):
     np.testing.assert_array_equal(next(blocks)[1], x[:16])  # chunks 0-1 are intact
     with pytest.raises(IntegrityError, match="c/3/0"):
         next(blocks)  # rows 16-31: chunks 2 and 3
+
+
+def test_wide_rows_get_smaller_chunks_and_read_back(tmp_path, monkeypatch):
+    from weightlake.storage import tensors
+
+    assert tensors.chunk_rows_for(2464) == 512 and tensors.chunk_rows_for(11_689_512) == 1  # CNN-s, ResNet-18
+    monkeypatch.setattr(tensors, "MAX_CHUNK_BYTES", 3 * 4 * 1000)  # three rows of 1,000 values per chunk
+    x = np.random.default_rng(2).standard_normal((10, 1000)).astype(np.float32)
+    writer = tensors.SegmentWriter(tmp_path / "wide.zarr", 1000)
+    writer.append(x)
+    writer.close()
+    assert writer.chunk_rows == 3 and len(writer.chunk_digests) == 4
+    blocks = list(iter_blocks(tmp_path / "wide.zarr", 10, 1000, 4, digests=writer.chunk_digests))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), x)

@@ -91,7 +91,6 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
         When the tree has no run folder, a ``params.json`` or ``result.json`` is malformed
         (file and line named), or no checkpoint is readable (nothing is committed).
     """
-    from weightlake.ingest.checkpoints import _load_checkpoint
     from weightlake.ingest.common import IngestReport, ZooWriter
     from weightlake.storage.transaction import transaction
 
@@ -102,33 +101,30 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
     report = IngestReport(zoo=zoo, source=str(root), rows_read=len(files), unit="checkpoints")
     arch = arch or infer_zoo_architecture([f[2] for f in files])
     report.extra["architecture"] = f"{arch.name} ({arch.n_params:,} parameters, layers {', '.join(arch.layer_names)})"
-    rows, weights, rejects = [], [], []
     configs = {run: read_config(run) for run in runs}
     results = {run: read_results(run) for run in runs}
-    for done, (run, epoch, path) in enumerate(files, 1):
-        flat, _, reason = _load_checkpoint(str(path), arch)
-        if flat is None:
-            rejects.append(f"{path}: {reason}")
-        else:
-            weights.append(flat)
-            rows.append(_row(run, epoch, configs[run], results[run].get(epoch, {})))
-        if progress is not None:
-            progress(done, len(files))
-    report.rows_rejected = len(rejects)
-    report.extra["rejected"] = rejects[:20]
-    report.extra["runs"] = len(runs)
-    report.extra["accuracy"] = "not set (the layout's metrics are kept as m_* columns)"
-    if not rows:
-        raise IngestError(f"no readable checkpoint among {len(files)} in {len(runs)} runs"
-                          + (f"; first: {rejects[0]}" if rejects else ""), path=str(root))
-    meta = pl.DataFrame(rows, infer_schema_length=None, strict=False)  # a key may be 1 in one run, 0.5 in another
+    rejects: list[str] = []
     with transaction(Path(lake_root)) as tx:
         writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
-        try:
-            writer.add(meta, np.stack(weights))
+        try:  # one run at a time into the writer: memory holds a run's checkpoints, not the zoo's
+            done = 0
+            for run in runs:
+                mine = [f for f in files if f[0] == run]
+                rows, weights = _read_run(mine, arch, configs[run], results[run], rejects)
+                if rows:
+                    writer.add(pl.DataFrame(rows, infer_schema_length=None, strict=False), np.stack(weights))
+                done += len(mine)
+                if progress is not None:
+                    progress(done, len(files))
+            if len(rejects) == len(files):
+                raise IngestError(f"no readable checkpoint among {len(files)} in {len(runs)} runs"
+                                  + (f"; first: {rejects[0]}" if rejects else ""), path=str(root))
             written = writer.finish()
         finally:
             writer.abort()
+        report.rows_rejected = len(rejects)
+        report.extra.update(rejected=rejects[:20], runs=len(runs),
+                            accuracy="not set (the layout's metrics are kept as m_* columns)")
         if written is not None:
             tx.record_source({"zoo": zoo, "kind": "modelzoo", "path": str(Path(root).resolve()),
                               "runs": len(runs), "files": len(files)})
@@ -166,6 +162,21 @@ def _state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, LazyTensor) for v in sd.values()):
         return None
     return {str(k): v.shape for k, v in sd.items()}
+
+
+def _read_run(files: list[tuple[Path, int, Path]], arch: Architecture, config: Mapping[str, Any],
+              results: Mapping[int, Mapping[str, Any]], rejects: list[str]) -> tuple[list[dict[str, Any]], list[Any]]:
+    from weightlake.ingest.checkpoints import _load_checkpoint
+
+    rows, weights = [], []
+    for run, epoch, path in files:
+        flat, _, reason = _load_checkpoint(str(path), arch)
+        if flat is None:
+            rejects.append(f"{path}: {reason}")
+        else:
+            weights.append(flat)
+            rows.append(_row(run, epoch, config, results.get(epoch, {})))
+    return rows, weights
 
 
 def _row(run: Path, epoch: int, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from weightlake.errors import IntegrityError
 from weightlake.storage.checksums import check_bytes, check_file, digest_file
 
 DEFAULT_CHUNK_ROWS = 512
+MAX_CHUNK_BYTES = 2**26
+"""A chunk holds at most this many bytes (64 MiB): ``chunk_rows`` is lowered for wide rows
+(one ResNet-18 row is 47 MB, so its chunks hold one row), so writing never buffers 512 big models."""
 CODECS = ("none", "zstd", "blosc")
 
 
@@ -56,6 +59,7 @@ class SegmentWriter:
 
         if path.exists():
             raise IntegrityError(f"refusing to overwrite existing segment {str(path)!r}")
+        chunk_rows = chunk_rows_for(cols, chunk_rows)
         self.path, self.cols, self.chunk_rows = path, cols, chunk_rows
         # every chunk is written, even one equal to the fill value: a missing chunk file is then always an error
         self._array = zarr.create_array(
@@ -105,6 +109,11 @@ class SegmentWriter:
         self.chunk_digests = tuple(digest_file(_chunk_file(self.path, self._array, i)) for i in range(n_chunks))
         self.meta_digest = digest_file(self.path / "zarr.json")
         return self.rows
+
+
+def chunk_rows_for(cols: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
+    """``chunk_rows`` lowered so a chunk of ``cols`` float32 values stays within :data:`MAX_CHUNK_BYTES`."""
+    return max(1, min(int(chunk_rows), MAX_CHUNK_BYTES // max(1, 4 * int(cols))))
 
 
 def write_segment(path: Path, rows: np.ndarray | Iterable[np.ndarray], cols: int, **kw: Any) -> int:
