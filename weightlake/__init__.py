@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     from weightlake.lake import Lake
 
 
-def open_lake(path: Any = None, *, create: bool = False) -> Lake:
-    """Open a lake at ``path`` (default: ``$WEIGHTLAKE_LAKE``, else ``./lake``), pinned to its current snapshot."""
+def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
+    """Open a lake at ``path`` (default: ``$WEIGHTLAKE_LAKE``, else ``./lake``), pinned to its current snapshot.
+
+    ``memory``: the handle's budget for weights held at once (``"1GB"``; default ``$WEIGHTLAKE_MEMORY``,
+    else a quarter of the machine's memory).
+    """
     from weightlake.lake import open_lake as _open
 
-    return _open(path, create=create)
+    return _open(path, create=create, memory=memory)
 
 
 __all__ = ["open_lake", "__version__"]

@@ -52,7 +52,10 @@ def class_subsets(digits: Iterable[int], sizes: Iterable[int]) -> list[tuple[int
 
 
 _PARAM_KINDS = ("conv2d", "linear")
-_MODULE_KINDS = ("conv2d", "linear", "maxpool2d", "activation", "flatten")
+_MODULE_KINDS = ("conv2d", "linear", "maxpool2d", "activation", "flatten", "opaque")
+"""``opaque``: a parameterless module whose kind nothing recorded (inferred architectures fill gaps
+between parameterised modules with it); an architecture holding one stores and analyses
+weights but cannot build a torch module."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class ModuleSpec:
 
     ``conv2d`` takes ``in_channels``, ``out_channels``, ``kernel_size``; ``linear`` takes
     ``in_features``, ``out_features``; ``maxpool2d`` takes ``kernel_size`` (stride equal);
-    ``activation`` and ``flatten`` take nothing.  ``name`` names a parameterised module.
+    ``activation``, ``flatten`` and ``opaque`` take nothing.  ``name`` names a parameterised module.
     """
 
     kind: str
@@ -128,7 +131,8 @@ class Layer:
 
     def keys(self, prefix: str) -> tuple[str, str]:
         """The state_dict keys of weight and bias."""
-        return f"{prefix}.{self.module_index}.weight", f"{prefix}.{self.module_index}.bias"
+        head = f"{prefix}.{self.module_index}" if prefix else str(self.module_index)  # a bare nn.Sequential
+        return f"{head}.weight", f"{head}.bias"
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,65 @@ CNN_S = Architecture(
 """The 2,464-parameter zoo CNN of the spec (the small CNN of the public Model Zoos dataset)."""
 
 _BUILTIN = {CNN_S.name: CNN_S}
+
+
+def infer_architecture(shapes: Mapping[str, Sequence[int]], *, where: str = "state_dict") -> Architecture:
+    """An architecture from a state_dict's keys and shapes: CNN-s when they are exactly its own.
+
+    Otherwise keys must be ``<prefix>.<index>.weight`` / ``.bias`` of one prefix: a weight
+    ``[out, in, k, k]`` is a conv2d, ``[out, in]`` a linear layer (named ``conv1``, ``fc1`` ...
+    in order); indices between them become ``opaque`` modules (pooling and activations leave
+    no trace in a state_dict).  The name is ``inferred-<digest of the layer list>``, so two
+    zoos of one shape share it.
+
+    Raises
+    ------
+    ArchitectureError
+        For a key of another form (batch-norm statistics, non-square kernels, a missing bias).
+    """
+    import hashlib
+
+    given = {k.removeprefix("_orig_mod."): tuple(int(d) for d in v) for k, v in shapes.items()}
+    if given == CNN_S.param_shapes():
+        return CNN_S
+    parsed: dict[int, dict[str, tuple[int, ...]]] = {}
+    prefixes = set()
+    for key, shape in given.items():
+        head, _, part = key.rpartition(".")
+        prefix, _, index = head.rpartition(".")
+        if part not in ("weight", "bias") or not index.isdigit():
+            raise ArchitectureError(f"{where}: cannot infer an architecture from key {key!r}: only "
+                                    "'<prefix>.<index>.weight/.bias' of conv2d and linear layers are understood")
+        prefixes.add(prefix)
+        parsed.setdefault(int(index), {})[part] = shape
+    if len(prefixes) != 1:
+        raise ArchitectureError(f"{where}: keys under several prefixes {sorted(prefixes)}; expected one module list")
+    modules: list[ModuleSpec] = []
+    counts = {"conv2d": 0, "linear": 0}
+    for index in range(max(parsed) + 1):
+        if index not in parsed:
+            modules.append(ModuleSpec("opaque"))
+            continue
+        modules.append(_infer_module(parsed[index], index, counts, where))
+    body = json.dumps([m.to_dict() for m in modules], sort_keys=True).encode()
+    return Architecture(name=f"inferred-{hashlib.sha256(body).hexdigest()[:8]}", modules=tuple(modules),
+                        input_shape=(), state_dict_prefix=prefixes.pop())
+
+
+def _infer_module(parts: Mapping[str, tuple[int, ...]], index: int, counts: dict[str, int], where: str) -> ModuleSpec:
+    weight, bias = parts.get("weight"), parts.get("bias")
+    if weight is None or bias is None or bias != weight[:1]:
+        raise ArchitectureError(f"{where}: module {index} has weight {weight} and bias {bias}; inference needs "
+                                "both, the bias of shape [out]")
+    if len(weight) == 4 and weight[2] == weight[3]:
+        counts["conv2d"] += 1
+        return ModuleSpec("conv2d", f"conv{counts['conv2d']}",
+                          {"in_channels": weight[1], "out_channels": weight[0], "kernel_size": weight[2]})
+    if len(weight) == 2:
+        counts["linear"] += 1
+        return ModuleSpec("linear", f"fc{counts['linear']}", {"in_features": weight[1], "out_features": weight[0]})
+    raise ArchitectureError(f"{where}: module {index} has a weight of shape {weight}: not a square-kernel conv2d "
+                            "or a linear layer")
 
 
 def get_architecture(name_or_dict: str | Mapping[str, Any]) -> Architecture:

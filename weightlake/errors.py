@@ -78,3 +78,7 @@ class HeadsUnknownError(ArchitectureError):
 
 class FitError(WeightLakeError, ValueError):
     """A statistical fit that has no meaning on the data given (too few non-zero eigenvalues, ...)."""
+
+
+class ConfigError(WeightLakeError, ValueError):
+    """A setting (argument or ``WEIGHTLAKE_*`` variable) that cannot be read, e.g. a memory budget."""

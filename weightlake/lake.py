@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +25,10 @@ import polars as pl
 from weightlake.arch import Architecture, get_architecture
 from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
 from weightlake.storage import tables
+from weightlake.storage.budget import block_rows as budget_rows
+from weightlake.storage.budget import resolve_memory
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
-from weightlake.storage.tensors import read_all, read_rows
+from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, read_all, read_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,13 +47,17 @@ def resolve_lake_path(path: Any = None) -> Path:
     return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
 
 
-def open_lake(path: Any = None, *, create: bool = False) -> Lake:
-    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed."""
+def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
+    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed.
+
+    ``memory`` is the handle's memory budget for weights (``"1GB"``, bytes; default
+    ``$WEIGHTLAKE_MEMORY``, else a quarter of the machine): see :mod:`weightlake.storage.budget`.
+    """
     root = resolve_lake_path(path)
     store = SnapshotStore(root)
     if create and not store.exists:
         store.create()
-    return Lake(root, store.current())
+    return Lake(root, store.current(), memory=memory)
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,11 @@ class _Span:
 class Lake:
     """A read handle on one snapshot of a lake."""
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, *, memory: str | int | None = None) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        self.memory = resolve_memory(memory)
+        """Memory budget in bytes for weights held at once (streamed blocks, decoded zoos)."""
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._verified: set[str] = set()
@@ -85,11 +93,11 @@ class Lake:
 
     def refresh(self) -> Lake:
         """A handle on the newest snapshot (this one stays pinned)."""
-        return Lake(self.root, self.store.current())
+        return Lake(self.root, self.store.current(), memory=self.memory)
 
     def at(self, version: int) -> Lake:
         """A handle pinned to an earlier snapshot version."""
-        return Lake(self.root, self.store.version(version))
+        return Lake(self.root, self.store.version(version), memory=self.memory)
 
     def history(self) -> pl.DataFrame:
         rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
@@ -151,6 +159,26 @@ class Lake:
     def _model_files(self, zoo: str | None) -> list[str]:
         entries = [self.manifest.zoo(zoo)] if zoo else list(self.manifest.zoos.values())
         return [f for e in entries for f in e.model_files]
+
+    def runs(self, zoo: str | None = None) -> pl.DataFrame:
+        """Training runs: one row per ``(zoo, run_id)`` with its model ids, epochs and ``m_*``
+        metrics as lists in epoch order (zoos ingested from a layout that records runs, such as
+        ``ingest modelzoo``).
+
+        Raises
+        ------
+        NoSuchTableError
+            When no model of the zoo(s) has a ``run_id``.
+        """
+        meta = self.models(zoo)
+        names = meta.collect_schema().names()
+        if "run_id" not in names:
+            raise NoSuchTableError(f"{'zoo ' + repr(zoo) if zoo else 'the lake'} records no training runs (no "
+                                   "run_id column); runs come from layouts that record them (ingest modelzoo)")
+        metrics = [c for c in names if c.startswith("m_")]
+        return (meta.filter(pl.col("run_id").is_not_null()).sort("zoo", "run_id", "epoch")
+                .group_by("zoo", "run_id", maintain_order=True)
+                .agg(pl.len().alias("n_epochs"), "epoch", "model_id", *metrics).collect())
 
     def model(self, model_id: int) -> dict[str, Any]:
         """One model's metadata as a dict."""
@@ -214,13 +242,18 @@ class Lake:
         """All model ids and weights of a zoo, decoded once and kept: ``(ids [n], float32 [n, P])``.
 
         The array is cached on this handle (read-only), so serving and analysis gather
-        from memory instead of decoding chunks per batch.
+        from memory instead of decoding chunks per batch.  This is the random-access path
+        (pair serving, ``wl_*_by_id``, correlations): it holds the whole zoo whatever the
+        memory budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when
+        the zoo exceeds it.  Streaming consumers use :meth:`iter_weights` instead.
         """
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
         with self._lock:
             key = f"zoo:{zoo}"
             if key not in self._cache:
+                if not self.fits(zoo):
+                    _warn_over_budget(zoo, self.zoo_bytes(zoo), self.memory)
                 cols = entry.segments[0].cols if entry.segments else self.arch(zoo).n_params
                 out = np.empty((entry.n_models, cols), dtype=np.float32)
                 at = 0
@@ -231,9 +264,56 @@ class Lake:
                     at += seg.rows
                 out.flags.writeable = False
                 self._cache[key] = out
-        ids = np.concatenate([np.arange(s.first_id, s.stop_id) for s in entry.segments]) if entry.segments \
-            else np.empty(0, dtype=np.int64)
-        return ids.astype(np.int64), self._cache[key]
+        return self.zoo_ids(zoo), self._cache[key]
+
+    def zoo_ids(self, zoo: str | None = None) -> np.ndarray:
+        """A zoo's model ids in weight-row order (the order of :meth:`zoo_weights` and :meth:`iter_weights`)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        if not entry.segments:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in entry.segments])
+
+    def zoo_bytes(self, zoo: str | None = None) -> int:
+        """Bytes of a zoo's decoded weights (``float32 [n, P]``)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        return sum(4 * s.rows * s.cols for s in entry.segments)
+
+    def fits(self, zoo: str | None = None) -> bool:
+        """True when the whole zoo (every zoo when ``zoo`` is None) fits this handle's memory budget.
+
+        Consumers that stream (spectra, the SQL ``weights`` view, ``export csv``, ``verify``)
+        decode and keep the zoo when it fits (as fast as an in-memory read) and stream blocks
+        otherwise.
+        """
+        zoos = [zoo] if zoo is not None else self.zoos
+        return sum(self.zoo_bytes(z) for z in zoos) <= self.memory
+
+    def block_rows(self, zoo: str | None = None) -> int:
+        """Rows per streamed block of ``zoo`` under this handle's budget (whole 512-row chunks)."""
+        entry = self.manifest.zoo(zoo or self._only_zoo())
+        cols = entry.segments[0].cols if entry.segments else self.arch(zoo).n_params
+        return budget_rows(cols, self.memory, DEFAULT_CHUNK_ROWS)
+
+    def iter_weights(self, zoo: str | None = None, *, block_rows: int | None = None,
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream a zoo in model-id order as ``(ids int64 [n], float32 [n, P])`` blocks.
+
+        Blocks hold at most ``block_rows`` rows (default :meth:`block_rows`: a quarter of
+        the memory budget) and run across segment boundaries; each is a new array the
+        caller may keep, and every chunk is checked against its checksum as it is read.
+        A zoo already decoded on this handle (:meth:`zoo_weights`) is served from memory
+        (the blocks are then read-only views).
+        """
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        step = max(1, int(block_rows or self.block_rows(zoo)))
+        cached = self._cache.get(f"zoo:{zoo}")
+        if cached is not None:
+            ids, rows = self.zoo_weights(zoo)
+            for start in range(0, len(ids), step):
+                yield ids[start:start + step], rows[start:start + step]
+            return
+        yield from _coalesce(self.root, entry.segments, step)
 
     def _only_zoo(self) -> str:
         if len(self.manifest.zoos) != 1:
@@ -242,12 +322,26 @@ class Lake:
 
     def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> torch.Tensor:
         """One layer of the given models: ``"fc1"`` -> ``[n, 20, 36]``, ``"conv1"`` -> ``[n, 8, 1, 5, 5]``,
-        ``"fc1.bias"`` -> ``[n, 20]`` (views into the decoded rows)."""
+        ``"fc1.bias"`` -> ``[n, 20]``.
+
+        From a zoo decoded on this handle: views into its rows.  Otherwise the rows are read
+        in budget-sized blocks and only the layer's values are kept, so memory grows with
+        ``n x layer size``, not ``n x P``.  The bytes read are still whole chunks (each chunk's
+        checksum covers all its rows' parameters).
+        """
         import torch
 
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        arch = self.arch(self._span(int(ids[0])).zoo) if ids.size else self.arch()
-        return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
+        zoo = self._span(int(ids[0])).zoo if ids.size else self._only_zoo()
+        arch = self.arch(zoo)
+        if f"zoo:{zoo}" in self._cache or ids.size <= self.block_rows(zoo):
+            return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
+        lo, hi = _layer_range(arch, name)
+        out = np.empty((ids.size, hi - lo), dtype=np.float32)
+        step = self.block_rows(zoo)
+        for start in range(0, ids.size, step):
+            out[start:start + step] = self.weights_numpy(ids[start:start + step])[:, lo:hi]
+        return torch.from_numpy(out).reshape(ids.size, *_layer_shape(arch, name))
 
     def state_dict(self, model_id: int) -> dict[str, torch.Tensor]:
         """A state_dict that ``load_state_dict`` of the zoo CNN accepts."""
@@ -309,3 +403,51 @@ class Lake:
         from weightlake.serve.batches import BatchStream
 
         return BatchStream.open(self, scenario, split, **kw)
+
+
+def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of ``step`` rows read across the segments in order (the last block may be short)."""
+    if not segments:
+        return
+    cols = segments[0].cols
+    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    for seg in segments:
+        reader = SegmentReader(root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
+                               meta_digest=seg.meta_digest)
+        at = 0
+        while at < seg.rows:
+            take = min(step - fill, seg.rows - at)
+            reader.read(at, at + take, out=block[fill:fill + take])
+            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
+            fill, at = fill + take, at + take
+            if fill == step:
+                yield ids, block
+                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    if fill:
+        yield ids[:fill], block[:fill]
+
+
+def _layer_range(arch: Architecture, name: str) -> tuple[int, int]:
+    """Flat ``[lo, hi)`` of a layer's weight (``"fc1"``) or bias (``"fc1.bias"``), as :meth:`Architecture.select`."""
+    import torch
+
+    probe = torch.arange(arch.n_params)
+    part = arch.select(probe, name).reshape(-1)
+    return int(part[0]), int(part[-1]) + 1
+
+
+def _layer_shape(arch: Architecture, name: str) -> tuple[int, ...]:
+    import torch
+
+    return tuple(arch.select(torch.empty(arch.n_params), name).shape)
+
+
+def _warn_over_budget(zoo: str, need: int, budget: int) -> None:
+    import warnings
+
+    from weightlake.storage.budget import BudgetWarning, format_memory
+
+    warnings.warn(f"decoding zoo {zoo!r} whole ({format_memory(need)}), more than the memory budget "
+                  f"({format_memory(budget)}): random access (pair serving, wl_*_by_id, correlations) holds the "
+                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the streaming readers (lake.iter_weights, analyze "
+                  "spectra, SQL over the weights view)", BudgetWarning, stacklevel=3)

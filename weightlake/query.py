@@ -3,8 +3,9 @@
 Views every connection sees:
 
 * ``models``  — model metadata of every zoo (Hive-partitioned Parquet, listed files only);
-* ``weights`` — ``model_id BIGINT, w FLOAT[P]`` served zero-copy from the decoded Zarr
-  segments as an Arrow table (nothing re-encoded as Parquet);
+* ``weights`` — ``model_id BIGINT, zoo VARCHAR, w FLOAT[P]`` served zero-copy from the decoded
+  Zarr segments as an Arrow table (nothing re-encoded as Parquet), or streamed block by
+  block when the zoos exceed the handle's memory budget (:class:`StreamedWeights`);
 * one view per derived table (``pairs``, ``scenarios``, ``spectra`` ...);
 * ``wl_*`` functions (analysis metrics and per-layer extraction) when the analysis
   package is importable.
@@ -120,30 +121,66 @@ def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
 
 
 def weights_arrow(lake: Lake) -> Any:
-    """All zoos' weights as an Arrow table ``(model_id, zoo, w FLOAT[P])``, zero-copy over the decoded rows.
+    """All zoos' weights ``(model_id, zoo, w FLOAT[P])`` for DuckDB.
 
-    Zoos of different parameter counts cannot share one fixed-size column; the first
-    architecture's zoos are served and the others are left out with a clear error on use.
+    When every zoo fits the handle's memory budget (:meth:`Lake.fits`): an Arrow table,
+    zero-copy over the decoded rows (decoded once per handle, any number of scans).
+    Otherwise a :class:`StreamedWeights` source: each scan streams the zoos in budget-sized
+    blocks, so a query scanning ``weights`` twice (a self-join) reads the zoo twice.
+
+    Zoos of different parameter counts cannot share one fixed-size column: they are refused.
     """
-    import numpy as np
-    import pyarrow as pa
-
-    chunks, ids, zoo_names = [], [], []
     widths = {e.segments[0].cols for e in lake.manifest.zoos.values() if e.segments}
     if len(widths) > 1:
         raise QueryError(f"zoos of different parameter counts {sorted(widths)} cannot share the `weights` view; "
                          "query one zoo with lake.zoo_weights(zoo)")
-    for zoo in lake.zoos:
-        zoo_ids, rows = lake.zoo_weights(zoo)
-        if not len(zoo_ids):
-            continue
-        flat = pa.array(rows.reshape(-1))
-        chunks.append(pa.FixedSizeListArray.from_arrays(flat, rows.shape[1]))
-        ids.append(pa.array(zoo_ids))
-        zoo_names.append(pa.array(np.full(len(zoo_ids), zoo, dtype=object), type=pa.string()))
-    return pa.table({"model_id": pa.chunked_array(ids, type=pa.int64()),
-                     "zoo": pa.chunked_array(zoo_names, type=pa.string()),
-                     "w": pa.chunked_array(chunks)})
+    if not lake.fits():
+        return StreamedWeights(lake)
+    import pyarrow as pa
+
+    batches = [_weights_batch(zoo, *lake.zoo_weights(zoo)) for zoo in lake.zoos if lake.manifest.zoo(zoo).n_models]
+    return pa.Table.from_batches(batches, schema=_weights_schema(widths.pop() if widths else 0))
+
+
+def _weights_schema(cols: int) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("model_id", pa.int64()), ("zoo", pa.string()), ("w", pa.list_(pa.float32(), cols))])
+
+
+def _weights_batch(zoo: str, ids: Any, rows: Any) -> Any:
+    """One record batch over ``rows`` without copying them (Arrow keeps the numpy buffer alive)."""
+    import pyarrow as pa
+
+    return pa.record_batch([pa.array(ids, type=pa.int64()), pa.array([zoo] * len(ids), type=pa.string()),
+                            pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])],
+                           schema=_weights_schema(rows.shape[1]))
+
+
+class StreamedWeights:
+    """The ``weights`` view of a lake too big for its budget: an Arrow C stream that DuckDB
+    opens afresh for every scan (``__arrow_c_stream__``), reading the zoos block by block
+    (:meth:`Lake.iter_weights`, every chunk checked) and holding about one block at a time.
+
+    Costs: no filter pushdown (``WHERE model_id = 5`` still reads the whole zoo), and each
+    scan of ``weights`` in one statement reads the zoo again.
+    """
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        widths = {e.segments[0].cols for e in lake.manifest.zoos.values() if e.segments}
+        self.schema = _weights_schema(widths.pop() if widths else 0)
+
+    def batches(self) -> Any:
+        for zoo in self.lake.zoos:
+            for ids, rows in self.lake.iter_weights(zoo):
+                yield _weights_batch(zoo, ids, rows)
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        import pyarrow as pa
+
+        reader = pa.RecordBatchReader.from_batches(self.schema, self.batches())
+        return reader.__arrow_c_stream__(requested_schema)
 
 
 def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:

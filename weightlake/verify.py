@@ -23,7 +23,7 @@ from weightlake.ingest.common import hash_rows
 from weightlake.lake import Lake
 from weightlake.storage.checksums import check_file
 from weightlake.storage.snapshot import empty_dirs, garbage
-from weightlake.storage.tensors import read_rows
+from weightlake.storage.tensors import SegmentReader
 
 
 @dataclass
@@ -100,13 +100,20 @@ def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[
         report.problems.append(f"zoo {zoo!r}: duplicate model ids")
     nonfinite = 0
     hashes = dict(zip(meta["model_id"].to_list(), meta["weights_hash"].to_list(), strict=True))
+    step = lake.block_rows(zoo)  # blocks of a quarter of the handle's memory budget
     for seg in entry.segments:
-        for start in range(0, seg.rows, 4096):
+        try:
+            reader = SegmentReader(lake.root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
+                                   meta_digest=seg.meta_digest)
+        except WeightLakeError as exc:
+            report.problems.append(str(exc))
+            continue
+        for start in range(0, seg.rows, step):
             try:
-                block = read_rows(lake.root / seg.path, seg.rows, seg.cols, np.arange(start, min(start + 4096, seg.rows)),
-                                  digests=seg.chunk_digests, meta_digest=seg.meta_digest)
-            except WeightLakeError as exc:
-                report.problems.append(str(exc))
+                block = reader.read(start, min(start + step, seg.rows))
+            except WeightLakeError as exc:  # report the damaged chunk (once), check the rest
+                if str(exc) not in report.problems:
+                    report.problems.append(str(exc))
                 continue
             nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
             for offset, digest in enumerate(hash_rows(block)):

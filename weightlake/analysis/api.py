@@ -48,26 +48,41 @@ class AnalysisReport:
 
 
 def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, pl.DataFrame]:
-    zoo = zoo or lake._only_zoo()
-    ids, rows = lake.zoo_weights(zoo)
-    meta = lake.models(zoo).collect()
-    order = {mid: i for i, mid in enumerate(meta["model_id"].to_list())}
-    meta = meta[[order[int(i)] for i in ids]]  # align metadata with weight rows
+    zoo, ids, meta = _zoo_meta(lake, zoo)
+    _, rows = lake.zoo_weights(zoo)
     return zoo, ids, rows, meta
 
 
-def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
-                   all_rows: bool) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, dict[str, Any], str]:
-    """Distinct models of the zoo (or every row): ``(ids, rows, meta, params entry, note)``."""
+def _zoo_meta(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, pl.DataFrame]:
+    """A zoo's model ids in weight-row order and its metadata aligned with them (no weights read)."""
+    zoo = zoo or lake._only_zoo()
+    ids = lake.zoo_ids(zoo)
+    meta = lake.models(zoo).collect()
+    order = {mid: i for i, mid in enumerate(meta["model_id"].to_list())}
+    meta = meta[[order[int(i)] for i in ids]]  # align metadata with weight rows
+    return zoo, ids, meta
+
+
+def _selection(meta: pl.DataFrame, all_rows: bool) -> tuple[np.ndarray, dict[str, Any], str]:
+    """Which rows an analysis uses: ``(keep mask, params entry, note)``; distinct models unless ``all_rows``."""
     from weightlake.analysis.distinct import distinct_models
 
     selection = distinct_models(meta)
     if all_rows:
         note = f"all {selection.n_rows} rows counted (all_rows): {selection.note().split(' (pass')[0]}"
-        return ids, rows, meta, {**selection.to_dict(), "all_rows": True, "used": selection.n_rows}, note
-    keep = selection.keep
+        return (np.ones(meta.height, dtype=bool), {**selection.to_dict(), "all_rows": True, "used": selection.n_rows},
+                note)
     used = {**selection.to_dict(), "all_rows": False, "used": selection.n_distinct}
-    return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, selection.note()
+    return np.asarray(selection.keep, dtype=bool), used, selection.note()
+
+
+def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
+                   all_rows: bool) -> tuple[np.ndarray, np.ndarray, pl.DataFrame, dict[str, Any], str]:
+    """Distinct models of the zoo (or every row): ``(ids, rows, meta, params entry, note)``."""
+    keep, used, note = _selection(meta, all_rows)
+    if all_rows:
+        return ids, rows, meta, used, note
+    return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, note
 
 
 def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int) -> int:
@@ -89,7 +104,8 @@ CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"
 
 def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
                     population: bool = False, all_rows: bool = False, convention: str = "weightlake",
-                    progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+                    progress: Callable[[int, int], Any] | None = None,
+                    memory: str | int | None = None) -> AnalysisReport:
     """Per-layer random-matrix spectra -> table ``spectra`` (one row per model x layer).
 
     Distinct models only by default (a fallback copy has its original's spectrum, and
@@ -99,6 +115,10 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
 
     ``convention="weightwatcher"`` computes WeightWatcher 0.7.7's figures instead (see
     :mod:`weightlake.analysis.spectra_ww`) into table ``spectra_weightwatcher``.
+
+    Weights are streamed in blocks under the memory budget ``memory`` (default
+    ``$WEIGHTLAKE_MEMORY``, see :mod:`weightlake.storage.budget`); only the result table
+    grows with the zoo.  The table equals the in-memory computation's row for row.
     """
     import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
@@ -107,16 +127,13 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     if convention not in CONVENTIONS:
         raise QueryError(f"unknown spectra convention {convention!r}; expected one of {sorted(CONVENTIONS)}")
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
-    zoo, ids, rows, meta = _zoo_rows(lake, zoo)
-    ids, rows, _, models, note = _select_models(ids, rows, meta, all_rows)
-    if convention == "weightlake":
-        table = _spectra_in_blocks(zoo_spectra, rows, lake.arch(zoo), layers, progress)
-    else:
-        table = _spectra_in_blocks(lambda r, arch, block, layers: zoo_spectra_ww(r, arch, layers=layers),
-                                   rows, lake.arch(zoo), layers, progress)
-    table = table.with_columns(model_id=pl.Series(ids)[table["row"]], layer=pl.col("layer").cast(pl.String),
-                               snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
+    lake = wl.open_lake(lake_root, memory=memory)
+    zoo, _, meta = _zoo_meta(lake, zoo)
+    keep, models, note = _selection(meta, all_rows)
+    compute = zoo_spectra if convention == "weightlake" else (
+        lambda r, arch, block, layers: zoo_spectra_ww(r, arch, layers=layers))
+    table = _spectra_streamed(compute, lake, zoo, keep, layers, progress)
+    table = table.with_columns(layer=pl.col("layer").cast(pl.String), snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
     params: dict[str, Any] = {"layers": list(layers or []), "models": models}
     if convention == "weightwatcher":
@@ -124,7 +141,7 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     name = CONVENTIONS[convention]
     version = _commit(Path(lake_root), name, table, zoo, params, lake.snapshot)
     return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started, notes=[note],
-                          n_models=len(ids))
+                          n_models=int(keep.sum()))
 
 
 SPECTRA_BLOCK = 2048
@@ -132,14 +149,25 @@ SPECTRA_BLOCK = 2048
 each call decomposes them in blocks of a quarter of that, so its worker threads still share the work."""
 
 
-def _spectra_in_blocks(compute: Callable[..., pl.DataFrame], rows: np.ndarray, arch: Any,
-                       layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
-    parts = []
-    for start in range(0, max(len(rows), 1), SPECTRA_BLOCK):
-        part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
-        parts.append(part.with_columns(pl.col("row") + start))
-        if progress is not None:
-            progress(min(start + SPECTRA_BLOCK, len(rows)), len(rows))
+def _spectra_streamed(compute: Callable[..., pl.DataFrame], lake: Any, zoo: str, keep: np.ndarray,
+                      layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
+    """Spectra of the kept rows, reading the zoo in budget-sized blocks (:meth:`Lake.iter_weights`)."""
+    parts, at, done, total = [], 0, 0, int(keep.sum())
+    arch = lake.arch(zoo)
+    for ids, block in lake.iter_weights(zoo):
+        mask = keep[at:at + len(ids)]
+        at += len(ids)
+        rows, ids = (block, ids) if mask.all() else (block[mask], ids[mask])
+        for start in range(0, len(rows), SPECTRA_BLOCK):
+            part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
+            parts.append(part.with_columns(model_id=pl.Series(ids[start:start + SPECTRA_BLOCK])[part["row"]])
+                         .drop("row"))
+            done += len(rows[start:start + SPECTRA_BLOCK])
+            if progress is not None:
+                progress(done, total)
+    if not parts:  # an empty selection: the pure function gives the schema
+        parts.append(compute(np.empty((0, arch.n_params), dtype=np.float32), arch, block=1, layers=layers)
+                     .with_columns(model_id=pl.lit(None, dtype=pl.Int64)).drop("row"))
     return pl.concat(parts)
 
 

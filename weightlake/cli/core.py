@@ -204,6 +204,36 @@ def _emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
+@ingest.command("modelzoo")
+@click.argument("root", type=click.Path(file_okay=False, exists=True))
+@click.option("--zoo", required=True, help="Zoo name to add the models to (created if new).")
+@click.option("--arch", default="infer", show_default=True,
+              help="'infer' (from the first state_dict: CNN-s, or its conv2d/linear layers), an architecture name, "
+                   "or a JSON file describing one.")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another init (refused by default).")
+@lake_option
+def ingest_modelzoo_cmd(root: str, zoo: str, arch: str, allow_same_source: bool, lake_dir: str) -> None:
+    """Ingest a Model Zoos / ray.tune tree: <run>/params.json, result.json, checkpoint_<epoch>/checkpoints.
+
+    Every readable checkpoint becomes a model with run_id, epoch, that epoch's metrics
+    (m_* columns) and the run's configuration (cfg_* columns); a malicious or truncated
+    file is rejected with its reason, never run. Trajectories are SQL over models.
+
+    \b
+    Examples:
+      weightlake ingest modelzoo zoos/mnist_cnn/ --zoo mnist-modelzoo
+      weightlake sql "SELECT run_id, list(m_test_acc ORDER BY epoch) FROM models GROUP BY 1"
+    """
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    with progress_bar(None, "ingest modelzoo", "checkpoints") as bar:
+        report = ingest_modelzoo(lake_dir, root, zoo=zoo, arch=None if arch == "infer" else _arch(arch),
+                                 progress=bar.callback,
+                                 allow_same_source=allow_same_source)
+    echo_lines(report.lines())
+
+
 # -- export ----------------------------------------------------------------------------------
 @main.group()
 def export() -> None:

@@ -442,11 +442,13 @@ def _write_rejects(rejects: list[BadRow], target: Path | str, source: Path) -> P
 
 # -- export --------------------------------------------------------------------------------------
 def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str | None = None,
-               params: dict[str, Any] | None = None, batch_rows: int = 4096,
+               params: dict[str, Any] | None = None, batch_rows: int | None = None,
                progress: ProgressFn | None = None) -> int:
     """Write models (optionally filtered by a SQL ``where`` over ``models``) in the exact CSV zoo format.
 
-    Returns the number of rows written.  Rows come out ordered by ``model_id``.
+    Returns the number of rows written.  Rows come out ordered by ``model_id``, gathered in
+    batches of ``batch_rows`` (default: up to 4,096, fewer when the handle's memory budget
+    asks for it: a batch's text and frame take about four times its weights).
 
     Raises
     ------
@@ -463,6 +465,7 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
                          + f", nothing written; {zoo_contents(lake, zoo)}")
+    batch_rows = batch_rows or max(1, min(4096, lake.block_rows(zoo) // 4))
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
     names = csv_columns(arch)

@@ -11,6 +11,11 @@ numpy fancy-index gather of its ``3 x B`` rows.  The loader's dataset is map-sty
 whole batches (``__getitem__`` takes the batch's pair positions), driven by a sampler
 whose order depends only on ``(seed, epoch)``.  Workers fork with nothing but numpy
 arrays (shared copy-on-write), so they inherit no open file or thread.
+
+Memory: random pairs need random rows, so serving holds the whole zoo (``n x P x 4``
+bytes) whatever the handle's memory budget, and ``zoo_weights`` warns when that exceeds
+the budget.  Gathering each batch from Zarr chunks instead would read one 5 MB chunk per
+row of the batch (see ARCHITECTURE.md, "Bounded memory").
 """
 
 from __future__ import annotations

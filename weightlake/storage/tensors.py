@@ -9,13 +9,14 @@ Every chunk file is checksummed when the segment is closed (the digests go into 
 manifest) and checked whenever it is read; a missing or short chunk file is an error,
 never a row of fill values.
 
-Round-trip law: ``read_rows(write_segment(x)) == x`` bitwise.
+Round-trip laws: ``read_rows(write_segment(x)) == x`` bitwise, and the blocks of
+:func:`iter_blocks` concatenate to ``x``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from weightlake.errors import IntegrityError
 from weightlake.storage.checksums import check_bytes, check_file, digest_file
 
 DEFAULT_CHUNK_ROWS = 512
+MAX_CHUNK_BYTES = 2**26
+"""A chunk holds at most this many bytes (64 MiB): ``chunk_rows`` is lowered for wide rows
+(one ResNet-18 row is 47 MB, so its chunks hold one row), so writing never buffers 512 big models."""
 CODECS = ("none", "zstd", "blosc")
 
 
@@ -55,6 +59,7 @@ class SegmentWriter:
 
         if path.exists():
             raise IntegrityError(f"refusing to overwrite existing segment {str(path)!r}")
+        chunk_rows = chunk_rows_for(cols, chunk_rows)
         self.path, self.cols, self.chunk_rows = path, cols, chunk_rows
         # every chunk is written, even one equal to the fill value: a missing chunk file is then always an error
         self._array = zarr.create_array(
@@ -104,6 +109,11 @@ class SegmentWriter:
         self.chunk_digests = tuple(digest_file(_chunk_file(self.path, self._array, i)) for i in range(n_chunks))
         self.meta_digest = digest_file(self.path / "zarr.json")
         return self.rows
+
+
+def chunk_rows_for(cols: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
+    """``chunk_rows`` lowered so a chunk of ``cols`` float32 values stays within :data:`MAX_CHUNK_BYTES`."""
+    return max(1, min(int(chunk_rows), MAX_CHUNK_BYTES // max(1, 4 * int(cols))))
 
 
 def write_segment(path: Path, rows: np.ndarray | Iterable[np.ndarray], cols: int, **kw: Any) -> int:
@@ -274,3 +284,85 @@ def read_rows(path: Path, rows: int, cols: int, index: np.ndarray, *,
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(gather, (int(c) for c in chunks)))
     return out
+
+
+class SegmentReader:
+    """Contiguous row ranges of one segment, checked chunk by chunk; the segment is opened once.
+
+    Reads of whole chunks go straight into the destination; a chunk only partly wanted
+    (a range boundary, the padded last chunk) is read whole into a scratch buffer, so its
+    checksum is still checked, and the wanted rows are copied out.
+
+    Round-trip law: ``reader.read(a, b) == read_all(...)[a:b]`` bitwise.
+    """
+
+    def __init__(self, path: Path, rows: int, cols: int, *, digests: Sequence[str] | None = None,
+                 meta_digest: str | None = None) -> None:
+        self.path, self.rows, self.cols, self.digests = path, rows, cols, digests
+        self.array = open_segment(path, rows, cols, meta_digest=meta_digest)
+        _check_digest_count(path, self.array, digests)
+        self.chunk_rows = int(self.array.chunks[0])
+        self.raw = _raw_layout(self.array)
+        self._lock = threading.Lock()
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
+        """Rows ``start:stop`` into ``out`` (or a new ``float32 [stop - start, cols]`` array)."""
+        if not 0 <= start <= stop <= self.rows:
+            raise IntegrityError(f"rows {start}:{stop} out of range for segment {str(self.path)!r} of {self.rows} rows")
+        if out is None:
+            out = np.empty((stop - start, self.cols), dtype=np.float32)
+        if stop == start:
+            return out
+        step = self.chunk_rows
+        chunks = range(start // step, -(-stop // step))
+        if not self.raw:
+            for c in chunks:
+                check_file(_chunk_file(self.path, self.array, c), self._digest(c))
+            out[:] = self.array[start:stop]
+            return out
+
+        def read_chunk(c: int) -> None:
+            lo, hi = max(start, c * step), min(stop, (c + 1) * step)
+            if lo == c * step and hi - lo == step:
+                _read_chunk_into(_chunk_file(self.path, self.array, c), out[lo - start:hi - start], self._digest(c))
+                return
+            out[lo - start:hi - start] = self._partial(c)[lo - c * step:hi - c * step]
+
+        if len(chunks) < 4 or threads < 2:
+            for c in chunks:
+                read_chunk(c)
+        else:  # as in _read_raw: file reads and checksums release the GIL
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(read_chunk, chunks))
+        return out
+
+    def _partial(self, c: int) -> np.ndarray:
+        """Chunk ``c`` whole (checked), kept until another partial chunk is asked for: blocks
+        smaller than a chunk then read each chunk once, not once per block."""
+        with self._lock:
+            if self._last is not None and self._last[0] == c:
+                return self._last[1]
+        chunk = np.empty((self.chunk_rows, self.cols), dtype=np.float32)
+        _read_chunk_into(_chunk_file(self.path, self.array, c), chunk, self._digest(c))
+        with self._lock:
+            self._last = (c, chunk)
+        return chunk
+
+    def _digest(self, c: int) -> str | None:
+        return self.digests[c] if self.digests is not None else None
+
+
+def iter_blocks(path: Path, rows: int, cols: int, block_rows: int, *, digests: Sequence[str] | None = None,
+                meta_digest: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, float32 [n, cols])`` blocks of at most ``block_rows`` rows covering the segment in order.
+
+    Each block is a new array (a consumer may keep it); peak memory is what the consumer keeps
+    plus one block.  Every chunk is checked against ``digests`` as it is read.
+    """
+    reader = SegmentReader(path, rows, cols, digests=digests, meta_digest=meta_digest)
+    step = max(1, int(block_rows))
+    for start in range(0, rows, step):
+        yield start, reader.read(start, min(start + step, rows))

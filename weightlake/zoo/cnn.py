@@ -49,8 +49,14 @@ class ZooCNN(nn.Module):
                 modules.append(nn.MaxPool2d(a["kernel_size"], a["kernel_size"]))
             elif spec.kind == "activation":
                 modules.append(activation_module(activation))
-            else:
+            elif spec.kind == "flatten":
                 modules.append(nn.Flatten())
+            else:  # an inferred architecture's gap: its module kind was never recorded
+                from weightlake.errors import ArchitectureError
+
+                raise ArchitectureError(f"architecture {arch.name!r} has a module of unknown kind ({spec.kind}) at "
+                                        f"index {len(modules)}: it stores and analyses weights but cannot build a "
+                                        "torch module; describe the architecture in full (--arch FILE.json)")
         self.module_list = nn.ModuleList(modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Bounded memory: peak RSS and wall time of the weight consumers, today's code against the streamed one.
+
+Two synthetic CNN-s lakes (``synthetic_rows`` of the full 1,013 x 6 x 6 grid, one commit per
+initialisation): one init (36,468 models, 0.36 GB, fits every budget) and ``--inits`` inits
+(default 4: 145,872 models, 1.44 GB, several times ``--budget``).  Each step runs in a fresh
+child process (peak = its VmHWM) with the code of the commit before streaming
+(``git archive`` of :data:`BASE_COMMIT`) and with this tree under ``WEIGHTLAKE_MEMORY``;
+rounds alternate baseline and contender, best time and lowest peak are reported.
+
+    .venv/bin/python benchmarks/bench_bounded.py [--inits 4] [--budget 256MB] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH_DATA, emit, run_child  # noqa: E402
+
+BASE_COMMIT = "5d60b474d8f12a2b25d0ec764375e8144bb64358"
+"""main before bounded reads: every consumer decodes the whole zoo."""
+ZOO = "mnist-cnn-s"
+INITS = ("kaiming_uniform", "xavier_uniform", "xavier_normal", "uniform", "normal", "kaiming_normal")
+HERE = Path(__file__).resolve().parent.parent
+
+STEPS: dict[str, str] = {
+    "import": "import weightlake, torch, duckdb, polars\nresult = {}",
+    "spectra": "from weightlake.analysis.api import analyze_spectra\n"
+               "r = analyze_spectra(ROOT, zoo=ZOO)\nresult = {'rows': r.rows}",
+    "sql_l2": "import weightlake as wl\n"
+              "df = wl.open_lake(ROOT).sql('SELECT m.epoch, avg(wl_l2(w)) AS l2 FROM models m JOIN weights "
+              "USING (model_id) GROUP BY 1')\nresult = {'rows': df.height}",
+    "sql_selfjoin": "import weightlake as wl\n"
+                    "df = wl.open_lake(ROOT).sql('SELECT count(*) AS n, avg(array_distance(a.w, b.w)) AS d "
+                    "FROM weights a JOIN weights b ON a.model_id + 1 = b.model_id')\nresult = {'rows': int(df[0, 0])}",
+    "verify": "import weightlake as wl\nfrom weightlake.verify import verify\n"
+              "r = verify(wl.open_lake(ROOT))\nassert r.ok, r.problems[:3]\nresult = {}",
+    "export": "import weightlake as wl\nfrom weightlake.ingest.csv_zoo import export_csv\n"
+              "n = export_csv(wl.open_lake(ROOT), OUT, zoo=ZOO, where=\"init = 'kaiming_uniform' AND epoch = 36\")\n"
+              "result = {'rows': n}",
+}
+
+
+def baseline_src(data: Path = BENCH_DATA) -> Path:
+    """The package as it was at :data:`BASE_COMMIT`, extracted once."""
+    target = data / f"baseline-{BASE_COMMIT[:8]}"
+    if not (target / "weightlake").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(HERE), "archive", BASE_COMMIT, "weightlake"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def synthetic_lake(n_inits: int, data: Path = BENCH_DATA) -> Path:
+    """A lake of ``n_inits`` x 36,468 synthetic CNN-s models, one commit (segment) per init; built once."""
+    import polars as pl
+
+    from weightlake.arch import CNN_S
+    from weightlake.ingest.common import IngestReport, ZooWriter
+    from weightlake.storage.transaction import transaction
+    from weightlake.zoo.synthetic import all_labels, synthetic_rows
+
+    root = data / f"lake-bounded-{n_inits}"
+    if (root / "_current").exists():
+        return root
+    labels = all_labels()
+    names = [*INITS, *(f"synthetic_{k}" for k in range(len(INITS), n_inits))]  # beyond six: numbered inits
+    for k, init in enumerate(names[:n_inits]):
+        t = time.perf_counter()
+        with transaction(root) as tx:
+            writer = ZooWriter(tx, ZOO, CNN_S, IngestReport(zoo=ZOO, source=init))
+            metas, blocks = [], []
+            for meta, weights in synthetic_rows(labels, seed=100 + k):
+                metas += meta
+                blocks.append(weights)
+                if len(metas) >= 4096:
+                    writer.add(_frame(metas, init, pl), _stack(blocks))
+                    metas, blocks = [], []
+            if metas:
+                writer.add(_frame(metas, init, pl), _stack(blocks))
+            writer.finish()
+            tx.commit({"op": "bench-synthetic", "zoo": ZOO, "summary": f"synthetic {init}"})
+        print(f"built {init} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return root
+
+
+def _stack(blocks: list[Any]) -> Any:
+    import numpy as np
+
+    return np.concatenate(blocks)
+
+
+def _frame(meta: list[tuple[Any, ...]], init: str, pl: Any) -> Any:
+    return pl.DataFrame({"classes": [list(m[0]) for m in meta], "class_mask": [sum(1 << c for c in m[0]) for m in meta],
+                         "n_classes": [len(m[0]) for m in meta], "activation": [m[1] for m in meta],
+                         "epoch": [m[2] for m in meta], "accuracy": [m[3] for m in meta], "init": init,
+                         "fallback": False, "source_file": f"synthetic-{init}"})
+
+
+def run_step(step: str, src: Path, root: Path, budget: str | None) -> dict[str, Any]:
+    code = (f"import sys\nsys.path.insert(0, {str(src)!r})\nROOT, ZOO, OUT = {str(root)!r}, {ZOO!r}, "
+            f"{str(BENCH_DATA.resolve() / 'bounded-export.csv')!r}\n" + STEPS[step])
+    old = os.environ.pop("WEIGHTLAKE_MEMORY", None)
+    if budget:
+        os.environ["WEIGHTLAKE_MEMORY"] = budget
+    try:
+        return run_child(code)
+    finally:
+        os.environ.pop("WEIGHTLAKE_MEMORY", None)
+        if old is not None:
+            os.environ["WEIGHTLAKE_MEMORY"] = old
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inits", type=int, default=4)
+    ap.add_argument("--budget", default="256MB")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", default=",".join(STEPS))
+    ap.add_argument("--bounded-only", type=int, default=0,
+                    help="Also run the steps with the bounded code alone on a lake of this many inits x 36,468 "
+                         "models (28: 1,021,104 models, 10 GB; today's code would need the whole zoo in RAM).")
+    args = ap.parse_args(argv)
+    base, ours = baseline_src(), HERE
+    lakes = {"fits": synthetic_lake(1), "big": synthetic_lake(args.inits)}
+    steps = args.steps.split(",")
+    best: dict[tuple[str, str, str], dict[str, float]] = {}
+    for rnd in range(args.rounds):
+        for case, root in lakes.items():
+            for step in steps:
+                if step == "export" and case == "fits":
+                    continue
+                for who, src, budget in (("today", base, None), ("bounded", ours, args.budget)):
+                    got = run_step(step, src, root, budget if case == "big" else None)
+                    key = (case, step, who)
+                    prev = best.get(key, {"seconds": float("inf"), "peak_gb": float("inf")})
+                    best[key] = {"seconds": min(prev["seconds"], got["seconds"]),
+                                 "peak_gb": min(prev["peak_gb"], got["peak_gb"])}
+                    print(f"round {rnd} {case:4} {step:12} {who:7} {got['seconds']:7.2f} s  peak "
+                          f"{got['peak_gb']:.2f} GB", file=sys.stderr)
+    if args.bounded_only:
+        root = synthetic_lake(args.bounded_only)
+        for step in steps:
+            if step != "sql_selfjoin":  # a hash join holds one side of the zoo inside DuckDB
+                got = run_step(step, ours, root, args.budget)
+                best[("huge", step, "bounded")] = got
+                emit(f"bounded-huge-{step}", {"bounded_s": round(got["seconds"], 2),
+                                             "bounded_peak_gb": round(got["peak_gb"], 3), "budget": args.budget,
+                                             "models": args.bounded_only * 36_468, "load": round(os.getloadavg()[0], 1)})
+    load = os.getloadavg()
+    for case in lakes:
+        for step in steps:
+            if (case, step, "today") not in best:
+                continue
+            a, b = best[(case, step, "today")], best[(case, step, "bounded")]
+            emit(f"bounded-{case}-{step}", {"today_s": round(a["seconds"], 2), "bounded_s": round(b["seconds"], 2),
+                                            "today_peak_gb": round(a["peak_gb"], 3),
+                                            "bounded_peak_gb": round(b["peak_gb"], 3),
+                                            "budget": args.budget if case == "big" else "default",
+                                            "load": round(load[0], 1)})
+
+
+if __name__ == "__main__":
+    main()
