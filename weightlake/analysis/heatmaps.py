@@ -461,7 +461,9 @@ def cross_zoo_figure(tables: Mapping[str, Any], arch: Architecture | None = CNN_
                 _annotate(ax, g.values, "{:.2f}", limit, g.significant(alpha))
         ax.set_xticks(np.arange(len(cols)), cols, rotation=60, ha="right", fontsize=7)
         ax.set_title(headers[label], fontsize=8)
-    axes[0].set_yticks(np.arange(len(rows)), rows, fontsize=7)
+    untested = ~np.any([np.isfinite(g.values).any(axis=1) for g in aligned.values()], axis=0)
+    axes[0].set_yticks(np.arange(len(rows)), [f"{r} (no test)" if u else r for r, u in zip(rows, untested, strict=True)],
+                       fontsize=7)
     axes[0].set_ylabel("layer" if kind == "layer" else "per-layer aggregate")
     what = (f"% of params with q < {alpha:g}" if kind == "layer" else f"{method} r")
     scale = f"0-{limit:.3g}%" if kind == "layer" else f"+-{limit:.2f}"
