@@ -169,7 +169,7 @@ def pool(values: np.ndarray, significant: np.ndarray, factor: int, pooling: str 
     blocks = padded.reshape(k, w, factor)
     sig = np.zeros((k, w * factor), dtype=bool)
     sig[:, :f] = significant
-    pooled_sig = sig.reshape(k, w, factor).any(axis=2)
+    pooled_sig = np.asarray(sig.reshape(k, w, factor).any(axis=2))
     finite = np.isfinite(blocks)
     if pooling == "mean":
         count = finite.sum(axis=2)

@@ -158,7 +158,7 @@ def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zo
         except Exception as exc:
             raise IngestError(str(exc).splitlines()[0], path=str(path)) from exc
         metas.append(_meta_row(model, path))
-    datasets = {m.get("dataset") for _, _, m, _ in loaded} - {None}
+    datasets = {str(m["dataset"]) for _, _, m, _ in loaded if m.get("dataset") is not None}
     if len(datasets) > 1:
         raise IngestError(f"the files name different image datasets {sorted(datasets)}", path=str(files[0]))
     with transaction(Path(lake_root)) as tx:
