@@ -223,9 +223,9 @@ def _legend(fig: Any, alpha: float, grey: bool = True) -> None:
     fig.legend(handles=handles, loc="outside lower right", fontsize=7, frameon=False, ncol=len(handles))
 
 
-def _row_labels(grid: Grid) -> list[str]:
+def _row_labels(grid: Grid, why: str = "constant: no test") -> list[str]:
     const = grid.constant_rows()
-    return [f"{r} (constant: no test)" if c else r for r, c in zip(grid.rows, const, strict=True)]
+    return [f"{r} ({why})" if c else r for r, c in zip(grid.rows, const, strict=True)]
 
 
 def _mark_layers(ax: Any, marks: Sequence[int], names: Sequence[str]) -> None:
@@ -325,7 +325,7 @@ def aggregate_figure(table: Any, arch: Architecture | None = CNN_S, *, method: s
     if annotate if annotate is not None else grid.values.size <= 1500:
         _annotate(ax, grid.values, "{:.2f}", limit, sig)
     ax.set_xticks(np.arange(len(grid.cols)), _col_labels(grid), rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(np.arange(len(rows)), _row_labels(grid), fontsize=7)
+    ax.set_yticks(np.arange(len(rows)), _row_labels(grid, "no test: constant or NaN"), fontsize=7)
     ax.set(xlabel="metadata column", ylabel="per-layer aggregate")
     ax.set_title(title or f"{sel.header(units)}\n{method} r, layer aggregates x metadata; grey: q >= {alpha:g}",
                  fontsize=9)

@@ -307,7 +307,7 @@ def plot_key_metrics(frame: pl.DataFrame, path: Path) -> Path | None:
         ax.set_title(col, fontsize=9)
         ax.locator_params(axis="x", nbins=4)
         ax.tick_params(axis="x", labelsize=7)
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
@@ -329,7 +329,7 @@ def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     ax.set_xticks(range(len(cols)), [c[3:] for c in cols], rotation=90, fontsize=7)
     ax.set_yticks(range(frame.height), frame["checkpoint"].to_list(), fontsize=7)
     fig.colorbar(image, ax=ax, label="rank within metric (0 = best)")
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | None:
@@ -347,7 +347,7 @@ def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | 
         ax.set_yscale("log")
     if frame.height <= 12:
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def _pyplot() -> Any:
@@ -359,9 +359,20 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def caption(frame: pl.DataFrame) -> str:
+    """What a plot's rows were scored on: each set of pairs (see :func:`scored_groups`) and its sources."""
+    groups = scored_groups(frame)
+    text = "; ".join(f"{heading} ({part.height} sources)" for heading, part in groups[:3])
+    more = f"; +{len(groups) - 3} more" if len(groups) > 3 else ""
+    warn = " - rows scored on different pairs, compare within a set" if len(groups) > 1 else ""
+    return text + more + warn
+
+
+def _save(fig: Any, path: Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
+    if title:
+        fig.suptitle(title, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -389,7 +400,7 @@ def write_report(lake_root: str | Path | None, out: str | Path, *, scenario: str
     made: list[Path] = []
     if plots:
         folder = out.with_name(f"{out.stem}_plots")
-        ok = frame.filter(pl.col("error").is_null()) if "error" in frame.columns else frame
+        ok = short_labels(frame.filter(pl.col("error").is_null()) if "error" in frame.columns else frame)
         for fn, name in ((plot_key_metrics, "key_metrics.png"), (plot_rank_heatmap, "rank_heatmap.png"),
                          (plot_layers, "layers_mse.png")):
             made += [p for p in [fn(ok, folder / name)] if p is not None]
