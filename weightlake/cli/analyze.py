@@ -58,7 +58,10 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
 @click.option("--features", type=click.Choice(["params", "aggregates", "both"]), default="both", show_default=True,
               help="Every parameter, per-layer aggregates (norms, means, spectral figures), or both.")
 @click.option("--methods", default="pearson,spearman", show_default=True)
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write heatmaps (PNG) to this folder.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write the figures (PNG) to this folder: per method and group, parameters / layers / aggregates "
+                   "x metadata; the groups side by side; parameter x parameter. Redraw later, or across zoos, "
+                   "with `analyze correlation-figures`.")
 @click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only; n in the table counts them).")
 @lake_option
