@@ -187,3 +187,24 @@ def _analysis(lake_dir: Path, out_dir: Path, config: DemoConfig, echo: Echo) -> 
     report = analyze_correlations(lake_dir, zoo=config.zoo, against=["accuracy", "epoch"], by=["layer"],
                                   plot_dir=out_dir / "plots")
     echo(f"   {report}")
+
+
+def pair_lake(lake_dir: Path | str, out_dir: Path | str, *, config: DemoConfig | None = None,
+              scenario: str = "demo", workers: int = 1, echo: Echo = print) -> str:
+    """Train, ingest and pair a small zoo (steps 1, 2 and 6 of the demo); returns the scenario name.
+
+    The notebooks that need pairs (02 batches, 03 evaluation) fall back to this when their
+    lake holds no pairs: a zoo pairs only where the union of two class sets is itself in the
+    zoo.  ``config`` defaults to :meth:`DemoConfig.quick` (seconds on real images).
+    """
+    from weightlake.scenarios import declare_scenario
+
+    config = config or DemoConfig.quick()
+    lake_dir, out_dir = Path(lake_dir), Path(out_dir)
+    _train(out_dir / "checkpoints", config, workers, echo)
+    _ingest(lake_dir, out_dir / "checkpoints", config, workers, echo)
+    report = declare_scenario(lake_dir, scenario, zoo=config.zoo, digits=config.digits, sizes=config.sizes,
+                              overlap=config.overlap, epochs=[config.bins[-1]], split="random")
+    if not report.n_pairs:
+        raise WeightLakeError(f"the small zoo of {config} formed no pairs")
+    return scenario

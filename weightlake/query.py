@@ -59,7 +59,10 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
 
     con = duckdb.connect()
     try:
-        con.execute("SET enable_progress_bar = false")  # its bar would land in --format csv output
+        if con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]:
+            # its bar would land in --format csv output; inside Jupyter without ipywidgets DuckDB
+            # keeps it off already and refuses the SET, so only switch off what is on
+            con.execute("SET enable_progress_bar = false")
         _create_views(con, lake, weights=weights, views=views)
         if udfs:
             from weightlake.analysis.udfs import register_udfs

@@ -68,6 +68,8 @@ def test_cli_writes_heatmaps(analysed_lake_dir, tmp_path):
                                        "--plot", str(out), "--lake", str(root)])
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # per activation: parameters and layers x metadata; the activations side by side; parameter x parameter
+    groups = len({p.name.split("-pearson")[0] for p in pngs if "activation=" in p.name})
+    assert len(pngs) == 2 * groups + 2 and groups > 1 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     result = CliRunner().invoke(main, ["analyze", "spectra", "--lake", str(root)])
     assert result.exit_code == 0 and "table 'spectra'" in result.output

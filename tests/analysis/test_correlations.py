@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
@@ -183,39 +181,3 @@ def test_param_correlation_matrix() -> None:
     const = rows.copy()
     const[:, layer.bias_start] = 0.01
     assert np.isnan(C.param_correlation_matrix(const, layer="conv3")[layer.weight_size]).all()
-
-
-def test_heatmaps_are_png(tmp_path: Path) -> None:
-    rows, meta = small_zoo(80)
-    table = C.param_correlations(rows, meta, methods=("pearson",))
-    out = C.plot_param_metadata_heatmap(table, tmp_path / "meta.png")
-    assert out.read_bytes()[:8] == PNG_MAGIC
-    full = C.param_correlation_matrix(rows)
-    assert full.shape == (CNN_S.n_params, CNN_S.n_params)
-    big = C.plot_param_matrix_heatmap(full, tmp_path / "sub" / "params.png")
-    assert big.read_bytes()[:8] == PNG_MAGIC
-    small = C.plot_param_matrix_heatmap(C.param_correlation_matrix(rows, layer="fc2"), tmp_path / "fc2.png",
-                                        layer="fc2")
-    assert small.stat().st_size > 1000
-    with pytest.raises(ArchitectureError, match="2464 x 2464"):
-        C.plot_param_matrix_heatmap(np.zeros((3, 3)), tmp_path / "bad.png")
-
-
-def test_pooling_keeps_the_strongest_value() -> None:
-    grid = np.zeros((4, 7))
-    grid[1, 4], grid[2, 1], grid[3, 6] = -0.9, 0.5, np.nan
-    pooled = C._pool_signed_max(grid, 2, 3)
-    np.testing.assert_array_equal(pooled, [[0.0, -0.9, 0.0], [0.5, 0.0, 0.0]])
-    assert np.isnan(C._pool_signed_max(np.full((2, 2), np.nan), 2, 2)).all()
-
-
-def test_layer_boundaries_drawn_where_the_arch_says() -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure()
-    ax = fig.add_subplot()
-    C._mark_layers(ax, list(CNN_S.boundaries), list(CNN_S.layer_names), axis="x")
-    # parameter i occupies [i, i + 1), so a boundary b sits between parameters b - 1 and b
-    lines = sorted(line.get_xdata()[0] for line in ax.get_lines())
-    assert lines == [208, 1414, 1514, 2254]
-    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == list(CNN_S.layer_names)

@@ -214,7 +214,8 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         if progress is not None:
             progress(done, total)
     table = pl.concat(parts, how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
-    plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo) if plot_dir else []
+    units = "rows (all_rows)" if all_rows else "distinct models"
+    plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo, units) if plot_dir else []
     if progress is not None and plot_dir:
         progress(total, total)
     params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
@@ -224,18 +225,16 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                           notes=[note], n_models=len(ids))
 
 
-def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str) -> list[str]:
+def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str,
+                       units: str = "distinct models") -> list[str]:
+    """The figures of :func:`~weightlake.analysis.heatmaps.table_figures`, then the parameter x parameter matrix."""
     from weightlake.analysis import correlations as corr
+    from weightlake.analysis import heatmaps as hm
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    params = table.filter(pl.col("kind") == "param")
-    for method in params["method"].unique().sort().to_list():
-        paths.append(corr.plot_param_metadata_heatmap(params, out / f"{zoo}-params-vs-metadata-{method}.png", arch,
-                                                      method=method))
+    paths = hm.table_figures(table, out, arch, zoo=zoo, units=units)
     matrix = corr.param_correlation_matrix(rows, arch)
-    paths.append(corr.plot_param_matrix_heatmap(matrix, out / f"{zoo}-param-x-param.png", arch,
-                                                title=f"{zoo}: parameter x parameter correlation (Pearson)"))
+    paths.append(hm.plot_param_matrix_heatmap(matrix, out / f"{zoo}-param-x-param.png", arch, zoo=zoo,
+                                              n=len(rows), units=units))
     return [str(p) for p in paths]
 
 

@@ -58,7 +58,10 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
 @click.option("--features", type=click.Choice(["params", "aggregates", "both"]), default="both", show_default=True,
               help="Every parameter, per-layer aggregates (norms, means, spectral figures), or both.")
 @click.option("--methods", default="pearson,spearman", show_default=True)
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write heatmaps (PNG) to this folder.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write the figures (PNG) to this folder: per method and group, parameters / layers / aggregates "
+                   "x metadata; the groups side by side; parameter x parameter. Redraw later, or across zoos, "
+                   "with `analyze correlation-figures`.")
 @click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only; n in the table counts them).")
 @lake_option
@@ -278,3 +281,38 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
                                        images=images, top=top, ks=[int(k) for k in _list(ks)], seed=seed,
                                        all_rows=all_rows, progress=bar.callback)
     click.echo(str(report))
+
+
+# -- figures from committed correlations (weightlake.compute.figures) -----------------------------
+@analyze.command("correlation-figures")
+@click.option("--zoo", "zoos", multiple=True, help="Zoo to draw; repeat for several (default: every zoo "
+                                                   "with committed correlations). Two or more: also side by side.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), required=True, help="Folder for the PNG files.")
+@click.option("--methods", default="", help="Comma list (default: every method in the table).")
+@click.option("--alpha", default=0.05, show_default=True, help="Cells with a BH q-value >= alpha are drawn grey.")
+@click.option("--pooling", type=click.Choice(["mean", "max_abs"]), default="mean", show_default=True,
+              help="How blocks of parameters are pooled in the parameters x metadata figure (the title says which).")
+@lake_option
+def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, alpha: float, pooling: str,
+                            lake_dir: str) -> None:
+    """Heatmaps from the committed `correlations` table, per zoo and across zoos (nothing recomputed).
+
+    Per zoo, method and group: parameters x metadata (layer boundaries drawn), layer x metadata
+    (share of each layer's parameters with q < alpha), aggregates x metadata (with
+    --features aggregates|both at analysis time), and the groups side by side.  For two or more
+    zoos of one architecture: aggregates and layer shares of every zoo on one shared scale.
+    Colours are scaled from the data (+-max|r| printed on the colour bar); grey cells are not
+    significant; hatched cells had no test (constant); titles give zoo, group and n.
+
+    \b
+    Example:
+      weightlake analyze correlations --zoo zoo-a --features both
+      weightlake analyze correlations --zoo zoo-b --features both
+      weightlake analyze correlation-figures --zoo zoo-a --zoo zoo-b --plot figures/
+    """
+    from weightlake.compute.figures import correlation_figures
+
+    paths = correlation_figures(lake_dir, plot_dir, zoos=list(zoos) or None, methods=_list(methods) or None,
+                                alpha=alpha, pooling=pooling)
+    for path in paths:
+        click.echo(f"plot: {path}")

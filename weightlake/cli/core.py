@@ -356,3 +356,44 @@ def demo(out_dir: str, quick: bool, workers: int, lake_dir: str) -> None:
 
     run_demo(Path(lake_dir), Path(out_dir), config=DemoConfig.quick() if quick else DemoConfig(), workers=workers,
              echo=click.echo)
+
+
+# -- safetensors (weightlake.ingest.safetensor_files) -------------------------------------------
+@export.command("safetensors")
+@click.option("--zoo", help="Zoo to export (default: the only zoo).")
+@click.option("--where", help="SQL filter over the models view, e.g. \"init = 'xavier_normal'\".")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the files (one <zoo>-<model_id>.safetensors per model).")
+@lake_option
+def export_safetensors_cmd(zoo: str | None, where: str | None, out_dir: str, lake_dir: str) -> None:
+    """Export models as safetensors files: no pickle; architecture and metadata in the header.
+
+    Each file holds the model's state_dict (load it with safetensors.torch.load_file and
+    model.load_state_dict) and, as header metadata, the architecture and the model's row.
+
+    \b
+    Example:
+      weightlake export safetensors --zoo fmnist --where "epoch = 16" -o models/
+      weightlake ingest safetensors models/ --lake other-lake
+    """
+    from weightlake.ingest.safetensor_files import export_safetensors
+
+    files = export_safetensors(_open(lake_dir), out_dir, zoo=zoo, where=where)
+    click.echo(f"wrote {len(files)} models to {out_dir}")
+
+
+@ingest.command("safetensors")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--zoo", help="Zoo to add the models to (default: the zoo the files name).")
+@click.option("--allow-same-source", is_flag=True,
+              help="Accept weight vectors the zoo already holds under another init (refused by default).")
+@lake_option
+def ingest_safetensors_cmd(paths: tuple[str, ...], zoo: str | None, allow_same_source: bool, lake_dir: str) -> None:
+    """Ingest safetensors model files written by `export safetensors` (folders are searched), one commit.
+
+    Nothing is unpickled. Files without weightlake's header, of another architecture, or
+    whose tensors do not fit it are refused with the file named; the lake is unchanged.
+    """
+    from weightlake.ingest.safetensor_files import ingest_safetensors
+
+    echo_lines(ingest_safetensors(lake_dir, list(paths), zoo=zoo, allow_same_source=allow_same_source).lines())

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -131,28 +131,104 @@ def _config(frame: pl.DataFrame) -> pl.DataFrame:
 def render_markdown(frame: pl.DataFrame, *, title: str = "Merging-model evaluations", plots: Sequence[Path] = (),
                     relative_to: Path | None = None, snapshot: int | None = None) -> str:
     """The report's Markdown for ``frame`` (rows of ``evaluations``), linking ``plots``."""
-    frame = _config(frame)
+    frame = _config(short_labels(frame))
     parts = [f"# {title}", "",
              f"{frame.height} evaluated sources; lake snapshot {snapshot if snapshot is not None else '?'}; "
              f"generated {datetime.now(UTC).isoformat(timespec='seconds')}.", "",
              "Each metric is the mean over pairs (NaN pairs left out) of "
-             "`weightlake.analysis.metrics.compute_all`; the best value of each column is in bold.", "",
+             "`weightlake.analysis.metrics.compute_all`. Checkpoints are named by the part of their path "
+             "that tells them apart (the full paths are listed under Sources).", "",
              *_assumed_warning(frame), "## Summary", "", markdown_table(frame, _SUMMARY)]
     parts += _configurations(frame)
-    for prefix in COMPARISONS:
-        cols = whole_metrics(frame, prefix)
-        if not cols:
-            continue
-        rows = frame.filter(pl.any_horizontal(pl.col(cols).is_not_null()))
-        headers = ["checkpoint", *(c.split("_", 1)[1] for c in cols)]
-        parts += ["", f"## {TITLES[prefix]}", "", markdown_table(rows, ["checkpoint", *cols], bold_best=True,
-                                                                  headers=headers)]
-        parts += _layer_tables(rows, prefix)
+    for heading, group in scored_groups(frame):
+        parts += ["", f"## {heading}", "", "Bold marks the best value among the rows of this section only: "
+                  "they were scored on the same pairs."]
+        for prefix in COMPARISONS:
+            cols = whole_metrics(group, prefix)
+            if not cols:
+                continue
+            rows = group.filter(pl.any_horizontal(pl.col(cols).is_not_null()))
+            headers = ["checkpoint", *(c.split("_", 1)[1] for c in cols)]
+            parts += ["", f"### {TITLES[prefix]}", "", markdown_table(rows, ["checkpoint", *cols], bold_best=True,
+                                                                       headers=headers)]
+            parts += _layer_tables(rows, prefix)
     parts += _variety(frame)
+    parts += _sources(frame)
     if plots:
         parts += ["", "## Plots", ""]
         parts += [f"![{p.stem}]({p.relative_to(relative_to) if relative_to else p})" for p in plots]
     return "\n".join(parts) + "\n"
+
+
+PAIR_KEYS: tuple[str, ...] = ("scenario", "split", "source_kind", "n_pairs", "snapshot")
+"""Rows agreeing on these were scored on the same pairs (tracking files on their own rows)."""
+
+
+def scored_groups(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """``(heading, rows)`` per set of rows scored on the same pairs (see :data:`PAIR_KEYS`)."""
+    keys = [k for k in PAIR_KEYS if k in frame.columns]
+    if not keys:
+        return [("All sources", frame)]
+    out = []
+    for part in frame.partition_by(keys, maintain_order=True):
+        row = part.row(0, named=True)
+        words = [f"scenario {row['scenario']}" if "scenario" in row else None,
+                 f"split {row['split'] or 'all'}" if "split" in row else None,
+                 f"{row['source_kind']}s" if row.get("source_kind") else None,
+                 f"{row['n_pairs']} pairs" if row.get("n_pairs") is not None else None,
+                 f"snapshot {row['snapshot']}" if row.get("snapshot") is not None else None]
+        out.append((", ".join(w for w in words if w), part))
+    return out
+
+
+def shorten_paths(paths: Sequence[str]) -> list[str]:
+    """The part of each path that tells it apart: leading folders common to all dropped, a folder
+    the same at the same depth in all replaced by ``...``, a common file suffix dropped.
+
+    Distinct paths stay distinct; a single path keeps only its file name (without suffix).
+    """
+    split = [PurePosixPath(str(p).replace("\\", "/")).parts for p in paths]
+    if not split:
+        return []
+    suffixes = {PurePosixPath(p[-1]).suffix for p in split if p}
+    cut = len(next(iter(suffixes))) if len(suffixes) == 1 else 0
+    dirs = [p[:-1] for p in split]
+    lead = 0
+    while all(len(d) > lead for d in dirs) and len({d[lead] for d in dirs}) == 1:
+        lead += 1
+    same_depth = len({len(d) for d in dirs}) == 1
+    out = []
+    for d, p in zip(dirs, split, strict=True):
+        middle = [part if not same_depth or len({o[i] for o in dirs}) > 1 else "..."
+                  for i, part in enumerate(d) if i >= lead]
+        while middle and middle[0] == "...":
+            middle.pop(0)
+        name = p[-1][:-cut] if cut else p[-1]
+        out.append("/".join([*_squeeze(middle), name]))
+    return out if len(set(out)) == len(set(map(str, paths))) else [str(p) for p in paths]
+
+
+def _squeeze(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        if not (part == "..." and out and out[-1] == "..."):
+            out.append(part)
+    return out
+
+
+def short_labels(frame: pl.DataFrame) -> pl.DataFrame:
+    """``checkpoint`` shortened by :func:`shorten_paths`, the original kept as ``source_path``."""
+    if "checkpoint" not in frame.columns or frame.height == 0:
+        return frame
+    full = [str(c) for c in frame["checkpoint"].to_list()]
+    return frame.with_columns(source_path=pl.Series(full), checkpoint=pl.Series(shorten_paths(full)))
+
+
+def _sources(frame: pl.DataFrame) -> list[str]:
+    if "source_path" not in frame.columns or frame["source_path"].equals(frame["checkpoint"]):
+        return []
+    return ["", "## Sources", "", markdown_table(frame.unique("checkpoint", maintain_order=True),
+                                                 ["checkpoint", "source_path"])]
 
 
 _CONFIG_TABLE = ("checkpoint", "heads_source", "n_heads", "d_model", "d_ff", "n_layers", "neck", "seq_len",
@@ -197,7 +273,7 @@ def _layer_tables(frame: pl.DataFrame, prefix: str) -> list[str]:
         cols = layer_columns(frame, prefix, metric)
         if cols:
             headers = ["checkpoint", *(c.rsplit("_", 1)[1] for c in cols)]
-            out += ["", f"### {prefix} `{metric}` per layer", "",
+            out += ["", f"#### {prefix} `{metric}` per layer", "",
                     markdown_table(frame, ["checkpoint", *cols], headers=headers)]
     return out
 
@@ -231,7 +307,7 @@ def plot_key_metrics(frame: pl.DataFrame, path: Path) -> Path | None:
         ax.set_title(col, fontsize=9)
         ax.locator_params(axis="x", nbins=4)
         ax.tick_params(axis="x", labelsize=7)
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
@@ -253,7 +329,7 @@ def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     ax.set_xticks(range(len(cols)), [c[3:] for c in cols], rotation=90, fontsize=7)
     ax.set_yticks(range(frame.height), frame["checkpoint"].to_list(), fontsize=7)
     fig.colorbar(image, ax=ax, label="rank within metric (0 = best)")
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | None:
@@ -271,7 +347,7 @@ def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | 
         ax.set_yscale("log")
     if frame.height <= 12:
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return _save(fig, path, caption(frame))
 
 
 def _pyplot() -> Any:
@@ -283,9 +359,20 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def caption(frame: pl.DataFrame) -> str:
+    """What a plot's rows were scored on: each set of pairs (see :func:`scored_groups`) and its sources."""
+    groups = scored_groups(frame)
+    text = "; ".join(f"{heading} ({part.height} sources)" for heading, part in groups[:3])
+    more = f"; +{len(groups) - 3} more" if len(groups) > 3 else ""
+    warn = " - rows scored on different pairs, compare within a set" if len(groups) > 1 else ""
+    return text + more + warn
+
+
+def _save(fig: Any, path: Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
+    if title:
+        fig.suptitle(title, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -313,7 +400,7 @@ def write_report(lake_root: str | Path | None, out: str | Path, *, scenario: str
     made: list[Path] = []
     if plots:
         folder = out.with_name(f"{out.stem}_plots")
-        ok = frame.filter(pl.col("error").is_null()) if "error" in frame.columns else frame
+        ok = short_labels(frame.filter(pl.col("error").is_null()) if "error" in frame.columns else frame)
         for fn, name in ((plot_key_metrics, "key_metrics.png"), (plot_rank_heatmap, "rank_heatmap.png"),
                          (plot_layers, "layers_mse.png")):
             made += [p for p in [fn(ok, folder / name)] if p is not None]

@@ -1,0 +1,78 @@
+"""Models as safetensors files: export -> ingest round trip, loadable state_dicts, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import weightlake as wl
+from weightlake.cli import main
+
+st = pytest.importorskip("safetensors.numpy")
+
+
+def _export(real_lake_dir: Path, out: Path) -> CliRunner:
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "safetensors", "-o", str(out), "--lake", str(real_lake_dir)])
+    assert result.exit_code == 0, result.output
+    return runner
+
+
+def test_round_trip_bitwise_with_metadata(real_lake_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    runner = _export(real_lake_dir, out)
+    files = sorted(out.glob("*.safetensors"))
+    assert len(files) == 24
+    target = tmp_path / "lake"
+    result = runner.invoke(main, ["ingest", "safetensors", str(out), "--lake", str(target)])
+    assert result.exit_code == 0 and "added 24 models to zoo 'fmnist'" in result.output, result.output
+    a, b = wl.open_lake(real_lake_dir), wl.open_lake(target)
+    wa, wb = np.asarray(a.zoo_weights("fmnist")[1]), np.asarray(b.zoo_weights("fmnist")[1])
+    assert np.array_equal(wa.view(np.uint32), wb.view(np.uint32))
+    cols = ["init", "activation", "epoch", "classes", "accuracy", "fallback", "weights_hash"]
+    ma = a.models("fmnist").collect().sort("model_id").select(cols)
+    mb = b.models("fmnist").collect().sort("model_id").select(cols)
+    assert ma.equals(mb)
+    again = runner.invoke(main, ["ingest", "safetensors", str(out), "--lake", str(target)])
+    assert again.exit_code == 0 and "added 0 models" in again.output
+
+
+def test_files_load_as_state_dicts(real_lake_dir: Path, tmp_path: Path) -> None:
+    import safetensors.torch
+    import torch
+
+    _export(real_lake_dir, tmp_path / "m")
+    lake = wl.open_lake(real_lake_dir)
+    first = sorted((tmp_path / "m").glob("*.safetensors"))[0]
+    with open(first, "rb") as fh:  # the header is plain JSON after an 8-byte length: no pickle anywhere
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+    model = json.loads(header["__metadata__"]["weightlake.model"])
+    assert model["zoo"] == "fmnist" and model["dataset"] == "fashion-mnist"
+    cnn = lake.cnn(model["model_id"])
+    reference = {k: v.clone() for k, v in cnn.state_dict().items()}
+    cnn.load_state_dict(safetensors.torch.load_file(str(first)))
+    assert all(torch.equal(reference[k], v) for k, v in cnn.state_dict().items())
+
+
+def test_refusals_leave_the_lake_unchanged(real_lake_dir: Path, tmp_path: Path, tree_state) -> None:
+    out = tmp_path / "m"
+    _export(real_lake_dir, out)
+    target = tmp_path / "lake"
+    shutil.copytree(real_lake_dir, target)
+    before = tree_state(target)
+    plain = tmp_path / "plain.safetensors"
+    st.save_file({"w": np.zeros(3, dtype=np.float32)}, str(plain))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    for path, message in ((plain, "has no ['weightlake.arch', 'weightlake.model'] entries"),
+                          (bad, "not a readable safetensors file")):
+        result = CliRunner().invoke(main, ["ingest", "safetensors", str(path), "--lake", str(target)])
+        assert result.exit_code == 1 and message in result.output and path.name in result.output, result.output
+        assert "Traceback" not in result.output
+    assert tree_state(target) == before

@@ -1,0 +1,42 @@
+"""Hugging Face datasets of a zoo and of a pair set: the same numbers the lake serves, torch format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import weightlake as wl
+from weightlake.serve.hf import zoo_to_hf
+
+datasets = pytest.importorskip("datasets")
+
+
+def test_zoo_to_hf_round_trips_every_model(real_lake_dir: Path) -> None:
+    lake = wl.open_lake(real_lake_dir)
+    ds = zoo_to_hf(lake)
+    ids, rows = lake.zoo_weights("fmnist")
+    assert isinstance(ds, datasets.Dataset) and len(ds) == len(ids) == 24
+    assert ds.column_names[-1] == "weights" and {"model_id", "init", "activation", "accuracy"} <= set(ds.column_names)
+    for i in (0, 7, 23):
+        item = ds[i]
+        assert item["weights"].dtype == torch.float32 and item["weights"].shape == (2464,)
+        want = lake.weights_numpy([int(item["model_id"])])[0]
+        assert np.array_equal(item["weights"].numpy().view(np.uint32), want.view(np.uint32))
+    meta = lake.models("fmnist").collect().sort("model_id")
+    assert ds["init"] == meta["init"].to_list()
+    batch = next(iter(torch.utils.data.DataLoader(ds.select_columns(["weights", "accuracy"]), batch_size=5)))
+    assert batch["weights"].shape == (5, 2464)
+
+
+def test_pairset_to_hf_matches_the_tensors(analysed_lake_dir: Path) -> None:
+    pairs = wl.open_lake(analysed_lake_dir).pairs("t", "train")
+    ds = pairs.to_hf()
+    x1, x2, y = pairs.tensors()
+    assert len(ds) == len(pairs) > 0
+    whole = ds[:]
+    assert torch.equal(whole["x1"], x1) and torch.equal(whole["x2"], x2) and torch.equal(whole["y"], y)
+    assert whole["pair_id"].tolist() == list(pairs.pair_id)
+    assert whole["target_id"].tolist() == list(pairs.ids[:, 2])

@@ -1,0 +1,203 @@
+"""Models as safetensors files: no pickle at all, architecture and metadata in the header.
+
+:func:`export_safetensors` writes one ``<zoo>-<model_id>.safetensors`` per model: its
+``state_dict`` tensors (float32, the architecture's own key names and shapes, so
+``model.load_state_dict(safetensors.torch.load_file(path))`` works) and a header
+``__metadata__`` of two JSON strings:
+
+- ``weightlake.arch``: the :class:`~weightlake.arch.Architecture` (``Architecture.from_dict``);
+- ``weightlake.model``: ``zoo``, ``model_id``, ``init``, ``activation``, ``epoch``,
+  ``classes``, ``accuracy``, ``weights_hash``, ``fallback``, ``dataset``.
+
+:func:`ingest_safetensors` reads such files back into a zoo in one commit.  Round-trip law:
+exporting a zoo and ingesting the files into a new lake gives the same weight vectors
+bitwise and the same metadata (model ids are the new lake's).  A file without the header,
+with another architecture than the zoo's, or with tensors that do not fit it is refused
+with a one-line error naming it; nothing is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.arch import Architecture
+from weightlake.errors import IngestError, QueryError
+from weightlake.ingest.common import (
+    IngestReport,
+    ZooWriter,
+    check_zoo_dataset,
+    class_mask,
+    file_fingerprint,
+    zoo_dataset,
+)
+
+ARCH_KEY, MODEL_KEY = "weightlake.arch", "weightlake.model"
+MODEL_FIELDS: tuple[str, ...] = ("model_id", "init", "activation", "epoch", "classes", "accuracy", "weights_hash",
+                                 "fallback")
+
+
+def _require() -> Any:
+    try:
+        import safetensors.numpy as st
+    except ModuleNotFoundError:
+        raise QueryError("safetensors files need the safetensors package: pip install 'weightlake[safetensors]'") from None
+    return st
+
+
+def export_safetensors(lake: Any, out_dir: str | Path, *, zoo: str | None = None, where: str | None = None,
+                       params: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write every model of ``zoo`` (optionally filtered by SQL ``where`` over ``models``) as safetensors.
+
+    Returns the files written, ordered by ``model_id``.
+
+    Raises
+    ------
+    QueryError
+        No model matches, or ``out_dir`` lies inside the lake.
+    """
+    st = _require()
+    out = lake.check_output(out_dir)
+    zoo = zoo or lake._only_zoo()
+    arch = lake.arch(zoo)
+    cols = ", ".join(MODEL_FIELDS)
+    sql = f"SELECT {cols} FROM models WHERE zoo = $zoo" + (f" AND ({where})" if where else "") + " ORDER BY model_id"
+    meta = lake.sql(sql, {"zoo": zoo, **(params or {})})
+    if meta.height == 0:
+        raise QueryError(f"no models of zoo {zoo!r} match" + (f" {where!r}" if where else "") + "; nothing written")
+    out.mkdir(parents=True, exist_ok=True)
+    header = {ARCH_KEY: arch.to_json(), "format": "pt"}
+    dataset = zoo_dataset(lake.manifest, zoo)
+    files = []
+    weights = lake.weights_numpy(meta["model_id"].to_numpy())
+    for row, flat in zip(meta.iter_rows(named=True), weights, strict=True):
+        tensors = {k: np.ascontiguousarray(v) for k, v in arch.flat_to_state_dict(flat).items()}
+        model = {"zoo": zoo, **row, "dataset": dataset}
+        target = out / f"{zoo}-{row['model_id']:08d}.safetensors"
+        tmp = target.with_name(f".{target.name}.partial")
+        st.save_file(tensors, str(tmp), metadata={**header, MODEL_KEY: json.dumps(model, default=_plain)})
+        os.replace(tmp, target)
+        files.append(target)
+    return files
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} into a safetensors header")
+
+
+def read_safetensors(path: str | Path) -> tuple[Architecture, dict[str, Any], dict[str, np.ndarray]]:
+    """``(architecture, model metadata, tensors)`` of one file written by :func:`export_safetensors`.
+
+    Raises
+    ------
+    IngestError
+        Not a safetensors file, or one without weightlake's header entries.
+    """
+    st = _require()
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            header = fh.metadata() or {}
+        tensors = st.load_file(str(path))
+    except Exception as exc:  # the reader's own errors (truncated, not safetensors) vary by version
+        raise IngestError(f"not a readable safetensors file: {str(exc).splitlines()[0][:200]}", path=str(path)) from exc
+    missing = [k for k in (ARCH_KEY, MODEL_KEY) if k not in header]
+    if missing:
+        raise IngestError(f"the safetensors header has no {missing} entries (write the file with "
+                          "`weightlake export safetensors`, or ingest it as a checkpoint)", path=str(path))
+    try:
+        arch, model = Architecture.from_dict(json.loads(header[ARCH_KEY])), json.loads(header[MODEL_KEY])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IngestError(f"unreadable weightlake header: {exc}", path=str(path)) from exc
+    return arch, model, tensors
+
+
+def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zoo: str | None = None,
+                       allow_same_source: bool = False) -> IngestReport:
+    """Ingest safetensors model files (folders are searched for ``*.safetensors``) into one zoo, one commit.
+
+    Parameters
+    ----------
+    zoo : str, optional
+        Default: the zoo recorded in the first file's header.
+
+    Raises
+    ------
+    IngestError
+        No files, a file that does not fit (see :func:`read_safetensors`), files of different
+        architectures, or files naming different image datasets.
+    """
+    from weightlake.storage.transaction import transaction
+
+    files = _files(paths)
+    started = time.perf_counter()
+    loaded = [(f, *read_safetensors(f)) for f in files]
+    arch = loaded[0][1]
+    zoo = zoo or str(loaded[0][2].get("zoo") or "")
+    if not zoo:
+        raise IngestError("the files name no zoo; pass zoo=... (--zoo)", path=str(files[0]))
+    report = IngestReport(zoo=zoo, source=", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else ""))
+    rows, metas = [], []
+    for path, file_arch, model, tensors in loaded:
+        if file_arch.to_dict() != arch.to_dict():
+            raise IngestError(f"architecture {file_arch.name!r} differs from {arch.name!r} of {files[0].name}",
+                              path=str(path))
+        try:
+            rows.append(np.asarray(arch.state_dict_to_flat(tensors, where=path.name), dtype=np.float32))
+        except Exception as exc:
+            raise IngestError(str(exc).splitlines()[0], path=str(path)) from exc
+        metas.append(_meta_row(model, path))
+    datasets = {str(m["dataset"]) for _, _, m, _ in loaded if m.get("dataset") is not None}
+    if len(datasets) > 1:
+        raise IngestError(f"the files name different image datasets {sorted(datasets)}", path=str(files[0]))
+    with transaction(Path(lake_root)) as tx:
+        dataset = check_zoo_dataset(tx.parent, zoo, next(iter(datasets), None))
+        writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
+        try:
+            report.rows_read = len(rows)
+            writer.add(pl.DataFrame(metas), np.stack(rows))
+            written = writer.finish()
+            tx.record_source({"zoo": zoo, "kind": "safetensors", "path": str(Path(files[0]).resolve().parent),
+                              "fingerprint": file_fingerprint(files[0]), "rows": len(rows), "dataset": dataset})
+            if written is not None:
+                report.snapshot = tx.commit({"op": "ingest-safetensors", "zoo": zoo, "source": str(files[0].parent),
+                                             "summary": f"+{report.rows_added} models from {len(files)} safetensors "
+                                                        "files"}).version
+        finally:
+            writer.abort()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _files(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(p.rglob("*.safetensors")) if p.is_dir() else [p]
+    if not out:
+        raise IngestError("no .safetensors files given or found")
+    for f in out:
+        if not f.is_file():
+            raise IngestError("no such file", path=str(f))
+    return out
+
+
+def _meta_row(model: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    classes = [int(c) for c in model.get("classes") or []]
+    for key in ("init", "activation", "epoch"):
+        if model.get(key) is None:
+            raise IngestError(f"the weightlake header has no {key!r}", path=str(path))
+    return {"init": str(model["init"]), "activation": str(model["activation"]), "epoch": int(model["epoch"]),
+            "classes": classes, "class_mask": class_mask(classes), "n_classes": len(classes),
+            "accuracy": model.get("accuracy"), "source_file": path.name, "source_row": 0,
+            "fallback": bool(model.get("fallback") or False)}
