@@ -76,9 +76,10 @@ def test_paths_shortened_to_what_tells_them_apart() -> None:
 
     long = "overlapping 0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] 11 gelu"
     assert shorten_paths([f"{long}/sinkhorn/AE epoch sinkhorn 0.pth", f"{long}/mse/AE epoch mse 3.pth"]) == [
-        "sinkhorn/AE epoch sinkhorn 0", "mse/AE epoch mse 3"]
-    assert shorten_paths(["x/same/h4/A.pth", "x/same/h8/A.pth"]) == ["h4/A", "h8/A"]
-    assert shorten_paths(["a/b.pth", "a/b.csv"]) == ["b.pth", "b.csv"]  # the suffix tells them apart
+        "sinkhorn/AE epoch sinkhorn 0.pth", "mse/AE epoch mse 3.pth"]
+    assert shorten_paths(["x/same/h4/A.pth", "x/same/h8/A.pth"]) == ["h4/A.pth", "h8/A.pth"]
+    assert shorten_paths(["e/a/same/c.pth", "e/b/same/d.pth"]) == ["a/.../c.pth", "b/.../d.pth"]
+    assert shorten_paths(["a/b.pth", "a/b.csv"]) == ["b.pth", "b.csv"]
     assert shorten_paths([]) == []
 
 
@@ -90,7 +91,7 @@ def test_best_marked_only_among_rows_scored_on_the_same_pairs() -> None:
     text = render_markdown(frame, snapshot=3)
     test_part = text.split("## scenario s, split test, checkpoints, 10 pairs, snapshot 3", 1)[1].split("\n## ", 1)[0]
     val_part = text.split("## scenario s, split val, checkpoints, 4 pairs, snapshot 3", 1)[1].split("\n## ", 1)[0]
-    assert "| b | **0.25** |" in test_part and "| a | 0.5 |" in test_part  # c (0.1) is on other pairs
-    assert "c" not in test_part.split("|---|", 1)[1]
-    assert "| c | 0.1 |" in val_part  # a single row: nothing to mark
-    assert "## Sources" in text and "| a | exp/run/a.pth |" in text
+    assert "| b.pth | **0.25** |" in test_part and "| a.pth | 0.5 |" in test_part  # c (0.1) is on other pairs
+    assert "c.pth" not in test_part
+    assert "| c.pth | 0.1 |" in val_part  # a single row: nothing to mark
+    assert "## Sources" in text and "| a.pth | exp/run/a.pth |" in text

@@ -182,16 +182,14 @@ def scored_groups(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
 
 
 def shorten_paths(paths: Sequence[str]) -> list[str]:
-    """The part of each path that tells it apart: leading folders common to all dropped, a folder
-    the same at the same depth in all replaced by ``...``, a common file suffix dropped.
+    """The part of each path that tells it apart: leading folders common to all dropped, and a
+    folder the same at the same depth in all replaced by ``...``; file names are kept whole.
 
-    Distinct paths stay distinct; a single path keeps only its file name (without suffix).
+    Distinct paths stay distinct; a single path keeps only its file name.
     """
     split = [PurePosixPath(str(p).replace("\\", "/")).parts for p in paths]
     if not split:
         return []
-    suffixes = {PurePosixPath(p[-1]).suffix for p in split if p}
-    cut = len(next(iter(suffixes))) if len(suffixes) == 1 else 0
     dirs = [p[:-1] for p in split]
     lead = 0
     while all(len(d) > lead for d in dirs) and len({d[lead] for d in dirs}) == 1:
@@ -203,8 +201,7 @@ def shorten_paths(paths: Sequence[str]) -> list[str]:
                   for i, part in enumerate(d) if i >= lead]
         while middle and middle[0] == "...":
             middle.pop(0)
-        name = p[-1][:-cut] if cut else p[-1]
-        out.append("/".join([*_squeeze(middle), name]))
+        out.append("/".join([*_squeeze(middle), p[-1]]))
     return out if len(set(out)) == len(set(map(str, paths))) else [str(p) for p in paths]
 
 
