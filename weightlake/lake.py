@@ -24,8 +24,10 @@ import polars as pl
 
 from weightlake.arch import Architecture, get_architecture
 from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
-from weightlake.storage import tables
+from weightlake.storage import remote, tables
+from weightlake.storage.remote import checked_paths as remote_checked_paths
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
+from weightlake.storage.store import Store, resolve_store
 from weightlake.storage.tensors import read_all, read_rows
 
 if TYPE_CHECKING:
@@ -38,20 +40,21 @@ ENV_LAKE = "WEIGHTLAKE_LAKE"
 MODEL_HIVE = {"zoo": pl.String, "activation": pl.String}
 
 
-def resolve_lake_path(path: Any = None) -> Path:
-    """Explicit argument > ``$WEIGHTLAKE_LAKE`` > ``./lake``."""
-    if path is not None and str(path) != "":
-        return Path(path)
-    return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
+def resolve_lake_path(path: Any = None) -> Any:
+    """Explicit argument > ``$WEIGHTLAKE_LAKE`` > ``./lake``: a :class:`Path`, or the URL as given
+    (``s3://bucket/prefix``, see :mod:`weightlake.storage.store`)."""
+    from weightlake.storage.store import split_url
+
+    text = path if path is not None and str(path) != "" else os.environ.get(ENV_LAKE) or DEFAULT_LAKE
+    return Path(text) if split_url(text)[0] is None else text
 
 
 def open_lake(path: Any = None, *, create: bool = False) -> Lake:
     """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed."""
-    root = resolve_lake_path(path)
-    store = SnapshotStore(root)
+    store = SnapshotStore(resolve_lake_path(path))
     if create and not store.exists:
         store.create()
-    return Lake(root, store.current())
+    return Lake(store.root, store.current(), location=store.location)
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,16 @@ class _Span:
 
 
 class Lake:
-    """A read handle on one snapshot of a lake."""
+    """A read handle on one snapshot of a lake.
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
-        self.root = Path(root)
+    ``root`` is the lake directory; for a lake on an object store it is the store's pyarrow
+    path (``bucket/prefix``) and ``location`` (a :class:`~weightlake.storage.store.Store`)
+    is how every file is reached.
+    """
+
+    def __init__(self, root: Any, manifest: Manifest, *, location: Store | None = None) -> None:
+        self.location: Store = location if location is not None else resolve_store(root)
+        self.root = SnapshotStore(self.location).root
         self.manifest = manifest
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -81,15 +90,15 @@ class Lake:
 
     @property
     def store(self) -> SnapshotStore:
-        return SnapshotStore(self.root)
+        return SnapshotStore(self.location)
 
     def refresh(self) -> Lake:
         """A handle on the newest snapshot (this one stays pinned)."""
-        return Lake(self.root, self.store.current())
+        return Lake(self.root, self.store.current(), location=self.location)
 
     def at(self, version: int) -> Lake:
         """A handle pinned to an earlier snapshot version."""
-        return Lake(self.root, self.store.version(version))
+        return Lake(self.root, self.store.version(version), location=self.location)
 
     def history(self) -> pl.DataFrame:
         rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
@@ -116,13 +125,15 @@ class Lake:
         files = self._model_files(zoo)
         if not files:
             return pl.LazyFrame(schema={"model_id": pl.Int64, "zoo": pl.String, "activation": pl.String})
-        lf = tables.scan_parquet(self.checked_paths(files), hive_schema=MODEL_HIVE)
+        lf = self._scan(files, MODEL_HIVE)
         cols = ["model_id", "zoo", "arch", "init", "activation", "epoch"]
         return lf.select(*cols, pl.exclude(cols))
 
     def check_output(self, path: str | os.PathLike[str]) -> Path:
         """Refuse an output file inside the lake root: the lake changes only through commits."""
         target = Path(path).resolve()
+        if not self.location.is_local:  # a local file cannot lie inside an object-store lake
+            return target
         if target == self.root.resolve() or self.root.resolve() in target.parents:
             raise QueryError(f"refusing to write {str(path)!r}: it lies inside the lake {str(self.root)!r}, which "
                              "changes only through weightlake's own commands; write the result elsewhere")
@@ -131,7 +142,16 @@ class Lake:
     def checked_paths(self, files: Sequence[str]) -> list[str]:
         """Absolute paths of listed files, each checked against its recorded checksum once per handle."""
         with self._lock:
-            return tables.checked_paths(self.root, files, self.manifest, self._verified)
+            if self.location.is_local:
+                return tables.checked_paths(self.root, files, self.manifest, self._verified)
+            return remote_checked_paths(self.location, files, self.manifest, self._verified)
+
+    def _scan(self, files: Sequence[str], hive: dict[str, Any] | None) -> pl.LazyFrame:
+        """A polars scan of listed, checked Parquet files (by URL with polars' own S3 reader off disk)."""
+        paths = self.checked_paths(files)
+        if not self.location.is_local:
+            paths = [self.location.uri(f) for f in files]
+        return tables.scan_parquet(paths, hive_schema=hive, storage_options=self.location.polars_options())
 
     def array_digests(self, rel: str) -> tuple[tuple[str, ...] | None, str | None]:
         """Recorded checksums of a table-owned 2-D array ``rel``: (per chunk ``c/<i>/0`` in order, ``zarr.json``).
@@ -201,6 +221,8 @@ class Lake:
         if cached is not None:
             return cached[index]
         seg = span.segment
+        if not self.location.is_local:
+            return remote.read_rows(self.location, seg, index)
         return read_rows(self.root / seg.path, seg.rows, seg.cols, index, digests=seg.chunk_digests,
                          meta_digest=seg.meta_digest)
 
@@ -225,8 +247,11 @@ class Lake:
                 out = np.empty((entry.n_models, cols), dtype=np.float32)
                 at = 0
                 for seg in entry.segments:
-                    read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
-                             digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+                    if not self.location.is_local:
+                        remote.read_all(self.location, seg, out=out[at:at + seg.rows])
+                    else:
+                        read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
+                                 digests=seg.chunk_digests, meta_digest=seg.meta_digest)
                     self._cache[seg.path] = out[at:at + seg.rows]
                     at += seg.rows
                 out.flags.writeable = False
@@ -277,7 +302,7 @@ class Lake:
             spec = entry.properties.get("schema") or {}
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
-        return tables.scan_parquet(self.checked_paths(entry.files), hive_schema=hive or None)
+        return self._scan(entry.files, hive or None)
 
     def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""

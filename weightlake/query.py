@@ -70,14 +70,15 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool) 
     from weightlake.storage.transaction import MODEL_PARTITIONS
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
+    fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
     if files:
         con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
-                                                    MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS)))
+                                                    MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS), fs))
     for name, entry in lake.manifest.tables.items():
         if entry.files:
             part = tuple(entry.properties.get("partition_by", ()))
             base = lake.root / "tables" / tables.partition_value(name)
-            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part))
+            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part, filesystem=fs))
     if weights and lake.manifest.zoos:
         con.register("weights", weights_arrow(lake))
 
