@@ -77,3 +77,38 @@ def test_scenarios_analyses_and_pairs_on_either_store(lake_url: str, tmp_path: P
     assert tuple(batch["x1"].shape) == (8, lake.arch("z").n_params)
     ids = batch["a_id"].numpy()
     np.testing.assert_array_equal(batch["x1"].numpy(), lake.weights_numpy(ids))
+
+
+def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, small_csv: Path) -> None:
+    from weightlake.storage.snapshot import SnapshotStore
+    from weightlake.storage.transaction import transaction
+    from weightlake.verify import collect_garbage, verify
+
+    _cli("ingest", "csv", str(small_csv), "--zoo", "mnist-cnn-s", "--init", "kaiming_uniform", "--lake", s3_lake_url)
+    lake = wl.open_lake(s3_lake_url)
+    report = verify(lake)
+    assert report.ok and not report.orphans, report.problems
+    # a writer that died after uploading its files and writing its manifest, before claiming the version
+    with transaction(s3_lake_url) as tx:
+        tx.put_table("dead", pl.DataFrame({"x": [1]}))
+        tx._upload()
+        dead = tx.parent.evolve({"op": "dead"})
+        tx.store._write_manifest(dead)
+        tx.committed = dead  # leave the block as if the process had gone: nothing is cleaned up
+    store = SnapshotStore(s3_lake_url)
+    assert store.current() == lake.manifest  # the lake is unchanged
+    orphans = verify(lake).orphans
+    assert f"_snapshots/{dead.file_name}" in orphans and any(o.startswith("tables/dead/") for o in orphans)
+    assert collect_garbage(lake) == []  # younger than an hour: a running writer's, maybe
+    assert sorted(collect_garbage(lake, min_age=0)) == sorted(orphans)
+    assert verify(lake).ok and not verify(lake).orphans
+    # a flipped byte in a listed Parquet object and a missing chunk are reported
+    f = lake.manifest.zoos["mnist-cnn-s"].model_files[0]
+    good = store.location.read(f)
+    store.location.write(f, good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    assert "is corrupt" in " ".join(verify(wl.open_lake(s3_lake_url)).problems)
+    store.location.write(f, good)
+    seg = lake.manifest.zoos["mnist-cnn-s"].segments[0]
+    store.location.delete(f"{seg.path}/c/0/0")
+    problems = " ".join(verify(wl.open_lake(s3_lake_url)).problems)
+    assert "c/0/0' is missing" in problems

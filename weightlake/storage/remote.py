@@ -115,17 +115,22 @@ def _decode(array: Any, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_key(location: Store, key: str, digest: str | None) -> None:
+    """Fetch one listed object and check it against ``digest``; a missing object is an error."""
+    try:
+        data = location.read(key)
+    except FileNotFoundError:
+        raise IntegrityError(f"{location.uri(key)!r} is missing; the snapshot lists it "
+                             "(run `weightlake verify`)") from None
+    check_bytes(data, digest, location.uri(key))
+
+
 def checked_paths(location: Store, files: Sequence[str], manifest: Any, verified: set[str] | None = None) -> list[str]:
     """pyarrow paths (``bucket/prefix/<file>``) of listed files, each fetched once and checked."""
     out = []
     for f in files:
         if verified is None or f not in verified:
-            try:
-                data = location.read(f)
-            except FileNotFoundError:
-                raise IntegrityError(f"{location.uri(f)!r} is missing; the snapshot lists it "
-                                     "(run `weightlake verify`)") from None
-            check_bytes(data, manifest.checksum(f), location.uri(f))
+            check_key(location, f, manifest.checksum(f))
             if verified is not None:
                 verified.add(f)
         out.append(location.arrow_path(f))

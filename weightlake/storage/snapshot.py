@@ -429,6 +429,27 @@ def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
     return out
 
 
+def garbage_keys(location: Store, keep: list[Manifest], *, min_age: float = 0.0) -> list[str]:
+    """:func:`garbage` for a lake on an object store: keys no kept snapshot lists, older than ``min_age`` s.
+
+    An object store has no writer lock, so a key a running writer has uploaded but not yet
+    committed looks like garbage too; ``min_age`` (``weightlake verify --gc`` uses an hour)
+    leaves such recent keys alone.
+    """
+    import time
+
+    listed = {p.rstrip("/") for m in keep for p in m.files()}
+    names = {f"{_SNAPSHOTS}/{m.file_name}" for m in keep}
+    now, out = time.time(), []
+    for top in (*_DATA_TOPS, _SNAPSHOTS):
+        for key, modified in location.list_modified(top).items():
+            parts = key.split("/")
+            owned = any("/".join(parts[:i]) in listed for i in range(1, len(parts) + 1))
+            if not owned and key not in names and now - modified >= min_age:
+                out.append(key)
+    return sorted(out)
+
+
 def empty_dirs(root: Path) -> list[Path]:
     """Empty folders under the lake's data folders (left when a failed transaction removed its files), deepest first."""
     out: list[Path] = []

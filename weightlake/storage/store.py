@@ -63,6 +63,10 @@ class Store:
         """Remove an object if it exists."""
         raise NotImplementedError
 
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """Keys below ``prefix`` with their last-modified times (seconds since the epoch)."""
+        raise NotImplementedError
+
     def upload(self, local: Path, key: str) -> list[str]:
         """Copy a staged local file, or every file below a staged directory, to ``key``; returns the keys."""
         raise NotImplementedError
@@ -143,6 +147,9 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        return {k: (self.root / k).stat().st_mtime for k in self.list(prefix)}
+
     def upload(self, local: Path, key: str) -> list[str]:
         if Path(local).resolve() == (self.root / key).resolve():
             return [key]
@@ -221,6 +228,12 @@ class S3Store(Store):
 
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self._store, key)
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        import obstore
+
+        return {str(m["path"]): m["last_modified"].timestamp()
+                for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None) for m in batch}
 
     def upload(self, local: Path, key: str) -> list[str]:
         import obstore
