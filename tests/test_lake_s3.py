@@ -112,3 +112,17 @@ def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, sm
     store.location.delete(f"{seg.path}/c/0/0")
     problems = " ".join(verify(wl.open_lake(s3_lake_url)).problems)
     assert "c/0/0' is missing" in problems
+
+
+@pytest.mark.slow
+def test_to_dask_and_spectra_on_dask_from_s3(s3_lake_url: str, small_csv: Path, small_lake_dir: Path) -> None:
+    pytest.importorskip("distributed")
+    _cli("ingest", "csv", str(small_csv), "--zoo", "mnist-cnn-s", "--init", "kaiming_uniform", "--lake", s3_lake_url)
+    lake = wl.open_lake(s3_lake_url)
+    np.testing.assert_array_equal(lake.to_dask("mnist-cnn-s").compute(scheduler="threads"),
+                                  wl.open_lake(small_lake_dir).zoo_weights("mnist-cnn-s")[1])
+    out = _cli("analyze", "spectra", "--zoo", "mnist-cnn-s", "--layers", "fc2", "--lake", s3_lake_url,
+               "--dask", "local")
+    assert "ran on Dask (local)" in out or "table 'spectra'" in out
+    table = wl.open_lake(s3_lake_url).table("spectra").collect()
+    assert table["layer"].unique().to_list() == ["fc2"] and table["model_id"].n_unique() == table.height > 0

@@ -260,6 +260,30 @@ class Lake:
             else np.empty(0, dtype=np.int64)
         return ids.astype(np.int64), self._cache[key]
 
+    def to_dask(self, zoo: str | None = None) -> Any:
+        """The zoo's weights as a dask array ``float32 [n_models, P]``, one block per stored chunk.
+
+        Each block is one task that reads and checks its chunk (local disk or object store),
+        so the array runs on any Dask scheduler, including a distributed cluster whose workers
+        reach the same store; rows are in model-id order (``zoo_weights``' ids).
+        """
+        import dask
+        import dask.array as da
+
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        blocks = []
+        for seg in entry.segments:
+            step = remote.chunk_rows(seg)
+            for start in range(0, seg.rows, step):
+                stop = min(start + step, seg.rows)
+                task = dask.delayed(remote.read_block, pure=True)(self.location, seg, start, stop,
+                                                                   dask_key_name=f"wl-{seg.path}-{start}")
+                blocks.append(da.from_delayed(task, shape=(stop - start, seg.cols), dtype=np.float32))
+        if not blocks:
+            return da.zeros((0, self.arch(zoo).n_params), dtype=np.float32)
+        return da.concatenate(blocks, axis=0)
+
     def _only_zoo(self) -> str:
         if len(self.manifest.zoos) != 1:
             raise NoSuchTableError(f"say which zoo; the lake holds {self.zoos or 'none'}")

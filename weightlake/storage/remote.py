@@ -135,3 +135,23 @@ def checked_paths(location: Store, files: Sequence[str], manifest: Any, verified
                 verified.add(f)
         out.append(location.arrow_path(f))
     return out
+
+
+def chunk_rows(seg: Segment, default: int = 512) -> int:
+    """Rows per chunk of a segment, from its recorded chunk count (``default`` for a format-1 segment)."""
+    if seg.chunk_digests:
+        return -(-seg.rows // len(seg.chunk_digests))
+    return default
+
+
+def read_block(location: Store, seg: Segment, start: int, stop: int) -> np.ndarray:
+    """Rows ``start .. stop-1`` of a segment, checked, from either kind of store (a Dask task's body)."""
+    index = np.arange(start, stop, dtype=np.int64)
+    if location.is_local:
+        from pathlib import Path
+
+        from weightlake.storage.tensors import read_rows as read_local
+
+        return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+    return read_rows(location, seg, index)
