@@ -57,6 +57,10 @@ def open_lake(path: Any = None, *, create: bool = False) -> Lake:
     return Lake(store.root, store.current(), location=store.location)
 
 
+def _read_listed(item: tuple[str, str | None], location: Store, partition_by: Sequence[str]) -> Any:
+    return remote.read_part(location, item[0], item[1], partition_by)
+
+
 @dataclass(frozen=True)
 class _Span:
     zoo: str
@@ -283,6 +287,24 @@ class Lake:
         if not blocks:
             return da.zeros((0, self.arch(zoo).n_params), dtype=np.float32)
         return da.concatenate(blocks, axis=0)
+
+    def to_dask_frame(self, name: str = "models", zoo: str | None = None) -> Any:
+        """Model metadata (``"models"``) or a derived table as a dask dataframe, one partition per listed file.
+
+        Each partition is a task that reads and checks its Parquet file from the lake's store and
+        adds the Hive partition columns (``zoo``, ``activation``, ...) as strings.
+        """
+        import dask.dataframe as dd
+
+        if name == "models":
+            files, partition_by = self._model_files(zoo), ("zoo", "activation")
+        else:
+            entry = self.manifest.table(name)
+            files, partition_by = list(entry.files), tuple(entry.properties.get("partition_by", ()))
+        if not files:
+            raise NoSuchTableError(f"{name!r} has no files at snapshot {self.snapshot}")
+        return dd.from_map(_read_listed, [(f, self.manifest.checksum(f)) for f in files], location=self.location,
+                           partition_by=partition_by)
 
     def _only_zoo(self) -> str:
         if len(self.manifest.zoos) != 1:

@@ -40,3 +40,15 @@ def test_spectra_on_a_local_cluster_equal_the_local_run(lake_copy: Path) -> None
         else:
             assert a.equals(b), col
     assert "one per stored chunk" in " ".join(report.notes)
+
+
+def test_to_dask_frame_matches_the_metadata(lake_copy: Path) -> None:
+    pytest.importorskip("dask.dataframe")
+    lake = wl.open_lake(lake_copy)
+    frame = lake.to_dask_frame("models")
+    assert frame.npartitions == len(lake.manifest.zoos["mnist-cnn-s"].model_files)
+    got = frame.compute().sort_values("model_id").reset_index(drop=True)
+    want = lake.models().sort("model_id").collect()
+    assert got["model_id"].tolist() == want["model_id"].to_list()
+    assert got["activation"].tolist() == want["activation"].to_list()
+    assert got["accuracy"].tolist() == pytest.approx(want["accuracy"].to_list())

@@ -155,3 +155,21 @@ def read_block(location: Store, seg: Segment, start: int, stop: int) -> np.ndarr
         return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
                           digests=seg.chunk_digests, meta_digest=seg.meta_digest)
     return read_rows(location, seg, index)
+
+
+def read_part(location: Store, key: str, digest: str | None, partition_by: Sequence[str]) -> Any:
+    """One listed Parquet file as a pandas frame, checked, with its Hive partition columns (a Dask task)."""
+    import io
+
+    import polars as pl
+
+    try:
+        data = location.read(key)
+    except FileNotFoundError:
+        raise IntegrityError(f"{location.uri(key)!r} is missing; the snapshot lists it (run `weightlake verify`)") \
+            from None
+    check_bytes(data, digest, location.uri(key))
+    frame = pl.read_parquet(io.BytesIO(data))
+    parts = dict(p.split("=", 1) for p in key.split("/")[:-1] if "=" in p)
+    frame = frame.with_columns(**{c: pl.lit(parts[c], dtype=pl.String) for c in partition_by if c in parts})
+    return frame.to_pandas()
