@@ -45,6 +45,8 @@ class Transaction:
         self._n = 0
         self.committed: Manifest | None = None
         """The snapshot this transaction committed (None until :meth:`commit` succeeds)."""
+        self.rebased = 0
+        """How many times :meth:`commit` lost a race and re-applied the change on a newer snapshot."""
 
     # -- zoos ----------------------------------------------------------------------------
     def segment_writer(self, zoo: str, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -150,6 +152,7 @@ class Transaction:
                     raise
                 self._check_disjoint(latest)
                 base = latest
+                self.rebased += 1
         raise CommitConflictError(f"gave up after {retries} commits by other writers won the race; "
                                   "nothing was committed, retry later")
 
