@@ -53,6 +53,9 @@ def test_ingest_sql_and_reads_agree_with_the_local_lake(lake_url: str, small_csv
                     "WHERE a.model_id = 3 AND b.model_id = 7")
     assert dist["d"][0] == pytest.approx(float(np.linalg.norm(all_rows[3] - all_rows[7])), rel=1e-5)
     assert [m for m in lake.history()["operation"]] == ["ingest-csv", "create"]
+    out = _cli("query", "run", "accuracy_by_group", "--param", "zoo=mnist-cnn-s", "--format", "json", "--lake", lake_url)
+    assert json.loads(out) == json.loads(_cli("query", "run", "accuracy_by_group", "--param", "zoo=mnist-cnn-s", "--format", "json",
+                                              "--lake", str(small_lake_dir)))
 
 
 @pytest.mark.slow

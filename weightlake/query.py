@@ -238,7 +238,7 @@ def query_dirs(lake: Lake | None = None) -> list[Path]:
     """Where named queries are looked up: ``$WEIGHTLAKE_QUERIES``, the project's ``queries/``, ``<lake>/queries``."""
     dirs = [Path(p) for p in os.environ.get("WEIGHTLAKE_QUERIES", "").split(os.pathsep) if p]
     dirs.append(Path(__file__).resolve().parent.parent / "queries")
-    if lake is not None:
+    if lake is not None and lake.location.is_local:  # queries kept beside a local lake
         dirs.append(lake.root / "queries")
     return [d for d in dirs if d.is_dir()]
 
