@@ -62,3 +62,22 @@ def test_upload_a_staged_tree(tmp_path: Path, s3_lake_url: str) -> None:
     assert store.read("zoos/z/weights/seg.zarr/c/0/0") == b"\x00" * 16
     assert store.polars_options()["aws_allow_http"] == "true"
     assert store.arrow_path("x") == f"{s3_lake_url[5:]}/x"
+
+
+def test_a_missing_bucket_is_one_line(s3_endpoint: str, small_csv: Path) -> None:
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.storage.store import StoreError
+
+    store = resolve_store("s3://no-such-bucket/lake")
+    with pytest.raises(FileNotFoundError):
+        store.read("_current")
+    with pytest.raises(StoreError, match="does the bucket 'no-such-bucket' exist"):
+        store.write("x", b"1")
+    result = CliRunner().invoke(main, ["ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform",
+                                       "--lake", "s3://no-such-bucket/lake"])
+    assert result.exit_code == 1
+    assert "does the bucket 'no-such-bucket' exist" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["sql", "SELECT 1", "--lake", "s3://no-such-bucket/lake"])
+    assert result.exit_code == 1 and "no lake at 's3://no-such-bucket/lake'" in result.output

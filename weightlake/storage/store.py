@@ -29,7 +29,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from weightlake._util import fsync_dir
-from weightlake.errors import LakeNotFoundError, LakeWriteError
+from weightlake.errors import LakeNotFoundError, LakeWriteError, WeightLakeError
 
 _URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*):/(?P<slash>/?)(?P<rest>.*)$")
 
@@ -185,55 +185,71 @@ class S3Store(Store):
     def __reduce__(self) -> Any:  # workers (Dask, DataLoader) rebuild the client from the environment
         return (S3Store, (self.bucket, self.prefix))
 
+    def _call(self, op: str, key: str, fn: Any) -> Any:
+        """Run one obstore call; a missing object on a read stays :class:`FileNotFoundError`, any other
+        failure (no bucket, no permission, endpoint unreachable) is a one-line :class:`StoreError`."""
+        from obstore.exceptions import BaseError
+
+        try:
+            return fn()
+        except FileNotFoundError as exc:
+            if op in ("read", "stat"):
+                raise FileNotFoundError(self.uri(key)) from None
+            raise StoreError(f"cannot {op} {self.uri(key)!r}: not found ({_first_line(exc)}); does the bucket "
+                             f"{self.bucket!r} exist?") from None
+        except BaseError as exc:
+            raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}") from None
+
     def read(self, key: str) -> bytes:
         import obstore
 
-        try:
-            return bytes(obstore.get(self._store, key).bytes())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.url}/{key}") from None
+        return self._call("read", key, lambda: bytes(obstore.get(self._store, key).bytes()))
 
     def write(self, key: str, data: bytes) -> None:
         import obstore
 
-        obstore.put(self._store, key, data)
+        self._call("write", key, lambda: obstore.put(self._store, key, data))
 
     def write_if_absent(self, key: str, data: bytes) -> bool:
         import obstore
         from obstore.exceptions import AlreadyExistsError
 
-        try:
-            obstore.put(self._store, key, data, mode="create")
-        except AlreadyExistsError:
-            return False
-        return True
+        def put() -> bool:
+            try:
+                obstore.put(self._store, key, data, mode="create")
+            except AlreadyExistsError:
+                return False
+            return True
+
+        return bool(self._call("write", key, put))
 
     def exists(self, key: str) -> bool:
         import obstore
 
         try:
-            obstore.head(self._store, key)
+            self._call("stat", key, lambda: obstore.head(self._store, key))
         except FileNotFoundError:
             return False
         return True
 
     def list(self, prefix: str) -> list[str]:
-        import obstore
-
-        return sorted(str(m["path"]) for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None)
-                      for m in batch)
+        return sorted(self.list_modified(prefix))
 
     def delete(self, key: str) -> None:
         import obstore
 
-        with contextlib.suppress(FileNotFoundError):
-            obstore.delete(self._store, key)
+        def delete() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                obstore.delete(self._store, key)
+
+        self._call("delete", key, delete)
 
     def list_modified(self, prefix: str) -> dict[str, float]:
         import obstore
 
-        return {str(m["path"]): m["last_modified"].timestamp()
-                for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None) for m in batch}
+        return self._call("list", prefix, lambda: {
+            str(m["path"]): m["last_modified"].timestamp()
+            for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None) for m in batch})
 
     def upload(self, local: Path, key: str) -> list[str]:
         import obstore
@@ -243,7 +259,7 @@ class S3Store(Store):
         keys = []
         for path in files:
             sub = key if path == local else f"{key}/{path.relative_to(local).as_posix()}"
-            obstore.put(self._store, sub, path)
+            self._call("write", sub, lambda sub=sub, path=path: obstore.put(self._store, sub, path))
             keys.append(sub)
         return keys
 
@@ -285,6 +301,15 @@ class S3Store(Store):
     def obstore(self) -> Any:
         """The underlying obstore store (for bulk reads)."""
         return self._store
+
+
+class StoreError(WeightLakeError, OSError):
+    """The object store refused or could not be reached (no bucket, no permission, no endpoint)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _region() -> str:
