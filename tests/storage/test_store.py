@@ -38,10 +38,10 @@ def test_read_write_list_delete(store, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         store.read("a/c.txt")
     store.write("a/d/e.txt", b"x")
-    assert store.list("a") == ["a/b.txt", "a/d/e.txt"]
+    assert store.keys("a") == ["a/b.txt", "a/d/e.txt"]
     store.delete("a/b.txt")
     store.delete("a/b.txt")  # deleting what is gone is fine
-    assert store.list("a") == ["a/d/e.txt"]
+    assert store.keys("a") == ["a/d/e.txt"]
 
 
 def test_write_if_absent_has_one_winner(store) -> None:

@@ -349,7 +349,7 @@ class SnapshotStore:
 
     def version(self, version: int) -> Manifest:
         logged = self._logged(version)
-        names = [logged] if logged else [k.rsplit("/", 1)[-1] for k in self.location.list(_SNAPSHOTS)
+        names = [logged] if logged else [k.rsplit("/", 1)[-1] for k in self.location.keys(_SNAPSHOTS)
                                          if k.rsplit("/", 1)[-1].startswith(f"v{version:08d}-")]
         for name in names:
             if _MANIFEST_NAME.match(name) and any(m.file_name == name for m in self.history()):

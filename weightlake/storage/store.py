@@ -2,7 +2,7 @@
 
 A :class:`Store` is the handful of operations the commit protocol and the readers need,
 keyed by paths relative to the lake root (``_log/00000007``, ``models/zoo=a/x.parquet``):
-read, write, write-if-absent (the one atomic step of a commit), exists, list, delete, and an
+read, write, write-if-absent (the one atomic step of a commit), exists, keys, delete, and an
 upload of a locally staged file or directory tree.  It also hands each reader library its
 own way into the same place: absolute paths or a pyarrow filesystem for Arrow datasets,
 URLs and ``storage_options`` for polars, a zarr store for weights.
@@ -55,7 +55,7 @@ class Store:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         """Keys below ``prefix`` (relative to the lake root), sorted."""
         raise NotImplementedError
 
@@ -136,7 +136,7 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if base.is_file():
             return [prefix]
@@ -148,7 +148,7 @@ class LocalStore(Store):
         (self.root / key).unlink(missing_ok=True)
 
     def list_modified(self, prefix: str) -> dict[str, float]:
-        return {k: (self.root / k).stat().st_mtime for k in self.list(prefix)}
+        return {k: (self.root / k).stat().st_mtime for k in self.keys(prefix)}
 
     def upload(self, local: Path, key: str) -> list[str]:
         if Path(local).resolve() == (self.root / key).resolve():
@@ -232,7 +232,7 @@ class S3Store(Store):
             return False
         return True
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         return sorted(self.list_modified(prefix))
 
     def delete(self, key: str) -> None:

@@ -158,16 +158,20 @@ class Transaction:
 
     def _manifest_on(self, base: Manifest, operation: Mapping[str, Any]) -> Manifest:
         """This transaction's changes applied to ``base`` (the parent, or a newer snapshot)."""
-        zoos, tables_ = dict(base.zoos), dict(base.tables)
-        for mine, theirs, parent in ((self._zoos, zoos, self.parent.zoos), (self._tables, tables_, self.parent.tables)):
+        zoos: dict[str, Any] = dict(base.zoos)
+        tables_: dict[str, Any] = dict(base.tables)
+        pairs: tuple[tuple[Mapping[str, Any], dict[str, Any], Mapping[str, Any]], ...] = (
+            (self._zoos, zoos, self.parent.zoos), (self._tables, tables_, self.parent.tables))
+        for mine, theirs, parent in pairs:
             for name in set(mine) | set(parent):
                 if name not in mine:
                     theirs.pop(name, None)
                 elif mine[name] != parent.get(name):
                     theirs[name] = mine[name]
         added = self._next_id != self.parent.next_model_id
-        manifest = base.evolve(operation, zoos=zoos, tables=tables_,
-                               sources=(*base.sources, *self._sources[len(self.parent.sources):]),
+        new_sources = [{**src, "snapshot": base.version + 1} if "snapshot" in src else src
+                for src in self._sources[len(self.parent.sources):]]  # re-applied: the version it lands in
+        manifest = base.evolve(operation, zoos=zoos, tables=tables_, sources=(*base.sources, *new_sources),
                                next_model_id=self._next_id if added else base.next_model_id)
         return replace(manifest, checksums=self._listed_checksums(manifest, {**base.checksums, **self._checksums}))
 
