@@ -42,8 +42,10 @@ def dask_client(address: str, *, workers: int = LOCAL_WORKERS) -> Iterator[Any]:
     except ImportError:
         raise QueryError("--dask needs dask and distributed: pip install 'weightlake[dask]'") from None
     if address == "local":
+        import logging
+
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
         return
     try:
