@@ -24,10 +24,12 @@ import polars as pl
 
 from weightlake.arch import Architecture, get_architecture
 from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
-from weightlake.storage import tables
+from weightlake.storage import remote, tables
 from weightlake.storage.budget import block_rows as budget_rows
 from weightlake.storage.budget import resolve_memory
+from weightlake.storage.remote import checked_paths as remote_checked_paths
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
+from weightlake.storage.store import Store, resolve_store
 from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, read_all, read_rows
 
 if TYPE_CHECKING:
@@ -40,11 +42,13 @@ ENV_LAKE = "WEIGHTLAKE_LAKE"
 MODEL_HIVE = {"zoo": pl.String, "activation": pl.String}
 
 
-def resolve_lake_path(path: Any = None) -> Path:
-    """Explicit argument > ``$WEIGHTLAKE_LAKE`` > ``./lake``."""
-    if path is not None and str(path) != "":
-        return Path(path)
-    return Path(os.environ.get(ENV_LAKE) or DEFAULT_LAKE)
+def resolve_lake_path(path: Any = None) -> Any:
+    """Explicit argument > ``$WEIGHTLAKE_LAKE`` > ``./lake``: a :class:`Path`, or the URL as given
+    (``s3://bucket/prefix``, see :mod:`weightlake.storage.store`)."""
+    from weightlake.storage.store import split_url
+
+    text = path if path is not None and str(path) != "" else os.environ.get(ENV_LAKE) or DEFAULT_LAKE
+    return Path(text) if split_url(text)[0] is None else text
 
 
 def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
@@ -53,11 +57,14 @@ def open_lake(path: Any = None, *, create: bool = False, memory: str | int | Non
     ``memory`` is the handle's memory budget for weights (``"1GB"``, bytes; default
     ``$WEIGHTLAKE_MEMORY``, else a quarter of the machine): see :mod:`weightlake.storage.budget`.
     """
-    root = resolve_lake_path(path)
-    store = SnapshotStore(root)
+    store = SnapshotStore(resolve_lake_path(path))
     if create and not store.exists:
         store.create()
-    return Lake(root, store.current(), memory=memory)
+    return Lake(store.root, store.current(), location=store.location, memory=memory)
+
+
+def _read_listed(item: tuple[str, str | None], location: Store, partition_by: Sequence[str]) -> Any:
+    return remote.read_part(location, item[0], item[1], partition_by)
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,17 @@ class _Span:
 
 
 class Lake:
-    """A read handle on one snapshot of a lake."""
+    """A read handle on one snapshot of a lake.
 
-    def __init__(self, root: Path, manifest: Manifest, *, memory: str | int | None = None) -> None:
-        self.root = Path(root)
+    ``root`` is the lake directory; for a lake on an object store it is the store's pyarrow
+    path (``bucket/prefix``) and ``location`` (a :class:`~weightlake.storage.store.Store`)
+    is how every file is reached.
+    """
+
+    def __init__(self, root: Any, manifest: Manifest, *, location: Store | None = None,
+                 memory: str | int | None = None) -> None:
+        self.location: Store = location if location is not None else resolve_store(root)
+        self.root = SnapshotStore(self.location).root
         self.manifest = manifest
         self.memory = resolve_memory(memory)
         """Memory budget in bytes for weights held at once (streamed blocks, decoded zoos)."""
@@ -89,15 +103,15 @@ class Lake:
 
     @property
     def store(self) -> SnapshotStore:
-        return SnapshotStore(self.root)
+        return SnapshotStore(self.location)
 
     def refresh(self) -> Lake:
         """A handle on the newest snapshot (this one stays pinned)."""
-        return Lake(self.root, self.store.current(), memory=self.memory)
+        return Lake(self.root, self.store.current(), location=self.location, memory=self.memory)
 
     def at(self, version: int) -> Lake:
         """A handle pinned to an earlier snapshot version."""
-        return Lake(self.root, self.store.version(version), memory=self.memory)
+        return Lake(self.root, self.store.version(version), location=self.location, memory=self.memory)
 
     def history(self) -> pl.DataFrame:
         rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
@@ -124,13 +138,15 @@ class Lake:
         files = self._model_files(zoo)
         if not files:
             return pl.LazyFrame(schema={"model_id": pl.Int64, "zoo": pl.String, "activation": pl.String})
-        lf = tables.scan_parquet(self.checked_paths(files), hive_schema=MODEL_HIVE)
+        lf = self._scan(files, MODEL_HIVE)
         cols = ["model_id", "zoo", "arch", "init", "activation", "epoch"]
         return lf.select(*cols, pl.exclude(cols))
 
     def check_output(self, path: str | os.PathLike[str]) -> Path:
         """Refuse an output file inside the lake root: the lake changes only through commits."""
         target = Path(path).resolve()
+        if not self.location.is_local:  # a local file cannot lie inside an object-store lake
+            return target
         if target == self.root.resolve() or self.root.resolve() in target.parents:
             raise QueryError(f"refusing to write {str(path)!r}: it lies inside the lake {str(self.root)!r}, which "
                              "changes only through weightlake's own commands; write the result elsewhere")
@@ -139,7 +155,16 @@ class Lake:
     def checked_paths(self, files: Sequence[str]) -> list[str]:
         """Absolute paths of listed files, each checked against its recorded checksum once per handle."""
         with self._lock:
-            return tables.checked_paths(self.root, files, self.manifest, self._verified)
+            if self.location.is_local:
+                return tables.checked_paths(self.root, files, self.manifest, self._verified)
+            return remote_checked_paths(self.location, files, self.manifest, self._verified)
+
+    def _scan(self, files: Sequence[str], hive: dict[str, Any] | None) -> pl.LazyFrame:
+        """A polars scan of listed, checked Parquet files (by URL with polars' own S3 reader off disk)."""
+        paths = self.checked_paths(files)
+        if not self.location.is_local:
+            paths = [self.location.uri(f) for f in files]
+        return tables.scan_parquet(paths, hive_schema=hive, storage_options=self.location.polars_options())
 
     def array_digests(self, rel: str) -> tuple[tuple[str, ...] | None, str | None]:
         """Recorded checksums of a table-owned 2-D array ``rel``: (per chunk ``c/<i>/0`` in order, ``zarr.json``).
@@ -229,6 +254,8 @@ class Lake:
         if cached is not None:
             return cached[index]
         seg = span.segment
+        if not self.location.is_local:
+            return remote.read_rows(self.location, seg, index)
         return read_rows(self.root / seg.path, seg.rows, seg.cols, index, digests=seg.chunk_digests,
                          meta_digest=seg.meta_digest)
 
@@ -258,8 +285,11 @@ class Lake:
                 out = np.empty((entry.n_models, cols), dtype=np.float32)
                 at = 0
                 for seg in entry.segments:
-                    read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
-                             digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+                    if not self.location.is_local:
+                        remote.read_all(self.location, seg, out=out[at:at + seg.rows])
+                    else:
+                        read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
+                                 digests=seg.chunk_digests, meta_digest=seg.meta_digest)
                     self._cache[seg.path] = out[at:at + seg.rows]
                     at += seg.rows
                 out.flags.writeable = False
@@ -308,12 +338,54 @@ class Lake:
         entry = self.manifest.zoo(zoo)
         step = max(1, int(block_rows or self.block_rows(zoo)))
         cached = self._cache.get(f"zoo:{zoo}")
-        if cached is not None:
+        if cached is not None or not self.location.is_local:  # object stores: decoded whole for now
             ids, rows = self.zoo_weights(zoo)
             for start in range(0, len(ids), step):
                 yield ids[start:start + step], rows[start:start + step]
             return
         yield from _coalesce(self.root, entry.segments, step)
+
+    def to_dask(self, zoo: str | None = None) -> Any:
+        """The zoo's weights as a dask array ``float32 [n_models, P]``, one block per stored chunk.
+
+        Each block is one task that reads and checks its chunk (local disk or object store),
+        so the array runs on any Dask scheduler, including a distributed cluster whose workers
+        reach the same store; rows are in model-id order (``zoo_weights``' ids).
+        """
+        import dask
+        import dask.array as da
+
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        blocks = []
+        for seg in entry.segments:
+            step = remote.chunk_rows(seg)
+            for start in range(0, seg.rows, step):
+                stop = min(start + step, seg.rows)
+                task = dask.delayed(remote.read_block, pure=True)(self.location, seg, start, stop,
+                                                                   dask_key_name=f"wl-{seg.path}-{start}")
+                blocks.append(da.from_delayed(task, shape=(stop - start, seg.cols), dtype=np.float32))
+        if not blocks:
+            return da.zeros((0, self.arch(zoo).n_params), dtype=np.float32)
+        return da.concatenate(blocks, axis=0)
+
+    def to_dask_frame(self, name: str = "models", zoo: str | None = None) -> Any:
+        """Model metadata (``"models"``) or a derived table as a dask dataframe, one partition per listed file.
+
+        Each partition is a task that reads and checks its Parquet file from the lake's store and
+        adds the Hive partition columns (``zoo``, ``activation``, ...) as strings.
+        """
+        import dask.dataframe as dd
+
+        if name == "models":
+            files, partition_by = self._model_files(zoo), ("zoo", "activation")
+        else:
+            entry = self.manifest.table(name)
+            files, partition_by = list(entry.files), tuple(entry.properties.get("partition_by", ()))
+        if not files:
+            raise NoSuchTableError(f"{name!r} has no files at snapshot {self.snapshot}")
+        return dd.from_map(_read_listed, [(f, self.manifest.checksum(f)) for f in files], location=self.location,
+                           partition_by=partition_by)
 
     def _only_zoo(self) -> str:
         if len(self.manifest.zoos) != 1:
@@ -371,7 +443,7 @@ class Lake:
             spec = entry.properties.get("schema") or {}
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
-        return tables.scan_parquet(self.checked_paths(entry.files), hive_schema=hive or None)
+        return self._scan(entry.files, hive or None)
 
     def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""

@@ -81,14 +81,19 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
     from weightlake.storage.transaction import MODEL_PARTITIONS
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
+    fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
     if files:
-        con.register("models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
+        if fs is None:
+            con.register("models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
+        else:
+            con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
+                                                        MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS), fs))
     wanted = None if views is True else set() if views is False else {str(v).lower() for v in views}
     for name, entry in lake.manifest.tables.items():
         if entry.files and (wanted is None or name.lower() in wanted):
             part = tuple(entry.properties.get("partition_by", ()))
             base = lake.root / "tables" / tables.partition_value(name)
-            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part))
+            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part, filesystem=fs))
     if weights and lake.manifest.zoos:
         con.register("weights", weights_arrow(lake))
 
@@ -109,6 +114,12 @@ def models_arrow(paths: Sequence[str], partition_by: Sequence[str]) -> Any:
     merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     rest = [c for c in merged.columns if c not in partition_by]
     return merged.select(*rest, *partition_by).to_arrow()
+
+
+def _string_types(columns: Sequence[str]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {c: pa.string() for c in columns}
 
 
 def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -299,7 +310,7 @@ def query_dirs(lake: Lake | None = None) -> list[Path]:
     """Where named queries are looked up: ``$WEIGHTLAKE_QUERIES``, the project's ``queries/``, ``<lake>/queries``."""
     dirs = [Path(p) for p in os.environ.get("WEIGHTLAKE_QUERIES", "").split(os.pathsep) if p]
     dirs.append(Path(__file__).resolve().parent.parent / "queries")
-    if lake is not None:
+    if lake is not None and lake.location.is_local:  # queries kept beside a local lake
         dirs.append(lake.root / "queries")
     return [d for d in dirs if d.is_dir()]
 

@@ -21,8 +21,10 @@ import polars as pl
 from weightlake.errors import IntegrityError, WeightLakeError
 from weightlake.ingest.common import hash_rows
 from weightlake.lake import Lake
+from weightlake.storage import remote
 from weightlake.storage.checksums import check_file
-from weightlake.storage.snapshot import empty_dirs, garbage
+from weightlake.storage.remote import check_key as remote_check
+from weightlake.storage.snapshot import empty_dirs, garbage, garbage_keys
 from weightlake.storage.tensors import SegmentReader
 
 
@@ -61,7 +63,7 @@ class VerifyReport:
 def verify(lake: Lake, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
     report = VerifyReport(snapshot=lake.snapshot)
     for rel in lake.manifest.files():
-        if not (lake.root / rel).exists():
+        if not _exists(lake, rel):
             report.problems.append(f"missing file {rel}")
     if lake.manifest.format < 2:
         report.problems.append(f"snapshot {lake.snapshot} was written before checksums (format "
@@ -74,15 +76,28 @@ def verify(lake: Lake, *, progress: Callable[[int], None] | None = None) -> Veri
     except WeightLakeError as exc:  # an earlier manifest damaged: report it, keep what can be read
         report.problems.append(f"history: {exc}")
         keep = [lake.manifest]
-    report.orphans = [str(p.relative_to(lake.root)) for p in garbage(lake.root, keep)]
+    if lake.location.is_local:
+        report.orphans = [str(p.relative_to(lake.root)) for p in garbage(lake.root, keep)]
+    else:
+        report.orphans = garbage_keys(lake.location, keep)
     return report
+
+
+def _exists(lake: Lake, rel: str) -> bool:
+    if lake.location.is_local:
+        return (lake.root / rel).exists()
+    # an object store has no directories: an array exists when its zarr.json does
+    return lake.location.exists(f"{rel}/zarr.json" if rel.endswith(".zarr") else rel)
 
 
 def _verify_checksums(lake: Lake, report: VerifyReport) -> None:
     """Every Parquet file and every file of a table-owned array against its recorded checksum."""
     for rel, digest in sorted(lake.manifest.checksums.items()):
         try:
-            check_file(lake.root / rel, digest)
+            if lake.location.is_local:
+                check_file(lake.root / rel, digest)
+            else:
+                remote_check(lake.location, rel, digest)
         except IntegrityError as exc:
             report.problems.append(str(exc))
 
@@ -104,13 +119,14 @@ def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[
     for seg in entry.segments:
         try:
             reader = SegmentReader(lake.root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
-                                   meta_digest=seg.meta_digest)
+                                   meta_digest=seg.meta_digest) if lake.location.is_local else None
         except WeightLakeError as exc:
             report.problems.append(str(exc))
             continue
         for start in range(0, seg.rows, step):
             try:
-                block = reader.read(start, min(start + step, seg.rows))
+                block = reader.read(start, min(start + step, seg.rows)) if reader is not None \
+                    else remote.read_rows(lake.location, seg, np.arange(start, min(start + step, seg.rows)))
             except WeightLakeError as exc:  # report the damaged chunk (once), check the rest
                 if str(exc) not in report.problems:
                     report.problems.append(str(exc))
@@ -158,11 +174,21 @@ def _mask_classes(mask: int) -> list[int]:
     return [d for d in range(32) if mask >> d & 1]
 
 
-def collect_garbage(lake: Lake) -> list[str]:
+GC_MIN_AGE = 3600.0
+"""On an object store (no writer lock), ``--gc`` removes only unreferenced keys older than this (seconds)."""
+
+
+def collect_garbage(lake: Lake, *, min_age: float = GC_MIN_AGE) -> list[str]:
     """Remove what no snapshot in the history lists (see :func:`garbage`) and the empty folders
-    left behind; returns what was removed."""
+    left behind; returns what was removed.  On an object store: unreferenced keys older than
+    ``min_age`` seconds (a running writer's uploads are younger)."""
     import shutil
 
+    if not lake.location.is_local:
+        keys = garbage_keys(lake.location, lake.store.history(), min_age=min_age)
+        for key in keys:
+            lake.location.delete(key)
+        return keys
     with lake.store.locked():
         removed = []
         for path in garbage(lake.root, lake.store.history()):

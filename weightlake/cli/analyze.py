@@ -26,8 +26,12 @@ def _list(text: str) -> list[str]:
               help="weightwatcher: WeightWatcher 0.7.7's columns and definitions (unnormalised eigenvalues, conv "
                    "kernels as kh*kw slices pooled and halved, norm = squared Frobenius, spectral_norm = s_max^2) "
                    "-> table `spectra_weightwatcher`.")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake). Same table as without it.")
 @lake_option
-def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention: str, lake_dir: str) -> None:
+def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention: str, dask_address: str | None,
+                lake_dir: str) -> None:
     """Random-matrix spectra of every layer of every model -> table `spectra`.
 
     One row per distinct model x layer (fallback copies of early-stopped models and repeated
@@ -41,9 +45,21 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
       weightlake analyze spectra --zoo mnist-cnn-s
       weightlake query run spectra_by_epoch --param zoo=mnist-cnn-s
       weightlake analyze spectra --convention weightwatcher   # compare with published WeightWatcher figures
+      weightlake analyze spectra --zoo mnist-cnn-s --lake s3://zoos/lake --dask local
     """
     from weightlake.analysis.api import analyze_spectra
 
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_spectra_dask
+
+        if convention != "weightlake":
+            raise click.UsageError("--dask runs the weightlake convention only")
+        with progress_bar(None, "analyze spectra (dask)", "models") as bar:
+            report = analyze_spectra_dask(lake_dir, address=dask_address, zoo=zoo,
+                                          layers=_list(layers) if layers else None, all_rows=all_rows,
+                                          progress=bar.callback)
+        click.echo(str(report))
+        return
     with progress_bar(None, "analyze spectra", "models") as bar:
         report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
                                  convention=convention, progress=bar.callback)

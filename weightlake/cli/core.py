@@ -257,7 +257,8 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
 
 # -- verify, info, history -----------------------------------------------------------------------
 @main.command()
-@click.option("--gc", is_flag=True, help="Also remove files no snapshot lists (left by interrupted writers).")
+@click.option("--gc", is_flag=True, help="Also remove files no snapshot lists (left by interrupted writers; on an "
+              "object store, which has no writer lock, only those older than an hour).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @lake_option
 def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
@@ -286,7 +287,7 @@ def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
 def info(lake_dir: str) -> None:
     """What the lake holds: zoos, architectures, tables, the pinned snapshot."""
     lake = _open(lake_dir)
-    click.echo(f"lake {lake.root} at snapshot {lake.snapshot} ({lake.manifest.created})")
+    click.echo(f"lake {lake.location.url} at snapshot {lake.snapshot} ({lake.manifest.created})")
     for zoo in lake.zoos:
         entry = lake.manifest.zoo(zoo)
         click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}, {len(entry.segments)} segments")

@@ -311,7 +311,7 @@ def stage_evaluations(tx: Transaction, rows: Sequence[Mapping[str, Any]],
 def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Sequence[str]) -> None:
     from weightlake.lake import Lake
 
-    parent = Lake(tx.root, tx.parent)
+    parent = Lake(tx.store.location, tx.parent)
     scenarios = new["scenario"].unique().to_list()
     frames = [new]
     if name in parent.manifest.tables and parent.manifest.tables[name].files:

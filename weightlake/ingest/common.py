@@ -27,7 +27,6 @@ import polars as pl
 
 from weightlake.arch import Architecture
 from weightlake.errors import IngestError
-from weightlake.storage import tables
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
 
@@ -177,7 +176,7 @@ class ZooWriter:
                  codec: str = "none", allow_same_source: bool = False) -> None:
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec)
-        self._existing = existing_identities(tx.parent, tx.root, zoo)
+        self._existing = existing_identities(tx.parent, tx.store.location, zoo)
         self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()
         self._meta: list[pl.DataFrame] = []
@@ -248,12 +247,14 @@ class ZooWriter:
             self._thread.join()
 
 
-def existing_identities(manifest: Manifest, root: Path, zoo: str) -> set[tuple[Any, ...]]:
+def existing_identities(manifest: Manifest, root: Any, zoo: str) -> set[tuple[Any, ...]]:
+    """Identities of the zoo's models at ``manifest``; ``root`` is the lake (a path, URL or Store)."""
+    from weightlake.lake import Lake
+
     entry = manifest.zoos.get(zoo)
     if entry is None or not entry.model_files:
         return set()
-    paths = tables.checked_paths(root, entry.model_files, manifest)
-    df = (tables.scan_parquet(paths, hive_schema={"zoo": pl.String, "activation": pl.String})
+    df = (Lake(root, manifest).models(zoo)
           .select([c for c in IDENTITY if c != "activation"] + ["activation"]).collect())
     return set(df.select(IDENTITY).rows())
 

@@ -2,15 +2,18 @@
 
 Layout under the lake root::
 
-    _current                              name of the current manifest (atomic replace)
+    _current                              hint: name of the newest manifest (replaced after each commit)
     _snapshots/v00000007-<uuid>.json      manifest of snapshot 7 (never rewritten)
-    _lock                                 writers hold an exclusive flock while committing
+    _log/00000007                         the commit of version 7: the manifest's name, created
+                                          put-if-absent, so one writer wins each version
+    _lock                                 local writers hold an exclusive flock while committing
 
 A manifest lists every file the snapshot reads: per zoo its architecture, its weight
 segments (Zarr arrays, one per commit that added models) and its model metadata files
 (Hive-partitioned Parquet); per derived table its Parquet files; and the sources already
 ingested (for idempotent re-ingest).  Data files are written first, under fresh names that
-no earlier snapshot lists; the manifest is written next; the pointer is replaced last.  A
+no earlier snapshot lists; the manifest is written next; its log entry is claimed last (the
+commit point; no rename needed, so the same protocol runs on an object store).  A
 crash at any point therefore leaves the previous snapshot intact and readable, with at
 most some unreferenced files that :func:`garbage` finds.
 
@@ -28,18 +31,19 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightlake._util import atomic_write
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 from weightlake.storage.checksums import corrupt, digest_bytes
+from weightlake.storage.store import LocalStore, Store, resolve_store
 
 FORMAT_VERSION = 2
 """2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked)."""
 _CURRENT = "_current"
 _SNAPSHOTS = "_snapshots"
 _LOCK = "_lock"
+_LOG = "_log"
 _MANIFEST_NAME = re.compile(r"^v\d{8}-[0-9a-f]{1,32}\.json$")
 
 
@@ -244,14 +248,23 @@ def _now() -> str:
 
 
 class SnapshotStore:
-    """Reads manifests and commits new ones under a lake root."""
+    """Reads manifests and commits new ones under a lake root (a directory or an object-store prefix).
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    The truth is the commit log: ``_log/<version:08d>`` holds the file name of that version's
+    manifest and is created with a conditional put (put-if-absent), so of two writers that
+    prepared the same version exactly one wins.  ``_current`` is a hint written after each
+    commit; :meth:`current` starts from it and steps forward while a next log entry exists.
+    Lakes written before the log (no ``_log/``) read from the pointer alone.
+    """
+
+    def __init__(self, root: Any) -> None:
+        self.location: Store = resolve_store(root)
+        self.root: Any = self.location.root if isinstance(self.location, LocalStore) \
+            else PurePosixPath(self.location.arrow_path())
 
     @property
     def exists(self) -> bool:
-        return (self.root / _CURRENT).is_file()
+        return self.location.exists(_CURRENT) or self.location.exists(_log_key(0))
 
     def create(self) -> Manifest:
         """Initialise an empty lake (idempotent: an existing lake is left alone)."""
@@ -259,41 +272,71 @@ class SnapshotStore:
             return self.create_locked()
 
     def create_locked(self) -> Manifest:
-        """:meth:`create` for a caller that already holds :meth:`locked`."""
+        """:meth:`create` for a caller that already holds :meth:`locked` (on an object store, two
+        creators race on the first log entry and the loser reads the winner's lake)."""
         if self.exists:
             return self.current()
-        (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
+        if isinstance(self.location, LocalStore):
+            (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
         manifest = empty_manifest()
         self._write_manifest(manifest)
-        atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        if not self.location.write_if_absent(_log_key(0), manifest.file_name.encode()):
+            self.location.delete(f"{_SNAPSHOTS}/{manifest.file_name}")
+            return self.current()
+        self.location.write(_CURRENT, manifest.file_name.encode())
         return manifest
 
     def current(self) -> Manifest:
-        pointer = self.root / _CURRENT
-        try:
-            name = pointer.read_bytes().decode("ascii", "replace").strip()
-        except FileNotFoundError:
-            raise LakeNotFoundError(
-                f"no lake at {str(self.root)!r} (no {_CURRENT} file); create one by ingesting a zoo, "
-                "e.g. `weightlake ingest csv FILE --zoo NAME`, or pass --lake DIR") from None
-        except OSError as exc:
-            raise IntegrityError(f"{str(pointer)!r} cannot be read: {exc.strerror or exc}") from exc
-        if not _MANIFEST_NAME.match(name):
-            raise IntegrityError(f"{str(pointer)!r} does not name a snapshot (it holds {name[:40]!r}); "
-                                 f"the manifests are in {_SNAPSHOTS}/: see `weightlake history`")
+        """The newest committed snapshot: the pointer's version, then every later log entry."""
+        name = self._pointer()
+        version = int(name[1:9])
+        logged = self._logged(version)
+        name = logged or name
+        while (later := self._logged(version + 1)) is not None:
+            version, name = version + 1, later
         return self.load(name)
 
+    def _pointer(self) -> str:
+        where = self.location.uri(_CURRENT)
+        try:
+            name = self.location.read(_CURRENT).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            first = self._logged(0)
+            if first is not None:  # a creator died between the first log entry and the pointer
+                return first
+            raise LakeNotFoundError(
+                f"no lake at {self.location.url!r} (no {_CURRENT} file); create one by ingesting a zoo, "
+                "e.g. `weightlake ingest csv FILE --zoo NAME`, or pass --lake DIR") from None
+        except OSError as exc:
+            raise IntegrityError(f"{where!r} cannot be read: {exc.strerror or exc}") from exc
+        if not _MANIFEST_NAME.match(name):
+            raise IntegrityError(f"{where!r} does not name a snapshot (it holds {name[:40]!r}); "
+                                 f"the manifests are in {_SNAPSHOTS}/: see `weightlake history`")
+        return name
+
+    def _logged(self, version: int) -> str | None:
+        """The manifest name the log records for ``version`` (None: no such entry)."""
+        try:
+            name = self.location.read(_log_key(version)).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return None
+        if not _MANIFEST_NAME.match(name) or int(name[1:9]) != version:
+            raise IntegrityError(f"commit log entry {self.location.uri(_log_key(version))!r} does not name a "
+                                 f"snapshot of version {version} (it holds {name[:40]!r})")
+        return name
+
     def load(self, name: str) -> Manifest:
-        path = self.root / _SNAPSHOTS / name
+        key = f"{_SNAPSHOTS}/{name}"
+        path = self.location.uri(key)
         if not _MANIFEST_NAME.match(name):
             raise IntegrityError(f"{name!r} is not a snapshot manifest name")
         try:
-            data = path.read_bytes()
+            data = self.location.read(key)
         except FileNotFoundError:
-            raise IntegrityError(f"snapshot manifest {str(path)!r} is missing") from None
+            raise IntegrityError(f"snapshot manifest {path!r} is missing") from None
         except OSError as exc:
-            raise IntegrityError(f"snapshot manifest {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
-        return decode_manifest(data, path)
+            raise IntegrityError(f"snapshot manifest {path!r} cannot be read: {exc.strerror or exc}") from exc
+        return decode_manifest(data, Path(path))
 
     def history(self) -> list[Manifest]:
         """Snapshots from the current one back to the first, following parents."""
@@ -305,15 +348,24 @@ class SnapshotStore:
             manifest = self.load(manifest.parent)
 
     def version(self, version: int) -> Manifest:
-        for path in (self.root / _SNAPSHOTS).glob(f"v{version:08d}-*.json"):
-            manifest = self.load(path.name)
-            if any(m.file_name == manifest.file_name for m in self.history()):
-                return manifest
+        logged = self._logged(version)
+        names = [logged] if logged else [k.rsplit("/", 1)[-1] for k in self.location.keys(_SNAPSHOTS)
+                                         if k.rsplit("/", 1)[-1].startswith(f"v{version:08d}-")]
+        for name in names:
+            if _MANIFEST_NAME.match(name) and any(m.file_name == name for m in self.history()):
+                return self.load(name)
         raise NoSuchTableError(f"the lake has no snapshot version {version}")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive writer lock; the OS releases it if the process dies."""
+        """Exclusive writer lock on a local lake (the OS releases it if the process dies).
+
+        It only serialises local writers; correctness comes from the conditional put of the
+        log entry.  An object store has no lock: racing writers are sorted out at commit.
+        """
+        if not isinstance(self.location, LocalStore):
+            yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / _LOCK, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -323,9 +375,10 @@ class SnapshotStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def commit(self, manifest: Manifest) -> Manifest:
-        """Make ``manifest`` current.  Call while holding :meth:`locked`.
+        """Make ``manifest`` current: write it, then claim its version in the log with a put-if-absent.
 
-        Raises :class:`CommitConflictError` if the current snapshot is not ``manifest.parent``.
+        Raises :class:`CommitConflictError` if the current snapshot is not ``manifest.parent``,
+        or if another writer claimed the version first (its manifest file is then removed).
         """
         current = self.current()
         if current.file_name != manifest.parent:
@@ -333,11 +386,20 @@ class SnapshotStore:
                 f"snapshot {current.version} was committed while this change was prepared on "
                 f"{manifest.parent}; re-open the lake and retry")
         self._write_manifest(manifest)
-        atomic_write(self.root / _CURRENT, manifest.file_name.encode())
+        if not self.location.write_if_absent(_log_key(manifest.version), manifest.file_name.encode()):
+            self.location.delete(f"{_SNAPSHOTS}/{manifest.file_name}")
+            raise CommitConflictError(
+                f"another writer committed snapshot {manifest.version} first, while this change was prepared "
+                f"on {manifest.parent}; re-open the lake and retry")
+        self.location.write(_CURRENT, manifest.file_name.encode())  # a hint: readers step past it
         return manifest
 
     def _write_manifest(self, manifest: Manifest) -> None:
-        atomic_write(self.root / _SNAPSHOTS / manifest.file_name, manifest.encode())
+        self.location.write(f"{_SNAPSHOTS}/{manifest.file_name}", manifest.encode())
+
+
+def _log_key(version: int) -> str:
+    return f"{_LOG}/{version:08d}"
 
 
 def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
@@ -365,6 +427,27 @@ def garbage(root: Path, keep: list[Manifest]) -> list[Path]:
                       and (_MANIFEST_NAME.match(p.name) or p.name.endswith(".tmp")))
     out += sorted(p for p in root.glob(".*.tmp") if p.is_file())
     return out
+
+
+def garbage_keys(location: Store, keep: list[Manifest], *, min_age: float = 0.0) -> list[str]:
+    """:func:`garbage` for a lake on an object store: keys no kept snapshot lists, older than ``min_age`` s.
+
+    An object store has no writer lock, so a key a running writer has uploaded but not yet
+    committed looks like garbage too; ``min_age`` (``weightlake verify --gc`` uses an hour)
+    leaves such recent keys alone.
+    """
+    import time
+
+    listed = {p.rstrip("/") for m in keep for p in m.files()}
+    names = {f"{_SNAPSHOTS}/{m.file_name}" for m in keep}
+    now, out = time.time(), []
+    for top in (*_DATA_TOPS, _SNAPSHOTS):
+        for key, modified in location.list_modified(top).items():
+            parts = key.split("/")
+            owned = any("/".join(parts[:i]) in listed for i in range(1, len(parts) + 1))
+            if not owned and key not in names and now - modified >= min_age:
+                out.append(key)
+    return sorted(out)
 
 
 def empty_dirs(root: Path) -> list[Path]:

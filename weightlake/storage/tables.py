@@ -69,14 +69,16 @@ def checked_paths(root: Path, files: Sequence[str], manifest: Manifest,
     return out
 
 
-def scan_parquet(paths: Sequence[str], *, hive_schema: dict[str, Any] | None = None) -> pl.LazyFrame:
-    """A polars scan over exactly these files (paths are never read as glob patterns)."""
+def scan_parquet(paths: Sequence[str], *, hive_schema: dict[str, Any] | None = None,
+                 storage_options: dict[str, str] | None = None) -> pl.LazyFrame:
+    """A polars scan over exactly these files (paths are never read as glob patterns; URLs read
+    with ``storage_options``)."""
     return pl.scan_parquet(list(paths), hive_partitioning=hive_schema is not None, hive_schema=hive_schema,
-                           glob=False)
+                           glob=False, storage_options=storage_options)
 
 
 def arrow_dataset(base: Path, paths: Sequence[str], partition_by: Sequence[str],
-                  types: dict[str, Any] | None = None) -> Any:
+                  types: dict[str, Any] | None = None, filesystem: Any = None) -> Any:
     """A pyarrow dataset over listed files below ``base``, for DuckDB to scan without touching the
     file system itself.
 
@@ -95,10 +97,10 @@ def arrow_dataset(base: Path, paths: Sequence[str], partition_by: Sequence[str],
         typ = given if given is not None else pa.int64() if all(_is_int(v) for v in values) else pa.string()
         fields.append(pa.field(col, typ))
     part_schema = pa.schema(fields)
-    schema = pa.unify_schemas([pq.read_schema(p) for p in paths] + [part_schema])
+    schema = pa.unify_schemas([pq.read_schema(p, filesystem=filesystem) for p in paths] + [part_schema])
     partitioning = ds.partitioning(part_schema, flavor="hive") if fields else None
     return ds.dataset(list(paths), schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=str(base) if fields else None)
+                      partition_base_dir=str(base) if fields else None, filesystem=filesystem)
 
 
 def _partition_of(path: str, col: str) -> str:

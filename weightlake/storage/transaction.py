@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from weightlake.arch import Architecture
-from weightlake.errors import IntegrityError, LakeWriteError, WeightLakeError
+from weightlake.errors import CommitConflictError, IntegrityError, LakeWriteError, WeightLakeError
 from weightlake.storage import tables
 from weightlake.storage.checksums import digest_file, digest_tree
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry
@@ -41,7 +41,12 @@ class Transaction:
         self._next_id = self.parent.next_model_id
         self._checksums: dict[str, str] = dict(self.parent.checksums)
         self._written: list[Path] = []
+        self._uploaded: list[str] = []
         self._n = 0
+        self.committed: Manifest | None = None
+        """The snapshot this transaction committed (None until :meth:`commit` succeeds)."""
+        self.rebased = 0
+        """How many times :meth:`commit` lost a race and re-applied the change on a newer snapshot."""
 
     # -- zoos ----------------------------------------------------------------------------
     def segment_writer(self, zoo: str, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -128,19 +133,84 @@ class Transaction:
     def changed(self) -> bool:
         return bool(self._written)
 
-    def commit(self, operation: Mapping[str, Any]) -> Manifest:
-        manifest = self.parent.evolve(operation, zoos=dict(self._zoos), tables=dict(self._tables),
-                                      sources=tuple(self._sources), next_model_id=self._next_id)
-        return self.store.commit(replace(manifest, checksums=self._listed_checksums(manifest)))
+    def commit(self, operation: Mapping[str, Any], *, retries: int = 50) -> Manifest:
+        """Publish the staged changes as one new snapshot.
 
-    def _listed_checksums(self, manifest: Manifest) -> dict[str, str]:
+        If another writer committed first, the change is re-applied on the newer snapshot when
+        the two do not overlap (different zoos and tables, at most one of them adding models);
+        otherwise :class:`CommitConflictError` says what collided and nothing is committed.
+        """
+        self._upload()
+        base = self.parent
+        for _ in range(retries):
+            try:
+                self.committed = self.store.commit(self._manifest_on(base, operation))
+                return self.committed
+            except CommitConflictError:
+                latest = self.store.current()
+                if latest.file_name == base.file_name:
+                    raise
+                self._check_disjoint(latest)
+                base = latest
+                self.rebased += 1
+        raise CommitConflictError(f"gave up after {retries} commits by other writers won the race; "
+                                  "nothing was committed, retry later")
+
+    def _manifest_on(self, base: Manifest, operation: Mapping[str, Any]) -> Manifest:
+        """This transaction's changes applied to ``base`` (the parent, or a newer snapshot)."""
+        zoos: dict[str, Any] = dict(base.zoos)
+        tables_: dict[str, Any] = dict(base.tables)
+        pairs: tuple[tuple[Mapping[str, Any], dict[str, Any], Mapping[str, Any]], ...] = (
+            (self._zoos, zoos, self.parent.zoos), (self._tables, tables_, self.parent.tables))
+        for mine, theirs, parent in pairs:
+            for name in set(mine) | set(parent):
+                if name not in mine:
+                    theirs.pop(name, None)
+                elif mine[name] != parent.get(name):
+                    theirs[name] = mine[name]
+        added = self._next_id != self.parent.next_model_id
+        new_sources = [{**src, "snapshot": base.version + 1} if "snapshot" in src else src
+                for src in self._sources[len(self.parent.sources):]]  # re-applied: the version it lands in
+        manifest = base.evolve(operation, zoos=zoos, tables=tables_, sources=(*base.sources, *new_sources),
+                               next_model_id=self._next_id if added else base.next_model_id)
+        return replace(manifest, checksums=self._listed_checksums(manifest, {**base.checksums, **self._checksums}))
+
+    def _check_disjoint(self, latest: Manifest) -> None:
+        def changed(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
+            return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+        zoos = changed(self._zoos, self.parent.zoos) & changed(latest.zoos, self.parent.zoos)
+        tabs = changed(self._tables, self.parent.tables) & changed(latest.tables, self.parent.tables)
+        both_added = self._next_id != self.parent.next_model_id and latest.next_model_id != self.parent.next_model_id
+        if zoos or tabs or both_added:
+            what = ", ".join([*(f"zoo {z!r}" for z in sorted(zoos)), *(f"table {t!r}" for t in sorted(tabs))]
+                             + (["new model ids"] if both_added else []))
+            raise CommitConflictError(
+                f"snapshot {latest.version} ({latest.operation.get('op', '?')}) was committed by another writer "
+                f"while this change was prepared on snapshot {self.parent.version}, and both change {what}; "
+                "nothing was committed: re-run on the new snapshot")
+
+    def _listed_checksums(self, manifest: Manifest, known: Mapping[str, str] | None = None) -> dict[str, str]:
         """Checksums of the files the new snapshot lists (table arrays: every file below them)."""
+        known = self._checksums if known is None else known
         files = {f for z in manifest.zoos.values() for f in z.model_files}
         files |= {f for t in manifest.tables.values() for f in t.files}
         arrays = tuple(a.rstrip("/") + "/" for t in manifest.tables.values() for a in t.arrays)
-        return {k: v for k, v in self._checksums.items() if k in files or k.startswith(arrays)}
+        return {k: v for k, v in known.items() if k in files or k.startswith(arrays)}
+
+    def _upload(self) -> None:
+        """On an object store: copy every staged file or array to the lake before the manifest."""
+        location = self.store.location
+        if location.is_local:
+            return
+        for path in self._written:
+            if path.exists():
+                self._uploaded += location.upload(path, path.relative_to(self.root).as_posix())
 
     def abort(self) -> None:
+        for key in reversed(self._uploaded):
+            self.store.location.delete(key)
+        self._uploaded.clear()
         for path in reversed(self._written):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -158,27 +228,40 @@ class Transaction:
 
 
 @contextlib.contextmanager
-def transaction(root: Path) -> Iterator[Transaction]:
+def transaction(root: Any) -> Iterator[Transaction]:
     """``with transaction(root) as tx:`` — lock, stage, and abort (remove files) on error.
+
+    ``root`` is a lake directory or URL (``s3://bucket/prefix``). On an object store the
+    transaction stages its files in a local temporary directory (``tx.root``), uploads them
+    at commit and then claims the next version; no lock is held.
 
     The caller commits explicitly with ``tx.commit(operation)``; leaving the block without
     committing aborts.
     """
     store = SnapshotStore(root)
     try:
-        with store.locked():
-            tx = Transaction(root, store)
-            committed = False
+        with store.locked(), _staging(store) as staging:
+            tx = Transaction(staging, store)
             try:
                 yield tx
-                committed = tx.store.current().file_name != tx.parent.file_name
             finally:
-                if not committed:
+                if tx.committed is None:
                     tx.abort()
     except OSError as exc:
         if isinstance(exc, WeightLakeError):
             raise
         raise LakeWriteError(_write_failure(root, exc)) from exc
+
+
+@contextlib.contextmanager
+def _staging(store: SnapshotStore) -> Iterator[Path]:
+    if store.location.is_local:
+        yield Path(store.root)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="weightlake-stage-") as tmp:
+        yield Path(tmp)
 
 
 def _write_failure(root: Path, exc: OSError) -> str:

@@ -1,0 +1,125 @@
+"""Analyses on a Dask cluster: the same pure functions, block by block on the workers, one commit.
+
+``--dask local`` starts a :class:`distributed.LocalCluster` on 127.0.0.1 (worker processes,
+no dashboard); ``--dask tcp://HOST:8786`` connects to a running scheduler. The workers read
+the weight chunks themselves from the lake's store (a local path they can reach, or
+``s3://`` with the AWS variables set on the workers), each task one stored chunk
+(:meth:`weightlake.lake.Lake.to_dask`'s blocks), so the driver never holds the zoo's weights.
+Results come back as small tables and are committed once, exactly as the local run does.
+
+Running against a real scheduler::
+
+    dask scheduler                                   # on the scheduler host (port 8786)
+    dask worker tcp://scheduler:8786 --nthreads 1    # on each worker host, same weightlake installed
+    weightlake analyze spectra --zoo Z --lake s3://zoos/lake --dask tcp://scheduler:8786
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from weightlake.analysis.api import CONVENTIONS, AnalysisReport, _commit, _select_models
+from weightlake.errors import QueryError
+from weightlake.storage.remote import chunk_rows, read_block
+from weightlake.storage.snapshot import Segment
+from weightlake.storage.store import Store
+
+LOCAL_WORKERS = 2
+
+
+@contextlib.contextmanager
+def dask_client(address: str, *, workers: int = LOCAL_WORKERS) -> Iterator[Any]:
+    """A ``distributed.Client``: ``"local"`` starts a LocalCluster of ``workers`` processes on loopback."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise QueryError("--dask needs dask and distributed: pip install 'weightlake[dask]'") from None
+    if address == "local":
+        import logging
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise QueryError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from exc
+    with client:
+        yield client
+
+
+def _block_spectra(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray,
+                   arch: Mapping[str, Any], layers: Sequence[str] | None) -> pl.DataFrame:
+    """One task: spectra of the kept rows of one stored chunk, keyed by model id."""
+    from weightlake.analysis.spectra import zoo_spectra
+    from weightlake.arch import get_architecture
+
+    rows = read_block(location, seg, start, stop)[keep]
+    table = zoo_spectra(rows, get_architecture(dict(arch)), block=max(len(rows), 1), layers=layers, workers=1)
+    ids = pl.Series(seg.first_id + start + keep.astype(np.int64))
+    return table.with_columns(model_id=ids[table["row"]]).drop("row")
+
+
+def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
+                         layers: Sequence[str] | None = None, all_rows: bool = False,
+                         progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+    """:func:`weightlake.analysis.api.analyze_spectra` (convention ``weightlake``) on a Dask cluster.
+
+    Parameters
+    ----------
+    lake_root : path or URL of the lake (the workers must reach it too)
+    address : ``"local"`` or a scheduler address (``tcp://host:8786``)
+    zoo, layers, all_rows : as for ``analyze_spectra``: distinct models unless ``all_rows``
+
+    Returns
+    -------
+    AnalysisReport
+        The committed table ``spectra``; its params record the engine.
+    """
+    import weightlake as wl
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo = zoo or lake._only_zoo()
+    entry = lake.manifest.zoo(zoo)
+    meta = lake.models(zoo).sort("model_id").collect()
+    ids = meta["model_id"].to_numpy()
+    chosen, _, _, models, note = _select_models(ids, np.empty((len(ids), 0), np.float32), meta, all_rows)
+    chosen_set = np.isin(np.arange(lake.manifest.next_model_id), chosen)
+    jobs = []
+    for seg in entry.segments:
+        step = chunk_rows(seg)
+        for start in range(0, seg.rows, step):
+            stop = min(start + step, seg.rows)
+            keep = np.flatnonzero(chosen_set[seg.first_id + start:seg.first_id + stop])
+            if keep.size:
+                jobs.append((seg, start, stop, keep))
+    total = int(sum(len(k) for *_, k in jobs))
+    parts: list[pl.DataFrame] = []
+    with dask_client(address) as client:
+        from distributed import as_completed
+
+        futures = [client.submit(_block_spectra, lake.location, seg, start, stop, keep, dict(entry.arch), layers,
+                                 key=f"wl-spectra-{seg.path}-{start}") for seg, start, stop, keep in jobs]
+        for future in as_completed(futures):
+            parts.append(future.result())
+            if progress is not None:
+                progress(sum(p["model_id"].n_unique() for p in parts), total)
+    table = pl.concat(parts).sort("model_id", "layer") if parts else pl.DataFrame()
+    table = table.with_columns(layer=pl.col("layer").cast(pl.String), snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
+    params: dict[str, Any] = {"layers": list(layers or []), "models": models,
+                              "engine": "dask local" if address == "local" else "dask"}
+    name = CONVENTIONS["weightlake"]
+    version = _commit(Path(lake_root), name, table, zoo, params, lake.snapshot)
+    return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started,
+                          notes=[note, f"ran on Dask ({address}): {len(jobs)} tasks, one per stored chunk"],
+                          n_models=len(chosen))

@@ -1,0 +1,175 @@
+"""Weight segments read from an object store: zarr opens the array, chunks are fetched and checked.
+
+The local reader (:mod:`weightlake.storage.tensors`) reads chunk files straight into place;
+on an object store the same layout holds (one object per chunk, ``zarr.json`` beside them),
+so zarr's own :class:`zarr.storage.ObjectStore` opens the array (shape, chunk grid, codecs,
+chunk keys) and the chunk objects are fetched concurrently, each checked against the digest
+the snapshot recorded before it is copied into the destination.  Compressed segments are
+decoded by zarr after their chunk objects passed the check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from weightlake.errors import IntegrityError
+from weightlake.storage.checksums import check_bytes
+from weightlake.storage.snapshot import Segment
+from weightlake.storage.store import Store
+from weightlake.storage.tensors import _raw_layout
+
+FETCH_THREADS = 8
+"""Concurrent chunk requests (object stores reward parallel GETs; the copy itself is cheap)."""
+
+
+def open_segment(location: Store, seg: Segment) -> Any:
+    """Open a segment through zarr's object store after checking its ``zarr.json`` digest and shape."""
+    import zarr
+
+    key = f"{seg.path}/zarr.json"
+    try:
+        check_bytes(location.read(key), seg.meta_digest, location.uri(key))
+        array = zarr.open_array(store=location.zarr_store(), path=seg.path, mode="r")
+    except FileNotFoundError:
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} is missing; the snapshot lists it") from None
+    if tuple(array.shape) != (seg.rows, seg.cols):
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} has shape {tuple(array.shape)}, the "
+                             f"snapshot says ({seg.rows}, {seg.cols}); run `weightlake verify`")
+    return array
+
+
+def _fetch(location: Store, seg: Segment, array: Any, chunks: Sequence[int]) -> dict[int, bytes]:
+    """The chunk objects' bytes, each checked against its recorded digest."""
+    digests = seg.chunk_digests
+    n_chunks = -(-seg.rows // int(array.chunks[0]))
+    if digests is not None and len(digests) != n_chunks:
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} has {n_chunks} chunks but the snapshot "
+                             f"records {len(digests)} checksums; run `weightlake verify`")
+
+    def get(i: int) -> tuple[int, bytes]:
+        key = f"{seg.path}/{array.metadata.encode_chunk_key((i, 0))}"
+        try:
+            data = location.read(key)
+        except FileNotFoundError:
+            raise IntegrityError(f"chunk {location.uri(key)!r} is missing; the snapshot lists it "
+                                 "(run `weightlake verify`)") from None
+        check_bytes(data, digests[i] if digests is not None else None, location.uri(key))
+        return i, data
+
+    with ThreadPoolExecutor(min(FETCH_THREADS, max(1, len(chunks)))) as pool:
+        return dict(pool.map(get, chunks))
+
+
+def read_all(location: Store, seg: Segment, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a whole segment into ``out`` (or a new array)."""
+    array = open_segment(location, seg)
+    out = np.empty((seg.rows, seg.cols), dtype=np.float32) if out is None else out
+    step = int(array.chunks[0])
+    chunks = _fetch(location, seg, array, range(-(-seg.rows // step)))
+    if not _raw_layout(array):
+        return _decode(array, out)
+    for i, data in chunks.items():
+        _place(data, out, i * step, min((i + 1) * step, seg.rows), step, seg)
+    return out
+
+
+def read_rows(location: Store, seg: Segment, index: np.ndarray) -> np.ndarray:
+    """Decode selected rows (any order, repeats allowed), fetching only the chunks they touch."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.size == 0:
+        return np.empty((0, seg.cols), dtype=np.float32)
+    if index.min() < 0 or index.max() >= seg.rows:
+        raise IntegrityError(f"row index out of range for segment {location.uri(seg.path)!r} of {seg.rows} rows")
+    array = open_segment(location, seg)
+    step = int(array.chunks[0])
+    wanted = np.unique(index // step)
+    chunks = _fetch(location, seg, array, [int(c) for c in wanted])
+    if not _raw_layout(array):
+        return _decode(array, np.empty((seg.rows, seg.cols), dtype=np.float32))[index]
+    out = np.empty((index.size, seg.cols), dtype=np.float32)
+    block = np.empty((step, seg.cols), dtype=np.float32)
+    for c, data in chunks.items():
+        _place(data, block, 0, step, step, seg)
+        mask = index // step == c
+        out[mask] = block[index[mask] - c * step]
+    return out
+
+
+def _place(data: bytes, out: np.ndarray, start: int, stop: int, step: int, seg: Segment) -> None:
+    """Copy one raw chunk (``step`` rows of little-endian float32, the last one padded) into ``out``."""
+    rows = np.frombuffer(data, dtype="<f4")
+    if rows.size != step * seg.cols:
+        raise IntegrityError(f"a chunk of {seg.path!r} has {len(data)} bytes, expected {step * seg.cols * 4}; "
+                             "run `weightlake verify`")
+    out[start:stop] = rows.reshape(step, seg.cols)[: stop - start]
+
+
+def _decode(array: Any, out: np.ndarray) -> np.ndarray:
+    from zarr.core.buffer import default_buffer_prototype
+
+    array.get_basic_selection(Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+    return out
+
+
+def check_key(location: Store, key: str, digest: str | None) -> None:
+    """Fetch one listed object and check it against ``digest``; a missing object is an error."""
+    try:
+        data = location.read(key)
+    except FileNotFoundError:
+        raise IntegrityError(f"{location.uri(key)!r} is missing; the snapshot lists it "
+                             "(run `weightlake verify`)") from None
+    check_bytes(data, digest, location.uri(key))
+
+
+def checked_paths(location: Store, files: Sequence[str], manifest: Any, verified: set[str] | None = None) -> list[str]:
+    """pyarrow paths (``bucket/prefix/<file>``) of listed files, each fetched once and checked."""
+    out = []
+    for f in files:
+        if verified is None or f not in verified:
+            check_key(location, f, manifest.checksum(f))
+            if verified is not None:
+                verified.add(f)
+        out.append(location.arrow_path(f))
+    return out
+
+
+def chunk_rows(seg: Segment, default: int = 512) -> int:
+    """Rows per chunk of a segment, from its recorded chunk count (``default`` for a format-1 segment)."""
+    if seg.chunk_digests:
+        return -(-seg.rows // len(seg.chunk_digests))
+    return default
+
+
+def read_block(location: Store, seg: Segment, start: int, stop: int) -> np.ndarray:
+    """Rows ``start .. stop-1`` of a segment, checked, from either kind of store (a Dask task's body)."""
+    index = np.arange(start, stop, dtype=np.int64)
+    if location.is_local:
+        from pathlib import Path
+
+        from weightlake.storage.tensors import read_rows as read_local
+
+        return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+    return read_rows(location, seg, index)
+
+
+def read_part(location: Store, key: str, digest: str | None, partition_by: Sequence[str]) -> Any:
+    """One listed Parquet file as a pandas frame, checked, with its Hive partition columns (a Dask task)."""
+    import io
+
+    import polars as pl
+
+    try:
+        data = location.read(key)
+    except FileNotFoundError:
+        raise IntegrityError(f"{location.uri(key)!r} is missing; the snapshot lists it (run `weightlake verify`)") \
+            from None
+    check_bytes(data, digest, location.uri(key))
+    frame = pl.read_parquet(io.BytesIO(data))
+    parts = dict(p.split("=", 1) for p in key.split("/")[:-1] if "=" in p)
+    frame = frame.with_columns(**{c: pl.lit(parts[c], dtype=pl.String) for c in partition_by if c in parts})
+    return frame.to_pandas()
