@@ -15,8 +15,8 @@ as ``[0, 3, 7]``, also as their text repr) into per-value presence (``classes ha
 (``classes count``).  A constant column (within a group), or a feature with a non-finite value,
 has ``r = p = q = NaN`` and is left out of its family.
 
-Heatmaps are drawn by :mod:`~weightlake.analysis.heatmaps` (the two ``plot_*`` functions here
-forward to it).
+Heatmaps are written with matplotlib's Agg canvas (no pyplot, no global backend change), with
+the architecture's layer boundaries drawn and labelled.
 """
 
 from __future__ import annotations
@@ -218,35 +218,10 @@ def _rank_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         same = np.equal(vals[:, 1:], vals[:, :-1])
     tied = np.asarray(same.any(axis=1))
     ranks = np.empty(order.shape)
-    values = _sorted_rank_values(same)
+    sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
     for i in range(len(order)):  # per-row scatter: about twice as fast as put_along_axis here
-        ranks[i, order[i]] = values[i]
+        ranks[i, order[i]] = _tied_positions(same[i]) if tied[i] else sorted_ranks
     return ranks, tied, _all_finite(block)
-
-
-def _sorted_rank_values(same: np.ndarray) -> np.ndarray:
-    """Average ranks ``[c, n]`` at each sorted position, from ``same [c, n-1]`` (value i+1 == value i).
-
-    1..n, except that each run of equal values gets its mean position; every run of the whole
-    block is found at once (a parameter column of float32 weights usually has a few ties, and
-    finding them row by row cost as much as the ranking's scatter).
-    """
-    c, m = same.shape
-    n = m + 1
-    values = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64), (c, n)).copy()
-    if not same.any():
-        return values
-    padded = np.zeros((c, n + 1), dtype=np.int8)  # a zero column ends every row's last run
-    padded[:, :m] = same
-    step = np.diff(padded.ravel(), prepend=np.int8(0))
-    start, stop = np.flatnonzero(step == 1), np.flatnonzero(step == -1)  # runs [start, stop) of `same`
-    row = start // (n + 1)
-    first = start - row * (n + 1)  # sorted positions first .. first + length - 1 are equal
-    length = stop - start + 1
-    begin = np.repeat(row * n + first - np.cumsum(length) + length, length)
-    flat = values.reshape(-1)
-    flat[begin + np.arange(int(length.sum()))] = np.repeat(first + (length - 1) / 2 + 1, length)
-    return values
 
 
 def _all_finite(block: np.ndarray) -> np.ndarray:
@@ -265,6 +240,19 @@ def _packed_argsort(block: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarr
     high = bits >> np.uint64(shift)
     bits &= np.uint64((1 << shift) - 1)
     return bits.view(np.int64), np.equal(high[:, 1:], high[:, :-1])
+
+
+def _tied_positions(same: np.ndarray) -> np.ndarray:
+    """1-based positions ``1..n`` averaged over runs of equal sorted values (``same[i]``: value i+1 == value i)."""
+    n = len(same) + 1
+    pos = np.arange(n)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ~same
+    ends = np.ones(n, dtype=bool)
+    ends[:-1] = ~same
+    first = np.maximum.accumulate(np.where(starts, pos, 0))
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[::-1])[::-1]
+    return (first + last) / 2 + 1
 
 
 # -- p-values and multiple testing -----------------------------------------------------------------------
@@ -484,16 +472,109 @@ def param_correlation_matrix(flat_rows: Any, arch: Architecture = CNN_S, layer: 
 
 
 # -- heatmaps ----------------------------------------------------------------------------------------
-def plot_param_metadata_heatmap(table: Any, path: str | Path, arch: Architecture = CNN_S, **options: Any) -> Path:
-    """Parameters x metadata heatmap as PNG: see :func:`weightlake.analysis.heatmaps.param_metadata_figure`."""
-    from weightlake.analysis import heatmaps
+def plot_param_metadata_heatmap(table: Any, path: str | Path, arch: Architecture = CNN_S, *,
+                                method: str = "pearson", value: str = "r", title: str | None = None) -> Path:
+    """Heatmap of a parameter x metadata table (from :func:`param_correlations`) saved as PNG.
 
-    return heatmaps.plot_param_metadata_heatmap(table, path, arch, **options)
+    Parameters run along x in flat order, with the layer boundaries ``arch.boundaries`` drawn and
+    each layer named; metadata columns run along y.  With groups in the table, the first group is used.
+    """
+    import polars as pl
+
+    part = table.filter((pl.col("method") == method) & pl.col("param").is_not_null())
+    extra = [c for c in table.columns if c not in RESULT_COLUMNS]
+    if extra and part.height:
+        first = part.row(0, named=True)
+        part = part.filter(pl.all_horizontal([pl.col(c) == first[c] for c in extra]))
+    against = list(dict.fromkeys(part["against"].to_list()))
+    grid = np.full((len(against), arch.n_params), np.nan)
+    rows = np.asarray([against.index(a) for a in part["against"].to_list()], dtype=np.int64)
+    grid[rows, part["param"].to_numpy()] = part[value].to_numpy()
+    return _save_heatmap(grid, path, arch, y_labels=against,
+                         title=title or f"{method} {value}: parameters x metadata", value=value)
 
 
 def plot_param_matrix_heatmap(matrix: Any, path: str | Path, arch: Architecture = CNN_S, layer: str | None = None,
-                              **options: Any) -> Path:
-    """Parameter x parameter heatmap as PNG: see :func:`weightlake.analysis.heatmaps.param_matrix_figure`."""
-    from weightlake.analysis import heatmaps
+                              title: str | None = None) -> Path:
+    """Heatmap of a parameter x parameter matrix (:func:`param_correlation_matrix`) saved as PNG.
 
-    return heatmaps.plot_param_matrix_heatmap(matrix, path, arch, layer, **options)
+    For the whole network the layer boundaries are drawn on both axes; for one layer, the
+    weight / bias boundary.
+    """
+    matrix = np.asarray(matrix)
+    if layer is None:
+        marks = list(arch.boundaries)
+        names = list(arch.layer_names)
+    else:
+        spec = arch.layer(layer)
+        marks, names = [0, spec.weight_size, spec.size], [f"{layer}.weight", f"{layer}.bias"]
+    if matrix.shape != (marks[-1], marks[-1]):
+        raise ArchitectureError(f"expected a {marks[-1]} x {marks[-1]} matrix, got {matrix.shape}")
+    return _save_heatmap(matrix, path, arch, marks=marks, names=names, square=True,
+                         title=title or f"parameter correlations ({layer or 'all layers'})", value="r")
+
+
+def _save_heatmap(grid: np.ndarray, path: str | Path, arch: Architecture, *, title: str, value: str,
+                  y_labels: Sequence[str] | None = None, marks: Sequence[int] | None = None,
+                  names: Sequence[str] | None = None, square: bool = False, max_pixels: int = 1200) -> Path:
+    """Draw ``grid`` with parameter ``i`` occupying ``[i, i + 1)`` on the parameter axes.
+
+    Past ``max_pixels`` parameters an axis is pooled in blocks keeping the value of largest
+    magnitude, so a single strong correlation stays visible instead of being averaged away.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    marks = list(marks if marks is not None else arch.boundaries)
+    names = list(names if names is not None else arch.layer_names)
+    fx = -(-grid.shape[1] // max_pixels)
+    fy = -(-grid.shape[0] // max_pixels) if square else 1
+    fig = Figure(figsize=(9, 8) if square else (14, 2.5 + 0.28 * grid.shape[0]))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = np.isfinite(grid).any()
+    limit = 1.0 if value == "r" else float(np.nanmax(np.abs(grid))) if finite else 1.0
+    image = ax.imshow(_pool_signed_max(grid, fy, fx), aspect="auto", interpolation="nearest", cmap="RdBu_r",
+                      vmin=-limit, vmax=limit, extent=(0, grid.shape[1], grid.shape[0], 0))
+    fig.colorbar(image, ax=ax, label=value)
+    _mark_layers(ax, marks, names, axis="x")
+    if square:
+        _mark_layers(ax, marks, names, axis="y")
+    elif y_labels is not None:
+        ax.set_yticks(np.arange(len(y_labels)) + 0.5, y_labels, fontsize=7)
+        ax.set_ylabel("metadata column")
+    pooled = f" (largest |{value}| per {fy}x{fx} block)" if fx > 1 or fy > 1 else ""
+    ax.set_title(title + pooled)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    return out
+
+
+def _pool_signed_max(grid: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Downsample by ``fy x fx`` blocks, keeping each block's entry of largest magnitude (NaN if all NaN)."""
+    if fy == 1 and fx == 1:
+        return grid
+    h, w = -(-grid.shape[0] // fy), -(-grid.shape[1] // fx)
+    padded = np.full((h * fy, w * fx), np.nan)
+    padded[:grid.shape[0], :grid.shape[1]] = grid
+    blocks = padded.reshape(h, fy, w, fx).transpose(0, 2, 1, 3).reshape(h, w, fy * fx)
+    magnitude = np.where(np.isnan(blocks), -1.0, np.abs(blocks))
+    pick = np.take_along_axis(blocks, magnitude.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return pick
+
+
+def _mark_layers(ax: Any, marks: Sequence[int], names: Sequence[str], axis: str) -> None:
+    """Lines at the block boundaries (between parameters ``b - 1`` and ``b``), names at block centres."""
+    line = ax.axvline if axis == "x" else ax.axhline
+    for b in marks[1:-1]:
+        line(b, color="black", linewidth=0.8)
+    centres = [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
+    labels = [f"{name}\n[{a}, {b})" for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)]
+    label = "flat parameter index (layer block, weight then bias)"
+    if axis == "x":
+        ax.set_xticks(centres, labels, fontsize=7)
+        ax.set_xlabel(label)
+    else:
+        ax.set_yticks(centres, labels, fontsize=7)
+        ax.set_ylabel(label)
