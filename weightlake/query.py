@@ -108,7 +108,8 @@ def models_arrow(paths: Sequence[str], partition_by: Sequence[str]) -> Any:
     """
     frames = []
     for path in paths:
-        frame = pl.read_parquet(path)
+        with open(path, "rb") as fh:  # a file object: no glob expansion of a path holding '*', '?' or '['
+            frame = pl.read_parquet(fh)
         parts = {c: tables._partition_of(path, c) for c in partition_by}
         frames.append(frame.with_columns(pl.lit(v, dtype=pl.String).alias(c) for c, v in parts.items()))
     merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]

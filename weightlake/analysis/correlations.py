@@ -218,35 +218,10 @@ def _rank_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         same = np.equal(vals[:, 1:], vals[:, :-1])
     tied = np.asarray(same.any(axis=1))
     ranks = np.empty(order.shape)
-    values = _sorted_rank_values(same)
+    sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
     for i in range(len(order)):  # per-row scatter: about twice as fast as put_along_axis here
-        ranks[i, order[i]] = values[i]
+        ranks[i, order[i]] = _tied_positions(same[i]) if tied[i] else sorted_ranks
     return ranks, tied, _all_finite(block)
-
-
-def _sorted_rank_values(same: np.ndarray) -> np.ndarray:
-    """Average ranks ``[c, n]`` at each sorted position, from ``same [c, n-1]`` (value i+1 == value i).
-
-    1..n, except that each run of equal values gets its mean position; every run of the whole
-    block is found at once (a parameter column of float32 weights usually has a few ties, and
-    finding them row by row cost as much as the ranking's scatter).
-    """
-    c, m = same.shape
-    n = m + 1
-    values = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64), (c, n)).copy()
-    if not same.any():
-        return values
-    padded = np.zeros((c, n + 1), dtype=np.int8)  # a zero column ends every row's last run
-    padded[:, :m] = same
-    step = np.diff(padded.ravel(), prepend=np.int8(0))
-    start, stop = np.flatnonzero(step == 1), np.flatnonzero(step == -1)  # runs [start, stop) of `same`
-    row = start // (n + 1)
-    first = start - row * (n + 1)  # sorted positions first .. first + length - 1 are equal
-    length = stop - start + 1
-    begin = np.repeat(row * n + first - np.cumsum(length) + length, length)
-    flat = values.reshape(-1)
-    flat[begin + np.arange(int(length.sum()))] = np.repeat(first + (length - 1) / 2 + 1, length)
-    return values
 
 
 def _all_finite(block: np.ndarray) -> np.ndarray:
@@ -265,6 +240,19 @@ def _packed_argsort(block: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarr
     high = bits >> np.uint64(shift)
     bits &= np.uint64((1 << shift) - 1)
     return bits.view(np.int64), np.equal(high[:, 1:], high[:, :-1])
+
+
+def _tied_positions(same: np.ndarray) -> np.ndarray:
+    """1-based positions ``1..n`` averaged over runs of equal sorted values (``same[i]``: value i+1 == value i)."""
+    n = len(same) + 1
+    pos = np.arange(n)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ~same
+    ends = np.ones(n, dtype=bool)
+    ends[:-1] = ~same
+    first = np.maximum.accumulate(np.where(starts, pos, 0))
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[::-1])[::-1]
+    return (first + last) / 2 + 1
 
 
 # -- p-values and multiple testing -----------------------------------------------------------------------
