@@ -15,7 +15,7 @@ The pure computations live in :mod:`weightlake.analysis` (``topology*``); this m
 snapshot and commits. The runs count distinct models by default (:func:`weightlake.analysis.distinct.distinct_models`)
 and record ``n`` distinct in their parameters; ``all_rows=True`` counts every row. The commit
 of one table reuses :func:`weightlake.analysis.api._commit`; the two group tables go into one
-transaction through :func:`_commit_tables`, the same pattern for several tables.
+transaction through :func:`weightlake.compute._common.commit_tables`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import polars as pl
 
 from weightlake.analysis.api import _commit, _zoo_rows
 from weightlake.analysis.distinct import distinct_models
+from weightlake.compute._common import commit_tables
 from weightlake.errors import QueryError
 
 
@@ -125,29 +126,12 @@ def analyze_topology_groups(lake_root: Path | str, *, zoo: str | None = None, by
               "degrees": list(degrees), "grid": [g.tolist() for g in grid], "seed": seed, "all_rows": all_rows,
               "models": int(ids.size), "groups": n_groups, "distinct_note": note}
     snap = pl.lit(lake.snapshot, dtype=pl.Int64)
-    version = _commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
+    version = commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
                                                "topology_group_distances": dist.with_columns(snapshot=snap)},
                              zoo, params, lake.snapshot)
     return TopologyReport("topology_groups", zoo, table.height, int(ids.size), version, time.perf_counter() - started,
                           [note, f"{n_groups} groups by {', '.join(by)}", *notes,
                            f"table 'topology_group_distances': {dist.height} rows"])
-
-
-def _commit_tables(lake_root: Path, frames: dict[str, pl.DataFrame], zoo: str, params: dict[str, Any],
-                   snapshot: int) -> int:
-    """Several tables in one transaction, each partitioned by zoo (the pattern of ``analysis.api._commit``)."""
-    from weightlake.storage.transaction import transaction
-
-    with transaction(Path(lake_root)) as tx:
-        if tx.parent.version != snapshot:
-            raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
-                             "run it again")
-        for name, df in frames.items():
-            tx.put_table(name, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
-                         properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})
-        summary = ", ".join(f"{name}: {df.height} rows" for name, df in frames.items())
-        return tx.commit({"op": f"analyze-{next(iter(frames))}", "zoo": zoo,
-                          "summary": f"{summary} for {zoo} from snapshot {snapshot}"}).version
 
 
 # -- classes ---------------------------------------------------------------------------------------
