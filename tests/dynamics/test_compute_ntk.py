@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import polars as pl
 import pytest
 import torch
@@ -14,13 +12,6 @@ from weightlake.cli import main
 from weightlake.compute._common import DatasetNotRecordedError, probe_images
 from weightlake.compute.ntk import analyze_ntk, kappa_predicts_accuracy, ntk_with_metadata
 from weightlake.dynamics.ntk import empirical_ntk, ntk_spectrum
-
-
-@pytest.fixture()
-def real_copy(tmp_path, real_lake_dir):
-    target = tmp_path / "real-lake"
-    shutil.copytree(real_lake_dir, target)
-    return target
 
 
 def test_ntk_table_matches_the_pure_function(real_copy):

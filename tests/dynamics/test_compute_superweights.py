@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -14,13 +12,6 @@ from weightlake.compute._common import probe_images
 from weightlake.compute.superweights import analyze_super_weights
 from weightlake.dynamics.superweights import ablation_scan
 from weightlake.query import run_named
-
-
-@pytest.fixture()
-def real_copy(tmp_path, real_lake_dir):
-    target = tmp_path / "real-lake"
-    shutil.copytree(real_lake_dir, target)
-    return target
 
 
 def test_super_weight_tables_agree_with_the_scan(real_copy):
