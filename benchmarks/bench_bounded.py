@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent.parent
 
 STEPS: dict[str, str] = {
     "import": "import weightlake, torch, duckdb, polars\nresult = {}",
-    "spectra": "from weightlake.analysis.api import analyze_spectra\n"
+    "spectra": "from weightlake.compute.analyses import analyze_spectra\n"
                "r = analyze_spectra(ROOT, zoo=ZOO)\nresult = {'rows': r.rows}",
     "sql_l2": "import weightlake as wl\n"
               "df = wl.open_lake(ROOT).sql('SELECT m.epoch, avg(wl_l2(w)) AS l2 FROM models m JOIN weights "

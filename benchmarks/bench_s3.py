@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--spectra-labels", type=int, default=40, help="class subsets of the zoo the spectra run on")
     args = ap.parse_args()
     import weightlake as wl
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
     from weightlake.compute.dask_runs import analyze_spectra_dask
     from weightlake.ingest.csv_zoo import ingest_csv
     from weightlake.zoo.synthetic import all_labels, write_synthetic_csv

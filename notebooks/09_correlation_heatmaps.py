@@ -43,7 +43,7 @@ import polars as pl
 from IPython.display import Image, display
 
 import weightlake as wl
-from weightlake.analysis.api import analyze_correlations
+from weightlake.compute.analyses import analyze_correlations
 from weightlake.compute.figures import correlation_figures
 
 work = Path(tempfile.mkdtemp()) / "lake" if SCRATCH else Path(LAKE)

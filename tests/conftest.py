@@ -74,7 +74,7 @@ def analysed_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Its zoo 'mnist-cnn-s' has every subset of digits 0-3 (sizes 2-4), so pair targets exist;
     scenario 't' holds its pairs, and `spectra` and `correlations` are computed.
     """
-    from weightlake.analysis.api import analyze_correlations, analyze_spectra
+    from weightlake.compute.analyses import analyze_correlations, analyze_spectra
     from weightlake.ingest.csv_zoo import ingest_csv
     from weightlake.scenarios import declare_scenario
 

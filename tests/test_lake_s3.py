@@ -60,7 +60,7 @@ def test_ingest_sql_and_reads_agree_with_the_local_lake(lake_url: str, small_csv
 
 @pytest.mark.slow
 def test_scenarios_analyses_and_pairs_on_either_store(lake_url: str, tmp_path: Path) -> None:
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
     from weightlake.ingest.csv_zoo import ingest_csv
     from weightlake.scenarios import declare_scenario
     from weightlake.zoo.synthetic import all_labels, write_synthetic_csv

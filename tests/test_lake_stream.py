@@ -59,7 +59,7 @@ def test_budget_from_the_environment(two_segment_lake, monkeypatch):
 def test_streamed_spectra_equal_the_in_memory_ones(two_segment_lake, tmp_path):
     import shutil
 
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
 
     small, big = tmp_path / "small", tmp_path / "big"
     shutil.copytree(two_segment_lake, small)

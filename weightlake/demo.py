@@ -180,7 +180,7 @@ def _pairs(lake_dir: Path, config: DemoConfig, echo: Echo) -> None:
 
 
 def _analysis(lake_dir: Path, out_dir: Path, config: DemoConfig, echo: Echo) -> None:
-    from weightlake.analysis.api import analyze_correlations, analyze_spectra
+    from weightlake.compute.analyses import analyze_correlations, analyze_spectra
 
     report = analyze_spectra(lake_dir, zoo=config.zoo)
     echo(f"   {report}")

@@ -460,7 +460,7 @@ class Lake:
     @property
     def analysis(self) -> Any:
         """Analysis results and helpers bound to this snapshot (spectra, correlations, metrics)."""
-        from weightlake.analysis.api import LakeAnalysis
+        from weightlake.compute.analyses import LakeAnalysis
 
         return LakeAnalysis(self)
 

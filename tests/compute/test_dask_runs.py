@@ -24,7 +24,7 @@ def test_to_dask_has_one_block_per_chunk(lake_copy: Path) -> None:
 
 @pytest.mark.slow
 def test_spectra_on_a_local_cluster_equal_the_local_run(lake_copy: Path) -> None:
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
     from weightlake.compute.dask_runs import analyze_spectra_dask
 
     local = analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"])

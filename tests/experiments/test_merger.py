@@ -20,7 +20,7 @@ from weightlake.experiments.merger import (
     check_state_dict,
     count_parameters,
 )
-from weightlake.experiments.tokens import (
+from weightlake.serve.tokens import (
     TOKEN_SIZES,
     from_padded,
     from_tokens,

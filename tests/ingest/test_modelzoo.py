@@ -131,7 +131,7 @@ def test_cli_ingests_and_refuses_an_empty_tree(tree, tmp_path):
 def test_an_architecture_inferred_from_the_state_dicts(tmp_path):
     from torch import nn
 
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
 
     saved = {}
     for r in range(2):

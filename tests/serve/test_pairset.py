@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from weightlake.errors import NoSuchTableError, QueryError
-from weightlake.experiments.tokens import from_tokens
 from weightlake.ingest.csv_zoo import ingest_csv
 from weightlake.lake import open_lake
 from weightlake.scenarios import declare_scenario
 from weightlake.serve.pairset import PairSet, epoch_order
+from weightlake.serve.tokens import from_tokens
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
 ZOO = "mnist-cnn-s"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import weightlake as wl
-from weightlake.analysis.api import analyze_spectra
+from weightlake.compute.analyses import analyze_spectra
 
 SCHEMA = Path(wl.__file__).parent / "storage" / "manifest.schema.json"
 

@@ -47,7 +47,7 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
       weightlake analyze spectra --convention weightwatcher   # compare with published WeightWatcher figures
       weightlake analyze spectra --zoo mnist-cnn-s --lake s3://zoos/lake --dask local
     """
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
 
     if dask_address:
         from weightlake.compute.dask_runs import analyze_spectra_dask
@@ -95,7 +95,7 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
       weightlake analyze correlations --zoo mnist-cnn-s --against accuracy,epoch --by layer,activation --plot out/
       weightlake query run top_accuracy_correlates --param zoo=mnist-cnn-s
     """
-    from weightlake.analysis.api import analyze_correlations
+    from weightlake.compute.analyses import analyze_correlations
 
     with progress_bar(None, "analyze correlations", "stages") as bar:
         report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,

@@ -1,6 +1,6 @@
 """What the lake-level dynamics runs share: the zoo's images, the model sample, the commit.
 
-:func:`commit_tables` generalises :func:`weightlake.analysis.api._commit` to several tables
+:func:`commit_tables` generalises :func:`weightlake.compute.analyses._commit` to several tables
 in one transaction (a run that writes ``super_weights`` and ``super_weight_sparsity`` commits
 both or neither); for one table it calls ``_commit`` itself.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.analysis.api import AnalysisReport
+from weightlake.compute.analyses import AnalysisReport
 from weightlake.errors import QueryError, WeightLakeError
 
 Progress = Callable[[int, int], None]
@@ -57,7 +57,7 @@ def zoo_dataset(lake: Any, zoo: str, images: str | None) -> str:
 
 @dataclass
 class RunReport(AnalysisReport):
-    """An :class:`~weightlake.analysis.api.AnalysisReport` that also says which models were counted."""
+    """An :class:`~weightlake.compute.analyses.AnalysisReport` that also says which models were counted."""
 
     note: str = ""
     extra: list[str] = field(default_factory=list)
@@ -120,7 +120,7 @@ def probe_images(dataset: str, classes: Any, n: int, seed: int = 0, split: str =
 def commit_tables(lake_root: Path | str, tables: Mapping[str, pl.DataFrame], zoo: str, params: dict[str, Any],
                   snapshot: int) -> int:
     """Commit derived tables (partitioned by zoo, ``params`` recorded) in one transaction."""
-    from weightlake.analysis.api import _commit
+    from weightlake.compute.analyses import _commit
     from weightlake.storage.transaction import transaction
 
     if len(tables) == 1:

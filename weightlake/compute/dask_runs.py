@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.analysis.api import CONVENTIONS, AnalysisReport, _commit, _select_models
+from weightlake.compute.analyses import CONVENTIONS, AnalysisReport, _commit, _select_models
 from weightlake.errors import QueryError
 from weightlake.storage.remote import chunk_rows, read_block
 from weightlake.storage.snapshot import Segment
@@ -71,7 +71,7 @@ def _block_spectra(location: Store, seg: Segment, start: int, stop: int, keep: n
 def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
                          layers: Sequence[str] | None = None, all_rows: bool = False,
                          progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
-    """:func:`weightlake.analysis.api.analyze_spectra` (convention ``weightlake``) on a Dask cluster.
+    """:func:`weightlake.compute.analyses.analyze_spectra` (convention ``weightlake``) on a Dask cluster.
 
     Parameters
     ----------

@@ -14,7 +14,7 @@
 The pure computations live in :mod:`weightlake.analysis` (``topology*``); this module reads a
 snapshot and commits. The runs count distinct models by default (:func:`weightlake.analysis.distinct.distinct_models`)
 and record ``n`` distinct in their parameters; ``all_rows=True`` counts every row. The commit
-of one table reuses :func:`weightlake.analysis.api._commit`; the two group tables go into one
+of one table reuses :func:`weightlake.compute.analyses._commit`; the two group tables go into one
 transaction through :func:`weightlake.compute._common.commit_tables`.
 """
 
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.analysis.api import _commit, _zoo_rows
 from weightlake.analysis.distinct import distinct_models
 from weightlake.compute._common import commit_tables
+from weightlake.compute.analyses import _commit, _zoo_rows
 from weightlake.errors import QueryError
 
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weightlake.errors import ArchitectureError
-from weightlake.experiments.tokens import TOKEN_SIZES, parse_token_sizes, to_tokens, token_groups
+from weightlake.serve.tokens import TOKEN_SIZES, parse_token_sizes, to_tokens, token_groups
 
 OUTPUT_HEADS: tuple[str, ...] = ("flat", "per_token")
 GATES: tuple[str, ...] = ("elementwise", "headwise")

@@ -328,7 +328,7 @@ def _apply_view(batch: dict[str, Any], view: str, arch: Architecture | None) -> 
     if view == "flat":
         return batch
     if view == "tokens":
-        from weightlake.experiments.tokens import to_tokens
+        from weightlake.serve.tokens import to_tokens
 
         return {**batch, **{k: to_tokens(batch[k]) for k in ("x1", "x2", "y")}}
     assert arch is not None

@@ -1,4 +1,4 @@
-"""Analysis results as lake tables: compute over a pinned snapshot, commit atomically.
+"""Analysis results as lake tables (spectra, correlations): compute over a pinned snapshot, commit atomically.
 
 The functions here are thin: they read weights and metadata from one snapshot, call the
 pure array functions of :mod:`~weightlake.analysis.spectra` and

@@ -41,7 +41,7 @@ def test_correlations_table_and_sql(analysed_lake_dir):
 def test_rerun_replaces_the_zoo_partition(analysed_lake_dir, tmp_path):
     import shutil
 
-    from weightlake.analysis.api import analyze_spectra
+    from weightlake.compute.analyses import analyze_spectra
 
     root = tmp_path / "lake"
     shutil.copytree(analysed_lake_dir, root)
@@ -51,7 +51,7 @@ def test_rerun_replaces_the_zoo_partition(analysed_lake_dir, tmp_path):
 
 
 def test_unknown_metadata_column(analysed_lake_dir, tmp_path):
-    from weightlake.analysis.api import analyze_correlations
+    from weightlake.compute.analyses import analyze_correlations
 
     with pytest.raises(QueryError, match="unknown metadata column"):
         analyze_correlations(analysed_lake_dir, zoo="mnist-cnn-s", against=["colour"])

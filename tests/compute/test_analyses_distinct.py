@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 import weightlake as wl
-from weightlake.analysis.api import analyze_correlations, analyze_spectra
 from weightlake.cli import main
+from weightlake.compute.analyses import analyze_correlations, analyze_spectra
 from weightlake.errors import IngestError
 from weightlake.ingest.checkpoints import ingest_checkpoints
 from weightlake.ingest.csv_zoo import ingest_csv
