@@ -53,8 +53,17 @@ def test_toy_task_targets():
     assert stats["sink"].shape == (2,) and stats["sink_heads"].shape == (2, 4)
 
 
+@pytest.fixture
+def one_thread():
+    """Small models train fastest on one thread; two threads on a busy 2-core machine fight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_gated_toy_parks_less_attention_on_the_first_token():
+def test_gated_toy_parks_less_attention_on_the_first_token(one_thread):
     ungated = train_toy(None, lr=0.03, steps=300, eval_every=100)
     gated = train_toy("elementwise", lr=0.03, steps=300, eval_every=100)
     assert gated.sink[-1].mean() < ungated.sink[-1].mean()
