@@ -44,7 +44,7 @@ def test_ingest_sql_export_verify(run, small_csv, tmp_path):
     assert pl.read_csv(tmp_path / "two.csv").height == 432
     run("sql", "SELECT * FROM models", "--format", "parquet", "-o", str(tmp_path / "m.parquet"), "--lake", lake)
     assert pl.read_parquet(tmp_path / "m.parquet").height == 432
-    out = run("export", "csv", "--zoo", "z", "--where", "activation = 'gelu'", "-o", str(tmp_path / "g.csv"),
+    out = run("export", "csv", "--zoo", "z", "--where", "activation = 'gelu'", "-o", str(tmp_path / "new folder" / "g.csv"),
               "--lake", lake)
     assert "wrote 72 models" in out
     assert "integrity OK" in run("verify", "--lake", lake)
@@ -84,3 +84,9 @@ def test_job_file(run, small_csv, tmp_path):
     assert "added 432 models" in out and "exported 72 models" in out
     job.write_text('[[source]]\nkind = "csv"\npath = "x.csv"\nzoo = "z"\n')
     assert "does not say its initialisation" in run("ingest", "run", str(job), "--lake", str(tmp_path / "l2"), code=1)
+
+
+def test_export_names_a_folder_it_cannot_create(run, small_lake_dir, tmp_path):
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    out = run("export", "csv", "-o", str(tmp_path / "taken" / "g.csv"), "--lake", str(small_lake_dir), code=1)
+    assert out.count("\n") == 1 and "cannot create folder" in out and "taken" in out

@@ -250,9 +250,19 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
     from weightlake.ingest.csv_zoo import export_csv
 
     lake = _open(lake_dir)
+    _make_parent(output)
     with progress_bar(None, "export csv", "models") as bar:
         n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)
     click.echo(f"wrote {n} models to {output}")
+
+
+def _make_parent(output: str) -> None:
+    """Create the output file's folder (``-o runs/today/zoo.csv``), or say in one line why not."""
+    parent = Path(output).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create folder {parent} for {output}: {exc.strerror}") from None
 
 
 # -- verify, info, history -----------------------------------------------------------------------
