@@ -22,7 +22,7 @@ def _data(n: int = 12) -> torch.Tensor:
 def test_split_batch_reads_every_form() -> None:
     x = _data(4)
     as_dict = {"x1": x[:, 0], "x2": x[:, 1], "y": x[:, 2]}
-    for form in (as_dict, x, (x,), [x, "extra"]):
+    for form in (as_dict, x, (x,), [x, "extra"], (x[:, 0], x[:, 1], x[:, 2])):
         a, b, y = split_batch(form)
         assert torch.equal(a, x[:, 0]) and torch.equal(b, x[:, 1]) and torch.equal(y, x[:, 2])
     with pytest.raises(QueryError, match="keys x1, x2, y"):

@@ -13,7 +13,8 @@ A source yields batches as
 
 - a dict with ``x1``, ``x2``, ``y`` (``pairs.loader()``, ``lake.batches(...)``), or
 - a tensor ``[B, 3, P]`` or a tuple/list whose first item is one (a ``TensorDataset`` over the
-  ``x`` of a ``pairs materialize --format pt`` file).
+  ``x`` of a ``pairs materialize --format pt`` file), or
+- a tuple/list of three tensors ``[B, P]`` (``TensorDataset(*pairs.tensors())``).
 
 :func:`save_checkpoint` writes a model as the user's training code does
 (``{"epoch", "model_state_dict"}``), which is what the evaluation reads back.
@@ -74,9 +75,12 @@ def split_batch(batch: Any) -> tuple[Any, Any, Any]:
         if not {"x1", "x2", "y"} <= set(batch):
             raise QueryError(f"a dict batch needs keys x1, x2, y; got {sorted(batch)}")
         return batch["x1"], batch["x2"], batch["y"]
+    if (isinstance(batch, (tuple, list)) and len(batch) == 3
+            and all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in batch)):
+        return batch[0], batch[1], batch[2]
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] != 3:
-        raise QueryError(f"expected a batch dict or a tensor [B, 3, P], got {type(x).__name__} "
+        raise QueryError(f"expected a batch dict, a tensor [B, 3, P] or three tensors [B, P], got {type(x).__name__} "
                          f"{tuple(getattr(x, 'shape', ()))}")
     return x[:, 0], x[:, 1], x[:, 2]
 
