@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 import torch
@@ -50,6 +52,20 @@ def test_ntk_uses_the_recorded_dataset_and_refuses_to_guess_one(real_copy, lake_
     result = CliRunner().invoke(main, ["analyze", "ntk", "--lake", str(lake_copy), "--sample", "1"])
     assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output
     assert wl.open_lake(lake_copy).snapshot == before
+
+
+def test_ntk_says_when_the_images_are_not_the_zoos_own(real_copy, tmp_path):
+    """Images given explicitly that are not the zoo's recorded dataset: the run goes ahead and says so."""
+    other = tmp_path / "my images [copy]"
+    other.mkdir()
+    for f in Path("/usr/share/datasets/fashion-mnist").iterdir():
+        (other / f.name).symlink_to(f)
+    report = analyze_ntk(real_copy, zoo="fmnist", sample=1, probe_images_k=2, at_init=False, images=str(other))
+    assert "are not zoo 'fmnist'" in str(report) and "fashion-mnist" in str(report)
+    params = wl.open_lake(real_copy).manifest.table("ntk").properties["params:fmnist"]
+    assert "not zoo 'fmnist'" in params
+    quiet = analyze_ntk(real_copy, zoo="fmnist", sample=1, probe_images_k=2, at_init=False, images="fashion-mnist")
+    assert "not zoo" not in str(quiet)
 
 
 def test_ntk_cli(real_copy):

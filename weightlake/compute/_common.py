@@ -55,6 +55,22 @@ def zoo_dataset(lake: Any, zoo: str, images: str | None) -> str:
     return recorded
 
 
+def dataset_notes(lake: Any, zoo: str, dataset: str) -> list[str]:
+    """A note when ``dataset`` (given explicitly) is not the one ``zoo`` records, else nothing.
+
+    The run goes ahead (the user chose the images), but its report and table params say so:
+    a model scored on another dataset's images is not measured on what it learnt.
+    """
+    from weightlake.ingest.common import zoo_dataset as recorded_dataset
+    from weightlake.zoo.idx import dataset_id
+
+    recorded = recorded_dataset(lake.manifest, zoo)
+    if recorded is None or dataset_id(dataset) == recorded:
+        return []
+    return [f"images {dataset!r} are not zoo {zoo!r}'s own dataset {recorded!r} (given explicitly): "
+            "probe images come from another dataset"]
+
+
 @dataclass
 class RunReport(AnalysisReport):
     """An :class:`~weightlake.compute.analyses.AnalysisReport` that also says which models were counted."""

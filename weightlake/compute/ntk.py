@@ -31,6 +31,7 @@ from weightlake.compute._common import (
     Progress,
     RunReport,
     commit_tables,
+    dataset_notes,
     probe_images,
     sample_models,
     zoo_dataset,
@@ -104,10 +105,12 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
     table, chosen, dataset = compute_ntk(lake, zoo, sample=sample, probe_images_k=probe_images_k, images=images,
                                          seed=seed, at_init=at_init, all_rows=all_rows, model_ids=model_ids,
                                          progress=progress)
+    notes = dataset_notes(lake, zoo, dataset)
     params = {"images": dataset, "probe_images": probe_images_k, "seed": seed, "at_init": at_init,
-              "probe_split": "test", "probe_classes": "own", **chosen.selection}
+              "probe_split": "test", "probe_classes": "own", "notes": notes, **chosen.selection}
     version = commit_tables(lake_root, {"ntk": table}, zoo, params, lake.snapshot)
-    return RunReport("ntk", zoo, table.height, version, time.perf_counter() - started, note=chosen.note)
+    return RunReport("ntk", zoo, table.height, version, time.perf_counter() - started, note=chosen.note,
+                     extra=notes)
 
 
 def compute_ntk(lake: Any, zoo: str, *, sample: int | None = 100, probe_images_k: int = 20,

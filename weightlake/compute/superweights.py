@@ -31,6 +31,7 @@ from weightlake.compute._common import (
     Progress,
     RunReport,
     commit_tables,
+    dataset_notes,
     probe_images,
     sample_models,
     zoo_dataset,
@@ -110,12 +111,13 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     tables, chosen, dataset = compute_super_weights(lake, zoo, sample=sample, probe_images_n=probe_images_n,
                                                     images=images, top=top, ks=ks, seed=seed, all_rows=all_rows,
                                                     model_ids=model_ids, progress=progress)
+    notes = dataset_notes(lake, zoo, dataset)
     params = {"images": dataset, "probe_images": probe_images_n, "top": top, "ks": list(ks), "seed": seed,
-              "probe_split": "test", "probe_classes": "own", **chosen.selection}
+              "probe_split": "test", "probe_classes": "own", "notes": notes, **chosen.selection}
     version = commit_tables(lake_root, tables, zoo, params, lake.snapshot)
     return RunReport("super_weights", zoo, tables["super_weights"].height, version, time.perf_counter() - started,
-                     note=chosen.note, extra=[f"table 'super_weight_sparsity': {tables['super_weight_sparsity'].height}"
-                                              " rows"])
+                     note=chosen.note, extra=[*notes, f"table 'super_weight_sparsity': "
+                                              f"{tables['super_weight_sparsity'].height} rows"])
 
 
 def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe_images_n: int = 500,
