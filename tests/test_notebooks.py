@@ -38,6 +38,8 @@ def test_notebook_runs_in_short_mode(script: Path, real_lake_dir: Path, tmp_path
     monkeypatch.setenv("WEIGHTLAKE_LAKE", str(real_lake_dir))
     monkeypatch.setenv("WEIGHTLAKE_NOTEBOOK_SHORT", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # Short mode trains tiny models, which run fastest on one thread (two fight on a busy 2-core machine).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The kernel inherits this environment; it writes its files under tmp_path.
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
