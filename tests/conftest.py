@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The suite trains and runs tiny models, which are fastest on one torch thread: two threads on
+# a busy 2-core machine fight (tests/dynamics + experiments: 226 s -> 104 s at load 5). Set
+# before torch is first imported; subprocesses and notebook kernels inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from weightlake.zoo.idx import KNOWN_DATASETS
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
