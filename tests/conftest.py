@@ -220,6 +220,28 @@ def fashion_test() -> tuple:
 
 
 # -- a real S3 API on loopback (moto's server mode), for lakes at s3:// --------------------------------
+def _one_write_at_a_time(app):
+    """moto's server with S3's atomic conditional put.
+
+    moto answers ``PUT`` with ``If-None-Match: *`` in two steps, "does the key exist?" then
+    "store it", with no lock between them, so two racing writers can both be told they created
+    the same key (seen: both won version 10 of the commit log). S3 makes the pair atomic, and the
+    commit log relies on that. Serialising the requests that change objects gives the mock the
+    same guarantee; reads still run in parallel.
+    """
+    import threading
+
+    lock = threading.Lock()
+
+    def serialised(environ, start_response):
+        if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return serialised
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> str:
     """moto's S3 server on 127.0.0.1 (a free port) for the whole session; sets the AWS_* variables.
@@ -238,6 +260,7 @@ def s3_endpoint() -> str:
         port = sock.getsockname()[1]
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    server._server.app = _one_write_at_a_time(server._server.app)
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
