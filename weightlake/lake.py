@@ -89,6 +89,7 @@ class Lake:
         self.memory = resolve_memory(memory)
         """Memory budget in bytes for weights held at once (streamed blocks, decoded zoos)."""
         self._cache: dict[str, np.ndarray] = {}
+        self._sources: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._verified: set[str] = set()
 
@@ -295,6 +296,31 @@ class Lake:
                 out.flags.writeable = False
                 self._cache[key] = out
         return self.zoo_ids(zoo), self._cache[key]
+
+    def row_source(self, zoo: str | None = None, *, method: str = "mmap") -> Any:
+        """Random access to a zoo's rows within the memory budget: ``src.take(positions)`` -> ``float32 [n, P]``.
+
+        Positions index :meth:`zoo_ids` (``src.ids``).  A zoo that fits the budget (or is already
+        decoded on this handle) is decoded once and gathered from memory
+        (:class:`~weightlake.storage.mapped.ResidentRows`, as :meth:`zoo_weights`).  A larger zoo
+        of uncompressed segments on local disk is memory-mapped
+        (:class:`~weightlake.storage.mapped.MappedRows`): the process's own memory then holds only
+        what it gathers, each chunk is checked once on first use, and the source is kept on this
+        handle.  Anything else (compressed segments, object stores) is decoded whole, with a
+        :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
+        """
+        from weightlake.storage.mapped import MappedRows, ResidentRows, can_map
+
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        if f"zoo:{zoo}" not in self._cache and not self.fits(zoo) and self.location.is_local:
+            with self._lock:
+                key = (zoo, method)
+                if key not in self._sources and can_map(entry.segments, self.root):
+                    self._sources[key] = MappedRows(self.root, entry.segments, method=method)
+            if key in self._sources:
+                return self._sources[key]
+        return ResidentRows(*self.zoo_weights(zoo))
 
     def zoo_ids(self, zoo: str | None = None) -> np.ndarray:
         """A zoo's model ids in weight-row order (the order of :meth:`zoo_weights` and :meth:`iter_weights`)."""
