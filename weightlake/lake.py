@@ -269,11 +269,12 @@ class Lake:
     def zoo_weights(self, zoo: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All model ids and weights of a zoo, decoded once and kept: ``(ids [n], float32 [n, P])``.
 
-        The array is cached on this handle (read-only), so serving and analysis gather
-        from memory instead of decoding chunks per batch.  This is the random-access path
-        (pair serving, ``wl_*_by_id``, correlations): it holds the whole zoo whatever the
-        memory budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when
-        the zoo exceeds it.  Streaming consumers use :meth:`iter_weights` instead.
+        The array is cached on this handle (read-only), so analysis gathers from memory
+        instead of decoding chunks per call.  It holds the whole zoo whatever the memory
+        budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when the zoo
+        exceeds it (correlations still read this way).  Random access within the budget
+        (pair serving, ``wl_*_by_id``) goes through :meth:`row_source`; streaming consumers
+        use :meth:`iter_weights`.
         """
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
@@ -546,6 +547,6 @@ def _warn_over_budget(zoo: str, need: int, budget: int) -> None:
     from weightlake.storage.budget import BudgetWarning, format_memory
 
     warnings.warn(f"decoding zoo {zoo!r} whole ({format_memory(need)}), more than the memory budget "
-                  f"({format_memory(budget)}): random access (pair serving, wl_*_by_id, correlations) holds the "
-                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the streaming readers (lake.iter_weights, analyze "
-                  "spectra, SQL over the weights view)", BudgetWarning, stacklevel=3)
+                  f"({format_memory(budget)}): this reader (correlations, or a compressed or object-store zoo) holds the "
+                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the bounded readers (lake.iter_weights, "
+                  "lake.row_source, pair serving, analyze spectra, SQL)", BudgetWarning, stacklevel=3)
