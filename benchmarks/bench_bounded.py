@@ -8,6 +8,16 @@ child process (peak = its VmHWM) with the code of the commit before streaming
 rounds alternate baseline and contender, best time and lowest peak are reported.
 
     .venv/bin/python benchmarks/bench_bounded.py [--inits 4] [--budget 256MB] [--rounds 2]
+
+``--million`` measures issue 10's million-model steps instead: each step on the lake of 28 inits
+(1,021,104 models, 10 GB) under ``--budget`` against the same step on the lake of one init (36,468
+models, fits) in the same run, rounds alternated, each step in a fresh child with its VmHWM and
+its peak anonymous memory (``RssAnon`` sampled every 5 ms: memory-mapped chunk pages are the
+kernel's page cache, file-backed, and count in VmHWM but not in RssAnon).  The pair steps use
+scenario ``million`` (all ordered disjoint pairs of 2-digit subsets in every slice; declared
+once: 1,270,080 pairs on the big lake, 45,360 on the small one).
+
+    .venv/bin/python benchmarks/bench_bounded.py --million --budget 1GB --rounds 2
 """
 
 from __future__ import annotations
@@ -45,6 +55,126 @@ STEPS: dict[str, str] = {
               "n = export_csv(wl.open_lake(ROOT), OUT, zoo=ZOO, where=\"init = 'kaiming_uniform' AND epoch = 36\")\n"
               "result = {'rows': n}",
 }
+
+
+SAMPLER = """
+import threading as _th, time as _time
+_peak = [0]
+def _sample():
+    while True:
+        for _l in open('/proc/self/status'):
+            if _l.startswith('RssAnon'):
+                _peak[0] = max(_peak[0], int(_l.split()[1]))
+        _time.sleep(0.005)
+_th.Thread(target=_sample, daemon=True).start()
+"""
+SCENARIO = {"name": "million", "digits": "0-9", "sizes": "2", "overlap": 0, "split": "random"}
+MILLION_STEPS: dict[str, str] = {
+    "spectra": STEPS["spectra"],
+    "sql_l2": STEPS["sql_l2"],
+    "sql_by_id": "import weightlake as wl\n"
+                 "df = wl.open_lake(ROOT).sql(\"SELECT count(*) AS n, avg(wl_mse_by_id(a_id, target_id)) AS mse "
+                 "FROM pairs WHERE scenario = 'million'\")\nresult = {'rows': int(df[0, 0])}",
+    # one epoch of the pair loader over every split of the scenario (>= a million pairs on the big lake)
+    # epoch 1 checks each chunk on first use (reads the whole zoo once); epoch 2 is the steady state
+    "loader": "import weightlake as wl\npairs = wl.open_lake(ROOT).pairs('million')\n"
+              "loaders = [pairs.loader(batch_size=512, epoch=e) for e in (1, 2)]\nt0 = time.perf_counter()\n"
+              "n = sum(len(b['pair_id']) for b in loaders[0])\nt1 = time.perf_counter()\n"
+              "n2 = sum(len(b['pair_id']) for b in loaders[1])\nassert n == n2\n"
+              "result = {'rows': n, 'loop_s': t1 - t0, 'loop2_s': time.perf_counter() - t1}",
+    # the same batches gathered straight from the decoded zoo with numpy (small lake only): the reference
+    "gather": "import numpy as np, weightlake as wl\nfrom weightlake.serve.pairset import cut_batches, epoch_order\n"
+              "pairs = wl.open_lake(ROOT).pairs('million')\n_, w = pairs.lake.zoo_weights(pairs.zoo)\n"
+              "rows = np.ascontiguousarray(pairs.zoo_rows().T)\nloop = []\n"
+              "for e in (1, 2):\n    t0, n = time.perf_counter(), 0\n"
+              "    for b in cut_batches(epoch_order(len(pairs), seed=0, epoch=e), 512):\n"
+              "        n += len(w[rows[:, b].reshape(-1)])\n    loop.append(time.perf_counter() - t0)\n"
+              "result = {'rows': n // 3, 'loop_s': loop[0], 'loop2_s': loop[1]}",
+    # the loader on preadv row reads instead of mapped chunks (big lake only; the first 400 batches)
+    "loader_pread": "import itertools, weightlake as wl\nfrom weightlake.storage.mapped import MappedRows\n"
+                    "lake = wl.open_lake(ROOT)\nentry = lake.manifest.zoo(ZOO)\n"
+                    "lake._sources[(ZOO, 'mmap')] = MappedRows(lake.root, entry.segments, method='pread')\n"
+                    "pairs = lake.pairs('million')\nt0 = time.perf_counter()\n"
+                    "n = sum(len(b['pair_id']) for b in itertools.islice(pairs.loader(batch_size=512, epoch=1), 400))\n"
+                    "result = {'rows': n, 'loop_s': time.perf_counter() - t0}",
+    "loader_mmap400": "import itertools, weightlake as wl\npairs = wl.open_lake(ROOT).pairs('million')\n"
+                      "t0 = time.perf_counter()\n"
+                      "n = sum(len(b['pair_id']) for b in itertools.islice(pairs.loader(batch_size=512, epoch=1), 400))\n"
+                      "result = {'rows': n, 'loop_s': time.perf_counter() - t0}",
+}
+"""Steps of ``--million``; ``rows`` is what the step made or served, ``loop_s`` the serving loop alone."""
+PER_MODEL = {"spectra", "sql_l2"}
+"""Steps whose per-unit cost is per model; the others are per pair."""
+
+
+def declare_million(root: Path) -> int:
+    """Declare scenario ``million`` on ``root`` once; returns its number of pairs."""
+    import weightlake as wl
+    from weightlake.scenarios import declare_scenario
+
+    lake = wl.open_lake(root)
+    if "pairs" in lake.tables and lake.table("pairs").filter(
+            __import__("polars").col("scenario") == SCENARIO["name"]).select("pair_id").head(1).collect().height:
+        return len(lake.pairs(SCENARIO["name"]))
+    args = {k: v for k, v in SCENARIO.items() if k != "name"}
+    declare_scenario(root, SCENARIO["name"], zoo=ZOO, **args)
+    return len(wl.open_lake(root).pairs(SCENARIO["name"]))
+
+
+def run_million_step(step: str, root: Path, budget: str | None) -> dict[str, Any]:
+    code = (f"import sys, time\nsys.path.insert(0, {str(HERE)!r})\nROOT, ZOO = {str(root)!r}, {ZOO!r}\n" + SAMPLER
+            + MILLION_STEPS[step] + "\nresult['peak_anon_gb'] = _peak[0] * 1024 / 1e9\n")
+    old = os.environ.pop("WEIGHTLAKE_MEMORY", None)
+    if budget:
+        os.environ["WEIGHTLAKE_MEMORY"] = budget
+    try:
+        return run_child(code)
+    finally:
+        os.environ.pop("WEIGHTLAKE_MEMORY", None)
+        if old is not None:
+            os.environ["WEIGHTLAKE_MEMORY"] = old
+
+
+def million(args: argparse.Namespace) -> None:
+    """Issue 10's million-model table: every step on both lakes, rounds alternated, best of rounds."""
+    lakes = {"1M": synthetic_lake(28), "36k": synthetic_lake(1)}
+    units = {case: {"models": int(wl_models(root)), "pairs": declare_million(root)} for case, root in lakes.items()}
+    steps = [s for s in args.steps.split(",") if s in MILLION_STEPS] if args.steps != ",".join(STEPS) \
+        else ["spectra", "sql_l2", "sql_by_id", "loader", "gather", "loader_pread", "loader_mmap400"]
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    for rnd in range(args.rounds):
+        for step in steps:
+            cases = ["1M", "36k"] if rnd % 2 == 0 else ["36k", "1M"]
+            for case in cases:
+                if (step == "gather" and case == "1M") or (step in ("loader_pread", "loader_mmap400") and case == "36k"):
+                    continue
+                got = run_million_step(step, lakes[case], args.budget if case == "1M" else None)
+                prev = best.get((case, step))
+                if prev is None or got["seconds"] < prev["seconds"]:
+                    best[(case, step)] = {**got, "peak_gb": min(got["peak_gb"], (prev or got)["peak_gb"]),
+                                          "peak_anon_gb": min(got["peak_anon_gb"], (prev or got)["peak_anon_gb"])}
+                print(f"round {rnd} {case:4} {step:14} {got['seconds']:8.2f} s  loop {got.get('loop_s', 0):7.2f} s  "
+                      f"loop2 {got.get('loop2_s', 0):7.2f} s  "
+                      f"VmHWM {got['peak_gb']:.2f} GB  RssAnon {got['peak_anon_gb']:.2f} GB  load "
+                      f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
+    load = round(os.getloadavg()[0], 1)
+    for (case, step), got in sorted(best.items()):
+        unit = "models" if step in PER_MODEL else "pairs"
+        n = got.get("rows") if unit == "pairs" else units[case]["models"]
+        secs = got.get("loop_s", got["seconds"])
+        extra = {"loop2_s": round(got["loop2_s"], 2), "us_per_unit2": round(1e6 * got["loop2_s"] / max(1, n), 2)} \
+            if "loop2_s" in got else {}
+        emit(f"million-{case}-{step}", {"seconds": round(got["seconds"], 2), "loop_s": round(secs, 2), **extra,
+                                        "unit": unit, "n": n, "us_per_unit": round(1e6 * secs / max(1, n), 2),
+                                        "peak_gb": round(got["peak_gb"], 3),
+                                        "peak_anon_gb": round(got["peak_anon_gb"], 3),
+                                        "budget": args.budget if case == "1M" else "default", "load": load})
+
+
+def wl_models(root: Path) -> int:
+    import weightlake as wl
+
+    return wl.open_lake(root).manifest.zoo(ZOO).n_models
 
 
 def baseline_src(data: Path = BENCH_DATA) -> Path:
@@ -127,7 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bounded-only", type=int, default=0,
                     help="Also run the steps with the bounded code alone on a lake of this many inits x 36,468 "
                          "models (28: 1,021,104 models, 10 GB; today's code would need the whole zoo in RAM).")
+    ap.add_argument("--million", action="store_true", help="issue 10's million-model steps (see the module notes)")
     args = ap.parse_args(argv)
+    if args.million:
+        million(args)
+        return
     base, ours = baseline_src(), HERE
     lakes = {"fits": synthetic_lake(1), "big": synthetic_lake(args.inits)}
     steps = args.steps.split(",")

@@ -287,3 +287,20 @@ def s3_lake_url(s3_endpoint: str) -> str:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(scope="session")
+def bounded_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo of two commits (two segments of 936 rows, two 512-row chunks each; 18 MB of weights, many
+    times a 1MB test budget) with scenario 's' (digits 0-4, sizes 2-3, overlap 0-1), for the
+    bounded-memory tests of pair serving and the ``_by_id`` SQL functions (read-only)."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.scenarios import declare_scenario
+
+    base = tmp_path_factory.mktemp("bounded")
+    root = base / "lake"
+    for i, init in enumerate(("kaiming_uniform", "xavier_normal")):
+        write_synthetic_csv(base / f"z{i}.csv", labels=all_labels(range(5), range(2, 6)), seed=20 + i)
+        ingest_csv(root, base / f"z{i}.csv", zoo="mnist-cnn-s", init=init)
+    declare_scenario(root, "s", zoo="mnist-cnn-s", digits="0-4", sizes="2-3", overlap="0-1")
+    return root

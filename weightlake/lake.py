@@ -89,6 +89,7 @@ class Lake:
         self.memory = resolve_memory(memory)
         """Memory budget in bytes for weights held at once (streamed blocks, decoded zoos)."""
         self._cache: dict[str, np.ndarray] = {}
+        self._sources: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._verified: set[str] = set()
 
@@ -268,11 +269,12 @@ class Lake:
     def zoo_weights(self, zoo: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All model ids and weights of a zoo, decoded once and kept: ``(ids [n], float32 [n, P])``.
 
-        The array is cached on this handle (read-only), so serving and analysis gather
-        from memory instead of decoding chunks per batch.  This is the random-access path
-        (pair serving, ``wl_*_by_id``, correlations): it holds the whole zoo whatever the
-        memory budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when
-        the zoo exceeds it.  Streaming consumers use :meth:`iter_weights` instead.
+        The array is cached on this handle (read-only), so analysis gathers from memory
+        instead of decoding chunks per call.  It holds the whole zoo whatever the memory
+        budget, and warns (:class:`~weightlake.storage.budget.BudgetWarning`) when the zoo
+        exceeds it (correlations still read this way).  Random access within the budget
+        (pair serving, ``wl_*_by_id``) goes through :meth:`row_source`; streaming consumers
+        use :meth:`iter_weights`.
         """
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
@@ -295,6 +297,31 @@ class Lake:
                 out.flags.writeable = False
                 self._cache[key] = out
         return self.zoo_ids(zoo), self._cache[key]
+
+    def row_source(self, zoo: str | None = None, *, method: str = "mmap") -> Any:
+        """Random access to a zoo's rows within the memory budget: ``src.take(positions)`` -> ``float32 [n, P]``.
+
+        Positions index :meth:`zoo_ids` (``src.ids``).  A zoo that fits the budget (or is already
+        decoded on this handle) is decoded once and gathered from memory
+        (:class:`~weightlake.storage.mapped.ResidentRows`, as :meth:`zoo_weights`).  A larger zoo
+        of uncompressed segments on local disk is memory-mapped
+        (:class:`~weightlake.storage.mapped.MappedRows`): the process's own memory then holds only
+        what it gathers, each chunk is checked once on first use, and the source is kept on this
+        handle.  Anything else (compressed segments, object stores) is decoded whole, with a
+        :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
+        """
+        from weightlake.storage.mapped import MappedRows, ResidentRows, can_map
+
+        zoo = zoo or self._only_zoo()
+        entry = self.manifest.zoo(zoo)
+        if f"zoo:{zoo}" not in self._cache and not self.fits(zoo) and self.location.is_local:
+            with self._lock:
+                key = (zoo, method)
+                if key not in self._sources and can_map(entry.segments, self.root):
+                    self._sources[key] = MappedRows(self.root, entry.segments, method=method)
+            if key in self._sources:
+                return self._sources[key]
+        return ResidentRows(*self.zoo_weights(zoo))
 
     def zoo_ids(self, zoo: str | None = None) -> np.ndarray:
         """A zoo's model ids in weight-row order (the order of :meth:`zoo_weights` and :meth:`iter_weights`)."""
@@ -520,6 +547,6 @@ def _warn_over_budget(zoo: str, need: int, budget: int) -> None:
     from weightlake.storage.budget import BudgetWarning, format_memory
 
     warnings.warn(f"decoding zoo {zoo!r} whole ({format_memory(need)}), more than the memory budget "
-                  f"({format_memory(budget)}): random access (pair serving, wl_*_by_id, correlations) holds the "
-                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the streaming readers (lake.iter_weights, analyze "
-                  "spectra, SQL over the weights view)", BudgetWarning, stacklevel=3)
+                  f"({format_memory(budget)}): this reader (correlations, or a compressed or object-store zoo) holds the "
+                  "whole zoo; raise WEIGHTLAKE_MEMORY or use the bounded readers (lake.iter_weights, "
+                  "lake.row_source, pair serving, analyze spectra, SQL)", BudgetWarning, stacklevel=3)

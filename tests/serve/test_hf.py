@@ -40,3 +40,20 @@ def test_pairset_to_hf_matches_the_tensors(analysed_lake_dir: Path) -> None:
     assert torch.equal(whole["x1"], x1) and torch.equal(whole["x2"], x2) and torch.equal(whole["y"], y)
     assert whole["pair_id"].tolist() == list(pairs.pair_id)
     assert whole["target_id"].tolist() == list(pairs.ids[:, 2])
+
+
+def test_zoo_to_hf_over_the_budget_streams_to_a_mapped_file(bounded_lake_dir: Path, tmp_path: Path) -> None:
+    from weightlake.errors import QueryError
+
+    small = wl.open_lake(bounded_lake_dir, memory="1MB")
+    with pytest.raises(QueryError, match="pass path="):
+        zoo_to_hf(small)
+    ds = zoo_to_hf(small, path=tmp_path / "zoo.arrow")
+    assert not small._cache  # never decoded whole
+    want = zoo_to_hf(wl.open_lake(bounded_lake_dir))
+    assert len(ds) == len(want) == 1872 and ds.column_names == want.column_names
+    whole, ref = ds[:], want[:]
+    assert torch.equal(whole["weights"], ref["weights"]) and whole["model_id"].tolist() == ref["model_id"].tolist()
+    assert whole["init"] == ref["init"]
+    with pytest.raises(QueryError, match="inside the lake"):
+        zoo_to_hf(small, path=bounded_lake_dir / "x.arrow")

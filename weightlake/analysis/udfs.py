@@ -13,7 +13,8 @@ architecture the lake's zoos share (``P`` parameters):
 * ``wl_l1(w)``, ``wl_l2(w)``: norms of the whole vector;
 * ``wl_<metric>_by_id(a_id BIGINT, b_id BIGINT)`` (and ``_layer_by_id``, and one-argument
   forms) for every metric above: the same computation, but only model ids cross into
-  Python and the rows are gathered from the lake handle's decoded weights.  DuckDB's
+  Python and the rows are gathered from the lake handle's row sources (decoded when the zoo
+  fits the memory budget, memory-mapped otherwise).  DuckDB's
   conversion of ``FLOAT[P]`` values into the UDF protocol costs more than most metrics
   (a no-op vector UDF runs at about 85k rows/s on 2 cores), so over pairs
   ``wl_w1_by_id(p.a_id, p.b_id)`` is the fast form and needs no join with ``weights``.
@@ -149,27 +150,62 @@ def _numpy_metric(spec: Any, arch: Architecture) -> Callable[..., Any]:
 
 
 class _Gather:
-    """Model ids -> rows of the lake handle's decoded weights (decoded once, on first use)."""
+    """Model ids -> rows, through each zoo's row source on the lake handle (set up on first use).
+
+    A zoo that fits the handle's memory budget is decoded once and gathered from memory; a
+    larger one is memory-mapped (:meth:`~weightlake.lake.Lake.row_source`), so a query holds
+    the rows of one call (2,048 ids), not the zoo.  The sorted forms (``wl_w1_by_id``,
+    ``wl_w2_by_id``) keep every model's sorted values when all zoos fit (another copy of the
+    zoo) and sort each call's rows otherwise.
+    """
 
     def __init__(self, lake: Any) -> None:
         self.lake = lake
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]] | None = None
+
+    def _sources(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+        """(sorted model ids, their zoo's source number, their position in it, the sources)."""
+        if self._index is None:
+            zoos = [z for z in self.lake.zoos if self.lake.manifest.zoo(z).n_models]
+            sources = [self.lake.row_source(z) for z in zoos]
+            ids = np.concatenate([s.ids for s in sources]) if sources else np.empty(0, dtype=np.int64)
+            which = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(sources)]) \
+                if sources else np.empty(0, dtype=np.int32)
+            pos = np.concatenate([np.arange(len(s), dtype=np.int64) for s in sources]) \
+                if sources else np.empty(0, dtype=np.int64)
+            perm = np.argsort(ids, kind="stable")
+            self._index = (ids[perm], which[perm], pos[perm], sources)
+        return self._index
 
     def rows(self, ids: Any) -> np.ndarray:
         from weightlake.errors import QueryError
 
         values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
-        if not self.lake._cache:
-            for zoo in self.lake.zoos:
-                self.lake.zoo_weights(zoo)
-        try:
-            return self.lake.weights_numpy(values.astype(np.int64, copy=False))
-        except KeyError as exc:
-            raise QueryError(str(exc)) from exc
+        values = values.astype(np.int64, copy=False)
+        order, which, pos, sources = self._sources()
+        at = np.minimum(np.searchsorted(order, values), max(len(order) - 1, 0))
+        bad = (order[at] != values) if len(order) else np.ones(len(values), dtype=bool)
+        if bad.any():
+            raise QueryError(f"no model with id {int(values[bad][0])} at snapshot {self.lake.snapshot}")
+        zoo, where = which[at], pos[at]
+        used = np.unique(zoo)
+        if len(used) == 1:
+            return sources[int(used[0])].take(where)
+        if len({sources[int(z)].cols for z in used}) != 1:
+            raise QueryError("the ids span zoos of different architectures; ask one zoo at a time")
+        out = np.empty((len(values), sources[int(used[0])].cols), dtype=np.float32)
+        for z in used:
+            mask = zoo == z
+            out[mask] = sources[int(z)].take(where[mask])
+        return out
 
     def sorted_rows(self, ids: Any) -> np.ndarray:
-        """Rows with each model's values sorted, from a per-handle cache filled on first use."""
+        """Rows with each model's values sorted: from a per-handle cache filled on first use when
+        every zoo fits the budget, else sorted per call."""
         from weightlake.analysis.distributions import sort_rows
 
+        if not all(s.resident for s in self._sources()[3]):
+            return sort_rows(self.rows(ids))
         values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
         cache = self.lake._cache
         if "sorted" not in cache:

@@ -151,24 +151,28 @@ each call decomposes them in blocks of a quarter of that, so its worker threads 
 
 def _spectra_streamed(compute: Callable[..., pl.DataFrame], lake: Any, zoo: str, keep: np.ndarray,
                       layers: Sequence[str] | None, progress: Callable[[int, int], Any] | None) -> pl.DataFrame:
-    """Spectra of the kept rows, reading the zoo in budget-sized blocks (:meth:`Lake.iter_weights`)."""
-    parts, at, done, total = [], 0, 0, int(keep.sum())
+    """Spectra of the kept rows, reading the zoo in budget-sized blocks (:meth:`Lake.iter_weights`); the
+    table's parts wait on disk until the last block is done (:class:`~weightlake.compute.spill.SpilledParts`)."""
+    from weightlake.compute.spill import SpilledParts
+
+    at, done, total = 0, 0, int(keep.sum())
     arch = lake.arch(zoo)
-    for ids, block in lake.iter_weights(zoo):
-        mask = keep[at:at + len(ids)]
-        at += len(ids)
-        rows, ids = (block, ids) if mask.all() else (block[mask], ids[mask])
-        for start in range(0, len(rows), SPECTRA_BLOCK):
-            part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
-            parts.append(part.with_columns(model_id=pl.Series(ids[start:start + SPECTRA_BLOCK])[part["row"]])
-                         .drop("row"))
-            done += len(rows[start:start + SPECTRA_BLOCK])
-            if progress is not None:
-                progress(done, total)
-    if not parts:  # an empty selection: the pure function gives the schema
-        parts.append(compute(np.empty((0, arch.n_params), dtype=np.float32), arch, block=1, layers=layers)
-                     .with_columns(model_id=pl.lit(None, dtype=pl.Int64)).drop("row"))
-    return pl.concat(parts)
+    with SpilledParts() as parts:
+        for ids, block in lake.iter_weights(zoo):
+            mask = keep[at:at + len(ids)]
+            at += len(ids)
+            rows, ids = (block, ids) if mask.all() else (block[mask], ids[mask])
+            for start in range(0, len(rows), SPECTRA_BLOCK):
+                part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
+                parts.add(part.with_columns(model_id=pl.Series(ids[start:start + SPECTRA_BLOCK])[part["row"]])
+                          .drop("row"))
+                done += len(rows[start:start + SPECTRA_BLOCK])
+                if progress is not None:
+                    progress(done, total)
+        if not len(parts):  # an empty selection: the pure function gives the schema
+            parts.add(compute(np.empty((0, arch.n_params), dtype=np.float32), arch, block=1, layers=layers)
+                      .with_columns(model_id=pl.lit(None, dtype=pl.Int64)).drop("row"))
+        return parts.collect()
 
 
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,

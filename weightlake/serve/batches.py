@@ -143,7 +143,8 @@ class EpochSource:
     SMALL = ("ids", "acc", "rows", "zoo_rows", "masks", "keys")
 
     def __init__(self, pairs: PairSet, batch_size: int, drop_last: bool) -> None:
-        _, self.weights = pairs.lake.zoo_weights(pairs.zoo)
+        self.weights = pairs.lake.row_source(pairs.zoo)  # the zoo in memory if it fits the budget, else mapped
+        self.block_bytes = max(1, min(BLOCK_BYTES, pairs.lake.memory // 4))
         self.pairs, self.batch_size, self.drop_last = pairs, batch_size, drop_last
         self.zoo_rows = pairs.zoo_rows()
         frame = pairs.to_polars()
@@ -179,12 +180,12 @@ class EpochSource:
     def x_blocks(self, index: np.ndarray, valid: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(start, stop, x [stop - start, B, 3, P])`` blocks of about :data:`BLOCK_BYTES`."""
         n_batches, b = index.shape
-        p = self.weights.shape[1]
-        step = max(1, BLOCK_BYTES // (b * 3 * p * 4))
+        p = self.weights.cols
+        step = max(1, self.block_bytes // (b * 3 * p * 4))
         for start in range(0, n_batches, step):
             stop = min(start + step, n_batches)
             rows = self.zoo_rows[np.where(valid[start:stop], index[start:stop], 0)]
-            block = self.weights[rows.reshape(-1)].reshape(stop - start, b, 3, p)
+            block = self.weights.take(rows.reshape(-1)).reshape(stop - start, b, 3, p)
             block[~valid[start:stop]] = 0.0
             yield start, stop, block
 
@@ -207,8 +208,8 @@ class _EpochWriter:
         for name, data in self.source.small(index, valid).items():
             g.create_array(name, data=data, chunks=data.shape, compressors=None)
         n_batches, b = index.shape
-        x = g.create_array("x", shape=(n_batches, b, 3, self.source.weights.shape[1]),
-                           chunks=(1, b, 3, self.source.weights.shape[1]), dtype="float32", compressors=None,
+        x = g.create_array("x", shape=(n_batches, b, 3, self.source.weights.cols),
+                           chunks=(1, b, 3, self.source.weights.cols), dtype="float32", compressors=None,
                            fill_value=0.0)
         for start, stop, block in self.source.x_blocks(index, valid):
             x[start:stop] = block

@@ -99,7 +99,7 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         index, valid = source.layout(epoch, seed)
         meta = {**source.attrs(seed=seed, epochs=epochs), "epoch": epoch}
         arrays = source.small(index, valid)
-        x = np.empty((*index.shape, 3, source.weights.shape[1]), dtype=np.float32)
+        x = np.empty((*index.shape, 3, source.weights.cols), dtype=np.float32)
         for start, stop, block in source.x_blocks(index, valid):
             x[start:stop] = block
             if progress is not None:

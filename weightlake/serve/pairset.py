@@ -5,17 +5,19 @@
 >>> for batch in pairs.loader(batch_size=512, epoch=0):                       # doctest: +SKIP
 ...     loss = model(batch["x1"], batch["x2"]) - batch["y"]
 
-Serving never does per-pair Python work: the zoo's weights are decoded once into one
-in-memory array (:meth:`~weightlake.lake.Lake.zoo_weights`) and every batch is a single
-numpy fancy-index gather of its ``3 x B`` rows.  The loader's dataset is map-style over
-whole batches (``__getitem__`` takes the batch's pair positions), driven by a sampler
-whose order depends only on ``(seed, epoch)``.  Workers fork with nothing but numpy
-arrays (shared copy-on-write), so they inherit no open file or thread.
+Serving never does per-pair Python work: every batch is one gather of its ``3 x B`` rows
+from the zoo's row source (:meth:`~weightlake.lake.Lake.row_source`).  The loader's dataset
+is map-style over whole batches (``__getitem__`` takes the batch's pair positions), driven
+by a sampler whose order depends only on ``(seed, epoch)`` and, for distributed training,
+``(rank, world_size)``.  Workers fork with nothing but numpy arrays and the row source
+(shared copy-on-write), so they inherit no open file or thread.
 
-Memory: random pairs need random rows, so serving holds the whole zoo (``n x P x 4``
-bytes) whatever the handle's memory budget, and ``zoo_weights`` warns when that exceeds
-the budget.  Gathering each batch from Zarr chunks instead would read one 5 MB chunk per
-row of the batch (see ARCHITECTURE.md, "Bounded memory").
+Memory: a zoo that fits the handle's budget is decoded once and gathered from memory, as
+fast as ever.  A larger one is memory-mapped (:class:`~weightlake.storage.mapped.MappedRows`):
+the process holds the batches it gathers, not the zoo; the zoo's pages live in the kernel's
+page cache, each chunk is checked once on first use (an epoch of random pairs reads the
+whole zoo once), and a gather runs at about the speed of an in-memory one when the pages
+are cached (figures in BENCHMARKS.md, "Bounded memory").
 """
 
 from __future__ import annotations
@@ -50,6 +52,27 @@ def epoch_order(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) 
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+
+
+def rank_share(order: np.ndarray, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Rank ``rank``'s share of an epoch's ``order``: every ``world_size``-th position from ``rank``.
+
+    The shares of ranks ``0 .. world_size - 1`` are disjoint and together hold every position;
+    their sizes differ by at most one (``len(order) % world_size`` ranks hold one more).
+    """
+    check_rank(rank, world_size)
+    return order[rank::world_size]
+
+
+def check_rank(rank: Any, world_size: Any) -> None:
+    """Refuse a rank or world size that cannot name one share of an epoch (a one-line :class:`QueryError`)."""
+    for name, value in (("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise QueryError(f"{name} must be a whole number, got {value!r}")
+    if world_size < 1:
+        raise QueryError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise QueryError(f"rank must be in 0..{world_size - 1} for world_size={world_size}, got {rank}")
 
 
 def cut_batches(order: np.ndarray, batch_size: int, drop_last: bool = False) -> list[np.ndarray]:
@@ -111,29 +134,38 @@ class PairSet:
     def zoo_rows(self) -> np.ndarray:
         """``int64 [N, 3]``: positions of the three models in ``lake.zoo_weights(zoo)``."""
         if self._rows is None:
-            zoo_ids, _ = self.lake.zoo_weights(self.zoo)
-            self._rows = _positions(zoo_ids, self.ids, self.zoo)
+            self._rows = _positions(self.lake.zoo_ids(self.zoo), self.ids, self.zoo)
         return self._rows
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x1, x2, y)``, each ``torch.float32 [N, P]``: inputs a, b and the target.
 
-        Gathered once from the zoo's in-memory weights (one fancy-index gather each) and
-        kept; the tensors share memory with those gathers (no further copies).
+        Gathered once from the zoo's row source (one gather each: from memory when the zoo
+        fits the budget, from the mapped chunk files otherwise) and kept; the tensors share
+        memory with those gathers (no further copies).  They are ``3 x N x P x 4`` bytes
+        whatever the zoo's size: over the budget that warns
+        (:class:`~weightlake.storage.budget.BudgetWarning`); :meth:`loader` holds one batch.
         """
         import torch
 
         if self._tensors is None:
-            _, weights = self.lake.zoo_weights(self.zoo)
+            need = 3 * len(self) * 4 * (self.lake.arch(self.zoo).n_params if len(self) else 0)
+            if need > self.lake.memory:
+                from weightlake.storage.budget import BudgetWarning, format_memory
+
+                warnings.warn(f"tensors() of {len(self)} pairs holds {format_memory(need)}, more than the memory "
+                              f"budget ({format_memory(self.lake.memory)}); loader() holds one batch at a time",
+                              BudgetWarning, stacklevel=2)
+            source = self.lake.row_source(self.zoo)
             rows = self.zoo_rows()
-            x1, x2, y = (torch.from_numpy(weights[rows[:, i]]) for i in range(3))
+            x1, x2, y = (torch.from_numpy(source.take(rows[:, i])) for i in range(3))
             self._tensors = (x1, x2, y)
         return self._tensors
 
     def dataset(self, view: str = "flat", *, augment: Augment | None = None, seed: int = 0,
                 epoch: int = 0) -> PairBatches:
         """The batch-level map-style dataset behind :meth:`loader`."""
-        _, weights = self.lake.zoo_weights(self.zoo)
+        weights = self.lake.row_source(self.zoo)
         arch = self.lake.arch(self.zoo) if view == "layers" or augment is not None else None
         return PairBatches(weights, self.zoo_rows(), self.ids, self.accuracy, self.pair_id, view=view, arch=arch,
                            augment=augment, seed=seed, epoch=epoch)
@@ -173,7 +205,7 @@ class PairSet:
 
     def loader(self, batch_size: int = 512, shuffle: bool = True, seed: int = 0, epoch: int = 0,
                num_workers: int = 0, drop_last: bool = False, view: str = "flat",
-               augment: Augment | None = None) -> DataLoader:
+               augment: Augment | None = None, rank: int = 0, world_size: int = 1) -> DataLoader:
         """An iterable of dict batches ``{x1, x2, y, a_id, b_id, target_id, acc_a, acc_b, acc_y, pair_id}``.
 
         Parameters
@@ -197,6 +229,14 @@ class PairSet:
             Weight-space augmentations (:class:`~weightlake.serve.augment.Augment`:
             function-preserving neuron permutation, Gaussian noise, erasing), drawn per batch
             from ``(seed, epoch, batch)``: the same for every run and any ``num_workers``.
+        rank, world_size
+            Distributed training: this process is rank ``rank`` of ``world_size``.  Each epoch's
+            order (from ``(seed, epoch)``, the same on every rank) is dealt out so rank ``r``
+            takes positions ``r, r + world_size, ...`` (:func:`rank_share`): the ranks' pairs are
+            disjoint and together every pair of the epoch, reshuffled each epoch, and a rank
+            gathers only its own pairs' rows.  Shares differ by at most one pair, so batch counts
+            may differ by one between ranks (``drop_last=True`` and ``len(self) // world_size``
+            a multiple of ``batch_size`` make them equal).
         """
         from torch.utils.data import DataLoader
 
@@ -204,7 +244,8 @@ class PairSet:
             warnings.warn(f"num_workers={num_workers}: each batch is one in-memory gather, cheaper than shipping it "
                           "back from a worker process; num_workers=0 is faster here (benchmarks/bench_serving.py)",
                           stacklevel=2)
-        sampler = EpochBatches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last)
+        sampler = EpochBatches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last,
+                               rank=rank, world_size=world_size)
         dataset = self.dataset(view, augment=augment, seed=seed, epoch=epoch)
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=as_is)
 
@@ -235,41 +276,50 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray, zoo: str) -> np.ndarray:
 
 class EpochBatches(Sampler[np.ndarray]):
     """A batch sampler: yields arrays of pair positions, one per batch, in the order of
-    :func:`epoch_order` ``(seed, epoch)``.  Deterministic, and cheap to pickle."""
+    :func:`epoch_order` ``(seed, epoch)`` (rank ``rank``'s share of it: :func:`rank_share`).
+    Deterministic, and cheap to pickle."""
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if batch_size < 1:
             raise QueryError(f"batch_size must be >= 1, got {batch_size!r}")
+        check_rank(rank, world_size)
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed, self.epoch, self.drop_last = seed, epoch, drop_last
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = epoch_order(self.n, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
-        return iter(cut_batches(order, self.batch_size, self.drop_last))
+        return iter(cut_batches(rank_share(order, self.rank, self.world_size), self.batch_size, self.drop_last))
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        share = len(range(self.rank, self.n, self.world_size))
+        return share // self.batch_size if self.drop_last else -(-share // self.batch_size)
 
 
 class PairBatches(Dataset[dict[str, Any]]):
     """A map-style dataset over whole batches: ``ds[positions]`` -> one dict batch.
 
-    Holds only numpy arrays (the zoo's weight matrix, shared copy-on-write after a fork)
-    and plain values, so it pickles and forks cleanly; each item is one fancy-index
-    gather of ``3 x B`` rows.
+    Holds only numpy arrays and the zoo's row source (a decoded weight matrix or mapped chunk
+    files, shared copy-on-write after a fork; ``weights`` may also be a plain ``[n, P]``
+    array) and plain values, so it pickles and forks cleanly; each item is one gather of
+    ``3 x B`` rows.
     """
 
-    def __init__(self, weights: np.ndarray, rows: np.ndarray, ids: np.ndarray, accuracy: np.ndarray,
+    def __init__(self, weights: Any, rows: np.ndarray, ids: np.ndarray, accuracy: np.ndarray,
                  pair_id: np.ndarray, *, view: str = "flat", arch: Architecture | None = None,
                  augment: Augment | None = None, seed: int = 0, epoch: int = 0) -> None:
         if view not in VIEWS:
             raise QueryError(f"view must be one of {VIEWS}, got {view!r}")
         if (view == "layers" or augment is not None) and arch is None:
             raise QueryError("view='layers' and augmentations need the zoo's architecture")
+        if isinstance(weights, np.ndarray):
+            from weightlake.storage.mapped import ResidentRows
+
+            weights = ResidentRows(np.arange(len(weights), dtype=np.int64), weights)
         self.weights = weights
         self.rows_t = np.ascontiguousarray(rows.T)  # [3, N]: a batch's rows come out in (a, b, y) blocks
         self.ids, self.accuracy, self.pair_id = ids, accuracy, pair_id
@@ -284,8 +334,8 @@ class PairBatches(Dataset[dict[str, Any]]):
         import torch
 
         index = np.asarray(index, dtype=np.int64)
-        n, p = len(index), self.weights.shape[1]
-        gathered = self.weights[self.rows_t[:, index].reshape(-1)].reshape(3, n, p)
+        n, p = len(index), self.weights.cols
+        gathered = self.weights.take(self.rows_t[:, index].reshape(-1)).reshape(3, n, p)
         if self.augment is not None:
             assert self.arch is not None
             rng = np.random.default_rng([int(self.seed), int(self.epoch), int(index[0]) if n else 0])

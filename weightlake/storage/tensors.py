@@ -354,6 +354,14 @@ class SegmentReader:
     def _digest(self, c: int) -> str | None:
         return self.digests[c] if self.digests is not None else None
 
+    def chunk_file(self, c: int) -> Path:
+        """The file of chunk ``c`` (for a raw segment, the chunk's float32 bytes: see :func:`_raw_layout`)."""
+        return _chunk_file(self.path, self.array, c)
+
+    def chunk_digest(self, c: int) -> str | None:
+        """The recorded checksum of chunk ``c`` (None for a segment written before checksums)."""
+        return self._digest(c)
+
 
 def iter_blocks(path: Path, rows: int, cols: int, block_rows: int, *, digests: Sequence[str] | None = None,
                 meta_digest: str | None = None) -> Iterator[tuple[int, np.ndarray]]:

@@ -1,0 +1,35 @@
+"""Result tables built through disk (compute/spill.py) equal the concatenation of their parts."""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightlake.compute.spill import SpilledParts
+
+LAYERS = pl.Enum(["conv1", "fc1"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=6))
+def test_parts_collect_to_their_concatenation(sizes) -> None:
+    parts = [pl.DataFrame({"model_id": list(range(n)), "layer": pl.Series(["fc1"] * n, dtype=LAYERS),
+                           "v": [i / 3 for i in range(n)], "note": [None] * n},
+                          schema={"model_id": pl.Int64, "layer": LAYERS, "v": pl.Float64, "note": pl.String})
+             for n in sizes]
+    with SpilledParts() as spill:
+        for p in parts:
+            spill.add(p)
+        got = spill.collect()
+        folder = spill._tmp.name
+    assert got.equals(pl.concat(parts)) and got.schema == parts[0].schema
+    assert not os.path.exists(folder)  # removed on exit
+
+
+def test_no_parts_is_an_error() -> None:
+    with SpilledParts() as spill, pytest.raises(ValueError, match="no parts"):
+        spill.collect()

@@ -1,0 +1,270 @@
+"""Random access to a zoo's rows under the memory budget: memory-mapped chunk files.
+
+Pair serving, ``wl_*_by_id`` and materialised batches gather rows in random order.  A
+zoo that fits the budget is decoded once and gathered from memory (:class:`ResidentRows`).
+A larger one is served by :class:`MappedRows`: every chunk file of an uncompressed segment
+is the chunk's raw float32 rows (the ``bytes`` codec), so the files are memory-mapped
+read-only, side by side, into one address range per segment, and a gather is one numpy
+fancy index into that range, as from memory.  The pages are the kernel's page cache
+(file-backed, shared, evicted under pressure), not this process's anonymous memory:
+the process holds only what it gathers.
+
+Checksums: a chunk is checked the first time any of its rows is gathered, once per chunk
+per source (a fresh source, or a process that unpickles one, checks again).  The first
+check of a chunk reads all of it (5 MB for 512 CNN-s rows), so an epoch over random pairs
+of a zoo reads the whole zoo once, sequentially chunk by chunk; later gathers read only
+the pages of the rows they take (from the page cache when it holds them, else from disk).
+
+``method="pread"`` reads the wanted rows with one ``preadv`` each, sorted by file offset,
+into the output (checking each chunk once in the same way); it exists for chunk sizes that
+are not a whole number of pages and for the benchmark that chose memory-mapping
+(``benchmarks/bench_bounded.py``).  Compressed segments and object stores have neither:
+:meth:`weightlake.lake.Lake.row_source` decodes those whole (and warns over the budget).
+
+Round-trip law: ``MappedRows(...).take(pos) == read_all(...)[pos]`` bitwise, for any
+positions (any order, repeats allowed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightlake.errors import IntegrityError
+from weightlake.storage.checksums import check_bytes
+from weightlake.storage.snapshot import Segment
+from weightlake.storage.tensors import SegmentReader, _read_chunk_into
+
+METHODS = ("mmap", "pread")
+_PROT_NONE, _MAP_FIXED, _MAP_NORESERVE = 0, 0x10, 0x4000  # Linux values (the mmap module lacks them)
+
+
+class ResidentRows:
+    """A zoo decoded in memory: ``take(pos)`` is ``weights[pos]``."""
+
+    resident = True
+
+    def __init__(self, ids: np.ndarray, weights: np.ndarray) -> None:
+        self.ids, self.weights = ids, weights
+        self.cols = int(weights.shape[1]) if weights.ndim == 2 else 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """Rows at zoo positions ``pos`` (int64, any order) as a new ``float32 [len(pos), P]`` array."""
+        return self.weights[np.asarray(pos, dtype=np.int64)]
+
+
+def can_map(segments: Sequence[Segment], root: Path) -> bool:
+    """True when every segment is raw (uncompressed whole-row chunks) on local disk, so rows can be mapped."""
+    try:
+        return all(SegmentReader(root / s.path, s.rows, s.cols).raw for s in segments)
+    except IntegrityError:
+        return False
+
+
+class MappedRows:
+    """A zoo's raw segments as memory-mapped (or ``pread``) rows, each chunk checked once on first use.
+
+    Parameters
+    ----------
+    root
+        The lake directory.
+    segments
+        The zoo's segments in row order (``ids`` follows them).
+    method
+        ``"mmap"`` (default; falls back to ``"pread"`` where a chunk is not a whole number of pages
+        or the platform is not Linux) or ``"pread"``.
+    """
+
+    resident = False
+
+    def __init__(self, root: Path, segments: Sequence[Segment], *, method: str = "mmap") -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.root, self.segments, self.method = Path(root), tuple(segments), method
+        self.ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in self.segments])
+                    if self.segments else np.empty(0, dtype=np.int64))
+        self.cols = int(self.segments[0].cols) if self.segments else 0
+        self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self._maps: list[_SegmentMap] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getstate__(self) -> dict[str, Any]:  # a spawned worker maps (and checks) afresh
+        return {"root": self.root, "segments": self.segments, "method": self.method}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], state["segments"], method=state["method"])  # type: ignore[misc]
+
+    @property
+    def checked_chunks(self) -> int:
+        """Chunks checked so far by this source."""
+        return sum(int(m.verified.sum()) for m in self._maps or ())
+
+    def _segment_maps(self) -> list[_SegmentMap]:
+        with self._lock:
+            if self._maps is None:
+                self._maps = [_SegmentMap(self.root / s.path, s, self.method) for s in self.segments]
+            return self._maps
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """Rows at zoo positions ``pos`` (int64, any order, repeats allowed) as ``float32 [len(pos), P]``."""
+        pos = np.asarray(pos, dtype=np.int64).reshape(-1)
+        out = np.empty((pos.size, self.cols), dtype=np.float32)
+        if pos.size == 0:
+            return out
+        if pos.min() < 0 or pos.max() >= len(self.ids):
+            raise IntegrityError(f"row position out of range for a zoo of {len(self.ids)} rows")
+        maps = self._segment_maps()
+        seg = np.searchsorted(self.starts, pos, side="right") - 1
+        if len(maps) == 1:
+            maps[0].take(pos, out, None)
+            return out
+        for s in np.unique(seg):
+            where = np.flatnonzero(seg == s)
+            maps[int(s)].take(pos[where] - self.starts[s], out, where)
+        return out
+
+
+class _SegmentMap:
+    """One segment's chunk files mapped side by side (``mmap``) or opened for ``preadv``."""
+
+    def __init__(self, path: Path, seg: Segment, method: str) -> None:
+        self.reader = SegmentReader(path, seg.rows, seg.cols, digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+        if not self.reader.raw:
+            raise IntegrityError(f"weight segment {str(path)!r} is compressed: its rows cannot be mapped")
+        self.rows, self.cols, self.step = seg.rows, seg.cols, self.reader.chunk_rows
+        self.row_bytes = 4 * seg.cols
+        self.chunk_bytes = self.step * self.row_bytes
+        self.n_chunks = -(-seg.rows // self.step)
+        self.verified = np.zeros(self.n_chunks, dtype=bool)
+        self._lock = threading.Lock()
+        aligned = self.chunk_bytes % mmap.PAGESIZE == 0 and sys.platform == "linux"
+        self.method = method if aligned else "pread"
+        self.view: np.ndarray | None = None
+        self._fds: dict[int, int] = {}
+        if self.method == "mmap":
+            self.view = self._map_all()
+        else:
+            weakref.finalize(self, _close_all, self._fds)
+
+    # -- mapping -------------------------------------------------------------------------
+    def _map_all(self) -> np.ndarray:
+        """Reserve one address range for all chunks and map each chunk file into its place."""
+        libc = _libc()
+        size = self.n_chunks * self.chunk_bytes
+        base = libc.mmap(None, size, _PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise IntegrityError(f"cannot reserve {size} bytes of address space for {str(self.reader.path)!r}")
+        weakref.finalize(self, libc.munmap, base, size)
+        for c in range(self.n_chunks):
+            fd = self._open_chunk(c)
+            try:
+                got = libc.mmap(base + c * self.chunk_bytes, self.chunk_bytes, mmap.PROT_READ,
+                                mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+            finally:
+                os.close(fd)
+            if got != base + c * self.chunk_bytes:
+                raise IntegrityError(f"cannot map chunk {str(self.reader.chunk_file(c))!r}: "
+                                     f"{os.strerror(ctypes.get_errno())}")
+        buf = (ctypes.c_char * size).from_address(base)
+        view = np.frombuffer(buf, dtype=np.float32, count=self.rows * self.cols).reshape(self.rows, self.cols)
+        view.flags.writeable = False  # the pages are PROT_READ: a write would fault
+        return view
+
+    def _open_chunk(self, c: int) -> int:
+        """An fd of chunk ``c``'s file, whose size must be exactly one chunk (a short file would fault when mapped)."""
+        chunk = self.reader.chunk_file(c)
+        try:
+            fd = os.open(chunk, os.O_RDONLY)
+        except FileNotFoundError:
+            raise IntegrityError(f"chunk {str(chunk)!r} is missing; the snapshot lists it (run `weightlake verify`)") \
+                from None
+        size = os.fstat(fd).st_size
+        if size != self.chunk_bytes:
+            os.close(fd)
+            raise IntegrityError(f"chunk {str(chunk)!r} has the wrong size ({size} bytes, expected "
+                                 f"{self.chunk_bytes}); run `weightlake verify`")
+        return fd
+
+    # -- checking and gathering -------------------------------------------------------------
+    def _check(self, chunks: np.ndarray) -> None:
+        todo = np.unique(chunks[~self.verified[chunks]])
+        for c in todo:
+            c = int(c)
+            with self._lock:
+                if self.verified[c]:
+                    continue
+                if self.view is not None:
+                    lo = c * self.step * self.cols
+                    flat = self.view.reshape(-1)
+                    # the padded tail of the last chunk lies past the view: hash the mapped bytes themselves
+                    buf = (ctypes.c_char * self.chunk_bytes).from_address(flat.ctypes.data + lo * 4)
+                    check_bytes(memoryview(buf), self.reader.chunk_digest(c), self.reader.chunk_file(c))
+                else:
+                    scratch = np.empty((self.step, self.cols), dtype=np.float32)
+                    _read_chunk_into(self.reader.chunk_file(c), scratch, self.reader.chunk_digest(c))
+                self.verified[c] = True
+
+    def take(self, local: np.ndarray, out: np.ndarray, where: np.ndarray | None) -> None:
+        """Rows ``local`` of this segment into ``out[where]`` (``out`` itself when ``where`` is None)."""
+        self._check(local // self.step)
+        if self.view is not None:
+            if where is None:
+                np.take(self.view, local, axis=0, out=out)
+            else:
+                out[where] = self.view[local]
+            return
+        order = np.argsort(local, kind="stable")  # sorted by file offset: sequential within a chunk
+        dest = np.arange(len(local)) if where is None else where
+        for k in order:
+            row = int(local[k])
+            c, r = divmod(row, self.step)
+            fd = self._fd(c)
+            target = out[int(dest[k])]
+            got = os.preadv(fd, [memoryview(target).cast("B")], r * self.row_bytes)
+            if got != self.row_bytes:
+                raise IntegrityError(f"chunk {str(self.reader.chunk_file(c))!r} is short; run `weightlake verify`")
+
+    def _fd(self, c: int) -> int:
+        fd = self._fds.get(c)
+        if fd is None:
+            fd = self._fds[c] = self._open_chunk(c)
+        return fd
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.munmap.restype = ctypes.c_int
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _LIBC = libc
+    return _LIBC
