@@ -7,8 +7,8 @@ and hold whole rows; here each layer of a block of models is read by itself
 (conv ``[out, in, kh, kw]`` -> ``out x in*kh*kw``, as for CNN-s, see
 :func:`weightlake.analysis.spectra.skipped_layers`) and handed to the pure
 :func:`~weightlake.analysis.spectra.layer_spectra`.  Memory holds one block of one layer: at
-most a quarter of the memory budget (and :data:`~weightlake.compute.analyses`' block of
-models).  Batch-norm layers are skipped and the reason recorded in the table's parameters.
+most ``budget / (8 x workers)`` as float32 per worker thread (two threads on two cores:
+``eigh`` releases the GIL).  Batch-norm layers are skipped and the reason recorded in the table's parameters.
 
 The result is the ``spectra`` table, row for row what the whole-row path computes on the same
 models (tested), committed as every analysis table is.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from weightlake.errors import QueryError
 
 BLOCK_MODELS = 512
 """Most models per decomposed block of one layer (fewer when the budget asks for it)."""
+BLOCK_SHARE = 8
+"""A block of one layer takes at most ``budget / (BLOCK_SHARE x workers)`` as float32: its float64
+copy and Gram matrices take several times that while it is decomposed."""
 
 
 def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
@@ -44,8 +48,9 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
         For a layer name the architecture does not have.
     """
     import weightlake as wl
+    from weightlake.analysis._rows import default_workers
     from weightlake.analysis.api import AnalysisReport, _commit, _selection, _zoo_meta
-    from weightlake.analysis.spectra import layer_spectra_frame, skipped_layers
+    from weightlake.analysis.spectra import layer_spectra_frame, single_threaded_torch, skipped_layers
     from weightlake.storage.budget import block_rows
 
     started = time.perf_counter()
@@ -59,15 +64,24 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
     skipped = skipped_layers(arch, layers)
     names = [name for name in (layers or arch.matrix_layer_names) if name not in skipped]
     kept = ids[keep]
-    frames, done, total = [], 0, len(names) * len(kept)
+    workers = default_workers()
+    tasks = []
     for name in names:
         layer = arch.matrix_layer(name)
-        step = max(1, min(BLOCK_MODELS, block_rows(layer.weight_size, lake.memory)))
-        for start in range(0, len(kept), step):
-            block = kept[start:start + step]
-            weights = lake.layer(block, layer.weight_key or name).numpy()
-            part = layer_spectra_frame(arch.weight_to_matrix(layer, weights), name, arch.matrix_layer_names)
-            frames.append(part.with_columns(model_id=pl.Series(block)[part["row"]]).drop("row"))
+        # float32 block + float64 copies and Gram matrices per worker: a 1/(8 x workers) share of the budget each
+        step = max(1, min(BLOCK_MODELS, block_rows(layer.weight_size, lake.memory, share=BLOCK_SHARE * workers)))
+        tasks += [(layer, kept[start:start + step]) for start in range(0, len(kept), step)]
+
+    def run(task: tuple[Any, np.ndarray]) -> pl.DataFrame:
+        layer, block = task
+        weights = lake.layer(block, layer.weight_key or layer.name).numpy()
+        part = layer_spectra_frame(arch.weight_to_matrix(layer, weights), layer.name, arch.matrix_layer_names)
+        return part.with_columns(model_id=pl.Series(block)[part["row"]]).drop("row")
+
+    frames, done, total = [], 0, len(names) * len(kept)
+    with single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:  # eigh releases the GIL
+        for (_, block), frame in zip(tasks, pool.map(run, tasks), strict=True):
+            frames.append(frame)
             done += len(block)
             if progress is not None:
                 progress(done, total)
