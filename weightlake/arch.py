@@ -319,7 +319,10 @@ class Architecture:
         return layer.start, layer.bias_start, layer.weight_shape
 
     def csv_columns(self) -> list[str]:
-        """Weight column names of the CSV zoo: ``weight i`` / ``bias i`` with the flat index."""
+        """Weight column names of the CSV zoo: ``weight i`` / ``bias i`` with the flat index
+        (a tensor list: ``<role> i`` for every stored value, batch-norm statistics included)."""
+        if self.is_tensor_list:
+            return [f"{t.role} {i}" for t in self.tensors for i in range(t.start, t.stop)]
         cols: list[str] = []
         for layer in self.layers:
             cols += [f"weight {i}" for i in range(layer.start, layer.bias_start)]
