@@ -157,7 +157,7 @@ def measure(rounds: int) -> dict[str, object]:
                     best[kind] = got
         out[name] = best
         print(f"measured {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-    for kind, got in out["layer"].items():
+    for got in out["layer"].values():
         got["x_layer"] = round(got["bytes"] / (got["layer_bytes"] * got["models"]), 4)
     return out
 
