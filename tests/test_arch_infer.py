@@ -49,10 +49,29 @@ def test_an_inferred_architecture_does_not_pretend_to_build_a_module():
 
 
 @pytest.mark.parametrize(("module", "match"), [
-    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), "running_mean"),
-    (nn.Sequential(nn.Conv2d(3, 4, (3, 1))), "square-kernel"),
-    (nn.Sequential(nn.Linear(3, 4, bias=False)), "bias"),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm(4)), r"'1\.weight'.*vector weight"),
+    (nn.Sequential(nn.Conv1d(3, 4, 3)), r"'0\.weight'.*3-D weight"),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False)), r"no 'weight'"),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)), "vector weight"),
+    (nn.MultiheadAttention(8, 2), "in_proj_weight"),
 ])
 def test_other_state_dicts_are_refused_with_the_key(module, match):
     with pytest.raises(ArchitectureError, match=match):
         infer_architecture(_shapes(module))
+
+
+def test_a_bias_of_the_wrong_length_is_refused_with_its_key():
+    shapes = {"a.weight": (4, 3, 3, 3), "a.bias": (5,)}
+    with pytest.raises(ArchitectureError, match="'a.bias' has shape"):
+        infer_architecture(shapes)
+
+
+def test_batch_norm_and_non_square_kernels_are_tensor_lists():
+    net = nn.Sequential(nn.Conv2d(3, 4, (3, 1), bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 8, 2))
+    arch = infer_architecture(_shapes(net))
+    assert arch.is_tensor_list and arch.layer_names == ("0", "1", "3")
+    assert [layer.kind for layer in arch.layers] == ["conv2d", "batchnorm", "linear"]
+    assert arch.matrix_layer_names == ("0", "3") and arch.layer("0").matrix_shape == (4, 9)
+    assert arch.n_trainable == sum(p.numel() for p in net.parameters())
+    assert arch.n_params == sum(v.numel() for v in net.state_dict().values())
+    assert arch.tensor("1.num_batches_tracked").dtype == "int64" and not arch.tensor("1.running_var").trainable

@@ -258,7 +258,7 @@ class Lake:
         if not self.location.is_local:
             return remote.read_rows(self.location, seg, index)
         return read_rows(self.root / seg.path, seg.rows, seg.cols, index, digests=seg.chunk_digests,
-                         meta_digest=seg.meta_digest)
+                         meta_digest=seg.meta_digest, parts=seg.parts)
 
     def weights(self, ids: Iterable[int] | np.ndarray) -> torch.Tensor:
         """Flat weights as a ``torch.float32 [n, P]`` tensor sharing memory with the decoded rows."""
@@ -291,7 +291,7 @@ class Lake:
                         remote.read_all(self.location, seg, out=out[at:at + seg.rows])
                     else:
                         read_all(self.root / seg.path, seg.rows, seg.cols, out=out[at:at + seg.rows],
-                                 digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+                                 digests=seg.chunk_digests, meta_digest=seg.meta_digest, parts=seg.parts)
                     self._cache[seg.path] = out[at:at + seg.rows]
                     at += seg.rows
                 out.flags.writeable = False
@@ -421,34 +421,69 @@ class Lake:
 
     def layer(self, ids: Iterable[int] | np.ndarray, name: str) -> torch.Tensor:
         """One layer of the given models: ``"fc1"`` -> ``[n, 20, 36]``, ``"conv1"`` -> ``[n, 8, 1, 5, 5]``,
-        ``"fc1.bias"`` -> ``[n, 20]``.
+        ``"fc1.bias"`` -> ``[n, 20]``, or any state_dict key (``"layer4.1.conv2.weight"``,
+        ``"layer1.0.bn1.running_mean"``).
 
-        From a zoo decoded on this handle: views into its rows.  Otherwise the rows are read
-        in budget-sized blocks and only the layer's values are kept, so memory grows with
-        ``n x layer size``, not ``n x P``.  The bytes read are still whole chunks (each chunk's
-        checksum covers all its rows' parameters).
+        From a zoo decoded on this handle: views into its rows.  A ``tensors``-layout segment
+        reads only that tensor's chunks (bytes read = tensor bytes x models, up to the padding
+        of a last chunk).  A ``rows``-layout segment is read in budget-sized blocks of whole
+        rows of which only the layer is kept (memory grows with ``n x layer size``; the bytes
+        read are whole chunks, as each chunk's checksum covers all its rows' parameters).
         """
         import torch
 
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         zoo = self._span(int(ids[0])).zoo if ids.size else self._only_zoo()
         arch = self.arch(zoo)
-        if f"zoo:{zoo}" in self._cache or ids.size <= self.block_rows(zoo):
+        if f"zoo:{zoo}" in self._cache:
             return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
-        lo, hi = _layer_range(arch, name)
+        lo, hi, shape = arch.locate(name)
+        return torch.from_numpy(self.columns_numpy(ids, lo, hi)).reshape((ids.size, *shape))
+
+    def columns_numpy(self, ids: Iterable[int] | np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Flat columns ``[lo, hi)`` of the given models: ``float32 [n, hi - lo]``, in the given order.
+
+        ``tensors``-layout segments read only the tensors overlapping ``[lo, hi)``; ``rows``-layout
+        segments are read in budget-sized blocks of whole rows, keeping the columns.
+        """
+        from weightlake.storage.parts import PartsReader
+
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         out = np.empty((ids.size, hi - lo), dtype=np.float32)
-        step = self.block_rows(zoo)
-        for start in range(0, ids.size, step):
-            out[start:start + step] = self.weights_numpy(ids[start:start + step])[:, lo:hi]
-        return torch.from_numpy(out).reshape(ids.size, *_layer_shape(arch, name))
+        if not ids.size:
+            return out
+        starts, spans = self._spans
+        seg_index = np.searchsorted(starts, ids, side="right") - 1
+        for i in np.unique(seg_index):
+            span = spans[max(int(i), 0)]
+            mask = seg_index == i
+            local = ids[mask] - span.segment.first_id
+            if i < 0 or local.min() < 0 or local.max() >= span.segment.rows:
+                raise NoSuchModelError(f"no model with id {int(ids[mask][0])} at snapshot {self.snapshot}")
+            seg = span.segment
+            if seg.parts and self.location.is_local:
+                out[mask] = PartsReader(self.root / seg.path, seg.rows, seg.cols, seg.parts,
+                                        meta_digest=seg.meta_digest).read_columns(local, lo, hi)
+                continue
+            step = budget_rows(seg.cols, self.memory, 1)
+            where = np.flatnonzero(mask)
+            for start in range(0, where.size, step):
+                chunk = where[start:start + step]
+                out[chunk] = self.weights_numpy(ids[chunk])[:, lo:hi]
+        return out
 
     def state_dict(self, model_id: int) -> dict[str, torch.Tensor]:
-        """A state_dict that ``load_state_dict`` of the zoo CNN accepts."""
+        """The model's state_dict: every tensor with its key, shape and dtype (``load_state_dict`` accepts it).
+
+        Reads one model: a ``tensors``-layout segment one chunk per tensor at a time, so memory
+        holds this model plus one chunk, whatever the zoo's size.
+        """
         import torch
 
         arch = self.arch(self._span(int(model_id)).zoo)
-        flat = torch.from_numpy(self.weights_numpy([model_id])[0].copy())
-        return {k: v.clone() for k, v in arch.flat_to_state_dict(flat).items()}
+        flat = self.weights_numpy([model_id])[0]
+        return {t.key: torch.from_numpy(flat[t.start:t.stop].reshape(t.shape).copy()).to(getattr(torch, t.dtype))
+                for t in arch.tensors}
 
     def cnn(self, model_id: int) -> torch.nn.Module:
         """A ready torch module (eval mode) with this model's weights and activation."""
@@ -512,7 +547,7 @@ def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tu
     block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
     for seg in segments:
         reader = SegmentReader(root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
-                               meta_digest=seg.meta_digest)
+                               meta_digest=seg.meta_digest, parts=seg.parts)
         at = 0
         while at < seg.rows:
             take = min(step - fill, seg.rows - at)
@@ -524,21 +559,6 @@ def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tu
                 block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
     if fill:
         yield ids[:fill], block[:fill]
-
-
-def _layer_range(arch: Architecture, name: str) -> tuple[int, int]:
-    """Flat ``[lo, hi)`` of a layer's weight (``"fc1"``) or bias (``"fc1.bias"``), as :meth:`Architecture.select`."""
-    import torch
-
-    probe = torch.arange(arch.n_params)
-    part = arch.select(probe, name).reshape(-1)
-    return int(part[0]), int(part[-1]) + 1
-
-
-def _layer_shape(arch: Architecture, name: str) -> tuple[int, ...]:
-    import torch
-
-    return tuple(arch.select(torch.empty(arch.n_params), name).shape)
 
 
 def _warn_over_budget(zoo: str, need: int, budget: int) -> None:

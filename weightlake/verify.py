@@ -119,7 +119,7 @@ def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[
     for seg in entry.segments:
         try:
             reader = SegmentReader(lake.root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
-                                   meta_digest=seg.meta_digest) if lake.location.is_local else None
+                                   meta_digest=seg.meta_digest, parts=seg.parts) if lake.location.is_local else None
         except WeightLakeError as exc:
             report.problems.append(str(exc))
             continue
@@ -170,7 +170,9 @@ def _quality(meta: pl.DataFrame, nonfinite: int) -> dict[str, Any]:
     }
 
 
-def _mask_classes(mask: int) -> list[int]:
+def _mask_classes(mask: int | None) -> list[int]:
+    if mask is None:  # a zoo without class subsets (e.g. ingested from the Model Zoos layout)
+        return []
     return [d for d in range(32) if mask >> d & 1]
 
 

@@ -66,7 +66,7 @@ import numpy as np
 from weightlake._util import torch_threads
 from weightlake.analysis import rmt
 from weightlake.analysis._rows import default_workers
-from weightlake.arch import CNN_S, Architecture
+from weightlake.arch import CNN_S, MATRIX_KINDS, Architecture
 from weightlake.errors import ArchitectureError, FitError
 
 MIN_ALPHA_EIGS = 10
@@ -305,7 +305,8 @@ def zoo_spectra(flat_rows: Any, arch: Architecture = CNN_S, block: int = 4096, *
     block : int
         Models per batched decomposition (bounds memory: ``block * M^2`` float64 per layer).
     layers : sequence of str, optional
-        Layer names (default: all of ``arch``).
+        Layer names (default: every conv2d and linear layer of ``arch``; batch norms are vectors,
+        see :func:`skipped_layers`).
     eigenvalues : bool
         Add an ``eigenvalues`` list column (the ESD, ascending).
     workers : int, optional
@@ -324,8 +325,8 @@ def zoo_spectra(flat_rows: Any, arch: Architecture = CNN_S, block: int = 4096, *
     arch.check_flat(flat_rows)
     if flat_rows.ndim != 2:
         raise ArchitectureError(f"expected rows [n, {arch.n_params}], got shape {tuple(flat_rows.shape)}")
-    names = tuple(layers) if layers is not None else arch.layer_names
-    dtype = pl.Enum(list(arch.layer_names))
+    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    dtype = pl.Enum(list(arch.matrix_layer_names))
     tasks = [(name, i) for name in names for i in range(0, flat_rows.shape[0], block)]
 
     def run(task: tuple[str, int]) -> dict[str, np.ndarray]:
@@ -337,6 +338,29 @@ def zoo_spectra(flat_rows: Any, arch: Architecture = CNN_S, block: int = 4096, *
     frames = [_layer_frame([r for t, r in zip(tasks, results, strict=True) if t[0] == name], name,
                            flat_rows.shape[0], dtype, eigenvalues) for name in names]
     return pl.concat(frames, how="vertical").sort(["row", "layer"], maintain_order=True)
+
+
+def layer_spectra_frame(matrices: Any, name: str, layer_names: Sequence[str], **options: Any) -> Any:
+    """:func:`layer_spectra` of one layer's ``[n, r, c]`` matrices as rows of the spectra table
+    (``row`` 0..n-1, ``layer`` an Enum over ``layer_names``, the figures of :data:`SPECTRA_COLUMNS`)."""
+    import polars as pl
+
+    parts = [layer_spectra(matrices, **options)] if len(matrices) else []
+    return _layer_frame(parts, name, len(matrices), pl.Enum(list(layer_names)), False)
+
+
+def skipped_layers(arch: Architecture, layers: Sequence[str] | None = None) -> dict[str, str]:
+    """Layers spectra leave out, each with the reason (recorded in the result's parameters).
+
+    Conv kernels ``[out, in, kh, kw]`` are matrices ``out x in*kh*kw`` (one row per output
+    channel, the receptive field flattened in ``in, kh, kw`` order, as for CNN-s); linear weights
+    are matrices as they are.  Batch-norm weights are vectors (one scale per channel) and their
+    running statistics are state, not weights: neither has a spectrum.
+    """
+    names = set(layers) if layers is not None else None
+    return {layer.name: f"{layer.kind}: its weight is a vector of {layer.weight_size} values, not a matrix"
+            + (" (running statistics are state, not weights)" if layer.kind == "batchnorm" else "")
+            for layer in arch.layers if layer.kind not in MATRIX_KINDS and (names is None or layer.name in names)}
 
 
 @contextmanager

@@ -191,7 +191,7 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
     flat_rows : array, shape ``[n, P]``
     arch : Architecture
     layers : sequence of str, optional
-        Layer names (default: all of ``arch``).
+        Layer names (default: every conv2d and linear layer of ``arch``).
     min_evals : int
         WeightWatcher's ``min_evals``.
 
@@ -203,8 +203,8 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
     import polars as pl
 
     arch.check_flat(flat_rows)
-    names = tuple(layers) if layers is not None else arch.layer_names
-    dtype = pl.Enum(list(arch.layer_names))
+    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    dtype = pl.Enum(list(arch.matrix_layer_names))
     n = flat_rows.shape[0]
     frames = []
     for name in names:

@@ -208,12 +208,17 @@ def _emit(text: str, output: str | None) -> None:
 @click.argument("root", type=click.Path(file_okay=False, exists=True))
 @click.option("--zoo", required=True, help="Zoo name to add the models to (created if new).")
 @click.option("--arch", default="infer", show_default=True,
-              help="'infer' (from the first state_dict: CNN-s, or its conv2d/linear layers), an architecture name, "
-                   "or a JSON file describing one.")
+              help="'infer' (from the first state_dict: CNN-s, conv2d/linear/batch-norm layers of any naming, e.g. a "
+                   "ResNet), an architecture name, or a JSON file describing one.")
 @click.option("--allow-same-source", is_flag=True,
               help="Accept weight vectors the zoo already holds under another init (refused by default).")
+@click.option("--layout", type=click.Choice(["rows", "tensors"]), default=None,
+              help="Weight layout: 'rows' (whole-row chunks, fastest for small models read whole) or 'tensors' (one "
+                   "array per state_dict tensor: one layer reads alone). Default: tensors for models over 32,768 "
+                   "values, rows otherwise.")
 @lake_option
-def ingest_modelzoo_cmd(root: str, zoo: str, arch: str, allow_same_source: bool, lake_dir: str) -> None:
+def ingest_modelzoo_cmd(root: str, zoo: str, arch: str, allow_same_source: bool, layout: str | None,
+                        lake_dir: str) -> None:
     """Ingest a Model Zoos / ray.tune tree: <run>/params.json, result.json, checkpoint_<epoch>/checkpoints.
 
     Every readable checkpoint becomes a model with run_id, epoch, that epoch's metrics
@@ -230,7 +235,7 @@ def ingest_modelzoo_cmd(root: str, zoo: str, arch: str, allow_same_source: bool,
     with progress_bar(None, "ingest modelzoo", "checkpoints") as bar:
         report = ingest_modelzoo(lake_dir, root, zoo=zoo, arch=None if arch == "infer" else _arch(arch),
                                  progress=bar.callback,
-                                 allow_same_source=allow_same_source)
+                                 allow_same_source=allow_same_source, layout=layout)
     echo_lines(report.lines())
 
 

@@ -129,6 +129,12 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     started = time.perf_counter()
     lake = wl.open_lake(lake_root, memory=memory)
     zoo, _, meta = _zoo_meta(lake, zoo)
+    if convention == "weightlake":
+        from weightlake.compute.layer_spectra import analyze_layer_spectra, per_layer
+
+        if per_layer(lake, zoo):  # a tensors-layout zoo: each layer read alone
+            return analyze_layer_spectra(lake_root, zoo=zoo, layers=layers, all_rows=all_rows, progress=progress,
+                                         memory=memory)
     keep, models, note = _selection(meta, all_rows)
     compute = zoo_spectra if convention == "weightlake" else (
         lambda r, arch, block, layers: zoo_spectra_ww(r, arch, layers=layers))
@@ -136,6 +142,10 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     table = table.with_columns(layer=pl.col("layer").cast(pl.String), snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
     params: dict[str, Any] = {"layers": list(layers or []), "models": models}
+    from weightlake.analysis.spectra import skipped_layers
+
+    if skipped_layers(lake.arch(zoo), layers):
+        params["skipped"] = skipped_layers(lake.arch(zoo), layers)
     if convention == "weightwatcher":
         params["convention"] = f"weightwatcher {WW_VERSION}"
     name = CONVENTIONS[convention]

@@ -170,12 +170,20 @@ class ZooWriter:
     A weight vector the zoo already holds under another initialisation is the same file
     ingested again with another ``--init``: it would count each model twice, so it raises
     :class:`~weightlake.errors.IngestError` unless ``allow_same_source``.
+
+    ``layout`` is the segment layout (``rows`` or ``tensors``, default by width:
+    :func:`weightlake.storage.parts.choose_layout`); ``rows_hint`` the rows expected.
     """
 
     def __init__(self, tx: Transaction, zoo: str, arch: Architecture, report: IngestReport, *,
-                 codec: str = "none", allow_same_source: bool = False) -> None:
+                 codec: str = "none", allow_same_source: bool = False, layout: str | None = None,
+                 rows_hint: int | None = None) -> None:
+        from weightlake.storage.parts import choose_layout
+
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
-        self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec)
+        self.layout = choose_layout(arch.n_params, layout)
+        spans = [(t.start, t.size) for t in arch.tensors] if self.layout == "tensors" else []
+        self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec, spans=spans, rows_hint=rows_hint)
         self._existing = existing_identities(tx.parent, tx.store.location, zoo)
         self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()

@@ -82,8 +82,13 @@ def read_results(run: Path) -> dict[int, dict[str, Any]]:
 
 
 def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: Architecture | None = None,
-                    progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False) -> Any:
+                    progress: Callable[[int, int], None] | None = None, allow_same_source: bool = False,
+                    layout: str | None = None) -> Any:
     """Ingest a Model Zoos / ray.tune tree into ``zoo`` in one commit; returns an ``IngestReport``.
+
+    Checkpoints are read and handed to the writer one at a time, so memory holds a few
+    state vectors, never the zoo.  ``layout``: ``rows`` or ``tensors`` (default: by the
+    model's width, see :func:`weightlake.storage.parts.choose_layout`).
 
     Raises
     ------
@@ -100,22 +105,24 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
              if (m := _CHECKPOINT.match(d.name)) and d.is_dir()]
     report = IngestReport(zoo=zoo, source=str(root), rows_read=len(files), unit="checkpoints")
     arch = arch or infer_zoo_architecture([f[2] for f in files])
-    report.extra["architecture"] = f"{arch.name} ({arch.n_params:,} parameters, layers {', '.join(arch.layer_names)})"
+    report.extra["architecture"] = _describe(arch)
     configs = {run: read_config(run) for run in runs}
     results = {run: read_results(run) for run in runs}
     rejects: list[str] = []
     with transaction(Path(lake_root)) as tx:
-        writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source)
-        try:  # one run at a time into the writer: memory holds a run's checkpoints, not the zoo's
+        writer = ZooWriter(tx, zoo, arch, report, allow_same_source=allow_same_source, layout=layout,
+                           rows_hint=len(files))
+        report.extra["layout"] = writer.layout
+        try:  # one checkpoint at a time into the writer: memory holds a few state vectors, not the zoo
             done = 0
             for run in runs:
-                mine = [f for f in files if f[0] == run]
-                rows, weights = _read_run(mine, arch, configs[run], results[run], rejects)
-                if rows:
-                    writer.add(pl.DataFrame(rows, infer_schema_length=None, strict=False), np.stack(weights))
-                done += len(mine)
-                if progress is not None:
-                    progress(done, len(files))
+                for item in (f for f in files if f[0] == run):
+                    rows, weights = _read_run([item], arch, configs[run], results[run], rejects)
+                    if rows:
+                        writer.add(pl.DataFrame(rows, infer_schema_length=None, strict=False), np.stack(weights))
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(files))
             if len(rejects) == len(files):
                 raise IngestError(f"no readable checkpoint among {len(files)} in {len(runs)} runs"
                                   + (f"; first: {rejects[0]}" if rejects else ""), path=str(root))
@@ -132,6 +139,18 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
                                          "summary": f"+{report.rows_added} models from {len(runs)} runs"}).version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _describe(arch: Architecture) -> str:
+    if not arch.is_tensor_list:
+        return f"{arch.name} ({arch.n_params:,} parameters, layers {', '.join(arch.layer_names)})"
+    kinds: dict[str, int] = {}
+    for layer in arch.layers:
+        kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
+    state = arch.n_params - arch.n_trainable
+    return (f"{arch.name} ({arch.n_trainable:,} trainable parameters"
+            + (f" + {state:,} batch-norm statistics" if state else "") + "; "
+            + ", ".join(f"{n} {k}" for k, n in kinds.items()) + " layers)")
 
 
 def infer_zoo_architecture(paths: list[Path]) -> Architecture:

@@ -30,6 +30,9 @@ def open_segment(location: Store, seg: Segment) -> Any:
     """Open a segment through zarr's object store after checking its ``zarr.json`` digest and shape."""
     import zarr
 
+    if seg.parts:
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} uses the tensors layout, which this "
+                             "weightlake reads from local disk only (copy the lake to a local folder to read it)")
     key = f"{seg.path}/zarr.json"
     try:
         check_bytes(location.read(key), seg.meta_digest, location.uri(key))
@@ -153,7 +156,7 @@ def read_block(location: Store, seg: Segment, start: int, stop: int) -> np.ndarr
         from weightlake.storage.tensors import read_rows as read_local
 
         return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
-                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest, parts=seg.parts)
     return read_rows(location, seg, index)
 
 

@@ -38,8 +38,10 @@ from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundE
 from weightlake.storage.checksums import corrupt, digest_bytes
 from weightlake.storage.store import LocalStore, Store, resolve_store
 
-FORMAT_VERSION = 2
-"""2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked)."""
+FORMAT_VERSION = 3
+"""2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked);
+3: a segment may use the ``tensors`` layout (written only by manifests that hold one, so a
+lake without one stays readable by format-2 readers)."""
 _CURRENT = "_current"
 _SNAPSHOTS = "_snapshots"
 _LOCK = "_lock"
@@ -48,8 +50,35 @@ _MANIFEST_NAME = re.compile(r"^v\d{8}-[0-9a-f]{1,32}\.json$")
 
 
 @dataclass(frozen=True)
+class SegmentPart:
+    """One tensor's array inside a ``tensors``-layout segment: flat columns ``[start, start + size)``."""
+
+    name: str
+    """The array's folder inside the segment (``t000`` ...)."""
+    start: int
+    size: int
+    chunk_rows: int
+    chunk_digests: tuple[str, ...]
+    meta_digest: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "size": self.size, "chunk_rows": self.chunk_rows,
+                "chunk_digests": list(self.chunk_digests), "meta_digest": self.meta_digest}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SegmentPart:
+        return cls(str(d["name"]), int(d["start"]), int(d["size"]), int(d["chunk_rows"]),
+                   tuple(str(x) for x in d["chunk_digests"]), d.get("meta_digest"))
+
+
+@dataclass(frozen=True)
 class Segment:
-    """A Zarr array of weights: rows ``first_id .. first_id + rows - 1`` of one zoo."""
+    """Weights of rows ``first_id .. first_id + rows - 1`` of one zoo.
+
+    Layout ``rows``: one Zarr array ``[rows, cols]`` chunked by whole rows.  Layout ``tensors``
+    (:mod:`weightlake.storage.parts`): a Zarr group with one array per state_dict tensor, listed
+    in ``parts``; ``chunk_digests`` is then None and each part carries its own.
+    """
 
     path: str
     first_id: int
@@ -58,7 +87,9 @@ class Segment:
     chunk_digests: tuple[str, ...] | None = None
     """One checksum per chunk file, in chunk order (None: written before checksums)."""
     meta_digest: str | None = None
-    """Checksum of the segment's ``zarr.json``."""
+    """Checksum of the segment's ``zarr.json`` (the group's, in the ``tensors`` layout)."""
+    layout: str = "rows"
+    parts: tuple[SegmentPart, ...] = ()
 
     @property
     def stop_id(self) -> int:
@@ -68,13 +99,16 @@ class Segment:
         out: dict[str, Any] = {"path": self.path, "first_id": self.first_id, "rows": self.rows, "cols": self.cols}
         if self.chunk_digests is not None:
             out.update(chunk_digests=list(self.chunk_digests), meta_digest=self.meta_digest)
+        if self.layout != "rows":
+            out.update(layout=self.layout, meta_digest=self.meta_digest, parts=[p.to_dict() for p in self.parts])
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Segment:
         digests = d.get("chunk_digests")
         return cls(str(d["path"]), int(d["first_id"]), int(d["rows"]), int(d["cols"]),
-                   tuple(str(x) for x in digests) if digests is not None else None, d.get("meta_digest"))
+                   tuple(str(x) for x in digests) if digests is not None else None, d.get("meta_digest"),
+                   str(d.get("layout", "rows")), tuple(SegmentPart.from_dict(p) for p in d.get("parts", ())))
 
 
 @dataclass(frozen=True)
@@ -132,7 +166,8 @@ class Manifest:
     next_model_id: int = 0
     checksums: Mapping[str, str] = field(default_factory=dict)
     """Checksum of every listed Parquet file and of every file of a table-owned array (relative paths)."""
-    format: int = FORMAT_VERSION
+    format: int = field(default=FORMAT_VERSION, compare=False)
+    """The format the manifest was read as (2 or 3 as written: see :data:`FORMAT_VERSION`)."""
 
     @property
     def file_name(self) -> str:
@@ -164,8 +199,9 @@ class Manifest:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        tensors = any(s.layout != "rows" for z in self.zoos.values() for s in z.segments)
         return {
-            "format": FORMAT_VERSION,
+            "format": FORMAT_VERSION if tensors else 2,
             "version": self.version,
             "snapshot_id": self.snapshot_id,
             "parent": self.parent,

@@ -15,6 +15,7 @@ Round-trip laws: ``read_rows(write_segment(x)) == x`` bitwise, and the blocks of
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,40 @@ MAX_CHUNK_BYTES = 2**26
 """A chunk holds at most this many bytes (64 MiB): ``chunk_rows`` is lowered for wide rows
 (one ResNet-18 row is 47 MB, so its chunks hold one row), so writing never buffers 512 big models."""
 CODECS = ("none", "zstd", "blosc")
+
+
+class ReadCount:
+    """Bytes and chunk files read from raw weight chunks (both layouts) since :func:`count_reads` began."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.chunks = 0
+
+
+_COUNTERS: list[ReadCount] = []
+_COUNT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def count_reads() -> Iterator[ReadCount]:
+    """Count the chunk bytes this process reads inside the block (every raw chunk read goes through
+    :func:`_read_chunk_into`); used to check that a layer read touches only its tensor's chunks."""
+    counter = ReadCount()
+    with _COUNT_LOCK:
+        _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        with _COUNT_LOCK:
+            _COUNTERS.remove(counter)
+
+
+def _count(nbytes: int) -> None:
+    if _COUNTERS:
+        with _COUNT_LOCK:
+            for counter in _COUNTERS:
+                counter.bytes += nbytes
+                counter.chunks += 1
 
 
 def _compressors(codec: str) -> Any:
@@ -53,6 +88,9 @@ class SegmentWriter:
     checksums of the written chunk files and of ``zarr.json`` are then in
     :attr:`chunk_digests` and :attr:`meta_digest`.
     """
+
+    layout = "rows"
+    parts: tuple[Any, ...] = ()
 
     def __init__(self, path: Path, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, codec: str = "none") -> None:
         import zarr
@@ -142,8 +180,14 @@ def open_segment(path: Path, rows: int, cols: int, *, meta_digest: str | None = 
 
 
 def read_all(path: Path, rows: int, cols: int, out: np.ndarray | None = None, *,
-             digests: Sequence[str] | None = None, meta_digest: str | None = None) -> np.ndarray:
-    """Decode a whole segment into ``out`` (or a new array), checking every chunk against ``digests``."""
+             digests: Sequence[str] | None = None, meta_digest: str | None = None,
+             parts: Sequence[Any] = ()) -> np.ndarray:
+    """Decode a whole segment into ``out`` (or a new array), checking every chunk against ``digests``
+    (a ``tensors``-layout segment: its ``parts``, see :mod:`weightlake.storage.parts`)."""
+    if parts:
+        from weightlake.storage.parts import PartsReader
+
+        return PartsReader(path, rows, cols, parts, meta_digest=meta_digest).read(0, rows, out)
     array = open_segment(path, rows, cols, meta_digest=meta_digest)
     if out is None:
         out = np.empty((rows, cols), dtype=np.float32)
@@ -194,6 +238,7 @@ def _read_chunk_into(chunk: Path, dest: np.ndarray, digest: str | None) -> None:
             from None
     except OSError as exc:
         raise IntegrityError(f"chunk {str(chunk)!r} cannot be read: {exc.strerror or exc}") from exc
+    _count(got or 0)
     if got != view.size or extra:
         raise IntegrityError(f"chunk {str(chunk)!r} has the wrong size ({'more than ' if extra else ''}{got} bytes, "
                              f"expected {view.size}); run `weightlake verify`")
@@ -247,8 +292,13 @@ def _read_codec(path: Path, array: Any, out: np.ndarray, chunks: Iterable[int],
 
 
 def read_rows(path: Path, rows: int, cols: int, index: np.ndarray, *,
-              digests: Sequence[str] | None = None, meta_digest: str | None = None) -> np.ndarray:
+              digests: Sequence[str] | None = None, meta_digest: str | None = None,
+              parts: Sequence[Any] = ()) -> np.ndarray:
     """Decode selected rows (any order, repeats allowed), checking every chunk they touch."""
+    if parts:
+        from weightlake.storage.parts import PartsReader
+
+        return PartsReader(path, rows, cols, parts, meta_digest=meta_digest).read_rows(index)
     index = np.asarray(index, dtype=np.int64)
     if index.size == 0:
         return np.empty((0, cols), dtype=np.float32)
@@ -297,8 +347,14 @@ class SegmentReader:
     """
 
     def __init__(self, path: Path, rows: int, cols: int, *, digests: Sequence[str] | None = None,
-                 meta_digest: str | None = None) -> None:
+                 meta_digest: str | None = None, parts: Sequence[Any] = ()) -> None:
         self.path, self.rows, self.cols, self.digests = path, rows, cols, digests
+        self._parts: Any = None
+        if parts:  # a tensors-layout segment: rows are gathered tensor by tensor
+            from weightlake.storage.parts import PartsReader
+
+            self._parts = PartsReader(path, rows, cols, parts, meta_digest=meta_digest)
+            return
         self.array = open_segment(path, rows, cols, meta_digest=meta_digest)
         _check_digest_count(path, self.array, digests)
         self.chunk_rows = int(self.array.chunks[0])
@@ -308,6 +364,8 @@ class SegmentReader:
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
         """Rows ``start:stop`` into ``out`` (or a new ``float32 [stop - start, cols]`` array)."""
+        if self._parts is not None:
+            return self._parts.read(start, stop, out, threads=threads)
         if not 0 <= start <= stop <= self.rows:
             raise IntegrityError(f"rows {start}:{stop} out of range for segment {str(self.path)!r} of {self.rows} rows")
         if out is None:
@@ -364,13 +422,13 @@ class SegmentReader:
 
 
 def iter_blocks(path: Path, rows: int, cols: int, block_rows: int, *, digests: Sequence[str] | None = None,
-                meta_digest: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                meta_digest: str | None = None, parts: Sequence[Any] = ()) -> Iterator[tuple[int, np.ndarray]]:
     """``(start, float32 [n, cols])`` blocks of at most ``block_rows`` rows covering the segment in order.
 
     Each block is a new array (a consumer may keep it); peak memory is what the consumer keeps
     plus one block.  Every chunk is checked against ``digests`` as it is read.
     """
-    reader = SegmentReader(path, rows, cols, digests=digests, meta_digest=meta_digest)
+    reader = SegmentReader(path, rows, cols, digests=digests, meta_digest=meta_digest, parts=parts)
     step = max(1, int(block_rows))
     for start in range(0, rows, step):
         yield start, reader.read(start, min(start + step, rows))

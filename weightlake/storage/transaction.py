@@ -50,15 +50,27 @@ class Transaction:
 
     # -- zoos ----------------------------------------------------------------------------
     def segment_writer(self, zoo: str, cols: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                       codec: str = "none") -> SegmentWriter:
-        """A writer for a new weight segment of ``zoo`` (rows are added later by :meth:`add_models`)."""
+                       codec: str = "none", spans: Sequence[tuple[int, int]] = (),
+                       rows_hint: int | None = None) -> Any:
+        """A writer for a new weight segment of ``zoo`` (rows are added later by :meth:`add_models`).
+
+        With tensor ``spans`` (``(start, size)`` per state_dict tensor), the segment uses the
+        ``tensors`` layout (:class:`~weightlake.storage.parts.PartsWriter`; ``rows_hint``: rows
+        expected, so small segments are not padded to whole 512-row chunks).
+        """
         rel = f"zoos/{tables.partition_value(zoo)}/weights/seg-{self._unique()}.zarr"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         self._written.append(path)
+        if spans:
+            from weightlake.storage.parts import PartsWriter
+
+            if codec != "none":
+                raise ValueError("the tensors layout is stored uncompressed")
+            return PartsWriter(path, cols, spans, rows_hint=rows_hint)
         return SegmentWriter(path, cols, chunk_rows=chunk_rows, codec=codec)
 
-    def add_models(self, zoo: str, arch: Architecture, meta: pl.DataFrame, segment: SegmentWriter) -> pl.DataFrame:
+    def add_models(self, zoo: str, arch: Architecture, meta: pl.DataFrame, segment: Any) -> pl.DataFrame:
         """Register ``segment``'s rows as new models of ``zoo`` with metadata ``meta`` (same order).
 
         Assigns ``model_id`` (stable, lake-wide, increasing) and ``zoo``; returns the metadata
@@ -77,7 +89,7 @@ class Transaction:
         files = tables.write_partitioned(meta, self.root, "models", MODEL_PARTITIONS, self._unique())
         self._track(files)
         seg = Segment(str(segment.path.relative_to(self.root)), first, rows, segment.cols,
-                      segment.chunk_digests, segment.meta_digest)
+                      segment.chunk_digests, segment.meta_digest, segment.layout, segment.parts)
         self._zoos[zoo] = replace(entry, segments=(*entry.segments, seg),
                                   model_files=(*entry.model_files, *files))
         self._next_id += rows
