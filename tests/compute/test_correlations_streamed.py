@@ -35,19 +35,8 @@ def _in_memory_reference(root: Path, by: list[str]) -> pl.DataFrame:
                      how="diagonal_relaxed")
 
 
-def assert_tables_equal(got: pl.DataFrame, want: pl.DataFrame, atol: float = 1e-12) -> None:
-    """Same rows in the same order; text and counts equal, floats within ``atol`` (NaN where NaN)."""
-    assert got.columns == want.columns and got.height == want.height
-    for col in got.columns:
-        a, b = got[col], want[col]
-        if a.dtype.is_float():
-            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=atol, equal_nan=True, err_msg=col)
-        else:
-            assert a.equals(b), col
-
-
 @pytest.mark.parametrize("by", [[], ["activation"]])
-def test_streamed_correlations_equal_the_in_memory_table(lake_copy: Path, by: list[str]) -> None:
+def test_streamed_correlations_equal_the_in_memory_table(lake_copy: Path, by: list[str], assert_same_table) -> None:
     want = _in_memory_reference(lake_copy, by)
     lake = wl.open_lake(lake_copy, memory="1MB")
     assert len(param_slices(lake.arch().n_params, 432, lake.memory)) > 5 and lake.block_rows() < 432  # many column passes, each over several blocks
@@ -59,7 +48,7 @@ def test_streamed_correlations_equal_the_in_memory_table(lake_copy: Path, by: li
     assert steps[-1][0] == steps[-1][1] > 5 and len(steps) == steps[-1][1]  # column passes, then aggregates
     got = wl.open_lake(lake_copy).table("correlations").collect().drop("snapshot", "zoo")
     assert report.rows == got.height == want.height
-    assert_tables_equal(got, want.select(got.columns))
+    assert_same_table(got, want.select(got.columns))
     # the q-values are per whole family, not per slice: the smallest p of the family has q = p * m
     fam = got.filter((pl.col("kind") == "param") & (pl.col("method") == "pearson") & pl.col("p").is_not_nan())
     if by:

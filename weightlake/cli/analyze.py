@@ -80,9 +80,13 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
                    "with `analyze correlation-figures`.")
 @click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only; n in the table counts them).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake). Same table as without it; draw figures afterwards "
+                   "with `analyze correlation-figures`.")
 @lake_option
 def correlations_cmd(zoo: str | None, against: str, by: str, features: str, methods: str, plot_dir: str | None,
-                     all_rows: bool, lake_dir: str) -> None:
+                     all_rows: bool, dask_address: str | None, lake_dir: str) -> None:
     """Correlations of parameters and layer aggregates with metadata -> table `correlations`.
 
     Pearson and Spearman with p-values, Benjamini-Hochberg q-values and Bonferroni, per
@@ -94,9 +98,25 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     Example:
       weightlake analyze correlations --zoo mnist-cnn-s --against accuracy,epoch --by layer,activation --plot out/
       weightlake query run top_accuracy_correlates --param zoo=mnist-cnn-s
+      weightlake analyze correlations --zoo mnist-cnn-s --dask local     # same table, on 2 local workers
+
+    The zoo is streamed under the memory budget ($WEIGHTLAKE_MEMORY): parameters are
+    correlated in column slices (one pass over the zoo each), aggregates block by block.
     """
     from weightlake.compute.analyses import analyze_correlations
 
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_correlations_dask
+
+        if plot_dir:
+            raise click.UsageError("--plot does not run on Dask; draw the figures after the run with "
+                                   "`weightlake analyze correlation-figures --plot DIR`")
+        with progress_bar(None, "analyze correlations (dask)", "tasks") as bar:
+            report = analyze_correlations_dask(lake_dir, address=dask_address, zoo=zoo, against=_list(against),
+                                               by=_list(by), features=features, methods=_list(methods),
+                                               all_rows=all_rows, progress=bar.callback)
+        click.echo(str(report))
+        return
     with progress_bar(None, "analyze correlations", "stages") as bar:
         report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
                                       methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
