@@ -352,3 +352,47 @@ def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, 
                                 alpha=alpha, pooling=pooling)
     for path in paths:
         click.echo(f"plot: {path}")
+
+
+# -- metrics over a scenario's pair table (weightlake.compute.pair_metrics) --------------------------
+@analyze.command("pair-metrics")
+@click.option("--scenario", required=True, help="A declared scenario (`weightlake scenario list`).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="One split (default: every split).")
+@click.option("--metrics", default="", help="Comma list of metrics, named as the wl_<name> SQL functions: mse, mae, "
+                                            "cosine, pearson, l2_norm_diff, nmse, w1, w2, kl, js, sliced_w, ... "
+                                            "(default: all but the slow ones; an unknown name lists them all).")
+@click.option("--per-layer", is_flag=True, help="Also one column per metric and layer (<metric>_<layer>).")
+@click.option("--include-slow", is_flag=True, help="Also Sinkhorn and Gromov-Wasserstein (seconds per pair).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake). Same table as without it.")
+@lake_option
+def pair_metrics_cmd(scenario: str, split: str | None, metrics: str, per_layer: bool, include_slow: bool,
+                     dask_address: str | None, lake_dir: str) -> None:
+    """Distances between the models of every pair of a scenario -> table `pair_metrics`.
+
+    Each pair names inputs a, b and the target; each couple is compared as (pred, ref):
+    a_b = (a, b), a_target = (a, target), b_target = (b, target), with the same metric
+    functions as the wl_* SQL functions. One row per pair x couple x metric (scenario,
+    split, pair_id, couple, pred_id, ref_id, metric, layer: null for the whole vector,
+    value); re-running one --split replaces that split only.
+
+    \b
+    Example:
+      weightlake analyze pair-metrics --scenario type1-m0 --split test --metrics mse,cosine,w1
+      weightlake sql "SELECT couple, metric, avg(value) FROM pair_metrics WHERE scenario = 'type1-m0'
+                      AND layer IS NULL GROUP BY ALL ORDER BY ALL"
+      weightlake analyze pair-metrics --scenario type1-m0 --dask local     # same table, on 2 local workers
+    """
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_pair_metrics_dask as run
+
+        extra = {"address": dask_address}
+    else:
+        from weightlake.compute.pair_metrics import analyze_pair_metrics as run
+
+        extra = {}
+    with progress_bar(None, "analyze pair-metrics" + (" (dask)" if dask_address else ""), "pairs") as bar:
+        report = run(lake_dir, scenario=scenario, split=split, metrics=_list(metrics) or None, per_layer=per_layer,
+                     include_slow=include_slow, progress=bar.callback, **extra)
+    click.echo(str(report))

@@ -85,17 +85,25 @@ def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
     return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, note
 
 
-def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int) -> int:
+def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int, *,
+            partition_by: Sequence[str] = ("zoo",), key: str | None = None) -> int:
+    """Commit ``df`` as the ``zoo`` part of ``table`` (column ``zoo`` added), ``params`` recorded under ``key``.
+
+    ``partition_by`` (default the zoo) names the columns whose partitions a re-run replaces;
+    a table of a scenario's pairs partitions by ``("scenario", "split")`` and records its
+    params under the scenario's name.
+    """
     from weightlake.storage.transaction import transaction
 
+    key = key or zoo
     with transaction(Path(lake_root)) as tx:
         if tx.parent.version != snapshot:
             raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
                              "run it again")
-        tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
-                     properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})
+        tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
+                     properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})
         return tx.commit({"op": f"analyze-{table}", "zoo": zoo,
-                          "summary": f"{table}: {df.height} rows for {zoo} from snapshot {snapshot}"}).version
+                          "summary": f"{table}: {df.height} rows for {key} from snapshot {snapshot}"}).version
 
 
 CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"}

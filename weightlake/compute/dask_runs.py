@@ -225,3 +225,38 @@ def _gather(client: Any, futures: Sequence[Any], progress: Callable[[int, int], 
         if progress is not None:
             progress(done, len(futures))
     return out
+
+
+def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: str = "local",
+                              split: str | None = None, metrics: Sequence[str] | None = None,
+                              per_layer: bool = False, include_slow: bool = False,
+                              progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+    """:func:`weightlake.compute.pair_metrics.analyze_pair_metrics` on a Dask cluster.
+
+    One task per block of :data:`~weightlake.compute.pair_metrics.PAIR_BLOCK` pairs: it reads
+    the rows of the models its pairs name from the store (only the chunks they touch) and
+    runs the same block function as the local run; the driver commits one table.
+    """
+    import weightlake as wl
+    from weightlake.compute.pair_metrics import (
+        PairMetricOptions,
+        commit_pair_metrics,
+        pair_block_metrics,
+        pair_frame,
+        pair_plan,
+    )
+
+    started = time.perf_counter()
+    options = PairMetricOptions(tuple(metrics) if metrics else None, per_layer, include_slow)
+    lake = wl.open_lake(lake_root)
+    plan = pair_plan(lake, scenario, split, options)
+    blocks = plan.blocks()
+    with dask_client(address) as client:
+        futures = [client.submit(pair_block_metrics, lake.location, plan.segments, plan.ids[b], plan.arch, options,
+                                 key=f"wl-pairs-{scenario}-{b.start}") for b in blocks]
+        columns = _gather(client, futures, progress and (lambda d, t: progress(blocks[d - 1].stop, len(plan.ids))))
+    parts = [pair_frame(plan, b, c) for b, c in zip(blocks, columns, strict=True)]
+    report = commit_pair_metrics(lake_root, lake, plan, options, parts, started,
+                                 "dask local" if address == "local" else "dask")
+    report.notes.append(f"ran on Dask ({address}): {len(blocks)} tasks of up to {blocks[0].stop} pairs")
+    return report

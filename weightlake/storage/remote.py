@@ -173,3 +173,32 @@ def read_part(location: Store, key: str, digest: str | None, partition_by: Seque
     parts = dict(p.split("=", 1) for p in key.split("/")[:-1] if "=" in p)
     frame = frame.with_columns(**{c: pl.lit(parts[c], dtype=pl.String) for c in partition_by if c in parts})
     return frame.to_pandas()
+
+
+def rows_by_id(location: Store, segments: Sequence[Segment], ids: np.ndarray) -> np.ndarray:
+    """Rows of model ``ids`` (any order) from a zoo's segments, reading and checking only the chunks they touch."""
+    from weightlake.errors import NoSuchModelError
+
+    ids = np.asarray(ids, dtype=np.int64)
+    cols = segments[0].cols if segments else 0
+    out = np.empty((ids.size, cols), dtype=np.float32)
+    found = np.zeros(ids.size, dtype=bool)
+    for seg in segments:
+        mask = (ids >= seg.first_id) & (ids < seg.first_id + seg.rows)
+        if mask.any():
+            out[mask] = _segment_rows(location, seg, ids[mask] - seg.first_id)
+            found |= mask
+    if not found.all():
+        raise NoSuchModelError(f"no model with id {int(ids[~found][0])} in the zoo's segments")
+    return out
+
+
+def _segment_rows(location: Store, seg: Segment, index: np.ndarray) -> np.ndarray:
+    if location.is_local:
+        from pathlib import Path
+
+        from weightlake.storage.tensors import read_rows as read_local
+
+        return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+    return read_rows(location, seg, index)
