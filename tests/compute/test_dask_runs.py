@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,28 @@ def test_correlations_on_a_local_cluster_equal_the_local_run(lake_copy: Path, as
     assert got.height == local.rows
     assert_same_table(got, want)
     assert '"engine": "dask local"' in lake.manifest.table("correlations").properties["params:mnist-cnn-s"]
+
+
+@pytest.mark.slow
+def test_topology_on_a_local_cluster_equals_the_local_run(lake_copy: Path, assert_same_table) -> None:
+    """Rows in the same order, diagrams and Betti curves equal (floats atol 1e-12; list columns exactly)."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.compute.topology import analyze_topology
+
+    pytest.importorskip("gudhi")
+    local = analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"], cubical=False)
+    lake = wl.open_lake(lake_copy)
+    want = lake.table("topology").collect().drop("snapshot")
+    want_params = json.loads(lake.manifest.table("topology").properties["params:mnist-cnn-s"])
+    result = CliRunner().invoke(main, ["analyze", "topology", "--zoo", "mnist-cnn-s", "--layers", "fc1,fc2",
+                                       "--no-cubical", "--dask", "local", "--lake", str(lake_copy)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and "one per stored chunk" in result.output, result.output
+    lake = wl.open_lake(lake_copy)
+    got = lake.table("topology").collect().drop("snapshot")
+    assert got.height == local.rows and got.height == 2 * local.models
+    assert_same_table(got, want)
+    params = json.loads(lake.manifest.table("topology").properties["params:mnist-cnn-s"])
+    assert params.pop("engine") == "dask local" and params == want_params

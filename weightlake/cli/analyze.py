@@ -131,9 +131,12 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
 @click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
 @click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake and have gudhi). Same table as without it.")
 @lake_option
 def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: bool, all_rows: bool,
-                 lake_dir: str) -> None:
+                 dask_address: str | None, lake_dir: str) -> None:
     """Persistent homology of every layer of every distinct model -> table `topology`.
 
     One row per model x layer, all independent of neuron order: Rips persistence of the
@@ -147,12 +150,19 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
       weightlake query run topology_by_activation --param zoo=mnist-cnn-s
       weightlake sql "SELECT m.activation, corr(t.h0_total_persistence, m.accuracy) FROM topology t
                       JOIN models m USING (model_id) WHERE t.layer = 'fc1' GROUP BY 1"
+      weightlake analyze topology --zoo mnist-cnn-s --dask local     # one task per stored chunk
     """
-    from weightlake.compute.topology import analyze_topology
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_topology_dask as run
 
-    with progress_bar(None, "analyze topology", "models") as bar:
-        report = analyze_topology(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
-                                  cubical=not no_cubical, all_rows=all_rows, progress=bar.callback)
+        extra = {"address": dask_address}
+    else:
+        from weightlake.compute.topology import analyze_topology as run
+
+        extra = {}
+    with progress_bar(None, "analyze topology" + (" (dask)" if dask_address else ""), "models") as bar:
+        report = run(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+                     cubical=not no_cubical, all_rows=all_rows, progress=bar.callback, **extra)
     click.echo(str(report))
 
 

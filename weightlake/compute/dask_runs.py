@@ -260,3 +260,56 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
                                  "dask local" if address == "local" else "dask")
     report.notes.append(f"ran on Dask ({address}): {len(blocks)} tasks of up to {blocks[0].stop} pairs")
     return report
+
+
+def _block_topology(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray, arch: Any,
+                    layers: Sequence[str] | None, h1: bool, cubical: bool) -> pl.DataFrame:
+    """One task: per-model, per-layer topology of the kept rows of one stored chunk, keyed by model id."""
+    from weightlake.analysis.topology import zoo_topology
+
+    frame = zoo_topology(read_block(location, seg, start, stop)[keep], arch, layers=layers, h1=h1, cubical=cubical)
+    ids = pl.Series(seg.first_id + start + keep.astype(np.int64))
+    return frame.with_columns(model_id=ids[frame["row"]]).drop("row")
+
+
+def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
+                          layers: Sequence[str] | None = None, h1: bool = True, cubical: bool = True,
+                          all_rows: bool = False, progress: Callable[[int, int], Any] | None = None) -> Any:
+    """:func:`weightlake.compute.topology.analyze_topology` on a Dask cluster.
+
+    One task per stored chunk runs the pure per-model function
+    (:func:`~weightlake.analysis.topology.zoo_topology`) on its kept rows; the driver
+    puts the Betti curves on one grid per layer over the whole zoo
+    (:func:`~weightlake.analysis.topology_diagrams.add_betti_curves`, as the local run does)
+    and commits table ``topology``.
+    """
+    import weightlake as wl
+    from weightlake.analysis.topology_diagrams import add_betti_curves
+    from weightlake.compute.topology import TopologyReport
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo = zoo or lake._only_zoo()
+    meta = lake.models(zoo).sort("model_id").collect()
+    if meta.height == 0:
+        raise QueryError(f"zoo {zoo!r} has no models")
+    ids = meta["model_id"].to_numpy()
+    chosen, _, _, _, note = _select_models(ids, np.empty((len(ids), 0), np.float32), meta, all_rows)
+    if all_rows:
+        note = f"{ids.size} rows (all rows counted, copies included)"
+    arch = lake.arch(zoo)
+    jobs = chunk_jobs(lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
+    with dask_client(address) as client:
+        futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical,
+                                 key=f"wl-topology-{seg.path}-{start}") for seg, start, stop, keep in jobs]
+        sizes = np.cumsum([len(k) for *_, k in jobs])
+        parts = _gather(client, futures, progress and (lambda d, t: progress(int(sizes[d - 1]), int(sizes[-1]))))
+    frame, grids = add_betti_curves(pl.concat(parts))
+    table = frame.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
+    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+              "models": int(chosen.size), "distinct_note": note, "betti_grids": grids,
+              "engine": "dask local" if address == "local" else "dask"}
+    version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
+    return TopologyReport("topology", zoo, table.height, int(chosen.size), version, time.perf_counter() - started,
+                          [note, f"ran on Dask ({address}): {len(jobs)} tasks, one per stored chunk"])
