@@ -258,3 +258,11 @@ def s3_lake_url(s3_endpoint: str) -> str:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty lake root on each store in turn: a local directory, then ``s3://<fresh bucket>/lake`` on moto."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("s3_lake_url")
