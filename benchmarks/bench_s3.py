@@ -103,7 +103,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stress", type=int, default=100, help="commits per writer on different tables")
     ap.add_argument("--spectra-labels", type=int, default=40, help="class subsets of the zoo the spectra run on")
+    ap.add_argument("--big-inits", type=int, default=0,
+                    help="also: spectra of a synthetic zoo of this many x 36,468 CNN-s models (9: 328,212) on a "
+                         "2-worker LocalCluster vs local, built in bench-data/ and deleted afterwards")
+    ap.add_argument("--only-big", action="store_true", help="run only the --big-inits and correlations parts")
     args = ap.parse_args()
+    if args.big_inits:
+        _big_spectra(args.big_inits, max(1, args.rounds - 1))
+        _correlations(args.spectra_labels, max(1, args.rounds - 1))
+        if args.only_big:
+            return
     import weightlake as wl
     from weightlake.compute.analyses import analyze_spectra
     from weightlake.compute.dask_runs import analyze_spectra_dask
@@ -154,6 +163,62 @@ def main() -> None:
         moto.terminate()
         moto.wait()
     print("load:", os.getloadavg())
+
+
+def _big_spectra(inits: int, rounds: int) -> None:
+    """Spectra of a synthetic zoo of ``inits`` x 36,468 models: local (streamed) vs a 2-worker LocalCluster."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_bounded import synthetic_lake
+
+    from weightlake.compute.analyses import analyze_spectra
+    from weightlake.compute.dask_runs import analyze_spectra_dask
+
+    data = Path(__file__).resolve().parent.parent / "bench-data"
+    print("load:", os.getloadavg(), flush=True)
+    started = time.perf_counter()
+    root = synthetic_lake(inits, data)
+    print(f"big zoo built in {time.perf_counter() - started:.0f} s at {root}", flush=True)
+    try:
+        times: dict[str, list[float]] = {"local": [], "dask": []}
+        for _ in range(rounds):  # alternate baseline and contender round by round
+            times["local"].append(_timed(lambda: analyze_spectra(root, zoo="mnist-cnn-s")))
+            print("  local", f"{times['local'][-1]:.1f} s", "load:", os.getloadavg(), flush=True)
+            times["dask"].append(_timed(lambda: analyze_spectra_dask(root, address="local", zoo="mnist-cnn-s")))
+            print("  dask ", f"{times['dask'][-1]:.1f} s", "load:", os.getloadavg(), flush=True)
+        import weightlake as wl
+
+        n = wl.open_lake(root).table("spectra").collect()["model_id"].n_unique()
+        lo, da = min(times["local"]), min(times["dask"])
+        print(f"spectra of {n} distinct models: local {lo:.1f} s ({n / lo:.0f} models/s), 2-worker LocalCluster "
+              f"{da:.1f} s ({n / da:.0f} models/s), dask/local {da / lo:.2f}x (best of {rounds})", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        print("deleted", root, "load:", os.getloadavg(), flush=True)
+
+
+def _correlations(labels: int, rounds: int) -> None:
+    """analyze correlations (parameters and aggregates, Pearson and Spearman) local vs a 2-worker LocalCluster."""
+    from weightlake.compute.analyses import analyze_correlations
+    from weightlake.compute.dask_runs import analyze_correlations_dask
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        csv_path = Path(tmp) / "zoo.csv"
+        n = write_synthetic_csv(csv_path, labels=all_labels()[:labels], seed=2)
+        root = str(Path(tmp) / "lake")
+        ingest_csv(root, csv_path, zoo="z", init="kaiming_uniform")
+        opts = {"zoo": "z", "against": ["accuracy", "epoch", "activation"]}
+        times: dict[str, list[float]] = {"local": [], "dask": []}
+        for _ in range(rounds):
+            times["local"].append(_timed(lambda: analyze_correlations(root, **opts)))
+            times["dask"].append(_timed(lambda: analyze_correlations_dask(root, address="local", **opts)))
+        lo, da = min(times["local"]), min(times["dask"])
+        print(f"correlations of {n} rows (params + aggregates, pearson + spearman): local {lo:.1f} s, 2-worker "
+              f"LocalCluster {da:.1f} s, dask/local {da / lo:.2f}x (best of {rounds}); load: {os.getloadavg()}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -304,3 +304,10 @@ def bounded_lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ingest_csv(root, base / f"z{i}.csv", zoo="mnist-cnn-s", init=init)
     declare_scenario(root, "s", zoo="mnist-cnn-s", digits="0-4", sizes="2-3", overlap="0-1")
     return root
+
+@pytest.fixture(params=["local", "s3"])
+def store_lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty lake root on each store in turn: a local directory, then ``s3://<fresh bucket>/lake`` on moto."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("s3_lake_url")

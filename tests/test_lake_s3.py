@@ -20,11 +20,10 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture(params=["local", "s3"])
-def lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "lake")
-    return request.getfixturevalue("s3_lake_url")
+@pytest.fixture()
+def lake_url(store_lake_url: str) -> str:
+    """The lake root on each store in turn (conftest's ``store_lake_url``)."""
+    return store_lake_url
 
 
 def test_ingest_sql_and_reads_agree_with_the_local_lake(lake_url: str, small_csv: Path, small_lake_dir: Path) -> None:

@@ -365,10 +365,13 @@ class Lake:
         entry = self.manifest.zoo(zoo)
         step = max(1, int(block_rows or self.block_rows(zoo)))
         cached = self._cache.get(f"zoo:{zoo}")
-        if cached is not None or not self.location.is_local:  # object stores: decoded whole for now
+        if cached is not None:
             ids, rows = self.zoo_weights(zoo)
             for start in range(0, len(ids), step):
                 yield ids[start:start + step], rows[start:start + step]
+            return
+        if not self.location.is_local:  # object stores: block by block, each block's chunks fetched concurrently
+            yield from remote.iter_blocks(self.location, entry.segments, step)
             return
         yield from _coalesce(self.root, entry.segments, step)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,51 @@ def test_to_dask_frame_matches_the_metadata(lake_copy: Path) -> None:
     assert got["model_id"].tolist() == want["model_id"].to_list()
     assert got["activation"].tolist() == want["activation"].to_list()
     assert got["accuracy"].tolist() == pytest.approx(want["accuracy"].to_list())
+
+
+@pytest.mark.slow
+def test_correlations_on_a_local_cluster_equal_the_local_run(lake_copy: Path, assert_same_table) -> None:
+    """Same rows in the same order; floats within 1e-12 absolute (NaN where NaN); the CLI says it ran on Dask."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.compute.analyses import analyze_correlations
+
+    opts = {"zoo": "mnist-cnn-s", "against": ["accuracy", "epoch", "activation"], "by": ["activation"]}
+    local = analyze_correlations(lake_copy, **opts)
+    want = wl.open_lake(lake_copy).table("correlations").collect().drop("snapshot")
+    result = CliRunner().invoke(main, ["analyze", "correlations", "--zoo", "mnist-cnn-s", "--against",
+                                       "accuracy,epoch,activation", "--by", "activation", "--dask", "local",
+                                       "--lake", str(lake_copy)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "ran on Dask (local)" in result.output and "parameter slices" in result.output
+    lake = wl.open_lake(lake_copy)
+    got = lake.table("correlations").collect().drop("snapshot")
+    assert got.height == local.rows
+    assert_same_table(got, want)
+    assert '"engine": "dask local"' in lake.manifest.table("correlations").properties["params:mnist-cnn-s"]
+
+
+@pytest.mark.slow
+def test_topology_on_a_local_cluster_equals_the_local_run(lake_copy: Path, assert_same_table) -> None:
+    """Rows in the same order, diagrams and Betti curves equal (floats atol 1e-12; list columns exactly)."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.compute.topology import analyze_topology
+
+    pytest.importorskip("gudhi")
+    local = analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"], cubical=False)
+    lake = wl.open_lake(lake_copy)
+    want = lake.table("topology").collect().drop("snapshot")
+    want_params = json.loads(lake.manifest.table("topology").properties["params:mnist-cnn-s"])
+    result = CliRunner().invoke(main, ["analyze", "topology", "--zoo", "mnist-cnn-s", "--layers", "fc1,fc2",
+                                       "--no-cubical", "--dask", "local", "--lake", str(lake_copy)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and "one per stored chunk" in result.output, result.output
+    lake = wl.open_lake(lake_copy)
+    got = lake.table("topology").collect().drop("snapshot")
+    assert got.height == local.rows and got.height == 2 * local.models
+    assert_same_table(got, want)
+    params = json.loads(lake.manifest.table("topology").properties["params:mnist-cnn-s"])
+    assert params.pop("engine") == "dask local" and params == want_params

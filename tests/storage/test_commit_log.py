@@ -18,11 +18,10 @@ from weightlake.storage.transaction import Transaction, transaction
 WRITER = Path(__file__).with_name("_race_writer.py")
 
 
-@pytest.fixture(params=["local", "s3"])
-def lake_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "lake")
-    return request.getfixturevalue("s3_lake_url")
+@pytest.fixture()
+def lake_root(store_lake_url: str) -> str:
+    """The lake root on each store in turn (conftest's ``store_lake_url``)."""
+    return store_lake_url
 
 
 def _table_tx(root: str, name: str) -> Transaction:

@@ -80,9 +80,13 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
                    "with `analyze correlation-figures`.")
 @click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only; n in the table counts them).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake). Same table as without it; draw figures afterwards "
+                   "with `analyze correlation-figures`.")
 @lake_option
 def correlations_cmd(zoo: str | None, against: str, by: str, features: str, methods: str, plot_dir: str | None,
-                     all_rows: bool, lake_dir: str) -> None:
+                     all_rows: bool, dask_address: str | None, lake_dir: str) -> None:
     """Correlations of parameters and layer aggregates with metadata -> table `correlations`.
 
     Pearson and Spearman with p-values, Benjamini-Hochberg q-values and Bonferroni, per
@@ -94,9 +98,25 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     Example:
       weightlake analyze correlations --zoo mnist-cnn-s --against accuracy,epoch --by layer,activation --plot out/
       weightlake query run top_accuracy_correlates --param zoo=mnist-cnn-s
+      weightlake analyze correlations --zoo mnist-cnn-s --dask local     # same table, on 2 local workers
+
+    The zoo is streamed under the memory budget ($WEIGHTLAKE_MEMORY): parameters are
+    correlated in column slices (one pass over the zoo each), aggregates block by block.
     """
     from weightlake.compute.analyses import analyze_correlations
 
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_correlations_dask
+
+        if plot_dir:
+            raise click.UsageError("--plot does not run on Dask; draw the figures after the run with "
+                                   "`weightlake analyze correlation-figures --plot DIR`")
+        with progress_bar(None, "analyze correlations (dask)", "tasks") as bar:
+            report = analyze_correlations_dask(lake_dir, address=dask_address, zoo=zoo, against=_list(against),
+                                               by=_list(by), features=features, methods=_list(methods),
+                                               all_rows=all_rows, progress=bar.callback)
+        click.echo(str(report))
+        return
     with progress_bar(None, "analyze correlations", "stages") as bar:
         report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
                                       methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
@@ -111,9 +131,12 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
 @click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
 @click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake and have gudhi). Same table as without it.")
 @lake_option
 def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: bool, all_rows: bool,
-                 lake_dir: str) -> None:
+                 dask_address: str | None, lake_dir: str) -> None:
     """Persistent homology of every layer of every distinct model -> table `topology`.
 
     One row per model x layer, all independent of neuron order: Rips persistence of the
@@ -127,12 +150,19 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
       weightlake query run topology_by_activation --param zoo=mnist-cnn-s
       weightlake sql "SELECT m.activation, corr(t.h0_total_persistence, m.accuracy) FROM topology t
                       JOIN models m USING (model_id) WHERE t.layer = 'fc1' GROUP BY 1"
+      weightlake analyze topology --zoo mnist-cnn-s --dask local     # one task per stored chunk
     """
-    from weightlake.compute.topology import analyze_topology
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_topology_dask as run
 
-    with progress_bar(None, "analyze topology", "models") as bar:
-        report = analyze_topology(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
-                                  cubical=not no_cubical, all_rows=all_rows, progress=bar.callback)
+        extra = {"address": dask_address}
+    else:
+        from weightlake.compute.topology import analyze_topology as run
+
+        extra = {}
+    with progress_bar(None, "analyze topology" + (" (dask)" if dask_address else ""), "models") as bar:
+        report = run(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+                     cubical=not no_cubical, all_rows=all_rows, progress=bar.callback, **extra)
     click.echo(str(report))
 
 
@@ -332,3 +362,47 @@ def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, 
                                 alpha=alpha, pooling=pooling)
     for path in paths:
         click.echo(f"plot: {path}")
+
+
+# -- metrics over a scenario's pair table (weightlake.compute.pair_metrics) --------------------------
+@analyze.command("pair-metrics")
+@click.option("--scenario", required=True, help="A declared scenario (`weightlake scenario list`).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="One split (default: every split).")
+@click.option("--metrics", default="", help="Comma list of metrics, named as the wl_<name> SQL functions: mse, mae, "
+                                            "cosine, pearson, l2_norm_diff, nmse, w1, w2, kl, js, sliced_w, ... "
+                                            "(default: all but the slow ones; an unknown name lists them all).")
+@click.option("--per-layer", is_flag=True, help="Also one column per metric and layer (<metric>_<layer>).")
+@click.option("--include-slow", is_flag=True, help="Also Sinkhorn and Gromov-Wasserstein (seconds per pair).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
+                   "scheduler (its workers must reach the lake). Same table as without it.")
+@lake_option
+def pair_metrics_cmd(scenario: str, split: str | None, metrics: str, per_layer: bool, include_slow: bool,
+                     dask_address: str | None, lake_dir: str) -> None:
+    """Distances between the models of every pair of a scenario -> table `pair_metrics`.
+
+    Each pair names inputs a, b and the target; each couple is compared as (pred, ref):
+    a_b = (a, b), a_target = (a, target), b_target = (b, target), with the same metric
+    functions as the wl_* SQL functions. One row per pair x couple x metric (scenario,
+    split, pair_id, couple, pred_id, ref_id, metric, layer: null for the whole vector,
+    value); re-running one --split replaces that split only.
+
+    \b
+    Example:
+      weightlake analyze pair-metrics --scenario type1-m0 --split test --metrics mse,cosine,w1
+      weightlake sql "SELECT couple, metric, avg(value) FROM pair_metrics WHERE scenario = 'type1-m0'
+                      AND layer IS NULL GROUP BY ALL ORDER BY ALL"
+      weightlake analyze pair-metrics --scenario type1-m0 --dask local     # same table, on 2 local workers
+    """
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_pair_metrics_dask as run
+
+        extra = {"address": dask_address}
+    else:
+        from weightlake.compute.pair_metrics import analyze_pair_metrics as run
+
+        extra = {}
+    with progress_bar(None, "analyze pair-metrics" + (" (dask)" if dask_address else ""), "pairs") as bar:
+        report = run(lake_dir, scenario=scenario, split=split, metrics=_list(metrics) or None, per_layer=per_layer,
+                     include_slow=include_slow, progress=bar.callback, **extra)
+    click.echo(str(report))

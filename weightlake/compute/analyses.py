@@ -85,17 +85,25 @@ def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
     return ids[keep], rows[keep], meta.filter(pl.Series(keep)), used, note
 
 
-def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int) -> int:
+def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int, *,
+            partition_by: Sequence[str] = ("zoo",), key: str | None = None) -> int:
+    """Commit ``df`` as the ``zoo`` part of ``table`` (column ``zoo`` added), ``params`` recorded under ``key``.
+
+    ``partition_by`` (default the zoo) names the columns whose partitions a re-run replaces;
+    a table of a scenario's pairs partitions by ``("scenario", "split")`` and records its
+    params under the scenario's name.
+    """
     from weightlake.storage.transaction import transaction
 
+    key = key or zoo
     with transaction(Path(lake_root)) as tx:
         if tx.parent.version != snapshot:
             raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
                              "run it again")
-        tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
-                     properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})
+        tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
+                     properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})
         return tx.commit({"op": f"analyze-{table}", "zoo": zoo,
-                          "summary": f"{table}: {df.height} rows for {zoo} from snapshot {snapshot}"}).version
+                          "summary": f"{table}: {df.height} rows for {key} from snapshot {snapshot}"}).version
 
 
 CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"}
@@ -189,54 +197,211 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                          against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes", "n_classes"),
                          by: Sequence[str] = (), features: str = "both", methods: Sequence[str] = ("pearson", "spearman"),
                          plot_dir: Path | str | None = None, all_rows: bool = False,
-                         progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+                         progress: Callable[[int, int], Any] | None = None,
+                         memory: str | int | None = None) -> AnalysisReport:
     """Parameters and per-layer aggregates against metadata -> table ``correlations``.
 
     ``by`` names metadata columns to group by (``layer`` is accepted and is always a result
     column).  With ``plot_dir``, heatmaps are written there as PNG (parameters x metadata with
     layer boundaries, and the parameter x parameter matrix of the whole network).  Distinct
     models only by default (each test's ``n`` counts them); ``all_rows=True`` counts every
-    row, fallback copies included.  ``progress(done, total)`` counts the stages (parameters,
-    aggregates, plots) as they finish.
+    row, fallback copies included.  ``progress(done, total)`` counts the steps (passes over
+    the zoo, the aggregate statistics, plots) as they finish.
+
+    Weights are streamed (:meth:`Lake.iter_weights`) under the memory budget ``memory``
+    (default ``$WEIGHTLAKE_MEMORY``): the per-model aggregates are computed block by block
+    and correlated once; the parameters are correlated in column slices of at most half
+    the budget (one pass over the zoo per slice), whose q-values and Bonferroni
+    adjustments are then taken over each whole family, so the table equals the one the
+    whole zoo in memory gives.
     """
     import weightlake as wl
-    from weightlake.analysis import correlations as corr
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
-    zoo, ids, rows, meta = _zoo_rows(lake, zoo)
-    ids, rows, meta, models, note = _select_models(ids, rows, meta, all_rows)
-    arch = lake.arch(zoo)
+    lake = wl.open_lake(lake_root, memory=memory)
+    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
+    slices = param_slices(plan.arch.n_params, plan.n_used, lake.memory) if plan.params else []
+    total = len(slices) + plan.aggregates + bool(plot_dir)
+    step = _Steps(progress, max(total, 1))
+    parts, aggregates, whole = [], [], None
+    for i, (lo, hi) in enumerate(slices or ([(0, 0)] if plan.aggregates else [])):
+        x, aggs = _stream_pass(lake, plan, lo, hi, with_aggregates=plan.aggregates and i == 0)
+        aggregates.extend(aggs)
+        if hi > lo:
+            parts.append(param_slice_correlations(x, plan, lo, hi))
+            whole = x if (lo, hi) == (0, plan.arch.n_params) else None
+            step()
+    table = assemble_correlations(plan, parts, aggregates)
+    if plan.aggregates:
+        step()
+    table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    units = "rows (all_rows)" if all_rows else "distinct models"
+    notes = [plan.note]
+    plots: list[str] = []
+    if plot_dir:
+        rows, sample_note = _plot_rows(lake, plan, whole)
+        notes += [sample_note] if sample_note else []
+        plots = _correlation_plots(table, rows, plan.arch, Path(plot_dir), plan.zoo, units)
+        step()
+    version = _commit(Path(lake_root), "correlations", table, plan.zoo, plan.params_entry(), lake.snapshot)
+    return AnalysisReport("correlations", plan.zoo, table.height, version, time.perf_counter() - started, plots,
+                          notes=notes, n_models=plan.n_selected)
+
+
+@dataclass
+class CorrelationPlan:
+    """What :func:`analyze_correlations` correlates: the zoo, the rows used, the metadata frame and options."""
+
+    zoo: str
+    arch: Any
+    mask: np.ndarray
+    """Over the zoo's weight rows (:meth:`Lake.zoo_ids` order): rows correlated."""
+    frame: pl.DataFrame
+    options: dict[str, Any]
+    params: bool
+    aggregates: bool
+    note: str
+    record: dict[str, Any]
+    n_selected: int
+
+    @property
+    def n_used(self) -> int:
+        return int(self.mask.sum())
+
+    def params_entry(self) -> dict[str, Any]:
+        return self.record
+
+
+def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Sequence[str], features: str,
+                     methods: Sequence[str], all_rows: bool) -> CorrelationPlan:
+    """Check the options against the zoo's metadata and choose the rows (distinct models with an accuracy)."""
+    zoo, _, meta = _zoo_meta(lake, zoo)
+    keep, models, note = _selection(meta, all_rows)
     group_by = [b for b in by if b != "layer"]
     missing = [c for c in [*against, *group_by] if c not in meta.columns]
     if missing:
         raise QueryError(f"unknown metadata column(s) {missing}; models have {meta.columns}")
-    if meta["accuracy"].null_count() and "accuracy" in against:
-        keep = meta["accuracy"].is_not_null().to_numpy()
-        rows, meta = rows[keep], meta.filter(pl.Series(keep))
-    frame = meta.select(*dict.fromkeys([*against, *group_by]))
-    opts: dict[str, Any] = {"columns": list(against), "methods": list(methods), "group_by": group_by or None}
-    stages = [(kind, fn) for kind, fn, wanted in (("param", corr.param_correlations, ("params", "both")),
-                                                  ("aggregate", corr.aggregate_correlations, ("aggregates", "both")))
-              if features in wanted]
-    if not stages:
+    if features not in ("params", "aggregates", "both"):
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
-    total = len(stages) + bool(plot_dir)
-    parts = []
-    for done, (kind, fn) in enumerate(stages, 1):
-        parts.append(fn(rows, frame, arch, **opts).with_columns(kind=pl.lit(kind)))
-        if progress is not None:
-            progress(done, total)
-    table = pl.concat(parts, how="diagonal_relaxed").with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
-    units = "rows (all_rows)" if all_rows else "distinct models"
-    plots = _correlation_plots(table, rows, arch, Path(plot_dir), zoo, units) if plot_dir else []
-    if progress is not None and plot_dir:
-        progress(total, total)
-    params = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
+    selected = int(keep.sum())
+    if "accuracy" in against and meta["accuracy"].filter(pl.Series(keep)).null_count():
+        keep = keep & meta["accuracy"].is_not_null().to_numpy()
+    frame = meta.filter(pl.Series(keep)).select(*dict.fromkeys([*against, *group_by]))
+    record = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
               "models": models}
-    version = _commit(Path(lake_root), "correlations", table, zoo, params, lake.snapshot)
-    return AnalysisReport("correlations", zoo, table.height, version, time.perf_counter() - started, plots,
-                          notes=[note], n_models=len(ids))
+    return CorrelationPlan(zoo, lake.arch(zoo), keep, frame,
+                           {"columns": list(against), "methods": list(methods), "group_by": group_by or None},
+                           features in ("params", "both"), features in ("aggregates", "both"), note, record,
+                           selected)
+
+
+def param_slices(n_params: int, n_rows: int, memory: int) -> list[tuple[int, int]]:
+    """Column ranges ``[lo, hi)`` of the parameters, each ``[n_rows, hi - lo]`` float32 within half of ``memory``."""
+    width = max(1, min(n_params, memory // 2 // max(1, 4 * n_rows)))
+    return [(lo, min(lo + width, n_params)) for lo in range(0, n_params, width)]
+
+
+def _stream_pass(lake: Any, plan: CorrelationPlan, lo: int, hi: int,
+                 with_aggregates: bool) -> tuple[np.ndarray, list[pl.DataFrame]]:
+    """One pass over the zoo: the used rows' parameters ``lo:hi`` and (first pass) their aggregates per block."""
+    from weightlake.analysis.correlations import layer_aggregates
+
+    x = np.empty((plan.n_used, hi - lo), dtype=np.float32)
+    aggs, at, fill = [], 0, 0
+    for ids, block in lake.iter_weights(plan.zoo):
+        mask = plan.mask[at:at + len(ids)]
+        at += len(ids)
+        rows = block if mask.all() else block[mask]
+        x[fill:fill + len(rows)] = rows[:, lo:hi]
+        fill += len(rows)
+        if with_aggregates and len(rows):
+            aggs.append(layer_aggregates(rows, plan.arch))
+    return x, aggs
+
+
+def param_slice_correlations(x: np.ndarray, plan: CorrelationPlan, lo: int, hi: int) -> pl.DataFrame:
+    """:func:`~weightlake.analysis.correlations.correlate` of parameters ``lo:hi`` (``x``, the used rows) with
+    the metadata, labelled as :func:`~weightlake.analysis.correlations.param_correlations` labels them;
+    q-values and Bonferroni are per slice until :func:`assemble_correlations` redoes them per family."""
+    from weightlake.analysis.correlations import correlate
+
+    arch = plan.arch
+    layer_of = np.asarray(arch.layer_names, dtype=object)[arch.param_layer_index()]
+    return correlate(x, plan.frame, feature_names=arch.csv_columns()[lo:hi], layers=list(layer_of[lo:hi]),
+                     params=list(range(lo, hi)), **plan.options)
+
+
+def assemble_correlations(plan: CorrelationPlan, param_parts: Sequence[pl.DataFrame],
+                          aggregate_blocks: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """The ``correlations`` table from parameter slices (in column order) and per-block aggregates (in row order).
+
+    The aggregates are correlated here, once, over all rows; the slices' q-values and
+    Bonferroni p-values are recomputed over each family (group x method, every parameter),
+    as one call over all parameters computes them.
+    """
+    from weightlake.analysis.correlations import correlate
+
+    parts = []
+    if plan.params:
+        parts.append(_adjust_families([p for p in param_parts if p.height], plan).with_columns(kind=pl.lit("param")))
+    if plan.aggregates:
+        aggs = pl.concat(aggregate_blocks) if aggregate_blocks else _empty_aggregates(plan.arch)
+        layers = [c.split(".", 1)[0] for c in aggs.columns]
+        parts.append(correlate(aggs, plan.frame, layers=layers, **plan.options).with_columns(kind=pl.lit("aggregate")))
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def _adjust_families(parts: Sequence[pl.DataFrame], plan: CorrelationPlan) -> pl.DataFrame:
+    from weightlake.analysis.correlations import bh_qvalues, bonferroni
+
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return pl.DataFrame()
+    keys = [*(plan.options["group_by"] or []), "method"]
+    split = [p.partition_by(keys, maintain_order=True, as_dict=True) for p in parts]
+    families = []
+    for key in split[0]:
+        family = pl.concat([s[key] for s in split])
+        p = family["p"].to_numpy()
+        families.append(family.with_columns(q=pl.Series(bh_qvalues(p)), p_bonferroni=pl.Series(bonferroni(p))))
+    return pl.concat(families)
+
+
+def _empty_aggregates(arch: Any) -> pl.DataFrame:
+    from weightlake.analysis.correlations import layer_aggregates
+
+    return layer_aggregates(np.zeros((1, arch.n_params), dtype=np.float32), arch).clear()
+
+
+def _plot_rows(lake: Any, plan: CorrelationPlan, whole: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """Rows for the parameter x parameter figure: all used rows, or a seeded sample that fits half the budget."""
+    if whole is not None:
+        return whole, ""
+    fit = max(2, lake.memory // 2 // (4 * plan.arch.n_params))
+    mask = plan.mask.copy()
+    if fit < plan.n_used:
+        used = np.flatnonzero(mask)
+        mask[:] = False
+        mask[np.sort(np.random.default_rng(0).choice(used, size=fit, replace=False))] = True
+    sample = CorrelationPlan(**{**plan.__dict__, "mask": mask})
+    x, _ = _stream_pass(lake, sample, 0, plan.arch.n_params, with_aggregates=False)
+    if fit >= plan.n_used:
+        return x, ""
+    return x, (f"parameter x parameter figure from a seeded sample of {fit} of the {plan.n_used} models "
+               "(the zoo exceeds half the memory budget)")
+
+
+class _Steps:
+    """``progress(done, total)`` one step at a time."""
+
+    def __init__(self, progress: Callable[[int, int], Any] | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str,

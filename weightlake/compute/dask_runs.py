@@ -25,7 +25,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.compute.analyses import CONVENTIONS, AnalysisReport, _commit, _select_models
+from weightlake.compute.analyses import (
+    CONVENTIONS,
+    AnalysisReport,
+    CorrelationPlan,
+    _commit,
+    _select_models,
+    assemble_correlations,
+    correlation_plan,
+    param_slice_correlations,
+    param_slices,
+)
 from weightlake.errors import QueryError
 from weightlake.storage.remote import chunk_rows, read_block
 from weightlake.storage.snapshot import Segment
@@ -123,3 +133,183 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
     return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started,
                           notes=[note, f"ran on Dask ({address}): {len(jobs)} tasks, one per stored chunk"],
                           n_models=len(chosen))
+
+
+Job = tuple[Segment, int, int, np.ndarray]
+"""One stored chunk: ``(segment, start row, stop row, kept rows of the chunk)``."""
+
+
+def chunk_jobs(segments: Sequence[Segment], mask: np.ndarray) -> list[Job]:
+    """The stored chunks holding rows that ``mask`` (over the zoo's weight rows, in segment order) keeps."""
+    jobs, at = [], 0
+    for seg in segments:
+        step = chunk_rows(seg)
+        for start in range(0, seg.rows, step):
+            stop = min(start + step, seg.rows)
+            keep = np.flatnonzero(mask[at + start:at + stop])
+            if keep.size:
+                jobs.append((seg, start, stop, keep))
+        at += seg.rows
+    return jobs
+
+
+def _block_aggregates(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray,
+                      arch: Any) -> pl.DataFrame:
+    """One task: the per-layer aggregates of the kept rows of one stored chunk (in row order)."""
+    from weightlake.analysis.correlations import layer_aggregates
+
+    return layer_aggregates(read_block(location, seg, start, stop)[keep], arch)
+
+
+def _slice_task(location: Store, jobs: Sequence[Job], plan: CorrelationPlan, lo: int, hi: int) -> pl.DataFrame:
+    """One task: parameters ``lo:hi`` of every used row, read chunk by chunk, correlated with the metadata."""
+    x = np.empty((plan.n_used, hi - lo), dtype=np.float32)
+    fill = 0
+    for seg, start, stop, keep in jobs:
+        x[fill:fill + len(keep)] = read_block(location, seg, start, stop)[keep, lo:hi]
+        fill += len(keep)
+    return param_slice_correlations(x, plan, lo, hi)
+
+
+def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
+                              against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes",
+                                                        "n_classes"),
+                              by: Sequence[str] = (), features: str = "both",
+                              methods: Sequence[str] = ("pearson", "spearman"), all_rows: bool = False,
+                              progress: Callable[[int, int], Any] | None = None,
+                              memory: str | int | None = None) -> AnalysisReport:
+    """:func:`weightlake.compute.analyses.analyze_correlations` (without plots) on a Dask cluster.
+
+    The per-model aggregates run one task per stored chunk; the parameters one task per
+    column slice (each reads the used rows chunk by chunk and keeps its columns, at most
+    half the budget ``memory``, and at least one slice per worker thread).  The driver
+    correlates the aggregates once and redoes the q-values per family, exactly as the
+    local run (:func:`~weightlake.compute.analyses.assemble_correlations`), and commits
+    table ``correlations``; its params record the engine.
+    """
+    import weightlake as wl
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root, memory=memory)
+    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
+    jobs = chunk_jobs(lake.manifest.zoo(plan.zoo).segments, plan.mask)
+    with dask_client(address) as client:
+        threads = max(1, sum(client.nthreads().values()))
+        n_params = plan.arch.n_params
+        slices = param_slices(n_params, plan.n_used, min(lake.memory, 2 * 4 * plan.n_used * -(-n_params // threads)))
+        slice_futures = [client.submit(_slice_task, lake.location, jobs, plan, lo, hi, key=f"wl-corr-{lo}-{hi}")
+                         for lo, hi in slices] if plan.params else []
+        agg_futures = [client.submit(_block_aggregates, lake.location, seg, start, stop, keep, plan.arch,
+                                     key=f"wl-aggs-{seg.path}-{start}")
+                       for seg, start, stop, keep in jobs] if plan.aggregates else []
+        results = _gather(client, [*slice_futures, *agg_futures], progress)
+    parts, aggregates = results[:len(slice_futures)], results[len(slice_futures):]
+    table = assemble_correlations(plan, parts, aggregates)
+    table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    params = {**plan.params_entry(), "engine": "dask local" if address == "local" else "dask"}
+    version = _commit(Path(lake_root), "correlations", table, plan.zoo, params, lake.snapshot)
+    return AnalysisReport("correlations", plan.zoo, table.height, version, time.perf_counter() - started,
+                          notes=[plan.note, f"ran on Dask ({address}): {len(slice_futures)} parameter slices, "
+                                            f"{len(agg_futures)} aggregate tasks (one per stored chunk)"],
+                          n_models=plan.n_selected)
+
+
+def _gather(client: Any, futures: Sequence[Any], progress: Callable[[int, int], Any] | None) -> list[Any]:
+    """Results in the order of ``futures``, reporting each one as it finishes."""
+    from distributed import as_completed
+
+    index = {f.key: i for i, f in enumerate(futures)}
+    out: list[Any] = [None] * len(futures)
+    for done, future in enumerate(as_completed(futures), 1):
+        out[index[future.key]] = future.result()
+        if progress is not None:
+            progress(done, len(futures))
+    return out
+
+
+def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: str = "local",
+                              split: str | None = None, metrics: Sequence[str] | None = None,
+                              per_layer: bool = False, include_slow: bool = False,
+                              progress: Callable[[int, int], Any] | None = None) -> AnalysisReport:
+    """:func:`weightlake.compute.pair_metrics.analyze_pair_metrics` on a Dask cluster.
+
+    One task per block of :data:`~weightlake.compute.pair_metrics.PAIR_BLOCK` pairs: it reads
+    the rows of the models its pairs name from the store (only the chunks they touch) and
+    runs the same block function as the local run; the driver commits one table.
+    """
+    import weightlake as wl
+    from weightlake.compute.pair_metrics import (
+        PairMetricOptions,
+        commit_pair_metrics,
+        pair_block_metrics,
+        pair_frame,
+        pair_plan,
+    )
+
+    started = time.perf_counter()
+    options = PairMetricOptions(tuple(metrics) if metrics else None, per_layer, include_slow)
+    lake = wl.open_lake(lake_root)
+    plan = pair_plan(lake, scenario, split, options)
+    blocks = plan.blocks()
+    with dask_client(address) as client:
+        futures = [client.submit(pair_block_metrics, lake.location, plan.segments, plan.ids[b], plan.arch, options,
+                                 key=f"wl-pairs-{scenario}-{b.start}") for b in blocks]
+        columns = _gather(client, futures, progress and (lambda d, t: progress(blocks[d - 1].stop, len(plan.ids))))
+    parts = [pair_frame(plan, b, c) for b, c in zip(blocks, columns, strict=True)]
+    report = commit_pair_metrics(lake_root, lake, plan, options, parts, started,
+                                 "dask local" if address == "local" else "dask")
+    report.notes.append(f"ran on Dask ({address}): {len(blocks)} tasks of up to {blocks[0].stop} pairs")
+    return report
+
+
+def _block_topology(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray, arch: Any,
+                    layers: Sequence[str] | None, h1: bool, cubical: bool) -> pl.DataFrame:
+    """One task: per-model, per-layer topology of the kept rows of one stored chunk, keyed by model id."""
+    from weightlake.analysis.topology import zoo_topology
+
+    frame = zoo_topology(read_block(location, seg, start, stop)[keep], arch, layers=layers, h1=h1, cubical=cubical)
+    ids = pl.Series(seg.first_id + start + keep.astype(np.int64))
+    return frame.with_columns(model_id=ids[frame["row"]]).drop("row")
+
+
+def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
+                          layers: Sequence[str] | None = None, h1: bool = True, cubical: bool = True,
+                          all_rows: bool = False, progress: Callable[[int, int], Any] | None = None) -> Any:
+    """:func:`weightlake.compute.topology.analyze_topology` on a Dask cluster.
+
+    One task per stored chunk runs the pure per-model function
+    (:func:`~weightlake.analysis.topology.zoo_topology`) on its kept rows; the driver
+    puts the Betti curves on one grid per layer over the whole zoo
+    (:func:`~weightlake.analysis.topology_diagrams.add_betti_curves`, as the local run does)
+    and commits table ``topology``.
+    """
+    import weightlake as wl
+    from weightlake.analysis.topology_diagrams import add_betti_curves
+    from weightlake.compute.topology import TopologyReport
+
+    started = time.perf_counter()
+    lake = wl.open_lake(lake_root)
+    zoo = zoo or lake._only_zoo()
+    meta = lake.models(zoo).sort("model_id").collect()
+    if meta.height == 0:
+        raise QueryError(f"zoo {zoo!r} has no models")
+    ids = meta["model_id"].to_numpy()
+    chosen, _, _, _, note = _select_models(ids, np.empty((len(ids), 0), np.float32), meta, all_rows)
+    if all_rows:
+        note = f"{ids.size} rows (all rows counted, copies included)"
+    arch = lake.arch(zoo)
+    jobs = chunk_jobs(lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
+    with dask_client(address) as client:
+        futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical,
+                                 key=f"wl-topology-{seg.path}-{start}") for seg, start, stop, keep in jobs]
+        sizes = np.cumsum([len(k) for *_, k in jobs])
+        parts = _gather(client, futures, progress and (lambda d, t: progress(int(sizes[d - 1]), int(sizes[-1]))))
+    frame, grids = add_betti_curves(pl.concat(parts))
+    table = frame.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
+    table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
+    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+              "models": int(chosen.size), "distinct_note": note, "betti_grids": grids,
+              "engine": "dask local" if address == "local" else "dask"}
+    version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
+    return TopologyReport("topology", zoo, table.height, int(chosen.size), version, time.perf_counter() - started,
+                          [note, f"ran on Dask ({address}): {len(jobs)} tasks, one per stored chunk"])

@@ -358,7 +358,7 @@ def load_predictions(lake: Lake, *, source_id: str | None = None, source_file: s
     NoSuchTableError
         The lake has no ``predictions`` table at its snapshot.
     """
-    from weightlake.storage.tensors import read_rows
+    from weightlake.storage.remote import read_array_rows
 
     lf = lake.table(PREDICTIONS)
     for col, value in (("source_id", source_id), ("source_file", source_file), ("kind", kind),
@@ -370,11 +370,10 @@ def load_predictions(lake: Lake, *, source_id: str | None = None, source_file: s
     for i, array in enumerate(frame["array"].unique(maintain_order=True).to_list()):
         mask = (frame["array"] == array).to_numpy()
         index = frame.filter(pl.col("array") == array)["array_row"].to_numpy()
-        rows, cols = _array_shape(lake.root / array)
         digests, meta_digest = lake.array_digests(array)
-        block = read_rows(lake.root / array, rows, cols, index, digests=digests, meta_digest=meta_digest)
+        block = read_array_rows(lake.location, array, index, digests=digests, meta_digest=meta_digest)
         if i == 0:
-            out = np.empty((frame.height, cols), dtype=np.float32)
+            out = np.empty((frame.height, block.shape[1]), dtype=np.float32)
         out[mask] = block
     return frame, out
 

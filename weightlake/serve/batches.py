@@ -42,7 +42,9 @@ from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
 from weightlake.errors import IntegrityError, NoSuchTableError, QueryError
 from weightlake.scenarios import mask_classes
 from weightlake.serve.pairset import PairSet, as_is, epoch_order
-from weightlake.storage.checksums import check_bytes, check_file
+from weightlake.storage.checksums import check_bytes
+from weightlake.storage.remote import ArrayFiles
+from weightlake.storage.store import resolve_store
 
 if TYPE_CHECKING:
     import torch
@@ -128,8 +130,9 @@ def materialize(lake_root: str | Path, scenario: str, split: str = "train", batc
         _stage_table(tx, scenario, split, batch_size, rows, path)
         summary = f"materialised {scenario}/{split}: {epochs} epochs x {rows[0]['n_batches']} batches"
         version = tx.commit({"op": "materialize_batches", "summary": summary}).version
+        rel = str(path.relative_to(tx.root))  # tx.root: the lake, or the staging folder of an object store's lake
     nb = int(rows[0]["n_batches"])
-    return MaterializeReport(scenario, split, str(path.relative_to(root)), epochs, batch_size, nb, len(pairs),
+    return MaterializeReport(scenario, split, rel, epochs, batch_size, nb, len(pairs),
                              epochs * nb * batch_size * 3 * pairs.lake.arch(pairs.zoo).n_params * 4, version)
 
 
@@ -276,7 +279,7 @@ class BatchStream(IterableDataset):
     until iteration starts in the process that iterates.
     """
 
-    def __init__(self, root: str, entries: Sequence[_Entry], *, compat: bool = False, raw_chunks: bool = True,
+    def __init__(self, root: Any, entries: Sequence[_Entry], *, compat: bool = False, raw_chunks: bool = True,
                  checksums: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.root, self.entries, self.compat, self.raw_chunks = root, tuple(entries), compat, raw_chunks
         self.checksums = checksums
@@ -309,7 +312,7 @@ class BatchStream(IterableDataset):
         if lake.manifest.format >= 2:
             checksums = {e.path: {k[len(e.path) + 1:]: v for k, v in lake.manifest.checksums.items()
                                   if k.startswith(e.path + "/")} for e in entries}
-        return cls(str(lake.root), entries, compat=compat, checksums=checksums)
+        return cls(lake.location, entries, compat=compat, checksums=checksums)
 
     def __len__(self) -> int:
         return sum(e.n_batches for e in self.entries)
@@ -327,7 +330,7 @@ class BatchStream(IterableDataset):
         for entry in self.entries:
             first = (wid - at) % n_workers  # this worker's first batch of the epoch, in global numbering
             if first < entry.n_batches:
-                reader = _EpochReader(Path(self.root) / entry.path, raw_chunks=self.raw_chunks,
+                reader = _EpochReader(ArrayFiles(resolve_store(self.root), entry.path), raw_chunks=self.raw_chunks,
                                       checksums=None if self.checksums is None else self.checksums[entry.path])
                 for b in range(first, entry.n_batches, n_workers):
                     yield reader.compat(b) if self.compat else reader.batch(b, entry.epoch)
@@ -361,35 +364,34 @@ class _EpochReader:
     layout goes through zarr.
     """
 
-    def __init__(self, path: Path, *, raw_chunks: bool = True, checksums: Mapping[str, str] | None = None) -> None:
-        import zarr
-
-        self.path, self.checksums = path, checksums
+    def __init__(self, files: ArrayFiles, *, raw_chunks: bool = True,
+                 checksums: Mapping[str, str] | None = None) -> None:
+        self.files, self.checksums = files, checksums
         if checksums is not None:  # everything but the batches of x is small: check it all up front
             for rel, digest in checksums.items():
                 if not rel.startswith("x/c/"):
-                    check_file(path / rel, digest)
-        group: Any = zarr.open_group(str(path), mode="r")
+                    files.check(rel, digest)
+        group: Any = files.group()
         small = ("ids", "acc", "rows", "zoo_rows", "masks", "keys", "valid")
         self.arrays = {name: np.asarray(group[name][...]) for name in small}
         self.x = group["x"]
-        self.raw = _raw_layout(path / "x") if raw_chunks else None
+        self.raw = _raw_layout(files, "x") if raw_chunks else None
 
     def read_x(self, b: int) -> np.ndarray:
         key = f"x/c/{b}/0/0/0"
         digest = self.checksums.get(key) if self.checksums is not None else None
-        chunk = self.path / key
+        chunk = self.files.name(key)
         if self.checksums is not None and digest is None:
             raise IntegrityError(f"batch chunk {str(chunk)!r} has no recorded checksum; run `weightlake verify`")
         if self.raw is None:
             if digest is not None:
-                check_file(chunk, digest)
+                self.files.check(key, digest)
             return np.asarray(self.x[b])
         shape, dtype = self.raw
-        if digest is None and not chunk.exists():  # a lake without checksums: never written means the fill value
+        if digest is None and not self.files.exists(key):  # no checksums: never written means the fill value
             return np.zeros(shape, dtype=dtype)
         try:
-            data = np.fromfile(chunk, dtype=np.uint8)
+            data = self.files.read(key)
         except FileNotFoundError:
             raise IntegrityError(f"batch chunk {str(chunk)!r} is missing; the snapshot lists it") from None
         check_bytes(data, digest, chunk)
@@ -434,10 +436,10 @@ def _classes(mask: int) -> list[int]:
     return list(_classes_tuple(mask))
 
 
-def _raw_layout(array_dir: Path) -> tuple[tuple[int, ...], np.dtype] | None:
-    """``(chunk shape, dtype)`` if chunks of ``array_dir`` are raw little-endian files at ``c/i/0/0/0``."""
+def _raw_layout(files: ArrayFiles, array: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """``(chunk shape, dtype)`` if chunks of ``array`` are raw little-endian files at ``c/i/0/0/0``."""
     try:
-        meta = json.loads((array_dir / "zarr.json").read_text())
+        meta = json.loads(files.text(f"{array}/zarr.json"))
     except (OSError, ValueError):
         return None
     shape, chunks = meta.get("shape", []), meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")

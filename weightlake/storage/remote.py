@@ -176,3 +176,116 @@ def read_part(location: Store, key: str, digest: str | None, partition_by: Seque
     parts = dict(p.split("=", 1) for p in key.split("/")[:-1] if "=" in p)
     frame = frame.with_columns(**{c: pl.lit(parts[c], dtype=pl.String) for c in partition_by if c in parts})
     return frame.to_pandas()
+
+
+def rows_by_id(location: Store, segments: Sequence[Segment], ids: np.ndarray) -> np.ndarray:
+    """Rows of model ``ids`` (any order) from a zoo's segments, reading and checking only the chunks they touch."""
+    from weightlake.errors import NoSuchModelError
+
+    ids = np.asarray(ids, dtype=np.int64)
+    cols = segments[0].cols if segments else 0
+    out = np.empty((ids.size, cols), dtype=np.float32)
+    found = np.zeros(ids.size, dtype=bool)
+    for seg in segments:
+        mask = (ids >= seg.first_id) & (ids < seg.first_id + seg.rows)
+        if mask.any():
+            out[mask] = _segment_rows(location, seg, ids[mask] - seg.first_id)
+            found |= mask
+    if not found.all():
+        raise NoSuchModelError(f"no model with id {int(ids[~found][0])} in the zoo's segments")
+    return out
+
+
+def _segment_rows(location: Store, seg: Segment, index: np.ndarray) -> np.ndarray:
+    if location.is_local:
+        from pathlib import Path
+
+        from weightlake.storage.tensors import read_rows as read_local
+
+        return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+    return read_rows(location, seg, index)
+
+
+class ArrayFiles:
+    """The files of one table-owned array directory (materialised batches, prediction vectors), in any store.
+
+    Readers address files by their path inside the array (``x/c/0/0/0/0``); a local lake
+    reads them from disk (``numpy.fromfile``), an object store fetches the objects.  Both
+    hand back writable bytes, so tensors made from them need no copy.
+    """
+
+    def __init__(self, location: Store, rel: str) -> None:
+        self.location, self.rel = location, rel.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ArrayFiles({self.location.uri(self.rel)!r})"
+
+    def name(self, sub: str) -> str:
+        """Where ``sub`` lives, for messages: a path or URL."""
+        return self.location.uri(f"{self.rel}/{sub}")
+
+    def read(self, sub: str) -> np.ndarray:
+        """The file's bytes as ``uint8``; raises :class:`FileNotFoundError` if it does not exist."""
+        if self.location.is_local:
+            return np.fromfile(self.name(sub), dtype=np.uint8)
+        return np.frombuffer(bytearray(self.location.read(f"{self.rel}/{sub}")), dtype=np.uint8)
+
+    def check(self, sub: str, digest: str | None) -> None:
+        """Fetch ``sub`` and check it against ``digest``; a missing file is an :class:`IntegrityError`."""
+        try:
+            data = self.read(sub)
+        except FileNotFoundError:
+            raise IntegrityError(f"{self.name(sub)!r} is missing; the snapshot lists it "
+                                 "(run `weightlake verify`)") from None
+        check_bytes(data, digest, self.name(sub))
+
+    def exists(self, sub: str) -> bool:
+        return self.location.exists(f"{self.rel}/{sub}")
+
+    def text(self, sub: str) -> str:
+        return self.read(sub).tobytes().decode()
+
+    def group(self) -> Any:
+        """The array directory as a read-only zarr group (or array)."""
+        import zarr
+
+        if self.location.is_local:
+            return zarr.open(store=self.location.uri(self.rel), mode="r")
+        return zarr.open(store=self.location.zarr_store(), path=self.rel, mode="r")
+
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the array stored here (from its ``zarr.json``)."""
+        import json
+
+        return tuple(int(n) for n in json.loads(self.text("zarr.json"))["shape"])
+
+
+def read_array_rows(location: Store, rel: str, index: np.ndarray, *, digests: Sequence[str] | None = None,
+                    meta_digest: str | None = None) -> np.ndarray:
+    """Selected rows of a table-owned ``float32 [rows, cols]`` array written as a weight segment
+    (prediction vectors), checked, from either kind of store."""
+    rows, cols = ArrayFiles(location, rel).shape()
+    return _segment_rows(location, Segment(rel, 0, rows, cols, tuple(digests) if digests else None, meta_digest),
+                         np.asarray(index, dtype=np.int64))
+
+
+def iter_blocks(location: Store, segments: Sequence[Segment], step: int) -> Any:
+    """``(ids, float32 [<= step, P])`` blocks of a zoo in model-id order, read from the store chunk range by chunk
+    range (each range's chunks fetched concurrently and checked), running across segment boundaries."""
+    if not segments:
+        return
+    cols = segments[0].cols
+    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    for seg in segments:
+        at = 0
+        while at < seg.rows:
+            take = min(step - fill, seg.rows - at)
+            block[fill:fill + take] = read_rows(location, seg, np.arange(at, at + take, dtype=np.int64))
+            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
+            fill, at = fill + take, at + take
+            if fill == step:
+                yield ids, block
+                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    if fill:
+        yield ids[:fill], block[:fill]

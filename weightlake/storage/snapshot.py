@@ -36,7 +36,7 @@ from typing import Any
 
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 from weightlake.storage.checksums import corrupt, digest_bytes
-from weightlake.storage.store import LocalStore, Store, resolve_store
+from weightlake.storage.store import LocalStore, Store, StoreError, resolve_store
 
 FORMAT_VERSION = 3
 """2: every listed file and the manifest itself carry checksums (format 1 lakes read unchecked);
@@ -343,6 +343,8 @@ class SnapshotStore:
             raise LakeNotFoundError(
                 f"no lake at {self.location.url!r} (no {_CURRENT} file); create one by ingesting a zoo, "
                 "e.g. `weightlake ingest csv FILE --zoo NAME`, or pass --lake DIR") from None
+        except StoreError:  # the store itself failed (unreachable, refused): say so, not "corrupt"
+            raise
         except OSError as exc:
             raise IntegrityError(f"{where!r} cannot be read: {exc.strerror or exc}") from exc
         if not _MANIFEST_NAME.match(name):
@@ -370,6 +372,8 @@ class SnapshotStore:
             data = self.location.read(key)
         except FileNotFoundError:
             raise IntegrityError(f"snapshot manifest {path!r} is missing") from None
+        except StoreError:
+            raise
         except OSError as exc:
             raise IntegrityError(f"snapshot manifest {path!r} cannot be read: {exc.strerror or exc}") from exc
         return decode_manifest(data, Path(path))

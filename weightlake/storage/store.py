@@ -198,7 +198,7 @@ class S3Store(Store):
             raise StoreError(f"cannot {op} {self.uri(key)!r}: not found ({_first_line(exc)}); does the bucket "
                              f"{self.bucket!r} exist?") from None
         except BaseError as exc:
-            raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}{_unreachable_hint(exc)}") from None
 
     def read(self, key: str) -> bytes:
         import obstore
@@ -312,6 +312,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _unreachable_hint(exc: BaseException) -> str:
+    """A pointer to the endpoint setting when the request never got an answer."""
+    text = str(exc).lower()
+    if not any(s in text for s in ("error sending request", "connection refused", "timed out", "dns error")):
+        return ""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS's default"
+    return f"; is the endpoint ({endpoint}, from AWS_ENDPOINT_URL) up and reachable?"
+
+
 def _region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
@@ -320,12 +329,46 @@ def _allow_http() -> bool:
     return os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes")
 
 
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection to the object store (``$WEIGHTLAKE_S3_CONNECT_TIMEOUT``)."""
+REQUEST_TIMEOUT = 120.0
+"""Seconds one request may take, body included (``$WEIGHTLAKE_S3_TIMEOUT``; a 5 MB chunk needs far less)."""
+RETRIES = 3
+"""Retries of a failed request: 5xx, dropped connections, timeouts of reads (``$WEIGHTLAKE_S3_RETRIES``)."""
+RETRY_TIMEOUT = 15.0
+"""Seconds after the first attempt past which no retry starts (``$WEIGHTLAKE_S3_RETRY_TIMEOUT``).
+
+obstore's defaults (10 retries over 3 minutes) make a dead endpoint look like a hang; with
+these a refused connection fails in about a second and an unreachable host in about
+``(RETRIES + 1) * CONNECT_TIMEOUT``, bounded by ``RETRY_TIMEOUT + CONNECT_TIMEOUT``."""
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise StoreError(f"${name} must be a number, got {text!r}") from None
+    if value < 0:
+        raise StoreError(f"${name} must not be negative, got {text!r}")
+    return value
+
+
 def _aws_config() -> dict[str, Any]:
-    """obstore reads the ``AWS_*`` variables itself; we add the region default and ``allow_http``."""
-    config: dict[str, Any] = {"region": _region()}
+    """obstore reads the ``AWS_*`` variables itself; we add the region default, ``allow_http``,
+    and bounded timeouts and retries (see :data:`RETRY_TIMEOUT`)."""
+    from datetime import timedelta
+
+    client: dict[str, Any] = {
+        "connect_timeout": timedelta(seconds=_seconds("WEIGHTLAKE_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT)),
+        "timeout": timedelta(seconds=_seconds("WEIGHTLAKE_S3_TIMEOUT", REQUEST_TIMEOUT)),
+    }
     if _allow_http():
-        config["client_options"] = {"allow_http": True}
-    return config
+        client["allow_http"] = True
+    retry = {"max_retries": int(_seconds("WEIGHTLAKE_S3_RETRIES", RETRIES)),
+             "retry_timeout": timedelta(seconds=_seconds("WEIGHTLAKE_S3_RETRY_TIMEOUT", RETRY_TIMEOUT)),
+             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2}}
+    return {"region": _region(), "client_options": client, "retry_config": retry}
 
 
 def split_url(root: str | os.PathLike[str]) -> tuple[str | None, str]:
