@@ -29,9 +29,11 @@ QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = 
     "checkpoints": ["--files", "200", "--tree", "bench-data/ckpt-tree-quick"],
     "merger": ["--configs", "small", "--seconds", "2", "--min-batches", "1"],
     "topology": ["--sample", "40", "--rounds", "1", "--skip-lake"],
+    "layer_udf": ["--quick"],
 }
 ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
-         "train", "coldstart", "dynamics", "topology"]
+         "train", "coldstart", "dynamics", "topology",
+         "layer_udf"]
 
 
 def main() -> None:
