@@ -29,9 +29,16 @@ QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = 
     "checkpoints": ["--files", "200", "--tree", "bench-data/ckpt-tree-quick"],
     "merger": ["--configs", "small", "--seconds", "2", "--min-batches", "1"],
     "topology": ["--sample", "40", "--rounds", "1", "--skip-lake"],
+    "layer_udf": ["--quick"],
+    "integrity": ["--rounds", "1"],
+    "serving": ["--user-batches", "1", "--repeat", "1", "--stream-epochs", "1"],
+    "evaluate": ["--pairs", "200", "--prod-pairs", "20", "--tracking-rows", "200"],
+    "train": ["--epochs", "1", "--subsample", "50", "--activations", "relu"],
+    "dynamics": ["--rounds", "1", "--ks", "10", "--probe", "100", "--brute-sample", "10"],
 }
 ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
-         "train", "coldstart", "dynamics", "topology"]
+         "train", "coldstart", "dynamics", "topology",
+         "layer_udf"]
 
 
 def main() -> None:

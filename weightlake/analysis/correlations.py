@@ -21,8 +21,9 @@ forward to it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,41 +135,83 @@ def pearson_matrix(x: Any, y: Any, block: int = 4096, workers: int | None = None
     if n == 0:
         return np.full((f, yc.shape[1]), np.nan)
     origin = x[0].astype(np.float64)
+    # one product gives the cross products and (against the ones column) the column sums
+    y_one = np.column_stack([yc, np.ones(n)])
+    step = max(1, min(block, _PEARSON_ROWS))
+    buffers = _ThreadBuffers()
 
-    def run(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        b = x[i:i + block].astype(np.float64)
-        b -= origin
-        return b.sum(axis=0), np.einsum("ij,ij->j", b, b), b.T @ yc[i:i + block]
+    def run(i: int) -> tuple[np.ndarray, np.ndarray]:
+        part = x[i:i + step]
+        b = buffers.get("rows", (step, f))[:len(part)]
+        np.subtract(part, origin, out=b)
+        return np.einsum("ij,ij->j", b, b), b.T @ y_one[i:i + step]
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        parts = list(pool.map(run, range(0, n, block)))
-    s1, s2, cross = (np.sum([part[i] for part in parts], axis=0) for i in range(3))
+    with _blas_one_thread(), ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        parts = list(pool.map(run, range(0, n, step)))
+    s2 = np.sum([part[0] for part in parts], axis=0)
+    both = np.sum([part[1] for part in parts], axis=0)
+    cross, s1 = both[:, :-1], both[:, -1]
     with np.errstate(invalid="ignore"):
         x_ss = s2 - s1 * s1 / n
     valid = np.isfinite(s2) & (s2 > 0)
     return _normalise(cross, np.maximum(x_ss, 0.0), y_ss, valid)
 
 
+_PEARSON_ROWS = 512
+"""Rows per Pearson block: 512 x 2,464 float64 is 10 MB, reused by each thread (no page faults)."""
+
+
+@contextmanager
+def _blas_one_thread() -> Iterator[None]:
+    """BLAS on one thread while our own threads run the blocks.
+
+    OpenBLAS's threads spin while they wait: under our two block threads they doubled the CPU time
+    of the products (Pearson 0.81 -> 0.39 s of CPU for 36,468 x 2,464 against 19 columns).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+class _ThreadBuffers:
+    """Scratch arrays kept per thread for one kernel call, so blocks do not fault in fresh pages."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._local = threading.local()
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        buf = getattr(self._local, name, None)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
+            setattr(self._local, name, buf)
+        return buf
+
+
 def spearman_matrix(x: Any, y: Any, block: int = 128, workers: int | None = None) -> np.ndarray:
-    """Spearman correlations ``[F, k]``: Pearson on average ranks, columns of ``x`` ranked in parallel blocks."""
+    """Spearman correlations ``[F, k]``: Pearson on average ranks, columns of ``x`` ranked in parallel blocks.
+
+    A column's centred sum of squared ranks is ``(n^3 - n) / 12`` less ``(t^3 - t) / 12`` for every
+    group of ``t`` tied values, so ranks are only ever multiplied with the centred ``y`` ranks.
+    """
     x = np.asarray(x)
     y = np.asarray(y, dtype=np.float64)
     y_ranks = average_ranks(y[:, None] if y.ndim == 1 else y).T
     y_ranks[:, ~np.isfinite(y).reshape(len(y), -1).all(axis=0)] = np.nan
     _, yc, y_ss = _prepare(x, y_ranks)
     n = x.shape[0]
+    buffers = _ThreadBuffers()
 
     def run(j: int) -> np.ndarray:
-        ranks, tied, finite = _rank_block(x[:, j:j + block])
-        # ranks without ties are a permutation of 1..n: their centred sum of squares is known
-        x_ss = np.full(len(ranks), n * (n * n - 1) / 12)
-        if tied.any():
-            centred = ranks[tied] - (n + 1) / 2
-            x_ss[tied] = np.einsum("ij,ij->i", centred, centred)
+        part = x[:, j:j + block]
+        ranks, tie_ss, finite = _rank_block(part, buffers)
+        x_ss = n * (n * n - 1) / 12 - tie_ss
         return _normalise(ranks @ yc, x_ss, y_ss, finite & (x_ss > 0))
 
     starts = range(0, x.shape[1], block)
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    with _blas_one_thread(), ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         parts = list(pool.map(run, starts))
     return np.concatenate(parts) if parts else np.empty((0, yc.shape[1]))
 
@@ -200,59 +243,97 @@ def average_ranks(block: Any) -> np.ndarray:
     return _rank_block(np.asarray(block))[0]
 
 
-def _rank_block(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks ``[c, n]``, which columns have ties, which columns are all finite.
+def _rank_block(block: np.ndarray, buffers: _ThreadBuffers | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks ``[c, n]``, the tie correction ``sum (t^3 - t) / 12`` per column, which columns are all finite.
 
-    float32 input takes a fast path: each value, widened exactly to float64, carries its row
-    index in the 29 low mantissa bits that widening leaves zero, so a plain (SIMD) sort of these
-    keys is an argsort in which equal values stay adjacent.  Other dtypes use ``numpy.argsort``.
+    The ranks may live in a per-thread buffer of ``buffers`` (valid until that thread's next call).
     """
-    n = block.shape[0]
+    buffers = buffers or _ThreadBuffers()
+    n, c = block.shape
+    order, sorted_vals, finite = _sorted_order(block, buffers)
+    ranks = buffers.get("ranks", (c, n))
+    positions = _positions(n)
+    for i in range(c):  # per-row scatter: about twice as fast as put_along_axis here
+        ranks[i, order[i]] = positions
+    # ties: sorted position pos + 1 holds the same value as pos (rare: a sparse fix-up of the ranks)
+    rows, pos = np.nonzero(sorted_vals[:, 1:] == sorted_vals[:, :-1])
+    tie_ss = np.zeros(c)
+    if len(rows):
+        first, last, run = _tie_runs(rows * n + pos)
+        start, stop = pos[first], pos[last]
+        size = stop - start + 2  # a run covers sorted positions start .. stop + 1
+        mean = (start + stop + 1) / 2 + 1
+        np.add.at(tie_ss, rows[first], (size ** 3 - size) / 12)
+        ranks[rows, order[rows, pos]] = mean[run]
+        ranks[rows, order[rows, pos + 1]] = mean[run]
+    return ranks, tie_ss, finite
+
+
+def _tie_runs(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of consecutive values in ascending ``flat``: each run's first and last entry, each entry's run id."""
+    new = np.ones(len(flat), dtype=bool)
+    new[1:] = np.diff(flat) != 1
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(flat)) - 1
+    return first, last, np.cumsum(new) - 1
+
+
+_POSITIONS: dict[int, np.ndarray] = {}
+
+
+def _positions(n: int) -> np.ndarray:
+    if n not in _POSITIONS:
+        _POSITIONS[n] = np.arange(1, n + 1, dtype=np.float64)
+    return _POSITIONS[n]
+
+
+def _sorted_order(block: np.ndarray, buffers: _ThreadBuffers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order [c, n], sorted values [c, n] float64, finite [c])`` of each column of ``block [n, c]``.
+
+    float32 input takes a fast path: each value, widened exactly to float64, carries its row index
+    in the low mantissa bits that widening leaves zero, so a plain (SIMD) sort of these keys is an
+    argsort; clearing the index bits again leaves the exact sorted values.  A non-finite value
+    ends up first or last (an infinity carrying index bits is a NaN, and NaNs sort last).  Other
+    dtypes use ``numpy.argsort``.
+    """
+    n, c = block.shape
     shift = max(1, (n - 1).bit_length())
-    if block.dtype == np.float32 and shift <= 29:
-        order, same = _packed_argsort(block, shift)
-    else:
-        xt = np.ascontiguousarray(block.T)
-        order = np.argsort(xt, axis=1)
+    if block.dtype != np.float32 or shift > 29:
+        xt = np.ascontiguousarray(block.T, dtype=np.float64) + 0.0
+        order = np.argsort(xt, axis=1, kind="stable")  # timsort: fast on the runs of few-level metadata
         vals = np.take_along_axis(xt, order, axis=1)
-        same = np.equal(vals[:, 1:], vals[:, :-1])
-    tied = np.asarray(same.any(axis=1))
-    ranks = np.empty(order.shape)
-    sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
-    for i in range(len(order)):  # per-row scatter: about twice as fast as put_along_axis here
-        ranks[i, order[i]] = _tied_positions(same[i]) if tied[i] else sorted_ranks
-    return ranks, tied, _all_finite(block)
+        return order, vals, _all_finite(block)
+    keys = buffers.get("keys", (c, n))
+    bits = keys.view(np.uint64)
+    index = _row_index(n)
+    for r in range(0, n, _TRANSPOSE_ROWS):  # transposed in cache-sized pieces: 3x faster than one strided copy
+        stop = r + _TRANSPOSE_ROWS
+        np.add(block[r:stop].T, 0.0, out=keys[:, r:stop])  # widen; -0.0 -> +0.0, so both zeros are one tie group
+        bits[:, r:stop] |= index[r:stop]
+    keys.sort(axis=1)
+    finite = np.isfinite(keys[:, 0]) & np.isfinite(keys[:, -1]) if n else np.ones(c, dtype=bool)
+    mask = np.uint64((1 << shift) - 1)
+    order = buffers.get("order", (c, n), np.uint64)
+    np.bitwise_and(bits, mask, out=order)
+    bits &= ~mask
+    return order.view(np.int64), keys, finite
+
+
+_TRANSPOSE_ROWS = 256
+_ROW_INDEX: dict[int, np.ndarray] = {}
+
+
+def _row_index(n: int) -> np.ndarray:
+    if n not in _ROW_INDEX:
+        _ROW_INDEX[n] = np.arange(n, dtype=np.uint64)
+    return _ROW_INDEX[n]
 
 
 def _all_finite(block: np.ndarray) -> np.ndarray:
     if block.dtype.kind != "f":
         return np.ones(block.shape[1], dtype=bool)
     return np.isfinite(block.min(axis=0)) & np.isfinite(block.max(axis=0))
-
-
-def _packed_argsort(block: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(order, same)``: the argsort of each column and where consecutive sorted values are equal."""
-    keys = np.ascontiguousarray(block).T.astype(np.float64, order="C")
-    keys += 0.0  # -0.0 -> +0.0, so both zeros are one tie group
-    bits = keys.view(np.uint64)
-    bits |= np.arange(block.shape[0], dtype=np.uint64)
-    keys.sort(axis=1)
-    high = bits >> np.uint64(shift)
-    bits &= np.uint64((1 << shift) - 1)
-    return bits.view(np.int64), np.equal(high[:, 1:], high[:, :-1])
-
-
-def _tied_positions(same: np.ndarray) -> np.ndarray:
-    """1-based positions ``1..n`` averaged over runs of equal sorted values (``same[i]``: value i+1 == value i)."""
-    n = len(same) + 1
-    pos = np.arange(n)
-    starts = np.ones(n, dtype=bool)
-    starts[1:] = ~same
-    ends = np.ones(n, dtype=bool)
-    ends[:-1] = ~same
-    first = np.maximum.accumulate(np.where(starts, pos, 0))
-    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[::-1])[::-1]
-    return (first + last) / 2 + 1
 
 
 # -- p-values and multiple testing -----------------------------------------------------------------------
