@@ -82,20 +82,51 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
+    w = weights_arrow(lake) if weights and lake.manifest.zoos else None
+    # beside a streamed `weights` (which DuckDB cannot size), every view is handed over unsized too
+    register = _register_unsized if isinstance(w, StreamedWeights) else _register
     if files:
         if fs is None:
-            con.register("models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
+            register(con, "models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
         else:
-            con.register("models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
-                                                        MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS), fs))
+            register(con, "models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
+                                                         MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS), fs))
     wanted = None if views is True else set() if views is False else {str(v).lower() for v in views}
     for name, entry in lake.manifest.tables.items():
         if entry.files and (wanted is None or name.lower() in wanted):
             part = tuple(entry.properties.get("partition_by", ()))
             base = lake.root / "tables" / tables.partition_value(name)
-            con.register(name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part, filesystem=fs))
-    if weights and lake.manifest.zoos:
-        con.register("weights", weights_arrow(lake))
+            register(con, name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part, filesystem=fs))
+    if w is not None:
+        con.register("weights", w)
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, source: Any) -> None:
+    con.register(name, source)
+
+
+def _register_unsized(con: duckdb.DuckDBPyConnection, name: str, source: Any) -> None:
+    """Register ``source`` as a stream DuckDB reopens per scan and cannot count.
+
+    DuckDB builds a join's hash table on the side it estimates smaller. It cannot count a
+    streamed `weights` view (it estimates "~1 row"), so beside a counted `models` it would
+    build the table on `weights`: a copy of the whole zoo in memory (11 GB at a million CNN-s
+    models). With every side unsized the estimates tie, and DuckDB builds on the narrower
+    side (the metadata), streaming the weights through the probe. Views lose filter pushdown
+    into their files here; over the budget the weights scan dominates anyway.
+    """
+    con.register(name, _Unsized(source))
+
+
+class _Unsized:
+    """An Arrow table or dataset seen through ``__arrow_c_stream__`` only (no row count)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        source = self.source.scanner().to_reader() if hasattr(self.source, "scanner") else self.source
+        return source.__arrow_c_stream__(requested_schema)
 
 
 def models_arrow(paths: Sequence[str], partition_by: Sequence[str]) -> Any:
