@@ -30,7 +30,7 @@ from weightlake.storage.budget import resolve_memory
 from weightlake.storage.remote import checked_paths as remote_checked_paths
 from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore
 from weightlake.storage.store import Store, resolve_store
-from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, read_all, read_rows
+from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, coalesce_blocks, read_all, read_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -543,25 +543,13 @@ class Lake:
 
 
 def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Blocks of ``step`` rows read across the segments in order (the last block may be short)."""
-    if not segments:
-        return
-    cols = segments[0].cols
-    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
-    for seg in segments:
+    """Blocks of ``step`` rows read across the local segments in order (the last block may be short)."""
+    def open_segment(seg: Segment) -> Any:
         reader = SegmentReader(root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
                                meta_digest=seg.meta_digest, parts=seg.parts)
-        at = 0
-        while at < seg.rows:
-            take = min(step - fill, seg.rows - at)
-            reader.read(at, at + take, out=block[fill:fill + take])
-            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
-            fill, at = fill + take, at + take
-            if fill == step:
-                yield ids, block
-                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
-    if fill:
-        yield ids[:fill], block[:fill]
+        return lambda start, stop, out: reader.read(start, stop, out=out)
+
+    return coalesce_blocks(segments, step, open_segment)
 
 
 def _warn_over_budget(zoo: str, need: int, budget: int) -> None:

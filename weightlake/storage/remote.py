@@ -20,7 +20,7 @@ from weightlake.errors import IntegrityError
 from weightlake.storage.checksums import check_bytes
 from weightlake.storage.snapshot import Segment
 from weightlake.storage.store import Store
-from weightlake.storage.tensors import _raw_layout
+from weightlake.storage.tensors import _raw_layout, coalesce_blocks
 
 FETCH_THREADS = 8
 """Concurrent chunk requests (object stores reward parallel GETs; the copy itself is cheap)."""
@@ -273,19 +273,9 @@ def read_array_rows(location: Store, rel: str, index: np.ndarray, *, digests: Se
 def iter_blocks(location: Store, segments: Sequence[Segment], step: int) -> Any:
     """``(ids, float32 [<= step, P])`` blocks of a zoo in model-id order, read from the store chunk range by chunk
     range (each range's chunks fetched concurrently and checked), running across segment boundaries."""
-    if not segments:
-        return
-    cols = segments[0].cols
-    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
-    for seg in segments:
-        at = 0
-        while at < seg.rows:
-            take = min(step - fill, seg.rows - at)
-            block[fill:fill + take] = read_rows(location, seg, np.arange(at, at + take, dtype=np.int64))
-            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
-            fill, at = fill + take, at + take
-            if fill == step:
-                yield ids, block
-                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
-    if fill:
-        yield ids[:fill], block[:fill]
+    def open_segment(seg: Segment) -> Any:
+        def read(start: int, stop: int, out: np.ndarray) -> None:
+            out[:] = read_rows(location, seg, np.arange(start, stop, dtype=np.int64))
+        return read
+
+    return coalesce_blocks(segments, step, open_segment)

@@ -432,3 +432,29 @@ def iter_blocks(path: Path, rows: int, cols: int, block_rows: int, *, digests: S
     step = max(1, int(block_rows))
     for start in range(0, rows, step):
         yield start, reader.read(start, min(start + step, rows))
+
+
+def coalesce_blocks(segments: Sequence[Any], step: int,
+                    open_segment: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, float32 [<= step, P])`` blocks of a zoo in model-id order, running across segments.
+
+    ``open_segment(seg)`` returns ``read(start, stop, out)``, which fills ``out`` with rows
+    ``start:stop`` of that segment (checked as its reader checks). Only the last block may be
+    short. Each yielded block is a fresh array.
+    """
+    if not segments:
+        return
+    cols = segments[0].cols
+    block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    for seg in segments:
+        read, at = open_segment(seg), 0
+        while at < seg.rows:
+            take = min(step - fill, seg.rows - at)
+            read(at, at + take, block[fill:fill + take])
+            ids[fill:fill + take] = np.arange(seg.first_id + at, seg.first_id + at + take)
+            fill, at = fill + take, at + take
+            if fill == step:
+                yield ids, block
+                block, ids, fill = np.empty((step, cols), dtype=np.float32), np.empty(step, dtype=np.int64), 0
+    if fill:
+        yield ids[:fill], block[:fill]
