@@ -121,9 +121,8 @@ def declare_million(root: Path) -> int:
     return len(wl.open_lake(root).pairs(SCENARIO["name"]))
 
 
-def run_million_step(step: str, root: Path, budget: str | None) -> dict[str, Any]:
-    code = (f"import sys, time\nsys.path.insert(0, {str(HERE)!r})\nROOT, ZOO = {str(root)!r}, {ZOO!r}\n" + SAMPLER
-            + MILLION_STEPS[step] + "\nresult['peak_anon_gb'] = _peak[0] * 1024 / 1e9\n")
+def run_with_budget(code: str, budget: str | None) -> dict[str, Any]:
+    """``run_child(code)`` with ``WEIGHTLAKE_MEMORY`` set to ``budget`` (unset when None), then restored."""
     old = os.environ.pop("WEIGHTLAKE_MEMORY", None)
     if budget:
         os.environ["WEIGHTLAKE_MEMORY"] = budget
@@ -133,6 +132,12 @@ def run_million_step(step: str, root: Path, budget: str | None) -> dict[str, Any
         os.environ.pop("WEIGHTLAKE_MEMORY", None)
         if old is not None:
             os.environ["WEIGHTLAKE_MEMORY"] = old
+
+
+def run_million_step(step: str, root: Path, budget: str | None) -> dict[str, Any]:
+    code = (f"import sys, time\nsys.path.insert(0, {str(HERE)!r})\nROOT, ZOO = {str(root)!r}, {ZOO!r}\n" + SAMPLER
+            + MILLION_STEPS[step] + "\nresult['peak_anon_gb'] = _peak[0] * 1024 / 1e9\n")
+    return run_with_budget(code, budget)
 
 
 def million(args: argparse.Namespace) -> None:
@@ -237,15 +242,7 @@ def _frame(meta: list[tuple[Any, ...]], init: str, pl: Any) -> Any:
 def run_step(step: str, src: Path, root: Path, budget: str | None) -> dict[str, Any]:
     code = (f"import sys\nsys.path.insert(0, {str(src)!r})\nROOT, ZOO, OUT = {str(root)!r}, {ZOO!r}, "
             f"{str(BENCH_DATA.resolve() / 'bounded-export.csv')!r}\n" + STEPS[step])
-    old = os.environ.pop("WEIGHTLAKE_MEMORY", None)
-    if budget:
-        os.environ["WEIGHTLAKE_MEMORY"] = budget
-    try:
-        return run_child(code)
-    finally:
-        os.environ.pop("WEIGHTLAKE_MEMORY", None)
-        if old is not None:
-            os.environ["WEIGHTLAKE_MEMORY"] = old
+    return run_with_budget(code, budget)
 
 
 def main(argv: list[str] | None = None) -> None:
