@@ -48,6 +48,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # experiments.merger (and experiments never imports dynamics)
     "weightlake.dynamics": ("weightlake.lake", "weightlake.storage", "weightlake.compute", "weightlake.serve",
                             "weightlake.query", "weightlake.scenarios", "weightlake.ingest", "weightlake.cli"),
+    # the models lake.cnn builds sit below the lake (zoo/train.py and zoo/synthetic.py sit higher)
+    **{f"weightlake.zoo.{m}": ("weightlake.lake", *ABOVE_LAKE) for m in ("cnn", "idx", "resnet")},
     "weightlake.compute": ("weightlake.cli",),
     "weightlake.experiments": ("weightlake.dynamics", "weightlake.compute", "weightlake.cli"),
     "weightlake.ingest": ("weightlake.serve", "weightlake.compute", "weightlake.experiments", "weightlake.cli"),
