@@ -16,8 +16,10 @@ float32, accuracy as float64, labels and one-hots exactly).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import gc
 import os
 import re
 import tempfile
@@ -252,12 +254,13 @@ def _weight_columns(batch: pl.DataFrame, columns: list[str], n: int) -> ColumnBl
 def _non_finite(weights: ColumnBlock) -> list[tuple[int, int]]:
     """``(row, first bad column)`` of every row holding a NaN, an infinity or a missing weight.
 
-    A column's float64 sum is finite exactly when all its float32 values are (8,192 of them
-    cannot overflow float64), so a clean batch costs one read of each column and no temporaries.
+    A column holding a NaN or an infinity has a non-finite sum, so a clean batch costs one
+    float32 sum per column and no temporaries (float32 sums at 1.7x the speed of float64 ones);
+    a sum that overflows only sends that column to the exact per-value check, which finds nothing.
     """
     first: dict[int, int] = {}
     for j, col in enumerate(weights.columns):
-        if not np.isfinite(np.add.reduce(col, dtype=np.float64)):
+        if not np.isfinite(np.add.reduce(col)):
             for i in np.flatnonzero(~np.isfinite(col)):
                 first.setdefault(int(i), j)
     return sorted(first.items())
@@ -322,7 +325,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     started = time.perf_counter()
     report = IngestReport(zoo=zoo, source=str(path))
     fingerprint = file_fingerprint(path)
-    with transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
+    with _gc_paused(), transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
         earlier = source_seen(tx.parent, zoo, fingerprint)
         dataset = check_zoo_dataset(tx.parent, zoo, dataset)
         writer = ZooWriter(tx, zoo, arch, report, codec=codec, allow_same_source=allow_same_source)
@@ -358,6 +361,22 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
             writer.abort()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while batches stream (restored after, as it was found).
+
+    Each batch makes tens of thousands of small tuples and lists, which triggers full
+    collections over every object of the loaded libraries; nothing an ingest makes is cyclic.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _check_not_empty(path: Path, rows_read: int, rejects: list[BadRow], rejects_path: Path | str | None) -> None:
