@@ -191,7 +191,7 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
     mask = np.array([p[1] if p else -1 for p in parsed], dtype=np.int64)
     digits, acts, acc, epoch = values[:, :10], values[:, 10:16], values[:, 16], values[:, 17]
     onehot_ok = ((digits == 0) | (digits == 1)).all(axis=1)
-    onehot = np.where(onehot_ok, np.nan_to_num(digits) @ _BITS, -2).astype(np.int64)
+    onehot = np.where(onehot_ok, ((digits == 1) * _BITS).sum(axis=1), -2)  # integer sums: no BLAS threads woken
     act_ok = ((acts == 0) | (acts == 1)).all(axis=1) & (acts.sum(axis=1) == 1)
     epoch_ok = np.isfinite(epoch) & (epoch >= 0) & (np.mod(epoch, 1) == 0)
 
