@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = no quick mode yet
-    "ingest": ["--quick", "--parsers", "polars"], "udf": ["--quick"], "coldstart": ["--quick"],
+    "ingest": ["--quick", "--parsers", "polars"], "udf": ["--quick"], "coldstart": ["--quick", "--rounds", "2"],
     "correlations": ["--rows", "4000", "--scipy-params", "4", "--repeat", "1"],
     "metrics": ["--pairs", "2000", "--scipy-sample", "100", "--repeat", "1"],
     "spectra": ["--rows", "2000", "--loop-sample", "50", "--repeat", "1"],

@@ -197,7 +197,10 @@ class ZooWriter:
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.layout = choose_layout(arch.n_params, layout)
         spans = [(t.start, t.size) for t in arch.tensors] if self.layout == "tensors" else []
-        self.segment = tx.segment_writer(zoo, arch.n_params, codec=codec, spans=spans, rows_hint=rows_hint)
+        # opened on the writer thread: importing zarr (0.35 s) then overlaps the reader's first parse
+        self._open_segment = lambda: tx.segment_writer(zoo, arch.n_params, codec=codec, spans=spans,
+                                                       rows_hint=rows_hint)
+        self.segment: Any = None
         self._existing = existing_identities(tx.parent, tx.store.location, zoo)
         self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()
@@ -216,6 +219,7 @@ class ZooWriter:
     def _work(self) -> None:
         buffer: np.ndarray | None = None  # the rows of one block, reused: segments copy what they are given
         try:
+            self.segment = self._open_segment()
             while (item := self._queue.get()) is not None:
                 weights, meta = item
                 if isinstance(weights, ColumnBlock):  # rows for hashing and Zarr
