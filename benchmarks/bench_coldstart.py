@@ -44,11 +44,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=BENCH_DATA)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="the small lake, 3 rounds")
+    ap.add_argument("--quick", action="store_true", help="the small lake, at most 3 rounds")
     ap.add_argument("--before", type=Path, help="a checkout whose CLI is the before figure (e.g. /work/main)")
     args = ap.parse_args()
     lake = str((quick_lake(args.data) if args.quick else full_lake(args.data)).resolve())
-    rounds = 3 if args.quick else args.rounds
+    rounds = min(3, args.rounds) if args.quick else args.rounds
     py = sys.executable
     plain = "SELECT count(*) FROM models"
     contenders = {

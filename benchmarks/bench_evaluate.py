@@ -63,6 +63,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default="eval,tracking", help="comma list of: eval, tracking")
     parser.add_argument("--pairs", type=int, default=2000, help="pairs evaluated with the small config")
     parser.add_argument("--prod-pairs", type=int, default=300, help="pairs evaluated with the production config")
+    parser.add_argument("--configs", default="small,production", help="comma list of: small, production")
     parser.add_argument("--batch", type=int, default=256, help="pairs per forward pass")
     parser.add_argument("--tracking-rows", type=int, default=2000, help="rows (pairs) of the tracking CSV")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -108,6 +109,10 @@ def bench_eval(args: argparse.Namespace) -> dict[str, Any]:
 
     configs = {"small": (MergerConfig(64, 4, 128, 2, 64), args.pairs),
                "production": (MergerConfig(960, 4, 960, 4, 512, dropout=0.07), args.prod_pairs)}
+    chosen = {c.strip() for c in args.configs.split(",")}
+    if chosen - configs.keys():
+        raise SystemExit(f"--configs: unknown {sorted(chosen - configs.keys())}; choose from {sorted(configs)}")
+    configs = {k: v for k, v in configs.items() if k in chosen}
     source = evaluation_lake()
     out: dict[str, Any] = {}
     for name, (config, pairs) in configs.items():

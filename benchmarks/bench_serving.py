@@ -13,6 +13,9 @@ and the scenario digits 0-9, m=0, gelu, epoch 11 (46,872 pairs), times:
   (d) streaming materialised batches (train split, batch 36, 3 epochs; and with 2 workers);
   (e) the bound: the numpy fancy-index gather of the same rows as (c), already in memory.
 
+``--quick``: the same parts on a small gelu/epoch-11 zoo (every label, 1,013 models, built once
+into ``--data``/lake-serving-quick) and the scenario over digits 0-6 only (about 1,800 pairs).
+
 Goals: (c)/(e) >= 0.5, (c)/(a) >= 500, (d) >= 1 GB/s.  Figures are medians of
 ``--repeat`` runs; the machine is shared and noisy, so compare within one run.
 """
@@ -51,6 +54,24 @@ def serving_lake(data_dir: Path) -> Path:
     if SCENARIO not in list_scenarios(open_lake(root))["scenario"].to_list():
         report = declare_scenario(root, SCENARIO, zoo=ZOO, activations="gelu", epochs=[11])
         print("\n".join(report.lines()), file=sys.stderr)
+    return root
+
+
+def quick_serving_lake(data_dir: Path) -> Path:
+    """A small zoo (gelu, epoch 11, every label) with the scenario over digits 0-6, for ``--quick``."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.scenarios import declare_scenario
+    from weightlake.zoo.synthetic import write_synthetic_csv
+
+    root = data_dir / "lake-serving-quick"
+    if not (root / "_current").exists():
+        csv = data_dir / "zoo-gelu-e11.csv"
+        if not csv.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            write_synthetic_csv(csv.with_suffix(".partial"), activations=("gelu",), epochs=(11,), seed=0)
+            csv.with_suffix(".partial").rename(csv)
+        ingest_csv(root, csv, zoo=ZOO, init="kaiming_uniform")
+        declare_scenario(root, SCENARIO, zoo=ZOO, digits="0-6", activations="gelu", epochs=[11])
     return root
 
 
@@ -207,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user-batches", type=int, default=5, help="batches of 36 timed for the user's loader")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stream-epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a 1,013-model zoo, scenario over digits 0-6")
     args = parser.parse_args(argv)
 
     import torch
@@ -214,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     from weightlake import open_lake
 
     torch.set_num_threads(2)
-    root = serving_lake(args.data)
+    root = quick_serving_lake(args.data) if args.quick else serving_lake(args.data)
     lake = open_lake(root)
     t = time.perf_counter()
     lake.zoo_weights(ZOO)

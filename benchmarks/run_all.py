@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,18 +23,18 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = no quick mode yet
-    "ingest": ["--quick"], "udf": ["--quick"], "coldstart": ["--quick"],
+    "ingest": ["--quick", "--parsers", "polars"], "udf": ["--quick"], "coldstart": ["--quick", "--rounds", "2"],
     "correlations": ["--rows", "4000", "--scipy-params", "4", "--repeat", "1"],
     "metrics": ["--pairs", "2000", "--scipy-sample", "100", "--repeat", "1"],
     "spectra": ["--rows", "2000", "--loop-sample", "50", "--repeat", "1"],
     "checkpoints": ["--files", "200", "--tree", "bench-data/ckpt-tree-quick"],
-    "merger": ["--configs", "small", "--seconds", "2", "--min-batches", "1"],
+    "merger": ["--configs", "small", "--batch", "8", "--seconds", "0.5", "--min-batches", "1"],
     "topology": ["--sample", "40", "--rounds", "1", "--skip-lake"],
     "layer_udf": ["--quick"],
     "integrity": ["--rounds", "1"],
-    "serving": ["--user-batches", "1", "--repeat", "1", "--stream-epochs", "1"],
-    "evaluate": ["--pairs", "200", "--prod-pairs", "20", "--tracking-rows", "200"],
-    "train": ["--epochs", "1", "--subsample", "50", "--activations", "relu"],
+    "serving": ["--quick", "--user-batches", "1", "--repeat", "1", "--stream-epochs", "1"],
+    "evaluate": ["--configs", "small", "--pairs", "64", "--tracking-rows", "50"],
+    "train": ["--epochs", "1", "--subsample", "50", "--activations", "relu", "--digits", "0-2"],
     "dynamics": ["--rounds", "1", "--ks", "10", "--probe", "100", "--brute-sample", "10"],
 }
 ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
@@ -54,6 +55,8 @@ def main() -> None:
         if skipped:
             print(f"no quick mode (skipped): {', '.join(skipped)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    took: dict[str, float] = {}
+    load = [os.getloadavg()[0]]
     with open(args.out, "a") as sink:
         for name in names:
             script = HERE / f"bench_{name}.py"
@@ -64,12 +67,17 @@ def main() -> None:
             print(proc.stdout[-4000:], end="")
             if proc.returncode:
                 print(proc.stderr[-2000:], file=sys.stderr)
+            took[name] = time.perf_counter() - started
+            print(f"-- {name}: {took[name]:.1f} s" + (f" (exit {proc.returncode})" if proc.returncode else ""), flush=True)
             for line in proc.stdout.splitlines():
                 if line.startswith("{"):
                     record = json.loads(line)
                     record.update(seconds=round(time.perf_counter() - started, 1), when=time.strftime("%Y-%m-%d %H:%M"),
                                   quick=args.quick)
                     sink.write(json.dumps(record) + "\n")
+    load.append(os.getloadavg()[0])
+    print(f"total {sum(took.values()):.1f} s over {len(took)} benchmarks, load {load[0]:.1f} -> {load[1]:.1f}; "
+          + ", ".join(f"{n} {t:.1f}" for n, t in sorted(took.items(), key=lambda kv: -kv[1])))
 
 
 if __name__ == "__main__":
