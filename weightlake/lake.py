@@ -307,8 +307,10 @@ class Lake:
         of uncompressed segments on local disk is memory-mapped
         (:class:`~weightlake.storage.mapped.MappedRows`): the process's own memory then holds only
         what it gathers, each chunk is checked once on first use, and the source is kept on this
-        handle.  Anything else (compressed segments, object stores) is decoded whole, with a
-        :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
+        handle.  On an object store such a zoo is gathered by byte range
+        (:class:`~weightlake.storage.remote_rows.RemoteRows`: each chunk object fetched whole and
+        checked once, then only the rows taken).  Anything else (compressed segments) is decoded
+        whole, with a :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
         """
         from weightlake.storage.mapped import MappedRows, ResidentRows, can_map
 
@@ -319,6 +321,15 @@ class Lake:
                 key = (zoo, method)
                 if key not in self._sources and can_map(entry.segments, self.root):
                     self._sources[key] = MappedRows(self.root, entry.segments, method=method)
+            if key in self._sources:
+                return self._sources[key]
+        if f"zoo:{zoo}" not in self._cache and not self.fits(zoo) and not self.location.is_local:
+            from weightlake.storage.remote_rows import RemoteRows, can_address
+
+            with self._lock:
+                key = (zoo, "remote")
+                if key not in self._sources and can_address(self.location, entry.segments):
+                    self._sources[key] = RemoteRows(self.location, entry.segments)
             if key in self._sources:
                 return self._sources[key]
         return ResidentRows(*self.zoo_weights(zoo))
