@@ -460,7 +460,7 @@ class Lake:
         ``tensors``-layout segments read only the tensors overlapping ``[lo, hi)``; ``rows``-layout
         segments are read in budget-sized blocks of whole rows, keeping the columns.
         """
-        from weightlake.storage.parts import PartsReader
+        from weightlake.storage.parts import parts_reader
 
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         out = np.empty((ids.size, hi - lo), dtype=np.float32)
@@ -475,9 +475,8 @@ class Lake:
             if i < 0 or local.min() < 0 or local.max() >= span.segment.rows:
                 raise NoSuchModelError(f"no model with id {int(ids[mask][0])} at snapshot {self.snapshot}")
             seg = span.segment
-            if seg.parts and self.location.is_local:
-                out[mask] = PartsReader(self.root / seg.path, seg.rows, seg.cols, seg.parts,
-                                        meta_digest=seg.meta_digest).read_columns(local, lo, hi)
+            if seg.parts:
+                out[mask] = parts_reader(self.location, seg).read_columns(local, lo, hi)
                 continue
             step = budget_rows(seg.cols, self.memory, 1)
             where = np.flatnonzero(mask)
