@@ -338,8 +338,10 @@ class Lake:
         of uncompressed segments on local disk is memory-mapped
         (:class:`~weightlake.storage.mapped.MappedRows`): the process's own memory then holds only
         what it gathers, each chunk is checked once on first use, and the source is kept on this
-        handle.  Anything else (compressed segments, object stores) is decoded whole, with a
-        :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
+        handle.  On an object store such a zoo is gathered by byte range
+        (:class:`~weightlake.storage.remote_rows.RemoteRows`: each chunk object fetched whole and
+        checked once, then only the rows taken).  Anything else (compressed segments) is decoded
+        whole, with a :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
         """
         from weightlake.storage.mapped import MappedRows, ResidentRows, can_map
 
@@ -350,6 +352,15 @@ class Lake:
                 key = (zoo, method)
                 if key not in self._sources and can_map(entry.segments, self.root):
                     self._sources[key] = MappedRows(self.root, entry.segments, method=method)
+            if key in self._sources:
+                return self._sources[key]
+        if f"zoo:{zoo}" not in self._cache and not self.fits(zoo) and not self.location.is_local:
+            from weightlake.storage.remote_rows import RemoteRows, can_address
+
+            with self._lock:
+                key = (zoo, "remote")
+                if key not in self._sources and can_address(self.location, entry.segments):
+                    self._sources[key] = RemoteRows(self.location, entry.segments)
             if key in self._sources:
                 return self._sources[key]
         return ResidentRows(*self.zoo_weights(zoo))
@@ -480,7 +491,7 @@ class Lake:
         ``tensors``-layout segments read only the tensors overlapping ``[lo, hi)``; ``rows``-layout
         segments are read in budget-sized blocks of whole rows, keeping the columns.
         """
-        from weightlake.storage.parts import PartsReader
+        from weightlake.storage.parts import parts_reader
 
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         out = np.empty((ids.size, hi - lo), dtype=np.float32)
@@ -495,9 +506,8 @@ class Lake:
             if i < 0 or local.min() < 0 or local.max() >= span.segment.rows:
                 raise NoSuchModelError(f"no model with id {int(ids[mask][0])} at snapshot {self.snapshot}")
             seg = span.segment
-            if seg.parts and self.location.is_local:
-                out[mask] = PartsReader(self.root / seg.path, seg.rows, seg.cols, seg.parts,
-                                        meta_digest=seg.meta_digest).read_columns(local, lo, hi)
+            if seg.parts:
+                out[mask] = parts_reader(self.location, seg).read_columns(local, lo, hi)
                 continue
             step = budget_rows(seg.cols, self.memory, 1)
             where = np.flatnonzero(mask)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 import weightlake as wl
@@ -100,4 +101,50 @@ def test_topology_on_a_local_cluster_equals_the_local_run(lake_copy: Path, asser
     assert got.height == local.rows and got.height == 2 * local.models
     assert_same_table(got, want)
     params = json.loads(lake.manifest.table("topology").properties["params:mnist-cnn-s"])
+    assert params.pop("engine") == "dask local" and params == want_params
+
+
+def test_distance_shares_cover_every_first_group_once_in_order() -> None:
+    from weightlake.compute.dask_runs import distance_shares
+
+    for n, tasks in ((1, 4), (2, 4), (12, 8), (72, 8), (5, 100)):
+        shares = distance_shares(n, tasks)
+        assert [i for s in shares for i in s] == list(range(max(n - 1, 0)))
+        assert len(shares) <= tasks
+    pairs = [sum(11 - i for i in s) for s in distance_shares(12, 4)]
+    assert max(pairs) <= 2 * min(pairs)  # about equal work, not equal counts of first groups
+
+
+@pytest.mark.slow
+def test_topology_groups_on_a_local_cluster_equal_the_local_run(lake_copy: Path, assert_same_table) -> None:
+    """Both group tables (function-Rips measures included) equal the local run's, row for row; params too."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    pytest.importorskip("gudhi")
+    opts = {"zoo": "mnist-cnn-s", "by": ["classes"], "max_points": 30, "resolution": 12, "degrees": [0]}
+    # the local run in its own interpreter, as the other multipers runs of the suite (tests/compute/test_topology.py)
+    code = ("from weightlake.compute.topology import analyze_topology_groups as run; "
+            f"run({str(lake_copy)!r}, **{opts!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lake = wl.open_lake(lake_copy)
+    want = {t: lake.table(t).collect().drop("snapshot") for t in ("topology_groups", "topology_group_distances")}
+    want_params = json.loads(lake.manifest.table("topology_groups").properties["params:mnist-cnn-s"])
+    result = CliRunner().invoke(main, ["analyze", "topology-groups", "--zoo", "mnist-cnn-s", "--by", "classes",
+                                       "--max-points", "30", "--resolution", "12", "--degrees", "0",
+                                       "--dask", "local", "--lake", str(lake_copy)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "ran on Dask (local): 12 group tasks" in result.output, result.output
+    lake = wl.open_lake(lake_copy)
+    for table, expected in want.items():
+        got = lake.table(table).collect().drop("snapshot")
+        assert got.height > 0
+        assert_same_table(got, expected)
+    assert want["topology_groups"].filter(pl.col("space") == "function_rips").height == 12
+    params = json.loads(lake.manifest.table("topology_groups").properties["params:mnist-cnn-s"])
     assert params.pop("engine") == "dask local" and params == want_params

@@ -114,3 +114,17 @@ def test_cli_spectra_and_an_unknown_layer(lakes):
     assert "1 conv/linear layers; 1 skipped" in out.output
     out = CliRunner().invoke(main, ["analyze", "spectra", "--zoo", "rn", "--layers", "nope", "--lake", str(tensors)])
     assert out.exit_code == 1 and "has no layer 'nope'" in out.output and "Traceback" not in out.output
+
+
+def test_per_layer_spectra_of_a_tensors_zoo_on_s3_equal_the_local_ones(lakes, s3_lake_url, tmp_path):
+    """The zoo at s3:// (moto): the same table as on disk, reading only the conv and linear weights' chunk objects."""
+    tensors, _ = lakes
+    ingest_modelzoo(s3_lake_url, tensors.parent / "zoo", zoo="rn", layout="tensors")
+    arch = wl.open_lake(s3_lake_url).arch("rn")
+    with count_reads() as count:
+        analyze_spectra(s3_lake_url, zoo="rn")
+    assert 0 < count.bytes <= 1.2 * sum(layer.weight_size * 4 for layer in arch.matrix_layers) * 6
+    analyze_spectra(tensors, zoo="rn")
+    a = wl.open_lake(s3_lake_url).table("spectra").collect().sort("model_id", "layer").drop("snapshot")
+    b = wl.open_lake(tensors).table("spectra").collect().sort("model_id", "layer").drop("snapshot")
+    assert a.equals(b)

@@ -39,31 +39,75 @@ def group_topology(rows: np.ndarray, arch: Any, labels: Sequence[str], *, layer:
     distance table (empty, with a note, above ``max_distance_groups`` groups); the grid of the
     two-parameter measure (shared by all groups so their measures compare).
     """
-    from weightlake.analysis import topology_multi as tm
-
-    tm.neuron_importance(rows[:1], arch, layer)  # refuses a layer without a dense next layer, before any work
+    check_layer(rows[:1], arch, layer)  # before any work
     label_arr = np.asarray(labels)
-    names = list(dict.fromkeys(label_arr.tolist()))
-    grid = tm.regular_grid(_scale(rows, arch, layer, seed), resolution)
-    groups, measures, diagrams = [], [], []
+    names = group_names(labels)
+    grid = group_grid(rows, arch, layer, resolution, seed)
+    parts, measures, diagrams = [], [], []
     for k, name in enumerate(names):
         where = np.flatnonzero(label_arr == name)
-        part, dgm, sm = _one_group(rows[where], arch, layer, grid, max_points, degrees, seed)
-        groups.append(part.with_columns(group=pl.lit(name), n_models=pl.lit(where.size, dtype=pl.Int32)))
+        part, dgm, sm = one_group(rows[where], arch, name, layer=layer, grid=grid, max_points=max_points,
+                                  degrees=degrees, seed=seed)
+        parts.append(part)
         diagrams.append(dgm)
         measures.append(sm)
         if progress:
             progress(k + 1, len(names))
-    table = pl.concat(groups, how="diagonal_relaxed").select("group", "n_models", pl.exclude("group", "n_models"))
-    notes = []
-    if len(names) <= max_distance_groups:
-        dist = group_distances(names, diagrams, measures, degrees)
-    else:
-        dist = pl.DataFrame(schema={"group_a": pl.String, "group_b": pl.String, "space": pl.String,
-                                    "dim": pl.Int32, "metric": pl.String, "value": pl.Float64})
-        notes.append(f"distances not computed: {len(names)} groups > max_distance_groups={max_distance_groups} "
-                     f"({len(names) * (len(names) - 1) // 2} pairs); raise it to compute them")
-    return table, dist, notes, grid
+    table = group_table(parts)
+    if len(names) > max_distance_groups:
+        return table, empty_distances(), [too_many_groups(len(names), max_distance_groups)], grid
+    return table, group_distances(names, diagrams, measures, degrees), [], grid
+
+
+SCALE_MODELS = 64
+"""Models drawn (seeded) from the zoo to set the extent of the shared grid (:func:`group_grid`)."""
+
+
+def check_layer(rows: np.ndarray, arch: Any, layer: str) -> None:
+    """Refuse a layer without a dense next layer (its neurons have no outgoing importance)."""
+    from weightlake.analysis import topology_multi as tm
+
+    tm.neuron_importance(rows[:1], arch, layer)
+
+
+def group_names(labels: Sequence[str]) -> list[str]:
+    """The distinct group labels in order of first appearance (the order of the tables' groups)."""
+    return list(dict.fromkeys(np.asarray(labels).tolist()))
+
+
+def group_grid(rows: np.ndarray, arch: Any, layer: str, resolution: int, seed: int) -> list[np.ndarray]:
+    """The grid of the two-parameter measure, shared by all groups so their measures compare.
+
+    It reads only the rows ``topology_multi.subsample(rows, SCALE_MODELS, seed)``, so a caller
+    that holds those rows alone (a distributed run) gets the same grid.
+    """
+    from weightlake.analysis import topology_multi as tm
+
+    return tm.regular_grid(_scale(rows, arch, layer, seed), resolution)
+
+
+def one_group(rows: np.ndarray, arch: Any, name: str, *, layer: str, grid: list[np.ndarray], max_points: int,
+              degrees: Sequence[int], seed: int) -> tuple[pl.DataFrame, dict[tuple[str, int], np.ndarray], list]:
+    """One group's table rows (``group``, ``n_models`` first), its diagrams and its signed measures."""
+    part, dgm, sm = _one_group(rows, arch, layer, grid, max_points, degrees, seed)
+    return part.with_columns(group=pl.lit(name), n_models=pl.lit(len(rows), dtype=pl.Int32)), dgm, sm
+
+
+def group_table(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """The groups' rows as one table, ``group`` and ``n_models`` first."""
+    return pl.concat(parts, how="diagonal_relaxed").select("group", "n_models", pl.exclude("group", "n_models"))
+
+
+def empty_distances() -> pl.DataFrame:
+    """The distance table with no rows."""
+    return pl.DataFrame(schema={"group_a": pl.String, "group_b": pl.String, "space": pl.String,
+                                "dim": pl.Int32, "metric": pl.String, "value": pl.Float64})
+
+
+def too_many_groups(n_groups: int, max_distance_groups: int) -> str:
+    """The note of a run that skipped the distances."""
+    return (f"distances not computed: {n_groups} groups > max_distance_groups={max_distance_groups} "
+            f"({n_groups * (n_groups - 1) // 2} pairs); raise it to compute them")
 
 
 def group_distance_matrix(dist: pl.DataFrame, names: Sequence[str], space: str, dim: int, metric: str) -> np.ndarray:
@@ -112,8 +156,12 @@ def _one_group(rows: np.ndarray, arch: Any, layer: str, grid: list[np.ndarray], 
 
 
 def group_distances(names: list[str], diagrams: list[dict[tuple[str, int], np.ndarray]], measures: list[list],
-                    degrees: Sequence[int]) -> pl.DataFrame:
-    """Every diagram distance and the signed-measure distance between every two groups (long format)."""
+                    degrees: Sequence[int], first: Sequence[int] | None = None) -> pl.DataFrame:
+    """Every diagram distance and the signed-measure distance between every two groups (long format).
+
+    ``first`` limits the rows to pairs ``(i, j > i)`` with ``i`` in it (a share of the work);
+    the shares of disjoint ``first`` concatenated in order of ``i`` are the whole table.
+    """
     from weightlake.analysis.topology_diagrams import DISTANCES
     from weightlake.analysis.topology_multi import signed_measure_distance
 
@@ -123,7 +171,7 @@ def group_distances(names: list[str], diagrams: list[dict[tuple[str, int], np.nd
         for key, v in zip(out, (a, b, space, dim, metric, value), strict=True):
             out[key].append(v)
 
-    for i in range(len(names)):
+    for i in (range(len(names)) if first is None else first):
         for j in range(i + 1, len(names)):
             for key, bars in diagrams[i].items():
                 for metric, fn in DISTANCES.items():

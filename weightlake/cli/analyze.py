@@ -176,9 +176,14 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 @click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
+@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+              help="Run on Dask: one task per group, the distances in shares; 'local' starts a 2-worker "
+                   "LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running scheduler (its workers must reach "
+                   "the lake and have gudhi, and multipers for --degrees). Same tables as without it.")
 @lake_option
 def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, resolution: int, degrees: str,
-                        max_distance_groups: int, seed: int, all_rows: bool, lake_dir: str) -> None:
+                        max_distance_groups: int, seed: int, all_rows: bool, dask_address: str | None,
+                        lake_dir: str) -> None:
     """Topology of groups of models -> tables `topology_groups` and `topology_group_distances`.
 
     Per group (e.g. one class set): Rips diagrams of the cloud of its models (flat weights) and
@@ -191,14 +196,20 @@ def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, r
     Example:
       weightlake analyze topology-groups --zoo mnist-cnn-s --by classes,activation
       weightlake query run topology_group_neighbours --param zoo=mnist-cnn-s
+      weightlake analyze topology-groups --zoo mnist-cnn-s --dask local     # one task per group
     """
-    from weightlake.compute.topology import analyze_topology_groups
+    if dask_address:
+        from weightlake.compute.dask_runs import analyze_topology_groups_dask as run
 
-    with progress_bar(None, "analyze topology-groups", "groups") as bar:
-        report = analyze_topology_groups(lake_dir, zoo=zoo, by=_list(by), layer=layer, max_points=max_points,
-                                         resolution=resolution, degrees=[int(d) for d in _list(degrees)],
-                                         max_distance_groups=max_distance_groups, all_rows=all_rows, seed=seed,
-                                         progress=bar.callback)
+        extra, label, unit = {"address": dask_address}, "analyze topology-groups (dask)", "tasks"
+    else:
+        from weightlake.compute.topology import analyze_topology_groups as run
+
+        extra, label, unit = {}, "analyze topology-groups", "groups"
+    with progress_bar(None, label, unit) as bar:
+        report = run(lake_dir, zoo=zoo, by=_list(by), layer=layer, max_points=max_points, resolution=resolution,
+                     degrees=[int(d) for d in _list(degrees)], max_distance_groups=max_distance_groups,
+                     all_rows=all_rows, seed=seed, progress=bar.callback, **extra)
     click.echo(str(report))
 
 

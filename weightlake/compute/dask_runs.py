@@ -37,7 +37,7 @@ from weightlake.compute.analyses import (
     param_slices,
 )
 from weightlake.errors import QueryError
-from weightlake.storage.remote import chunk_rows, read_block
+from weightlake.storage.remote import chunk_rows, read_block, rows_by_id
 from weightlake.storage.snapshot import Segment
 from weightlake.storage.store import Store
 
@@ -313,3 +313,88 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
     return TopologyReport("topology", zoo, table.height, int(chosen.size), version, time.perf_counter() - started,
                           [note, f"ran on Dask ({address}): {len(jobs)} tasks, one per stored chunk"])
+
+
+def _group_task(location: Store, segments: Sequence[Segment], ids: np.ndarray, arch: Any, name: str,
+                options: Mapping[str, Any]) -> tuple[pl.DataFrame, dict, list]:
+    """One task: one group's rows, diagrams and signed measures, reading only its models' chunks."""
+    from weightlake.analysis.topology_groups import one_group
+
+    return one_group(rows_by_id(location, segments, ids), arch, name, **options)
+
+
+def _distance_task(shared: tuple[list[str], list[dict], list[list]], degrees: Sequence[int],
+                   first: Sequence[int]) -> pl.DataFrame:
+    """One task: the distance rows of the group pairs ``(i, j > i)`` for ``i`` in ``first``."""
+    from weightlake.analysis.topology_groups import group_distances
+
+    names, diagrams, measures = shared
+    return group_distances(names, diagrams, measures, degrees, first=first)
+
+
+def distance_shares(n_groups: int, tasks: int) -> list[list[int]]:
+    """Contiguous runs of first groups ``i`` with about the same number of pairs ``(i, j > i)`` each."""
+    pairs = np.cumsum([n_groups - 1 - i for i in range(n_groups - 1)])
+    if pairs.size == 0:
+        return []
+    cut = np.searchsorted(pairs, np.linspace(0, pairs[-1], tasks + 1)[1:-1], side="right")
+    return [s.tolist() for s in np.split(np.arange(n_groups - 1), np.unique(cut)) if s.size]
+
+
+def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local", zoo: str | None = None,
+                                 by: Sequence[str] = ("classes",), layer: str = "fc1", max_points: int = 100,
+                                 resolution: int = 20, degrees: Sequence[int] = (0,), max_distance_groups: int = 120,
+                                 all_rows: bool = False, seed: int = 0,
+                                 progress: Callable[[int, int], Any] | None = None) -> Any:
+    """:func:`weightlake.compute.topology.analyze_topology_groups` on a Dask cluster.
+
+    The driver reads the metadata, labels the groups and sets the shared grid from the few
+    rows it needs (:data:`~weightlake.analysis.topology_groups.SCALE_MODELS`); one task per
+    group reads that group's rows from the store and runs
+    :func:`~weightlake.analysis.topology_groups.one_group`; the distances between groups run
+    in shares of about equal pair counts (:func:`distance_shares`, the diagrams broadcast to
+    the workers once). Both tables are committed in one transaction, as the local run does;
+    ``progress`` counts tasks.
+    """
+    import uuid
+
+    from weightlake.analysis import topology_groups as tg
+    from weightlake.analysis.topology_multi import subsample
+    from weightlake.compute.topology import commit_topology_groups, select_model_meta
+    from weightlake.lake import open_lake
+
+    started = time.perf_counter()
+    lake = open_lake(lake_root)
+    zoo, ids, meta, note = select_model_meta(lake, zoo, all_rows)
+    labels = np.asarray(tg.group_labels(meta, by))
+    names = tg.group_names(labels.tolist())
+    arch, segments = lake.arch(zoo), lake.manifest.zoo(zoo).segments
+    tg.check_layer(rows_by_id(lake.location, segments, ids[:1]), arch, layer)
+    sample = rows_by_id(lake.location, segments, ids[subsample(ids, tg.SCALE_MODELS, seed)])
+    grid = tg.group_grid(sample, arch, layer, resolution, seed)
+    options = {"layer": layer, "grid": grid, "max_points": max_points, "degrees": tuple(degrees), "seed": seed}
+    run, notes = uuid.uuid4().hex[:8], [note]
+    with dask_client(address) as client:
+        shares = distance_shares(len(names), 4 * max(1, sum(client.nthreads().values())))
+        shares = shares if len(names) <= max_distance_groups else []
+        total = len(names) + len(shares)
+        futures = [client.submit(_group_task, lake.location, segments, ids[labels == name], arch, name, options,
+                                 key=f"wl-group-{run}-{k}") for k, name in enumerate(names)]
+        parts, diagrams, measures = zip(*_gather(client, futures, progress and (lambda d, t: progress(d, total))),
+                                        strict=True)
+        if len(names) > max_distance_groups:
+            dist = tg.empty_distances()
+            notes.append(tg.too_many_groups(len(names), max_distance_groups))
+        else:
+            [shared] = client.scatter([(names, list(diagrams), list(measures))], broadcast=True)
+            futures = [client.submit(_distance_task, shared, tuple(degrees), first, key=f"wl-gdist-{run}-{first[0]}")
+                       for first in shares]
+            done = progress and (lambda d, t: progress(len(names) + d, total))
+            dist = (pl.concat(_gather(client, futures, done)) if futures
+                    else tg.group_distances(names, list(diagrams), list(measures), degrees))
+    params = {"by": list(by), "layer": layer, "max_points": max_points, "resolution": resolution,
+              "degrees": list(degrees), "grid": [g.tolist() for g in grid], "seed": seed, "all_rows": all_rows,
+              "models": int(ids.size), "distinct_note": note, "engine": "dask local" if address == "local" else "dask"}
+    report = commit_topology_groups(lake_root, lake, zoo, tg.group_table(parts), dist, params, notes, started)
+    report.notes.append(f"ran on Dask ({address}): {len(names)} group tasks, {len(shares)} distance tasks")
+    return report

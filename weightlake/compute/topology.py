@@ -66,6 +66,22 @@ def select_models(lake: Any, zoo: str | None, all_rows: bool) -> tuple[str, np.n
     return zoo, ids[keep], rows[keep], meta.filter(pl.Series(keep)), sel.note()
 
 
+def select_model_meta(lake: Any, zoo: str | None, all_rows: bool) -> tuple[str, np.ndarray, pl.DataFrame, str]:
+    """:func:`select_models` without the weights: the chosen ids (weight-row order), their metadata and the note.
+
+    For runs whose workers read the weight rows themselves (:mod:`weightlake.compute.dask_runs`).
+    """
+    from weightlake.compute.analyses import _zoo_meta
+
+    zoo, ids, meta = _zoo_meta(lake, zoo)
+    if ids.size == 0:
+        raise QueryError(f"zoo {zoo!r} has no models")
+    if all_rows:
+        return zoo, ids, meta, f"{ids.size} rows (all rows counted, copies included)"
+    sel = distinct_models(meta)
+    return zoo, ids[sel.keep], meta.filter(pl.Series(sel.keep)), sel.note()
+
+
 # -- per model x layer -----------------------------------------------------------------------------
 def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
                      h1: bool = True, cubical: bool = True, all_rows: bool = False,
@@ -121,16 +137,27 @@ def analyze_topology_groups(lake_root: Path | str, *, zoo: str | None = None, by
     table, dist, notes, grid = group_topology(rows, lake.arch(zoo), labels, layer=layer, max_points=max_points,
                                               resolution=resolution, degrees=degrees,
                                               max_distance_groups=max_distance_groups, seed=seed, progress=progress)
-    n_groups = table["group"].n_unique()
     params = {"by": list(by), "layer": layer, "max_points": max_points, "resolution": resolution,
               "degrees": list(degrees), "grid": [g.tolist() for g in grid], "seed": seed, "all_rows": all_rows,
-              "models": int(ids.size), "groups": n_groups, "distinct_note": note}
+              "models": int(ids.size), "distinct_note": note}
+    return commit_topology_groups(lake_root, lake, zoo, table, dist, params, [note, *notes], started)
+
+
+def commit_topology_groups(lake_root: Path | str, lake: Any, zoo: str, table: pl.DataFrame, dist: pl.DataFrame,
+                           params: dict[str, Any], notes: Sequence[str], started: float) -> TopologyReport:
+    """Commit the two group tables in one transaction (``params`` gain ``groups``) and report them.
+
+    ``notes`` start with the distinct-model note; shared by the local and the Dask run.
+    """
+    n_groups = table["group"].n_unique()
+    params = {**params, "groups": n_groups}
     snap = pl.lit(lake.snapshot, dtype=pl.Int64)
     version = commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
                                                "topology_group_distances": dist.with_columns(snapshot=snap)},
                              zoo, params, lake.snapshot)
-    return TopologyReport("topology_groups", zoo, table.height, int(ids.size), version, time.perf_counter() - started,
-                          [note, f"{n_groups} groups by {', '.join(by)}", *notes,
+    return TopologyReport("topology_groups", zoo, table.height, int(params["models"]), version,
+                          time.perf_counter() - started,
+                          [notes[0], f"{n_groups} groups by {', '.join(params['by'])}", *notes[1:],
                            f"table 'topology_group_distances': {dist.height} rows"])
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from weightlake.errors import IntegrityError
-from weightlake.storage.checksums import check_file, digest_bytes, digest_file
+from weightlake.storage.checksums import check_bytes, check_file, digest_bytes, digest_file
 from weightlake.storage.snapshot import SegmentPart
 
 PART_CHUNK_BYTES = 8 << 20
@@ -161,13 +161,16 @@ class PartsReader:
     """Row and column reads of a ``tensors``-layout segment; only the tensors asked for are read.
 
     Every chunk read is checked against its recorded digest; a part's ``zarr.json`` is checked
-    the first time the part is touched.
+    the first time the part is touched.  ``location`` (an object store) reads the same files as
+    objects: ``path`` is then the segment's key below the lake root (:func:`parts_reader`).
     """
 
-    def __init__(self, path: Path, rows: int, cols: int, parts: Sequence[Any], *,
-                 meta_digest: str | None = None) -> None:
-        self.path, self.rows, self.cols, self.parts = path, rows, cols, tuple(parts)
-        check_file(path / "zarr.json", meta_digest)
+    def __init__(self, path: Path | str, rows: int, cols: int, parts: Sequence[Any], *,
+                 meta_digest: str | None = None, location: Any = None) -> None:
+        self.location = location if location is not None and not location.is_local else None
+        self.path = str(path).rstrip("/") if self.location is not None else Path(path)
+        self.rows, self.cols, self.parts = rows, cols, tuple(parts)
+        self._check_meta("zarr.json", meta_digest)
         if sum(p.size for p in self.parts) != cols:
             raise IntegrityError(f"weight segment {str(path)!r}: its tensors cover {sum(p.size for p in self.parts)} "
                                  f"columns, the snapshot says {cols}; run `weightlake verify`")
@@ -179,7 +182,7 @@ class PartsReader:
         self._checked: set[str] = set()
         self._lock = threading.Lock()
 
-    def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
+    def read(self, start: int, stop: int, out: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
         """Rows ``start:stop`` (every tensor) into ``out`` or a new array."""
         if not 0 <= start <= stop <= self.rows:
             raise IntegrityError(f"rows {start}:{stop} out of range for segment {str(self.path)!r} of {self.rows} rows")
@@ -189,11 +192,14 @@ class PartsReader:
         return self.read_columns(index, 0, self.cols)
 
     def read_columns(self, index: np.ndarray, lo: int, hi: int, *, out: np.ndarray | None = None,
-                     threads: int = 2) -> np.ndarray:
+                     threads: int | None = None) -> np.ndarray:
         """Rows ``index`` (any order, repeats allowed) of flat columns ``[lo, hi)``: ``float32 [n, hi - lo]``.
 
-        Reads the chunks of the tensors overlapping ``[lo, hi)`` that hold a wanted row, nothing else.
+        Reads the chunks of the tensors overlapping ``[lo, hi)`` that hold a wanted row, nothing else,
+        with ``threads`` readers (default 2 on disk, 8 concurrent requests on an object store).
         """
+        if threads is None:
+            threads = 8 if self.location is not None else 2
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.rows):
             raise IntegrityError(f"row index out of range for segment {str(self.path)!r} of {self.rows} rows")
@@ -228,29 +234,63 @@ class PartsReader:
 
     def _read_part_chunk(self, p: Any, c: int, rows: np.ndarray, index: np.ndarray, lo: int, hi: int,
                          out: np.ndarray) -> None:
-        from weightlake.storage.tensors import _read_chunk_into
-
         self._check_part(p)
         step = p.chunk_rows
         a, b = max(lo, p.start), min(hi, p.start + p.size)
-        chunk = self.path / p.name / _chunk_key(c)
+        chunk = f"{p.name}/{_chunk_key(c)}"
         local = index[rows] - c * step
         span = np.arange(step)
         whole = (a, b) == (p.start, p.start + p.size) == (lo, hi) and len(rows) == step \
             and (local == span).all() and (rows == rows[0] + span).all()
         if whole:  # the chunk is exactly out[rows]: read it straight into place
-            _read_chunk_into(chunk, out[rows[0]:rows[0] + step], p.chunk_digests[c])
+            self._read_chunk(chunk, out[rows[0]:rows[0] + step], p.chunk_digests[c])
             return
         scratch = np.empty((step, p.size), dtype=np.float32)
-        _read_chunk_into(chunk, scratch, p.chunk_digests[c])
+        self._read_chunk(chunk, scratch, p.chunk_digests[c])
         out[rows, a - lo:b - lo] = scratch[local, a - p.start:b - p.start]
 
     def _check_part(self, p: Any) -> None:
         if p.name in self._checked:
             return
-        check_file(self.path / p.name / "zarr.json", p.meta_digest)
+        self._check_meta(f"{p.name}/zarr.json", p.meta_digest)
         with self._lock:
             self._checked.add(p.name)
+
+    def _check_meta(self, sub: str, digest: str | None) -> None:
+        """Check one ``zarr.json`` of the segment (a file, or an object of the store)."""
+        if self.location is None:
+            check_file(self.path / sub, digest)
+            return
+        from weightlake.storage.remote import check_key
+
+        check_key(self.location, f"{self.path}/{sub}", digest)
+
+    def _read_chunk(self, sub: str, dest: np.ndarray, digest: str | None) -> None:
+        """Read one whole raw chunk into ``dest`` (exactly its size), checking its size and digest."""
+        from weightlake.storage.tensors import _count, _read_chunk_into
+
+        if self.location is None:
+            _read_chunk_into(self.path / sub, dest, digest)
+            return
+        key = f"{self.path}/{sub}"
+        where = self.location.uri(key)
+        try:
+            data = self.location.read(key)
+        except FileNotFoundError:
+            raise IntegrityError(f"chunk {where!r} is missing; the snapshot lists it (run `weightlake verify`)") \
+                from None
+        _count(len(data))
+        if len(data) != dest.nbytes:
+            raise IntegrityError(f"chunk {where!r} has the wrong size ({len(data)} bytes, expected {dest.nbytes}); "
+                                 "run `weightlake verify`")
+        check_bytes(data, digest, where)
+        dest.reshape(-1)[:] = np.frombuffer(data, dtype="<f4")
+
+
+def parts_reader(location: Any, seg: Any) -> PartsReader:
+    """The :class:`PartsReader` of a ``tensors``-layout segment in any store (local disk or object store)."""
+    path = Path(location.uri(seg.path)) if location.is_local else seg.path
+    return PartsReader(path, seg.rows, seg.cols, seg.parts, meta_digest=seg.meta_digest, location=location)
 
 
 def _chunk_key(c: int) -> str:

@@ -5,7 +5,9 @@ on an object store the same layout holds (one object per chunk, ``zarr.json`` be
 so zarr's own :class:`zarr.storage.ObjectStore` opens the array (shape, chunk grid, codecs,
 chunk keys) and the chunk objects are fetched concurrently, each checked against the digest
 the snapshot recorded before it is copied into the destination.  Compressed segments are
-decoded by zarr after their chunk objects passed the check.
+decoded by zarr after their chunk objects passed the check.  ``tensors``-layout segments
+(one array per tensor) are read by :class:`weightlake.storage.parts.PartsReader` over the
+same store, as on disk.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ def open_segment(location: Store, seg: Segment) -> Any:
     """Open a segment through zarr's object store after checking its ``zarr.json`` digest and shape."""
     import zarr
 
-    if seg.parts:
-        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} uses the tensors layout, which this "
-                             "weightlake reads from local disk only (copy the lake to a local folder to read it)")
+    if seg.parts:  # callers read tensors-layout segments through storage.parts.parts_reader
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} uses the tensors layout: it has no single "
+                             "zarr array to open")
     key = f"{seg.path}/zarr.json"
     try:
         check_bytes(location.read(key), seg.meta_digest, location.uri(key))
@@ -69,6 +71,10 @@ def _fetch(location: Store, seg: Segment, array: Any, chunks: Sequence[int]) -> 
 
 def read_all(location: Store, seg: Segment, out: np.ndarray | None = None) -> np.ndarray:
     """Decode a whole segment into ``out`` (or a new array)."""
+    if seg.parts:  # tensors layout: one object per chunk of one tensor, read by the same reader as on disk
+        from weightlake.storage.parts import parts_reader
+
+        return parts_reader(location, seg).read(0, seg.rows, out=out)
     array = open_segment(location, seg)
     out = np.empty((seg.rows, seg.cols), dtype=np.float32) if out is None else out
     step = int(array.chunks[0])
@@ -87,6 +93,10 @@ def read_rows(location: Store, seg: Segment, index: np.ndarray) -> np.ndarray:
         return np.empty((0, seg.cols), dtype=np.float32)
     if index.min() < 0 or index.max() >= seg.rows:
         raise IntegrityError(f"row index out of range for segment {location.uri(seg.path)!r} of {seg.rows} rows")
+    if seg.parts:
+        from weightlake.storage.parts import parts_reader
+
+        return parts_reader(location, seg).read_rows(index)
     array = open_segment(location, seg)
     step = int(array.chunks[0])
     wanted = np.unique(index // step)
@@ -203,7 +213,7 @@ def _segment_rows(location: Store, seg: Segment, index: np.ndarray) -> np.ndarra
         from weightlake.storage.tensors import read_rows as read_local
 
         return read_local(Path(location.uri(seg.path)), seg.rows, seg.cols, index,
-                          digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+                          digests=seg.chunk_digests, meta_digest=seg.meta_digest, parts=seg.parts)
     return read_rows(location, seg, index)
 
 
