@@ -4,9 +4,10 @@
 
 Every form computes the MSE of layer fc1 of each model with itself over all rows of the lake
 (decoded in memory once per process); numpy gets the same rows.  Each round is a fresh process
-that runs every form (a warm-up, then the better of two), in turn, backwards in odd rounds (so contenders alternate round by
-round); best of rounds, with the load average of each round.  ``--before DIR`` adds DIR's ``analysis/udfs.py`` (e.g. the
-main branch) as the baseline of the Python forms, in the same processes.  Goal (issue 16): >= 0.8x
+that runs every form (a warm-up, then the better of two) in turn, backwards in odd rounds, so
+contenders alternate round by round; best of rounds, with the load average of each round.
+``--before DIR`` adds DIR's ``analysis/udfs.py`` (e.g. the main branch) as the baseline of the
+Python forms, in the same processes.  Goal (issue 16): >= 0.8x
 numpy.  The no-op Python UDF over the same arguments is the ceiling of any Python UDF that takes
 ``FLOAT[P]`` values: DuckDB converts each argument to Arrow before the call.
 
