@@ -178,11 +178,7 @@ class _Gather:
         return self._index
 
     def rows(self, ids: Any, cols: slice | None = None) -> np.ndarray:
-        """The rows of model ids ``ids`` (``float32 [n, P]``), or only their columns ``cols``.
-
-        From a resident zoo only those columns are gathered (a layer of ``fc1``'s 740 values
-        copies 30 % of each row); a memory-mapped one gathers whole rows and slices them.
-        """
+        """The rows of model ids ``ids`` (``float32 [n, P]``), or only their columns ``cols`` (:func:`_take`)."""
         from weightlake.errors import QueryError
 
         values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
@@ -253,10 +249,16 @@ class _Gather:
 
 
 def _take(source: Any, where: np.ndarray, cols: slice | None) -> np.ndarray:
-    """Rows ``where`` of a row source, only columns ``cols`` when given (gathered so from a resident zoo)."""
+    """Rows ``where`` of a row source, only columns ``cols`` when given (then read-only).
+
+    From a resident zoo only those columns are gathered, and consecutive positions (a scan of
+    ``models`` in id order) are a view of them, not a copy.
+    """
     if cols is None:
         return source.take(where)
     if getattr(source, "resident", False):
+        if len(where) and where[-1] - where[0] == len(where) - 1 and (np.diff(where) == 1).all():
+            return source.weights[int(where[0]):int(where[-1]) + 1, cols]
         return source.weights[where, cols]
     return source.take(where)[:, cols]
 
@@ -322,19 +324,12 @@ def _blocks(arch: Architecture, layer: Any) -> list[tuple[np.ndarray | None, sli
 
 def _layer_values(metric: Callable[..., Any], arch: Architecture, layer: Any,
                   columns: Callable[[slice], tuple[np.ndarray, np.ndarray]]) -> pa.Array:
-    """A per-layer metric of one call's rows: ``columns(cols)`` gives both sides' ``[rows, cols]`` blocks.
-
-    The metric runs on one thread (``workers=1``): DuckDB already calls the function from its own
-    threads, and a thread pool per 2,048-row call cost more than the metric itself.
-    """
+    """A per-layer metric of one call's rows: ``columns(cols)`` gives both sides' ``[rows, cols]`` blocks."""
     blocks = _blocks(arch, layer)
     out = np.empty(len(layer), dtype=np.float64)
     for rows, cols in blocks:
         x, y = columns(cols)
-        if rows is None:
-            out[:] = metric(x, y, workers=1)
-        else:
-            out[rows] = metric(x[rows], y[rows], workers=1)
+        out[slice(None) if rows is None else rows] = metric(x, y) if rows is None else metric(x[rows], y[rows])
     return _result(out)
 
 
