@@ -39,8 +39,8 @@ SCENARIO = "bench-m0-gelu-e11"
 # -- setup -----------------------------------------------------------------------------------------
 def serving_lake(data_dir: Path) -> Path:
     """The full-size zoo in its own lake (so other benchmarks' lakes are left alone), with the scenario."""
+    from weightlake import open_lake
     from weightlake.ingest.csv_zoo import ingest_csv
-    from weightlake.lake import open_lake
     from weightlake.scenarios import declare_scenario, list_scenarios
 
     root = data_dir / "lake-serving"
@@ -183,7 +183,7 @@ def bench_bound(pairs: Any, repeat: int) -> float:
 
 # -- (d) ------------------------------------------------------------------------------------------
 def bench_stream(root: Path, repeat: int, epochs: int) -> dict[str, Any]:
-    from weightlake.lake import open_lake
+    from weightlake import open_lake
     from weightlake.serve.batches import materialize
 
     t = time.perf_counter()
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from weightlake.lake import open_lake
+    from weightlake import open_lake
 
     torch.set_num_threads(2)
     root = serving_lake(args.data)

@@ -41,8 +41,8 @@ def demo_lake(root: Path, batch_size: int) -> tuple[Path, str]:
 
 def ensure_materialised(lake_root: Path, scenario: str, batch_size: int) -> None:
     """Materialise the scenario's train batches at ``batch_size`` unless they already are."""
+    from weightlake import open_lake
     from weightlake.errors import NoSuchTableError
-    from weightlake.lake import open_lake
     from weightlake.serve.batches import materialize
 
     try:
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from weightlake import open_lake
     from weightlake.experiments.merger import MergerConfig, TransformerAE
     from weightlake.experiments.training import compare_sources
-    from weightlake.lake import open_lake
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.lake is None:

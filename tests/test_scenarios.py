@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from weightlake import open_lake
 from weightlake.arch import CNN_S
 from weightlake.errors import IngestError, NoSuchTableError, QueryError, UnsafeFileError
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.scenarios import (
     assign_splits,
     declare_scenario,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
+from weightlake import open_lake
 from weightlake.cli import main
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
 ODD = "overlapping 0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] 11 gelu *best? x"

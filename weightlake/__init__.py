@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from weightlake.lake import Lake
+    from weightlake.handle import LakeHandle
 
 
-def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
+def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> LakeHandle:
     """Open a lake at ``path`` (default: ``$WEIGHTLAKE_LAKE``, else ``./lake``), pinned to its current snapshot.
 
     ``memory``: the handle's budget for weights held at once (``"1GB"``; default ``$WEIGHTLAKE_MEMORY``,
     else a quarter of the machine's memory).
+
+    Returns a :class:`~weightlake.handle.LakeHandle`: models, tables and weights, plus
+    ``lake.sql``, ``lake.connect``, ``lake.pairs``, ``lake.batches`` and ``lake.analysis``.
     """
-    from weightlake.lake import open_lake as _open
+    from weightlake.handle import open_lake as _open
 
     return _open(path, create=create, memory=memory)
 

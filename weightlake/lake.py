@@ -1,4 +1,4 @@
-"""The lake as a reader sees it: one pinned snapshot, read through polars, torch and DuckDB.
+"""The core read handle: one pinned snapshot, read through polars and torch.
 
 >>> lake = open_lake("lake")                      # doctest: +SKIP
 >>> lake.models().filter(pl.col("epoch") == 11)   # doctest: +SKIP
@@ -7,17 +7,23 @@ torch.Size([3, 2464])
 
 A :class:`Lake` never sees a later commit until :meth:`Lake.refresh`; files listed by its
 snapshot are immutable, so reads need no locks.
+
+This module sits below query, serving, scenarios and the lake-level runs, and imports none
+of them: they take a :class:`Lake` and read it.  The handle users get from
+:func:`weightlake.open_lake` is :class:`weightlake.handle.LakeHandle`, a subclass defined at
+the top of the house that adds ``lake.sql``, ``lake.connect``, ``lake.pairs``,
+``lake.batches`` and ``lake.analysis`` by calling those layers.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
@@ -33,13 +39,21 @@ from weightlake.storage.store import Store, resolve_store
 from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentReader, coalesce_blocks, read_all, read_rows
 
 if TYPE_CHECKING:
-    import duckdb
     import torch
 
 DEFAULT_LAKE = "lake"
 ENV_LAKE = "WEIGHTLAKE_LAKE"
 
 MODEL_HIVE = {"zoo": pl.String, "activation": pl.String}
+
+USER_FACADE = {
+    "connect": "weightlake.query.connect(lake)",
+    "sql": "weightlake.query.run_sql(lake, query)",
+    "analysis": "weightlake.compute.analyses.LakeAnalysis(lake)",
+    "pairs": "weightlake.serve.pairset.PairSet.open(lake, scenario, split)",
+    "batches": "weightlake.serve.batches.BatchStream.open(lake, scenario, split)",
+}
+"""Methods of the user handle (:class:`weightlake.handle.LakeHandle`) and the call each one makes."""
 
 
 def resolve_lake_path(path: Any = None) -> Any:
@@ -52,15 +66,15 @@ def resolve_lake_path(path: Any = None) -> Any:
 
 
 def open_lake(path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Lake:
-    """Open a lake pinned to its current snapshot; ``create=True`` makes an empty one if needed.
+    """Open the core handle on a lake's current snapshot; ``create=True`` makes an empty one if needed.
+
+    This is the handle the layers below the top use.  Users open the full handle (SQL, pairs,
+    batches, analyses) with :func:`weightlake.open_lake`.
 
     ``memory`` is the handle's memory budget for weights (``"1GB"``, bytes; default
     ``$WEIGHTLAKE_MEMORY``, else a quarter of the machine): see :mod:`weightlake.storage.budget`.
     """
-    store = SnapshotStore(resolve_lake_path(path))
-    if create and not store.exists:
-        store.create()
-    return Lake(store.root, store.current(), location=store.location, memory=memory)
+    return Lake.open(path, create=create, memory=memory)
 
 
 def _read_listed(item: tuple[str, str | None], location: Store, partition_by: Sequence[str]) -> Any:
@@ -78,7 +92,8 @@ class Lake:
 
     ``root`` is the lake directory; for a lake on an object store it is the store's pyarrow
     path (``bucket/prefix``) and ``location`` (a :class:`~weightlake.storage.store.Store`)
-    is how every file is reached.
+    is how every file is reached.  :func:`weightlake.open_lake` returns the user handle,
+    :class:`weightlake.handle.LakeHandle`, a subclass with SQL, pairs, batches and analyses.
     """
 
     def __init__(self, root: Any, manifest: Manifest, *, location: Store | None = None,
@@ -93,6 +108,22 @@ class Lake:
         self._lock = threading.Lock()
         self._verified: set[str] = set()
 
+    @classmethod
+    def open(cls, path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Self:
+        """A handle of this type on the current snapshot of the lake at ``path`` (see :func:`open_lake`)."""
+        store = SnapshotStore(resolve_lake_path(path))
+        if create and not store.exists:
+            store.create()
+        return cls(store.root, store.current(), location=store.location, memory=memory)
+
+    def __getattr__(self, name: str) -> Any:
+        # called only when normal lookup fails: the user API lives at the top (weightlake.handle)
+        if name in USER_FACADE and not hasattr(type(self), name):
+            raise AttributeError(f"{type(self).__name__}.{name} is part of the user handle: open the lake with "
+                                 f"weightlake.open_lake(...) for lake.{name}, or call {USER_FACADE[name]} "
+                                 "with this handle")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __repr__(self) -> str:
         zoos = ", ".join(f"{k}: {v.n_models}" for k, v in self.manifest.zoos.items()) or "no zoos"
         return f"<Lake {str(self.root)!r} snapshot {self.manifest.version} ({zoos})>"
@@ -106,13 +137,13 @@ class Lake:
     def store(self) -> SnapshotStore:
         return SnapshotStore(self.location)
 
-    def refresh(self) -> Lake:
-        """A handle on the newest snapshot (this one stays pinned)."""
-        return Lake(self.root, self.store.current(), location=self.location, memory=self.memory)
+    def refresh(self) -> Self:
+        """A handle of the same type on the newest snapshot (this one stays pinned)."""
+        return type(self)(self.root, self.store.current(), location=self.location, memory=self.memory)
 
-    def at(self, version: int) -> Lake:
-        """A handle pinned to an earlier snapshot version."""
-        return Lake(self.root, self.store.version(version), location=self.location, memory=self.memory)
+    def at(self, version: int) -> Self:
+        """A handle of the same type pinned to an earlier snapshot version."""
+        return type(self)(self.root, self.store.version(version), location=self.location, memory=self.memory)
 
     def history(self) -> pl.DataFrame:
         rows = [{"version": m.version, "created": m.created, "operation": m.operation.get("op"),
@@ -509,37 +540,6 @@ class Lake:
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
         return self._scan(entry.files, hive or None)
-
-    def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with views over this snapshot (close it, or use ``with``)."""
-        from weightlake.query import connect
-
-        return connect(self, weights=weights, udfs=udfs)
-
-    def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
-        """Run SQL over this snapshot's views; parameters are bound (``$name`` or ``?``), never pasted."""
-        from weightlake.query import run_sql
-
-        return run_sql(self, query, params)
-
-    @property
-    def analysis(self) -> Any:
-        """Analysis results and helpers bound to this snapshot (spectra, correlations, metrics)."""
-        from weightlake.compute.analyses import LakeAnalysis
-
-        return LakeAnalysis(self)
-
-    def pairs(self, scenario: str, split: str | None = None) -> Any:
-        """A scenario's pair set (see :mod:`weightlake.serve.pairset`)."""
-        from weightlake.serve.pairset import PairSet
-
-        return PairSet.open(self, scenario, split)
-
-    def batches(self, scenario: str, split: str = "train", **kw: Any) -> Any:
-        """Stream materialised batches of a scenario split (see :mod:`weightlake.serve.batches`)."""
-        from weightlake.serve.batches import BatchStream
-
-        return BatchStream.open(self, scenario, split, **kw)
 
 
 def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

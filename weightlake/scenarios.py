@@ -286,12 +286,13 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
                         split_fractions=_parse_fractions(split_fractions), epoch_fallback=epoch_fallback,
                         test_digit=test_digit)
     from weightlake.lake import Lake
+    from weightlake.query import connect
     from weightlake.storage.transaction import transaction
 
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         slices = zoo_slices(lake, spec.zoo, spec.activations, spec.inits, spec.epochs)
-        with lake.connect(weights=False, udfs=False) as con:
+        with connect(lake, weights=False, udfs=False) as con:
             con.register("slices", slices.to_arrow())
             cand = _candidates(con, spec)
             if cand.height == 0:

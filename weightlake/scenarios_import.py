@@ -108,13 +108,14 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
         raise IngestError("no importable 'overlapping {m} {digits} {epoch} {activation}' folder found"
                           + (f"; skipped: {skipped}" if skipped else ""), path=str(folder))
     from weightlake.lake import Lake
+    from weightlake.query import connect
     from weightlake.storage.transaction import transaction
 
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         chosen = _zoo_init(lake, zoo, init)
         reports = []
-        with lake.connect(weights=False, udfs=False) as con:
+        with connect(lake, weights=False, udfs=False) as con:
             for i, f in enumerate(folders):
                 resolved = resolve_pairs(con, _candidates(f, chosen), zoo, fallback=epoch_fallback)
                 report = _report(f, zoo, resolved, skipped if i == 0 else [])

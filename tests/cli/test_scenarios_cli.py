@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from weightlake import open_lake
 from weightlake.cli import main
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
 ZOO = "mnist-cnn-s"

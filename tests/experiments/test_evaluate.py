@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from weightlake import open_lake
 from weightlake.analysis.metrics import compute_all
 from weightlake.arch import EPOCH_BINS
 from weightlake.errors import NoSuchTableError, QueryError
@@ -23,7 +24,6 @@ from weightlake.experiments.evaluate import (
     silhouette,
 )
 from weightlake.experiments.merger import MergerConfig, TransformerAE
-from weightlake.lake import open_lake
 from weightlake.zoo.idx import KNOWN_DATASETS
 
 SCENARIO = "t1"

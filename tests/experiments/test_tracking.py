@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from weightlake import open_lake
 from weightlake.analysis.metrics import compute_all
 from weightlake.errors import IngestError
 from weightlake.experiments.evaluate import load_predictions
@@ -23,7 +24,6 @@ from weightlake.experiments.tracking import (
     read_tracking_layout,
     write_tracking_csv,
 )
-from weightlake.lake import open_lake
 
 P = 2464
 N = 24

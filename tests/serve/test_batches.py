@@ -11,10 +11,10 @@ import pytest
 import torch
 import zarr
 
+from weightlake import open_lake
 from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
 from weightlake.errors import NoSuchTableError
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.scenarios import declare_scenario, mask_classes
 from weightlake.serve.batches import BatchStream, materialize
 from weightlake.zoo.synthetic import all_labels, write_synthetic_csv

@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from weightlake import open_lake
 from weightlake.cli import main
 from weightlake.errors import QueryError
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.scenarios import declare_scenario
 from weightlake.serve.batches import materialize
 from weightlake.serve.files import export_batches, read_batches

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from weightlake import open_lake
 from weightlake.errors import NoSuchTableError, QueryError
 from weightlake.ingest.csv_zoo import ingest_csv
-from weightlake.lake import open_lake
 from weightlake.scenarios import declare_scenario
 from weightlake.serve.pairset import PairSet, epoch_order
 from weightlake.serve.tokens import from_tokens

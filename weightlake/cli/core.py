@@ -13,7 +13,7 @@ from weightlake.errors import IngestError, QueryError
 
 
 def _open(lake_dir: str, create: bool = False):  # noqa: ANN202
-    from weightlake.lake import open_lake
+    from weightlake.handle import open_lake
 
     return open_lake(lake_dir, create=create)
 

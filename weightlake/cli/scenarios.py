@@ -11,7 +11,7 @@ from weightlake.cli.core import write_frame
 
 
 def _open(lake_dir: str):  # noqa: ANN202
-    from weightlake.lake import open_lake
+    from weightlake.handle import open_lake
 
     return open_lake(lake_dir)
 

@@ -128,14 +128,14 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
     ``$WEIGHTLAKE_MEMORY``, see :mod:`weightlake.storage.budget`); only the result table
     grows with the zoo.  The table equals the in-memory computation's row for row.
     """
-    import weightlake as wl
     from weightlake.analysis.spectra import zoo_spectra
     from weightlake.analysis.spectra_ww import WW_VERSION, zoo_spectra_ww
+    from weightlake.lake import open_lake
 
     if convention not in CONVENTIONS:
         raise QueryError(f"unknown spectra convention {convention!r}; expected one of {sorted(CONVENTIONS)}")
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root, memory=memory)
+    lake = open_lake(lake_root, memory=memory)
     zoo, _, meta = _zoo_meta(lake, zoo)
     if convention == "weightlake":
         from weightlake.compute.layer_spectra import analyze_layer_spectra, per_layer
@@ -215,10 +215,10 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
     adjustments are then taken over each whole family, so the table equals the one the
     whole zoo in memory gives.
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root, memory=memory)
+    lake = open_lake(lake_root, memory=memory)
     plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
     slices = param_slices(plan.arch.n_params, plan.n_used, lake.memory) if plan.params else []
     total = len(slices) + plan.aggregates + bool(plot_dir)

@@ -94,10 +94,10 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
     AnalysisReport
         The committed table ``spectra``; its params record the engine.
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     entry = lake.manifest.zoo(zoo)
     meta = lake.models(zoo).sort("model_id").collect()
@@ -187,10 +187,10 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
     local run (:func:`~weightlake.compute.analyses.assemble_correlations`), and commits
     table ``correlations``; its params record the engine.
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root, memory=memory)
+    lake = open_lake(lake_root, memory=memory)
     plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
     jobs = chunk_jobs(lake.manifest.zoo(plan.zoo).segments, plan.mask)
     with dask_client(address) as client:
@@ -237,7 +237,6 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
     the rows of the models its pairs name from the store (only the chunks they touch) and
     runs the same block function as the local run; the driver commits one table.
     """
-    import weightlake as wl
     from weightlake.compute.pair_metrics import (
         PairMetricOptions,
         commit_pair_metrics,
@@ -245,10 +244,11 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
         pair_frame,
         pair_plan,
     )
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
     options = PairMetricOptions(tuple(metrics) if metrics else None, per_layer, include_slow)
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     plan = pair_plan(lake, scenario, split, options)
     blocks = plan.blocks()
     with dask_client(address) as client:
@@ -283,12 +283,12 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     (:func:`~weightlake.analysis.topology_diagrams.add_betti_curves`, as the local run does)
     and commits table ``topology``.
     """
-    import weightlake as wl
     from weightlake.analysis.topology_diagrams import add_betti_curves
     from weightlake.compute.topology import TopologyReport
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     meta = lake.models(zoo).sort("model_id").collect()
     if meta.height == 0:

@@ -54,10 +54,10 @@ def correlation_figures(lake_root: Path | str, out: Path | str, *, zoos: Sequenc
     """
     import polars as pl
 
-    import weightlake as wl
     from weightlake.analysis import heatmaps as hm
+    from weightlake.lake import open_lake
 
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     table = lake.table("correlations").collect()
     present = sorted(set(table["zoo"].to_list()))
     zoos = list(zoos or present)

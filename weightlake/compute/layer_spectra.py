@@ -47,14 +47,14 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
     QueryError
         For a layer name the architecture does not have.
     """
-    import weightlake as wl
     from weightlake.analysis._rows import default_workers
     from weightlake.analysis.spectra import layer_spectra_frame, single_threaded_torch, skipped_layers
     from weightlake.compute.analyses import AnalysisReport, _commit, _selection, _zoo_meta
+    from weightlake.lake import open_lake
     from weightlake.storage.budget import block_rows
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root, memory=memory)
+    lake = open_lake(lake_root, memory=memory)
     zoo, ids, meta = _zoo_meta(lake, zoo)
     keep, models, note = _selection(meta, all_rows)
     arch = lake.arch(zoo)

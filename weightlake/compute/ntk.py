@@ -97,10 +97,10 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
     DatasetNotRecordedError
         When ``images`` is not given and the zoo records no dataset.
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     table, chosen, dataset = compute_ntk(lake, zoo, sample=sample, probe_images_k=probe_images_k, images=images,
                                          seed=seed, at_init=at_init, all_rows=all_rows, model_ids=model_ids,

@@ -84,11 +84,12 @@ class PairPlan:
 def pair_plan(lake: Any, scenario: str, split: str | None, options: PairMetricOptions) -> PairPlan:
     """The scenario's pairs (one split or all) at the lake's snapshot; unknown metric names are refused."""
     from weightlake.analysis.metrics import METRICS
+    from weightlake.serve.pairset import PairSet
 
     unknown = sorted(set(options.metrics or ()) - set(METRICS) - {"ar_mse_ratio"})
     if unknown:
         raise QueryError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
-    pairs = lake.pairs(scenario, split)
+    pairs = PairSet.open(lake, scenario, split)
     frame = pairs.to_polars()
     if frame.height == 0:
         raise QueryError(f"scenario {scenario!r} has no pairs{f' in split {split!r}' if split else ''} "
@@ -176,11 +177,11 @@ def analyze_pair_metrics(lake_root: Path | str, *, scenario: str, split: str | N
     AnalysisReport
         Rows = 3 x pairs x metric columns; ``n_models`` = distinct models the pairs name.
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
     options = PairMetricOptions(tuple(metrics) if metrics else None, per_layer, include_slow)
-    lake = wl.open_lake(lake_root, memory=memory)
+    lake = open_lake(lake_root, memory=memory)
     plan = pair_plan(lake, scenario, split, options)
     zoo_ids, weights = lake.zoo_weights(plan.zoo) if lake.fits(plan.zoo) else (None, None)
     parts = []

@@ -103,10 +103,10 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     -------
     RunReport
     """
-    import weightlake as wl
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     tables, chosen, dataset = compute_super_weights(lake, zoo, sample=sample, probe_images_n=probe_images_n,
                                                     images=images, top=top, ks=ks, seed=seed, all_rows=all_rows,

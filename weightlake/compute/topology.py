@@ -82,12 +82,12 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     all_rows : count every row, fallback copies and repeated vectors included
     progress : callable ``(done, total)`` over models
     """
-    import weightlake as wl
     from weightlake.analysis.topology import zoo_topology
     from weightlake.analysis.topology_diagrams import add_betti_curves
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo, ids, rows, _, note = select_models(lake, zoo, all_rows)
     arch = lake.arch(zoo)
     frame = zoo_topology(rows, arch, layers=layers, h1=h1, cubical=cubical, progress=progress)
@@ -111,11 +111,11 @@ def analyze_topology_groups(lake_root: Path | str, *, zoo: str | None = None, by
     See :func:`weightlake.analysis.topology_groups.group_topology` for the parameters: ``by``
     names the metadata columns that define a group; ``degrees`` empty skips multipers.
     """
-    import weightlake as wl
     from weightlake.analysis.topology_groups import group_labels, group_topology
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
     labels = group_labels(meta, by)
     table, dist, notes, grid = group_topology(rows, lake.arch(zoo), labels, layer=layer, max_points=max_points,
@@ -143,11 +143,11 @@ def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, f
     Reads the committed ``topology`` table (run :func:`analyze_topology` first) and the same
     models' weights for the baseline; see :func:`weightlake.analysis.topology_classes.disentangle`.
     """
-    import weightlake as wl
     from weightlake.analysis import topology_classes as tc
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo = zoo or lake._only_zoo()
     if "topology" not in lake.tables:
         raise QueryError("table 'topology' is missing: run `weightlake analyze topology` first")
@@ -182,12 +182,12 @@ def analyze_topology_filtration(lake_root: Path | str, *, zoo: str | None = None
     See :mod:`weightlake.analysis.topology_learned`. At most ``max_models`` distinct models
     (seeded sample) are used.
     """
-    import weightlake as wl
     from weightlake.analysis import topology_learned as tl
     from weightlake.analysis.topology_multi import subsample
+    from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = wl.open_lake(lake_root)
+    lake = open_lake(lake_root)
     zoo, ids, rows, meta, note = select_models(lake, zoo, all_rows)
     pick = subsample(ids, max_models, seed)
     arch = lake.arch(zoo)

@@ -640,7 +640,9 @@ def _key(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gather_pairs(lake: Lake, scenario: str, split: str | None, limit: int | None, seed: int) -> _Pairs:
-    pairset = lake.pairs(scenario, split)
+    from weightlake.serve.pairset import PairSet
+
+    pairset = PairSet.open(lake, scenario, split)
     if not len(pairset):
         raise QueryError(f"scenario {scenario!r} has no {split or 'any'!r} pairs to evaluate")
     positions = select_positions(len(pairset), limit, seed)

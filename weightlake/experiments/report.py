@@ -70,7 +70,9 @@ def load_evaluations(lake: Lake, scenario: str | None = None, split: str | None 
     if EVALUATIONS not in lake.manifest.tables:
         raise NoSuchTableError(f"the lake has no {EVALUATIONS!r} table at snapshot {lake.snapshot}; run "
                                "`weightlake experiments evaluate` or `weightlake experiments ingest-tracking` first")
-    frame = lake.sql(f"SELECT * FROM {EVALUATIONS}")
+    from weightlake.query import run_sql
+
+    frame = run_sql(lake, f"SELECT * FROM {EVALUATIONS}")
     if scenario is not None:
         frame = frame.filter(pl.col("scenario") == scenario)
     if split is not None:

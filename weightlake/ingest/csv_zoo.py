@@ -461,7 +461,9 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     sql = "SELECT model_id, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
     if where:
         sql += f" AND ({where})"
-    meta = lake.sql(sql + " ORDER BY model_id", {"zoo": zoo, **(params or {})})
+    from weightlake.query import run_sql
+
+    meta = run_sql(lake, sql + " ORDER BY model_id", {"zoo": zoo, **(params or {})})
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
                          + f", nothing written; {zoo_contents(lake, zoo)}")
@@ -483,10 +485,12 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
 
 def zoo_contents(lake: Any, zoo: str) -> str:
     """One line saying what a zoo holds: model count, inits, activations, epochs, subset sizes."""
-    row = lake.sql("SELECT count(*) AS n, list(DISTINCT init ORDER BY init) AS inits, "
-                   "list(DISTINCT activation ORDER BY activation) AS activations, "
-                   "list(DISTINCT epoch ORDER BY epoch) AS epochs, list(DISTINCT n_classes ORDER BY n_classes) AS sizes "
-                   "FROM models WHERE zoo = $zoo", {"zoo": zoo}).row(0, named=True)
+    from weightlake.query import run_sql
+
+    row = run_sql(lake, "SELECT count(*) AS n, list(DISTINCT init ORDER BY init) AS inits, "
+                  "list(DISTINCT activation ORDER BY activation) AS activations, "
+                  "list(DISTINCT epoch ORDER BY epoch) AS epochs, list(DISTINCT n_classes ORDER BY n_classes) AS sizes "
+                  "FROM models WHERE zoo = $zoo", {"zoo": zoo}).row(0, named=True)
     return (f"the zoo holds {row['n']} models; inits in this zoo: {row['inits']}; activations: {row['activations']}; "
             f"epochs: {row['epochs']}; classes per model: {row['sizes']}")
 

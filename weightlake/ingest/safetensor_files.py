@@ -69,7 +69,9 @@ def export_safetensors(lake: Any, out_dir: str | Path, *, zoo: str | None = None
     arch = lake.arch(zoo)
     cols = ", ".join(MODEL_FIELDS)
     sql = f"SELECT {cols} FROM models WHERE zoo = $zoo" + (f" AND ({where})" if where else "") + " ORDER BY model_id"
-    meta = lake.sql(sql, {"zoo": zoo, **(params or {})})
+    from weightlake.query import run_sql
+
+    meta = run_sql(lake, sql, {"zoo": zoo, **(params or {})})
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" {where!r}" if where else "") + "; nothing written")
     out.mkdir(parents=True, exist_ok=True)

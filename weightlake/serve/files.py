@@ -81,13 +81,14 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         Unknown format, non-positive sizes, an empty split, or ``out_dir`` inside the lake.
     """
     from weightlake.serve.batches import EpochSource
+    from weightlake.serve.pairset import PairSet
 
     if fmt not in FORMATS:
         raise QueryError(f"unknown batch file format {fmt!r}; expected one of {FORMATS} (or zarr: materialize)")
     if batch_size < 1 or epochs < 1:
         raise QueryError(f"batch_size and epochs must be >= 1, got batch_size={batch_size!r}, epochs={epochs!r}")
     out = lake.check_output(out_dir)
-    pairs = lake.pairs(scenario, split)
+    pairs = PairSet.open(lake, scenario, split)
     if not len(pairs):
         raise QueryError(f"scenario {scenario!r} has no {split!r} pairs to export")
     if fmt == "h5":

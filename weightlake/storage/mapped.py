@@ -4,8 +4,9 @@ Pair serving, ``wl_*_by_id`` and materialised batches gather rows in random orde
 zoo that fits the budget is decoded once and gathered from memory (:class:`ResidentRows`).
 A larger one is served by :class:`MappedRows`: every chunk file of an uncompressed segment
 is the chunk's raw float32 rows (the ``bytes`` codec), so the files are memory-mapped
-read-only, side by side, into one address range per segment, and a gather is one numpy
-fancy index into that range, as from memory.  The pages are the kernel's page cache
+read-only, side by side, into one address range for the whole zoo, and a gather is one
+numpy fancy index into that range, as from memory (``np.take(..., out=)`` and a loop over
+segments cost 2-4x as much per row: ``benchmarks/bench_bounded.py --million``).  The pages are the kernel's page cache
 (file-backed, shared, evicted under pressure), not this process's anonymous memory:
 the process holds only what it gathers.
 
@@ -99,6 +100,9 @@ class MappedRows:
         self.cols = int(self.segments[0].cols) if self.segments else 0
         self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
         self._maps: list[_SegmentMap] | None = None
+        self._view: np.ndarray | None = None  # every mapped segment in one address range
+        self._shift = np.zeros(len(self.segments), dtype=np.int64)  # zoo position -> row of _view
+        self._checked_all = False
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -118,73 +122,108 @@ class MappedRows:
     def _segment_maps(self) -> list[_SegmentMap]:
         with self._lock:
             if self._maps is None:
-                self._maps = [_SegmentMap(self.root / s.path, s, self.method) for s in self.segments]
+                readers = [_reader(self.root / s.path, s) for s in self.segments]
+                if self.method == "mmap" and readers and all(_mappable(r) for r in readers):
+                    self._maps, self._view, self._shift = _map_zoo(readers, self.cols)
+                else:
+                    self._maps = [_SegmentMap(r, "pread") for r in readers]
             return self._maps
 
     def take(self, pos: np.ndarray) -> np.ndarray:
         """Rows at zoo positions ``pos`` (int64, any order, repeats allowed) as ``float32 [len(pos), P]``."""
         pos = np.asarray(pos, dtype=np.int64).reshape(-1)
-        out = np.empty((pos.size, self.cols), dtype=np.float32)
         if pos.size == 0:
-            return out
+            return np.empty((0, self.cols), dtype=np.float32)
         if pos.min() < 0 or pos.max() >= len(self.ids):
             raise IntegrityError(f"row position out of range for a zoo of {len(self.ids)} rows")
         maps = self._segment_maps()
-        seg = np.searchsorted(self.starts, pos, side="right") - 1
-        if len(maps) == 1:
-            maps[0].take(pos, out, None)
-            return out
+        seg = np.searchsorted(self.starts, pos, side="right") - 1 if len(maps) > 1 else np.zeros(pos.size, np.int64)
+        if not self._checked_all:
+            for s in np.unique(seg):
+                s = int(s)
+                maps[s].check((pos[seg == s] - self.starts[s]) // maps[s].step)
+            self._checked_all = all(bool(m.verified.all()) for m in maps)
+        if self._view is not None:
+            # one fancy index over the whole mapping: numpy's row-copy loop, as from decoded memory
+            return self._view[pos + self._shift[seg]] if len(maps) > 1 else self._view[pos]
+        out = np.empty((pos.size, self.cols), dtype=np.float32)
         for s in np.unique(seg):
             where = np.flatnonzero(seg == s)
-            maps[int(s)].take(pos[where] - self.starts[s], out, where)
+            maps[int(s)].read_rows(pos[where] - self.starts[s], out, where)
         return out
 
 
-class _SegmentMap:
-    """One segment's chunk files mapped side by side (``mmap``) or opened for ``preadv``."""
+def _reader(path: Path, seg: Segment) -> SegmentReader:
+    reader = SegmentReader(path, seg.rows, seg.cols, digests=seg.chunk_digests, meta_digest=seg.meta_digest)
+    if not reader.raw:
+        raise IntegrityError(f"weight segment {str(path)!r} is compressed: its rows cannot be mapped")
+    return reader
 
-    def __init__(self, path: Path, seg: Segment, method: str) -> None:
-        self.reader = SegmentReader(path, seg.rows, seg.cols, digests=seg.chunk_digests, meta_digest=seg.meta_digest)
-        if not self.reader.raw:
-            raise IntegrityError(f"weight segment {str(path)!r} is compressed: its rows cannot be mapped")
-        self.rows, self.cols, self.step = seg.rows, seg.cols, self.reader.chunk_rows
-        self.row_bytes = 4 * seg.cols
+
+def _mappable(reader: SegmentReader) -> bool:
+    """Chunks of whole pages on Linux: each chunk file can be mapped at its place in one range."""
+    return (reader.chunk_rows * 4 * reader.cols) % mmap.PAGESIZE == 0 and sys.platform == "linux"
+
+
+def _map_zoo(readers: list[SegmentReader], cols: int) -> tuple[list[_SegmentMap], np.ndarray, np.ndarray]:
+    """Reserve one address range for every chunk of every segment and map each chunk file into its place.
+
+    Segment ``s`` starts at row ``shift[s] + starts[s]`` of the returned view: each segment's
+    last chunk is padded to whole chunk rows, so the rows of the next one start a little later.
+    """
+    libc = _libc()
+    sizes = [-(-r.rows // r.chunk_rows) * r.chunk_rows * 4 * cols for r in readers]
+    size = int(sum(sizes))
+    base = libc.mmap(None, size, _PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+    if base in (None, ctypes.c_void_p(-1).value):
+        raise IntegrityError(f"cannot reserve {size} bytes of address space for {str(readers[0].path)!r}")
+    maps, offset, shift, first = [], 0, [], 0
+    try:
+        for reader, seg_size in zip(readers, sizes, strict=True):
+            maps.append(_SegmentMap(reader, "mmap", base=base + offset))
+            shift.append(offset // (4 * cols) - first)
+            offset, first = offset + seg_size, first + reader.rows
+    except BaseException:
+        libc.munmap(base, size)
+        raise
+    holder = (ctypes.c_char * size).from_address(base)
+    weakref.finalize(holder, libc.munmap, base, size)
+    view = np.frombuffer(holder, dtype=np.float32).reshape(-1, cols)
+    view.flags.writeable = False  # the pages are PROT_READ: a write would fault
+    return maps, view, np.asarray(shift, dtype=np.int64)
+
+
+class _SegmentMap:
+    """One segment's chunk files, mapped at ``base`` (``mmap``) or opened for ``preadv``; checks chunks once."""
+
+    def __init__(self, reader: SegmentReader, method: str, *, base: int | None = None) -> None:
+        self.reader, self.method = reader, method
+        self.rows, self.cols, self.step = reader.rows, reader.cols, reader.chunk_rows
+        self.row_bytes = 4 * self.cols
         self.chunk_bytes = self.step * self.row_bytes
-        self.n_chunks = -(-seg.rows // self.step)
+        self.n_chunks = -(-self.rows // self.step)
         self.verified = np.zeros(self.n_chunks, dtype=bool)
         self._lock = threading.Lock()
-        aligned = self.chunk_bytes % mmap.PAGESIZE == 0 and sys.platform == "linux"
-        self.method = method if aligned else "pread"
-        self.view: np.ndarray | None = None
+        self.base = base
         self._fds: dict[int, int] = {}
-        if self.method == "mmap":
-            self.view = self._map_all()
+        if method == "mmap":
+            self._map_chunks()
         else:
             weakref.finalize(self, _close_all, self._fds)
 
-    # -- mapping -------------------------------------------------------------------------
-    def _map_all(self) -> np.ndarray:
-        """Reserve one address range for all chunks and map each chunk file into its place."""
+    def _map_chunks(self) -> None:
+        """Map each chunk file into its place in the reserved range that starts at ``base``."""
         libc = _libc()
-        size = self.n_chunks * self.chunk_bytes
-        base = libc.mmap(None, size, _PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
-        if base in (None, ctypes.c_void_p(-1).value):
-            raise IntegrityError(f"cannot reserve {size} bytes of address space for {str(self.reader.path)!r}")
-        weakref.finalize(self, libc.munmap, base, size)
         for c in range(self.n_chunks):
             fd = self._open_chunk(c)
+            want = self.base + c * self.chunk_bytes
             try:
-                got = libc.mmap(base + c * self.chunk_bytes, self.chunk_bytes, mmap.PROT_READ,
-                                mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+                got = libc.mmap(want, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
             finally:
                 os.close(fd)
-            if got != base + c * self.chunk_bytes:
+            if got != want:
                 raise IntegrityError(f"cannot map chunk {str(self.reader.chunk_file(c))!r}: "
                                      f"{os.strerror(ctypes.get_errno())}")
-        buf = (ctypes.c_char * size).from_address(base)
-        view = np.frombuffer(buf, dtype=np.float32, count=self.rows * self.cols).reshape(self.rows, self.cols)
-        view.flags.writeable = False  # the pages are PROT_READ: a write would fault
-        return view
 
     def _open_chunk(self, c: int) -> int:
         """An fd of chunk ``c``'s file, whose size must be exactly one chunk (a short file would fault when mapped)."""
@@ -201,41 +240,32 @@ class _SegmentMap:
                                  f"{self.chunk_bytes}); run `weightlake verify`")
         return fd
 
-    # -- checking and gathering -------------------------------------------------------------
-    def _check(self, chunks: np.ndarray) -> None:
+    # -- checking and reading ---------------------------------------------------------------
+    def check(self, chunks: np.ndarray) -> None:
+        """Check each of ``chunks`` not checked yet against its digest (mapped: the mapped bytes themselves)."""
         todo = np.unique(chunks[~self.verified[chunks]])
         for c in todo:
             c = int(c)
             with self._lock:
                 if self.verified[c]:
                     continue
-                if self.view is not None:
-                    lo = c * self.step * self.cols
-                    flat = self.view.reshape(-1)
-                    # the padded tail of the last chunk lies past the view: hash the mapped bytes themselves
-                    buf = (ctypes.c_char * self.chunk_bytes).from_address(flat.ctypes.data + lo * 4)
+                if self.base is not None:
+                    # the whole chunk, padded tail of the last one included
+                    buf = (ctypes.c_char * self.chunk_bytes).from_address(self.base + c * self.chunk_bytes)
                     check_bytes(memoryview(buf), self.reader.chunk_digest(c), self.reader.chunk_file(c))
                 else:
                     scratch = np.empty((self.step, self.cols), dtype=np.float32)
                     _read_chunk_into(self.reader.chunk_file(c), scratch, self.reader.chunk_digest(c))
                 self.verified[c] = True
 
-    def take(self, local: np.ndarray, out: np.ndarray, where: np.ndarray | None) -> None:
-        """Rows ``local`` of this segment into ``out[where]`` (``out`` itself when ``where`` is None)."""
-        self._check(local // self.step)
-        if self.view is not None:
-            if where is None:
-                np.take(self.view, local, axis=0, out=out)
-            else:
-                out[where] = self.view[local]
-            return
+    def read_rows(self, local: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+        """Rows ``local`` of this segment into ``out[where]`` with one ``preadv`` each, in file order."""
         order = np.argsort(local, kind="stable")  # sorted by file offset: sequential within a chunk
-        dest = np.arange(len(local)) if where is None else where
         for k in order:
             row = int(local[k])
             c, r = divmod(row, self.step)
             fd = self._fd(c)
-            target = out[int(dest[k])]
+            target = out[int(where[k])]
             got = os.preadv(fd, [memoryview(target).cast("B")], r * self.row_bytes)
             if got != self.row_bytes:
                 raise IntegrityError(f"chunk {str(self.reader.chunk_file(c))!r} is short; run `weightlake verify`")
