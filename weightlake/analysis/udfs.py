@@ -18,6 +18,9 @@ architecture the lake's zoos share (``P`` parameters):
   conversion of ``FLOAT[P]`` values into the UDF protocol costs more than most metrics
   (a no-op vector UDF runs at about 85k rows/s on 2 cores), so over pairs
   ``wl_w1_by_id(p.a_id, p.b_id)`` is the fast form and needs no join with ``weights``.
+  The per-layer ``_layer_by_id`` forms read only the layer's columns of a resident zoo (a
+  view of them for consecutive ids, as a scan of ``models`` gives), so they run near
+  numpy's speed (0.5-1.3x), where ``wl_mse_layer(a.w, b.w, ...)`` pays for both whole arrays.
 
 Each call receives up to 2,048 rows as Arrow arrays; the fixed-size list columns are
 viewed as ``[rows, P]`` numpy blocks without copying, and the same numpy function the
@@ -329,7 +332,10 @@ def _layer_values(metric: Callable[..., Any], arch: Architecture, layer: Any,
     out = np.empty(len(layer), dtype=np.float64)
     for rows, cols in blocks:
         x, y = columns(cols)
-        out[slice(None) if rows is None else rows] = metric(x, y) if rows is None else metric(x[rows], y[rows])
+        if rows is None:
+            out[:] = metric(x, y)
+        else:
+            out[rows] = metric(x[rows], y[rows])
     return _result(out)
 
 
