@@ -123,3 +123,16 @@ def test_by_id_unknown_model(lake):
 
     with pytest.raises(QueryError, match="no model with id 999999"):
         lake.sql("SELECT wl_mse_by_id(999999, 0)")
+
+
+def test_per_layer_forms_with_a_layer_per_row(lake, rows):
+    """Rows asking for different layers (not one constant name): each row gets its own layer's value."""
+    x, y = rows
+    name = "CASE WHEN a.model_id % 3 = 0 THEN 'fc1' WHEN a.model_id % 3 = 1 THEN 'conv2' ELSE 'fc2' END"
+    df = lake.sql(f"SELECT a.model_id AS id, wl_mse_layer(a.w, b.w, {name}) AS v, "
+                  f"wl_mse_layer_by_id(a.model_id, b.model_id, {name}) AS i {PAIRS}")
+    layers = per_layer("mse", x, y)
+    ids = df["id"].to_numpy()
+    want = np.choose(ids % 3, [layers["fc1"], layers["conv2"], layers["fc2"]])
+    np.testing.assert_allclose(df["v"].to_numpy(), want, rtol=1e-6)
+    np.testing.assert_array_equal(df["v"].to_numpy(), df["i"].to_numpy())
