@@ -53,7 +53,7 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return best_time(fn, repeat)[0]
 
 
-def run_child(code: str, *args: str) -> dict[str, Any]:
+def run_child(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter, timed inside the child; returns its JSON result.
 
     ``code`` must set ``result`` (a dict); the child adds ``seconds`` (wall time of the
@@ -73,7 +73,7 @@ def run_child(code: str, *args: str) -> dict[str, Any]:
         "result['peak_gb'] = int(hwm.split()[1]) * 1024 / 1e9\n"
         "print(json.dumps(result))\n"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from weightlake import _cpu
+
+_cpu.apply()  # before anything imports numpy: its sort on Zen 4 (see weightlake/_cpu.py)
+
 if TYPE_CHECKING:
     from weightlake.handle import LakeHandle
 
