@@ -1,6 +1,6 @@
 """Ingest of a full-size CSV zoo against the fastest bare parse, in one run.
 
-    python benchmarks/bench_ingest.py [--data bench-data] [--rounds 3] [--quick] [--before /work/main]
+    python benchmarks/bench_ingest.py [--data bench-data] [--rounds 3] [--quick] [--before /work/main] [--avx512]
 
 Measures (each in a fresh process, so peak memory is its own; contenders alternate round
 by round, best of rounds):
@@ -8,7 +8,8 @@ by round, best of rounds):
     and DuckDB (``read_csv`` into a table), all with the zoo's column types;
   * weightlake's ``ingest_csv`` of the same file into a new lake (parse + validate + hash
     + Zarr + Parquet + commit), and with ``--before DIR`` the same from another checkout
-    (the code before a change, e.g. the main branch);
+    (the code before a change, e.g. the main branch), and with ``--avx512`` this branch's ingest
+    with numpy's own CPU dispatch (``WEIGHTLAKE_NUMPY_AVX512=keep``: AVX-512 kept on AMD Zen 4);
   * ``lake.weights`` of all rows against a plain in-memory numpy copy of the same bytes;
   * chunk codecs for the weight array: size ratio and whole-array read time.
 Goal: ingest within 1.2x of the fastest bare parse, peak memory under 1.1 GB.
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument("--parsers", default="polars,pyarrow,duckdb",
                     help="bare parsers to time (polars is always one: the ingest parses with it)")
     ap.add_argument("--before", type=Path, help="a checkout whose ingest_csv is the before figure (e.g. /work/main)")
+    ap.add_argument("--avx512", action="store_true",
+                    help="also this branch's ingest with WEIGHTLAKE_NUMPY_AVX512=keep (numpy's own dispatch)")
     args = ap.parse_args()
     csv_path = quick_csv(args.data) if args.quick else full_csv(args.data)
     rounds = 2 if args.quick else args.rounds
@@ -84,6 +87,9 @@ def main() -> None:
     contenders = {**{p: (code[p],) for p in parsers}, "ingest": (INGEST,)}
     if args.before:
         contenders["ingest_before"] = (INGEST, str(args.before.resolve()))
+    if args.avx512:
+        contenders["ingest_avx512"] = (INGEST,)
+    envs = {"ingest_avx512": {**os.environ, "WEIGHTLAKE_NUMPY_AVX512": "keep"}}
     runs: dict[str, list[dict]] = {k: [] for k in contenders}
     load = [os.getloadavg()[0]]
     try:
@@ -91,7 +97,7 @@ def main() -> None:
         for r in range(rounds):  # alternate contenders round by round, each in a fresh process
             for name, (code, *extra) in contenders.items():
                 lake_dir = tmp / f"{name}-{r}"
-                runs[name].append(run_child(code, str(csv_path), str(lake_dir), *extra))
+                runs[name].append(run_child(code, str(csv_path), str(lake_dir), *extra, env=envs.get(name)))
                 shutil.rmtree(lake_dir, ignore_errors=True)
             load.append(os.getloadavg()[0])
         if not args.quick:

@@ -145,6 +145,35 @@ def test_segment_round_trip_checks_every_chunk(tmp_path: Path) -> None:
     assert np.array_equal(read_rows(tmp_path / "s.zarr", 1100, 9, np.array([5]), **kw), rows[[5]])  # other chunks
 
 
+@pytest.mark.parametrize("blocks", [[1100], [1, 700, 399], [512, 512, 76], [1024, 76]])
+def test_raw_chunk_files_are_the_ones_zarr_writes(tmp_path: Path, blocks: list[int]) -> None:
+    """The writer's own chunk files and ``zarr.json`` equal zarr's for the same rows, byte for byte
+    (padding included), and each recorded digest is the digest of the file on disk."""
+    import zarr
+
+    from weightlake.storage.checksums import digest_file
+    from weightlake.storage.tensors import SegmentWriter
+
+    rows = np.random.default_rng(1).standard_normal((1100, 9)).astype(np.float32)
+    writer = SegmentWriter(tmp_path / "s.zarr", 9, chunk_rows=512)
+    at = 0
+    for n in blocks:  # a column-sliced block is not C-contiguous: it goes through the chunk buffer
+        block = np.asfortranarray(rows[at:at + n]) if n == 399 else rows[at:at + n]
+        writer.append(block)
+        at += n
+    assert writer.close({"zoo": "z", "first_model_id": 7}) == 1100
+    ref = zarr.create_array(store=str(tmp_path / "ref.zarr"), shape=(1100, 9), chunks=(512, 9), dtype="float32",
+                            compressors=None, fill_value=0.0, dimension_names=("model", "param"),
+                            config={"write_empty_chunks": True})
+    ref[:] = rows
+    ref.attrs.update({"weightlake": {"zoo": "z", "first_model_id": 7, "rows": 1100, "stop_model_id": 1107}})
+    assert (tmp_path / "s.zarr" / "zarr.json").read_text() == (tmp_path / "ref.zarr" / "zarr.json").read_text()
+    for i, digest in enumerate(writer.chunk_digests):
+        ours, theirs = tmp_path / "s.zarr" / "c" / str(i) / "0", tmp_path / "ref.zarr" / "c" / str(i) / "0"
+        assert ours.read_bytes() == theirs.read_bytes() and digest_file(ours) == digest
+    assert np.array_equal(zarr.open_array(str(tmp_path / "s.zarr"), mode="r")[:], rows)
+
+
 def test_write_segment_helper_still_round_trips(tmp_path: Path) -> None:
     rows = np.arange(40, dtype=np.float32).reshape(8, 5)
     assert write_segment(tmp_path / "w.zarr", rows, 5, chunk_rows=3) == 8

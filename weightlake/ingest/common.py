@@ -197,7 +197,7 @@ class ZooWriter:
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.layout = choose_layout(arch.n_params, layout)
         spans = [(t.start, t.size) for t in arch.tensors] if self.layout == "tensors" else []
-        # opened on the writer thread: importing zarr (0.35 s) then overlaps the reader's first parse
+        # opened on the writer thread, so its setup overlaps the reader's first parse
         self._open_segment = lambda: tx.segment_writer(zoo, arch.n_params, codec=codec, spans=spans,
                                                        rows_hint=rows_hint)
         self.segment: Any = None

@@ -185,7 +185,7 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
     values = _columns_to_numpy(batch, numeric, np.float64)  # [n, 18]; a null becomes NaN
     labels = batch["label"].to_list()
     # the weight columns as they are (zero-copy where polars allows); the writer thread makes rows of them
-    weights = _weight_columns(batch, batch.columns[first_w:first_w + len(weight_cols)], batch.height)
+    weights = _weight_columns(batch, first_w, len(weight_cols))
 
     parsed = [_parse_label(t) if t is not None else None for t in labels]
     mask = np.array([p[1] if p else -1 for p in parsed], dtype=np.int64)
@@ -240,15 +240,14 @@ def _class_lists(mask: np.ndarray) -> pl.Series:
     return pl.Series("classes", lists, dtype=pl.List(pl.Int8)).gather(inverse.reshape(-1))
 
 
-def _weight_columns(batch: pl.DataFrame, columns: list[str], n: int) -> ColumnBlock:
-    """The weight columns as float32 arrays (a null becomes NaN), without copying into one block."""
-    out = []
-    for name in columns:
-        series = batch.get_column(name)
-        if series.null_count():
-            series = series.fill_null(float("nan"))
-        out.append(series.to_numpy())
-    return ColumnBlock(out, n)
+def _weight_columns(batch: pl.DataFrame, first: int, count: int) -> ColumnBlock:
+    """The ``count`` weight columns from position ``first`` as float32 arrays, without copying into one block.
+
+    polars turns a float column's nulls into NaN itself (copying that column only), so a null
+    needs no ``fill_null`` and no per-column ``null_count`` call; each column's ~50 parse
+    chunks are joined by ``Series.to_numpy`` on the calling thread (about 0.2 s for the zoo).
+    """
+    return ColumnBlock([series.to_numpy() for series in batch.get_columns()[first:first + count]], batch.height)
 
 
 def _non_finite(weights: ColumnBlock) -> list[tuple[int, int]]:
