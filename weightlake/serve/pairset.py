@@ -246,8 +246,9 @@ class PairSet:
             With ``num_workers=0``: how many batches ahead are gathered in background threads
             (one thread each) while the loop works on the current batch.  The epoch's order is
             known in advance and numpy's gathers release the GIL, so a training step that waits
-            (on a GPU) hides the gathers: with a 3 ms step, 6.8 -> 4.2 ms per batch of 512
-            (``benchmarks/bench_serving.py``).  A loop that does no work of its own gains nothing
+            (on a GPU) hides the gathers: with a 3 ms step, 6.1 -> 3.8 ms per batch of 512 from a
+            decoded zoo, 7.1 -> 4.4 ms from a memory-mapped million-model zoo
+            (``benchmarks/bench_prefetch.py``).  A loop that does no work of its own gains nothing
             and pays the hand-over between threads (slower on a busy machine), hence the default
             ``0``: each batch gathered in the loop.  Capped so the batches ahead hold at most a
             quarter of the memory budget.  The batches are the same, in the same order, with any
