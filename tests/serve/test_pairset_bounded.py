@@ -156,3 +156,63 @@ def test_two_processes_share_every_epoch(bounded_lake_dir, tmp_path) -> None:
         assert not set(a) & set(b) and len(a) + len(b) == len(every) and set(a) | set(b) == every
         assert abs(len(a) - len(b)) <= 1
     assert not np.array_equal(shares[0]["e0"], shares[0]["e1"])  # reshuffled per epoch
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("prefetch", [1, 2, 5])
+def test_prefetched_batches_equal_gathering_in_the_loop(lakes, prefetch) -> None:
+    from weightlake.serve.augment import Augment
+
+    for lake in lakes:  # decoded and mapped
+        for kw in ({"batch_size": 70, "epoch": 3}, {"batch_size": 33, "seed": 2, "augment": Augment(noise=0.1)}):
+            _same(_batches(lake, prefetch=prefetch, **kw), _batches(lake, prefetch=0, **kw))
+
+
+def test_prefetch_is_capped_by_the_budget(lakes) -> None:
+    roomy, small = lakes  # one batch of 3 x 64 CNN-s rows is 1.9 MB: more than a quarter of 1MB
+    assert small.pairs("s", "train").loader(batch_size=64, prefetch=3).prefetch == 0
+    assert roomy.pairs("s", "train").loader(batch_size=64, prefetch=3).prefetch == 3
+
+
+def test_a_loop_left_early_stops_the_prefetch_threads(lakes) -> None:
+    import gc
+    import threading
+
+    loader = lakes[0].pairs("s", "train").loader(batch_size=16, prefetch=2)
+    for k, _ in enumerate(loader):
+        if k == 2:
+            break
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name.startswith("weightlake-prefetch")]
+
+
+def test_a_failed_gather_is_raised_at_its_own_batch(lakes) -> None:
+    loader = lakes[0].pairs("s", "train").loader(batch_size=16, prefetch=2)
+    source, calls = loader.dataset.weights, []
+
+    def take(pos):
+        calls.append(len(pos))
+        if len(calls) == 4:
+            raise OSError("chunk unreadable")
+        return source.take(pos)
+
+    loader.dataset.weights = type("Failing", (), {"cols": source.cols, "take": staticmethod(take)})()
+    got = []
+    with pytest.raises(OSError, match="unreadable"):
+        for batch in loader:
+            got.append(batch)
+    assert len(got) == 3  # the batches before the failed one arrive, in order
+
+
+def test_prefetch_with_workers_is_a_plain_dataloader(lakes) -> None:
+    _, small = lakes
+    with pytest.warns(UserWarning, match="num_workers=0 is faster"):
+        loader = small.pairs("s", "train").loader(batch_size=90, epoch=1, num_workers=2, prefetch=1)
+    _same(list(loader), _batches(small, batch_size=90, epoch=1))

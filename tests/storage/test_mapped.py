@@ -93,3 +93,40 @@ def test_a_short_chunk_file_is_an_error_not_a_fault(bounded_lake_dir, tmp_path) 
     source = wl.open_lake(root, memory=TINY).row_source(ZOO)
     with pytest.raises(IntegrityError, match="wrong size"):
         source.take(np.array([3]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n", [0, 1, 511, 512, 1537, 3000])
+def test_gathers_split_over_threads_equal_the_decoded_zoo(bounded_lake_dir, decoded, threads, n) -> None:
+    ids, rows = decoded
+    lake = wl.open_lake(bounded_lake_dir, memory=TINY)
+    source = MappedRows(lake.root, lake.manifest.zoo(ZOO).segments, threads=threads)
+    pos = np.random.default_rng(n).integers(0, len(ids), n)  # any order, repeats
+    got = source.take(pos)
+    assert got.shape == (n, rows.shape[1]) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, rows[pos])
+    assert pickle.loads(pickle.dumps(source)).threads == threads
+
+
+def test_a_forked_child_gathers_on_threads_of_its_own(bounded_lake_dir, decoded) -> None:
+    """A DataLoader worker forks the process: the parent's gather threads do not exist in the child."""
+    import os
+    import select
+
+    lake = wl.open_lake(bounded_lake_dir, memory=TINY)
+    source = MappedRows(lake.root, lake.manifest.zoo(ZOO).segments, threads=2)
+    pos = np.arange(len(source))[::-1].copy()
+    source.take(pos)  # the parent's pool now exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: gather on its own pool, report, leave without cleanup handlers
+        ok = np.array_equal(source.take(pos), decoded[1][pos])
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 120)  # a child stuck on its parent's pool would hang here
+        assert ready and os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)

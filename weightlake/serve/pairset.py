@@ -10,7 +10,10 @@ from the zoo's row source (:meth:`~weightlake.lake.Lake.row_source`).  The loade
 is map-style over whole batches (``__getitem__`` takes the batch's pair positions), driven
 by a sampler whose order depends only on ``(seed, epoch)`` and, for distributed training,
 ``(rank, world_size)``.  Workers fork with nothing but numpy arrays and the row source
-(shared copy-on-write), so they inherit no open file or thread.
+(shared copy-on-write), so they inherit no open file or thread.  ``loader(prefetch=k)``
+gathers the next ``k`` batches in background threads of the iterating process instead
+(:class:`PairLoader`); a memory-mapped zoo splits each large gather over two threads
+(:mod:`weightlake.storage.mapped`).
 
 Memory: a zoo that fits the handle's budget is decoded once and gathered from memory, as
 fast as ever.  A larger one is memory-mapped (:class:`~weightlake.storage.mapped.MappedRows`):
@@ -28,20 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from weightlake.errors import NoSuchTableError, QueryError
 from weightlake.scenarios import SPLITS, scenario_row
 
 if TYPE_CHECKING:
     import torch
-    from torch.utils.data import DataLoader
 
     from weightlake.arch import Architecture
     from weightlake.lake import Lake
     from weightlake.serve.augment import Augment
 
 VIEWS: tuple[str, ...] = ("flat", "tokens", "layers")
+PREFETCH = 0
+"""Batches the loader gathers ahead in background threads by default (``loader(prefetch=)``)."""
 PAIR_COLUMNS: tuple[str, ...] = ("pair_id", "a_id", "b_id", "target_id", "split", "a_mask", "b_mask", "target_mask",
                                  "overlap", "activation", "init", "epoch", "target_epoch", "fallback")
 
@@ -205,7 +209,8 @@ class PairSet:
 
     def loader(self, batch_size: int = 512, shuffle: bool = True, seed: int = 0, epoch: int = 0,
                num_workers: int = 0, drop_last: bool = False, view: str = "flat",
-               augment: Augment | None = None, rank: int = 0, world_size: int = 1) -> DataLoader:
+               augment: Augment | None = None, rank: int = 0, world_size: int = 1,
+               prefetch: int = PREFETCH) -> DataLoader:
         """An iterable of dict batches ``{x1, x2, y, a_id, b_id, target_id, acc_a, acc_b, acc_y, pair_id}``.
 
         Parameters
@@ -237,9 +242,18 @@ class PairSet:
             gathers only its own pairs' rows.  Shares differ by at most one pair, so batch counts
             may differ by one between ranks (``drop_last=True`` and ``len(self) // world_size``
             a multiple of ``batch_size`` make them equal).
+        prefetch
+            With ``num_workers=0``: how many batches ahead are gathered in background threads
+            (one thread each) while the loop works on the current batch.  The epoch's order is
+            known in advance and numpy's gathers release the GIL, so a training step that waits
+            (on a GPU) hides the gathers: with a 3 ms step, 6.1 -> 3.8 ms per batch of 512 from a
+            decoded zoo, 7.1 -> 4.4 ms from a memory-mapped million-model zoo
+            (``benchmarks/bench_prefetch.py``).  A loop that does no work of its own gains nothing
+            and pays the hand-over between threads (slower on a busy machine), hence the default
+            ``0``: each batch gathered in the loop.  Capped so the batches ahead hold at most a
+            quarter of the memory budget.  The batches are the same, in the same order, with any
+            value.
         """
-        from torch.utils.data import DataLoader
-
         if num_workers > 0 and (augment is None or not augment.active) and view == "flat":
             warnings.warn(f"num_workers={num_workers}: each batch is one in-memory gather, cheaper than shipping it "
                           "back from a worker process; num_workers=0 is faster here (benchmarks/bench_serving.py)",
@@ -247,7 +261,54 @@ class PairSet:
         sampler = EpochBatches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last,
                                rank=rank, world_size=world_size)
         dataset = self.dataset(view, augment=augment, seed=seed, epoch=epoch)
-        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=as_is)
+        batch_bytes = 3 * batch_size * 4 * max(1, dataset.weights.cols)
+        ahead = max(0, min(int(prefetch), self.lake.memory // 4 // batch_bytes))
+        return PairLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=as_is,
+                          prefetch=ahead)
+
+
+class PairLoader(DataLoader):
+    """The DataLoader of :meth:`PairSet.loader`: with ``num_workers=0`` and ``prefetch > 0``, the
+    gathers of the next ``prefetch`` batches run in background threads while the current one is
+    used; otherwise exactly a ``DataLoader``.
+
+    The threads exist only while an iteration runs, in the process that iterates (the dataset
+    and sampler pickle and fork as before); gathered batches are consumed in the sampler's
+    order, so the batches and their order do not depend on ``prefetch``.  An error of a gather
+    (an :class:`~weightlake.errors.IntegrityError` of a chunk) is raised at its own batch.
+    """
+
+    def __init__(self, dataset: PairBatches, *, prefetch: int = 0, **kw: Any) -> None:
+        super().__init__(dataset, **kw)
+        self.prefetch = int(prefetch)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if self.num_workers > 0 or self.prefetch < 1:
+            return super().__iter__()
+        return _prefetched(self.dataset, iter(self.sampler), self.prefetch)
+
+
+def _prefetched(dataset: PairBatches, indices: Iterator[np.ndarray], depth: int) -> Iterator[dict[str, Any]]:
+    """``dataset[index]`` for each of ``indices`` in order, the next ``depth`` gathers running in threads."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(depth, thread_name_prefix="weightlake-prefetch")
+    ahead: deque[tuple[np.ndarray, Any]] = deque()
+    try:
+        for index in indices:
+            index = np.asarray(index, dtype=np.int64)
+            ahead.append((index, pool.submit(dataset.gather, index)))
+            if len(ahead) > depth:
+                index, done = ahead.popleft()
+                yield dataset.assemble(index, done.result())
+        while ahead:
+            index, done = ahead.popleft()
+            yield dataset.assemble(index, done.result())
+    finally:  # a loop left early: drop the gathers not started, wait for the running ones
+        for _, pending in ahead:
+            pending.cancel()
+        pool.shutdown(wait=True)
 
 
 def as_is(batch: Any) -> Any:
@@ -331,15 +392,25 @@ class PairBatches(Dataset[dict[str, Any]]):
         return len(self.pair_id)
 
     def __getitem__(self, index: np.ndarray) -> dict[str, Any]:
-        import torch
-
         index = np.asarray(index, dtype=np.int64)
+        return self.assemble(index, self.gather(index))
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """``float32 [3, B, P]``: the rows of the batch of pair positions ``index`` (a, b, target),
+        augmented.  Numpy only, and a function of ``index`` alone (the augmentation's generator
+        is drawn from ``(seed, epoch, index[0])``), so it may run in any thread, in any order."""
         n, p = len(index), self.weights.cols
         gathered = self.weights.take(self.rows_t[:, index].reshape(-1)).reshape(3, n, p)
         if self.augment is not None:
             assert self.arch is not None
             rng = np.random.default_rng([int(self.seed), int(self.epoch), int(index[0]) if n else 0])
             gathered = np.stack(self.augment.apply(gathered[0], gathered[1], gathered[2], self.arch, rng))
+        return gathered
+
+    def assemble(self, index: np.ndarray, gathered: np.ndarray) -> dict[str, Any]:
+        """The dict batch of pair positions ``index`` around its :meth:`gather` (tensors share its memory)."""
+        import torch
+
         block = torch.from_numpy(gathered)
         ids = torch.from_numpy(self.ids[index])
         acc = torch.from_numpy(self.accuracy[index])

@@ -4,11 +4,22 @@ Pair serving, ``wl_*_by_id`` and materialised batches gather rows in random orde
 zoo that fits the budget is decoded once and gathered from memory (:class:`ResidentRows`).
 A larger one is served by :class:`MappedRows`: every chunk file of an uncompressed segment
 is the chunk's raw float32 rows (the ``bytes`` codec), so the files are memory-mapped
-read-only, side by side, into one address range for the whole zoo, and a gather is one
-numpy fancy index into that range, as from memory (``np.take(..., out=)`` and a loop over
-segments cost 2-4x as much per row: ``benchmarks/bench_bounded.py --million``).  The pages are the kernel's page cache
+read-only, side by side, into one address range for the whole zoo, and a gather is a numpy
+row gather from that range, as from memory (a loop over segments cost 2-4x as much per row:
+``benchmarks/bench_bounded.py --million``).  The pages are the kernel's page cache
 (file-backed, shared, evicted under pressure), not this process's anonymous memory:
 the process holds only what it gathers.
+
+Threads: a gather of at least ``2 * SPLIT_ROWS`` rows is split over :data:`GATHER_THREADS`
+threads (two, or one on a one-core machine; ``MappedRows(threads=)``), each copying its share
+of the rows straight into the one output array (``np.take(..., out=, mode="clip")``, which
+releases the GIL; the default ``mode="raise"`` would gather into a buffer first and cost
+twice as much).  A gather from a 10 GB mapping waits on address translation and memory
+rather than on bandwidth, so two threads nearly halve it when a core is free; a gather
+from a decoded array (:class:`ResidentRows`) is closer to the memory bandwidth and stays on
+one thread.  The threads belong to the process that started them: a forked child (a
+DataLoader worker) starts its own on its first large gather, and a pickled source carries
+only its settings.
 
 Checksums: a chunk is checked the first time any of its rows is gathered, once per chunk
 per source (a fresh source, or a process that unpickles one, checks again).  The first
@@ -47,6 +58,10 @@ from weightlake.storage.snapshot import Segment
 from weightlake.storage.tensors import SegmentReader, _read_chunk_into
 
 METHODS = ("mmap", "pread")
+GATHER_THREADS = min(2, os.cpu_count() or 1)
+"""Threads a mapped gather of at least ``2 * SPLIT_ROWS`` rows is split over (``MappedRows(threads=)``)."""
+SPLIT_ROWS = 256
+"""Fewest rows per thread: below that a thread's start-up costs more than it saves."""
 _PROT_NONE, _MAP_FIXED, _MAP_NORESERVE = 0, 0x10, 0x4000  # Linux values (the mmap module lacks them)
 
 
@@ -91,7 +106,8 @@ class MappedRows:
 
     resident = False
 
-    def __init__(self, root: Path, segments: Sequence[Segment], *, method: str = "mmap") -> None:
+    def __init__(self, root: Path, segments: Sequence[Segment], *, method: str = "mmap",
+                 threads: int | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.root, self.segments, self.method = Path(root), tuple(segments), method
@@ -104,15 +120,18 @@ class MappedRows:
         self._shift = np.zeros(len(self.segments), dtype=np.int64)  # zoo position -> row of _view
         self._checked_all = False
         self._lock = threading.Lock()
+        self.threads = max(1, int(threads if threads is not None else GATHER_THREADS))
+        self._threads: tuple[int, Any] | None = None  # (pid, pool): the pool of the process that made it
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker maps (and checks) afresh
-        return {"root": self.root, "segments": self.segments, "method": self.method}
+        return {"root": self.root, "segments": self.segments, "method": self.method, "threads": self.threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["segments"], method=state["method"])  # type: ignore[misc]
+        self.__init__(state["root"], state["segments"], method=state["method"],  # type: ignore[misc]
+                      threads=state.get("threads"))
 
     @property
     def checked_chunks(self) -> int:
@@ -144,13 +163,42 @@ class MappedRows:
                 maps[s].check((pos[seg == s] - self.starts[s]) // maps[s].step)
             self._checked_all = all(bool(m.verified.all()) for m in maps)
         if self._view is not None:
-            # one fancy index over the whole mapping: numpy's row-copy loop, as from decoded memory
-            return self._view[pos + self._shift[seg]] if len(maps) > 1 else self._view[pos]
+            return self._gather(pos + self._shift[seg] if len(maps) > 1 else pos)
         out = np.empty((pos.size, self.cols), dtype=np.float32)
         for s in np.unique(seg):
             where = np.flatnonzero(seg == s)
             maps[int(s)].read_rows(pos[where] - self.starts[s], out, where)
         return out
+
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of the mapping, in parts on :data:`GATHER_THREADS` threads when there are enough."""
+        view = self._view
+        assert view is not None
+        parts = min(self.threads, len(rows) // SPLIT_ROWS)
+        if parts < 2:
+            return view[rows]  # one fancy index over the whole mapping, as from decoded memory
+        out = np.empty((len(rows), self.cols), dtype=np.float32)
+        # rows are in range (take checked them): mode="clip" writes straight into out (the default
+        # mode="raise" gathers into a buffer first, and costs twice as much)
+        cuts = np.linspace(0, len(rows), parts + 1).astype(np.int64)
+        done = [self._pool().submit(np.take, view, rows[a:b], 0, out[a:b], "clip")
+                for a, b in zip(cuts[1:-1], cuts[2:], strict=True)]
+        np.take(view, rows[:cuts[1]], 0, out[:cuts[1]], "clip")
+        for d in done:
+            d.result()
+        return out
+
+    def _pool(self) -> Any:
+        """This process's gather threads (a forked child, such as a DataLoader worker, starts its own)."""
+        if self._threads is None or self._threads[0] != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor
+
+            with self._lock:
+                if self._threads is None or self._threads[0] != os.getpid():
+                    pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="weightlake-gather")
+                    self._threads = (os.getpid(), pool)
+        return self._threads[1]
 
 
 def _reader(path: Path, seg: Segment) -> SegmentReader:
@@ -197,7 +245,7 @@ class _SegmentMap:
     """One segment's chunk files, mapped at ``base`` (``mmap``) or opened for ``preadv``; checks chunks once."""
 
     def __init__(self, reader: SegmentReader, method: str, *, base: int | None = None) -> None:
-        self.reader, self.method = reader, method
+        self.reader = reader
         self.rows, self.cols, self.step = reader.rows, reader.cols, reader.chunk_rows
         self.row_bytes = 4 * self.cols
         self.chunk_bytes = self.step * self.row_bytes
