@@ -192,3 +192,84 @@ def test_a_join_with_streamed_weights_builds_on_the_metadata(two_segment_lake, q
     plan = json.loads(con.sql("EXPLAIN (FORMAT json) " + query).fetchall()[0][1])
     sides = [s for node in plan for s in _build_sides(node)]
     assert sides and all("w" not in side for side in sides), sides
+
+
+@pytest.fixture(scope="module")
+def wide_lakes(tmp_path_factory):
+    """A small ResNet zoo in the Model Zoos layout (run folders with brackets, 4 runs x 2 epochs; 2.7 MB), ingested twice:
+    the ``tensors`` layout (one array per tensor) and the ``rows`` layout (the reference)."""
+    import json
+
+    import torch
+
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+    from weightlake.zoo.resnet import random_state_dict, resnet_shapes
+
+    base = tmp_path_factory.mktemp("wide")
+    shapes, rng = resnet_shapes((8, 16, 32, 32), num_classes=10), np.random.default_rng(0)  # 84,438 values: 2.7 MB
+    for r in range(4):
+        run = base / "zoo" / f"run [{r}]"
+        run.mkdir(parents=True)
+        (run / "params.json").write_text(json.dumps({"seed": r}))
+        (run / "result.json").write_text("\n".join(json.dumps({"training_iteration": e, "acc": e}) for e in (1, 2)))
+        for e in (1, 2):
+            (run / f"checkpoint_{e}").mkdir()
+            sd = {k: torch.from_numpy(np.asarray(v)) for k, v in random_state_dict(shapes, rng, batches=e).items()}
+            torch.save(sd, run / f"checkpoint_{e}" / "checkpoints")
+    ingest_modelzoo(base / "tensors", base / "zoo", zoo="rn", layout="tensors")
+    ingest_modelzoo(base / "rows", base / "zoo", zoo="rn", layout="rows")
+    return base / "tensors", base / "rows"
+
+
+def _gathers_of_a_wide_zoo_over_the_budget(root, reference) -> None:
+    import pickle
+    import warnings
+
+    from weightlake.storage.budget import BudgetWarning
+    from weightlake.storage.parts import PartRows
+
+    lake = wl.open_lake(root, memory=TINY)
+    ids, rows = wl.open_lake(reference).zoo_weights("rn")
+    assert not lake.fits("rn") and rows.nbytes > 2 * lake.memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)  # never decoded whole
+        source = lake.row_source("rn")
+        assert isinstance(source, PartRows) and not source.resident and lake.row_source("rn") is source
+        np.testing.assert_array_equal(source.ids, ids)
+        for pos in (np.array([7, 0, 7, 3], dtype=np.int64), np.arange(len(ids))[::-1].copy(), np.empty(0, np.int64)):
+            got = source.take(pos)
+            assert got.shape == (len(pos), rows.shape[1]) and got.dtype == np.float32
+            np.testing.assert_array_equal(got, rows[pos])
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(source)).take(np.array([5, 1])), rows[[5, 1]])
+        sql = ("SELECT a.model_id AS a, wl_mse_by_id(a.model_id, b.model_id) AS d "
+               "FROM models a JOIN models b ON b.model_id = a.model_id + 1 ORDER BY 1")
+        got_sql = lake.sql(sql)
+    want = wl.open_lake(reference).sql(sql)
+    assert got_sql.height == len(ids) - 1
+    np.testing.assert_allclose(got_sql["d"].to_numpy(), want["d"].to_numpy(), rtol=1e-6)
+    conv = next(layer for layer in lake.arch("rn").layers if layer.name == "layer3.0.conv2")
+    layer_sql = sql.replace("wl_mse_by_id(a.model_id, b.model_id)", "wl_mse_layer_by_id(a.model_id, b.model_id, 'layer3.0.conv2')")
+    from weightlake.storage.tensors import count_reads
+
+    fresh = wl.open_lake(root, memory=TINY)
+    with count_reads() as count:
+        got_layer = fresh.sql(layer_sql)
+    # one layer's chunks (each call reads them for both sides), not the other 84,438 - 9,216 values
+    assert 0 < count.bytes <= 2 * 1.2 * 4 * (conv.stop - conv.start) * len(ids)
+    want_layer = wl.open_lake(reference).sql(layer_sql)
+    np.testing.assert_allclose(got_layer["d"].to_numpy(), want_layer["d"].to_numpy(), rtol=1e-6)
+    assert not lake._cache  # nothing decoded on the handle
+    with pytest.raises(IndexError, match="out of range"):
+        source.take(np.array([len(ids)]))
+
+
+def test_a_wide_zoo_over_the_budget_is_gathered_by_chunk_not_decoded(wide_lakes) -> None:
+    _gathers_of_a_wide_zoo_over_the_budget(*wide_lakes)
+
+
+def test_a_wide_zoo_over_the_budget_on_s3_is_gathered_by_chunk(wide_lakes, s3_lake_url) -> None:
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    tensors, rows = wide_lakes
+    ingest_modelzoo(s3_lake_url, tensors.parent / "zoo", zoo="rn", layout="tensors")
+    _gathers_of_a_wide_zoo_over_the_budget(s3_lake_url, rows)

@@ -340,8 +340,10 @@ class Lake:
         what it gathers, each chunk is checked once on first use, and the source is kept on this
         handle.  On an object store such a zoo is gathered by byte range
         (:class:`~weightlake.storage.remote_rows.RemoteRows`: each chunk object fetched whole and
-        checked once, then only the rows taken).  Anything else (compressed segments) is decoded
-        whole, with a :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
+        checked once, then only the rows taken).  A zoo of ``tensors``-layout segments (wide
+        models), on disk or an object store, is read chunk by chunk for each gather
+        (:class:`~weightlake.storage.parts.PartRows`).  Anything else (compressed segments) is
+        decoded whole, with a :class:`~weightlake.storage.budget.BudgetWarning` over the budget.
         """
         from weightlake.storage.mapped import MappedRows, ResidentRows, can_map
 
@@ -363,6 +365,15 @@ class Lake:
                     self._sources[key] = RemoteRows(self.location, entry.segments)
             if key in self._sources:
                 return self._sources[key]
+        if f"zoo:{zoo}" not in self._cache and not self.fits(zoo) and entry.segments \
+                and all(s.parts for s in entry.segments):
+            from weightlake.storage.parts import PartRows
+
+            with self._lock:
+                key = (zoo, "parts")
+                if key not in self._sources:
+                    self._sources[key] = PartRows(self.location, entry.segments)
+            return self._sources[key]
         return ResidentRows(*self.zoo_weights(zoo))
 
     def zoo_ids(self, zoo: str | None = None) -> np.ndarray:

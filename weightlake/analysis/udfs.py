@@ -263,6 +263,9 @@ def _take(source: Any, where: np.ndarray, cols: slice | None) -> np.ndarray:
         if len(where) and where[-1] - where[0] == len(where) - 1 and (np.diff(where) == 1).all():
             return source.weights[int(where[0]):int(where[-1]) + 1, cols]
         return source.weights[where, cols]
+    if hasattr(source, "take_columns") and cols.step in (None, 1):  # a tensors-layout zoo: only the layer's chunks
+        lo, hi, _ = cols.indices(source.cols)
+        return source.take_columns(where, lo, max(lo, hi))
     return source.take(where)[:, cols]
 
 

@@ -315,3 +315,66 @@ def layer_bytes(parts: Sequence[Any], lo: int, hi: int, rows: int) -> int:
         if p.start < hi and p.start + p.size > lo:
             total += len(p.chunk_digests) * p.chunk_rows * p.size * 4
     return total
+
+
+class PartRows:
+    """Random access to a zoo of ``tensors``-layout segments over the memory budget, on disk or an object store.
+
+    The row source (:meth:`weightlake.lake.Lake.row_source`) of a wide-model zoo that does not
+    fit: ``take(pos)`` reads, for every tensor, the chunks that hold a wanted row (each checked
+    against its digest as it is read, as every read of this layout is) and copies the rows
+    out; nothing is kept between gathers, so the process holds the output and one chunk per
+    reader thread.  Cost: a chunk is about :data:`PART_CHUNK_BYTES` of one tensor, so a gather
+    of ``n`` rows from different chunks reads up to ``n`` chunks per tensor (for a ResNet-18
+    zoo, whose large tensors are one or a few rows per chunk, close to the rows themselves;
+    for small tensors many rows' worth per wanted row).
+
+    Round-trip law: ``PartRows(...).take(pos) == read_all(...)[pos]`` bitwise, for any
+    positions (any order, repeats allowed).
+    """
+
+    resident = False
+
+    def __init__(self, location: Any, segments: Sequence[Any]) -> None:
+        self.location, self.segments = location, tuple(segments)
+        self.ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in self.segments])
+                    if self.segments else np.empty(0, dtype=np.int64))
+        self.cols = int(self.segments[0].cols) if self.segments else 0
+        self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self._readers: list[PartsReader] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getstate__(self) -> dict[str, Any]:  # a worker process opens (and checks) afresh
+        return {"location": self.location, "segments": self.segments}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["location"], state["segments"])  # type: ignore[misc]
+
+    def _segment_readers(self) -> list[PartsReader]:
+        if self._readers is None:
+            with self._lock:
+                if self._readers is None:
+                    self._readers = [parts_reader(self.location, s) for s in self.segments]
+        return self._readers
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """Rows at zoo positions ``pos`` (int64, any order, repeats allowed) as a new ``float32 [n, P]``."""
+        return self.take_columns(pos, 0, self.cols)
+
+    def take_columns(self, pos: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Flat columns ``[lo, hi)`` of the rows at ``pos``: reads only the tensors overlapping them."""
+        pos = np.asarray(pos, dtype=np.int64).reshape(-1)
+        if pos.size and (pos.min() < 0 or pos.max() >= len(self.ids)):
+            raise IndexError(f"row positions out of range for a zoo of {len(self.ids)} models")
+        out = np.empty((pos.size, hi - lo), dtype=np.float32)
+        if not pos.size:
+            return out
+        readers = self._segment_readers()
+        seg = np.searchsorted(self.starts, pos, side="right") - 1
+        for s in np.unique(seg):
+            where = np.flatnonzero(seg == s)
+            out[where] = readers[s].read_columns(pos[where] - self.starts[s], lo, hi)
+        return out
