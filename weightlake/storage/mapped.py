@@ -30,7 +30,9 @@ the pages of the rows they take (from the page cache when it holds them, else fr
 ``method="pread"`` reads the wanted rows with one ``preadv`` each, sorted by file offset,
 into the output (checking each chunk once in the same way); it exists for chunk sizes that
 are not a whole number of pages and for the benchmark that chose memory-mapping
-(``benchmarks/bench_bounded.py``).  Compressed segments and object stores have neither:
+(``benchmarks/bench_bounded.py``).  Object stores have their own source
+(:class:`~weightlake.storage.remote_rows.RemoteRows`), ``tensors``-layout zoos theirs
+(:class:`~weightlake.storage.parts.PartRows`); compressed segments have none:
 :meth:`weightlake.lake.Lake.row_source` decodes those whole (and warns over the budget).
 
 Round-trip law: ``MappedRows(...).take(pos) == read_all(...)[pos]`` bitwise, for any
