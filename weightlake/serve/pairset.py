@@ -285,7 +285,8 @@ class PairLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         if self.num_workers > 0 or self.prefetch < 1:
             return super().__iter__()
-        return _prefetched(self.dataset, iter(self.sampler), self.prefetch)
+        dataset: PairBatches = self.dataset  # type: ignore[assignment]  # set by PairSet.loader
+        return _prefetched(dataset, iter(self.sampler), self.prefetch)
 
 
 def _prefetched(dataset: PairBatches, indices: Iterator[np.ndarray], depth: int) -> Iterator[dict[str, Any]]:

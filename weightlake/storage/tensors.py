@@ -164,7 +164,7 @@ class SegmentWriter:
         """Write one whole chunk's bytes as the next chunk file (never over an existing file) and
         record the digest of exactly those bytes; ``n`` rows of it are the array's."""
         chunk = self.path / "c" / str(len(self._digests)) / "0"  # the default chunk key of chunk (i, 0)
-        data = memoryview(rows.reshape(-1)).cast("B")
+        data = memoryview(rows.reshape(-1)).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
         chunk.parent.mkdir(parents=True, exist_ok=True)
         with open(chunk, "xb", buffering=0) as fh:
             written = 0
