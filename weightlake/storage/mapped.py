@@ -67,6 +67,15 @@ SPLIT_ROWS = 256
 _PROT_NONE, _MAP_FIXED, _MAP_NORESERVE = 0, 0x10, 0x4000  # Linux values (the mmap module lacks them)
 
 
+def zoo_rows(segments: Sequence[Segment]) -> tuple[np.ndarray, int, np.ndarray]:
+    """A zoo's segments as one row space: ``(ids, cols, starts)`` -- the model ids in row order, the
+    row width, and each segment's first row (with the total appended), for the row sources."""
+    ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in segments])
+           if segments else np.empty(0, dtype=np.int64))
+    cols = int(segments[0].cols) if segments else 0
+    return ids, cols, np.cumsum([0, *(s.rows for s in segments)]).astype(np.int64)
+
+
 class ResidentRows:
     """A zoo decoded in memory: ``take(pos)`` is ``weights[pos]``."""
 
@@ -113,10 +122,7 @@ class MappedRows:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.root, self.segments, self.method = Path(root), tuple(segments), method
-        self.ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in self.segments])
-                    if self.segments else np.empty(0, dtype=np.int64))
-        self.cols = int(self.segments[0].cols) if self.segments else 0
-        self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self.ids, self.cols, self.starts = zoo_rows(self.segments)
         self._maps: list[_SegmentMap] | None = None
         self._view: np.ndarray | None = None  # every mapped segment in one address range
         self._shift = np.zeros(len(self.segments), dtype=np.int64)  # zoo position -> row of _view

@@ -31,6 +31,7 @@ import numpy as np
 
 from weightlake.errors import IntegrityError
 from weightlake.storage.checksums import check_bytes, check_file, digest_bytes, digest_file
+from weightlake.storage.mapped import zoo_rows
 from weightlake.storage.snapshot import SegmentPart
 
 PART_CHUNK_BYTES = 8 << 20
@@ -337,10 +338,7 @@ class PartRows:
 
     def __init__(self, location: Any, segments: Sequence[Any]) -> None:
         self.location, self.segments = location, tuple(segments)
-        self.ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in self.segments])
-                    if self.segments else np.empty(0, dtype=np.int64))
-        self.cols = int(self.segments[0].cols) if self.segments else 0
-        self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self.ids, self.cols, self.starts = zoo_rows(self.segments)
         self._readers: list[PartsReader] | None = None
         self._lock = threading.Lock()
 

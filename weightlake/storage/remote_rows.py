@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from weightlake.errors import IntegrityError
+from weightlake.storage.mapped import zoo_rows
 from weightlake.storage.snapshot import Segment
 from weightlake.storage.store import Store
 
@@ -86,10 +87,7 @@ class RemoteRows:
 
     def __init__(self, location: Store, segments: Sequence[Segment]) -> None:
         self.location, self.segments = location, tuple(segments)
-        self.ids = (np.concatenate([np.arange(s.first_id, s.stop_id, dtype=np.int64) for s in self.segments])
-                    if self.segments else np.empty(0, dtype=np.int64))
-        self.cols = int(self.segments[0].cols) if self.segments else 0
-        self.starts = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self.ids, self.cols, self.starts = zoo_rows(self.segments)
         self.log = ReadLog()
         self._chunks: list[_Chunks] | None = None
         self._lock = threading.Lock()
