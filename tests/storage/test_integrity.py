@@ -208,3 +208,68 @@ def test_damaged_materialised_batch_and_prediction_chunks_are_refused(analysed_c
     flip_byte(pred_chunk, offset=16)
     with pytest.raises(IntegrityError, match="corrupt"):
         load_predictions(wl.open_lake(analysed_copy))
+
+
+@pytest.mark.parametrize("how", ["direct", "buffered by request", "refused by the file system"])
+@pytest.mark.parametrize("blocks", [[1100], [1, 700, 399], [1024, 76]])
+def test_direct_chunk_writes_equal_buffered_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
+                                                 blocks: list[int]) -> None:
+    """Chunks of a 4 KiB multiple (512 rows x 8 float32) are written with O_DIRECT, from aligned
+    blocks as they are and from unaligned ones through the chunk buffer; the files, digests and
+    zarr's reading of them equal a buffered write's, and a file system refusing O_DIRECT
+    (EINVAL) gets buffered writes with nothing left behind."""
+    import errno
+    import os
+
+    import zarr
+
+    from weightlake.storage import tensors
+    from weightlake.storage.checksums import digest_file
+
+    rows = np.random.default_rng(2).standard_normal((1100, 8)).astype(np.float32)
+    aligned = tensors.aligned_empty(rows.shape)
+    aligned[:] = rows
+    refused: list[Path] = []
+    if how == "buffered by request":
+        monkeypatch.setenv("WEIGHTLAKE_DIRECT_WRITES", "0")
+    elif how == "refused by the file system":
+        real = tensors._write_new_file
+
+        def refuse(path: Path, data: memoryview, flags: int) -> None:
+            if flags & os.O_DIRECT:
+                path.write_bytes(b"partial")  # what a refused write may leave: removed by the writer
+                refused.append(path)
+                raise OSError(errno.EINVAL, "Invalid argument")
+            real(path, data, flags)
+
+        monkeypatch.setattr(tensors, "_write_new_file", refuse)
+    writer = tensors.SegmentWriter(tmp_path / "s.zarr", 8, chunk_rows=512)
+    assert writer._direct == (how != "buffered by request" and tensors.direct_writes_wanted())
+    at = 0
+    for n in blocks:
+        writer.append((aligned if n != 700 else rows)[at:at + n])  # aligned whole chunks and unaligned ones
+        at += n
+    assert writer.close() == 1100
+    if how == "direct" and tensors.direct_writes_wanted():
+        assert writer._direct  # the file system took every chunk
+    assert len(refused) == (1 if how == "refused by the file system" else 0)  # refused once, then buffered
+    monkeypatch.delenv("WEIGHTLAKE_DIRECT_WRITES", raising=False)
+    ref = tensors.SegmentWriter(tmp_path / "ref.zarr", 8, chunk_rows=512)
+    ref._direct = False
+    ref.append(rows)
+    ref.close()
+    assert writer.chunk_digests == ref.chunk_digests
+    for i, digest in enumerate(writer.chunk_digests):
+        ours = tmp_path / "s.zarr" / "c" / str(i) / "0"
+        assert ours.read_bytes() == (tmp_path / "ref.zarr" / "c" / str(i) / "0").read_bytes()
+        assert digest_file(ours) == digest
+    assert np.array_equal(zarr.open_array(str(tmp_path / "s.zarr"), mode="r")[:], rows)
+
+
+def test_aligned_empty_is_aligned() -> None:
+    from weightlake.storage.tensors import aligned_empty
+
+    for shape in [(0, 3), (1, 1), (512, 2464), (3, 5, 7)]:
+        a = aligned_empty(shape)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 4096 == 0  # (an empty array's address means nothing)
