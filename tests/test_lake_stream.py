@@ -273,3 +273,23 @@ def test_a_wide_zoo_over_the_budget_on_s3_is_gathered_by_chunk(wide_lakes, s3_la
     tensors, rows = wide_lakes
     ingest_modelzoo(s3_lake_url, tensors.parent / "zoo", zoo="rn", layout="tensors")
     _gathers_of_a_wide_zoo_over_the_budget(s3_lake_url, rows)
+
+
+def test_layer_views_of_a_wide_zoo_with_dotted_layer_names(wide_lakes) -> None:
+    """A ResNet zoo's layers (``layer1.0.conv1``) are views named ``weights_layer1_0_conv1``, equal to the
+    layer's columns of the rows-layout reference, in budget and over it (streamed)."""
+    from weightlake.query import layer_views
+
+    root, reference = wide_lakes
+    ids, rows = wl.open_lake(reference).zoo_weights("rn")
+    for memory in (None, TINY):
+        lake = wl.open_lake(root, memory=memory)
+        views = layer_views(lake)
+        layers = lake.arch("rn").layers
+        assert len(views) == len(layers) and "weights_layer1_0_conv1" in views
+        for layer in (layers[0], lake.arch("rn").layer("layer1.0.conv1"), layers[-1]):
+            name = "weights_" + layer.name.replace(".", "_")
+            df = lake.sql(f"SELECT model_id, w FROM {name} ORDER BY model_id")
+            np.testing.assert_array_equal(df["model_id"].to_numpy(), ids)
+            np.testing.assert_array_equal(np.stack(df["w"].to_list()).astype(np.float32),
+                                          rows[:, layer.start:layer.stop])

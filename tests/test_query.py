@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import weightlake as wl
@@ -74,3 +75,62 @@ def test_a_query_registers_only_the_tables_it_names(analysed_lake_dir) -> None:
             "print(n > 0, plain, s > 0, {'models', 'spectra', 'correlations'} <= shown)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "True", "True"]
+
+
+def _layer_view(con, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    tbl = con.sql(f"SELECT model_id, zoo, w FROM {name} ORDER BY model_id").to_arrow_table()
+    width = tbl.schema.field("w").type.list_size
+    w = tbl.column("w").combine_chunks().values.to_numpy().reshape(-1, width)
+    return tbl.column("model_id").to_numpy(), tbl.column("zoo").to_pylist(), w
+
+
+@pytest.mark.parametrize("memory", [None, "1MB"])
+def test_layer_views_hold_each_layers_block(small_lake_dir, memory) -> None:
+    """`weights_<layer>` is the layer's columns of every model, bitwise, whether the zoo is decoded
+    (within the budget) or streamed in blocks (over it)."""
+    lake = wl.open_lake(small_lake_dir, memory=memory)
+    assert lake.fits() == (memory is None)
+    arch = lake.arch()
+    ids, rows = wl.open_lake(small_lake_dir).zoo_weights(lake.zoos[0])
+    con = lake.connect()
+    shown = set(con.sql("SHOW TABLES").to_arrow_table().column("name").to_pylist())
+    assert {f"weights_{layer.name}" for layer in arch.layers} <= shown
+    for layer in arch.layers:
+        got_ids, zoos, w = _layer_view(con, f"weights_{layer.name}")
+        np.testing.assert_array_equal(got_ids, ids)
+        assert set(zoos) == {lake.zoos[0]}
+        np.testing.assert_array_equal(w, rows[:, layer.start:layer.stop])
+
+
+def test_macros_over_layer_views_equal_the_per_layer_functions(small_lake_dir) -> None:
+    """Per-layer metrics as whole-vector macros over `weights_fc1` agree with `wl_*_layer(w, w, 'fc1')`
+    and with numpy in float64 to 1e-12 relative, over pairs of models."""
+    from weightlake.analysis.metrics import mse
+
+    lake = wl.open_lake(small_lake_dir)
+    layer = lake.arch().layer("fc1")
+    ids, rows = lake.zoo_weights(lake.zoos[0])
+    query = ("SELECT a.model_id, wl_mse(a.w, b.w) AS view_mse, wl_mse_layer(c.w, d.w, 'fc1') AS udf_mse, "
+             "wl_cosine(a.w, b.w) AS view_cos, wl_cosine_layer(c.w, d.w, 'fc1') AS udf_cos "
+             "FROM weights_fc1 a JOIN weights_fc1 b ON b.model_id = a.model_id + 7 "
+             "JOIN weights c ON c.model_id = a.model_id JOIN weights d ON d.model_id = b.model_id ORDER BY 1")
+    df = lake.sql(query)
+    assert df.height == len(ids) - 7
+    a = rows[:-7, layer.start:layer.stop].astype(np.float64)
+    b = rows[7:, layer.start:layer.stop].astype(np.float64)
+    np.testing.assert_allclose(df["view_mse"].to_numpy(), ((a - b) ** 2).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(df["view_mse"].to_numpy(), df["udf_mse"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(df["view_mse"].to_numpy(), mse(a, b), rtol=1e-6)
+    np.testing.assert_allclose(df["view_cos"].to_numpy(), df["udf_cos"].to_numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_query_builds_only_the_layer_views_it_names(small_lake_dir) -> None:
+    """Naming `weights_fc1` registers that layer view alone and does not decode `weights`."""
+    from weightlake.query import connect, layer_views
+
+    lake = wl.open_lake(small_lake_dir)
+    assert lake.sql("SELECT count(*) AS n FROM weights_fc1")["n"][0] == lake.manifest.zoo(lake.zoos[0]).n_models
+    con = connect(lake, weights=False, layers=["weights_fc2"])
+    names = set(con.sql("SHOW TABLES").to_arrow_table().column("name").to_pylist())
+    assert "weights_fc2" in names and "weights" not in names and "weights_fc1" not in names
+    assert set(layer_views(lake)) == {f"weights_{layer.name}" for layer in lake.arch().layers}

@@ -6,7 +6,13 @@ Views every connection sees:
 * ``weights`` — ``model_id BIGINT, zoo VARCHAR, w FLOAT[P]`` served zero-copy from the decoded
   Zarr segments as an Arrow table (nothing re-encoded as Parquet), or streamed block by
   block when the zoos exceed the handle's memory budget (:class:`StreamedWeights`);
-* one view per derived table (``pairs``, ``scenarios``, ``spectra`` ...);
+* ``weights_<layer>`` — ``model_id BIGINT, zoo VARCHAR, w FLOAT[L]``: one layer's block (weight
+  and bias, as the ``wl_*_layer`` functions take it) of every model, one view per layer the
+  zoos share (``weights_fc1``; a dotted name such as ``layer1.0.conv1`` becomes
+  ``weights_layer1_0_conv1``), so per-layer metrics are the whole-vector macros over it
+  (:class:`LayerWeights`);
+* one view per derived table (``pairs``, ``scenarios``, ``spectra`` ...; a derived table of the
+  same name as a layer view wins);
 * ``wl_*`` functions (analysis metrics and per-layer extraction) when the analysis
   package is importable.
 
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     from weightlake.lake import Lake
 
 _WORD = re.compile(r"\bweights\b", re.IGNORECASE)
+_LAYER_VIEW = re.compile(r"\bweights_\w+", re.IGNORECASE)
 _FUNCTION = re.compile(r"\bwl_\w+", re.IGNORECASE)
 _NAME = re.compile(r"[\w-]+")  # a quoted table name may hold dashes
 _WORDS = re.compile(r"\w+")
@@ -42,12 +49,14 @@ _CATALOGUE = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\
 
 
 def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = True,
-            views: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
+            views: bool | Collection[str] = True, layers: bool | Collection[str] | None = None,
+            ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot.
 
     ``udfs``: register every ``wl_*`` function (True), none (False), or only the named ones.
     ``views``: every derived table's view (True), none, or only the named ones (``models``
-    is always there).
+    is always there).  ``layers``: the ``weights_<layer>`` views, all (True), none, or the named
+    ones (default: all when ``weights``); registering one costs nothing until a query scans it.
 
     The connection cannot touch the file system: every view is data handed over from
     Python (checked Parquet files as Arrow datasets, weights as an Arrow table), then
@@ -63,7 +72,7 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
             # its bar would land in --format csv output; inside Jupyter without ipywidgets DuckDB
             # keeps it off already and refuses the SET, so only switch off what is on
             con.execute("SET enable_progress_bar = false")
-        _create_views(con, lake, weights=weights, views=views)
+        _create_views(con, lake, weights=weights, views=views, layers=weights if layers is None else layers)
         if udfs:
             from weightlake.analysis.udfs import register_udfs
 
@@ -77,14 +86,18 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
-                  views: bool | Collection[str] = True) -> None:
+                  views: bool | Collection[str] = True, layers: bool | Collection[str] = False) -> None:
     from weightlake.storage.transaction import MODEL_PARTITIONS
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
     w = weights_arrow(lake) if weights and lake.manifest.zoos else None
+    spans = layer_views(lake) if layers else {}
+    if layers is not True:
+        spans = {k: v for k, v in spans.items() if k in {str(n).lower() for n in layers or ()}}
     # beside a streamed `weights` (which DuckDB cannot size), every view is handed over unsized too
-    register = _register_unsized if isinstance(w, StreamedWeights) else _register
+    streamed = isinstance(w, StreamedWeights) or (bool(spans) and not lake.fits())
+    register = _register_unsized if streamed else _register
     if files:
         if fs is None:
             register(con, "models", models_arrow(lake.checked_paths(files), MODEL_PARTITIONS))
@@ -92,6 +105,10 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
             register(con, "models", tables.arrow_dataset(lake.root / "models", lake.checked_paths(files),
                                                          MODEL_PARTITIONS, _string_types(MODEL_PARTITIONS), fs))
     wanted = None if views is True else set() if views is False else {str(v).lower() for v in views}
+    derived = {name.lower() for name in lake.manifest.tables}
+    for name, (start, stop) in spans.items():
+        if name not in derived:
+            con.register(name, LayerWeights(lake, start, stop))
     for name, entry in lake.manifest.tables.items():
         if entry.files and (wanted is None or name.lower() in wanted):
             part = tuple(entry.properties.get("partition_by", ()))
@@ -203,6 +220,64 @@ def _weights_batch(zoo: str, ids: Any, rows: Any) -> Any:
                            schema=_weights_schema(rows.shape[1]))
 
 
+def layer_views(lake: Lake) -> dict[str, tuple[int, int]]:
+    """``weights_<layer>`` view name -> the layer's ``(start, stop)`` columns, for every layer all zoos
+    share by name and span (a name two layers would share is offered for neither)."""
+    from collections import Counter
+
+    from weightlake.errors import WeightLakeError
+
+    spans: dict[str, tuple[int, int]] | None = None
+    for zoo in lake.zoos:
+        try:
+            layers = lake.arch(zoo).layers
+        except WeightLakeError:  # an architecture this build does not know: no layers to offer
+            return {}
+        names = ["weights_" + re.sub(r"\W", "_", layer.name).lower() for layer in layers]
+        count = Counter(names)
+        mine = {n: (layer.start, layer.stop) for n, layer in zip(names, layers) if count[n] == 1}
+        spans = mine if spans is None else {k: v for k, v in spans.items() if mine.get(k) == v}
+    return spans or {}
+
+
+class LayerWeights:
+    """A ``weights_<layer>`` view: ``(model_id, zoo, w FLOAT[L])`` with ``w`` the columns
+    ``start:stop`` of every model, made afresh for each scan as an Arrow C stream.
+
+    Each 2,048-row block is a contiguous copy of the layer's columns (from the decoded zoo
+    when it fits the handle's budget, else from :meth:`Lake.iter_weights` blocks), so DuckDB's
+    native array functions (the ``wl_mse`` ... macros) run over it directly: a slice of a
+    ``FLOAT[P]`` value inside DuckDB, or a Python UDF taking one, costs 3-7x the metric
+    (BENCHMARKS.md, "Per-layer SQL functions").  Registering it costs nothing; a scan holds
+    about one block; like :class:`StreamedWeights` it has no row count and no filter pushdown.
+    """
+
+    block_rows = 2048
+
+    def __init__(self, lake: Lake, start: int, stop: int) -> None:
+        self.lake, self.start, self.stop = lake, start, stop
+        self.schema = _weights_schema(stop - start)
+
+    def batches(self) -> Any:
+        import numpy as np
+
+        fits = self.lake.fits()
+        for zoo in self.lake.zoos:
+            if not self.lake.manifest.zoo(zoo).n_models:
+                continue
+            blocks = [self.lake.zoo_weights(zoo)] if fits else self.lake.iter_weights(zoo)
+            for ids, rows in blocks:
+                for i in range(0, len(ids), self.block_rows):
+                    part = np.ascontiguousarray(rows[i:i + self.block_rows, self.start:self.stop])
+                    yield _weights_batch(zoo, ids[i:i + self.block_rows], part)
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        import pyarrow as pa
+
+        reader = pa.RecordBatchReader.from_batches(self.schema, self.batches())
+        return reader.__arrow_c_stream__(requested_schema)
+
+
 class StreamedWeights:
     """The ``weights`` view of a lake too big for its budget: an Arrow C stream that DuckDB
     opens afresh for every scan (``__arrow_c_stream__``), reading the zoos block by block
@@ -235,9 +310,11 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
 
     # register only the wl_* functions and derived tables the query names (none for a plain query:
     # no metrics import, no pyarrow.dataset import); a query listing the catalogue gets every view
-    views = True if _CATALOGUE.search(query) else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
+    catalogue = bool(_CATALOGUE.search(query))
+    views = True if catalogue else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
+    layers = True if catalogue else {m.lower() for m in _LAYER_VIEW.findall(query)}
     con = connect(lake, weights=bool(_WORD.search(query)), udfs={m.lower() for m in _FUNCTION.findall(query)},
-                  views=views)
+                  views=views, layers=layers)
     try:
         one_statement(con, query)
         rel = con.sql(query, params=params) if params else con.sql(query)
