@@ -3,7 +3,10 @@
     python benchmarks/bench_layer_udf.py [--data bench-data] [--rounds 3] [--quick] [--before /work/main]
 
 Every form computes the MSE of layer fc1 of each model with itself over all rows of the lake
-(decoded in memory once per process); numpy gets the same rows.  Each round is a fresh process
+(decoded in memory once per process); numpy gets the same rows.  The ``pairs:`` forms compute it
+for each model and the next (model ids ``i``, ``i + 1``), against numpy on the same row views
+(no gather); ``shuffled pairs:`` for each model and one of a random permutation, against numpy
+gathering the permuted rows.  Each round is a fresh process
 that runs every form (a warm-up, then the better of two) in turn, backwards in odd rounds, so
 contenders alternate round by round; best of rounds, with the load average of each round.
 ``--before DIR`` adds DIR's ``analysis/udfs.py`` (e.g. the main branch) as the baseline of the
@@ -50,6 +53,8 @@ if sys.argv[2] != '-':
     before = lake.connect(udfs=False)
     mod.register_udfs(before, lake)
 layer = lake.arch(lake.zoos[0]).layer('fc1')
+perm = np.random.default_rng(0).permutation(len(ids))
+con.register('bench_pairs', pa.table({'a': pa.array(ids), 'b': pa.array(ids[perm])}))
 s, e = layer.start, layer.stop
 sq = 'pow(list_distance({a}, {a}), 2) / ' + str(e - s)
 forms = {
@@ -65,6 +70,17 @@ forms = {
     'macro, array_slice::FLOAT[L]': (con, f'SELECT sum(pow(array_distance(array_slice(w, {s + 1}, {e})::FLOAT[{e - s}], '
                                           f'array_slice(w, {s + 1}, {e})::FLOAT[{e - s}]), 2) / {e - s}) FROM weights'),
     'whole-vector wl_mse macro (scale)': (con, 'SELECT sum(wl_mse(w, w)) FROM weights'),
+    'wl_mse(w, w) over the weights_fc1 view': (con, 'SELECT sum(wl_mse(w, w)) FROM weights_fc1'),
+    'pairs: numpy': lambda: mse(rows[:-1, s:e], rows[1:, s:e]).sum(),
+    'pairs: wl_mse over weights_fc1 a, b': (con, 'SELECT sum(wl_mse(a.w, b.w)) FROM weights_fc1 a '
+                                                 'JOIN weights_fc1 b ON b.model_id = a.model_id + 1'),
+    'pairs: wl_mse_layer_by_id': (con, "SELECT sum(wl_mse_layer_by_id(a.model_id, b.model_id, 'fc1')) "
+                                       'FROM models a JOIN models b ON b.model_id = a.model_id + 1'),
+    'shuffled pairs: numpy (gathers)': lambda: mse(rows[:, s:e], rows[perm, s:e]).sum(),
+    'shuffled pairs: wl_mse over weights_fc1 a, b': (con, 'SELECT sum(wl_mse(a.w, b.w)) FROM bench_pairs p '
+                                                          'JOIN weights_fc1 a ON a.model_id = p.a '
+                                                          'JOIN weights_fc1 b ON b.model_id = p.b'),
+    'shuffled pairs: wl_mse_layer_by_id': (con, "SELECT sum(wl_mse_layer_by_id(p.a, p.b, 'fc1')) FROM bench_pairs p"),
 }
 result = {'rows': len(ids), 'load': os.getloadavg()[0], 'seconds_by_form': {}}
 order = list(forms.items())
@@ -108,7 +124,10 @@ def main() -> None:
     print(f"{n} rows, best of {rounds} rounds (a fresh process each, forms in turn), load per round {loads}"
           + (f", GLIBC_TUNABLES={TUNABLE}" if args.malloc_tunable else ""))
     for name, secs in best.items():
-        print(f"  {name:36s} {n / secs:10,.0f} rows/s  ({best['numpy'] / secs:.2f}x numpy)")
+        group = next((g for g in ('pairs: numpy', 'shuffled pairs: numpy (gathers)') if name.startswith(g.split(':')[0] + ':')),
+                     'numpy')
+        ref = best[group]
+        print(f"  {name:40s} {n / secs:10,.0f} rows/s  ({ref / secs:.2f}x numpy)")
     emit("layer_udf", {"rows": n, "load_1min": loads, "malloc_tunable": args.malloc_tunable, **{name: round(n / secs) for name, secs in best.items()}})
 
 
