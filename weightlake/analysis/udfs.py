@@ -21,6 +21,8 @@ architecture the lake's zoos share (``P`` parameters):
   The per-layer ``_layer_by_id`` forms read only the layer's columns of a resident zoo (a
   view of them for consecutive ids, as a scan of ``models`` gives), so they run near
   numpy's speed (0.5-1.3x), where ``wl_mse_layer(a.w, b.w, ...)`` pays for both whole arrays.
+  Over one model at a time, the fastest per-layer form is the whole-vector macro over the
+  layer's own view (``SELECT wl_mse(a.w, b.w) FROM weights_fc1 a ...``, :class:`weightlake.query.LayerWeights`).
 
 Each call receives up to 2,048 rows as Arrow arrays; the fixed-size list columns are
 viewed as ``[rows, P]`` numpy blocks without copying, and the same numpy function the

@@ -141,12 +141,16 @@ def _arch(spec: str):  # noqa: ANN202
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
 @lake_option
 def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str) -> None:
-    """Run SQL over the lake (views: models, weights, and every derived table).
+    """Run SQL over the lake (views: models, weights, weights_<layer>, and every derived table).
+
+    `weights` holds each model's whole vector (`w FLOAT[P]`); `weights_fc1` (one view per layer)
+    holds that layer's weight and bias, so per-layer metrics are the plain ones over it.
 
     \b
     Examples:
       weightlake sql "SELECT activation, epoch, count(*), avg(accuracy) FROM models GROUP BY ALL ORDER BY ALL"
       weightlake sql "SELECT * FROM models WHERE n_classes = \\$k" --param k=2 --format csv -o two.csv
+      weightlake sql "SELECT activation, avg(wl_l2(w)) FROM weights_fc1 JOIN models USING (model_id) GROUP BY 1"
     """
     lake = _open(lake_dir)
     if output:
