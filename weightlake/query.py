@@ -235,7 +235,7 @@ def layer_views(lake: Lake) -> dict[str, tuple[int, int]]:
             return {}
         names = ["weights_" + re.sub(r"\W", "_", layer.name).lower() for layer in layers]
         count = Counter(names)
-        mine = {n: (layer.start, layer.stop) for n, layer in zip(names, layers) if count[n] == 1}
+        mine = {n: (layer.start, layer.stop) for n, layer in zip(names, layers, strict=True) if count[n] == 1}
         spans = mine if spans is None else {k: v for k, v in spans.items() if mine.get(k) == v}
     return spans or {}
 
