@@ -245,7 +245,8 @@ class LayerWeights:
     ``start:stop`` of every model, made afresh for each scan as an Arrow C stream.
 
     Each 2,048-row block is a contiguous copy of the layer's columns (from the decoded zoo
-    when it fits the handle's budget, else from :meth:`Lake.iter_weights` blocks), so DuckDB's
+    when it fits the handle's budget, else from :meth:`Lake.iter_weights` blocks, or for a
+    ``tensors``-layout zoo from that layer's chunks alone), so DuckDB's
     native array functions (the ``wl_mse`` ... macros) run over it directly: a slice of a
     ``FLOAT[P]`` value inside DuckDB, or a Python UDF taking one, costs 3-7x the metric
     (BENCHMARKS.md, "Per-layer SQL functions").  Registering it costs nothing; a scan holds
@@ -265,11 +266,35 @@ class LayerWeights:
         for zoo in self.lake.zoos:
             if not self.lake.manifest.zoo(zoo).n_models:
                 continue
+            segments = self.lake.manifest.zoo(zoo).segments
+            if not fits and f"zoo:{zoo}" not in self.lake._cache and all(s.parts for s in segments):
+                source = self.lake.row_source(zoo)  # tensors layout over the budget: only the layer's chunks
+                if hasattr(source, "take_columns"):
+                    yield from self._layer_chunks(zoo, source)
+                    continue
             blocks = [self.lake.zoo_weights(zoo)] if fits else self.lake.iter_weights(zoo)
             for ids, rows in blocks:
                 for i in range(0, len(ids), self.block_rows):
                     part = np.ascontiguousarray(rows[i:i + self.block_rows, self.start:self.stop])
                     yield _weights_batch(zoo, ids[i:i + self.block_rows], part)
+
+    def _layer_chunks(self, zoo: str, source: Any) -> Any:
+        """Blocks of a ``tensors``-layout zoo read by :meth:`~weightlake.storage.parts.PartRows.take_columns`:
+        a whole number of the largest overlapping tensor's chunks (so none is read twice), as
+        many as :attr:`block_rows` rows and a quarter of the budget allow, at least one."""
+        import numpy as np
+
+        from weightlake.storage.budget import block_rows
+
+        overlapping = [p for s in source.segments for p in s.parts
+                       if p.start < self.stop and p.start + p.size > self.start and p.size]
+        chunk = max(overlapping, key=lambda p: p.size).chunk_rows if overlapping else 1
+        # a chunk is read (and checked) whole anyway: a block smaller than one would read it twice
+        step = min(block_rows(self.stop - self.start, self.lake.memory, chunk), self.block_rows)
+        step = max(chunk, step - step % chunk)
+        for i in range(0, len(source.ids), step):
+            pos = np.arange(i, min(i + step, len(source.ids)), dtype=np.int64)
+            yield _weights_batch(zoo, source.ids[pos], source.take_columns(pos, self.start, self.stop))
 
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
         import pyarrow as pa
