@@ -31,6 +31,7 @@ QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = 
     "merger": ["--configs", "small", "--batch", "8", "--seconds", "0.5", "--min-batches", "1"],
     "topology": ["--sample", "40", "--rounds", "1", "--skip-lake"],
     "layer_udf": ["--quick"],
+    "sql_heap": ["--quick"],
     "integrity": ["--rounds", "1"],
     "serving": ["--quick", "--user-batches", "1", "--repeat", "1", "--stream-epochs", "1"],
     "evaluate": ["--configs", "small", "--pairs", "64", "--tracking-rows", "50"],
@@ -39,7 +40,7 @@ QUICK: dict[str, list[str]] = {  # small-size arguments per benchmark; absent = 
 }
 ORDER = ["ingest", "integrity", "checkpoints", "udf", "metrics", "spectra", "correlations", "serving", "merger", "evaluate",
          "train", "coldstart", "dynamics", "topology",
-         "layer_udf"]
+         "layer_udf", "sql_heap"]
 
 
 def main() -> None:

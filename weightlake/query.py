@@ -342,14 +342,33 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
                   views=views, layers=layers)
     try:
         one_statement(con, query)
-        rel = con.sql(query, params=params) if params else con.sql(query)
-        if rel is None:  # a statement with no result (SET, CREATE ...)
-            return pl.DataFrame()
-        return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+        with _python_functions_scope(lake, query):
+            rel = con.sql(query, params=params) if params else con.sql(query)
+            if rel is None:  # a statement with no result (SET, CREATE ...)
+                return pl.DataFrame()
+            table = rel.to_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}") from exc
     finally:
         con.close()
+
+
+def _python_functions_scope(lake: Lake, query: str) -> Any:
+    """The heap kept during a query that names a ``wl_*`` function (:func:`weightlake._heap.heap_kept`:
+    DuckDB's argument buffers for Python functions then reuse heap pages instead of faulting in
+    new ones, 3x faster for ``wl_mse_layer(w, w, ...)``). The zoos that fit the budget are decoded
+    before it, so the handle's long-lived copies are not placed in the heap."""
+    import contextlib
+
+    from weightlake._heap import heap_kept
+
+    if not _FUNCTION.search(query):
+        return contextlib.nullcontext(False)
+    for zoo in lake.zoos:
+        if lake.manifest.zoo(zoo).n_models and lake.fits(zoo) and lake.fits():
+            lake.zoo_weights(zoo)
+    return heap_kept()
 
 
 def _first_line(exc: BaseException) -> str:
