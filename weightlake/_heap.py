@@ -9,8 +9,8 @@ measured here, a function that does nothing took 0.40 s and 175,000 page faults 
 36,468-model zoo, and ``wl_mse_layer(w, w, 'fc1')`` 0.54-0.63 s against numpy's 0.06-0.14 s
 on the same rows. With the heap's own mmaps off and its top kept up to 128 MB
 (:func:`heap_kept`), through ``lake.sql`` in fresh processes (``benchmarks/bench_sql_heap.py``):
-``wl_mse_layer`` 0.53-0.55 -> 0.23-0.24 s (15,000 faults: the first vector's), ``wl_mae(w, w)``
-0.84-0.87 -> 0.39-0.53 s, ``wl_w1(w, w)`` 0.85-0.91 -> 0.59-0.62 s; the process's peak RSS
+``wl_mse_layer`` 0.35-0.55 -> 0.22-0.24 s (16,000 faults: the first vector's), ``wl_mae(w, w)``
+0.78-0.87 -> 0.39-0.53 s, ``wl_w1(w, w)`` 0.75-0.91 -> 0.59-0.62 s; the process's peak RSS
 1.29-1.34 -> 1.63-1.66 GB.
 
 :func:`heap_kept` is scoped: on leaving the last open scope glibc's limits are set to the
