@@ -22,6 +22,7 @@ are ``[P]`` the result is a scalar (0-d).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -98,14 +99,44 @@ def row_spans(n: int, block_rows: int = BLOCK_ROWS, workers: int = 1) -> list[tu
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def _drop_pools() -> None:  # a forked child has the pools but not their threads
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_drop_pools)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads, started on first use and kept.
+
+    A SQL function computes its metric on every 2,048-row vector: a pool made per call started
+    two threads each time, and ``wl_mse_layer_by_id`` ran 1.2-1.5x slower than with this one
+    (``wl_mae_by_id`` 1.3-1.4x).
+    """
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix="weightlake-rows", initializer=setattr, initargs=(_in_pool, "on", True))
+        return pool
+
+
 def run_spans(job: Callable[[tuple[int, int]], None], spans: Sequence[tuple[int, int]], workers: int) -> None:
-    """Run ``job`` on every span, on ``workers`` threads when there is more than one span."""
-    if workers <= 1 or len(spans) <= 1:
+    """Run ``job`` on every span, on ``workers`` threads when there is more than one span.
+
+    The threads are a kept pool per thread count (:func:`_pool`); a job that itself runs spans
+    runs them in its own thread (a pool thread waiting on the pool could wait for ever).
+    """
+    if workers <= 1 or len(spans) <= 1 or getattr(_in_pool, "on", False):
         for span in spans:
             job(span)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, len(spans))) as pool:
-        list(pool.map(job, spans))
+    list(_pool(workers).map(job, spans))
 
 
 def _rows_of(x: np.ndarray | None, i: int, j: int, keep_float32: bool) -> np.ndarray | None:
