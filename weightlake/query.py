@@ -338,11 +338,11 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     catalogue = bool(_CATALOGUE.search(query))
     views = True if catalogue else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
     layers = True if catalogue else {m.lower() for m in _LAYER_VIEW.findall(query)}
-    con = connect(lake, weights=bool(_WORD.search(query)), udfs={m.lower() for m in _FUNCTION.findall(query)},
-                  views=views, layers=layers)
+    functions = {m.lower() for m in _FUNCTION.findall(query)}
+    con = connect(lake, weights=bool(_WORD.search(query)), udfs=functions, views=views, layers=layers)
     try:
         one_statement(con, query)
-        with _python_functions_scope(lake, query):
+        with _python_functions_scope(lake, bool(functions)):
             rel = con.sql(query, params=params) if params else con.sql(query)
             if rel is None:  # a statement with no result (SET, CREATE ...)
                 return pl.DataFrame()
@@ -354,7 +354,7 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
         con.close()
 
 
-def _python_functions_scope(lake: Lake, query: str) -> Any:
+def _python_functions_scope(lake: Lake, names_functions: bool) -> Any:
     """The heap kept during a query that names a ``wl_*`` function (:func:`weightlake._heap.heap_kept`:
     DuckDB's argument buffers for Python functions then reuse heap pages instead of faulting in
     new ones: ``wl_mse_layer(w, w, ...)`` 1.6-2.4x faster). When the lake fits the budget its zoos
@@ -363,7 +363,7 @@ def _python_functions_scope(lake: Lake, query: str) -> Any:
 
     from weightlake._heap import heap_kept
 
-    if not _FUNCTION.search(query):
+    if not names_functions:
         return contextlib.nullcontext(False)
     if lake.fits():
         for zoo in lake.zoos:

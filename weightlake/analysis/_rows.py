@@ -115,8 +115,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool of ``workers`` threads, started on first use and kept.
 
     A SQL function computes its metric on every 2,048-row vector: a pool made per call started
-    two threads each time, and ``wl_mse_layer_by_id`` ran 1.2-1.5x slower than with this one
-    (``wl_mae_by_id`` 1.3-1.4x).
+    two threads each time; with this one ``wl_mse_layer_by_id`` ran 1.14-1.39x faster
+    (BENCHMARKS.md, "metric blocks on a kept thread pool").
     """
     with _pools_lock:
         pool = _pools.get(workers)
