@@ -180,6 +180,25 @@ def test_skip_mode_writes_rejects_and_keeps_good_rows(tmp_path, small_csv):
     assert 7 not in rows and 20 not in rows and 30 not in rows and 8 in rows and 21 in rows
 
 
+def test_rows_are_counted_across_batches_and_an_empty_weight_is_named(tmp_path, small_csv):
+    """Lines are counted by the ingest (not polars): small batches must still name the right line."""
+    bad = _edit(small_csv, tmp_path / "b1.csv", 97, "weight 700", "")
+    bad = _edit(bad, tmp_path / "b2.csv", 250, "bias 2463", "-inf")
+    report = ingest_csv(tmp_path / "l", bad, zoo="z", init="normal", on_error="skip", batch_rows=37,
+                        rejects_path=tmp_path / "rejects.csv")
+    rejects = pl.read_csv(tmp_path / "rejects.csv")
+    assert rejects["row"].to_list() == [97, 250]
+    assert rejects["column"].to_list() == ["weight 700", "bias 2463"]
+    assert rejects["reason"][0].startswith("missing value") and "-inf" in rejects["reason"][1]
+    assert report.rows_added == N_ROWS - 2
+    lake = wl.open_lake(tmp_path / "l")
+    meta = lake.models().collect().sort("source_row")
+    assert meta["source_row"].to_list() == [r for r in range(2, N_ROWS + 2) if r not in (97, 250)]
+    src = _read(small_csv)
+    want = src.select(CNN_S.csv_columns()).to_numpy()[meta["source_row"].to_numpy() - 2]
+    assert np.array_equal(lake.weights_numpy(meta["model_id"].to_numpy()), want)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(IngestError, match="no such file"):
         ingest_csv(tmp_path / "l", tmp_path / "nope.csv", zoo="z", init="normal")

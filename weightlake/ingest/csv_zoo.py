@@ -35,7 +35,6 @@ import polars as pl
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.common import (
-    ColumnBlock,
     IngestReport,
     ZooWriter,
     check_zoo_dataset,
@@ -47,6 +46,7 @@ from weightlake.storage.transaction import transaction
 DIGITS = tuple(str(d) for d in range(10))
 LABEL_RE = r"^\[\d(, \d)*\]$"
 ProgressFn = Callable[[int], None]
+_WEIGHTS = "_weights"  # the scan packs the weight columns into this one fixed-size array column
 
 
 def csv_columns(arch: Architecture = CNN_S) -> list[str]:
@@ -176,16 +176,14 @@ def _parse_label(text: str) -> tuple[tuple[int, ...], int] | None:
     return classes, sum(1 << c for c in classes)
 
 
-def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np.ndarray, list[BadRow]]:
-    """Check a parsed batch; returns (metadata, weights, bad rows).  ``batch`` has ``_row``."""
+def _validate(batch: pl.DataFrame, rows: np.ndarray, arch: Architecture) -> tuple[pl.DataFrame, np.ndarray, list[BadRow]]:
+    """Check a parsed batch whose records are the file's lines ``rows``; returns (metadata, weights, bad rows)."""
     weight_cols = arch.csv_columns()
-    rows = batch["_row"].to_numpy()
-    first_w = batch.columns.index(weight_cols[0])
     numeric = [*DIGITS, *ACTIVATIONS, "Accuracy", "epoch"]
     values = _columns_to_numpy(batch, numeric, np.float64)  # [n, 18]; a null becomes NaN
     labels = batch["label"].to_list()
-    # the weight columns as they are (zero-copy where polars allows); the writer thread makes rows of them
-    weights = _weight_columns(batch, first_w, len(weight_cols))
+    packed = batch[_WEIGHTS]
+    weights = packed.to_numpy()  # [n, P] rows, packed by the scan (a null weight becomes NaN)
 
     parsed = [_parse_label(t) if t is not None else None for t in labels]
     mask = np.array([p[1] if p else -1 for p in parsed], dtype=np.int64)
@@ -212,9 +210,9 @@ def _validate(batch: pl.DataFrame, arch: Architecture) -> tuple[pl.DataFrame, np
             col = _first_onehot_mismatch(digits[i], int(mask[i])) if reason.startswith("label and digit") else column
             problems.append(BadRow(int(rows[i]), col, f"{reason} (label {labels[i]!r})"))
     for i, j in _non_finite(weights):
-        missing = batch[weight_cols[j]][i] is None
+        missing = packed[i][j] is None
         problems.append(BadRow(int(rows[i]), weight_cols[j], "missing value (truncated line or empty field)"
-                               if missing else f"weight is {float(weights.columns[j][i])!r}, not a finite number"))
+                               if missing else f"weight is {float(weights[i, j])!r}, not a finite number"))
 
     act_idx = np.where(act_ok, acts.argmax(axis=1), 0)
     out = pl.DataFrame({
@@ -240,29 +238,19 @@ def _class_lists(mask: np.ndarray) -> pl.Series:
     return pl.Series("classes", lists, dtype=pl.List(pl.Int8)).gather(inverse.reshape(-1))
 
 
-def _weight_columns(batch: pl.DataFrame, first: int, count: int) -> ColumnBlock:
-    """The ``count`` weight columns from position ``first`` as float32 arrays, without copying into one block.
-
-    polars turns a float column's nulls into NaN itself (copying that column only), so a null
-    needs no ``fill_null`` and no per-column ``null_count`` call; each column's ~50 parse
-    chunks are joined by ``Series.to_numpy`` on the calling thread (about 0.2 s for the zoo).
-    """
-    return ColumnBlock([series.to_numpy() for series in batch.get_columns()[first:first + count]], batch.height)
-
-
-def _non_finite(weights: ColumnBlock) -> list[tuple[int, int]]:
+def _non_finite(weights: np.ndarray) -> list[tuple[int, int]]:
     """``(row, first bad column)`` of every row holding a NaN, an infinity or a missing weight.
 
-    A column holding a NaN or an infinity has a non-finite sum, so a clean batch costs one
-    float32 sum per column and no temporaries (float32 sums at 1.7x the speed of float64 ones);
-    a sum that overflows only sends that column to the exact per-value check, which finds nothing.
+    A row holding a NaN or an infinity has a non-finite sum, so a clean batch costs one float32
+    sum per row (one numpy call for the batch, no temporaries); a sum that overflows only sends
+    that row to the exact per-value check, which finds nothing.
     """
-    first: dict[int, int] = {}
-    for j, col in enumerate(weights.columns):
-        if not np.isfinite(np.add.reduce(col)):
-            for i in np.flatnonzero(~np.isfinite(col)):
-                first.setdefault(int(i), j)
-    return sorted(first.items())
+    out = []
+    for i in np.flatnonzero(~np.isfinite(np.add.reduce(weights, axis=1))):
+        bad = np.flatnonzero(~np.isfinite(weights[i]))
+        if len(bad):
+            out.append((int(i), int(bad[0])))
+    return out
 
 
 def _columns_to_numpy(batch: pl.DataFrame, columns: list[str], dtype: type) -> np.ndarray:
@@ -415,15 +403,20 @@ def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmp
 
 def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
            first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
-    lf = pl.scan_csv(source, schema=csv_schema(arch), has_header=True, row_index_name="_row", row_index_offset=2,
-                     glob=False)
+    weight_cols = arch.csv_columns()
+    # Batches come in file order, so a record's line is counted here (polars' own row index
+    # costs 0.15-0.3 s of CPU on its threads for the zoo); the weight columns are packed into
+    # rows by the scan itself, on polars' threads, for less CPU than stacking them in numpy.
+    lf = (pl.scan_csv(source, schema=csv_schema(arch), has_header=True, glob=False)
+          .select(pl.exclude(weight_cols), pl.concat_arr(weight_cols).alias(_WEIGHTS)))
     size = max(source.stat().st_size, 1)
     done_rows = 0
     pending = list(first_bad)
     for batch in lf.collect_batches(chunk_size=batch_rows):
+        rows = np.arange(done_rows + 2, done_rows + 2 + batch.height, dtype=np.int64)  # line 1 is the header
         if line_of is not None:
-            batch = batch.with_columns(_row=pl.Series(line_of[batch["_row"].to_numpy() - 2]))
-        meta, weights, bad = _validate(batch, arch)
+            rows = line_of[rows - 2]
+        meta, weights, bad = _validate(batch, rows, arch)
         if pending:
             bad, pending = sorted(bad + pending, key=lambda b: b.row), []
         done_rows += batch.height
