@@ -79,6 +79,19 @@ def row_major(x: np.ndarray, rows: int = 2048, cols: int = 16) -> np.ndarray:
     return out
 
 
+def take_rows(blocks: list[np.ndarray], keep: np.ndarray) -> list[np.ndarray]:
+    """The rows of consecutive ``[k, P]`` blocks where the boolean ``keep`` (over all of them) is true."""
+    out, start = [], 0
+    for block in blocks:
+        part = keep[start:start + len(block)]
+        start += len(block)
+        if len(block) and part.all():
+            out.append(block)
+        elif part.any():
+            out.append(block[part])
+    return out
+
+
 def hash_rows(rows: np.ndarray) -> list[str]:
     """SHA-256 of each row's float32 bytes, first 128 bits as hex (SHA-256 runs in hardware here)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
@@ -166,13 +179,15 @@ class ZooWriter:
         self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
         self._seen: set[tuple[Any, ...]] = set()
         self._meta: list[pl.DataFrame] = []
-        self._queue: queue.Queue[tuple[np.ndarray, pl.DataFrame] | None] = queue.Queue(maxsize=4)
+        self._queue: queue.Queue[tuple[np.ndarray | list[np.ndarray], pl.DataFrame] | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="weightlake-zoo-writer", daemon=True)
         self._thread.start()
 
-    def add(self, meta: pl.DataFrame, weights: np.ndarray) -> None:
-        """Queue a block: ``meta`` rows describe ``weights`` rows (same order)."""
+    def add(self, meta: pl.DataFrame, weights: np.ndarray | list[np.ndarray]) -> None:
+        """Queue rows: ``meta`` rows describe ``weights`` rows (same order), one ``[n, P]`` block or
+        consecutive blocks (as a parser's chunks hold them; the segment copies each into its
+        own chunk buffer, so they need not be joined first)."""
         if self._error is not None:
             raise self._error
         self._queue.put((weights, meta))
@@ -182,14 +197,16 @@ class ZooWriter:
             self.segment = self._open_segment()
             while (item := self._queue.get()) is not None:
                 weights, meta = item
-                weights = row_major(weights)  # rows for hashing and Zarr
-                meta = conform(meta.with_columns(weights_hash=pl.Series(hash_rows(weights), dtype=pl.String)))
+                blocks = weights if isinstance(weights, list) else [row_major(weights)]  # rows for hashing and Zarr
+                hashes = [h for block in blocks for h in hash_rows(block)]
+                meta = conform(meta.with_columns(weights_hash=pl.Series(hashes, dtype=pl.String)))
                 keep = self._new_rows(meta)
                 if not keep.all():
                     self.report.rows_already_present += int((~keep).sum())
-                    meta, weights = meta.filter(pl.Series(keep)), weights[keep]
-                if len(weights):
-                    self.segment.append(weights)
+                    meta, blocks = meta.filter(pl.Series(keep)), take_rows(blocks, keep)
+                for block in blocks:
+                    self.segment.append(block)
+                if meta.height:
                     self._meta.append(meta)
         except BaseException as exc:  # surfaced to the producer on its next add() or finish()
             self._error = exc

@@ -40,6 +40,7 @@ from weightlake.ingest.common import (
     check_zoo_dataset,
     file_fingerprint,
     source_seen,
+    take_rows,
 )
 from weightlake.storage.transaction import transaction
 
@@ -176,14 +177,18 @@ def _parse_label(text: str) -> tuple[tuple[int, ...], int] | None:
     return classes, sum(1 << c for c in classes)
 
 
-def _validate(batch: pl.DataFrame, rows: np.ndarray, arch: Architecture) -> tuple[pl.DataFrame, np.ndarray, list[BadRow]]:
+def _validate(batch: pl.DataFrame, rows: np.ndarray,
+              arch: Architecture) -> tuple[pl.DataFrame, list[np.ndarray], list[BadRow]]:
     """Check a parsed batch whose records are the file's lines ``rows``; returns (metadata, weights, bad rows)."""
     weight_cols = arch.csv_columns()
     numeric = [*DIGITS, *ACTIVATIONS, "Accuracy", "epoch"]
     values = _columns_to_numpy(batch, numeric, np.float64)  # [n, 18]; a null becomes NaN
     labels = batch["label"].to_list()
     packed = batch[_WEIGHTS]
-    weights = packed.to_numpy()  # [n, P] rows, packed by the scan (a null weight becomes NaN)
+    # the rows as the scan's chunks hold them ([k, P] each, zero-copy unless a weight is null,
+    # which becomes NaN): joining them would be a copy and fresh pages the writer's copy into
+    # its chunk buffer makes anyway
+    weights = [chunk.to_numpy() for chunk in packed.get_chunks()]
 
     parsed = [_parse_label(t) if t is not None else None for t in labels]
     mask = np.array([p[1] if p else -1 for p in parsed], dtype=np.int64)
@@ -209,10 +214,10 @@ def _validate(batch: pl.DataFrame, rows: np.ndarray, arch: Architecture) -> tupl
         for i in np.flatnonzero(bad):
             col = _first_onehot_mismatch(digits[i], int(mask[i])) if reason.startswith("label and digit") else column
             problems.append(BadRow(int(rows[i]), col, f"{reason} (label {labels[i]!r})"))
-    for i, j in _non_finite(weights):
+    for i, j, value in _non_finite(weights):
         missing = packed[i][j] is None
         problems.append(BadRow(int(rows[i]), weight_cols[j], "missing value (truncated line or empty field)"
-                               if missing else f"weight is {float(weights[i, j])!r}, not a finite number"))
+                               if missing else f"weight is {value!r}, not a finite number"))
 
     act_idx = np.where(act_ok, acts.argmax(axis=1), 0)
     out = pl.DataFrame({
@@ -238,18 +243,21 @@ def _class_lists(mask: np.ndarray) -> pl.Series:
     return pl.Series("classes", lists, dtype=pl.List(pl.Int8)).gather(inverse.reshape(-1))
 
 
-def _non_finite(weights: np.ndarray) -> list[tuple[int, int]]:
-    """``(row, first bad column)`` of every row holding a NaN, an infinity or a missing weight.
+def _non_finite(blocks: list[np.ndarray]) -> list[tuple[int, int, float]]:
+    """``(row, first bad column, its value)`` of every row holding a NaN, an infinity or a missing
+    weight; rows are counted through the ``[k, P]`` blocks in turn.
 
-    A row holding a NaN or an infinity has a non-finite sum, so a clean batch costs one float32
-    sum per row (one numpy call for the batch, no temporaries); a sum that overflows only sends
-    that row to the exact per-value check, which finds nothing.
+    A row holding a NaN or an infinity has a non-finite sum, so a clean block costs one float32
+    sum per row (one numpy call, no temporaries); a sum that overflows only sends that row to
+    the exact per-value check, which finds nothing.
     """
-    out = []
-    for i in np.flatnonzero(~np.isfinite(np.add.reduce(weights, axis=1))):
-        bad = np.flatnonzero(~np.isfinite(weights[i]))
-        if len(bad):
-            out.append((int(i), int(bad[0])))
+    out, start = [], 0
+    for block in blocks:
+        for i in np.flatnonzero(~np.isfinite(np.add.reduce(block, axis=1))):
+            bad = np.flatnonzero(~np.isfinite(block[i]))
+            if len(bad):
+                out.append((start + int(i), int(bad[0]), float(block[i, bad[0]])))
+        start += len(block)
     return out
 
 
@@ -328,8 +336,8 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                         raise IngestError(b.reason, path=str(path), row=b.row, column=b.column)
                     rejects += bad
                     keep = ~meta["source_row"].is_in([b.row for b in bad]).to_numpy()
-                    meta, weights = meta.filter(pl.Series(keep)), weights[keep]
-                report.rows_read += len(weights) + len({b.row for b in bad})
+                    meta, weights = meta.filter(pl.Series(keep)), take_rows(weights, keep)
+                report.rows_read += meta.height + len({b.row for b in bad})
                 writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
             _check_not_empty(path, report.rows_read, rejects, rejects_path)
             written = writer.finish()
@@ -383,7 +391,7 @@ def _check_not_empty(path: Path, rows_read: int, rejects: list[BadRow], rejects_
 
 
 def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmpdir: str,
-             progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
+             progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, list[np.ndarray], list[BadRow]]]:
     source, line_of = path, None
     bad_parse: list[BadRow] = []
     try:
@@ -402,7 +410,7 @@ def _batches(path: Path, arch: Architecture, batch_rows: int, on_error: str, tmp
 
 
 def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarray | None,
-           first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, np.ndarray, list[BadRow]]]:
+           first_bad: list[BadRow], progress: ProgressFn | None) -> Iterator[tuple[pl.DataFrame, list[np.ndarray], list[BadRow]]]:
     weight_cols = arch.csv_columns()
     # Batches come in file order, so a record's line is counted here (polars' own row index
     # costs 0.15-0.3 s of CPU on its threads for the zoo); the weight columns are packed into
@@ -424,7 +432,7 @@ def _parse(source: Path, arch: Architecture, batch_rows: int, line_of: np.ndarra
             progress(min(size, int(done_rows * size / max(_estimate_rows(source, size), done_rows))))
         yield meta, weights, bad
     if pending:  # every line was bad
-        yield pl.DataFrame(schema={"source_row": pl.Int64}), np.empty((0, arch.n_params), np.float32), pending
+        yield pl.DataFrame(schema={"source_row": pl.Int64}), [], pending
 
 
 _ROW_ESTIMATE: dict[str, int] = {}
