@@ -136,3 +136,32 @@ def test_per_layer_forms_with_a_layer_per_row(lake, rows):
     want = np.choose(ids % 3, [layers["fc1"], layers["conv2"], layers["fc2"]])
     np.testing.assert_allclose(df["v"].to_numpy(), want, rtol=1e-6)
     np.testing.assert_array_equal(df["v"].to_numpy(), df["i"].to_numpy())
+
+
+def test_by_id_pairs_in_a_join_order_equal_the_vector_forms(lake):
+    """Consecutive pairs handed over out of order (as a hash join does) are computed in id order
+    on views of the zoo and put back: every row equals the vector form's, with a layer per row too."""
+    import pyarrow as pa
+
+    from weightlake.analysis.udfs import _id_order
+
+    n = int(lake.sql("SELECT count(*) AS n FROM models")["n"][0])
+    a = np.random.default_rng(3).permutation(n - 1)  # ids 0 .. n - 2 shuffled, each with its next
+    assert _id_order(a, a + 1) is not None and _id_order(np.sort(a), np.sort(a) + 1) is None
+    assert _id_order(a, a + 2 * (a % 2)) is None  # the other side not consecutive: gathered as given
+    con = lake.connect()
+    con.register("shuffled", pa.table({"a": a, "b": a + 1, "k": np.arange(n - 1)}))
+    name = "CASE WHEN a % 3 = 0 THEN 'fc1' WHEN a % 3 = 1 THEN 'conv2' ELSE 'fc2' END"
+    got = con.sql(f"SELECT wl_mse_by_id(a, b) AS m, wl_cosine_by_id(a, b) AS c, wl_mae_by_id(a, b) AS e, "
+                  f"wl_mse_layer_by_id(a, b, 'conv2') AS l, wl_mse_layer_by_id(a, b, {name}) AS lr "
+                  "FROM shuffled ORDER BY k").pl()
+    x, y = lake.weights_numpy(a), lake.weights_numpy(a + 1)
+    from weightlake.analysis import metrics
+
+    np.testing.assert_array_equal(got["e"].to_numpy(), metrics.mae(x, y))
+    np.testing.assert_allclose(got["m"].to_numpy(), metrics.mse(x, y), rtol=1e-6)
+    np.testing.assert_allclose(got["c"].to_numpy(), METRICS["cosine"].fn(x, y), rtol=1e-6)
+    layers = per_layer("mse", x, y)
+    np.testing.assert_array_equal(got["l"].to_numpy(), layers["conv2"])
+    want = np.choose(a % 3, [layers["fc1"], layers["conv2"], layers["fc2"]])
+    np.testing.assert_array_equal(got["lr"].to_numpy(), want)

@@ -248,21 +248,54 @@ class _Gather:
 
     def wrap_layer(self, metric: Callable[..., Any], arch: Architecture) -> Callable[..., Any]:
         def fn(a: Any, b: Any, layer: Any) -> Any:
-            return _layer_values(metric, arch, layer, lambda cols: (self.rows(a, cols), self.rows(b, cols)))
+            x, y = _ids(a), _ids(b)
+            if (order := _id_order(x, y)) is not None:
+                x, y, layer = x[order], y[order], layer.take(order)
+            values = _layer_values(metric, arch, layer, lambda cols: (self.rows(x, cols), self.rows(y, cols)))
+            if order is None:
+                return values
+            return _result(_unsort(order, values.to_numpy()))
 
         return fn
+
+
+def _ids(column: Any) -> np.ndarray:
+    values = column.to_numpy(zero_copy_only=False) if hasattr(column, "to_numpy") else np.asarray(column)
+    return values.astype(np.int64, copy=False)
+
+
+def _consecutive(ids: np.ndarray) -> bool:
+    return len(ids) > 0 and int(ids[-1]) - int(ids[0]) == len(ids) - 1 and bool((np.diff(ids) == 1).all())
+
+
+def _id_order(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """The order of a call's rows that makes both sides' ids consecutive, where they are not
+    as given but that order does: a hash join hands the pairs ``i, i + 1`` over in its own order,
+    and in id order both sides' layer columns are views of a resident zoo instead of gathers
+    (:func:`_take`). None otherwise (a range check first, so shuffled pairs pay no sort)."""
+    if len(a) < 2 or _consecutive(a) or int(a.max()) - int(a.min()) != len(a) - 1:
+        return None
+    order = np.argsort(a, kind="stable")
+    return order if _consecutive(a[order]) and _consecutive(b[order]) else None
+
+
+def _unsort(order: np.ndarray, values: Any) -> np.ndarray:
+    """Values computed for the rows in ``order``, put back in the call's own order."""
+    out = np.empty(len(order), dtype=np.float64)
+    out[order] = np.asarray(values, dtype=np.float64)
+    return out
 
 
 def _take(source: Any, where: np.ndarray, cols: slice | None) -> np.ndarray:
     """Rows ``where`` of a row source, only columns ``cols`` when given (then read-only).
 
     From a resident zoo only those columns are gathered, and consecutive positions (a scan of
-    ``models`` in id order) are a view of them, not a copy.
+    ``models`` in id order) are a read-only view of them, not a copy.
     """
     if cols is None:
         return source.take(where)
     if getattr(source, "resident", False):
-        if len(where) and where[-1] - where[0] == len(where) - 1 and (np.diff(where) == 1).all():
+        if _consecutive(where):
             return source.weights[int(where[0]):int(where[-1]) + 1, cols]
         return source.weights[where, cols]
     if hasattr(source, "take_columns") and cols.step in (None, 1):  # a tensors-layout zoo: only the layer's chunks
