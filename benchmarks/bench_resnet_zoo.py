@@ -144,11 +144,13 @@ def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def measure(rounds: int) -> dict[str, object]:
+def measure(rounds: int, parts: list[str]) -> dict[str, object]:
     lakes = {"tensors": DATA / "lake-tensors", "rows": DATA / "lake-rows"}
     out: dict[str, object] = {}
     for name, code, args, n in (("layer", LAYER_READ, (LAYER,), rounds), ("state_dict", STATE_DICT, (), 1),
                                 ("spectra", SPECTRA, (), 1)):
+        if name not in parts:
+            continue
         best: dict[str, dict[str, object]] = {}
         for r in range(n):
             for kind in (list(lakes) if r % 2 == 0 else list(reversed(lakes))):
@@ -157,7 +159,7 @@ def measure(rounds: int) -> dict[str, object]:
                     best[kind] = got
         out[name] = best
         print(f"measured {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-    for got in out["layer"].values():
+    for got in out.get("layer", {}).values():  # type: ignore[union-attr]
         got["x_layer"] = round(got["bytes"] / (got["layer_bytes"] * got["models"]), 4)
     return out
 
@@ -169,6 +171,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="Runs written (and ingested) at a time.")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="Keep the generated lakes.")
+    ap.add_argument("--parts", default="layer,state_dict,spectra", help="Comma list of the measurements after ingest.")
     a = ap.parse_args()
     if DATA.exists():
         shutil.rmtree(DATA)
@@ -176,7 +179,7 @@ def main() -> None:
     load = os.getloadavg()
     try:
         figures = {"benchmark": "resnet_zoo", "load_start": [round(x, 2) for x in load], **ingest_all(
-            a.runs, a.epochs, a.batch), **measure(a.rounds), "load_end": [round(x, 2) for x in os.getloadavg()]}
+            a.runs, a.epochs, a.batch), **measure(a.rounds, a.parts.split(",")), "load_end": [round(x, 2) for x in os.getloadavg()]}
         print(json.dumps(figures, indent=1))
     finally:
         if not a.keep:

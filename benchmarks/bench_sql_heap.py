@@ -60,12 +60,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=BENCH_DATA)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="the small lake (4,096 rows), 2 rounds")
+    ap.add_argument("--quick", action="store_true", help="the small lake (4,096 rows), at most 2 rounds")
     args = ap.parse_args()
     import json
 
     root = (quick_lake(args.data) if args.quick else full_lake(args.data)).resolve()
-    rounds = 2 if args.quick else args.rounds
+    rounds = min(args.rounds, 2) if args.quick else args.rounds
     envs = {"kept": {k: v for k, v in os.environ.items() if k != "WEIGHTLAKE_MALLOC"},
             "default": {**os.environ, "WEIGHTLAKE_MALLOC": "default"}}
     best: dict[str, dict[str, float]] = {k: {} for k in envs}
