@@ -88,3 +88,17 @@ def test_a_query_naming_a_python_function_gives_the_same_result_with_and_without
     plain = wl.open_lake(small_lake_dir).sql(query)
     for col in kept.columns:
         np.testing.assert_array_equal(kept[col].to_numpy(), plain[col].to_numpy())
+
+
+def test_a_connection_of_ones_own_gets_the_scope_from_the_handle(small_lake_dir) -> None:
+    import weightlake as wl
+
+    lake = wl.open_lake(small_lake_dir)
+    query = "SELECT model_id, wl_mse_layer(w, w, 'fc1') AS a, wl_w1(w, w) AS b FROM weights ORDER BY model_id"
+    with lake.connect() as con:
+        plain = con.sql(query).fetchall()
+    with lake.heap_kept() as kept, lake.connect() as con:
+        assert kept and _heap._depth == 1
+        inside = con.sql(query).fetchall()
+    assert _heap._depth == 0
+    assert inside == plain
