@@ -186,8 +186,7 @@ class _Gather:
         """The rows of model ids ``ids`` (``float32 [n, P]``), or only their columns ``cols`` (:func:`_take`)."""
         from weightlake.errors import QueryError
 
-        values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
-        values = values.astype(np.int64, copy=False)
+        values = _ids(ids)
         order, which, pos, sources = self._sources()
         at = np.minimum(np.searchsorted(order, values), max(len(order) - 1, 0))
         bad = (order[at] != values) if len(order) else np.ones(len(values), dtype=bool)
@@ -213,7 +212,7 @@ class _Gather:
 
         if not all(s.resident for s in self._sources()[3]):
             return sort_rows(self.rows(ids))
-        values = ids.to_numpy(zero_copy_only=False) if hasattr(ids, "to_numpy") else np.asarray(ids)
+        values = _ids(ids)
         cache = self.lake._cache
         if "sorted" not in cache:
             parts = [self.lake.zoo_weights(z) for z in self.lake.zoos]
@@ -260,6 +259,7 @@ class _Gather:
 
 
 def _ids(column: Any) -> np.ndarray:
+    """Model ids of one call (an Arrow array, or anything numpy takes) as int64."""
     values = column.to_numpy(zero_copy_only=False) if hasattr(column, "to_numpy") else np.asarray(column)
     return values.astype(np.int64, copy=False)
 
