@@ -62,9 +62,9 @@ class LakeHandle(Lake):
         >>> with lake.heap_kept(), lake.connect() as con:          # doctest: +SKIP
         ...     con.sql("SELECT avg(wl_w1(w, w)) FROM weights").fetchall()
         """
-        from weightlake.query import _python_functions_scope
+        from weightlake.query import python_functions_scope
 
-        return _python_functions_scope(self, True)
+        return python_functions_scope(self, True)
 
     def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
         """Run SQL over this snapshot's views; parameters are bound (``$name`` or ``?``), never pasted.

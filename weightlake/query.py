@@ -342,7 +342,7 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     con = connect(lake, weights=bool(_WORD.search(query)), udfs=functions, views=views, layers=layers)
     try:
         one_statement(con, query)
-        with _python_functions_scope(lake, bool(functions)):
+        with python_functions_scope(lake, bool(functions)):
             rel = con.sql(query, params=params) if params else con.sql(query)
             if rel is None:  # a statement with no result (SET, CREATE ...)
                 return pl.DataFrame()
@@ -354,7 +354,7 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
         con.close()
 
 
-def _python_functions_scope(lake: Lake, names_functions: bool) -> Any:
+def python_functions_scope(lake: Lake, names_functions: bool) -> Any:
     """The heap kept during a query that names a ``wl_*`` function (:func:`weightlake._heap.heap_kept`:
     DuckDB's argument buffers for Python functions then reuse heap pages instead of faulting in
     new ones: ``wl_mse_layer(w, w, ...)`` 1.6-2.4x faster). When the lake fits the budget its zoos
