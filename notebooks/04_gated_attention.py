@@ -30,7 +30,6 @@ FIGURES = os.environ.get("WEIGHTLAKE_FIGURES", "figures")   # each figure is wri
 # %%
 import time
 
-import numpy as np
 import polars as pl
 import torch
 from IPython.display import Image, display
@@ -45,7 +44,7 @@ GATES = (None, "elementwise", "headwise")
 
 # %%
 runs, started = [], time.perf_counter()
-for name, lr in LRS.items():
+for lr in LRS.values():
     for gate in GATES:
         runs.append(train_toy(gate, lr, STEPS, seed=0, eval_every=max(STEPS // 10, 1)))
 print(f"{len(runs)} runs of {STEPS} steps in {time.perf_counter() - started:.0f} s")

@@ -35,7 +35,6 @@ FIGURES = os.environ.get("WEIGHTLAKE_FIGURES", "figures")   # each figure is wri
 # %%
 import time
 
-import numpy as np
 import polars as pl
 import torch
 from IPython.display import Image, display
