@@ -79,7 +79,8 @@ def _l2(x: Any, xp: Any) -> Any:
 
 def _cosine(a: Any, b: Any, xp: Any) -> Any:
     na, nb = _l2(a, xp), _l2(b, xp)
-    return nan_where((na == 0) | (nb == 0), (a * b).sum(-1) / (na * nb), xp)
+    # rounding can put a vector's cosine with itself a few ulps past 1: kept in [-1, 1] (acos is defined)
+    return nan_where((na == 0) | (nb == 0), ((a * b).sum(-1) / (na * nb)).clip(min=-1.0, max=1.0), xp)
 
 
 def _pearson(a: Any, b: Any, xp: Any) -> Any:

@@ -53,8 +53,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-# the values are cast to DOUBLE lists first: float64 accumulation, as numpy's float64 reference
-_A, _B = "a::DOUBLE[]", "b::DOUBLE[]"
+# the values are cast to DOUBLE lists first: float64 accumulation, as numpy's float64 reference.
+# Through FLOAT[] (the type every wl_* function takes): DuckDB 2.0's cast of a NULL fixed-size
+# array straight to a list keeps NULL children, which list_distance & co. refuse ("can not
+# contain NULL values") for the whole query; a list-to-list cast gives the NULL row they skip.
+_A, _B = "a::FLOAT[]::DOUBLE[]", "b::FLOAT[]::DOUBLE[]"
 _NORM_A, _NORM_B = f"sqrt(list_inner_product({_A}, {_A}))", f"sqrt(list_inner_product({_B}, {_B}))"
 
 MACROS: dict[str, tuple[str, str]] = {
@@ -68,6 +71,8 @@ MACROS: dict[str, tuple[str, str]] = {
 }
 """Vector-form functions computed by DuckDB's native array functions: name -> (parameters, body).
 
+A NULL vector (an outer join's missing side) gives NULL, as the Python forms do.  Like
+them, the macros take float32 values: other element types are rounded to float32 first.
 Each body matches the numpy metric of the same name (``wl_mse`` = ``metrics.mse``,
 ``wl_l2_norm_diff`` = ``metrics.norm_diff`` with order 2, unsigned; ``wl_log_norm_diff`` is
 NaN where a norm is zero, as the numpy form).
@@ -122,12 +127,13 @@ def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Archit
         gather = _Gather(lake)
         for spec in METRICS.values():
             ids = [T.BIGINT] * spec.arity
+            # the _by_id forms take each call's architecture from its ids' zoos, not the lake's first
             if spec.name in _SORTED_FORMS:  # a model's sorted values are computed once per handle
                 add(f"wl_{spec.name}_by_id", gather.wrap_sorted(_SORTED_FORMS[spec.name]), ids, T.DOUBLE)
             else:
-                add(f"wl_{spec.name}_by_id", gather.wrap(_numpy_metric(spec, arch), spec.arity), ids, T.DOUBLE)
+                add(f"wl_{spec.name}_by_id", gather.wrap(spec), ids, T.DOUBLE)
             if spec.arity == 2 and spec.per_layer and spec.scope == "values":
-                add(f"wl_{spec.name}_layer_by_id", gather.wrap_layer(spec.fn, arch), [*ids, T.VARCHAR], T.DOUBLE)
+                add(f"wl_{spec.name}_layer_by_id", gather.wrap_layer(spec.fn), [*ids, T.VARCHAR], T.DOUBLE)
     add("wl_layer", _layer(arch), [vec, T.VARCHAR], duckdb.list_type(T.FLOAT))
     add("wl_l1", _unary(lambda x: np.abs(x).sum(axis=1, dtype=np.float64), arch), [vec], T.DOUBLE)
     add("wl_l2", _unary(lambda x: np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)), arch), [vec], T.DOUBLE)
@@ -149,11 +155,6 @@ def _w2_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _SORTED_FORMS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"w1": _w1_sorted, "w2": _w2_sorted}
 
 
-def _numpy_metric(spec: Any, arch: Architecture) -> Callable[..., Any]:
-    kwargs = {"arch": arch} if spec.scope in ("layers", "whole") else {}
-    return lambda *rows: spec.fn(*rows, **kwargs)
-
-
 class _Gather:
     """Model ids -> rows, through each zoo's row source on the lake handle (set up on first use).
 
@@ -161,17 +162,23 @@ class _Gather:
     larger one is memory-mapped (:meth:`~weightlake.lake.Lake.row_source`), so a query holds
     the rows of one call (2,048 ids), not the zoo.  The sorted forms (``wl_w1_by_id``,
     ``wl_w2_by_id``) keep every model's sorted values when all zoos fit (another copy of the
-    zoo) and sort each call's rows otherwise.
+    zoo) and sort each call's rows otherwise.  A call's ids must come from zoos of one
+    architecture (the metric, a layer's columns and the rows' width are that architecture's);
+    a call whose ids span two is refused.
     """
 
     def __init__(self, lake: Any) -> None:
         self.lake = lake
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]] | None = None
+        self._zoos: list[str] = []  # the zoo and architecture of each source number (with the index)
+        self._archs: list[Architecture] = []
 
     def _sources(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
         """(sorted model ids, their zoo's source number, their position in it, the sources)."""
         if self._index is None:
             zoos = [z for z in self.lake.zoos if self.lake.manifest.zoo(z).n_models]
+            self._zoos = zoos
+            self._archs = [get_architecture(self.lake.manifest.zoo(z).arch) for z in zoos]
             sources = [self.lake.row_source(z) for z in zoos]
             ids = np.concatenate([s.ids for s in sources]) if sources else np.empty(0, dtype=np.int64)
             which = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(sources)]) \
@@ -182,27 +189,54 @@ class _Gather:
             self._index = (ids[perm], which[perm], pos[perm], sources)
         return self._index
 
-    def rows(self, ids: Any, cols: slice | None = None) -> np.ndarray:
-        """The rows of model ids ``ids`` (``float32 [n, P]``), or only their columns ``cols`` (:func:`_take`)."""
+    def _locate(self, ids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(each id's zoo source number, its position in that zoo, the distinct source numbers)."""
         from weightlake.errors import QueryError
 
         values = _ids(ids)
-        order, which, pos, sources = self._sources()
+        order, which, pos, _ = self._sources()
         at = np.minimum(np.searchsorted(order, values), max(len(order) - 1, 0))
         bad = (order[at] != values) if len(order) else np.ones(len(values), dtype=bool)
         if bad.any():
             raise QueryError(f"no model with id {int(values[bad][0])} at snapshot {self.lake.snapshot}")
-        zoo, where = which[at], pos[at]
-        used = np.unique(zoo)
+        return which[at], pos[at], np.unique(which[at])
+
+    def arch(self, *sides: Any) -> Architecture:
+        """The one architecture of every id of a call (all its sides); refused where they span two."""
+        from weightlake.errors import QueryError
+
+        self._sources()
+        used = np.unique(np.concatenate([self._locate(ids)[2] for ids in sides]))
+        if not self._one_arch(used):
+            names = ", ".join(f"zoo {self._zoos[int(z)]!r} ({self._archs[int(z)].name})" for z in used)
+            raise QueryError(f"the ids of one call span zoos of different architectures ({names}); "
+                             "ask one architecture at a time")
+        return self._archs[int(used[0])] if len(used) else CNN_S
+
+    def _one_arch(self, used: np.ndarray) -> bool:
+        """Whether the zoo sources ``used`` share one architecture (equal descriptions)."""
+        return all(self._archs[int(z)] == self._archs[int(used[0])] for z in used[1:])
+
+    def rows(self, ids: Any, cols: slice | None = None) -> np.ndarray:
+        """The rows of model ids ``ids`` (``float32 [n, P]``), or only their columns ``cols`` (:func:`_take`)."""
+        return self._gather(ids, self._sources()[3], cols, _take)
+
+    def _gather(self, ids: Any, parts: list[Any], cols: slice | None,
+                take: Callable[[Any, np.ndarray, slice | None], np.ndarray]) -> np.ndarray:
+        """Rows of ``ids`` from ``parts`` (one per zoo source: row sources, or arrays), one take per zoo."""
+        from weightlake.errors import QueryError
+
+        zoo, where, used = self._locate(ids)
         if len(used) == 1:
-            return _take(sources[int(used[0])], where, cols)
-        if len({sources[int(z)].cols for z in used}) != 1:
-            raise QueryError("the ids span zoos of different architectures; ask one zoo at a time")
-        width = len(range(sources[int(used[0])].cols)[cols]) if cols is not None else sources[int(used[0])].cols
-        out = np.empty((len(values), width), dtype=np.float32)
+            return take(parts[int(used[0])], where, cols)
+        if not self._one_arch(used):
+            raise QueryError("the ids span zoos of different architectures; ask one architecture at a time")
+        width = self._archs[int(used[0])].n_params
+        width = len(range(width)[cols]) if cols is not None else width
+        out = np.empty((len(zoo), width), dtype=np.float32)
         for z in used:
             mask = zoo == z
-            out[mask] = _take(sources[int(z)], where[mask], cols)
+            out[mask] = take(parts[int(z)], where[mask], cols)
         return out
 
     def sorted_rows(self, ids: Any) -> np.ndarray:
@@ -210,44 +244,41 @@ class _Gather:
         every zoo fits the budget, else sorted per call."""
         from weightlake.analysis.distributions import sort_rows
 
-        if not all(s.resident for s in self._sources()[3]):
+        sources = self._sources()[3]
+        if not all(s.resident for s in sources):
             return sort_rows(self.rows(ids))
-        values = _ids(ids)
         cache = self.lake._cache
-        if "sorted" not in cache:
-            parts = [self.lake.zoo_weights(z) for z in self.lake.zoos]
-            order = np.concatenate([p[0] for p in parts])
-            rows = sort_rows(np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1])
-            perm = np.argsort(order, kind="stable")
-            cache["sorted"] = (order[perm], rows[perm] if len(parts) > 1 or (np.diff(perm) != 1).any() else rows)
-        order, rows = cache["sorted"]
-        pos = np.minimum(np.searchsorted(order, values), len(order) - 1)
-        if (order[pos] != values).any():
-            from weightlake.errors import QueryError
-
-            missing = int(values[order[pos] != values][0])
-            raise QueryError(f"no model with id {missing} at snapshot {self.lake.snapshot}")
-        return rows[pos]
+        if "sorted" not in cache:  # each zoo's rows, sorted, in the zoo's own row order (a row source's)
+            cache["sorted"] = [sort_rows(s.weights) for s in sources]
+        return self._gather(ids, cache["sorted"], None, lambda rows, where, _: rows[where])
 
     def wrap_sorted(self, metric: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., Any]:
         def two(a: Any, b: Any) -> Any:
+            self.arch(a, b)
             return _result(metric(self.sorted_rows(a), self.sorted_rows(b)))
 
         return two
 
-    def wrap(self, metric: Callable[..., Any], arity: int) -> Callable[..., Any]:
+    def wrap(self, spec: Any) -> Callable[..., Any]:
+        """``wl_<metric>_by_id``; a metric over layers or the whole model gets the ids' architecture."""
+        def metric(*sides: Any) -> Any:
+            arch = self.arch(*sides)  # also: two models of different architectures are no pair
+            kwargs = {"arch": arch} if spec.scope in ("layers", "whole") else {}
+            return _result(spec.fn(*(self.rows(s) for s in sides), **kwargs))
+
         # DuckDB counts the Python parameters, so each arity gets its own signature
         def one(a: Any) -> Any:
-            return _result(metric(self.rows(a)))
+            return metric(a)
 
         def two(a: Any, b: Any) -> Any:
-            return _result(metric(self.rows(a), self.rows(b)))
+            return metric(a, b)
 
-        return one if arity == 1 else two
+        return one if spec.arity == 1 else two
 
-    def wrap_layer(self, metric: Callable[..., Any], arch: Architecture) -> Callable[..., Any]:
+    def wrap_layer(self, metric: Callable[..., Any]) -> Callable[..., Any]:
         def fn(a: Any, b: Any, layer: Any) -> Any:
             x, y = _ids(a), _ids(b)
+            arch = self.arch(x, y)
             if (order := _id_order(x, y)) is not None:
                 x, y, layer = x[order], y[order], layer.take(order)
             values = _layer_values(metric, arch, layer, lambda cols: (self.rows(x, cols), self.rows(y, cols)))

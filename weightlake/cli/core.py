@@ -144,7 +144,10 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
     """Run SQL over the lake (views: models, weights, weights_<layer>, and every derived table).
 
     `weights` holds each model's whole vector (`w FLOAT[P]`); `weights_fc1` (one view per layer)
-    holds that layer's weight and bias, so per-layer metrics are the plain ones over it.
+    holds that layer's weight and bias. Over it, the SQL macros (wl_l2, wl_mse, wl_cosine,
+    wl_l2_norm_diff, wl_log_norm_diff) work as over `weights`; the other wl_* functions take
+    whole vectors, so per layer use their _layer forms (wl_w1_layer(a.w, b.w, 'fc1') over
+    `weights`) or, for pairs, the fast wl_w1_layer_by_id(a.model_id, b.model_id, 'fc1').
 
     \b
     Examples:
