@@ -73,3 +73,16 @@ def test_cli_writes_heatmaps(analysed_lake_dir, tmp_path):
     assert len(pngs) == 2 * groups + 2 and groups > 1 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     result = CliRunner().invoke(main, ["analyze", "spectra", "--lake", str(root)])
     assert result.exit_code == 0 and "table 'spectra'" in result.output
+
+
+def test_rows_with_a_nan_or_an_infinity_are_refused_by_model_id():
+    from weightlake.compute.analyses import refuse_non_finite
+    from weightlake.errors import QueryError
+
+    rows = np.ones((6, 50), dtype=np.float32)
+    refuse_non_finite("z", np.arange(6), rows)  # all finite: nothing said
+    rows[:, 0] = 3e38  # every row's float32 sum overflows, yet every value is finite
+    refuse_non_finite("z", np.arange(6), rows)
+    rows[2, 7], rows[4, 1] = np.nan, -np.inf
+    with pytest.raises(QueryError, match=r"zoo 'z': 2 models have non-finite weights \(model_id 12, 14\)"):
+        refuse_non_finite("z", np.arange(10, 16), rows)

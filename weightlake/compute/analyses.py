@@ -50,7 +50,22 @@ class AnalysisReport:
 def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, pl.DataFrame]:
     zoo, ids, meta = _zoo_meta(lake, zoo)
     _, rows = lake.zoo_weights(zoo)
+    refuse_non_finite(zoo, ids, rows)
     return zoo, ids, rows, meta
+
+
+def refuse_non_finite(zoo: str, ids: np.ndarray, rows: np.ndarray) -> None:
+    """Refuse weight rows holding a NaN or an infinity, naming the models (one float32 sum per row).
+
+    A lake written before ingestion refused them can hold such rows; an analysis over them
+    fails deep inside a decomposition or gives NaN for the model, so it is refused up front.
+    """
+    bad = np.flatnonzero(~np.isfinite(np.add.reduce(rows, axis=1)))
+    bad = bad[[not np.isfinite(rows[i]).all() for i in bad]]  # a sum can overflow on finite values
+    if len(bad):
+        shown = ", ".join(str(int(ids[i])) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise QueryError(f"zoo {zoo!r}: {len(bad)} models have non-finite weights (model_id {shown}); "
+                         "`weightlake verify` counts them, and an analysis over them would give no numbers")
 
 
 def _zoo_meta(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, pl.DataFrame]:
@@ -180,6 +195,7 @@ def _spectra_streamed(compute: Callable[..., pl.DataFrame], lake: Any, zoo: str,
             mask = keep[at:at + len(ids)]
             at += len(ids)
             rows, ids = (block, ids) if mask.all() else (block[mask], ids[mask])
+            refuse_non_finite(zoo, ids, rows)
             for start in range(0, len(rows), SPECTRA_BLOCK):
                 part = compute(rows[start:start + SPECTRA_BLOCK], arch, block=SPECTRA_BLOCK // 4, layers=layers)
                 parts.add(part.with_columns(model_id=pl.Series(ids[start:start + SPECTRA_BLOCK])[part["row"]])
