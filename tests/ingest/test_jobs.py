@@ -46,3 +46,24 @@ def test_train_ingest_export_job(tmp_path, monkeypatch):
     assert any("trained 6 models" in line for line in lines)
     assert any("added 12 models" in line for line in lines), lines
     assert (tmp_path / "Merged_zoo_xavier_normal.csv").read_text().count("\n") == 7
+
+
+def test_a_failing_source_says_what_the_job_committed_and_left(tmp_path, small_csv):
+    from weightlake.ingest.run import run_job
+
+    bad = tmp_path / "zoo [nan].csv"
+    lines = small_csv.read_text().splitlines(keepends=True)
+    head, row = lines[0], lines[3].split(",")
+    row[20] = "nan"  # a weight column
+    bad.write_text(head + lines[1] + ",".join(row))
+    job = tmp_path / "job.toml"
+    job.write_text(f'[[source]]\nkind = "csv"\npath = "{small_csv}"\nzoo = "z"\ninit = "kaiming_uniform"\n\n'
+                   f'[[source]]\nkind = "csv"\npath = "{bad}"\nzoo = "z"\ninit = "xavier_normal"\n\n'
+                   f'[[source]]\nkind = "csv"\npath = "{small_csv}"\nzoo = "y"\ninit = "kaiming_uniform"\n\n'
+                   '[[export]]\nzoo = "z"\nout = "z.csv"\n')
+    with pytest.raises(IngestError) as err:
+        list(run_job(job, tmp_path / "lake"))
+    message = str(err.value)
+    assert "row 3" in message and "not a finite number" in message
+    assert (f"[job stopped at source 2 of 3; committed before it: {small_csv.name} (snapshot 1); "
+            "1 later source, 1 export not run]") in message

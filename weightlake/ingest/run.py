@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from weightlake.arch import get_architecture
+from weightlake.errors import IngestError, WeightLakeError
 from weightlake.ingest.jobs import load_job
 
 
@@ -28,6 +29,9 @@ def run_job(job_path: Path | str, lake_dir: Path | str, *, echo: Callable[[str],
             ) -> Iterator[str]:
     """Run ``job_path`` against the lake at ``lake_dir``; yields report lines as it goes.
 
+    Each source is committed on its own.  When one fails, the error says which, which sources
+    before it are committed (with their snapshots) and what did not run.
+
     ``progress(label, total, unit)`` makes the context manager each long step reports to
     (``update``/``advance_to``/``callback``, as :class:`weightlake.cli.progress.Progress`).
     """
@@ -35,28 +39,19 @@ def run_job(job_path: Path | str, lake_dir: Path | str, *, echo: Callable[[str],
     job = load_job(job_path)
     if job.train:
         yield from _train(job.train, step)
-    for source in job.sources:
-        arch = get_architecture(source.arch)
-        opts = source.options
-        if source.kind == "csv":
-            from weightlake.ingest.csv_zoo import ingest_csv
-
-            size = source.path.stat().st_size if source.path.is_file() else None
-            with step(f"ingest csv {source.path.name}", size, "bytes") as bar:
-                report = ingest_csv(lake_dir, source.path, zoo=source.zoo, init=str(source.init), arch=arch,
-                                    on_error=opts.get("on_error", "abort"), rejects_path=opts.get("rejects"),
-                                    progress=bar.advance_to, dataset=opts.get("dataset"),
-                                    allow_same_source=bool(opts.get("allow_same_source", False)))
-        else:
-            from weightlake.ingest.checkpoints import ingest_checkpoints
-
-            with step(f"ingest checkpoints {source.path.name}", None, "files") as bar:
-                report = ingest_checkpoints(lake_dir, source.path, zoo=source.zoo, init=source.init, arch=arch,
-                                            workers=int(opts.get("workers", 2)), layout=opts.get("layout"),
-                                            bins=opts.get("epoch_bins"),  # None: the trainer's record
-                                            rejects_path=opts.get("rejects"), progress=bar.callback,
-                                            dataset=opts.get("dataset"),
-                                            allow_same_source=bool(opts.get("allow_same_source", False)))
+    done: list[str] = []  # "path (snapshot N)" of each source committed so far
+    for k, source in enumerate(job.sources, 1):
+        try:
+            report = _ingest_source(source, lake_dir, step)
+        except WeightLakeError as exc:
+            kept = f"committed before it: {', '.join(done)}" if done else "nothing of the job is committed"
+            left = len(job.sources) - k
+            rest = ", ".join(p for p in (f"{left} later source{'s' * (left > 1)}" if left else "",
+                                        f"{len(job.exports)} export{'s' * (len(job.exports) > 1)}" if job.exports else "") if p)
+            raise IngestError(f"{exc} [job stopped at source {k} of {len(job.sources)}; {kept}"
+                              + (f"; {rest} not run" if rest else "") + "]") from exc
+        if report.snapshot is not None:
+            done.append(f"{source.path.name} (snapshot {report.snapshot})")
         yield from report.lines()
     if job.exports:
         from weightlake.ingest.csv_zoo import export_csv
@@ -69,13 +64,36 @@ def run_job(job_path: Path | str, lake_dir: Path | str, *, echo: Callable[[str],
             yield f"exported {n} models to {ex['out']}"
 
 
+def _ingest_source(source: Any, lake_dir: Path | str, step: Callable[..., Any]) -> Any:
+    """One ``[[source]]`` of a job, committed alone; returns its ``IngestReport``."""
+    arch = get_architecture(source.arch)
+    opts = source.options
+    if source.kind == "csv":
+        from weightlake.ingest.csv_zoo import ingest_csv
+
+        size = source.path.stat().st_size if source.path.is_file() else None
+        with step(f"ingest csv {source.path.name}", size, "bytes") as bar:
+            return ingest_csv(lake_dir, source.path, zoo=source.zoo, init=str(source.init), arch=arch,
+                              on_error=opts.get("on_error", "abort"), rejects_path=opts.get("rejects"),
+                              progress=bar.advance_to, dataset=opts.get("dataset"),
+                              allow_same_source=bool(opts.get("allow_same_source", False)))
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    with step(f"ingest checkpoints {source.path.name}", None, "files") as bar:
+        return ingest_checkpoints(lake_dir, source.path, zoo=source.zoo, init=source.init, arch=arch,
+                                  workers=int(opts.get("workers", 2)), layout=opts.get("layout"),
+                                  bins=opts.get("epoch_bins"),  # None: the trainer's record
+                                  rejects_path=opts.get("rejects"), progress=bar.callback,
+                                  dataset=opts.get("dataset"),
+                                  allow_same_source=bool(opts.get("allow_same_source", False)))
+
+
 _TRAIN_KEYS = {"dataset", "digits", "sizes", "activations", "inits", "out", "layout", "subsample", "max_epochs",
                "checkpoint_epochs", "min_accuracy", "lr", "batch_size", "seed", "workers"}
 
 
 def _train(options: dict[str, Any], step: Callable[[str, int | None, str], Any]) -> Iterator[str]:
     """The ``[train]`` table of a job: same names as ``weightlake zoo train`` options (with underscores)."""
-    from weightlake.errors import IngestError
     from weightlake.zoo.train import parse_int_list, parse_subsets, train_zoo
 
     unknown = set(options) - _TRAIN_KEYS
