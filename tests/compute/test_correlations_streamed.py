@@ -63,3 +63,13 @@ def test_plot_under_a_small_budget_says_it_sampled(lake_copy: Path, tmp_path: Pa
     assert any("seeded sample of" in n and "of the 391 models" in n for n in report.notes), report.notes
     assert any(p.endswith("param-x-param.png") for p in report.plots)
     assert all(Path(p).stat().st_size > 0 for p in report.plots)
+
+
+def test_progress_counts_each_figure(lake_copy: Path, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = analyze_correlations(lake_copy, zoo="mnist-cnn-s", against=["accuracy"], by=["activation"],
+                                  methods=["pearson"], plot_dir=tmp_path / "plots", progress=lambda d, t: calls.append((d, t)))
+    done, total = zip(*calls, strict=True)
+    assert list(done) == sorted(done) and done[-1] == total[-1]  # forwards, ending complete
+    figures = [c for c in calls if c[1] == total[-1]]
+    assert len(figures) >= len(report.plots)  # a step per figure, not one for all of them

@@ -24,7 +24,7 @@ function saves one as PNG.  Figures:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -564,12 +564,14 @@ MAX_GROUP_FIGURES = 12
 
 def table_figures(table: Any, out: str | Path, arch: Architecture = CNN_S, *, zoo: str,
                   units: str = "distinct models", alpha: float = 0.05, pooling: str = "mean",
-                  max_groups: int = MAX_GROUP_FIGURES) -> list[Path]:
+                  max_groups: int = MAX_GROUP_FIGURES,
+                  progress: Callable[[int, int], Any] | None = None) -> list[Path]:
     """Every figure of one zoo's correlations table, as PNG files in ``out``.
 
     Per method and group: parameters x metadata and layer x metadata (parameter rows), aggregates
     x metadata (aggregate rows); with several groups, the groups side by side on one scale.
-    Files are named ``{zoo}[-{key}={value}...]-{method}-{figure}.png``.
+    Files are named ``{zoo}[-{key}={value}...]-{method}-{figure}.png``.  ``progress(done, total)``
+    is called after each figure.
     """
     import polars as pl
 
@@ -578,20 +580,29 @@ def table_figures(table: Any, out: str | Path, arch: Architecture = CNN_S, *, zo
     table = table.filter(pl.col("zoo") == zoo) if "zoo" in table.columns else table.with_columns(zoo=pl.lit(zoo))
     kinds = _kinds(table)
     groups = groups_of(table)
-    paths = []
-    for method in table["method"].unique().sort().to_list():
+    methods = table["method"].unique().sort().to_list()
+    total = len(methods) * (len(groups[:max_groups]) * (2 * ("param" in kinds) + ("aggregate" in kinds))
+                            + (len(groups) > 1))
+    paths: list[Path] = []
+
+    def add(path: Path) -> None:
+        paths.append(path)
+        if progress is not None:
+            progress(len(paths), total)
+
+    for method in methods:
         for group in groups[:max_groups]:
             stem = "-".join([zoo, *(f"{k}={v}" for k, v in group.items()), method])
             opts = {"method": method, "group": group, "units": units, "alpha": alpha}
             if "param" in kinds:
-                paths.append(plot_param_metadata_heatmap(table, out / f"{stem}-params-vs-metadata.png", arch,
-                                                         pooling=pooling, **opts))
-                paths.append(plot_layer_metadata_heatmap(table, out / f"{stem}-layers-vs-metadata.png", arch, **opts))
+                add(plot_param_metadata_heatmap(table, out / f"{stem}-params-vs-metadata.png", arch,
+                                                pooling=pooling, **opts))
+                add(plot_layer_metadata_heatmap(table, out / f"{stem}-layers-vs-metadata.png", arch, **opts))
             if "aggregate" in kinds:
-                paths.append(plot_aggregate_heatmap(table, out / f"{stem}-aggregates-vs-metadata.png", arch, **opts))
+                add(plot_aggregate_heatmap(table, out / f"{stem}-aggregates-vs-metadata.png", arch, **opts))
         if len(groups) > 1:
             labels = {", ".join(f"{k}={v}" for k, v in g.items()): g for g in groups}
-            paths.append(plot_cross_zoo_heatmap(
+            add(plot_cross_zoo_heatmap(
                 dict.fromkeys(labels, table), out / f"{zoo}-{method}-groups.png", arch,
                 kind="aggregate" if "aggregate" in kinds else "layer", method=method, groups=labels, units=units,
                 alpha=alpha))

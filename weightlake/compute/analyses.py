@@ -257,8 +257,8 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
     if plot_dir:
         rows, sample_note = _plot_rows(lake, plan, whole)
         notes += [sample_note] if sample_note else []
-        plots = _correlation_plots(table, rows, plan.arch, Path(plot_dir), plan.zoo, units)
-        step()
+        # one step per figure: the plot stage's count is known once the table is
+        plots = _correlation_plots(table, rows, plan.arch, Path(plot_dir), plan.zoo, units, step.within())
     version = _commit(Path(lake_root), "correlations", table, plan.zoo, plan.params_entry(), lake.snapshot)
     return AnalysisReport("correlations", plan.zoo, table.height, version, time.perf_counter() - started, plots,
                           notes=notes, n_models=plan.n_selected)
@@ -419,17 +419,36 @@ class _Steps:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
+    def within(self) -> Callable[[int, int], None]:
+        """Progress of the last stage in parts: ``(done, total)`` of its own replace its one step."""
+        base = self.done
+
+        def part(done: int, total: int) -> None:
+            self.done, self.total = base + done, base + total
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+
+        return part
+
 
 def _correlation_plots(table: pl.DataFrame, rows: np.ndarray, arch: Any, out: Path, zoo: str,
-                       units: str = "distinct models") -> list[str]:
-    """The figures of :func:`~weightlake.analysis.heatmaps.table_figures`, then the parameter x parameter matrix."""
+                       units: str = "distinct models",
+                       progress: Callable[[int, int], Any] | None = None) -> list[str]:
+    """The figures of :func:`~weightlake.analysis.heatmaps.table_figures`, then the parameter x parameter
+    matrix; ``progress(done, total)`` after each figure."""
     from weightlake.analysis import correlations as corr
     from weightlake.analysis import heatmaps as hm
 
-    paths = hm.table_figures(table, out, arch, zoo=zoo, units=units)
+    def figure(done: int, total: int) -> None:  # the parameter matrix is one figure more
+        if progress is not None:
+            progress(done, total + 1)
+
+    paths = hm.table_figures(table, out, arch, zoo=zoo, units=units, progress=figure)
     matrix = corr.param_correlation_matrix(rows, arch)
     paths.append(hm.plot_param_matrix_heatmap(matrix, out / f"{zoo}-param-x-param.png", arch, zoo=zoo,
                                               n=len(rows), units=units))
+    if progress is not None:
+        progress(len(paths), len(paths))
     return [str(p) for p in paths]
 
 
