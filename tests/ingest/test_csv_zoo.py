@@ -72,6 +72,16 @@ def test_same_rows_from_another_file_are_not_added_twice(lake_copy, small_csv, t
     assert report.rows_added == 0 and report.rows_already_present == N_ROWS
 
 
+def test_a_row_repeated_within_the_file_is_not_called_already_in_the_zoo(small_csv, tmp_path):
+    header, *rows = small_csv.read_text().splitlines()
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([header, *rows[:5], rows[2]]) + "\n")
+    report = ingest_csv(tmp_path / "l", twice, zoo="z", init="kaiming_uniform")
+    assert (report.rows_added, report.rows_repeated, report.rows_already_present) == (5, 1, 0)
+    text = "\n".join(report.lines())
+    assert "1 rows repeat an earlier row of this source" in text and "already in the zoo" not in text
+
+
 def test_duplicates_across_epochs_are_reported(small_lake_dir, small_csv, tmp_path):
     report = ingest_csv(tmp_path / "l", small_csv, zoo="z", init="kaiming_uniform")
     src = _read(small_csv).select(CNN_S.csv_columns()).to_numpy()

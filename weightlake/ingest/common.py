@@ -116,6 +116,8 @@ class IngestReport:
     rows_added: int = 0
     rows_rejected: int = 0
     rows_already_present: int = 0
+    rows_repeated: int = 0
+    """Rows that repeat an earlier row of the same source (same identity): not added again."""
     already_ingested: bool = False
     duplicate_groups: int = 0
     duplicate_rows: int = 0
@@ -133,6 +135,9 @@ class IngestReport:
             out.append("  this source was ingested before with the same content: nothing added")
         elif self.rows_already_present:
             out.append(f"  {self.rows_already_present} rows were already in the zoo and were not added again")
+        if self.rows_repeated:
+            out.append(f"  {self.rows_repeated} rows repeat an earlier row of this source (same weights, init, "
+                       "activation, epoch and classes) and were not added again")
         if self.rows_rejected:
             out.append(f"  {self.rows_rejected} bad {self.unit} skipped; see {self.rejects_path}")
         if self.duplicate_groups:
@@ -202,7 +207,6 @@ class ZooWriter:
                 meta = conform(meta.with_columns(weights_hash=pl.Series(hashes, dtype=pl.String)))
                 keep = self._new_rows(meta)
                 if not keep.all():
-                    self.report.rows_already_present += int((~keep).sum())
                     meta, blocks = meta.filter(pl.Series(keep)), take_rows(blocks, keep)
                 for block in blocks:
                     self.segment.append(block)
@@ -224,8 +228,12 @@ class ZooWriter:
                                   "would count every model twice; pass --allow-same-source (allow_same_source=True) "
                                   "if they really are different models", path=str(row.get("source_file")),
                                   row=row.get("source_row"))
-            if key in self._existing or key in self._seen:
+            if key in self._existing:
                 keep[i] = False
+                self.report.rows_already_present += 1
+            elif key in self._seen:
+                keep[i] = False
+                self.report.rows_repeated += 1
             else:
                 self._seen.add(key)
         return keep
