@@ -274,12 +274,12 @@ def write_scenario_folder(root: Path, m: int, digits, epoch_key: int, act_key: i
 
 def test_import_keeps_the_users_split_and_reports_problems(lake04_copy: Path, tmp_path: Path) -> None:
     extra = {"train": [[[1, 2], [2, 3], 1, 0],      # shares 1 class in an m=0 folder: the accumulation bug
-                       [[1, 2], [3, 4], 5, 0]]}     # epoch 36: not in this zoo
+                       [[5, 6], [7, 8], 1, 0]]}     # digits 5-8: not in this zoo
     folder = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 1, 0, extra=extra)  # epoch 16, gelu
     (report,) = import_scenarios(lake04_copy, folder.parent, zoo=ZOO)
     assert report.scenario == "overlapping-0-0to3-e16-gelu"
     assert report.overlap_mismatch == 1 and report.unresolved == 1
-    assert any("epoch 36" in e for e in report.examples)
+    assert any("[5, 6]" in e or "5, 6" in e for e in report.examples), report.examples
     assert any("share 1 classes, the folder says 0" in n for n in report.notes)
     imported = pairs_of(lake04_copy, report.scenario)
     assert imported["source_row"].is_not_null().all()
@@ -312,6 +312,33 @@ def test_import_refuses_a_malicious_file(lake04_copy: Path, tmp_path: Path) -> N
     assert [r.scenario for r in reports] == ["overlapping-0-0to3-e11-gelu"]
     assert any("overlapping 1" in n for n in reports[0].notes)
     assert not marker.exists()
+
+
+def test_import_refuses_records_the_folder_name_contradicts(lake04_copy: Path, tmp_path: Path) -> None:
+    """A folder named e16/relu holding gelu/e11 records must not become scenario ``...-e16-relu``."""
+    root = tmp_path / "Scenario"
+    written = write_scenario_folder(root, 0, range(4), 0, 0)  # records: epoch 11, gelu
+    folder = written.rename(root / "overlapping 0 [0, 1, 2, 3] 16 relu")
+    version = open_lake(lake04_copy).snapshot
+    with pytest.raises(IngestError) as caught:
+        import_scenarios(lake04_copy, folder, zoo=ZOO)
+    message = str(caught.value)
+    assert "overlapping 0 [0, 1, 2, 3] 16 relu" in message
+    assert "epoch 11:" in message and "activation 'gelu':" in message
+    assert open_lake(lake04_copy).snapshot == version  # nothing committed
+
+    # one disagreement is enough: right activation, wrong epoch
+    other = write_scenario_folder(tmp_path / "S2", 0, range(4), 0, 1)  # epoch 11, relu
+    other = other.rename(other.parent / "overlapping 0 [0, 1, 2, 3] 21 relu")
+    with pytest.raises(IngestError, match=r"epoch 11: \d+ record") as caught:
+        import_scenarios(lake04_copy, other, zoo=ZOO)
+    assert "activation" not in str(caught.value).split("disagree", 1)[1]
+
+    write_scenario_folder(root, 0, range(4), 2, 1)  # epoch 21, relu: the name is right
+    reports = import_scenarios(lake04_copy, root, zoo=ZOO, on_error="skip")
+    assert [r.scenario for r in reports] == ["overlapping-0-0to3-e21-relu"]
+    assert any("16 relu" in n and "disagree" in n for n in reports[0].notes)
+    assert "overlapping-0-0to3-e16-relu" not in set(open_lake(lake04_copy).table("pairs").collect()["scenario"])
 
 
 def test_import_errors(lake04_copy: Path, tmp_path: Path) -> None:

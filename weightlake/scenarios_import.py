@@ -11,8 +11,10 @@ each folder becomes one scenario, named from the folder
 What the files get wrong is reported, not dropped: records that resolve to no model
 (with examples), records sharing a different number of classes than the folder says
 (the generator's accumulation bug: they are kept, and column ``overlap`` tells them
-apart), duplicate records and missing split files.  All folders are committed in one
-snapshot, or none.
+apart), duplicate records and missing split files.  Records whose epoch or activation
+key contradicts the folder name are refused (the scenario would be mislabelled): the
+import stops, or with ``on_error="skip"`` the folder is left out and named in the notes.
+All folders are committed in one snapshot, or none.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
         Scenario name from the folder's fields; ``digits`` is written ``0to9`` when
         contiguous, else joined with ``.``.
     on_error
-        ``"abort"``: an unsafe or malformed file raises and nothing is committed.
+        ``"abort"``: an unsafe or malformed file, or records whose epoch or activation
+        contradict the folder name, raise and nothing is committed.
         ``"skip"``: such a folder is left out entirely and listed in the report notes.
 
     Returns
@@ -95,8 +98,9 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
     UnsafeFileError
         A pair file would need code execution to unpickle (``on_error="abort"``).
     IngestError
-        No scenario folder found, a malformed file, an ambiguous ``init``, or two
-        folders that map to the same scenario name.
+        No scenario folder found, a malformed file, records whose epoch or activation
+        differ from the folder name's, an ambiguous ``init``, or two folders that map to
+        the same scenario name.
     """
     if on_error not in ("abort", "skip"):
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
@@ -173,9 +177,37 @@ def _read_folder(path: Path, template: str, on_error: str, skipped: list[str]) -
                 raise
             skipped.append(f"{path.name}: {exc}")
             return None
+    disagreement = _key_disagreement(path.name, epoch, activation, splits)
+    if disagreement:
+        if on_error == "abort":
+            raise IngestError(disagreement, path=str(path))
+        skipped.append(disagreement)
+        return None
     missing = tuple(s for s in SPLITS if s not in splits)
     return _Folder(path, scenario_name(template, m, digits, epoch, activation), m, digits, epoch, activation,
                    splits, missing)
+
+
+def _key_disagreement(name: str, epoch: int, activation: str, splits: dict[str, PairArrays]) -> str | None:
+    """Say how the records' epoch and activation keys contradict the folder name, or ``None``.
+
+    The scenario is named after the folder, so a folder whose records are of another epoch
+    or activation would become a mislabelled scenario: that is refused, not reported.
+    """
+    epochs: dict[int, int] = {}
+    activations: dict[str, int] = {}
+    for arrays in splits.values():
+        for key, n in zip(*np.unique(arrays.epoch_key, return_counts=True), strict=True):
+            epochs[EPOCH_BINS[key]] = epochs.get(EPOCH_BINS[key], 0) + int(n)
+        for key, n in zip(*np.unique(arrays.activation_key, return_counts=True), strict=True):
+            act = SCENARIO_ACTIVATIONS[key]
+            activations[act] = activations.get(act, 0) + int(n)
+    wrong = [f"epoch {e}: {n} record(s)" for e, n in sorted(epochs.items()) if e != epoch]
+    wrong += [f"activation {a!r}: {n} record(s)" for a, n in sorted(activations.items()) if a != activation]
+    if not wrong:
+        return None
+    return (f"folder {name!r} says epoch {epoch}, activation {activation!r}, but its records disagree "
+            f"({'; '.join(wrong)}); rename the folder after its records (or fix the records) and import again")
 
 
 def _check_unique(names: list[str]) -> None:

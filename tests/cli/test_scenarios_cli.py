@@ -71,6 +71,20 @@ def test_import(lake: str, tmp_path: Path) -> None:
     assert "overlapping-0-0to3-e11-gelu" in out and "train 4, val 1, test 1" in out
 
 
+def test_import_refuses_a_folder_name_its_records_contradict(lake: str, tmp_path: Path) -> None:
+    folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 16 relu"
+    folder.mkdir(parents=True)
+    subsets = [list(c) for c in itertools.combinations(range(4), 2)]
+    records = [[a, b, 0, 0] for a, b in itertools.product(subsets, subsets) if not set(a) & set(b)]  # e11, gelu
+    for split in ("train", "val", "test"):
+        np.save(folder / f"{split} pair.npy", np.array(records, dtype=object), allow_pickle=True)
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["scenario", "import", str(folder), "--zoo", ZOO, "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "16 relu" in result.output and "epoch 11" in result.output and "'gelu'" in result.output
+    assert open_lake(lake).snapshot == version  # no mislabelled scenario committed
+
+
 def test_errors_are_one_line(lake: str) -> None:
     result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", "nope", "--lake", lake])
     assert result.exit_code == 1 and "no zoo 'nope'" in result.output and "Traceback" not in result.output

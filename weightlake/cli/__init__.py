@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from weightlake.errors import WeightLakeError
+from weightlake.errors import QueryError, WeightLakeError
 
 _TEACHING_ORDER = ("demo", "ingest", "sql", "query", "export", "verify", "info", "history", "zoo", "scenario",
                    "pairs", "analyze", "experiments")
@@ -83,12 +83,16 @@ def progress_bar(length: int | None, label: str, unit: str = "items") -> Any:
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
+    """``("k=2", "zoo=z")`` -> ``{"k": "2", "zoo": "z"}``; a name given twice is refused (QueryError)."""
+    out: dict[str, str] = {}
     for item in values:
         if "=" not in item:
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
         key, value = item.split("=", 1)
-        out[key.strip()] = value
+        key = key.strip()
+        if key in out:
+            raise QueryError(f"--param {key} given twice ({key}={out[key]!r}, {key}={value!r}); give each name once")
+        out[key] = value
     return out
 
 

@@ -137,7 +137,10 @@ def _arch(spec: str):  # noqa: ANN202
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result to a file.")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind $NAME in the query (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Bind $NAME in the query (repeatable, each NAME once). VALUE is bound as an integer or "
+                   "float only when it is that number's canonical text (7, -3, 0.5); anything else, e.g. "
+                   "007, 1e3, 1.50, stays a string, as typed.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
 @lake_option
 def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str) -> None:
@@ -164,17 +167,26 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
 
 
 def _coerce(params: dict[str, str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in params.items():
-        for cast in (int, float):
-            try:
-                out[k] = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = v
-    return out
+    """Type each ``--param`` value: a number only when that loses nothing, else the text itself.
+
+    Round-trip law: a value becomes an int or float ``x`` only when ``str(x) == value``
+    (``7``, ``-3``, ``0.5``), so ``007``, ``1e3``, ``1.50``, ``+2``, ``inf`` and ``nan``
+    stay strings and reach DuckDB exactly as typed.
+    """
+    return {k: _typed(v) for k, v in params.items()}
+
+
+def _typed(value: str) -> object:
+    import math
+
+    for cast in (int, float):
+        try:
+            number = cast(value)
+        except ValueError:
+            continue
+        if str(number) == value and math.isfinite(number):
+            return number
+    return value
 
 
 def write_frame(df, fmt: str, output: str | None, max_rows: int = 40) -> None:  # noqa: ANN001

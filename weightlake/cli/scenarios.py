@@ -95,7 +95,9 @@ def import_cmd(folder: str, zoo: str, init: str | None, name_template: str, on_e
 
     FOLDER is one 'overlapping {m} {digits} {epoch} {activation}' folder or a folder of
     them (data/Scenario). The .npy files are read without unpickling anything but int
-    lists: a file that asks for more is refused and nothing in it runs.
+    lists: a file that asks for more is refused and nothing in it runs. A folder whose
+    records are of another epoch or activation than its name says is refused too (the
+    scenario would be named wrongly): rename it after its records.
 
     \b
     Examples:
