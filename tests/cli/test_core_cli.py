@@ -128,3 +128,11 @@ def test_canonical_numbers_are_bound_as_numbers(number):
     from weightlake.cli.core import _typed
 
     assert _typed(str(number)) == number and type(_typed(str(number))) is type(number)
+
+
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "weightlake", "--help"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("Usage: weightlake")
