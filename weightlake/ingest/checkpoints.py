@@ -325,8 +325,10 @@ def _parse_layout(layout: str) -> str:
 
 
 def _check_init(layout: str, init: str | None) -> str | None:
-    if init is not None and init not in INITS:
-        raise IngestError(f"unknown initialisation {init!r}; expected one of {INITS}")
+    from weightlake.ingest.common import check_init
+
+    if init is not None:
+        check_init(init)
     if layout == "A" and init is None:
         raise IngestError("layout A paths do not name the initialisation: pass init=... (one of "
                           f"{INITS}; the reference zoo is 'kaiming_uniform')")
