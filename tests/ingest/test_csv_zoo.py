@@ -136,6 +136,8 @@ BAD_CASES = [
     ("label/one-hot disagreement", 3, "3", "1", r"row 3, column '3'.*disagree"),
     ("two activations", 6, "relu", "1.0", r"row 6, column 'gelu'.*exactly one"),
     ("NaN accuracy", 8, "Accuracy", "nan", r"row 8, column 'Accuracy'"),
+    ("accuracy over 100", 8, "Accuracy", "150.0", r"row 8, column 'Accuracy'.*percentage in 0\.\.100"),
+    ("negative accuracy", 12, "Accuracy", "-5", r"row 12, column 'Accuracy'.*percentage in 0\.\.100"),
 ]
 
 
@@ -188,6 +190,40 @@ def test_skip_mode_writes_rejects_and_keeps_good_rows(tmp_path, small_csv):
     assert rejects["column"].to_list() == ["weight 12", "weight 3", "label"]
     rows = wl.open_lake(tmp_path / "l").models().collect()["source_row"].to_list()
     assert 7 not in rows and 20 not in rows and 30 not in rows and 8 in rows and 21 in rows
+
+
+def test_skip_mode_rejects_just_the_out_of_range_accuracies(tmp_path, small_csv):
+    bad = _edit(small_csv, tmp_path / "a1.csv", 8, "Accuracy", "150.0")
+    bad = _edit(bad, tmp_path / "a2.csv", 12, "Accuracy", "-5")
+    bad = _edit(bad, tmp_path / "a3.csv", 13, "Accuracy", "100.0")  # the bounds are valid
+    bad = _edit(bad, tmp_path / "a4.csv", 14, "Accuracy", "0.0")
+    report = ingest_csv(tmp_path / "l", bad, zoo="z", init="normal", on_error="skip",
+                        rejects_path=tmp_path / "rejects.csv")
+    assert report.rows_rejected == 2 and report.rows_added == N_ROWS - 2
+    rejects = pl.read_csv(tmp_path / "rejects.csv")
+    assert rejects["row"].to_list() == [8, 12] and rejects["column"].to_list() == ["Accuracy", "Accuracy"]
+    models = wl.open_lake(tmp_path / "l").models().collect()
+    assert models["accuracy"].is_between(0, 100).all()
+    assert set(models.filter(pl.col("source_row").is_in([13, 14]))["accuracy"]) == {0.0, 100.0}
+
+
+@pytest.mark.parametrize("init", ["kaiming_unifrom", "Kaiming", ""])
+def test_unknown_init_is_refused_with_the_valid_names(tmp_path, small_csv, init):
+    with pytest.raises(IngestError, match=rf"unknown initialisation {init!r}; expected one of .*'kaiming_uniform'"):
+        ingest_csv(tmp_path / "l", small_csv, zoo="z", init=init)
+    assert not (tmp_path / "l").exists()
+
+
+def test_cli_refuses_a_misspelt_init_like_ingest_checkpoints(tmp_path, small_csv):
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    result = CliRunner().invoke(main, ["ingest", "csv", str(small_csv), "--zoo", "s", "--init", "kaiming_unifrom",
+                                       "--lake", str(tmp_path / "l")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "unknown initialisation 'kaiming_unifrom'" in result.output and "'kaiming_uniform'" in result.output
+    assert not (tmp_path / "l").exists()
 
 
 def test_rows_are_counted_across_batches_and_an_empty_weight_is_named(tmp_path, small_csv):

@@ -156,3 +156,21 @@ def test_an_architecture_inferred_from_the_state_dicts(tmp_path):
     assert tuple(lake.layer(ids, "conv2").shape) == (4, 4, 6, 3, 3)
     done = analyze_spectra(tmp_path / "lake", zoo="tiny")
     assert done.rows == 4 * 3  # every conv2d and linear layer of every model
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_checkpoint_with_a_non_finite_weight_is_rejected_naming_its_key(tmp_path, bad):
+    root = tmp_path / "zoo"
+    saved = _tree(root, runs=1, epochs=(1, 2))
+    run = next(root.iterdir())
+    path = run / "checkpoint_2" / "checkpoints"
+    sd = torch.load(path, weights_only=True)
+    sd["module_list.9.weight"][3, 7] = float(bad)
+    torch.save(sd, path)
+    report = ingest_modelzoo(tmp_path / "lake", root, zoo="mz", arch=CNN_S)
+    assert report.rows_rejected == 1 and report.rows_added == 1
+    (reason,) = report.extra["rejected"]
+    assert str(path) in reason and "'module_list.9.weight'" in reason and repr(float(bad)) in reason
+    lake = wl.open_lake(tmp_path / "lake")
+    ids = lake.models().collect()["model_id"].to_numpy()
+    assert np.array_equal(lake.weights_numpy(ids)[0], saved[(run.name, 1)])

@@ -325,8 +325,10 @@ def _parse_layout(layout: str) -> str:
 
 
 def _check_init(layout: str, init: str | None) -> str | None:
-    if init is not None and init not in INITS:
-        raise IngestError(f"unknown initialisation {init!r}; expected one of {INITS}")
+    from weightlake.ingest.common import check_init
+
+    if init is not None:
+        check_init(init)
     if layout == "A" and init is None:
         raise IngestError("layout A paths do not name the initialisation: pass init=... (one of "
                           f"{INITS}; the reference zoo is 'kaiming_uniform')")
@@ -461,14 +463,41 @@ def _load_checkpoint(path: str, arch: Architecture) -> tuple[np.ndarray | None, 
                             f"a {arch.name} checkpoint (set {BUDGET_ENV}=MB to raise it); nothing was read")
     try:
         with Checkpoint(path) as ckpt:
-            return _flatten_strict(ckpt, arch)
+            return _refuse_non_finite(*_flatten_strict(ckpt, arch), arch)
     except StrictLoadUnsupported:
         pass
     except ArchitectureError as exc:
         return None, None, _short(exc, with_type=False)
     except (OSError, ValueError, KeyError, EOFError) as exc:
         return None, None, f"not a readable torch checkpoint (truncated or corrupted?): {_short(exc)}"
-    return _load_with_torch(path, arch)
+    return _refuse_non_finite(*_load_with_torch(path, arch), arch)
+
+
+def non_finite_reason(flat: np.ndarray, arch: Architecture, where: str = "model_state_dict") -> str | None:
+    """Why ``flat`` cannot be stored (its first NaN or infinity, by state_dict key), or ``None``.
+
+    The CSV reader refuses such a weight naming row and column; a checkpoint or a
+    safetensors file is refused the same way, naming the tensor key and the value's
+    index in that tensor.
+    """
+    flat = np.asarray(flat).reshape(-1)
+    # one sum per vector; a sum that overflows only sends it to the exact check, which finds nothing
+    if np.isfinite(np.add.reduce(flat, dtype=np.float64)):
+        return None
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if not len(bad):
+        return None
+    first = int(bad[0])
+    spec = next(t for t in arch.tensors if t.start <= first < t.stop)
+    index = tuple(int(i) for i in np.unravel_index(first - spec.start, spec.shape)) if spec.shape else ()
+    return (f"{where}: {spec.key!r} holds {float(flat[first])!r} at index {index} ({len(bad)} non-finite "
+            f"value{'s' if len(bad) > 1 else ''} in all); weights must be finite numbers")
+
+
+def _refuse_non_finite(flat: np.ndarray | None, epoch: int | None, reason: str | None,
+                       arch: Architecture) -> tuple[np.ndarray | None, int | None, str | None]:
+    why = non_finite_reason(flat, arch) if flat is not None else None
+    return (None, None, why) if why else (flat, epoch, reason)
 
 
 BUDGET_ENV = "WEIGHTLAKE_MAX_CHECKPOINT_MB"

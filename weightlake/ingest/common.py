@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.arch import Architecture
+from weightlake.arch import INITS, Architecture
 from weightlake.errors import IngestError
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
@@ -48,6 +48,19 @@ META_SCHEMA: dict[str, Any] = {
 
 IDENTITY = ("weights_hash", "init", "activation", "epoch", "class_mask")
 """A row with the same identity as one already in the zoo is not added again."""
+
+
+def check_init(init: str) -> str:
+    """``init`` if it names one of :data:`~weightlake.arch.INITS`; every ingester checks a given init here.
+
+    Raises
+    ------
+    IngestError
+        An unknown name (``'Kaiming'``, ``'kaiming_unifrom'``), with the list of valid ones.
+    """
+    if init not in INITS:
+        raise IngestError(f"unknown initialisation {init!r}; expected one of {INITS}")
+    return init
 
 
 def label_text(classes: Any) -> str:

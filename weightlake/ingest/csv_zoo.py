@@ -37,6 +37,7 @@ from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.common import (
     IngestReport,
     ZooWriter,
+    check_init,
     check_zoo_dataset,
     file_fingerprint,
     source_seen,
@@ -208,6 +209,8 @@ def _validate(batch: pl.DataFrame, rows: np.ndarray,
         ("0", onehot_ok & (mask >= 0) & (onehot != mask), "label and digit one-hot columns disagree"),
         (ACTIVATIONS[0], ~act_ok, "activation one-hot must hold exactly one 1.0"),
         ("Accuracy", ~np.isfinite(acc), "accuracy is not a finite number"),
+        # a percentage (spec, section 2): a fraction 0..1 would pass too, but so would nothing past 100
+        ("Accuracy", np.isfinite(acc) & ((acc < 0) | (acc > 100)), "accuracy must be a percentage in 0..100"),
         ("epoch", ~epoch_ok, "epoch must be a non-negative integer"),
     ]
     for column, bad, reason in checks:
@@ -317,6 +320,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     """
     if on_error not in ("abort", "skip"):
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    check_init(init)
     root, path = Path(lake_root), Path(path)
     check_input_file(path)
     check_header(path, arch)

@@ -12,7 +12,7 @@
 :func:`ingest_safetensors` reads such files back into a zoo in one commit.  Round-trip law:
 exporting a zoo and ingesting the files into a new lake gives the same weight vectors
 bitwise and the same metadata (model ids are the new lake's).  A file without the header,
-with another architecture than the zoo's, or with tensors that do not fit it is refused
+with another architecture than the zoo's, or with tensors that do not fit it, or holding a NaN or an infinity, is refused
 with a one-line error naming it; nothing is committed.
 """
 
@@ -30,6 +30,7 @@ import polars as pl
 
 from weightlake.arch import Architecture
 from weightlake.errors import IngestError, QueryError
+from weightlake.ingest.checkpoints import non_finite_reason
 from weightlake.ingest.common import (
     IngestReport,
     ZooWriter,
@@ -156,9 +157,13 @@ def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zo
             raise IngestError(f"architecture {file_arch.name!r} differs from {arch.name!r} of {files[0].name}",
                               path=str(path))
         try:
-            rows.append(np.asarray(arch.state_dict_to_flat(tensors, where=path.name), dtype=np.float32))
+            flat = np.asarray(arch.state_dict_to_flat(tensors, where=path.name), dtype=np.float32)
         except Exception as exc:
             raise IngestError(str(exc).splitlines()[0], path=str(path)) from exc
+        why = non_finite_reason(flat, arch, where=path.name)
+        if why:
+            raise IngestError(why, path=str(path))
+        rows.append(flat)
         metas.append(_meta_row(model, path))
     datasets = {str(m["dataset"]) for _, _, m, _ in loaded if m.get("dataset") is not None}
     if len(datasets) > 1:

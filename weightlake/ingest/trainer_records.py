@@ -92,4 +92,13 @@ def nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins
         "--epoch-bins with the checkpoints' epochs"
     return IngestError(f"no checkpoint fills an epoch bin, nothing ingested: {len(files)} files found "
                        f"({len(batch.rejects)} rejected) of {models} models with epochs {epochs} in their names, "
-                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}", path=str(files[0].root if files else ""))
+                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}" + _first_reject(batch),
+                       path=str(files[0].root if files else ""))
+
+
+def _first_reject(batch: CheckpointBatch) -> str:
+    """When every file was refused, the first refusal is the likely answer: say it on the same line."""
+    if not batch.rejects or batch.summary.files_read:
+        return ""
+    path, reason = batch.rejects[0]
+    return f"; first rejected: {path!r}: {reason}"
