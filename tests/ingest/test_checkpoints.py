@@ -306,6 +306,25 @@ def test_bad_files_are_rejected_not_run(batch_a: CheckpointBatch, tree_a: dict[s
                                   tree_a["flats"]["[3, 4]/gelu/checkpoint epoch 31.pth"])
 
 
+def test_bins_of_refused_checkpoints_stay_missing() -> None:
+    out = assign_epoch_bins({11: "a", 21: "c"}, refused={16})
+    assert sorted(out) == [11, 21, 26, 31, 36] and not out[21].fallback  # 26.. : an early stop after 21
+    assert assign_epoch_bins({11: "a"}, refused={16})[11].ref == "a"
+
+
+def test_a_corrupt_checkpoint_is_no_early_stop(tmp_path: Path) -> None:
+    model = tmp_path / "[0, 1]" / "gelu"
+    for e in (11, 16, 21):
+        save_checkpoint(model / f"checkpoint epoch {e}.pth", "gelu", e, seed=e)
+    data = (model / "checkpoint epoch 16.pth").read_bytes()
+    (model / "checkpoint epoch 16.pth").write_bytes(data[: len(data) // 2])
+    batch = read_checkpoints(scan_checkpoint_tree(tmp_path, init=INIT), CNN_S, workers=1)
+    rows = _rows(batch, "[0, 1]", "gelu")
+    assert [(r["epoch"], r["actual_epoch"], r["fallback"]) for r in rows if r["epoch"] <= 21] == [
+        (11, 11, False), (21, 21, False)]
+    assert ("[0, 1]", "gelu", INIT, 16) in batch.summary.missing_slots
+
+
 def test_marker_payload_really_runs_when_fully_unpickled(tmp_path: Path) -> None:
     # Guards the test above against a payload that would never have fired anyway.
     pickle.loads(pickle.dumps(_Marker(tmp_path / "ran")))
@@ -346,8 +365,9 @@ def test_odd_but_readable_checkpoints(tmp_path: Path) -> None:
     torch.save([1, 2, 3], model_dir / "checkpoint epoch 21.pth")
     torch.save({"epoch": 27, "model_state_dict": sd}, model_dir / "checkpoint epoch 26.pth")  # name and key differ
     batch = read_checkpoints(scan_checkpoint_tree(tmp_path, init=INIT), workers=1)
-    assert [(r["epoch"], r["actual_epoch"], r["fallback"]) for r in batch.rows.to_dicts()][:4] == [
-        (11, 11, False), (16, 16, False), (21, 16, True), (26, 27, True)]
+    # epoch 21's file is refused, so its bin stays missing (not filled from 16 as if training had stopped)
+    assert [(r["epoch"], r["actual_epoch"], r["fallback"]) for r in batch.rows.to_dicts()][:3] == [
+        (11, 11, False), (16, 16, False), (26, 27, True)]
     assert any("name says epoch 26, the file's 'epoch' key says 27" in w for w in batch.summary.warnings)
     expected = torch.cat([v.reshape(-1) for v in sd.values()]).numpy()
     np.testing.assert_array_equal(batch.weights[0], expected)

@@ -24,6 +24,8 @@ every slot of the grid was filled.  Every checkpoint has an *actual epoch* (its
 (``b' = +inf`` after the last bin):
 
 1. a checkpoint whose actual epoch is exactly ``b`` fills the slot directly;
+   where the file named for epoch ``b`` is there but rejected (unreadable, misshapen,
+   non-finite), the slot is missing: training went on, so no earlier state stands in;
 2. otherwise the latest checkpoint with ``bins[0] <= epoch < b'`` fills it as a
    fallback: one filed under ``b`` itself (the early-stop checkpoint of epoch 19 fills
    bin 16 when no epoch-16 checkpoint exists), else the closest earlier one, which
@@ -53,7 +55,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -185,7 +187,8 @@ class _Loaded:
 
 
 # -- epoch bins ----------------------------------------------------------------------------
-def assign_epoch_bins(available: Mapping[int, R], bins: Sequence[int] = EPOCH_BINS) -> dict[int, BinChoice[R]]:
+def assign_epoch_bins(available: Mapping[int, R], bins: Sequence[int] = EPOCH_BINS,
+                      refused: Collection[int] = ()) -> dict[int, BinChoice[R]]:
     """Map one model's checkpoints to epoch bins (the rule of the module docstring).
 
     Parameters
@@ -195,6 +198,9 @@ def assign_epoch_bins(available: Mapping[int, R], bins: Sequence[int] = EPOCH_BI
         checkpoint of unknown epoch.
     bins : sequence of int
         Sorted epoch bins.
+    refused : collection of int
+        Epochs whose checkpoint was there but rejected (unreadable, non-finite): their bins
+        stay missing, since an earlier checkpoint is no early stop's last state.
 
     Returns
     -------
@@ -208,6 +214,8 @@ def assign_epoch_bins(available: Mapping[int, R], bins: Sequence[int] = EPOCH_BI
         upper = bins[i + 1] if i + 1 < len(bins) else math.inf
         if b in available:
             out[b] = BinChoice(b, b, available[b], fallback=False)
+        elif b in refused:
+            continue
         elif FINAL_EPOCH in available and b > last_known:
             out[b] = BinChoice(b, None, available[FINAL_EPOCH], fallback=True)
         else:
@@ -741,7 +749,12 @@ def _choose_slots(files: Sequence[CheckpointFile], loaded: _Loaded, bins: Sequen
             if _priority(f, epoch) >= _priority(files[slot[epoch]], epoch):
                 continue
         slot[epoch] = i
-    chosen = {model: assign_epoch_bins(avail, bins) for model, avail in per_model.items()}
+    refused: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for i in loaded.failures:  # a rejected file's own epoch (from its name) is not filled from another
+        f = files[i]
+        if f.name_epoch is not None and f.name_epoch >= 0:
+            refused[f.model_key].add(f.name_epoch)
+    chosen = {model: assign_epoch_bins(avail, bins, refused.get(model, ())) for model, avail in per_model.items()}
     return chosen, shadowed, warnings
 
 
