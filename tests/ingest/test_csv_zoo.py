@@ -135,7 +135,8 @@ BAD_CASES = [
     ("unsorted label", 4, "label", "[1, 0]", r"row 4, column 'label'.*malformed label"),
     ("label/one-hot disagreement", 3, "3", "1", r"row 3, column '3'.*disagree"),
     ("two activations", 6, "relu", "1.0", r"row 6, column 'gelu'.*exactly one"),
-    ("NaN accuracy", 8, "Accuracy", "nan", r"row 8, column 'Accuracy'"),
+    ("NaN accuracy", 8, "Accuracy", "nan", r"row 8, column 'Accuracy': Accuracy is nan, not a number"),
+    ("empty accuracy", 8, "Accuracy", "", r"row 8, column 'Accuracy': missing value"),
     ("accuracy over 100", 8, "Accuracy", "150.0", r"row 8, column 'Accuracy'.*percentage in 0\.\.100"),
     ("negative accuracy", 12, "Accuracy", "-5", r"row 12, column 'Accuracy'.*percentage in 0\.\.100"),
 ]

@@ -202,7 +202,9 @@ def _validate(batch: pl.DataFrame, rows: np.ndarray,
     problems: list[BadRow] = []
     for i in np.flatnonzero(np.isnan(values).any(axis=1) | np.array([t is None for t in labels])):
         col = "label" if labels[i] is None else numeric[int(np.argmax(np.isnan(values[i])))]
-        problems.append(BadRow(int(rows[i]), col, "missing value (truncated line or empty field)"))
+        given_nan = col != "label" and batch.get_column(col)[int(i)] is not None  # a written 'nan', not a gap
+        problems.append(BadRow(int(rows[i]), col, f"{col} is nan, not a number" if given_nan
+                               else "missing value (truncated line or empty field)"))
     checks = [
         ("label", mask < 0, "malformed label: expected a sorted list of distinct digits like '[0, 3, 7]'"),
         ("0", ~onehot_ok, "digit one-hot values must be 0 or 1"),
