@@ -14,10 +14,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "weightlake"
 
 # The top of the house: the package namespace (``weightlake/__init__.py``, whose ``open_lake``
-# returns the user handle), the user handle itself, the demo and the CLI. They may import every
-# layer; no module below them imports any of them.
+# returns the user handle), the user handle itself, the demo, the CLI and ``python -m weightlake``.
+# They may import every layer; no module below them imports any of them.
 ROOT = "weightlake.__init__"  # what ``import weightlake`` / ``from weightlake import open_lake`` names here
-TOP: tuple[str, ...] = (ROOT, "weightlake.handle", "weightlake.demo", "weightlake.cli")
+TOP: tuple[str, ...] = (ROOT, "weightlake.handle", "weightlake.demo", "weightlake.cli", "weightlake.__main__")
 
 # The read path, bottom up: lake (the core handle) < query < scenarios < serve < compute and
 # experiments. Each takes a Lake and reads it; none calls back up, lazily or not.
