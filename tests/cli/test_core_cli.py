@@ -113,6 +113,8 @@ def test_a_repeated_param_is_refused(run, small_lake_dir):
     out = run("sql", "SELECT $e AS e", "--param", "e=11", "--param", "e=16", "--lake", str(small_lake_dir), code=1)
     assert out.count("\n") == 1 and "--param e given twice" in out and "'11'" in out and "'16'" in out
     assert "canonical text" in run("sql", "--help")
+    out = run("sql", "SELECT $e AS e", "--param", "e11", "--lake", str(small_lake_dir), code=1)
+    assert out.count("\n") == 1 and "--param expects NAME=VALUE, got 'e11'" in out
 
 
 @given(st.text(max_size=12))

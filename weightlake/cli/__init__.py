@@ -87,7 +87,7 @@ def parse_params(values: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
         if "=" not in item:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+            raise QueryError(f"--param expects NAME=VALUE, got {item!r} (e.g. --param k=3 for $k in the query)")
         key, value = item.split("=", 1)
         key = key.strip()
         if key in out:
