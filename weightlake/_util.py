@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -61,3 +62,15 @@ def parse_int_ranges(text: str, error: type[Exception] = ValueError) -> list[int
         out.update(range(first, last + 1))
     return sorted(out)
 
+
+
+def non_finite_rows(rows: Any) -> Any:
+    """Indices of the rows of a 2-D numpy array that hold a NaN or an infinity.
+
+    One sum per row (a row holding either has a non-finite sum); only rows whose sum is not
+    finite get the exact check, since a sum of finite values can overflow.
+    """
+    import numpy as np
+
+    suspect = np.flatnonzero(~np.isfinite(np.add.reduce(rows, axis=1)))
+    return suspect[[not np.isfinite(rows[i]).all() for i in suspect]] if len(suspect) else suspect

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from weightlake._util import non_finite_rows
 from weightlake.errors import QueryError
 
 
@@ -60,8 +61,7 @@ def refuse_non_finite(zoo: str, ids: np.ndarray, rows: np.ndarray) -> None:
     A lake written before ingestion refused them can hold such rows; an analysis over them
     fails deep inside a decomposition or gives NaN for the model, so it is refused up front.
     """
-    bad = np.flatnonzero(~np.isfinite(np.add.reduce(rows, axis=1)))
-    bad = bad[[not np.isfinite(rows[i]).all() for i in bad]]  # a sum can overflow on finite values
+    bad = non_finite_rows(rows)
     if len(bad):
         shown = ", ".join(str(int(ids[i])) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise QueryError(f"zoo {zoo!r}: {len(bad)} models have non-finite weights (model_id {shown}); "

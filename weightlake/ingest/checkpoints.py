@@ -63,6 +63,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from weightlake._util import non_finite_rows
 from weightlake.arch import ACTIVATIONS, CNN_S, EPOCH_BINS, INITS, Architecture
 from weightlake.errors import ArchitectureError, IngestError
 
@@ -489,12 +490,9 @@ def non_finite_reason(flat: np.ndarray, arch: Architecture, where: str = "model_
     index in that tensor.
     """
     flat = np.asarray(flat).reshape(-1)
-    # one sum per vector; a sum that overflows only sends it to the exact check, which finds nothing
-    if np.isfinite(np.add.reduce(flat, dtype=np.float64)):
+    if not len(non_finite_rows(flat[None])):
         return None
     bad = np.flatnonzero(~np.isfinite(flat))
-    if not len(bad):
-        return None
     first = int(bad[0])
     spec = next(t for t in arch.tensors if t.start <= first < t.stop)
     index = tuple(int(i) for i in np.unravel_index(first - spec.start, spec.shape)) if spec.shape else ()

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from weightlake._util import non_finite_rows
 from weightlake.arch import ACTIVATIONS, CNN_S, Architecture
 from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.common import (
@@ -258,10 +259,9 @@ def _non_finite(blocks: list[np.ndarray]) -> list[tuple[int, int, float]]:
     """
     out, start = [], 0
     for block in blocks:
-        for i in np.flatnonzero(~np.isfinite(np.add.reduce(block, axis=1))):
-            bad = np.flatnonzero(~np.isfinite(block[i]))
-            if len(bad):
-                out.append((start + int(i), int(bad[0]), float(block[i, bad[0]])))
+        for i in non_finite_rows(block):
+            j = int(np.flatnonzero(~np.isfinite(block[i]))[0])
+            out.append((start + int(i), j, float(block[i, j])))
         start += len(block)
     return out
 
