@@ -374,3 +374,24 @@ def test_odd_but_readable_checkpoints(tmp_path: Path) -> None:
     np.testing.assert_allclose(batch.weights[1], expected)
     assert batch.weights.dtype == np.float32
     assert [why for _, why in batch.rejects] == ["expected a dict with 'model_state_dict', got list"]
+
+
+def test_accuracies_outside_a_percentage_are_not_stored(tmp_path: Path) -> None:
+    """A metrics file holding fractions or junk past 100 % is left out with a warning naming it and the value;
+    a NaN epoch is named too and only that epoch's accuracy is null (both once went in as written, or silently)."""
+    for label, row in (("[0, 1]", [10.0, 55.0, 1e4, 70.0]), ("[2, 3]", [10.0, -3.0, 60.0, 70.0]),
+                       ("[4, 5]", [10.0, 50.0, np.nan, 70.0])):
+        model_dir = tmp_path / label / "relu"
+        save_checkpoint(model_dir / "checkpoint epoch 1.pth", epoch=1)
+        save_checkpoint(model_dir / "checkpoint epoch 2.pth", epoch=2)
+        (model_dir / "metrics").mkdir()
+        np.save(model_dir / "metrics" / "Test Accuracy IID.npy", np.array([row]))
+    batch = read_checkpoints(scan_checkpoint_tree(tmp_path, init=INIT), CNN_S, bins=(1, 2), workers=1)
+    acc = {(r["label"], r["epoch"]): r["accuracy"] for r in batch.rows.to_dicts()}
+    assert acc[("[0, 1]", 1)] is None and acc[("[0, 1]", 2)] is None  # 1e4 at index 2: the whole file is doubtful
+    assert acc[("[2, 3]", 1)] is None and acc[("[2, 3]", 2)] is None
+    assert acc[("[4, 5]", 1)] is None and acc[("[4, 5]", 2)] == 70.0  # epoch e is index e + 1
+    warnings = "\n".join(batch.summary.warnings)
+    assert "index 2 holds 10000.0, not a percentage in 0..100; accuracy left null" in warnings
+    assert "index 1 holds -3.0, not a percentage" in warnings
+    assert "1 value(s) not finite (first: index 2, nan); those epochs' accuracy left null" in warnings

@@ -87,3 +87,27 @@ def test_tracking_skip_that_leaves_nothing_commits_nothing(tmp_path):
     assert wl.open_lake(lake).tables == []
     with pytest.raises(IngestError, match="no tracking CSVs under"):
         ingest_tracking(lake, tmp_path / "lake")
+
+
+def test_a_tree_whose_every_checkpoint_is_refused_says_so(tmp_path):
+    """Every file truncated: the error names the refusal, not --epoch-bins (other bins fill nothing either)."""
+    import torch
+
+    from weightlake.zoo.cnn import build_cnn
+
+    root = tmp_path / "zoo"
+    for label in ("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "[3, 7]"):
+        model_dir = root / label / "gelu"
+        model_dir.mkdir(parents=True)
+        for e in (11, 16):
+            path = model_dir / f"checkpoint epoch {e}.pth"
+            torch.save({"epoch": e, "model_state_dict": build_cnn(activation="gelu").state_dict()}, path)
+            path.write_bytes(path.read_bytes()[:100])
+    lake = tmp_path / "lake"
+    result = CliRunner().invoke(main, ["ingest", "checkpoints", str(root), "--zoo", "z", "--lake", str(lake),
+                                       "--init", "kaiming_uniform", "--rejects", str(tmp_path / "rej.csv")])
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert result.exit_code == 1, result.output
+    assert "no checkpoint could be read, nothing ingested: all 4 of 4 files were refused; first:" in line
+    assert "checkpoint epoch 11.pth" in line and "--epoch-bins" not in line and "Traceback" not in line
+    assert not (lake / "_snapshots").exists() or not wl.open_lake(lake).zoos

@@ -76,3 +76,42 @@ def test_refusals_leave_the_lake_unchanged(real_lake_dir: Path, tmp_path: Path, 
         assert result.exit_code == 1 and message in result.output and path.name in result.output, result.output
         assert "Traceback" not in result.output
     assert tree_state(target) == before
+
+
+def _with_model_fields(src: Path, dst: Path, **fields: object) -> Path:
+    """A copy of an exported file whose ``weightlake.model`` header entry has ``fields`` changed."""
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="numpy") as fh:
+        header = dict(fh.metadata())
+    model = {**json.loads(header["weightlake.model"]), **fields}
+    header["weightlake.model"] = json.dumps(model)
+    st.save_file(st.load_file(str(src)), str(dst), metadata=header)
+    return dst
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"init": "kaiming_unifrom"}, "initialisation 'kaiming_unifrom' is not one of"),
+    ({"activation": "swish"}, "activation 'swish' is not one of"),
+    ({"epoch": -1}, "epoch -1 is not a non-negative integer"),
+    ({"epoch": 2.5}, "epoch 2.5 is not a non-negative integer"),
+    ({"accuracy": 150.0}, "accuracy 150.0 is not a percentage in 0..100"),
+    ({"accuracy": "high"}, "accuracy 'high' is not a percentage"),
+    ({"classes": [3, 3]}, "classes [3, 3] are not distinct digits 0..9"),
+    ({"classes": [12]}, "classes [12] are not distinct digits 0..9"),
+    ({"classes": ["x"]}, "classes ['x'] are not a list of digits"),
+])
+def test_header_fields_are_checked(real_lake_dir: Path, tmp_path: Path, tree_state, fields, message) -> None:
+    """The header's init, activation, epoch, accuracy and classes are checked as CSV and checkpoint
+    ingestion check theirs (these once went into the lake as written)."""
+    out = tmp_path / "m"
+    _export(real_lake_dir, out)
+    target = tmp_path / "lake"
+    shutil.copytree(real_lake_dir, target)
+    before = tree_state(target)
+    bad = _with_model_fields(sorted(out.glob("*.safetensors"))[0], tmp_path / "bad model.safetensors", **fields)
+    result = CliRunner().invoke(main, ["ingest", "safetensors", str(bad), "--lake", str(target)])
+    assert result.exit_code == 1 and message in result.output and "bad model.safetensors" in result.output, \
+        result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert tree_state(target) == before

@@ -597,7 +597,18 @@ def _load_accuracy(model_dir: Path) -> tuple[np.ndarray | None, str | None]:
         arr = arr[0]
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
         return None, f"{path}: expected shape (1, E+1) numbers, got {arr.shape} {arr.dtype}; accuracy left null"
-    return arr.astype(np.float64), None
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    outside = np.flatnonzero(finite & ((arr < 0) | (arr > 100)))
+    if outside.size:  # the spec's accuracies are percentages: this file holds something else
+        i = int(outside[0])
+        return None, (f"{path}: index {i} holds {float(arr[i])!r}, not a percentage in 0..100; "
+                      "accuracy left null")
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        return arr, (f"{path}: {int((~finite).sum())} value(s) not finite (first: index {i}, {float(arr[i])!r}); "
+                     "those epochs' accuracy left null")
+    return arr, None
 
 
 def _pickle_reason(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ with a one-line error naming it; nothing is committed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.arch import Architecture
+from weightlake.arch import ACTIVATIONS, INITS, Architecture
 from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.checkpoints import non_finite_reason
 from weightlake.ingest.common import (
@@ -200,11 +201,32 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _meta_row(model: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    classes = [int(c) for c in model.get("classes") or []]
+    try:
+        classes = [int(c) for c in model.get("classes") or []]
+    except (TypeError, ValueError):
+        raise IngestError(f"the weightlake header's classes {model.get('classes')!r} are not a list of digits",
+                          path=str(path)) from None
     for key in ("init", "activation", "epoch"):
         if model.get(key) is None:
             raise IngestError(f"the weightlake header has no {key!r}", path=str(path))
-    return {"init": str(model["init"]), "activation": str(model["activation"]), "epoch": int(model["epoch"]),
+    # the header is the file's own word, checked as every other ingester checks its input
+    if model["init"] not in INITS:
+        raise IngestError(f"the weightlake header's initialisation {model['init']!r} is not one of {INITS}",
+                          path=str(path))
+    if model["activation"] not in ACTIVATIONS:
+        raise IngestError(f"the weightlake header's activation {model['activation']!r} is not one of {ACTIVATIONS}",
+                          path=str(path))
+    epoch = model["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise IngestError(f"the weightlake header's epoch {epoch!r} is not a non-negative integer", path=str(path))
+    accuracy = model.get("accuracy")
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)
+                                 or not math.isfinite(accuracy) or not 0 <= accuracy <= 100):
+        raise IngestError(f"the weightlake header's accuracy {accuracy!r} is not a percentage in 0..100",
+                          path=str(path))
+    if any(not 0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+        raise IngestError(f"the weightlake header's classes {classes} are not distinct digits 0..9", path=str(path))
+    return {"init": str(model["init"]), "activation": str(model["activation"]), "epoch": epoch,
             "classes": classes, "class_mask": class_mask(classes), "n_classes": len(classes),
             "accuracy": model.get("accuracy"), "source_file": path.name, "source_row": 0,
             "fallback": bool(model.get("fallback") or False)}

@@ -85,6 +85,12 @@ def resolve_bins(bins: Sequence[int] | None, records: Sequence[Mapping[str, Any]
 
 def nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins: Sequence[int],
                     bins_from: str) -> IngestError:
+    where = str(files[0].root if files else "")
+    if batch.rejects and not batch.summary.files_read:
+        # every file was refused: other bins would fill nothing either, so the refusal is the answer
+        path, reason = batch.rejects[0]
+        return IngestError(f"no checkpoint could be read, nothing ingested: all {len(batch.rejects)} of "
+                           f"{len(files)} files were refused; first: {path!r}: {reason}", path=where)
     good = [f for f in files if f.reject is None]
     epochs = sorted({f.name_epoch for f in good if f.name_epoch is not None})
     models = len({f.model_key for f in good})
@@ -92,13 +98,4 @@ def nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins
         "--epoch-bins with the checkpoints' epochs"
     return IngestError(f"no checkpoint fills an epoch bin, nothing ingested: {len(files)} files found "
                        f"({len(batch.rejects)} rejected) of {models} models with epochs {epochs} in their names, "
-                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}" + _first_reject(batch),
-                       path=str(files[0].root if files else ""))
-
-
-def _first_reject(batch: CheckpointBatch) -> str:
-    """When every file was refused, the first refusal is the likely answer: say it on the same line."""
-    if not batch.rejects or batch.summary.files_read:
-        return ""
-    path, reason = batch.rejects[0]
-    return f"; first rejected: {path!r}: {reason}"
+                       f"epoch bins {list(bins)} from {bins_from}; pass {hint}", path=where)
