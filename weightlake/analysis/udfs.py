@@ -97,6 +97,9 @@ def register_udfs(con: duckdb.DuckDBPyConnection, lake: Any = None, arch: Archit
     """Register every ``wl_*`` function on ``con`` (or only the names in ``only``); returns their names.
 
     ``macros``: the functions in :data:`MACROS` as DuckDB macros (default) or as Python UDFs.
+    The Python forms are typed ``FLOAT[P]`` (whole vectors of the lake's architecture), so with
+    ``macros=False`` those names do not bind over a ``weights_<layer>`` view; the macros take a
+    fixed-size array of any width, and ``wl_<metric>_layer`` takes a whole vector and a layer name.
     """
     names: list[str] = register_macros(con, only) if macros else []
     if only is not None and only <= set(names):
