@@ -96,3 +96,15 @@ def test_help_teaches() -> None:
     for cmd in (["scenario", "declare"], ["scenario", "import"], ["pairs", "materialize"], ["pairs", "show"]):
         text = run(*cmd, "--help")
         assert "Example" in text and "weightlake " + cmd[0] in text
+
+
+@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--batch-size", "-3"), ("--epochs", "0")])
+def test_materialize_refuses_sizes_below_one(lake: str, option: str, value: str) -> None:
+    """--batch-size 0 divided by zero before the library could refuse it (a traceback); -3 counted -6 batches."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["pairs", "materialize", "s", "--split", "test", option, value, "--lake", lake])
+    assert result.exit_code == 2 and "Traceback" not in result.output and result.exception is not None
+    assert f"Invalid value for '{option}'" in result.output and "x>=1" in result.output
+    assert "batches to do" not in result.output
+    assert open_lake(lake).snapshot == version

@@ -144,8 +144,10 @@ def pairs() -> None:
 @pairs.command("materialize")
 @click.argument("scenario_name", metavar="SCENARIO")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--batch-size", default=36, show_default=True, help="Pairs per batch (36 in the user's training code).")
-@click.option("--epochs", default=3, show_default=True, help="Epochs to write; epoch e is shuffled by (seed, e).")
+@click.option("--batch-size", default=36, show_default=True, type=click.IntRange(min=1),
+              help="Pairs per batch (36 in the user's training code).")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Epochs to write; epoch e is shuffled by (seed, e).")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
