@@ -123,3 +123,27 @@ def test_not_materialised(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake", create=True)
     with pytest.raises(NoSuchTableError, match="pairs materialize"):
         lake.batches("s", "train")
+
+
+def test_drop_last_refuses_a_split_smaller_than_one_batch(lake_dir: Path, tmp_path: Path, tree_state) -> None:
+    """A split of fewer pairs than a batch: materialize failed with an IndexError traceback, export wrote
+    epoch files of zero batches and the loader yielded nothing, all without a word."""
+    from weightlake.errors import QueryError
+    from weightlake.serve.files import export_batches
+
+    root = tmp_path / "lake"
+    shutil.copytree(lake_dir, root)
+    lake = open_lake(root)
+    n = len(lake.pairs("s", "test"))
+    before = tree_state(root)
+    with pytest.raises(QueryError, match=rf"'test' of scenario 's' has {n} pairs, fewer than one batch of {n + 1}"):
+        materialize(root, "s", "test", batch_size=n + 1, epochs=1, drop_last=True)
+    assert tree_state(root) == before
+    with pytest.raises(QueryError, match="drop_last would leave out every one"):
+        export_batches(lake, "s", "test", tmp_path / "pt", batch_size=n + 1, drop_last=True)
+    assert not (tmp_path / "pt").exists()
+    with pytest.raises(QueryError, match=f"has {n} pairs"):
+        lake.pairs("s", "test").loader(batch_size=n + 1, drop_last=True)
+    with pytest.raises(QueryError, match="rank 1 of 2 has"):
+        lake.pairs("s", "test").loader(batch_size=n // 2 + 1, drop_last=True, rank=1, world_size=2)
+    assert len(list(lake.pairs("s", "test").loader(batch_size=n, drop_last=True))) == 1  # one full batch: kept
