@@ -353,3 +353,39 @@ def test_scenario_name() -> None:
     assert scenario_name("overlapping-{m}-{digits}-e{epoch}-{activation}", 0, range(10), 11, "gelu") \
         == "overlapping-0-0to9-e11-gelu"
     assert scenario_name("s-{digits}", 2, [0, 2, 5], 11, "relu") == "s-0.2.5"
+
+
+# -- zoos that cannot be paired -------------------------------------------------------------------
+def add_model_zoo(root: Path, runs: Path) -> None:
+    """Add zoo 'tiny' of another architecture from the Model Zoos (ray.tune) layout: no class sets, no init."""
+    import json
+
+    import torch
+    from torch import nn
+
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    for r in range(2):
+        run = runs / f"run_{r} [relu]"
+        for e in (1, 2):
+            (run / f"checkpoint_{e}").mkdir(parents=True)
+            torch.manual_seed(10 * r + e)
+            net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 30 * 30, 10))
+            torch.save(net.state_dict(), run / f"checkpoint_{e}" / "checkpoints")
+        (run / "params.json").write_text(json.dumps({"model::activation": "relu", "seed": r}))
+    ingest_modelzoo(root, runs, zoo="tiny")
+
+
+def test_a_zoo_without_class_sets_is_refused(lake04_copy: Path, tmp_path: Path, tree_state) -> None:
+    """Declared over a zoo whose models record no classes, a scenario committed 0 pairs with every one
+    'lacking an input model' and a line about ambiguous keys; importing did the same."""
+    add_model_zoo(lake04_copy, tmp_path / "tiny zoo")
+    before = tree_state(lake04_copy)
+    with pytest.raises(QueryError, match="zoo 'tiny' records no class set"):
+        declare_scenario(lake04_copy, "t", zoo="tiny")
+    folder = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 0, 0)
+    with pytest.raises(QueryError, match="zoo 'tiny' records no class set"):
+        import_scenarios(lake04_copy, folder, zoo="tiny")
+    assert tree_state(lake04_copy) == before
+    report = declare_scenario(lake04_copy, "s", zoo=ZOO, digits="0-3", sizes=2, epochs=[11])  # the other zoo pairs
+    assert report.n_pairs == report.candidates > 0

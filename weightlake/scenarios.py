@@ -323,12 +323,18 @@ def zoo_slices(lake: Lake, zoo: str, activations: Sequence[str] | None, inits: S
     NoSuchTableError
         ``zoo`` is not in the lake.
     QueryError
-        A requested value the zoo does not hold (the message lists what it holds).
+        A requested value the zoo does not hold (the message lists what it holds), or a zoo
+        whose models record no class set.
     """
     if zoo not in lake.zoos:
         raise NoSuchTableError(f"the lake has no zoo {zoo!r} at snapshot {lake.snapshot}; zoos: {lake.zoos or 'none'}"
                                " (ingest one with `weightlake ingest csv`)")
-    slices = lake.models(zoo).select("init", "activation", "epoch").unique().collect()
+    with_classes = lake.models(zoo).filter(pl.col("class_mask").is_not_null())
+    slices = with_classes.select("init", "activation", "epoch").unique().collect()
+    if slices.height == 0:  # e.g. a Model Zoos (ray.tune) zoo: every pair would lack its models
+        raise QueryError(f"zoo {zoo!r} records no class set for any of its models (column `classes` is null): "
+                         "scenarios pair models by the classes they were trained on; pick a zoo ingested from a "
+                         "CSV zoo or a checkpoint tree")
     for column, wanted in (("activation", activations), ("init", inits), ("epoch", epochs)):
         if wanted is None:
             continue
