@@ -389,3 +389,23 @@ def test_a_zoo_without_class_sets_is_refused(lake04_copy: Path, tmp_path: Path, 
     assert tree_state(lake04_copy) == before
     report = declare_scenario(lake04_copy, "s", zoo=ZOO, digits="0-3", sizes=2, epochs=[11])  # the other zoo pairs
     assert report.n_pairs == report.candidates > 0
+
+
+def test_ambiguous_keys_counted_among_the_models_pairs_use(lake04_copy: Path, tmp_path: Path) -> None:
+    """Keys with several models were counted over the whole zoo: a gelu scenario said relu's keys were ambiguous."""
+    write_synthetic_csv(tmp_path / "more relu.csv", labels=[(0, 1), (2, 3)], activations=("relu",), epochs=(11,),
+                        seed=9)
+    ingest_csv(lake04_copy, tmp_path / "more relu.csv", zoo=ZOO, init=INIT)  # a second model at 2 relu/e11 keys
+    gelu = declare_scenario(lake04_copy, "g", zoo=ZOO, digits="0-3", sizes=2, activations="gelu", epochs=[11])
+    assert gelu.ambiguous_models == 0 and not any("several models" in ln for ln in gelu.lines())
+    relu = declare_scenario(lake04_copy, "r", zoo=ZOO, digits="0-3", sizes=2, activations="relu", epochs=[11])
+    assert relu.ambiguous_models == 2 and any("2 (init, activation" in ln for ln in relu.lines())
+    lowest = open_lake(lake04_copy).sql(
+        "SELECT min(model_id) AS id FROM models WHERE activation = 'relu' AND epoch = 11 AND class_mask IN (3, 12) "
+        "GROUP BY class_mask ORDER BY 1")["id"].to_list()
+    used = pairs_of(lake04_copy, "r").filter(pl.col("a_mask").is_in([3, 12]))["a_id"].unique().sort().to_list()
+    assert used == lowest
+    # relu pairs that use neither [0, 1] nor [2, 3]
+    other = declare_scenario(lake04_copy, "r4", zoo=ZOO, digits="1,2,4", sizes=2, overlap=1, activations="relu",
+                             epochs=[11])
+    assert other.n_pairs == 6 and other.ambiguous_models == 0

@@ -416,7 +416,8 @@ WITH m AS (
            min(model_id) AS model_id, count(*) AS n_models
     FROM models WHERE zoo = $zoo GROUP BY ALL
 ), t AS (
-    SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, max(m.epoch)::INTEGER AS target_epoch
+    SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, arg_max(m.n_models, m.epoch) AS target_n,
+           max(m.epoch)::INTEGER AS target_epoch
     FROM cand c JOIN m
       ON m.init = c.init AND m.activation = c.activation AND m.mask = (c.a_mask | c.b_mask)
      AND (m.epoch = c.epoch OR ($fallback AND m.epoch < c.epoch AND m.epoch >= $floor
@@ -426,7 +427,7 @@ WITH m AS (
 SELECT c.pair_id, c.a_mask::INTEGER AS a_mask, c.b_mask::INTEGER AS b_mask, c.init, c.activation,
        c.epoch::INTEGER AS epoch, c.split, c.source_row,
        ma.model_id AS a_id, mb.model_id AS b_id, t.target_id, t.target_epoch,
-       (SELECT count(*) FROM m WHERE n_models > 1) AS ambiguous
+       ma.n_models AS a_n, mb.n_models AS b_n, t.target_n
 FROM cand c
 LEFT JOIN m ma ON ma.init = c.init AND ma.activation = c.activation AND ma.epoch = c.epoch AND ma.mask = c.a_mask
 LEFT JOIN m mb ON mb.init = c.init AND mb.activation = c.activation AND mb.epoch = c.epoch AND mb.mask = c.b_mask
@@ -440,7 +441,8 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
 
     ``cand`` has ``pair_id, a_mask, b_mask, init, activation, epoch, split, source_row``.
     Unresolvable pairs keep null ids.  When several models share ``(init, activation,
-    epoch, classes)`` the lowest ``model_id`` is used (column ``ambiguous`` counts such keys).
+    epoch, classes)`` the lowest ``model_id`` is used (``a_n``, ``b_n``, ``target_n`` count
+    the models of each id's key).
     """
     con.register("cand", cand.to_arrow())
     try:
@@ -489,10 +491,16 @@ def _fill_report(report: ScenarioReport, resolved: pl.DataFrame, ok: pl.DataFram
                                 & pl.col("target_id").is_null())
     report.missing_input, report.missing_target = _per_split(no_input), _per_split(no_target)
     report.fallback_pairs = int(ok["fallback"].sum() or 0)
-    report.ambiguous_models = int(resolved["ambiguous"][0]) if resolved.height else 0
+    report.ambiguous_models = _ambiguous_keys(ok)
     examples = [_example(r, "missing input") for r in no_input.head(MAX_EXAMPLES).iter_rows(named=True)]
     examples += [_example(r, "missing target") for r in no_target.head(MAX_EXAMPLES).iter_rows(named=True)]
     report.examples = examples[:MAX_EXAMPLES]
+
+
+def _ambiguous_keys(ok: pl.DataFrame) -> int:
+    """Keys held by several models among those the resolved pairs use (each key stands for its lowest id)."""
+    used = [ok.filter(pl.col(n) > 1)[c] for c, n in (("a_id", "a_n"), ("b_id", "b_n"), ("target_id", "target_n"))]
+    return pl.concat(used).n_unique()
 
 
 def _per_split(df: pl.DataFrame) -> dict[str, int]:
