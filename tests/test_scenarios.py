@@ -409,3 +409,60 @@ def test_ambiguous_keys_counted_among_the_models_pairs_use(lake04_copy: Path, tm
     other = declare_scenario(lake04_copy, "r4", zoo=ZOO, digits="1,2,4", sizes=2, overlap=1, activations="relu",
                              epochs=[11])
     assert other.n_pairs == 6 and other.ambiguous_models == 0
+
+
+# -- early-stopped models filed again under later bins ----------------------------------------------
+def write_checkpoint_tree(root: Path, subsets, early: set[tuple[int, ...]]) -> None:
+    """Layout A, bins 11..21: each subset checkpointed at 11, 16, 21, except those in ``early``,
+    which stop at epoch 13 (``checkpoint epoch -1.pth``) and fill bins 16 and 21 as fallback copies."""
+    import torch
+
+    from weightlake.zoo.cnn import build_cnn
+
+    torch.manual_seed(0)
+    for classes in subsets:
+        folder = root / str(list(classes)) / "gelu"
+        folder.mkdir(parents=True)
+        for epoch in (11, 13) if tuple(classes) in early else (11, 16, 21):
+            name = "checkpoint epoch -1.pth" if epoch == 13 else f"checkpoint epoch {epoch}.pth"
+            torch.save({"epoch": epoch, "model_state_dict": build_cnn().state_dict()}, folder / name)
+
+
+def test_targets_that_are_early_stopped_copies_are_marked(tmp_path: Path) -> None:
+    """A target filed again under the pair's bin after an early stop (models.fallback) was served as if
+    trained to that epoch: target_epoch = epoch, fallback false, and the report said nothing."""
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    subsets = [c for k in (2, 4) for c in itertools.combinations(range(4), k)]
+    write_checkpoint_tree(tmp_path / "ckpt", subsets, early={(0, 1, 2, 3), (0, 1)})
+    ingest_checkpoints(tmp_path / "lake", tmp_path / "ckpt", zoo=ZOO, init=INIT, bins=(11, 16, 21), workers=1,
+                       dataset="fashion-mnist")
+    report = declare_scenario(tmp_path / "lake", "e21", zoo=ZOO, digits="0-3", sizes=2, epochs=[11, 21])
+    got = open_lake(tmp_path / "lake").sql(
+        "SELECT p.epoch, p.fallback, t.fallback AS target_copy, a.fallback OR b.fallback AS input_copy "
+        "FROM pairs p JOIN models t ON t.model_id = p.target_id JOIN models a ON a.model_id = p.a_id "
+        "JOIN models b ON b.model_id = p.b_id")
+    assert got.height == 12  # 3 disjoint pairs of 2-subsets, both ways, at 2 epochs
+    assert got["fallback"].to_list() == got["target_copy"].to_list()  # every copied target marked, no other
+    assert got.filter(pl.col("epoch") == 21)["fallback"].all() and not got.filter(pl.col("epoch") == 11)["fallback"].any()
+    assert report.fallback_pairs == report.copied_targets == 6 and report.earlier_targets == 0
+    assert report.copied_inputs == int(got["input_copy"].sum()) == 2  # ([0, 1], [2, 3]) both ways at 21
+    assert any("6 targets are early-stopped models" in ln for ln in report.lines())
+    assert any("2 pairs have an input" in ln for ln in report.lines())
+    row = list_scenarios(open_lake(tmp_path / "lake")).row(0, named=True)
+    assert row["fallback_pairs"] == 6
+
+
+def test_csv_targets_repeating_an_earlier_bin_are_marked(tmp_path: Path) -> None:
+    """A CSV zoo does not say which rows are early-stop copies (models.fallback is null); a target whose
+    vector the same key holds at an earlier bin is one."""
+    root = make_lake(tmp_path, all_labels(range(5), range(2, 6)))
+    report = declare_scenario(root, "s", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1")
+    got = open_lake(root).sql("""
+        SELECT p.fallback, EXISTS (SELECT 1 FROM models e WHERE e.class_mask = t.class_mask
+                                   AND e.activation = t.activation AND e.epoch < t.epoch
+                                   AND e.weights_hash = t.weights_hash) AS repeats
+        FROM pairs p JOIN models t ON t.model_id = p.target_id""")
+    assert got["repeats"].sum() > 0  # the synthetic zoo stops some models early
+    assert got["fallback"].to_list() == got["repeats"].to_list()
+    assert report.copied_targets == got["repeats"].sum() and report.copied_inputs > 0

@@ -16,7 +16,11 @@ The result is committed atomically as two derived tables, both partitioned by
 * ``pairs``: one row per resolved pair (ids, masks, split, epochs, fallback flag).
 
 Pairs whose inputs or target do not exist are counted per split and reported with
-examples, never dropped silently.
+examples, never dropped silently.  ``fallback`` marks every pair whose target is not a
+model trained to the pair's epoch: one from an earlier bin of the chain, or an
+early-stopped model the zoo filed again under this bin (``models.fallback``; in a CSV zoo,
+where that is unknown, the same vector at an earlier bin).  Pairs with such a copy as an
+input are counted in the report.
 
 >>> report = declare_scenario("lake", "m0-gelu-e11", zoo="mnist-cnn-s",
 ...                           activations=["gelu"], epochs=[11])   # doctest: +SKIP
@@ -192,6 +196,9 @@ class ScenarioReport:
     missing_input: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     missing_target: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     fallback_pairs: int = 0
+    earlier_targets: int = 0
+    copied_targets: int = 0
+    copied_inputs: int = 0
     ambiguous_models: int = 0
     overlap_mismatch: int = 0
     duplicates: int = 0
@@ -216,8 +223,13 @@ class ScenarioReport:
             miss_t = sum(self.missing_target.values())
             out.append(f"  {self.unresolved:,} of {self.candidates:,} pairs left out: {miss_in:,} lack an input "
                        f"model, {miss_t:,} lack a target model (even with the epoch fallback)")
-        if self.fallback_pairs:
-            out.append(f"  {self.fallback_pairs:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+        if self.earlier_targets:
+            out.append(f"  {self.earlier_targets:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+        if self.copied_targets:
+            out.append(f"  {self.copied_targets:,} targets are early-stopped models filed again under the pair's "
+                       "epoch (models.fallback, or the same vector at an earlier bin); marked `fallback`")
+        if self.copied_inputs:
+            out.append(f"  {self.copied_inputs:,} pairs have an input that is such an early-stopped copy (kept)")
         if self.ambiguous_models:
             out.append(f"  {self.ambiguous_models:,} (init, activation, epoch, classes) keys hold several models; "
                        "the lowest model_id was used")
@@ -411,13 +423,19 @@ def assign_splits(a_mask: np.ndarray, b_mask: np.ndarray, rule: str = "user", *,
 
 # -- resolution: pairs of masks -> model ids ----------------------------------------------------------
 _RESOLVE = """
-WITH m AS (
-    SELECT init, activation, epoch::INTEGER AS epoch, class_mask::INTEGER AS mask,
-           min(model_id) AS model_id, count(*) AS n_models
-    FROM models WHERE zoo = $zoo GROUP BY ALL
+WITH z AS (  -- copied: an early-stopped model filed again under a later bin (null fallback: its vector repeats)
+    SELECT model_id, init, activation, epoch::INTEGER AS epoch, class_mask::INTEGER AS mask,
+           coalesce(fallback, weights_hash IS NOT NULL
+                              AND epoch > min(epoch) OVER (PARTITION BY init, activation, class_mask, weights_hash))
+               AS copied
+    FROM models WHERE zoo = $zoo
+), m AS (
+    SELECT init, activation, epoch, mask, min(model_id) AS model_id, count(*) AS n_models,
+           arg_min(copied, model_id) AS copied
+    FROM z GROUP BY init, activation, epoch, mask
 ), t AS (
     SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, arg_max(m.n_models, m.epoch) AS target_n,
-           max(m.epoch)::INTEGER AS target_epoch
+           max(m.epoch)::INTEGER AS target_epoch, arg_max(m.copied, m.epoch) AS target_copied
     FROM cand c JOIN m
       ON m.init = c.init AND m.activation = c.activation AND m.mask = (c.a_mask | c.b_mask)
      AND (m.epoch = c.epoch OR ($fallback AND m.epoch < c.epoch AND m.epoch >= $floor
@@ -427,7 +445,8 @@ WITH m AS (
 SELECT c.pair_id, c.a_mask::INTEGER AS a_mask, c.b_mask::INTEGER AS b_mask, c.init, c.activation,
        c.epoch::INTEGER AS epoch, c.split, c.source_row,
        ma.model_id AS a_id, mb.model_id AS b_id, t.target_id, t.target_epoch,
-       ma.n_models AS a_n, mb.n_models AS b_n, t.target_n
+       ma.n_models AS a_n, mb.n_models AS b_n, t.target_n,
+       coalesce(ma.copied OR mb.copied, false) AS input_copied, coalesce(t.target_copied, false) AS target_copied
 FROM cand c
 LEFT JOIN m ma ON ma.init = c.init AND ma.activation = c.activation AND ma.epoch = c.epoch AND ma.mask = c.a_mask
 LEFT JOIN m mb ON mb.init = c.init AND mb.activation = c.activation AND mb.epoch = c.epoch AND mb.mask = c.b_mask
@@ -442,7 +461,10 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
     ``cand`` has ``pair_id, a_mask, b_mask, init, activation, epoch, split, source_row``.
     Unresolvable pairs keep null ids.  When several models share ``(init, activation,
     epoch, classes)`` the lowest ``model_id`` is used (``a_n``, ``b_n``, ``target_n`` count
-    the models of each id's key).
+    the models of each id's key).  ``fallback`` is set when the target is not trained to the
+    pair's epoch: taken from an earlier bin, or an early-stopped model filed again under this
+    bin (``target_copied``: ``models.fallback``, or where that is null, a vector the same
+    key holds at an earlier bin); ``input_copied`` says the same of an input.
     """
     con.register("cand", cand.to_arrow())
     try:
@@ -453,7 +475,7 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
     return out.with_columns(
         target_mask=target.cast(pl.Int32),
         overlap=pl.Series(np.bitwise_count(out["a_mask"].to_numpy() & out["b_mask"].to_numpy()).astype(np.int8)),
-        fallback=pl.col("target_epoch") != pl.col("epoch"),
+        fallback=(pl.col("target_epoch") != pl.col("epoch")) | pl.col("target_copied"),
     )
 
 
@@ -491,6 +513,9 @@ def _fill_report(report: ScenarioReport, resolved: pl.DataFrame, ok: pl.DataFram
                                 & pl.col("target_id").is_null())
     report.missing_input, report.missing_target = _per_split(no_input), _per_split(no_target)
     report.fallback_pairs = int(ok["fallback"].sum() or 0)
+    report.earlier_targets = int((ok["target_epoch"] != ok["epoch"]).sum() or 0)
+    report.copied_targets = int(ok["target_copied"].sum() or 0)
+    report.copied_inputs = int(ok["input_copied"].sum() or 0)
     report.ambiguous_models = _ambiguous_keys(ok)
     examples = [_example(r, "missing input") for r in no_input.head(MAX_EXAMPLES).iter_rows(named=True)]
     examples += [_example(r, "missing target") for r in no_target.head(MAX_EXAMPLES).iter_rows(named=True)]
