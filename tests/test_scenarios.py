@@ -466,3 +466,18 @@ def test_csv_targets_repeating_an_earlier_bin_are_marked(tmp_path: Path) -> None
     assert got["repeats"].sum() > 0  # the synthetic zoo stops some models early
     assert got["fallback"].to_list() == got["repeats"].to_list()
     assert report.copied_targets == got["repeats"].sum() and report.copied_inputs > 0
+
+
+def test_import_names_pairs_that_are_in_two_splits(lake04_copy: Path, tmp_path: Path) -> None:
+    """A record in val pair.npy and again in test pair.npy (trained on and tested on) was imported without
+    a word: duplicates were counted within a split only."""
+    extra = {"test": [[[1, 2], [3, 4], 0, 0]], "val": [[[1, 3], [2, 4], 0, 0]]}  # [1, 2] | [3, 4] is a val pair
+    folder = write_scenario_folder(tmp_path / "Scenario", 0, range(5), 0, 0, extra=extra)
+    (report,) = import_scenarios(lake04_copy, folder, zoo=ZOO)
+    assert report.split_leaks == 1 and report.duplicates == 2  # one pair in two splits, one repeated within val
+    assert any("1 pairs are in more than one split" in ln for ln in report.lines())
+    assert "pair A=[1, 2] B=[3, 4] at epoch 11 is in val and test pair.npy" in report.notes
+    assert list_scenarios(open_lake(lake04_copy)).row(0, named=True)["duplicates"] == 2
+    both = pairs_of(lake04_copy, report.scenario).filter((pl.col("a_mask") == mask([1, 2]))
+                                                         & (pl.col("b_mask") == mask([3, 4])))
+    assert sorted(both["split"]) == ["test", "val"]  # kept as the files say

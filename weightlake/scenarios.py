@@ -202,6 +202,7 @@ class ScenarioReport:
     ambiguous_models: int = 0
     overlap_mismatch: int = 0
     duplicates: int = 0
+    split_leaks: int = 0
     examples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     snapshot: int | None = None
@@ -238,6 +239,9 @@ class ScenarioReport:
                        "name says (the generator's accumulation bug); kept, see column `overlap`")
         if self.duplicates:
             out.append(f"  {self.duplicates:,} duplicate records (kept)")
+        if self.split_leaks:
+            out.append(f"  {self.split_leaks:,} pairs are in more than one split: trained on and tested on "
+                       "(kept as the files say; see the notes)")
         out += [f"  e.g. {e}" for e in self.examples]
         out += [f"  note: {n}" for n in self.notes]
         if self.snapshot is not None:
