@@ -119,11 +119,16 @@ def parse_scenario_name(name: str) -> str:
     return name
 
 
-def _parse_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(f) for f in fractions)
+def _parse_fractions(fractions: str | Sequence[float]) -> tuple[float, float, float]:
+    """``"0.7,0.1,0.2"`` or three numbers -> ``(train, val, test)``, non-negative and summing to 1."""
+    items = fractions.split(",") if isinstance(fractions, str) else fractions
+    try:
+        values = tuple(float(f) for f in items)
+    except (TypeError, ValueError):
+        values = ()
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
         raise QueryError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                         f"got {tuple(fractions)!r}")
+                         f"got {fractions!r}")
     return values[0], values[1], values[2]
 
 
@@ -170,6 +175,9 @@ class ScenarioSpec:
             raise QueryError(f"subset sizes must be >= 1, got {self.sizes}")
         if self.split not in SPLIT_RULES:
             raise QueryError(f"split must be one of {SPLIT_RULES}, got {self.split!r}")
+        if isinstance(self.test_digit, bool) or not isinstance(self.test_digit, (int, np.integer)) \
+                or not 0 <= self.test_digit < 31:
+            raise QueryError(f"test_digit must be a digit in 0..30, got {self.test_digit!r}")
 
     @property
     def digits_mask(self) -> int:
@@ -253,7 +261,7 @@ class ScenarioReport:
 def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any = range(10),
                      sizes: Any = range(2, 10), overlap: Any = 0, activations: Any = None, inits: Any = None,
                      epochs: Any = None, ordered: bool = True, split: str = "user", split_seed: int = 0,
-                     split_fractions: Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
+                     split_fractions: str | Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
                      test_digit: int = 0) -> ScenarioReport:
     """Compute a scenario's pairs over the lake's current snapshot and commit them.
 
@@ -278,8 +286,9 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
     split
         ``"user"``: test if ``test_digit`` is in ``A`` or ``B``, else val if
         ``|A| == |B|``, else train.  ``"random"``: a seeded permutation of the pairs cut
-        by ``split_fractions``.  ``"grouped"``: whole target class sets are assigned to
-        one split, so no target model appears in two splits.
+        by ``split_fractions`` (three numbers, or a string ``"0.7,0.1,0.2"``).  ``"grouped"``:
+        whole target class sets are assigned to one split, so no target model appears in
+        two splits.
     epoch_fallback
         When the target is missing at the scenario epoch, take it from ``e-5``,
         ``e-10``, ... down to 11 (``target_epoch`` and ``fallback`` record it).
@@ -320,6 +329,9 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
                 fractions=spec.split_fractions, test_digit=spec.test_digit)))
             resolved = resolve_pairs(con, cand, spec.zoo, fallback=spec.epoch_fallback)
         report = ScenarioReport(scenario=spec.name, zoo=spec.zoo, source="declared")
+        if spec.split == "user" and spec.test_digit not in spec.digits:
+            report.notes.append(f"test digit {spec.test_digit} is not among the digits {list(spec.digits)}: "
+                                "no pair is in test (--test-digit picks another)")
         stage_scenario(tx, report, resolved, params=spec.to_dict())
         version = tx.commit({"op": "declare_scenario", "summary": _summary(report)}).version
     report.snapshot = version

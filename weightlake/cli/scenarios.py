@@ -70,11 +70,10 @@ def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activati
     """
     from weightlake.scenarios import declare_scenario, parse_int_list
 
-    shares = [float(f) for f in fractions.split(",")] if fractions else (0.7, 0.1, 0.2)
     report = declare_scenario(lake_dir, name, zoo=zoo, digits=digits, sizes=sizes, overlap=overlap,
                               activations=activations, inits=inits,
                               epochs=parse_int_list(epochs) if epochs else None, ordered=not unordered,
-                              split=split_rule, split_seed=seed, split_fractions=shares,
+                              split=split_rule, split_seed=seed, split_fractions=fractions,
                               epoch_fallback=not no_fallback, test_digit=test_digit)
     echo_lines(report.lines())
 
