@@ -501,7 +501,9 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     """Fill ``report`` from ``resolved`` and stage the scenario's ``pairs`` and ``scenarios`` rows in ``tx``.
 
     The scenario's earlier partitions (if any) are dropped from both tables, so a
-    scenario with no resolved pair still replaces its old pairs.  The caller commits.
+    scenario with no resolved pair still replaces its old pairs, and so are the batches
+    materialised from its earlier pairs (they would stream pairs it no longer holds; a
+    note says so).  The caller commits.
     """
     name = report.scenario
     ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
@@ -512,9 +514,22 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     row = _scenario_row(report, params, tx.parent.version)
     for table in ("pairs", "scenarios"):
         tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
+    _drop_batches(tx, report)
     tx.put_table("pairs", pairs, partition_by=("scenario",),
                  properties={"partition_by": ["scenario"], "schema": PAIRS_SCHEMA})
     tx.put_table("scenarios", row, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+
+
+def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
+    """Drop the scenario's materialised batches (table ``batches`` of :mod:`weightlake.serve.batches`, which
+    sits above this module: hence the names spelled out here) and say which splits they were."""
+    name, entry = report.scenario, tx.parent.tables.get("batches")
+    prefixes = (f"batches/{name}/", f"tables/batches/scenario={name}/")
+    stale = sorted({a.split("/")[2] for a in entry.arrays if a.startswith(prefixes)}) if entry else []
+    if stale:
+        tx.drop_table_files("batches", lambda f: f.startswith(prefixes))
+        report.notes.append(f"the batches materialised from its earlier pairs ({', '.join(stale)}) are dropped: "
+                            f"run `weightlake pairs materialize {name}` again")
 
 
 def _summary(report: ScenarioReport) -> str:

@@ -346,7 +346,7 @@ class BatchStream(IterableDataset):
 
 def _batch_rows(lake: Lake, scenario: str, split: str) -> pl.DataFrame:
     hint = f"run `weightlake pairs materialize {scenario} --split {split}` (or weightlake.serve.batches.materialize)"
-    if TABLE not in lake.tables:
+    if TABLE not in lake.tables or not lake.manifest.table(TABLE).files:
         raise NoSuchTableError(f"the lake has no materialised batches at snapshot {lake.snapshot}; {hint}")
     rows = lake.table(TABLE).filter((pl.col("scenario") == scenario) & (pl.col("split") == split)).collect()
     if rows.height == 0:
