@@ -125,3 +125,11 @@ def test_declare_refuses_bad_fractions_and_test_digits_in_one_line(lake: str) ->
     out = run("scenario", "declare", "x", "--zoo", ZOO, "--split", "random", "--fractions", "0.5,0.25,0.25",
               "--lake", lake)
     assert "committed as snapshot" in out
+
+
+def test_show_refuses_a_negative_limit(lake: str) -> None:
+    """--limit -5 showed every row but the last five (polars' head(-5)) as if that were the pair set."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    result = CliRunner().invoke(main, ["pairs", "show", "s", "--limit", "-5", "--lake", lake])
+    assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
+    assert "fallback marks a target" in run("pairs", "show", "--help")

@@ -193,13 +193,17 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
 @pairs.command("show")
 @click.argument("scenario_name", metavar="SCENARIO")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="One split (default: all).")
-@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Rows to show (0: all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the rows to a file.")
 @lake_option
 def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: str | None, lake_dir: str) -> None:
     """Show a scenario's pairs with model ids, classes and accuracies.
+
+    target_epoch is the epoch bin the target came from; fallback marks a target not
+    trained to the pair's epoch (an earlier bin, or an early-stopped model the zoo filed
+    again under this one).
 
     \b
     Examples:
