@@ -353,3 +353,131 @@ def test_scenario_name() -> None:
     assert scenario_name("overlapping-{m}-{digits}-e{epoch}-{activation}", 0, range(10), 11, "gelu") \
         == "overlapping-0-0to9-e11-gelu"
     assert scenario_name("s-{digits}", 2, [0, 2, 5], 11, "relu") == "s-0.2.5"
+
+
+# -- zoos that cannot be paired -------------------------------------------------------------------
+def add_model_zoo(root: Path, runs: Path) -> None:
+    """Add zoo 'tiny' of another architecture from the Model Zoos (ray.tune) layout: no class sets, no init."""
+    import json
+
+    import torch
+    from torch import nn
+
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    for r in range(2):
+        run = runs / f"run_{r} [relu]"
+        for e in (1, 2):
+            (run / f"checkpoint_{e}").mkdir(parents=True)
+            torch.manual_seed(10 * r + e)
+            net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 30 * 30, 10))
+            torch.save(net.state_dict(), run / f"checkpoint_{e}" / "checkpoints")
+        (run / "params.json").write_text(json.dumps({"model::activation": "relu", "seed": r}))
+    ingest_modelzoo(root, runs, zoo="tiny")
+
+
+def test_a_zoo_without_class_sets_is_refused(lake04_copy: Path, tmp_path: Path, tree_state) -> None:
+    """Declared over a zoo whose models record no classes, a scenario committed 0 pairs with every one
+    'lacking an input model' and a line about ambiguous keys; importing did the same."""
+    add_model_zoo(lake04_copy, tmp_path / "tiny zoo")
+    before = tree_state(lake04_copy)
+    with pytest.raises(QueryError, match="zoo 'tiny' records no class set"):
+        declare_scenario(lake04_copy, "t", zoo="tiny")
+    folder = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 0, 0)
+    with pytest.raises(QueryError, match="zoo 'tiny' records no class set"):
+        import_scenarios(lake04_copy, folder, zoo="tiny")
+    assert tree_state(lake04_copy) == before
+    report = declare_scenario(lake04_copy, "s", zoo=ZOO, digits="0-3", sizes=2, epochs=[11])  # the other zoo pairs
+    assert report.n_pairs == report.candidates > 0
+
+
+def test_ambiguous_keys_counted_among_the_models_pairs_use(lake04_copy: Path, tmp_path: Path) -> None:
+    """Keys with several models were counted over the whole zoo: a gelu scenario said relu's keys were ambiguous."""
+    write_synthetic_csv(tmp_path / "more relu.csv", labels=[(0, 1), (2, 3)], activations=("relu",), epochs=(11,),
+                        seed=9)
+    ingest_csv(lake04_copy, tmp_path / "more relu.csv", zoo=ZOO, init=INIT)  # a second model at 2 relu/e11 keys
+    gelu = declare_scenario(lake04_copy, "g", zoo=ZOO, digits="0-3", sizes=2, activations="gelu", epochs=[11])
+    assert gelu.ambiguous_models == 0 and not any("several models" in ln for ln in gelu.lines())
+    relu = declare_scenario(lake04_copy, "r", zoo=ZOO, digits="0-3", sizes=2, activations="relu", epochs=[11])
+    assert relu.ambiguous_models == 2 and any("2 (init, activation" in ln for ln in relu.lines())
+    lowest = open_lake(lake04_copy).sql(
+        "SELECT min(model_id) AS id FROM models WHERE activation = 'relu' AND epoch = 11 AND class_mask IN (3, 12) "
+        "GROUP BY class_mask ORDER BY 1")["id"].to_list()
+    used = pairs_of(lake04_copy, "r").filter(pl.col("a_mask").is_in([3, 12]))["a_id"].unique().sort().to_list()
+    assert used == lowest
+    # relu pairs that use neither [0, 1] nor [2, 3]
+    other = declare_scenario(lake04_copy, "r4", zoo=ZOO, digits="1,2,4", sizes=2, overlap=1, activations="relu",
+                             epochs=[11])
+    assert other.n_pairs == 6 and other.ambiguous_models == 0
+
+
+# -- early-stopped models filed again under later bins ----------------------------------------------
+def write_checkpoint_tree(root: Path, subsets, early: set[tuple[int, ...]]) -> None:
+    """Layout A, bins 11..21: each subset checkpointed at 11, 16, 21, except those in ``early``,
+    which stop at epoch 13 (``checkpoint epoch -1.pth``) and fill bins 16 and 21 as fallback copies."""
+    import torch
+
+    from weightlake.zoo.cnn import build_cnn
+
+    torch.manual_seed(0)
+    for classes in subsets:
+        folder = root / str(list(classes)) / "gelu"
+        folder.mkdir(parents=True)
+        for epoch in (11, 13) if tuple(classes) in early else (11, 16, 21):
+            name = "checkpoint epoch -1.pth" if epoch == 13 else f"checkpoint epoch {epoch}.pth"
+            torch.save({"epoch": epoch, "model_state_dict": build_cnn().state_dict()}, folder / name)
+
+
+def test_targets_that_are_early_stopped_copies_are_marked(tmp_path: Path) -> None:
+    """A target filed again under the pair's bin after an early stop (models.fallback) was served as if
+    trained to that epoch: target_epoch = epoch, fallback false, and the report said nothing."""
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    subsets = [c for k in (2, 4) for c in itertools.combinations(range(4), k)]
+    write_checkpoint_tree(tmp_path / "ckpt", subsets, early={(0, 1, 2, 3), (0, 1)})
+    ingest_checkpoints(tmp_path / "lake", tmp_path / "ckpt", zoo=ZOO, init=INIT, bins=(11, 16, 21), workers=1,
+                       dataset="fashion-mnist")
+    report = declare_scenario(tmp_path / "lake", "e21", zoo=ZOO, digits="0-3", sizes=2, epochs=[11, 21])
+    got = open_lake(tmp_path / "lake").sql(
+        "SELECT p.epoch, p.fallback, t.fallback AS target_copy, a.fallback OR b.fallback AS input_copy "
+        "FROM pairs p JOIN models t ON t.model_id = p.target_id JOIN models a ON a.model_id = p.a_id "
+        "JOIN models b ON b.model_id = p.b_id")
+    assert got.height == 12  # 3 disjoint pairs of 2-subsets, both ways, at 2 epochs
+    assert got["fallback"].to_list() == got["target_copy"].to_list()  # every copied target marked, no other
+    assert got.filter(pl.col("epoch") == 21)["fallback"].all() and not got.filter(pl.col("epoch") == 11)["fallback"].any()
+    assert report.fallback_pairs == report.copied_targets == 6 and report.earlier_targets == 0
+    assert report.copied_inputs == int(got["input_copy"].sum()) == 2  # ([0, 1], [2, 3]) both ways at 21
+    assert any("6 targets are early-stopped models" in ln for ln in report.lines())
+    assert any("2 pairs have an input" in ln for ln in report.lines())
+    row = list_scenarios(open_lake(tmp_path / "lake")).row(0, named=True)
+    assert row["fallback_pairs"] == 6
+
+
+def test_csv_targets_repeating_an_earlier_bin_are_marked(tmp_path: Path) -> None:
+    """A CSV zoo does not say which rows are early-stop copies (models.fallback is null); a target whose
+    vector the same key holds at an earlier bin is one."""
+    root = make_lake(tmp_path, all_labels(range(5), range(2, 6)))
+    report = declare_scenario(root, "s", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1")
+    got = open_lake(root).sql("""
+        SELECT p.fallback, EXISTS (SELECT 1 FROM models e WHERE e.class_mask = t.class_mask
+                                   AND e.activation = t.activation AND e.epoch < t.epoch
+                                   AND e.weights_hash = t.weights_hash) AS repeats
+        FROM pairs p JOIN models t ON t.model_id = p.target_id""")
+    assert got["repeats"].sum() > 0  # the synthetic zoo stops some models early
+    assert got["fallback"].to_list() == got["repeats"].to_list()
+    assert report.copied_targets == got["repeats"].sum() and report.copied_inputs > 0
+
+
+def test_import_names_pairs_that_are_in_two_splits(lake04_copy: Path, tmp_path: Path) -> None:
+    """A record in val pair.npy and again in test pair.npy (trained on and tested on) was imported without
+    a word: duplicates were counted within a split only."""
+    extra = {"test": [[[1, 2], [3, 4], 0, 0]], "val": [[[1, 3], [2, 4], 0, 0]]}  # [1, 2] | [3, 4] is a val pair
+    folder = write_scenario_folder(tmp_path / "Scenario", 0, range(5), 0, 0, extra=extra)
+    (report,) = import_scenarios(lake04_copy, folder, zoo=ZOO)
+    assert report.split_leaks == 1 and report.duplicates == 2  # one pair in two splits, one repeated within val
+    assert any("1 pairs are in more than one split" in ln for ln in report.lines())
+    assert "pair A=[1, 2] B=[3, 4] at epoch 11 is in val and test pair.npy" in report.notes
+    assert list_scenarios(open_lake(lake04_copy)).row(0, named=True)["duplicates"] == 2
+    both = pairs_of(lake04_copy, report.scenario).filter((pl.col("a_mask") == mask([1, 2]))
+                                                         & (pl.col("b_mask") == mask([3, 4])))
+    assert sorted(both["split"]) == ["test", "val"]  # kept as the files say

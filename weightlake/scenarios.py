@@ -16,7 +16,11 @@ The result is committed atomically as two derived tables, both partitioned by
 * ``pairs``: one row per resolved pair (ids, masks, split, epochs, fallback flag).
 
 Pairs whose inputs or target do not exist are counted per split and reported with
-examples, never dropped silently.
+examples, never dropped silently.  ``fallback`` marks every pair whose target is not a
+model trained to the pair's epoch: one from an earlier bin of the chain, or an
+early-stopped model the zoo filed again under this bin (``models.fallback``; in a CSV zoo,
+where that is unknown, the same vector at an earlier bin).  Pairs with such a copy as an
+input are counted in the report.
 
 >>> report = declare_scenario("lake", "m0-gelu-e11", zoo="mnist-cnn-s",
 ...                           activations=["gelu"], epochs=[11])   # doctest: +SKIP
@@ -115,11 +119,16 @@ def parse_scenario_name(name: str) -> str:
     return name
 
 
-def _parse_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(f) for f in fractions)
+def _parse_fractions(fractions: str | Sequence[float]) -> tuple[float, float, float]:
+    """``"0.7,0.1,0.2"`` or three numbers -> ``(train, val, test)``, non-negative and summing to 1."""
+    items = fractions.split(",") if isinstance(fractions, str) else fractions
+    try:
+        values = tuple(float(f) for f in items)
+    except (TypeError, ValueError):
+        values = ()
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
         raise QueryError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                         f"got {tuple(fractions)!r}")
+                         f"got {fractions!r}")
     return values[0], values[1], values[2]
 
 
@@ -166,6 +175,9 @@ class ScenarioSpec:
             raise QueryError(f"subset sizes must be >= 1, got {self.sizes}")
         if self.split not in SPLIT_RULES:
             raise QueryError(f"split must be one of {SPLIT_RULES}, got {self.split!r}")
+        if isinstance(self.test_digit, bool) or not isinstance(self.test_digit, (int, np.integer)) \
+                or not 0 <= self.test_digit < 31:
+            raise QueryError(f"test_digit must be a digit in 0..30, got {self.test_digit!r}")
 
     @property
     def digits_mask(self) -> int:
@@ -192,9 +204,13 @@ class ScenarioReport:
     missing_input: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     missing_target: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     fallback_pairs: int = 0
+    earlier_targets: int = 0
+    copied_targets: int = 0
+    copied_inputs: int = 0
     ambiguous_models: int = 0
     overlap_mismatch: int = 0
     duplicates: int = 0
+    split_leaks: int = 0
     examples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     snapshot: int | None = None
@@ -216,8 +232,13 @@ class ScenarioReport:
             miss_t = sum(self.missing_target.values())
             out.append(f"  {self.unresolved:,} of {self.candidates:,} pairs left out: {miss_in:,} lack an input "
                        f"model, {miss_t:,} lack a target model (even with the epoch fallback)")
-        if self.fallback_pairs:
-            out.append(f"  {self.fallback_pairs:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+        if self.earlier_targets:
+            out.append(f"  {self.earlier_targets:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+        if self.copied_targets:
+            out.append(f"  {self.copied_targets:,} targets are early-stopped models filed again under the pair's "
+                       "epoch (models.fallback, or the same vector at an earlier bin); marked `fallback`")
+        if self.copied_inputs:
+            out.append(f"  {self.copied_inputs:,} pairs have an input that is such an early-stopped copy (kept)")
         if self.ambiguous_models:
             out.append(f"  {self.ambiguous_models:,} (init, activation, epoch, classes) keys hold several models; "
                        "the lowest model_id was used")
@@ -226,6 +247,9 @@ class ScenarioReport:
                        "name says (the generator's accumulation bug); kept, see column `overlap`")
         if self.duplicates:
             out.append(f"  {self.duplicates:,} duplicate records (kept)")
+        if self.split_leaks:
+            out.append(f"  {self.split_leaks:,} pairs are in more than one split: trained on and tested on "
+                       "(kept as the files say; see the notes)")
         out += [f"  e.g. {e}" for e in self.examples]
         out += [f"  note: {n}" for n in self.notes]
         if self.snapshot is not None:
@@ -237,7 +261,7 @@ class ScenarioReport:
 def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any = range(10),
                      sizes: Any = range(2, 10), overlap: Any = 0, activations: Any = None, inits: Any = None,
                      epochs: Any = None, ordered: bool = True, split: str = "user", split_seed: int = 0,
-                     split_fractions: Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
+                     split_fractions: str | Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
                      test_digit: int = 0) -> ScenarioReport:
     """Compute a scenario's pairs over the lake's current snapshot and commit them.
 
@@ -262,8 +286,9 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
     split
         ``"user"``: test if ``test_digit`` is in ``A`` or ``B``, else val if
         ``|A| == |B|``, else train.  ``"random"``: a seeded permutation of the pairs cut
-        by ``split_fractions``.  ``"grouped"``: whole target class sets are assigned to
-        one split, so no target model appears in two splits.
+        by ``split_fractions`` (three numbers, or a string ``"0.7,0.1,0.2"``).  ``"grouped"``:
+        whole target class sets are assigned to one split, so no target model appears in
+        two splits.
     epoch_fallback
         When the target is missing at the scenario epoch, take it from ``e-5``,
         ``e-10``, ... down to 11 (``target_epoch`` and ``fallback`` record it).
@@ -304,6 +329,9 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
                 fractions=spec.split_fractions, test_digit=spec.test_digit)))
             resolved = resolve_pairs(con, cand, spec.zoo, fallback=spec.epoch_fallback)
         report = ScenarioReport(scenario=spec.name, zoo=spec.zoo, source="declared")
+        if spec.split == "user" and spec.test_digit not in spec.digits:
+            report.notes.append(f"test digit {spec.test_digit} is not among the digits {list(spec.digits)}: "
+                                "no pair is in test (--test-digit picks another)")
         stage_scenario(tx, report, resolved, params=spec.to_dict())
         version = tx.commit({"op": "declare_scenario", "summary": _summary(report)}).version
     report.snapshot = version
@@ -323,12 +351,18 @@ def zoo_slices(lake: Lake, zoo: str, activations: Sequence[str] | None, inits: S
     NoSuchTableError
         ``zoo`` is not in the lake.
     QueryError
-        A requested value the zoo does not hold (the message lists what it holds).
+        A requested value the zoo does not hold (the message lists what it holds), or a zoo
+        whose models record no class set.
     """
     if zoo not in lake.zoos:
         raise NoSuchTableError(f"the lake has no zoo {zoo!r} at snapshot {lake.snapshot}; zoos: {lake.zoos or 'none'}"
                                " (ingest one with `weightlake ingest csv`)")
-    slices = lake.models(zoo).select("init", "activation", "epoch").unique().collect()
+    with_classes = lake.models(zoo).filter(pl.col("class_mask").is_not_null())
+    slices = with_classes.select("init", "activation", "epoch").unique().collect()
+    if slices.height == 0:  # e.g. a Model Zoos (ray.tune) zoo: every pair would lack its models
+        raise QueryError(f"zoo {zoo!r} records no class set for any of its models (column `classes` is null): "
+                         "scenarios pair models by the classes they were trained on; pick a zoo ingested from a "
+                         "CSV zoo or a checkpoint tree")
     for column, wanted in (("activation", activations), ("init", inits), ("epoch", epochs)):
         if wanted is None:
             continue
@@ -405,12 +439,19 @@ def assign_splits(a_mask: np.ndarray, b_mask: np.ndarray, rule: str = "user", *,
 
 # -- resolution: pairs of masks -> model ids ----------------------------------------------------------
 _RESOLVE = """
-WITH m AS (
-    SELECT init, activation, epoch::INTEGER AS epoch, class_mask::INTEGER AS mask,
-           min(model_id) AS model_id, count(*) AS n_models
-    FROM models WHERE zoo = $zoo GROUP BY ALL
+WITH z AS (  -- copied: an early-stopped model filed again under a later bin (null fallback: its vector repeats)
+    SELECT model_id, init, activation, epoch::INTEGER AS epoch, class_mask::INTEGER AS mask,
+           coalesce(fallback, weights_hash IS NOT NULL
+                              AND epoch > min(epoch) OVER (PARTITION BY init, activation, class_mask, weights_hash))
+               AS copied
+    FROM models WHERE zoo = $zoo
+), m AS (
+    SELECT init, activation, epoch, mask, min(model_id) AS model_id, count(*) AS n_models,
+           arg_min(copied, model_id) AS copied
+    FROM z GROUP BY init, activation, epoch, mask
 ), t AS (
-    SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, max(m.epoch)::INTEGER AS target_epoch
+    SELECT c.pair_id, arg_max(m.model_id, m.epoch) AS target_id, arg_max(m.n_models, m.epoch) AS target_n,
+           max(m.epoch)::INTEGER AS target_epoch, arg_max(m.copied, m.epoch) AS target_copied
     FROM cand c JOIN m
       ON m.init = c.init AND m.activation = c.activation AND m.mask = (c.a_mask | c.b_mask)
      AND (m.epoch = c.epoch OR ($fallback AND m.epoch < c.epoch AND m.epoch >= $floor
@@ -420,7 +461,8 @@ WITH m AS (
 SELECT c.pair_id, c.a_mask::INTEGER AS a_mask, c.b_mask::INTEGER AS b_mask, c.init, c.activation,
        c.epoch::INTEGER AS epoch, c.split, c.source_row,
        ma.model_id AS a_id, mb.model_id AS b_id, t.target_id, t.target_epoch,
-       (SELECT count(*) FROM m WHERE n_models > 1) AS ambiguous
+       ma.n_models AS a_n, mb.n_models AS b_n, t.target_n,
+       coalesce(ma.copied OR mb.copied, false) AS input_copied, coalesce(t.target_copied, false) AS target_copied
 FROM cand c
 LEFT JOIN m ma ON ma.init = c.init AND ma.activation = c.activation AND ma.epoch = c.epoch AND ma.mask = c.a_mask
 LEFT JOIN m mb ON mb.init = c.init AND mb.activation = c.activation AND mb.epoch = c.epoch AND mb.mask = c.b_mask
@@ -434,7 +476,11 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
 
     ``cand`` has ``pair_id, a_mask, b_mask, init, activation, epoch, split, source_row``.
     Unresolvable pairs keep null ids.  When several models share ``(init, activation,
-    epoch, classes)`` the lowest ``model_id`` is used (column ``ambiguous`` counts such keys).
+    epoch, classes)`` the lowest ``model_id`` is used (``a_n``, ``b_n``, ``target_n`` count
+    the models of each id's key).  ``fallback`` is set when the target is not trained to the
+    pair's epoch: taken from an earlier bin, or an early-stopped model filed again under this
+    bin (``target_copied``: ``models.fallback``, or where that is null, a vector the same
+    key holds at an earlier bin); ``input_copied`` says the same of an input.
     """
     con.register("cand", cand.to_arrow())
     try:
@@ -445,7 +491,7 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
     return out.with_columns(
         target_mask=target.cast(pl.Int32),
         overlap=pl.Series(np.bitwise_count(out["a_mask"].to_numpy() & out["b_mask"].to_numpy()).astype(np.int8)),
-        fallback=pl.col("target_epoch") != pl.col("epoch"),
+        fallback=(pl.col("target_epoch") != pl.col("epoch")) | pl.col("target_copied"),
     )
 
 
@@ -455,7 +501,9 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     """Fill ``report`` from ``resolved`` and stage the scenario's ``pairs`` and ``scenarios`` rows in ``tx``.
 
     The scenario's earlier partitions (if any) are dropped from both tables, so a
-    scenario with no resolved pair still replaces its old pairs.  The caller commits.
+    scenario with no resolved pair still replaces its old pairs, and so are the batches
+    materialised from its earlier pairs (they would stream pairs it no longer holds; a
+    note says so).  The caller commits.
     """
     name = report.scenario
     ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
@@ -466,9 +514,22 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     row = _scenario_row(report, params, tx.parent.version)
     for table in ("pairs", "scenarios"):
         tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
+    _drop_batches(tx, report)
     tx.put_table("pairs", pairs, partition_by=("scenario",),
                  properties={"partition_by": ["scenario"], "schema": PAIRS_SCHEMA})
     tx.put_table("scenarios", row, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+
+
+def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
+    """Drop the scenario's materialised batches (table ``batches`` of :mod:`weightlake.serve.batches`, which
+    sits above this module: hence the names spelled out here) and say which splits they were."""
+    name, entry = report.scenario, tx.parent.tables.get("batches")
+    prefixes = (f"batches/{name}/", f"tables/batches/scenario={name}/")
+    stale = sorted({a.split("/")[2] for a in entry.arrays if a.startswith(prefixes)}) if entry else []
+    if stale:
+        tx.drop_table_files("batches", lambda f: f.startswith(prefixes))
+        report.notes.append(f"the batches materialised from its earlier pairs ({', '.join(stale)}) are dropped: "
+                            f"run `weightlake pairs materialize {name}` again")
 
 
 def _summary(report: ScenarioReport) -> str:
@@ -483,10 +544,19 @@ def _fill_report(report: ScenarioReport, resolved: pl.DataFrame, ok: pl.DataFram
                                 & pl.col("target_id").is_null())
     report.missing_input, report.missing_target = _per_split(no_input), _per_split(no_target)
     report.fallback_pairs = int(ok["fallback"].sum() or 0)
-    report.ambiguous_models = int(resolved["ambiguous"][0]) if resolved.height else 0
+    report.earlier_targets = int((ok["target_epoch"] != ok["epoch"]).sum() or 0)
+    report.copied_targets = int(ok["target_copied"].sum() or 0)
+    report.copied_inputs = int(ok["input_copied"].sum() or 0)
+    report.ambiguous_models = _ambiguous_keys(ok)
     examples = [_example(r, "missing input") for r in no_input.head(MAX_EXAMPLES).iter_rows(named=True)]
     examples += [_example(r, "missing target") for r in no_target.head(MAX_EXAMPLES).iter_rows(named=True)]
     report.examples = examples[:MAX_EXAMPLES]
+
+
+def _ambiguous_keys(ok: pl.DataFrame) -> int:
+    """Keys held by several models among those the resolved pairs use (each key stands for its lowest id)."""
+    used = [ok.filter(pl.col(n) > 1)[c] for c, n in (("a_id", "a_n"), ("b_id", "b_n"), ("target_id", "target_n"))]
+    return pl.concat(used).n_unique()
 
 
 def _per_split(df: pl.DataFrame) -> dict[str, int]:

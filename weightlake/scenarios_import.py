@@ -11,7 +11,8 @@ each folder becomes one scenario, named from the folder
 What the files get wrong is reported, not dropped: records that resolve to no model
 (with examples), records sharing a different number of classes than the folder says
 (the generator's accumulation bug: they are kept, and column ``overlap`` tells them
-apart), duplicate records and missing split files.  Records whose epoch or activation
+apart), duplicate records (in one split or in several: a pair in train and test is a
+leak the report names) and missing split files.  Records whose epoch or activation
 key contradicts the folder name are refused (the scenario would be mislabelled): the
 import stops, or with ``on_error="skip"`` the folder is left out and named in the notes.
 All folders are committed in one snapshot, or none.
@@ -257,12 +258,20 @@ def _report(folder: _Folder, zoo: str, resolved: pl.DataFrame, skipped: list[str
     report = ScenarioReport(scenario=folder.name, zoo=zoo, source=f"imported from {folder.path.name!r}")
     mismatch = resolved.filter(pl.col("overlap") != folder.overlap)
     report.overlap_mismatch = mismatch.height
-    report.duplicates = resolved.height - resolved.select("split", "a_mask", "b_mask", "epoch", "activation",
-                                                          "init").n_unique() if resolved.height else 0
+    key = ["a_mask", "b_mask", "epoch", "activation", "init"]
+    report.duplicates = resolved.height - resolved.select(key).n_unique() if resolved.height else 0
+    leaks = resolved.group_by(key).agg(pl.col("split").unique().sort()).filter(pl.col("split").list.len() > 1)
+    report.split_leaks = leaks.height
+    report.notes += [_leak_note(row) for row in leaks.sort(key).head(MAX_EXAMPLES).iter_rows(named=True)]
     report.notes += [f"{s} pair.npy is missing" for s in folder.missing]
     report.notes += [f"skipped {s}" for s in skipped]
     report.notes += [_mismatch_note(row, folder.overlap) for row in mismatch.head(MAX_EXAMPLES).iter_rows(named=True)]
     return report
+
+
+def _leak_note(row: dict[str, Any]) -> str:
+    return (f"pair A={mask_classes(row['a_mask'])} B={mask_classes(row['b_mask'])} at epoch {row['epoch']} is in "
+            f"{' and '.join(s for s in SPLITS if s in row['split'])} pair.npy")
 
 
 def _mismatch_note(row: dict[str, Any], m: int) -> str:

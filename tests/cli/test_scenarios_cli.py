@@ -96,3 +96,40 @@ def test_help_teaches() -> None:
     for cmd in (["scenario", "declare"], ["scenario", "import"], ["pairs", "materialize"], ["pairs", "show"]):
         text = run(*cmd, "--help")
         assert "Example" in text and "weightlake " + cmd[0] in text
+
+
+@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--batch-size", "-3"), ("--epochs", "0")])
+def test_materialize_refuses_sizes_below_one(lake: str, option: str, value: str) -> None:
+    """--batch-size 0 divided by zero before the library could refuse it (a traceback); -3 counted -6 batches."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["pairs", "materialize", "s", "--split", "test", option, value, "--lake", lake])
+    assert result.exit_code == 2 and "Traceback" not in result.output and result.exception is not None
+    assert f"Invalid value for '{option}'" in result.output and "x>=1" in result.output
+    assert "batches to do" not in result.output
+    assert open_lake(lake).snapshot == version
+
+
+def test_declare_refuses_bad_fractions_and_test_digits_in_one_line(lake: str) -> None:
+    """--fractions 0.7,x,0.2 was a ValueError traceback; --test-digit -1 shifted by a negative count and
+    committed a scenario; a test digit outside --digits gave an empty test split without a word."""
+    version = open_lake(lake).snapshot
+    for args, message in ((["--split", "random", "--fractions", "0.7,x,0.2"], "got '0.7,x,0.2'"),
+                          (["--test-digit", "-1"], "test_digit must be a digit in 0..30, got -1")):
+        result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, *args, "--lake", lake])
+        assert result.exit_code == 1 and "Traceback" not in result.output and message in result.output, result.output
+    assert open_lake(lake).snapshot == version
+    out = run("scenario", "declare", "x", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--test-digit", "7",
+              "--lake", lake)
+    assert "test 0" in out and "note: test digit 7 is not among the digits [0, 1, 2, 3]" in out
+    out = run("scenario", "declare", "x", "--zoo", ZOO, "--split", "random", "--fractions", "0.5,0.25,0.25",
+              "--lake", lake)
+    assert "committed as snapshot" in out
+
+
+def test_show_refuses_a_negative_limit(lake: str) -> None:
+    """--limit -5 showed every row but the last five (polars' head(-5)) as if that were the pair set."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    result = CliRunner().invoke(main, ["pairs", "show", "s", "--limit", "-5", "--lake", lake])
+    assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
+    assert "fallback marks a target" in run("pairs", "show", "--help")

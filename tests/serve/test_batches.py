@@ -123,3 +123,49 @@ def test_not_materialised(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake", create=True)
     with pytest.raises(NoSuchTableError, match="pairs materialize"):
         lake.batches("s", "train")
+
+
+def test_drop_last_refuses_a_split_smaller_than_one_batch(lake_dir: Path, tmp_path: Path, tree_state) -> None:
+    """A split of fewer pairs than a batch: materialize failed with an IndexError traceback, export wrote
+    epoch files of zero batches and the loader yielded nothing, all without a word."""
+    from weightlake.errors import QueryError
+    from weightlake.serve.files import export_batches
+
+    root = tmp_path / "lake"
+    shutil.copytree(lake_dir, root)
+    lake = open_lake(root)
+    n = len(lake.pairs("s", "test"))
+    before = tree_state(root)
+    with pytest.raises(QueryError, match=rf"'test' of scenario 's' has {n} pairs, fewer than one batch of {n + 1}"):
+        materialize(root, "s", "test", batch_size=n + 1, epochs=1, drop_last=True)
+    assert tree_state(root) == before
+    with pytest.raises(QueryError, match="drop_last would leave out every one"):
+        export_batches(lake, "s", "test", tmp_path / "pt", batch_size=n + 1, drop_last=True)
+    assert not (tmp_path / "pt").exists()
+    with pytest.raises(QueryError, match=f"has {n} pairs"):
+        lake.pairs("s", "test").loader(batch_size=n + 1, drop_last=True)
+    with pytest.raises(QueryError, match="rank 1 of 2 has"):
+        lake.pairs("s", "test").loader(batch_size=n // 2 + 1, drop_last=True, rank=1, world_size=2)
+    assert len(list(lake.pairs("s", "test").loader(batch_size=n, drop_last=True))) == 1  # one full batch: kept
+
+
+def test_declaring_a_scenario_again_drops_its_materialised_batches(lake_dir: Path, tmp_path: Path) -> None:
+    """Re-declared with other pairs, a scenario kept its old batches: lake.batches streamed 96-odd pairs the
+    scenario no longer held (of another activation) without a word."""
+    root = tmp_path / "lake"
+    shutil.copytree(lake_dir, root)
+    before = open_lake(root)
+    old_ids = {i for b in before.batches("s", "train") for i in b["a_id"].tolist()}
+    report = declare_scenario(root, "s", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1", activations="relu")
+    assert any("batches materialised from its earlier pairs (train) are dropped" in n for n in report.notes)
+    lake = open_lake(root)
+    with pytest.raises(NoSuchTableError, match="no materialised batches"):
+        lake.batches("s", "train")
+    assert not old_ids <= set(lake.pairs("s", "train").ids[:, 0].tolist())  # they were stale
+    assert {i for b in before.batches("s", "train") for i in b["a_id"].tolist()} == old_ids  # old snapshot intact
+    materialize(root, "s", "train", batch_size=B, epochs=1)
+    fresh = open_lake(root)
+    assert {i for b in fresh.batches("s", "train") for i in b["a_id"].tolist()} == set(
+        fresh.pairs("s", "train").ids[:, 0].tolist())
+    declare_scenario(root, "other", zoo=ZOO, digits="0-3", sizes="2")  # another scenario leaves them alone
+    assert len(open_lake(root).batches("s", "train")) == len(fresh.batches("s", "train"))

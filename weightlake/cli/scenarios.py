@@ -70,11 +70,10 @@ def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activati
     """
     from weightlake.scenarios import declare_scenario, parse_int_list
 
-    shares = [float(f) for f in fractions.split(",")] if fractions else (0.7, 0.1, 0.2)
     report = declare_scenario(lake_dir, name, zoo=zoo, digits=digits, sizes=sizes, overlap=overlap,
                               activations=activations, inits=inits,
                               epochs=parse_int_list(epochs) if epochs else None, ordered=not unordered,
-                              split=split_rule, split_seed=seed, split_fractions=shares,
+                              split=split_rule, split_seed=seed, split_fractions=fractions,
                               epoch_fallback=not no_fallback, test_digit=test_digit)
     echo_lines(report.lines())
 
@@ -144,8 +143,10 @@ def pairs() -> None:
 @pairs.command("materialize")
 @click.argument("scenario_name", metavar="SCENARIO")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--batch-size", default=36, show_default=True, help="Pairs per batch (36 in the user's training code).")
-@click.option("--epochs", default=3, show_default=True, help="Epochs to write; epoch e is shuffled by (seed, e).")
+@click.option("--batch-size", default=36, show_default=True, type=click.IntRange(min=1),
+              help="Pairs per batch (36 in the user's training code).")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Epochs to write; epoch e is shuffled by (seed, e).")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
@@ -192,13 +193,17 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
 @pairs.command("show")
 @click.argument("scenario_name", metavar="SCENARIO")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="One split (default: all).")
-@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Rows to show (0: all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the rows to a file.")
 @lake_option
 def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: str | None, lake_dir: str) -> None:
     """Show a scenario's pairs with model ids, classes and accuracies.
+
+    target_epoch is the epoch bin the target came from; fallback marks a target not
+    trained to the pair's epoch (an earlier bin, or an early-stopped model the zoo filed
+    again under this one).
 
     \b
     Examples:

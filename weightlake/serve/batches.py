@@ -41,7 +41,7 @@ from torch.utils.data import IterableDataset  # serve is the layer that knows to
 from weightlake.arch import EPOCH_BINS, SCENARIO_ACTIVATIONS
 from weightlake.errors import IntegrityError, NoSuchTableError, QueryError
 from weightlake.scenarios import mask_classes
-from weightlake.serve.pairset import PairSet, as_is, epoch_order
+from weightlake.serve.pairset import PairSet, as_is, check_drop_last, epoch_order
 from weightlake.storage.checksums import check_bytes
 from weightlake.storage.remote import ArrayFiles
 from weightlake.storage.store import resolve_store
@@ -146,6 +146,7 @@ class EpochSource:
     SMALL = ("ids", "acc", "rows", "zoo_rows", "masks", "keys")
 
     def __init__(self, pairs: PairSet, batch_size: int, drop_last: bool) -> None:
+        check_drop_last(len(pairs), batch_size, drop_last, f"split {pairs.split!r} of scenario {pairs.scenario!r}")
         self.weights = pairs.lake.row_source(pairs.zoo)  # the zoo in memory if it fits the budget, else mapped
         self.block_bytes = max(1, min(BLOCK_BYTES, pairs.lake.memory // 4))
         self.pairs, self.batch_size, self.drop_last = pairs, batch_size, drop_last
@@ -345,7 +346,7 @@ class BatchStream(IterableDataset):
 
 def _batch_rows(lake: Lake, scenario: str, split: str) -> pl.DataFrame:
     hint = f"run `weightlake pairs materialize {scenario} --split {split}` (or weightlake.serve.batches.materialize)"
-    if TABLE not in lake.tables:
+    if TABLE not in lake.tables or not lake.manifest.table(TABLE).files:
         raise NoSuchTableError(f"the lake has no materialised batches at snapshot {lake.snapshot}; {hint}")
     rows = lake.table(TABLE).filter((pl.col("scenario") == scenario) & (pl.col("split") == split)).collect()
     if rows.height == 0:

@@ -93,8 +93,8 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         raise QueryError(f"scenario {scenario!r} has no {split!r} pairs to export")
     if fmt == "h5":
         _require_h5py()
-    out.mkdir(parents=True, exist_ok=True)
     source = EpochSource(pairs, batch_size, drop_last)
+    out.mkdir(parents=True, exist_ok=True)
     report = ExportReport(scenario, split, fmt)
     for epoch in range(epochs):
         index, valid = source.layout(epoch, seed)

@@ -79,6 +79,13 @@ def check_rank(rank: Any, world_size: Any) -> None:
         raise QueryError(f"rank must be in 0..{world_size - 1} for world_size={world_size}, got {rank}")
 
 
+def check_drop_last(n: int, batch_size: int, drop_last: bool, where: str) -> None:
+    """Refuse ``drop_last`` when ``n`` pairs (more than none) are fewer than one batch: it would drop them all."""
+    if drop_last and 0 < n < batch_size:
+        raise QueryError(f"{where} has {n} pairs, fewer than one batch of {batch_size}: drop_last would leave out "
+                         "every one of them; lower the batch size or keep the short batch (no drop_last)")
+
+
 def cut_batches(order: np.ndarray, batch_size: int, drop_last: bool = False) -> list[np.ndarray]:
     """``order`` cut into consecutive batches; the last one is short unless dropped."""
     if batch_size < 1:
@@ -346,6 +353,8 @@ class EpochBatches(Sampler[np.ndarray]):
         if batch_size < 1:
             raise QueryError(f"batch_size must be >= 1, got {batch_size!r}")
         check_rank(rank, world_size)
+        share = len(range(rank, n, world_size))
+        check_drop_last(share, batch_size, drop_last, f"rank {rank} of {world_size}" if world_size > 1 else "the pair set")
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed, self.epoch, self.drop_last = seed, epoch, drop_last
         self.rank, self.world_size = int(rank), int(world_size)
