@@ -127,3 +127,23 @@ def test_errors(lake_dir: Path) -> None:
         lake.pairs("nope", "train")
     with pytest.raises(QueryError, match="split"):
         lake.pairs("s", "training")
+
+
+def test_filter_keeps_the_chosen_pairs_and_their_weights(lake_dir: Path, train: PairSet) -> None:
+    """``filter`` narrows a pair set by SQL or polars conditions; the tensors follow the rows kept."""
+    import polars as pl
+
+    lake = open_lake(lake_dir)
+    everything = lake.pairs("s")
+    frame = everything.to_polars()
+    assert frame["fallback"].any() and frame["overlap"].n_unique() == 2  # the fixture has both kinds
+    disjoint = everything.filter("overlap = 0 AND NOT fallback")
+    expected = frame.filter((pl.col("overlap") == 0) & ~pl.col("fallback"))
+    assert 0 < len(disjoint) < len(everything) and disjoint.pair_id.tolist() == expected["pair_id"].to_list()
+    assert len(everything.filter(pl.col("overlap") == 0, "NOT fallback")) == len(disjoint)
+    x1, _, y = disjoint.tensors()
+    assert torch.equal(x1, lake.weights(expected["a_id"].to_numpy())) and torch.equal(y, lake.weights(expected["target_id"].to_numpy()))
+    batch = next(iter(disjoint.loader(batch_size=4, shuffle=False)))
+    assert torch.equal(batch["x1"], lake.weights(expected["a_id"].to_numpy()[:4]))
+    with pytest.raises(QueryError, match="cannot filter the pairs of 's'.*pair columns: pair_id"):
+        train.filter("no_such_column > 1")

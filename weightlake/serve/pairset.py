@@ -137,6 +137,24 @@ class PairSet:
     def __repr__(self) -> str:
         return f"<PairSet {self.scenario!r} split {self.split or 'all'}: {len(self)} pairs of zoo {self.zoo!r}>"
 
+    def filter(self, *predicates: pl.Expr | str) -> PairSet:
+        """The pairs where every predicate holds: polars expressions or SQL conditions over the
+        pair columns, e.g. ``pairs.filter("NOT fallback")`` (targets trained to the pair's epoch)
+        or ``pairs.filter(pl.col("overlap") == 0)``.
+
+        Raises
+        ------
+        QueryError
+            A condition that does not parse or names no pair column.
+        """
+        try:
+            exprs = [pl.sql_expr(p) if isinstance(p, str) else p for p in predicates]
+            frame = self._frame.filter(*exprs) if exprs else self._frame
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise QueryError(f"cannot filter the pairs of {self.scenario!r} by {list(map(str, predicates))}: "
+                             f"{str(exc).splitlines()[0]} (pair columns: {', '.join(self._frame.columns)})") from None
+        return PairSet(self.lake, self.scenario, self.split, self.zoo, frame)
+
     def to_polars(self) -> pl.DataFrame:
         """The pair rows with ``acc_a``, ``acc_b``, ``acc_y`` (the models' accuracies)."""
         acc = {name: self.accuracy[:, i] for i, name in enumerate(("acc_a", "acc_b", "acc_y"))}
