@@ -440,13 +440,17 @@ class Lake:
 
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
+        # keys name the store too: a copy of the lake (same relative paths) in the same graph is
+        # other data, and dask computes each key once
+        where = self.location.url if not self.location.is_local else os.path.abspath(self.location.url)
         blocks = []
         for seg in entry.segments:
             step = remote.chunk_rows(seg)
+            token = dask.base.tokenize(where, seg.path)
             for start in range(0, seg.rows, step):
                 stop = min(start + step, seg.rows)
                 task = dask.delayed(remote.read_block, pure=True)(self.location, seg, start, stop,
-                                                                   dask_key_name=f"wl-{seg.path}-{start}")
+                                                                   dask_key_name=f"wl-{token}-{start}")
                 blocks.append(da.from_delayed(task, shape=(stop - start, seg.cols), dtype=np.float32))
         if not blocks:
             return da.zeros((0, self.arch(zoo).n_params), dtype=np.float32)
