@@ -445,7 +445,7 @@ class Lake:
         where = self.location.url if not self.location.is_local else os.path.abspath(self.location.url)
         blocks = []
         for seg in entry.segments:
-            step = remote.chunk_rows(seg)
+            step = remote.chunk_rows(self.location, seg)
             token = dask.base.tokenize(where, seg.path)
             for start in range(0, seg.rows, step):
                 stop = min(start + step, seg.rows)

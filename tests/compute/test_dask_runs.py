@@ -44,6 +44,19 @@ def test_spectra_on_a_local_cluster_equal_the_local_run(lake_copy: Path) -> None
     assert "one per stored chunk" in " ".join(report.notes)
 
 
+def test_to_dask_blocks_are_the_stored_chunks(bounded_lake_dir: Path) -> None:
+    """Two segments of 936 rows, each stored as chunks of 512 + 424 rows: one block per chunk, none straddling two."""
+    from weightlake.compute.dask_runs import chunk_jobs
+
+    lake = wl.open_lake(bounded_lake_dir)
+    arr = lake.to_dask("mnist-cnn-s")
+    assert arr.chunks[0] == (512, 424, 512, 424)
+    np.testing.assert_array_equal(arr[500:1500].compute(scheduler="synchronous"), lake.zoo_weights()[1][500:1500])
+    segments = lake.manifest.zoos["mnist-cnn-s"].segments
+    jobs = chunk_jobs(lake.location, segments, np.ones(1872, dtype=bool))
+    assert [(start, stop) for _, start, stop, _ in jobs] == [(0, 512), (512, 936)] * 2
+
+
 def test_to_dask_arrays_of_two_copies_of_a_lake_stay_apart(lake_copy: Path, tmp_path: Path) -> None:
     """A copy of a lake holds its segments at the same relative paths: comparing the two in one graph
     reads both (here the copy's damaged chunk is found), never one of them twice."""

@@ -118,7 +118,7 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
     chosen_set = np.isin(np.arange(lake.manifest.next_model_id), chosen)
     jobs = []
     for seg in entry.segments:
-        step = chunk_rows(seg)
+        step = chunk_rows(lake.location, seg)
         for start in range(0, seg.rows, step):
             stop = min(start + step, seg.rows)
             keep = np.flatnonzero(chosen_set[seg.first_id + start:seg.first_id + stop])
@@ -152,11 +152,11 @@ Job = tuple[Segment, int, int, np.ndarray]
 """One stored chunk: ``(segment, start row, stop row, kept rows of the chunk)``."""
 
 
-def chunk_jobs(segments: Sequence[Segment], mask: np.ndarray) -> list[Job]:
+def chunk_jobs(location: Store, segments: Sequence[Segment], mask: np.ndarray) -> list[Job]:
     """The stored chunks holding rows that ``mask`` (over the zoo's weight rows, in segment order) keeps."""
     jobs, at = [], 0
     for seg in segments:
-        step = chunk_rows(seg)
+        step = chunk_rows(location, seg)
         for start in range(0, seg.rows, step):
             stop = min(start + step, seg.rows)
             keep = np.flatnonzero(mask[at + start:at + stop])
@@ -205,7 +205,7 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
     started = time.perf_counter()
     lake = open_lake(lake_root, memory=memory)
     plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
-    jobs = chunk_jobs(lake.manifest.zoo(plan.zoo).segments, plan.mask)
+    jobs = chunk_jobs(lake.location, lake.manifest.zoo(plan.zoo).segments, plan.mask)
     run = run_token()
     with dask_client(address) as client:
         threads = max(1, sum(client.nthreads().values()))
@@ -313,7 +313,7 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     if all_rows:
         note = f"{ids.size} rows (all rows counted, copies included)"
     arch = lake.arch(zoo)
-    jobs = chunk_jobs(lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
+    jobs = chunk_jobs(lake.location, lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
     run = run_token()
     with dask_client(address) as client:
         futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical,
