@@ -116,6 +116,38 @@ def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, sm
     assert "c/0/0' is missing" in problems
 
 
+@pytest.mark.parametrize("metadata", ["intact", "damaged"])
+def test_verify_names_every_damaged_chunk(lake_url: str, tmp_path: Path, metadata: str) -> None:
+    """Two damaged chunks of one segment are both named, the intact chunks are still read and
+    hash-checked, and damaged metadata does not stop the weight checks."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.storage.snapshot import SnapshotStore
+    from weightlake.verify import verify
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    csv_path = tmp_path / "zoo.csv"
+    write_synthetic_csv(csv_path, labels=all_labels(range(5), range(2, 6)), seed=4)  # 936 rows: chunks 0 and 1
+    ingest_csv(lake_url, csv_path, zoo="z", init="kaiming_uniform")
+    ingest_csv(lake_url, csv_path, zoo="z", init="xavier_normal", allow_same_source=True)
+    location = SnapshotStore(lake_url).location
+    lake = wl.open_lake(lake_url)
+    first, second = lake.manifest.zoos["z"].segments
+    keys = [f"{first.path}/c/0/0", f"{first.path}/c/1/0"]
+    if metadata == "damaged":
+        keys.append(lake.manifest.zoos["z"].model_files[0])
+    for key in keys:
+        data = bytearray(location.read(key))
+        data[100] ^= 0xFF
+        location.write(key, bytes(data))
+    seen: list[int] = []
+    problems = verify(wl.open_lake(lake_url), progress=seen.append).problems
+    for key in keys:  # each chunk once; a damaged Parquet file also makes the metadata unreadable
+        assert sum(f"{key}' is corrupt" in p for p in problems) == (1 if "/c/" in key else 2), problems
+    assert not any("do not match their hash" in p for p in problems), problems
+    assert sum(seen) == second.rows  # the intact segment was read whole, the damaged one not at all
+    assert len(problems) == len(keys) + (metadata == "damaged")
+
+
 @pytest.mark.slow
 def test_to_dask_and_spectra_on_dask_from_s3(s3_lake_url: str, small_csv: Path, small_lake_dir: Path) -> None:
     pytest.importorskip("distributed")
