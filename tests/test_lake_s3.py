@@ -116,6 +116,25 @@ def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, sm
     assert "c/0/0' is missing" in problems
 
 
+def test_a_failed_first_ingest_leaves_no_lake(lake_url: str, small_csv: Path, tmp_path: Path) -> None:
+    """A lake comes into being with its first commit: bad input for a new root (a typo in a prefix,
+    say) is one line and leaves no empty lake there."""
+    from weightlake.errors import LakeNotFoundError
+    from weightlake.storage.snapshot import SnapshotStore
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(small_csv.read_bytes()[:100_000])  # cut inside a row
+    result = CliRunner().invoke(main, ["ingest", "csv", str(bad), "--zoo", "z", "--init", "kaiming_uniform",
+                                       "--lake", lake_url])
+    assert result.exit_code == 1 and "row" in result.output.splitlines()[-1], result.output
+    with pytest.raises(LakeNotFoundError, match="no lake at"):
+        wl.open_lake(lake_url)
+    assert [k for k in SnapshotStore(lake_url).location.keys("") if k != "_lock"] == []
+    assert "added 432 models" in _cli("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform",
+                                      "--lake", lake_url)
+    assert [m.version for m in SnapshotStore(lake_url).history()] == [1, 0]
+
+
 @pytest.mark.parametrize("metadata", ["intact", "damaged"])
 def test_verify_names_every_damaged_chunk(lake_url: str, tmp_path: Path, metadata: str) -> None:
     """Two damaged chunks of one segment are both named, the intact chunks are still read and
