@@ -116,6 +116,30 @@ def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, sm
     assert "c/0/0' is missing" in problems
 
 
+def test_outputs_are_local_paths_and_help_names_s3(s3_lake_url: str, small_csv: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o s3://...` is refused in one line (it used to fail writing a local folder 's3:'), and --help
+    says that --lake takes an s3:// URL."""
+    _cli("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform", "--lake", s3_lake_url)
+    monkeypatch.chdir(tmp_path)
+    for args in (["sql", "SELECT 1 AS x", "--format", "csv", "-o", f"{s3_lake_url}/out.csv"],
+                 ["export", "csv", "--zoo", "z", "-o", "s3://elsewhere/out.csv"],
+                 ["sql", "SELECT 1 AS x", "-o", f"file://{tmp_path}/out.csv"]):
+        result = CliRunner().invoke(main, [*args, "--lake", s3_lake_url])
+        assert result.exit_code == 1 and "outputs are local paths, not URLs" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder 's3:' either
+    assert "s3://BUCKET/PREFIX" in _cli("sql", "--help") and "s3://BUCKET/PREFIX" in _cli("--help")
+
+
+def test_export_into_the_lake_makes_no_folder_there(lake_copy: Path, tree_state) -> None:
+    before = tree_state(lake_copy)
+    dirs = sorted(p for p in lake_copy.rglob("*") if p.is_dir())
+    result = CliRunner().invoke(main, ["export", "csv", "-o", str(lake_copy / "exports" / "z.csv"),
+                                       "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and "lies inside the lake" in result.output, result.output
+    assert tree_state(lake_copy) == before and sorted(p for p in lake_copy.rglob("*") if p.is_dir()) == dirs
+
+
 def test_a_failed_first_ingest_leaves_no_lake(lake_url: str, small_csv: Path, tmp_path: Path) -> None:
     """A lake comes into being with its first commit: bad input for a new root (a typo in a prefix,
     say) is one line and leaves no empty lake there."""

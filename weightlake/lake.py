@@ -175,7 +175,16 @@ class Lake:
         return lf.select(*cols, pl.exclude(cols))
 
     def check_output(self, path: str | os.PathLike[str]) -> Path:
-        """Refuse an output file inside the lake root: the lake changes only through commits."""
+        """Refuse an output file inside the lake root: the lake changes only through commits.
+
+        Outputs are local paths; a URL (``s3://...``, ``file://...``) is refused rather than written
+        as a local folder named ``s3:``.
+        """
+        from weightlake.storage.store import split_url
+
+        if split_url(path)[0] is not None:
+            raise QueryError(f"refusing to write {str(path)!r}: outputs are local paths, not URLs (give a path, and "
+                             "copy the file to an object store yourself)")
         target = Path(path).resolve()
         if not self.location.is_local:  # a local file cannot lie inside an object-store lake
             return target
