@@ -135,15 +135,22 @@ def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[
             stop = min(start + step, seg.rows)
             for at, block in _checked_blocks(read, start, stop, chunk, report):
                 nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
-                for offset, digest in enumerate(hash_rows(block) if hashes is not None else ()):
-                    mid = seg.first_id + at + offset
-                    if hashes.get(mid) != digest:
-                        report.problems.append(f"zoo {zoo!r}: model {mid} weights do not match their hash "
-                                               f"(segment {seg.path}, row {at + offset})")
+                if hashes is not None:
+                    _check_hashes(block, hashes, zoo, seg, at, report)
                 if progress is not None:
                     progress(len(block))
     if meta is not None:
         report.quality[zoo] = _quality(meta, nonfinite)
+
+
+def _check_hashes(block: np.ndarray, hashes: dict[int, str], zoo: str, seg: Any, at: int,
+                  report: VerifyReport) -> None:
+    """Each row of ``block`` (rows ``at ..`` of ``seg``) against the content hash its metadata records."""
+    for offset, digest in enumerate(hash_rows(block)):
+        mid = seg.first_id + at + offset
+        if hashes.get(mid) != digest:
+            report.problems.append(f"zoo {zoo!r}: model {mid} weights do not match their hash "
+                                   f"(segment {seg.path}, row {at + offset})")
 
 
 def _chunk_rows(lake: Lake, seg: Any) -> int:
