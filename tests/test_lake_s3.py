@@ -116,6 +116,81 @@ def test_verify_and_gc_on_s3_after_a_writer_died_mid_commit(s3_lake_url: str, sm
     assert "c/0/0' is missing" in problems
 
 
+def test_outputs_are_local_paths_and_help_names_s3(s3_lake_url: str, small_csv: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o s3://...` is refused in one line (it used to fail writing a local folder 's3:'), and --help
+    says that --lake takes an s3:// URL."""
+    _cli("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform", "--lake", s3_lake_url)
+    monkeypatch.chdir(tmp_path)
+    for args in (["sql", "SELECT 1 AS x", "--format", "csv", "-o", f"{s3_lake_url}/out.csv"],
+                 ["export", "csv", "--zoo", "z", "-o", "s3://elsewhere/out.csv"],
+                 ["sql", "SELECT 1 AS x", "-o", f"file://{tmp_path}/out.csv"]):
+        result = CliRunner().invoke(main, [*args, "--lake", s3_lake_url])
+        assert result.exit_code == 1 and "outputs are local paths, not URLs" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder 's3:' either
+    assert "s3://BUCKET/PREFIX" in _cli("sql", "--help") and "s3://BUCKET/PREFIX" in _cli("--help")
+
+
+def test_export_into_the_lake_makes_no_folder_there(lake_copy: Path, tree_state) -> None:
+    before = tree_state(lake_copy)
+    dirs = sorted(p for p in lake_copy.rglob("*") if p.is_dir())
+    result = CliRunner().invoke(main, ["export", "csv", "-o", str(lake_copy / "exports" / "z.csv"),
+                                       "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and "lies inside the lake" in result.output, result.output
+    assert tree_state(lake_copy) == before and sorted(p for p in lake_copy.rglob("*") if p.is_dir()) == dirs
+
+
+def test_a_failed_first_ingest_leaves_no_lake(lake_url: str, small_csv: Path, tmp_path: Path) -> None:
+    """A lake comes into being with its first commit: bad input for a new root (a typo in a prefix,
+    say) is one line and leaves no empty lake there."""
+    from weightlake.errors import LakeNotFoundError
+    from weightlake.storage.snapshot import SnapshotStore
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(small_csv.read_bytes()[:100_000])  # cut inside a row
+    result = CliRunner().invoke(main, ["ingest", "csv", str(bad), "--zoo", "z", "--init", "kaiming_uniform",
+                                       "--lake", lake_url])
+    assert result.exit_code == 1 and "row" in result.output.splitlines()[-1], result.output
+    with pytest.raises(LakeNotFoundError, match="no lake at"):
+        wl.open_lake(lake_url)
+    assert [k for k in SnapshotStore(lake_url).location.keys("") if k != "_lock"] == []
+    assert "added 432 models" in _cli("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform",
+                                      "--lake", lake_url)
+    assert [m.version for m in SnapshotStore(lake_url).history()] == [1, 0]
+
+
+@pytest.mark.parametrize("metadata", ["intact", "damaged"])
+def test_verify_names_every_damaged_chunk(lake_url: str, tmp_path: Path, metadata: str) -> None:
+    """Two damaged chunks of one segment are both named, the intact chunks are still read and
+    hash-checked, and damaged metadata does not stop the weight checks."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.storage.snapshot import SnapshotStore
+    from weightlake.verify import verify
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    csv_path = tmp_path / "zoo.csv"
+    write_synthetic_csv(csv_path, labels=all_labels(range(5), range(2, 6)), seed=4)  # 936 rows: chunks 0 and 1
+    ingest_csv(lake_url, csv_path, zoo="z", init="kaiming_uniform")
+    ingest_csv(lake_url, csv_path, zoo="z", init="xavier_normal", allow_same_source=True)
+    location = SnapshotStore(lake_url).location
+    lake = wl.open_lake(lake_url)
+    first, second = lake.manifest.zoos["z"].segments
+    keys = [f"{first.path}/c/0/0", f"{first.path}/c/1/0"]
+    if metadata == "damaged":
+        keys.append(lake.manifest.zoos["z"].model_files[0])
+    for key in keys:
+        data = bytearray(location.read(key))
+        data[100] ^= 0xFF
+        location.write(key, bytes(data))
+    seen: list[int] = []
+    problems = verify(wl.open_lake(lake_url), progress=seen.append).problems
+    for key in keys:  # each chunk once; a damaged Parquet file also makes the metadata unreadable
+        assert sum(f"{key}' is corrupt" in p for p in problems) == (1 if "/c/" in key else 2), problems
+    assert not any("do not match their hash" in p for p in problems), problems
+    assert sum(seen) == second.rows  # the intact segment was read whole, the damaged one not at all
+    assert len(problems) == len(keys) + (metadata == "damaged")
+
+
 @pytest.mark.slow
 def test_to_dask_and_spectra_on_dask_from_s3(s3_lake_url: str, small_csv: Path, small_lake_dir: Path) -> None:
     pytest.importorskip("distributed")

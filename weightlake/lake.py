@@ -175,7 +175,16 @@ class Lake:
         return lf.select(*cols, pl.exclude(cols))
 
     def check_output(self, path: str | os.PathLike[str]) -> Path:
-        """Refuse an output file inside the lake root: the lake changes only through commits."""
+        """Refuse an output file inside the lake root: the lake changes only through commits.
+
+        Outputs are local paths; a URL (``s3://...``, ``file://...``) is refused rather than written
+        as a local folder named ``s3:``.
+        """
+        from weightlake.storage.store import split_url
+
+        if split_url(path)[0] is not None:
+            raise QueryError(f"refusing to write {str(path)!r}: outputs are local paths, not URLs (give a path, and "
+                             "copy the file to an object store yourself)")
         target = Path(path).resolve()
         if not self.location.is_local:  # a local file cannot lie inside an object-store lake
             return target
@@ -440,13 +449,17 @@ class Lake:
 
         zoo = zoo or self._only_zoo()
         entry = self.manifest.zoo(zoo)
+        # keys name the store too: a copy of the lake (same relative paths) in the same graph is
+        # other data, and dask computes each key once
+        where = self.location.url if not self.location.is_local else os.path.abspath(self.location.url)
         blocks = []
         for seg in entry.segments:
-            step = remote.chunk_rows(seg)
+            step = remote.chunk_rows(self.location, seg)
+            token = dask.base.tokenize(where, seg.path)
             for start in range(0, seg.rows, step):
                 stop = min(start + step, seg.rows)
                 task = dask.delayed(remote.read_block, pure=True)(self.location, seg, start, stop,
-                                                                   dask_key_name=f"wl-{seg.path}-{start}")
+                                                                   dask_key_name=f"wl-{token}-{start}")
                 blocks.append(da.from_delayed(task, shape=(stop - start, seg.cols), dtype=np.float32))
         if not blocks:
             return da.zeros((0, self.arch(zoo).n_params), dtype=np.float32)

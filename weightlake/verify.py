@@ -104,42 +104,74 @@ def _verify_checksums(lake: Lake, report: VerifyReport) -> None:
 
 def _verify_zoo(lake: Lake, zoo: str, report: VerifyReport, progress: Callable[[int], None] | None) -> None:
     entry = lake.manifest.zoo(zoo)
+    meta: pl.DataFrame | None = None
     try:
         meta = lake.models(zoo).sort("model_id").collect()
     except (WeightLakeError, pl.exceptions.PolarsError, OSError) as exc:  # unreadable Parquet: report, keep going
         report.problems.append(f"zoo {zoo!r}: model metadata unreadable: {exc}")
-        return
-    if meta.height != entry.n_models:
+    if meta is not None and meta.height != entry.n_models:
         report.problems.append(f"zoo {zoo!r}: {meta.height} metadata rows but {entry.n_models} weight rows")
-    if meta["model_id"].n_unique() != meta.height:
+    if meta is not None and meta["model_id"].n_unique() != meta.height:
         report.problems.append(f"zoo {zoo!r}: duplicate model ids")
     nonfinite = 0
-    hashes = dict(zip(meta["model_id"].to_list(), meta["weights_hash"].to_list(), strict=True))
+    # without metadata there are no hashes to compare, but every chunk is still checked
+    hashes = dict(zip(meta["model_id"].to_list(), meta["weights_hash"].to_list(), strict=True)) \
+        if meta is not None else None
     step = lake.block_rows(zoo)  # blocks of a quarter of the handle's memory budget
     for seg in entry.segments:
         try:
             reader = SegmentReader(lake.root / seg.path, seg.rows, seg.cols, digests=seg.chunk_digests,
                                    meta_digest=seg.meta_digest, parts=seg.parts) if lake.location.is_local else None
+            chunk = _chunk_rows(lake, seg)
         except WeightLakeError as exc:
             report.problems.append(str(exc))
             continue
+
+        def read(start: int, stop: int, seg: Any = seg, reader: Any = reader) -> np.ndarray:
+            return reader.read(start, stop) if reader is not None \
+                else remote.read_rows(lake.location, seg, np.arange(start, stop))
+
         for start in range(0, seg.rows, step):
-            try:
-                block = reader.read(start, min(start + step, seg.rows)) if reader is not None \
-                    else remote.read_rows(lake.location, seg, np.arange(start, min(start + step, seg.rows)))
-            except WeightLakeError as exc:  # report the damaged chunk (once), check the rest
-                if str(exc) not in report.problems:
-                    report.problems.append(str(exc))
-                continue
-            nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
-            for offset, digest in enumerate(hash_rows(block)):
-                mid = seg.first_id + start + offset
-                if hashes.get(mid) != digest:
-                    report.problems.append(f"zoo {zoo!r}: model {mid} weights do not match their hash "
-                                           f"(segment {seg.path}, row {start + offset})")
-            if progress is not None:
-                progress(len(block))
-    report.quality[zoo] = _quality(meta, nonfinite)
+            stop = min(start + step, seg.rows)
+            for at, block in _checked_blocks(read, start, stop, chunk, report):
+                nonfinite += int((~np.isfinite(block).all(axis=1)).sum())
+                if hashes is not None:
+                    _check_hashes(block, hashes, zoo, seg, at, report)
+                if progress is not None:
+                    progress(len(block))
+    if meta is not None:
+        report.quality[zoo] = _quality(meta, nonfinite)
+
+
+def _check_hashes(block: np.ndarray, hashes: dict[int, str], zoo: str, seg: Any, at: int,
+                  report: VerifyReport) -> None:
+    """Each row of ``block`` (rows ``at ..`` of ``seg``) against the content hash its metadata records."""
+    for offset, digest in enumerate(hash_rows(block)):
+        mid = seg.first_id + at + offset
+        if hashes.get(mid) != digest:
+            report.problems.append(f"zoo {zoo!r}: model {mid} weights do not match their hash "
+                                   f"(segment {seg.path}, row {at + offset})")
+
+
+def _chunk_rows(lake: Lake, seg: Any) -> int:
+    """Rows of the segment's smallest stored chunk (a tensors-layout segment chunks each tensor on its own)."""
+    return min(p.chunk_rows for p in seg.parts) if seg.parts else remote.chunk_rows(lake.location, seg)
+
+
+def _checked_blocks(read: Callable[[int, int], np.ndarray], start: int, stop: int, chunk: int,
+                    report: VerifyReport) -> Any:
+    """``(first row, rows)`` of ``start:stop`` read whole, or, when that fails, chunk by chunk: each
+    damaged chunk is reported (once) and the intact ones around it are still checked."""
+    try:
+        yield start, read(start, stop)
+        return
+    except WeightLakeError as exc:
+        if stop - start <= chunk:
+            if str(exc) not in report.problems:
+                report.problems.append(str(exc))
+            return
+    for lo in range(start - start % chunk, stop, chunk):
+        yield from _checked_blocks(read, max(lo, start), min(lo + chunk, stop), chunk, report)
 
 
 def _quality(meta: pl.DataFrame, nonfinite: int) -> dict[str, Any]:

@@ -44,6 +44,67 @@ def test_spectra_on_a_local_cluster_equal_the_local_run(lake_copy: Path) -> None
     assert "one per stored chunk" in " ".join(report.notes)
 
 
+def test_to_dask_blocks_are_the_stored_chunks(bounded_lake_dir: Path) -> None:
+    """Two segments of 936 rows, each stored as chunks of 512 + 424 rows: one block per chunk, none straddling two."""
+    from weightlake.compute.dask_runs import chunk_jobs
+
+    lake = wl.open_lake(bounded_lake_dir)
+    arr = lake.to_dask("mnist-cnn-s")
+    assert arr.chunks[0] == (512, 424, 512, 424)
+    np.testing.assert_array_equal(arr[500:1500].compute(scheduler="synchronous"), lake.zoo_weights()[1][500:1500])
+    segments = lake.manifest.zoos["mnist-cnn-s"].segments
+    jobs = chunk_jobs(lake.location, segments, np.ones(1872, dtype=bool))
+    assert [(start, stop) for _, start, stop, _ in jobs] == [(0, 512), (512, 936)] * 2
+
+
+def test_to_dask_arrays_of_two_copies_of_a_lake_stay_apart(lake_copy: Path, tmp_path: Path) -> None:
+    """A copy of a lake holds its segments at the same relative paths: comparing the two in one graph
+    reads both (here the copy's damaged chunk is found), never one of them twice."""
+    import shutil
+
+    from weightlake.errors import IntegrityError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(lake_copy, copy)
+    seg = wl.open_lake(copy).manifest.zoos["mnist-cnn-s"].segments[0]
+    chunk = copy / seg.path / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[1000] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    good, bad = wl.open_lake(lake_copy).to_dask("mnist-cnn-s"), wl.open_lake(copy).to_dask("mnist-cnn-s")
+    for diff in (bad - good, good - bad):
+        with pytest.raises(IntegrityError, match="is corrupt"):
+            diff.sum().compute(scheduler="synchronous")
+
+
+@pytest.mark.slow
+def test_two_runs_sharing_a_scheduler_get_their_own_results(lake_copy: Path, tmp_path: Path) -> None:
+    """A second run submitted while the first still holds its tasks (a colleague on the same cluster,
+    here a run on a copy of the lake asking for another layer) computes its own blocks."""
+    import logging
+    import shutil
+
+    from distributed import LocalCluster
+
+    from weightlake.compute.dask_runs import analyze_spectra_dask
+
+    copy = tmp_path / "copy"
+    shutil.copytree(lake_copy, copy)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        address = cluster.scheduler_address
+        inner: list = []
+
+        def progress(done: int, total: int) -> None:  # the first run's futures are alive here
+            if not inner:
+                inner.append(analyze_spectra_dask(copy, address=address, zoo="mnist-cnn-s", layers=["fc2"]))
+
+        analyze_spectra_dask(lake_copy, address=address, zoo="mnist-cnn-s", layers=["fc1"], progress=progress)
+    assert inner
+    assert wl.open_lake(lake_copy).table("spectra").collect()["layer"].unique().to_list() == ["fc1"]
+    assert wl.open_lake(copy).table("spectra").collect()["layer"].unique().to_list() == ["fc2"]
+
+
 def test_to_dask_frame_matches_the_metadata(lake_copy: Path) -> None:
     pytest.importorskip("dask.dataframe")
     lake = wl.open_lake(lake_copy)

@@ -60,13 +60,16 @@ def main() -> None:
       weightlake sql "SELECT activation, avg(accuracy) FROM models GROUP BY ALL"
       weightlake verify
 
-    Every command takes --lake DIR (default ./lake, or $WEIGHTLAKE_LAKE).
+    Every command takes --lake DIR (default ./lake, or $WEIGHTLAKE_LAKE); a lake on object
+    storage is --lake s3://BUCKET/PREFIX.
     """
 
 
 def lake_option(fn: Any) -> Any:
     return click.option("--lake", "lake_dir", envvar="WEIGHTLAKE_LAKE", default="lake", show_default=True,
-                        type=click.Path(file_okay=False), help="Lake root directory (or $WEIGHTLAKE_LAKE).")(fn)
+                        type=click.Path(file_okay=False),
+                        help="Lake root: a directory, file://PATH or s3://BUCKET/PREFIX (credentials and endpoint "
+                             "from the AWS_* variables) (or $WEIGHTLAKE_LAKE).")(fn)
 
 
 def echo_lines(lines: list[str]) -> None:

@@ -274,6 +274,7 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
     from weightlake.ingest.csv_zoo import export_csv
 
     lake = _open(lake_dir)
+    lake.check_output(output)  # before any folder is made: not inside the lake, not a URL
     _make_parent(output)
     with progress_bar(None, "export csv", "models") as bar:
         n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)

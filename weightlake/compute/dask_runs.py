@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ def dask_client(address: str, *, workers: int = LOCAL_WORKERS) -> Iterator[Any]:
         yield client
 
 
+def run_token() -> str:
+    """A fresh token for the task keys of one run.
+
+    A scheduler takes a submitted key it already holds for the same task and hands back that
+    task's result, so keys made of segment paths and offsets alone would let two runs on one
+    cluster (a colleague's run with other layers, a copy of the lake, another zoo's slices)
+    receive each other's results.
+    """
+    return uuid.uuid4().hex[:8]
+
+
 def _block_spectra(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray,
                    arch: Mapping[str, Any], layers: Sequence[str] | None) -> pl.DataFrame:
     """One task: spectra of the kept rows of one stored chunk, keyed by model id."""
@@ -106,7 +118,7 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
     chosen_set = np.isin(np.arange(lake.manifest.next_model_id), chosen)
     jobs = []
     for seg in entry.segments:
-        step = chunk_rows(seg)
+        step = chunk_rows(lake.location, seg)
         for start in range(0, seg.rows, step):
             stop = min(start + step, seg.rows)
             keep = np.flatnonzero(chosen_set[seg.first_id + start:seg.first_id + stop])
@@ -114,11 +126,12 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
                 jobs.append((seg, start, stop, keep))
     total = int(sum(len(k) for *_, k in jobs))
     parts: list[pl.DataFrame] = []
+    run = run_token()
     with dask_client(address) as client:
         from distributed import as_completed
 
         futures = [client.submit(_block_spectra, lake.location, seg, start, stop, keep, dict(entry.arch), layers,
-                                 key=f"wl-spectra-{seg.path}-{start}") for seg, start, stop, keep in jobs]
+                                 key=f"wl-spectra-{run}-{seg.path}-{start}") for seg, start, stop, keep in jobs]
         for future in as_completed(futures):
             parts.append(future.result())
             if progress is not None:
@@ -139,11 +152,11 @@ Job = tuple[Segment, int, int, np.ndarray]
 """One stored chunk: ``(segment, start row, stop row, kept rows of the chunk)``."""
 
 
-def chunk_jobs(segments: Sequence[Segment], mask: np.ndarray) -> list[Job]:
+def chunk_jobs(location: Store, segments: Sequence[Segment], mask: np.ndarray) -> list[Job]:
     """The stored chunks holding rows that ``mask`` (over the zoo's weight rows, in segment order) keeps."""
     jobs, at = [], 0
     for seg in segments:
-        step = chunk_rows(seg)
+        step = chunk_rows(location, seg)
         for start in range(0, seg.rows, step):
             stop = min(start + step, seg.rows)
             keep = np.flatnonzero(mask[at + start:at + stop])
@@ -192,15 +205,16 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
     started = time.perf_counter()
     lake = open_lake(lake_root, memory=memory)
     plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
-    jobs = chunk_jobs(lake.manifest.zoo(plan.zoo).segments, plan.mask)
+    jobs = chunk_jobs(lake.location, lake.manifest.zoo(plan.zoo).segments, plan.mask)
+    run = run_token()
     with dask_client(address) as client:
         threads = max(1, sum(client.nthreads().values()))
         n_params = plan.arch.n_params
         slices = param_slices(n_params, plan.n_used, min(lake.memory, 2 * 4 * plan.n_used * -(-n_params // threads)))
-        slice_futures = [client.submit(_slice_task, lake.location, jobs, plan, lo, hi, key=f"wl-corr-{lo}-{hi}")
+        slice_futures = [client.submit(_slice_task, lake.location, jobs, plan, lo, hi, key=f"wl-corr-{run}-{lo}-{hi}")
                          for lo, hi in slices] if plan.params else []
         agg_futures = [client.submit(_block_aggregates, lake.location, seg, start, stop, keep, plan.arch,
-                                     key=f"wl-aggs-{seg.path}-{start}")
+                                     key=f"wl-aggs-{run}-{seg.path}-{start}")
                        for seg, start, stop, keep in jobs] if plan.aggregates else []
         results = _gather(client, [*slice_futures, *agg_futures], progress)
     parts, aggregates = results[:len(slice_futures)], results[len(slice_futures):]
@@ -251,9 +265,10 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
     lake = open_lake(lake_root)
     plan = pair_plan(lake, scenario, split, options)
     blocks = plan.blocks()
+    run = run_token()
     with dask_client(address) as client:
         futures = [client.submit(pair_block_metrics, lake.location, plan.segments, plan.ids[b], plan.arch, options,
-                                 key=f"wl-pairs-{scenario}-{b.start}") for b in blocks]
+                                 key=f"wl-pairs-{run}-{scenario}-{b.start}") for b in blocks]
         columns = _gather(client, futures, progress and (lambda d, t: progress(blocks[d - 1].stop, len(plan.ids))))
     parts = [pair_frame(plan, b, c) for b, c in zip(blocks, columns, strict=True)]
     report = commit_pair_metrics(lake_root, lake, plan, options, parts, started,
@@ -298,10 +313,11 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     if all_rows:
         note = f"{ids.size} rows (all rows counted, copies included)"
     arch = lake.arch(zoo)
-    jobs = chunk_jobs(lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
+    jobs = chunk_jobs(lake.location, lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
+    run = run_token()
     with dask_client(address) as client:
         futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical,
-                                 key=f"wl-topology-{seg.path}-{start}") for seg, start, stop, keep in jobs]
+                                 key=f"wl-topology-{run}-{seg.path}-{start}") for seg, start, stop, keep in jobs]
         sizes = np.cumsum([len(k) for *_, k in jobs])
         parts = _gather(client, futures, progress and (lambda d, t: progress(int(sizes[d - 1]), int(sizes[-1]))))
     frame, grids = add_betti_curves(pl.concat(parts))
@@ -356,8 +372,6 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
     the workers once). Both tables are committed in one transaction, as the local run does;
     ``progress`` counts tasks.
     """
-    import uuid
-
     from weightlake.analysis import topology_groups as tg
     from weightlake.analysis.topology_multi import subsample
     from weightlake.compute.topology import commit_topology_groups, select_model_meta
@@ -373,7 +387,7 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
     sample = rows_by_id(lake.location, segments, ids[subsample(ids, tg.SCALE_MODELS, seed)])
     grid = tg.group_grid(sample, arch, layer, resolution, seed)
     options = {"layer": layer, "grid": grid, "max_points": max_points, "degrees": tuple(degrees), "seed": seed}
-    run, notes = uuid.uuid4().hex[:8], [note]
+    run, notes = run_token(), [note]
     with dask_client(address) as client:
         shares = distance_shares(len(names), 4 * max(1, sum(client.nthreads().values())))
         shares = shares if len(names) <= max_distance_groups else []

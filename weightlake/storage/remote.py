@@ -150,11 +150,26 @@ def checked_paths(location: Store, files: Sequence[str], manifest: Any, verified
     return out
 
 
-def chunk_rows(seg: Segment, default: int = 512) -> int:
-    """Rows per chunk of a segment, from its recorded chunk count (``default`` for a format-1 segment)."""
-    if seg.chunk_digests:
-        return -(-seg.rows // len(seg.chunk_digests))
-    return default
+def chunk_rows(location: Store, seg: Segment, default: int = 512) -> int:
+    """Rows per stored chunk of a segment, from its checked ``zarr.json`` (``default`` for a ``tensors``-layout
+    segment, whose tensors are chunked each on its own).
+
+    The chunk count alone does not give it: 1,440 rows in three chunks are chunks of 512, not 480.
+    """
+    if seg.parts:
+        return default
+    import json
+
+    key = f"{seg.path}/zarr.json"
+    try:
+        data = location.read(key)
+    except FileNotFoundError:
+        raise IntegrityError(f"weight segment {location.uri(seg.path)!r} is missing; the snapshot lists it") from None
+    check_bytes(data, seg.meta_digest, location.uri(key))
+    try:
+        return int(json.loads(data)["chunk_grid"]["configuration"]["chunk_shape"][0])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise IntegrityError(f"{location.uri(key)!r} records no chunk shape ({exc}); run `weightlake verify`") from exc
 
 
 def read_block(location: Store, seg: Segment, start: int, stop: int) -> np.ndarray:

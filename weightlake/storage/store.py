@@ -198,17 +198,24 @@ class S3Store(Store):
     def _call(self, op: str, key: str, fn: Any) -> Any:
         """Run one obstore call; a missing object on a read stays :class:`FileNotFoundError`, any other
         failure (no bucket, no permission, endpoint unreachable) is a one-line :class:`StoreError`."""
-        from obstore.exceptions import BaseError
+        from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 
         try:
             return fn()
         except FileNotFoundError as exc:
+            if _s3_error(exc)[0] == "NoSuchBucket":  # not a missing object: there is no bucket to hold one
+                raise StoreError(f"cannot {op} {self.uri(key)!r}: the bucket {self.bucket!r} does not exist at "
+                                 f"{_endpoint()}; check the bucket name, or create the bucket first") from None
             if op in ("read", "stat"):
                 raise FileNotFoundError(self.uri(key)) from None
             raise StoreError(f"cannot {op} {self.uri(key)!r}: not found ({_first_line(exc)}); does the bucket "
                              f"{self.bucket!r} exist?") from None
         except BaseError as exc:
-            raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}{_unreachable_hint(exc)}") from None
+            hint = _unreachable_hint(exc)
+            if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+                hint = ("; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and "
+                        f"what they may do in bucket {self.bucket!r}")
+            raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}{hint}") from None
 
     def read(self, key: str) -> bytes:
         import obstore
@@ -327,8 +334,24 @@ class StoreError(WeightLakeError, OSError):
 
 
 def _first_line(exc: BaseException) -> str:
+    """obstore's first line, with the store's own error code and message in place of the XML body it cuts off."""
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0].split("<?xml", 1)[0].rstrip(": ")[:300]
+    code, message = _s3_error(exc)
+    return f"{line}: {code} ({message})" if code else line
+
+
+def _s3_error(exc: BaseException) -> tuple[str, str]:
+    """The ``<Code>`` and ``<Message>`` of an S3 error body quoted in an obstore error (empty when absent)."""
+    text = str(exc)
+    code, message = re.search(r"<Code>([^<]*)</Code>", text), re.search(r"<Message>([^<]*)</Message>", text)
+    return (code.group(1) if code else "", message.group(1) if message else "")
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS's default endpoint"
 
 
 def _unreachable_hint(exc: BaseException) -> str:
@@ -336,8 +359,7 @@ def _unreachable_hint(exc: BaseException) -> str:
     text = str(exc).lower()
     if not any(s in text for s in ("error sending request", "connection refused", "timed out", "dns error")):
         return ""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS's default"
-    return f"; is the endpoint ({endpoint}, from AWS_ENDPOINT_URL) up and reachable?"
+    return f"; is the endpoint ({_endpoint()}, from AWS_ENDPOINT_URL) up and reachable?"
 
 
 def _region() -> str:

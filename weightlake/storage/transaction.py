@@ -22,7 +22,7 @@ from weightlake.arch import Architecture
 from weightlake.errors import CommitConflictError, IntegrityError, LakeWriteError, WeightLakeError
 from weightlake.storage import tables
 from weightlake.storage.checksums import digest_file, digest_tree
-from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry
+from weightlake.storage.snapshot import Manifest, Segment, SnapshotStore, TableEntry, ZooEntry, empty_manifest
 from weightlake.storage.tensors import DEFAULT_CHUNK_ROWS, SegmentWriter
 
 MODEL_PARTITIONS = ("zoo", "activation")
@@ -33,7 +33,9 @@ class Transaction:
 
     def __init__(self, root: Path, store: SnapshotStore) -> None:
         self.root, self.store = root, store
-        self.parent: Manifest = store.create_locked()
+        # a new lake is created by its first commit, so a first write that fails leaves no lake behind
+        self._new_lake = not store.exists
+        self.parent: Manifest = empty_manifest() if self._new_lake else store.current()
         self.token = f"{self.parent.version + 1:08d}-{uuid.uuid4().hex[:8]}"
         self._zoos: dict[str, ZooEntry] = dict(self.parent.zoos)
         self._tables: dict[str, TableEntry] = dict(self.parent.tables)
@@ -154,6 +156,10 @@ class Transaction:
         """
         self._upload()
         base = self.parent
+        if self._new_lake:  # create it now; another creator may have committed to it meanwhile
+            base = self.store.create_locked()
+            if base.version:
+                self._check_disjoint(base)
         for _ in range(retries):
             try:
                 self.committed = self.store.commit(self._manifest_on(base, operation))
