@@ -72,6 +72,17 @@ def test_same_rows_from_another_file_are_not_added_twice(lake_copy, small_csv, t
     assert report.rows_added == 0 and report.rows_already_present == N_ROWS
 
 
+def test_the_same_file_in_another_zoo_is_said(lake_copy, small_csv):
+    """Allowed (a scratch copy of a zoo), but said: a lake-wide count sees each model twice."""
+    report = ingest_csv(lake_copy, small_csv, zoo="scratch-copy", init="xavier_normal")
+    assert report.rows_added == N_ROWS
+    text = "\n".join(report.lines())
+    assert ("this file is also ingested in zoo: 'mnist-cnn-s' (init kaiming_uniform): its models are in both "
+            "zoos; queries over all zoos count them twice") in text
+    alone = ingest_csv(lake_copy.parent / "fresh", small_csv, zoo="z", init="kaiming_uniform")
+    assert "also ingested" not in "\n".join(alone.lines())
+
+
 def test_a_row_repeated_within_the_file_is_not_called_already_in_the_zoo(small_csv, tmp_path):
     header, *rows = small_csv.read_text().splitlines()
     twice = tmp_path / "twice.csv"

@@ -872,11 +872,12 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         When no checkpoint fills any bin (nothing is committed; the message lists the
         epochs found and the bins tried).
     """
-    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset
+    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset, check_zoo_name
     from weightlake.ingest.trainer_records import nothing_filled, resolve_bins, trainer_dataset, trainer_records
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
+    check_zoo_name(zoo)  # before reading a single checkpoint
     files = scan_checkpoint_tree(root, arch, init=init, layout=layout, follow_symlinks=follow_symlinks)
     records = trainer_records(files)
     bins, bins_from = resolve_bins(bins, records)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import INITS, Architecture
-from weightlake.errors import IngestError
+from weightlake.errors import IngestError, WeightLakeError
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
 
@@ -61,6 +62,25 @@ def check_init(init: str) -> str:
     if init not in INITS:
         raise IngestError(f"unknown initialisation {init!r}; expected one of {INITS}")
     return init
+
+
+def check_zoo_name(zoo: str) -> str:
+    """``zoo`` if it can name the zoo's folders and partitions; every ingester checks it before reading.
+
+    Raises
+    ------
+    IngestError
+        An empty name, or one with a space, a slash or another character outside
+        letters, digits, ``_ - + .`` (found only at the commit before, after the whole parse).
+    """
+    from weightlake.storage.tables import partition_value
+
+    try:
+        return partition_value(zoo)
+    except WeightLakeError:
+        raise IngestError(f"zoo name {zoo!r} may hold only letters, digits, '_', '-', '+' and '.' (it names the "
+                          f"zoo's folders), e.g. {re.sub(r'[^A-Za-z0-9_.+-]+', '-', str(zoo)).strip('-.') or 'zoo'!r}"
+                          ) from None
 
 
 def label_text(classes: Any) -> str:
@@ -186,6 +206,7 @@ class ZooWriter:
                  rows_hint: int | None = None) -> None:
         from weightlake.storage.parts import choose_layout
 
+        check_zoo_name(zoo)
         self.tx, self.zoo, self.arch, self.report = tx, zoo, arch, report
         self.layout = choose_layout(arch.n_params, layout)
         spans = [(t.start, t.size) for t in arch.tensors] if self.layout == "tensors" else []

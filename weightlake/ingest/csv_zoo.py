@@ -40,6 +40,7 @@ from weightlake.ingest.common import (
     ZooWriter,
     check_init,
     check_zoo_dataset,
+    check_zoo_name,
     file_fingerprint,
     source_seen,
     take_rows,
@@ -323,6 +324,7 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     if on_error not in ("abort", "skip"):
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
     check_init(init)
+    check_zoo_name(zoo)
     root, path = Path(lake_root), Path(path)
     check_input_file(path)
     check_header(path, arch)
@@ -331,6 +333,11 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     fingerprint = file_fingerprint(path)
     with _gc_paused(), transaction(root) as tx, tempfile.TemporaryDirectory() as tmpdir:
         earlier = source_seen(tx.parent, zoo, fingerprint)
+        elsewhere = sorted({f"{src['zoo']!r} (init {src.get('init')})" for src in tx.parent.sources
+                            if src.get("fingerprint") == fingerprint and src.get("zoo") != zoo})
+        if elsewhere:  # allowed (a scratch copy of a zoo), but a lake-wide count would see each model twice
+            report.extra["this file is also ingested in zoo"] = [
+                f"{z}: its models are in both zoos; queries over all zoos count them twice" for z in elsewhere]
         dataset = check_zoo_dataset(tx.parent, zoo, dataset)
         writer = ZooWriter(tx, zoo, arch, report, codec=codec, allow_same_source=allow_same_source)
         rejects: list[BadRow] = []

@@ -96,9 +96,10 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
         When the tree has no run folder, a ``params.json`` or ``result.json`` is malformed
         (file and line named), or no checkpoint is readable (nothing is committed).
     """
-    from weightlake.ingest.common import IngestReport, ZooWriter
+    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_name
     from weightlake.storage.transaction import transaction
 
+    check_zoo_name(zoo)
     started = time.perf_counter()
     runs = find_runs(Path(root))
     files = [(run, int(m.group(1)), d / "checkpoints") for run in runs for d in sorted(run.iterdir())
