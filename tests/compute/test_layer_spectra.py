@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
@@ -131,35 +130,17 @@ def test_per_layer_spectra_of_a_tensors_zoo_on_s3_equal_the_local_ones(lakes, s3
     assert a.equals(b)
 
 
-def _lake_with_a_bad_weight(lake_root: Path, zoo_root: Path, bad: float) -> int:
-    """A tensors-layout lake of the tree's checkpoints with ``bad`` at one conv weight of the fourth
-    (as a lake written before ingestion refused such values holds it); returns that model's id."""
-    from weightlake.ingest.common import IngestReport, ZooWriter
-    from weightlake.ingest.modelzoo import infer_zoo_architecture
-    from weightlake.storage.transaction import transaction
-
-    paths = sorted(zoo_root.glob("run */checkpoint_*/checkpoints"))
-    arch = infer_zoo_architecture(paths)
-    flat = np.stack([arch.state_dict_to_flat({k: v.numpy() for k, v in torch.load(p).items()}) for p in paths])
-    flat[3, arch.matrix_layer("layer2.0.conv1").start + 5] = bad
-    meta = pl.DataFrame({"run": [p.parent.parent.name for p in paths], "epoch": [int(p.parent.name[-1]) for p in paths],
-                         "source_file": [str(p) for p in paths]})
-    with transaction(lake_root) as tx:
-        writer = ZooWriter(tx, "rn", arch, IngestReport(zoo="rn", source=str(zoo_root)), layout="tensors")
-        writer.add(meta, flat)
-        written = writer.finish()
-        tx.commit({"op": "ingest-modelzoo", "zoo": "rn", "summary": "test"})
-    return int(written["model_id"][3])
-
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_a_non_finite_weight_is_refused_naming_zoo_layer_and_model(lakes, tmp_path, tree_state, bad):
+def test_a_non_finite_weight_is_refused_naming_zoo_layer_and_model(lakes, tmp_path, tree_state, bad,
+                                                                   lake_with_a_bad_weight):
     """The per-layer path ran no check: eigh failed to converge in a worker thread (a LinAlgError traceback)."""
     from weightlake.cli import main
 
     tensors, _ = lakes
     root = tmp_path / "lake"
-    model_id = _lake_with_a_bad_weight(root, tensors.parent / "zoo", bad)
+    col = wl.open_lake(tensors).arch("rn").matrix_layer("layer2.0.conv1").start + 5
+    model_id = lake_with_a_bad_weight(tensors, root, "rn", 3, col, bad)
     before = tree_state(root)
     out = CliRunner().invoke(main, ["analyze", "spectra", "--zoo", "rn", "--lake", str(root)])
     assert out.exit_code == 1 and "Traceback" not in out.output and out.output.count("error:") == 1

@@ -321,7 +321,8 @@ def param_slices(n_params: int, n_rows: int, memory: int) -> list[tuple[int, int
 
 def _stream_pass(lake: Any, plan: CorrelationPlan, lo: int, hi: int,
                  with_aggregates: bool) -> tuple[np.ndarray, list[pl.DataFrame]]:
-    """One pass over the zoo: the used rows' parameters ``lo:hi`` and (first pass) their aggregates per block."""
+    """One pass over the zoo: the used rows' parameters ``lo:hi`` and (first pass) their aggregates per block.
+    The first pass (``lo == 0``) refuses rows holding a NaN or an infinity (:func:`refuse_non_finite`)."""
     from weightlake.analysis.correlations import layer_aggregates
 
     x = np.empty((plan.n_used, hi - lo), dtype=np.float32)
@@ -330,6 +331,8 @@ def _stream_pass(lake: Any, plan: CorrelationPlan, lo: int, hi: int,
         mask = plan.mask[at:at + len(ids)]
         at += len(ids)
         rows = block if mask.all() else block[mask]
+        if lo == 0:
+            refuse_non_finite(plan.zoo, ids[mask], rows)
         x[fill:fill + len(rows)] = rows[:, lo:hi]
         fill += len(rows)
         if with_aggregates and len(rows):
