@@ -269,7 +269,7 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
     blocks = plan.blocks()
     with dask_client(address) as client:
         futures = [client.submit(pair_block_metrics, lake.location, plan.segments, plan.ids[b], plan.arch, options,
-                                 key=f"wl-pairs-{scenario}-{b.start}") for b in blocks]
+                                 zoo=plan.zoo, key=f"wl-pairs-{scenario}-{b.start}") for b in blocks]
         columns = _gather(client, futures, progress and (lambda d, t: progress(blocks[d - 1].stop, len(plan.ids))))
     parts = [pair_frame(plan, b, c) for b, c in zip(blocks, columns, strict=True)]
     report = commit_pair_metrics(lake_root, lake, plan, options, parts, started,
