@@ -311,3 +311,35 @@ def store_lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         return str(tmp_path / "lake")
     return request.getfixturevalue("s3_lake_url")
+
+
+def _lake_with_a_bad_weight(src: Path, dst: Path, zoo: str, row: int, col: int, value: float = float("nan")) -> int:
+    """A copy of ``src``'s zoo in a new lake ``dst`` (same layout) with ``value`` at ``[row, col]`` of its weight
+    rows, as a lake written before ingestion refused non-finite weights holds it; returns that model's id."""
+    import numpy as np
+
+    import weightlake as wl
+    from weightlake.ingest.common import IngestReport, ZooWriter
+    from weightlake.storage.transaction import transaction
+
+    lake = wl.open_lake(src)
+    ids, rows = lake.zoo_weights(zoo)
+    rows = np.array(rows, dtype=np.float32)
+    rows[row, col] = value
+    meta = lake.models(zoo).collect()
+    order = {mid: i for i, mid in enumerate(meta["model_id"].to_list())}
+    meta = meta[[order[int(i)] for i in ids]].drop("model_id", "weights_hash")
+    layout = lake.manifest.zoo(zoo).segments[0].layout
+    with transaction(dst) as tx:
+        writer = ZooWriter(tx, zoo, lake.arch(zoo), IngestReport(zoo=zoo, source=str(src)), layout=layout)
+        writer.add(meta, rows)
+        written = writer.finish()
+        tx.commit({"op": "ingest-test", "zoo": zoo, "summary": "a copy with one non-finite weight"})
+    return int(written["model_id"][row])
+
+
+@pytest.fixture()
+def lake_with_a_bad_weight():  # noqa: ANN201
+    """``lake_with_a_bad_weight(src, dst, zoo, row, col, value=nan)``: ``src``'s zoo copied into lake ``dst``
+    with one non-finite weight; returns the id of the model holding it."""
+    return _lake_with_a_bad_weight

@@ -212,3 +212,19 @@ def test_pearson_blocks_match_scipy_on_offset_columns() -> None:
     for i in range(x.shape[1]):
         for j in range(y.shape[1]):
             assert r[i, j] == pytest.approx(st.pearsonr(x[:, i].astype(np.float64), y[:, j]).statistic, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6])
+def test_spearman_p_of_a_few_models_is_never_below_the_exact_test(n: int) -> None:
+    """The t form gave p = 0 (q = 0, a significant cell) to a perfect rank order of 3-6 models: the exact
+    permutation test (scipy) gives 2 / n!, at n <= 4 never below 0.05."""
+    x = np.column_stack([np.arange(n) ** 2, np.arange(n)[::-1] + 0.5]).astype(np.float32)  # rho = +1, -1
+    meta = pl.DataFrame({"epoch": np.arange(n) * 5})
+    table = C.correlate(x, meta, methods=["spearman"])
+    for i in range(x.shape[1]):
+        exact = st.permutation_test((x[:, i].astype(np.float64),),
+                                    lambda a: st.spearmanr(a, meta["epoch"].to_numpy()).statistic,
+                                    permutation_type="pairings").pvalue
+        assert table["p"][i] == pytest.approx(exact, rel=1e-12) == pytest.approx(C.spearman_p_floor(n))
+    if n <= 4:
+        assert (table["q"] > 0.05).all()

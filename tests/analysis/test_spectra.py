@@ -259,3 +259,39 @@ def test_population_fit_on_real_trained_models(real_lake_dir) -> None:
     np.testing.assert_allclose(pop.eigenvalues[-5:], np.sort(s[:5] ** 2) / CNN_S.n_params, rtol=1e-6)
     assert 1e-4 < pop.mp_sigma2 < 10 and np.isfinite(pop.tw_stat) and abs(pop.tw_stat) < 1e6
     assert pop.fit_holds == (pop.fit_note == "")
+
+
+def _rank_deficient_layers() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    dup = rng.normal(size=(20, 36))
+    dup[5] = dup[3]  # two neurons with the same weights
+    u, _, vt = np.linalg.svd(rng.normal(size=(20, 36)), full_matrices=False)
+    return {"zero": np.zeros((20, 36)), "constant": np.full((20, 36), 0.3), "duplicate row": dup,
+            "rank 5": rng.normal(size=(20, 5)) @ rng.normal(size=(5, 36)),
+            "cond 1e5": u * np.logspace(0, -5, 20) @ vt, "cond 1e7": u * np.logspace(0, -7, 20) @ vt}
+
+
+def test_condition_numbers_agree_with_numpy_where_the_gram_loses_precision() -> None:
+    """From the Gram eigenvalues a singular layer (two equal neurons) read 1.2e8 and cond 1e7 was 4e-4 off."""
+    for name, m in _rank_deficient_layers().items():
+        got = spectra.layer_spectra(m[None].astype(np.float32))["condition_number"][0]
+        want = np.linalg.cond(m.astype(np.float32).astype(np.float64))
+        if name == "zero":
+            assert np.isnan(got)  # documented: all-zero matrices give NaN
+        elif want > 1e15:  # singular: numpy's rounding-level figure, matched in magnitude
+            assert got > 1e15, name
+        else:
+            assert got == pytest.approx(want, rel=1e-6), name  # two LAPACK SVDs: s_min to ~eps * cond
+
+
+def test_rank_deficient_layers_get_no_power_law_fitted_to_rounding_noise() -> None:
+    """alpha was fitted with xmin at a rounding-level eigenvalue (1e-49): alpha 1.02 for a rank-one layer,
+    8e12 for an all-zero one, with an empty note; and 8 of a rank-one layer's zeros counted as spikes."""
+    layers = _rank_deficient_layers()
+    out = spectra.layer_spectra(np.stack([layers[k] for k in ("zero", "constant", "rank 5")]).astype(np.float32))
+    assert np.isnan(out["alpha"]).all()
+    assert list(out["alpha_note"]) == [f"too few non-zero eigenvalues ({r} < 10)" for r in (0, 1, 5)]
+    assert out["n_spikes"][1] == 1  # a rank-one layer: one spike, no bulk
+    dup = spectra.layer_spectra(layers["duplicate row"][None].astype(np.float32))  # rank 19: fitted on those
+    eig = np.linalg.svd(layers["duplicate row"].astype(np.float32).astype(np.float64), compute_uv=False) ** 2 / 36
+    assert dup["alpha_note"][0] == "" and dup["alpha_xmin"][0] >= eig[-2] * (1 - 1e-9)

@@ -24,3 +24,4 @@ def _assert_same_table(got: pl.DataFrame, want: pl.DataFrame, atol: float = 1e-1
 def assert_same_table() -> Callable[..., None]:
     """``assert_same_table(got, want, atol=1e-12)``: two tables equal row for row within ``atol``."""
     return _assert_same_table
+

@@ -86,3 +86,18 @@ def test_rows_with_a_nan_or_an_infinity_are_refused_by_model_id():
     rows[2, 7], rows[4, 1] = np.nan, -np.inf
     with pytest.raises(QueryError, match=r"zoo 'z': 2 models have non-finite weights \(model_id 12, 14\)"):
         refuse_non_finite("z", np.arange(10, 16), rows)
+
+
+@pytest.mark.parametrize("features", ["both", "params"])
+def test_correlations_refuse_a_non_finite_weight(small_lake_dir, tmp_path, tree_state, lake_with_a_bad_weight,
+                                                 features):
+    """Correlations streamed the rows unchecked: a LinAlgError traceback from the aggregates' spectral norms,
+    or (parameters only) a committed table whose every figure of that parameter was NaN, without a word."""
+    root = tmp_path / "lake"
+    model_id = lake_with_a_bad_weight(small_lake_dir, root, "mnist-cnn-s", 3, 10)
+    before = tree_state(root)
+    out = CliRunner().invoke(main, ["analyze", "correlations", "--against", "epoch", "--features", features,
+                                    "--lake", str(root)])
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert f"zoo 'mnist-cnn-s': 1 models have non-finite weights (model_id {model_id})" in out.output
+    assert tree_state(root) == before

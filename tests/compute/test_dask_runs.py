@@ -209,3 +209,26 @@ def test_topology_groups_on_a_local_cluster_equal_the_local_run(lake_copy: Path,
     assert want["topology_groups"].filter(pl.col("space") == "function_rips").height == 12
     params = json.loads(lake.manifest.table("topology_groups").properties["params:mnist-cnn-s"])
     assert params.pop("engine") == "dask local" and params == want_params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("analysis", [["spectra"], ["correlations", "--against", "epoch", "--features", "params"],
+                                      ["topology", "--layers", "fc1"], ["topology-groups", "--by", "activation"]])
+def test_a_non_finite_weight_on_a_local_cluster_is_one_line(small_lake_dir: Path, tmp_path: Path, tree_state,
+                                                            lake_with_a_bad_weight, analysis) -> None:
+    """The Dask tasks ran no check: eigh's LinAlgError or batched_mst's 'not connected' came back from a
+    worker (correlations of the parameters alone committed NaN figures), after each worker had logged the
+    task's traceback; now the worker refuses the models as the local run does, and says it once."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("gudhi")
+    root = tmp_path / "lake"
+    model_id = lake_with_a_bad_weight(small_lake_dir, root, "mnist-cnn-s", 3, 10)
+    before = tree_state(root)
+    proc = subprocess.run([sys.executable, "-m", "weightlake", "analyze", *analysis, "--dask", "local",
+                           "--lake", str(root)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert f"zoo 'mnist-cnn-s': 1 models have non-finite weights (model_id {model_id})" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1, proc.stderr
+    assert tree_state(root) == before

@@ -128,3 +128,23 @@ def test_per_layer_spectra_of_a_tensors_zoo_on_s3_equal_the_local_ones(lakes, s3
     a = wl.open_lake(s3_lake_url).table("spectra").collect().sort("model_id", "layer").drop("snapshot")
     b = wl.open_lake(tensors).table("spectra").collect().sort("model_id", "layer").drop("snapshot")
     assert a.equals(b)
+
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_weight_is_refused_naming_zoo_layer_and_model(lakes, tmp_path, tree_state, bad,
+                                                                   lake_with_a_bad_weight):
+    """The per-layer path ran no check: eigh failed to converge in a worker thread (a LinAlgError traceback)."""
+    from weightlake.cli import main
+
+    tensors, _ = lakes
+    root = tmp_path / "lake"
+    col = wl.open_lake(tensors).arch("rn").matrix_layer("layer2.0.conv1").start + 5
+    model_id = lake_with_a_bad_weight(tensors, root, "rn", 3, col, bad)
+    before = tree_state(root)
+    out = CliRunner().invoke(main, ["analyze", "spectra", "--zoo", "rn", "--lake", str(root)])
+    assert out.exit_code == 1 and "Traceback" not in out.output and out.output.count("error:") == 1
+    assert (f"zoo 'rn': 1 models have non-finite weights in layer 'layer2.0.conv1' (model_id {model_id})"
+            in out.output)
+    assert tree_state(root) == before
+    analyze_spectra(root, zoo="rn", layers=["fc", "layer1.0.conv1"])  # the layers without it still give figures

@@ -115,3 +115,18 @@ def test_pair_metrics_on_a_local_cluster_equal_the_local_run(pair_lake: Path, as
     got = wl.open_lake(pair_lake).table("pair_metrics").collect().drop("snapshot")
     assert any("ran on Dask (local)" in n for n in report.notes) and report.rows == got.height
     assert_same_table(got, want, atol=0)
+
+
+@pytest.mark.parametrize("memory", [None, "1MB"])  # the zoo decoded once, or read per block from the store
+def test_a_non_finite_weight_is_refused_not_committed_as_nan(analysed_lake_dir: Path, tmp_path: Path, tree_state,
+                                                             lake_with_a_bad_weight, memory) -> None:
+    """pair-metrics ran no check: every metric of each couple naming that model went into the table as NaN."""
+    from weightlake.scenarios import declare_scenario
+
+    root = tmp_path / "lake"
+    model_id = lake_with_a_bad_weight(analysed_lake_dir, root, "mnist-cnn-s", 0, 10, np.inf)
+    declare_scenario(root, "t", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 4), overlap=(0, 2))
+    before = tree_state(root)
+    with pytest.raises(QueryError, match=rf"zoo 'mnist-cnn-s': 1 models have non-finite weights \(model_id {model_id}\)"):
+        analyze_pair_metrics(root, scenario="t", metrics=METRICS, memory=memory)
+    assert tree_state(root) == before

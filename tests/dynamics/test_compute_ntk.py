@@ -73,3 +73,20 @@ def test_ntk_cli(real_copy):
                                        "--probe-images", "4", "--images", "fashion-mnist", "--no-init"])
     assert result.exit_code == 0, result.output
     assert "table 'ntk': 4 rows" in result.output
+
+
+@pytest.mark.parametrize("analysis", ["ntk", "super-weights"])
+def test_a_model_with_a_non_finite_weight_is_refused_up_front(small_lake_dir, tmp_path, tree_state,
+                                                              lake_with_a_bad_weight, analysis):
+    """The runs rebuilt each model unchecked: the NTK's eigvalsh failed (a LinAlgError traceback) and the
+    super-weight scan committed NaN losses and chance accuracies for the model, without a word."""
+    from weightlake.compute.superweights import analyze_super_weights
+    from weightlake.errors import QueryError
+
+    root = tmp_path / "lake"
+    model_id = lake_with_a_bad_weight(small_lake_dir, root, "mnist-cnn-s", 3, 10)
+    before = tree_state(root)
+    run = analyze_ntk if analysis == "ntk" else analyze_super_weights
+    with pytest.raises(QueryError, match=rf"zoo 'mnist-cnn-s': 1 models have non-finite weights \(model_id {model_id}\)"):
+        run(root, sample=None, model_ids=[model_id - 1, model_id], images="fashion-mnist")
+    assert tree_state(root) == before

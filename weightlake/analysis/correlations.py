@@ -5,7 +5,10 @@ Every parameter of every model (a block ``[n, P]``) is correlated against every 
 blocks in float64; for Spearman, the same on average ranks (ties share the mean of their
 positions, as ``scipy.stats.rankdata``).  p-values use the t distribution with ``n - 2``
 degrees of freedom, written as a regularised incomplete beta function
-(``p = I_{1 - r^2}((n - 2) / 2, 1 / 2)``, as ``scipy.stats.pearsonr`` and ``spearmanr``).
+(``p = I_{1 - r^2}((n - 2) / 2, 1 / 2)``, as ``scipy.stats.pearsonr`` and ``spearmanr``).  A
+Spearman p-value is never below ``2 / n!``, the smallest two-sided p the exact permutation test
+can give (:func:`spearman_p_floor`): the t form gave ``p = 0`` to a perfect rank order of 3-6
+models, where the exact test gives 1/3 ... 1/360.
 Multiple testing: Benjamini-Hochberg q-values and Bonferroni-adjusted p-values, computed within
 one *family* = all (feature, metadata column) tests of one method in one group.
 
@@ -347,6 +350,15 @@ def correlation_pvalues(r: Any, n: int) -> np.ndarray:
     return betainc((n - 2) / 2, 0.5, np.clip(1 - r * r, 0.0, 1.0))
 
 
+def spearman_p_floor(n: int) -> float:
+    """``2 / n!``: the smallest two-sided p-value of a rank correlation of ``n`` values (one ordering of
+    ``n!`` and its reverse; ``scipy.stats.permutation_test`` gives exactly this for a perfect order),
+    below which the t approximation goes for small ``n`` (0 at ``rho = +-1``)."""
+    import math
+
+    return 2 / math.factorial(n) if n <= 170 else 0.0  # 2 / 171! is below the smallest double
+
+
 def bh_qvalues(p: Any) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values) over all non-NaN entries; NaN stays NaN."""
     p = np.asarray(p, dtype=np.float64)
@@ -456,6 +468,8 @@ def _method_frame(x: np.ndarray, y: np.ndarray, y_names: list[str], method: str,
     r = kernel(x, y) if y.shape[1] else np.empty((x.shape[1], 0))
     n = x.shape[0]
     p = correlation_pvalues(r, n)
+    if method == "spearman":
+        p = np.maximum(p, spearman_p_floor(n))  # NaN stays NaN
     f, k = r.shape
     per_feature = np.repeat(np.arange(f), k)  # gathers in polars: much faster than repeating Python strings
     return pl.DataFrame({

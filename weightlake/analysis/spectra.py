@@ -23,7 +23,8 @@ Marchenko-Pastur fit
 2. call an eigenvalue a *spike* when its Tracy-Widom statistic
    ``(lambda N / sigma^2 - mu_np) / sigma_np`` (Johnstone's real-Wishart centering, see
    :func:`weightlake.analysis.rmt.wishart_edge_scaling`) exceeds ``spike_threshold`` (default:
-   the 99 % quantile of TW1, 2.02); only the top ``floor(M / 2)`` eigenvalues may be spikes;
+   the 99 % quantile of TW1, 2.02); only the top ``floor(M / 2)`` eigenvalues may be spikes, and
+   none that is zero to the Gram matrix's precision (``<= M * eps * lambda_max``);
 3. re-estimate ``sigma^2`` as the mean of the non-spike eigenvalues (for pure noise the mean
    ESD eigenvalue is exactly ``sigma^2`` in expectation, at any size); repeat 2-3 until the
    spike set no longer changes.
@@ -42,7 +43,8 @@ Other figures
 -------------
 ``spectral_norm`` = ``s_max``; ``stable_rank`` = ``||A||_F^2 / ||A||_2^2``; ``effective_rank`` =
 ``exp(H(s / sum s))`` (Roy & Vetterli, singular values L1-normalised); ``condition_number`` =
-``s_max / s_min`` over the ``M`` singular values (as ``numpy.linalg.cond``); ``entropy`` =
+``s_max / s_min`` over the ``M`` singular values (as ``numpy.linalg.cond``; above 1e4 from an SVD,
+see :data:`COND_FROM_SVD`); ``entropy`` =
 ``H(lambda / sum lambda) / log M`` in ``[0, 1]`` (spectral or matrix entropy); ``level_spacing_ratio``
 = mean ``min(s_i, s_{i+1}) / max(s_i, s_{i+1})`` over consecutive ESD spacings (NaN below 3
 eigenvalues; 0.5307 for GOE-like, 0.3863 for uncorrelated levels); ``ipr_mean`` = mean inverse
@@ -50,7 +52,7 @@ participation ratio ``sum_j v_j^4`` of the Gram eigenvectors (``M``-dimensional;
 ``3 / (M + 2)`` for random delocalised vectors, 1 for a vector on one coordinate); ``alpha`` =
 power-law exponent of the ESD tail by continuous maximum likelihood, ``xmin`` chosen among the
 eigenvalues to minimise the Kolmogorov-Smirnov distance (Clauset, Shalizi & Newman 2009), only
-for layers with at least ``min_alpha_eigs`` eigenvalues (the reason is recorded in ``alpha_note``).
+for layers with at least ``min_alpha_eigs`` non-zero eigenvalues (the reason is recorded in ``alpha_note``).
 """
 
 from __future__ import annotations
@@ -169,7 +171,9 @@ def fit_marchenko_pastur(esd: np.ndarray, n_big: int, spike_threshold: float = r
     m = esd.shape[1]
     q = m / n_big
     mu, sd = rmt.wishart_edge_scaling(n_big, m)
-    eligible = np.arange(m) >= m - m // 2
+    # the top half may be spikes, but never an eigenvalue that is zero to the Gram's precision (rounding noise
+    # of a rank-deficient layer, which a zero bulk estimate would otherwise call a spike)
+    eligible = (np.arange(m) >= m - m // 2) & (esd > m * np.finfo(float).eps * esd[:, -1:])
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma2 = np.median(esd, axis=1) / float(rmt.mp_quantile(0.5, q))
         spikes = np.zeros(esd.shape, dtype=bool)
@@ -212,22 +216,31 @@ def power_law_alpha(esd: np.ndarray, min_eigs: int = MIN_ALPHA_EIGS, min_tail: i
 
     For each candidate ``xmin`` (an eigenvalue leaving at least ``min_tail`` in the tail)
     ``alpha = 1 + k / sum(log(x_i / xmin))``; the candidate with the smallest KS distance
-    between the tail and ``1 - (x / xmin)^(1 - alpha)`` wins.  Rows with fewer than
-    ``min_eigs`` eigenvalues get NaN and the note ``'too few eigenvalues (k < min_eigs)'``.
+    between the tail and ``1 - (x / xmin)^(1 - alpha)`` wins (the ``powerlaw`` package's fit).
+    Rows with fewer than ``min_eigs`` eigenvalues get NaN and the note
+    ``'too few eigenvalues (k < min_eigs)'``.  Eigenvalues that are zero to the Gram matrix's
+    precision (at most ``M * eps * lambda_max``: rounding noise of a rank-deficient layer) are
+    never a candidate ``xmin``: a rank-deficient layer is fitted on its non-zero eigenvalues,
+    and one with fewer than ``min_eigs`` of them (an all-zero or a rank-one layer) gets NaN and
+    the note ``'too few non-zero eigenvalues (r < min_eigs)'``.
     """
     n, m = esd.shape
     if m < min_eigs or m < min_tail:
         nan = np.full(n, np.nan)
         return {"alpha": nan, "alpha_xmin": nan.copy(), "alpha_ks": nan.copy(),
                 "alpha_note": np.full(n, f"too few eigenvalues (k < {min_eigs})", dtype=object)}
+    nonzero = esd > (m * np.finfo(float).eps * esd[:, -1:])
+    rank = nonzero.sum(axis=1)
     logs = np.log(np.maximum(esd, np.finfo(float).tiny))
     best = np.full((3, n), np.nan)
     best[2] = np.inf
     for j in range(m - min_tail + 1):
         alpha, ks = _tail_fit(esd[:, j:], logs[:, j:])
-        better = ks < best[2]
+        better = (ks < best[2]) & nonzero[:, j] & (rank >= min_eigs)
         best[:, better] = np.stack([alpha, esd[:, j], ks])[:, better]
     note = np.where(np.isnan(best[0]), "degenerate spectrum", "").astype(object)
+    few = rank < min_eigs
+    note[few] = [f"too few non-zero eigenvalues ({r} < {min_eigs})" for r in rank[few]]
     return {"alpha": best[0], "alpha_xmin": best[1], "alpha_ks": np.where(np.isinf(best[2]), np.nan, best[2]),
             "alpha_note": note}
 
@@ -282,12 +295,35 @@ def _layer_figures(matrices: Any, spike_threshold: float, min_alpha_eigs: int,
         "n_eigs": np.full(n, m, dtype=np.int32),
     }
     out.update(norm_figures(eig))
+    out["condition_number"] = _refined_condition(matrices, eig, out["condition_number"])
     out.update(fit_marchenko_pastur(esd, max(r, c), spike_threshold))
     out["level_spacing_ratio"] = rmt.mean_spacing_ratio(esd)
     out["ipr_mean"] = eigenvector_ipr(vec)
     out.update(power_law_alpha(esd, min_alpha_eigs))
     if eigenvalues:
         out["eigenvalues"] = esd
+    return out
+
+
+COND_FROM_SVD = 1e4
+"""Condition numbers above this are taken from an SVD of the matrix: the Gram eigenvalues
+``s_i^2`` hold ``s_min`` to about ``eps * (s_max / s_min)^2`` relative error (1e-8 at 1e4, 1e-2 at
+1e7), and a rank-deficient matrix came out near ``1 / sqrt(eps)``, 1e8, instead of numpy's ~1e16."""
+
+
+def _refined_condition(matrices: Any, eig: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    """``cond``, with the rows above :data:`COND_FROM_SVD` recomputed from singular values (as
+    ``numpy.linalg.cond``): few matrices of a trained zoo are that ill-conditioned, so the SVD is cheap."""
+    import torch
+
+    with np.errstate(invalid="ignore"):
+        ill = np.flatnonzero(~(cond <= COND_FROM_SVD) & (eig[:, -1] > 0))
+    if not ill.size:
+        return cond
+    sv = torch.linalg.svdvals(torch.as_tensor(np.asarray(matrices)[ill]).to(torch.float64)).numpy()
+    out = cond.copy()
+    with np.errstate(divide="ignore"):
+        out[ill] = sv[:, 0] / sv[:, -1]
     return out
 
 

@@ -95,8 +95,17 @@ class ModelSample:
 def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_rows: bool = False,
                   ids: Sequence[int] | None = None) -> ModelSample:
     """Distinct models of ``zoo`` (one row per weight vector unless ``all_rows``), restricted to
-    ``ids`` when given, optionally a seeded random ``sample`` of them, sorted by ``model_id``."""
+    ``ids`` when given, optionally a seeded random ``sample`` of them, sorted by ``model_id``.
+
+    Raises
+    ------
+    QueryError
+        When no model is left, or a chosen one holds a NaN or an infinity (its kernel or
+        ablation scan would fail in a decomposition or give NaN): the models are named.
+    """
     from weightlake.analysis.distinct import distinct_models
+    from weightlake.compute.analyses import refuse_non_finite
+    from weightlake.storage.budget import block_rows
 
     meta = lake.models(zoo).collect().sort("model_id")
     n_rows = meta.height
@@ -114,6 +123,10 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
         note += f"; a seeded sample of {sample} (seed {seed})"
     if meta.height == 0:
         raise QueryError(f"zoo {zoo!r} has no models to analyse")
+    chosen_ids = meta["model_id"].to_numpy()
+    step = block_rows(lake.arch(zoo).n_params, lake.memory)
+    for start in range(0, len(chosen_ids), step):  # checked up front, not after the models before it ran
+        refuse_non_finite(zoo, chosen_ids[start:start + step], lake.weights_numpy(chosen_ids[start:start + step]))
     return ModelSample(meta, n_rows, note, {**selection, "sample": sample, "sample_seed": seed, "n": meta.height})
 
 

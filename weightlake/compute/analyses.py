@@ -55,16 +55,18 @@ def _zoo_rows(lake: Any, zoo: str | None) -> tuple[str, np.ndarray, np.ndarray, 
     return zoo, ids, rows, meta
 
 
-def refuse_non_finite(zoo: str, ids: np.ndarray, rows: np.ndarray) -> None:
+def refuse_non_finite(zoo: str, ids: np.ndarray, rows: np.ndarray, *, layer: str | None = None) -> None:
     """Refuse weight rows holding a NaN or an infinity, naming the models (one float32 sum per row).
 
     A lake written before ingestion refused them can hold such rows; an analysis over them
     fails deep inside a decomposition or gives NaN for the model, so it is refused up front.
+    ``layer`` names the layer when ``rows`` hold one layer's weights (a per-layer read).
     """
     bad = non_finite_rows(rows)
     if len(bad):
         shown = ", ".join(str(int(ids[i])) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise QueryError(f"zoo {zoo!r}: {len(bad)} models have non-finite weights (model_id {shown}); "
+        where = f" in layer {layer!r}" if layer else ""
+        raise QueryError(f"zoo {zoo!r}: {len(bad)} models have non-finite weights{where} (model_id {shown}); "
                          "`weightlake verify` counts them, and an analysis over them would give no numbers")
 
 
@@ -319,7 +321,8 @@ def param_slices(n_params: int, n_rows: int, memory: int) -> list[tuple[int, int
 
 def _stream_pass(lake: Any, plan: CorrelationPlan, lo: int, hi: int,
                  with_aggregates: bool) -> tuple[np.ndarray, list[pl.DataFrame]]:
-    """One pass over the zoo: the used rows' parameters ``lo:hi`` and (first pass) their aggregates per block."""
+    """One pass over the zoo: the used rows' parameters ``lo:hi`` and (first pass) their aggregates per block.
+    The first pass (``lo == 0``) refuses rows holding a NaN or an infinity (:func:`refuse_non_finite`)."""
     from weightlake.analysis.correlations import layer_aggregates
 
     x = np.empty((plan.n_used, hi - lo), dtype=np.float32)
@@ -328,6 +331,8 @@ def _stream_pass(lake: Any, plan: CorrelationPlan, lo: int, hi: int,
         mask = plan.mask[at:at + len(ids)]
         at += len(ids)
         rows = block if mask.all() else block[mask]
+        if lo == 0:
+            refuse_non_finite(plan.zoo, ids[mask], rows)
         x[fill:fill + len(rows)] = rows[:, lo:hi]
         fill += len(rows)
         if with_aggregates and len(rows):

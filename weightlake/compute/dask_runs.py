@@ -36,6 +36,7 @@ from weightlake.compute.analyses import (
     correlation_plan,
     param_slice_correlations,
     param_slices,
+    refuse_non_finite,
 )
 from weightlake.errors import QueryError
 from weightlake.storage.remote import chunk_rows, read_block, rows_by_id
@@ -54,9 +55,13 @@ def dask_client(address: str, *, workers: int = LOCAL_WORKERS) -> Iterator[Any]:
         raise QueryError("--dask needs dask and distributed: pip install 'weightlake[dask]'") from None
     if address == "local":
         import logging
+        import os
 
+        # a task's error comes back to the driver and is said once there; the workers' own "Compute Failed"
+        # log of it (with its traceback) only with WEIGHTLAKE_DEBUG
+        quiet = logging.ERROR if os.environ.get("WEIGHTLAKE_DEBUG") else logging.CRITICAL
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                          dashboard_address=None, silence_logs=quiet) as cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -78,13 +83,21 @@ def run_token() -> str:
     return uuid.uuid4().hex[:8]
 
 
+def _kept_rows(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray, zoo: str) -> np.ndarray:
+    """The kept rows of one stored chunk, refused (naming the models) when one holds a NaN or an infinity,
+    as the local run refuses them: on a worker they fail inside a decomposition or give NaN."""
+    rows = read_block(location, seg, start, stop)[keep]
+    refuse_non_finite(zoo, seg.first_id + start + keep.astype(np.int64), rows)
+    return rows
+
+
 def _block_spectra(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray,
-                   arch: Mapping[str, Any], layers: Sequence[str] | None) -> pl.DataFrame:
+                   arch: Mapping[str, Any], layers: Sequence[str] | None, zoo: str) -> pl.DataFrame:
     """One task: spectra of the kept rows of one stored chunk, keyed by model id."""
     from weightlake.analysis.spectra import zoo_spectra
     from weightlake.arch import get_architecture
 
-    rows = read_block(location, seg, start, stop)[keep]
+    rows = _kept_rows(location, seg, start, stop, keep, zoo)
     table = zoo_spectra(rows, get_architecture(dict(arch)), block=max(len(rows), 1), layers=layers, workers=1)
     ids = pl.Series(seg.first_id + start + keep.astype(np.int64))
     return table.with_columns(model_id=ids[table["row"]]).drop("row")
@@ -130,7 +143,7 @@ def analyze_spectra_dask(lake_root: Path | str, *, address: str = "local", zoo: 
     with dask_client(address) as client:
         from distributed import as_completed
 
-        futures = [client.submit(_block_spectra, lake.location, seg, start, stop, keep, dict(entry.arch), layers,
+        futures = [client.submit(_block_spectra, lake.location, seg, start, stop, keep, dict(entry.arch), layers, zoo,
                                  key=f"wl-spectra-{run}-{seg.path}-{start}") for seg, start, stop, keep in jobs]
         for future in as_completed(futures):
             parts.append(future.result())
@@ -167,19 +180,22 @@ def chunk_jobs(location: Store, segments: Sequence[Segment], mask: np.ndarray) -
 
 
 def _block_aggregates(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray,
-                      arch: Any) -> pl.DataFrame:
+                      arch: Any, zoo: str) -> pl.DataFrame:
     """One task: the per-layer aggregates of the kept rows of one stored chunk (in row order)."""
     from weightlake.analysis.correlations import layer_aggregates
 
-    return layer_aggregates(read_block(location, seg, start, stop)[keep], arch)
+    return layer_aggregates(_kept_rows(location, seg, start, stop, keep, zoo), arch)
 
 
 def _slice_task(location: Store, jobs: Sequence[Job], plan: CorrelationPlan, lo: int, hi: int) -> pl.DataFrame:
-    """One task: parameters ``lo:hi`` of every used row, read chunk by chunk, correlated with the metadata."""
+    """One task: parameters ``lo:hi`` of every used row, read chunk by chunk, correlated with the metadata
+    (the first slice checks whole rows: a NaN elsewhere in a row would otherwise pass a later slice unseen)."""
     x = np.empty((plan.n_used, hi - lo), dtype=np.float32)
     fill = 0
     for seg, start, stop, keep in jobs:
-        x[fill:fill + len(keep)] = read_block(location, seg, start, stop)[keep, lo:hi]
+        rows = _kept_rows(location, seg, start, stop, keep, plan.zoo) if lo == 0 else \
+            read_block(location, seg, start, stop)[keep]
+        x[fill:fill + len(keep)] = rows[:, lo:hi]
         fill += len(keep)
     return param_slice_correlations(x, plan, lo, hi)
 
@@ -213,7 +229,7 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
         slices = param_slices(n_params, plan.n_used, min(lake.memory, 2 * 4 * plan.n_used * -(-n_params // threads)))
         slice_futures = [client.submit(_slice_task, lake.location, jobs, plan, lo, hi, key=f"wl-corr-{run}-{lo}-{hi}")
                          for lo, hi in slices] if plan.params else []
-        agg_futures = [client.submit(_block_aggregates, lake.location, seg, start, stop, keep, plan.arch,
+        agg_futures = [client.submit(_block_aggregates, lake.location, seg, start, stop, keep, plan.arch, plan.zoo,
                                      key=f"wl-aggs-{run}-{seg.path}-{start}")
                        for seg, start, stop, keep in jobs] if plan.aggregates else []
         results = _gather(client, [*slice_futures, *agg_futures], progress)
@@ -268,7 +284,7 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
     run = run_token()
     with dask_client(address) as client:
         futures = [client.submit(pair_block_metrics, lake.location, plan.segments, plan.ids[b], plan.arch, options,
-                                 key=f"wl-pairs-{run}-{scenario}-{b.start}") for b in blocks]
+                                 zoo=plan.zoo, key=f"wl-pairs-{run}-{scenario}-{b.start}") for b in blocks]
         columns = _gather(client, futures, progress and (lambda d, t: progress(blocks[d - 1].stop, len(plan.ids))))
     parts = [pair_frame(plan, b, c) for b, c in zip(blocks, columns, strict=True)]
     report = commit_pair_metrics(lake_root, lake, plan, options, parts, started,
@@ -278,11 +294,12 @@ def analyze_pair_metrics_dask(lake_root: Path | str, *, scenario: str, address: 
 
 
 def _block_topology(location: Store, seg: Segment, start: int, stop: int, keep: np.ndarray, arch: Any,
-                    layers: Sequence[str] | None, h1: bool, cubical: bool) -> pl.DataFrame:
+                    layers: Sequence[str] | None, h1: bool, cubical: bool, zoo: str) -> pl.DataFrame:
     """One task: per-model, per-layer topology of the kept rows of one stored chunk, keyed by model id."""
     from weightlake.analysis.topology import zoo_topology
 
-    frame = zoo_topology(read_block(location, seg, start, stop)[keep], arch, layers=layers, h1=h1, cubical=cubical)
+    frame = zoo_topology(_kept_rows(location, seg, start, stop, keep, zoo), arch, layers=layers, h1=h1,
+                         cubical=cubical)
     ids = pl.Series(seg.first_id + start + keep.astype(np.int64))
     return frame.with_columns(model_id=ids[frame["row"]]).drop("row")
 
@@ -316,7 +333,7 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     jobs = chunk_jobs(lake.location, lake.manifest.zoo(zoo).segments, np.isin(lake.zoo_ids(zoo), chosen))
     run = run_token()
     with dask_client(address) as client:
-        futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical,
+        futures = [client.submit(_block_topology, lake.location, seg, start, stop, keep, arch, layers, h1, cubical, zoo,
                                  key=f"wl-topology-{run}-{seg.path}-{start}") for seg, start, stop, keep in jobs]
         sizes = np.cumsum([len(k) for *_, k in jobs])
         parts = _gather(client, futures, progress and (lambda d, t: progress(int(sizes[d - 1]), int(sizes[-1]))))
@@ -332,11 +349,13 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
 
 
 def _group_task(location: Store, segments: Sequence[Segment], ids: np.ndarray, arch: Any, name: str,
-                options: Mapping[str, Any]) -> tuple[pl.DataFrame, dict, list]:
+                options: Mapping[str, Any], zoo: str) -> tuple[pl.DataFrame, dict, list]:
     """One task: one group's rows, diagrams and signed measures, reading only its models' chunks."""
     from weightlake.analysis.topology_groups import one_group
 
-    return one_group(rows_by_id(location, segments, ids), arch, name, **options)
+    rows = rows_by_id(location, segments, ids)
+    refuse_non_finite(zoo, ids, rows)
+    return one_group(rows, arch, name, **options)
 
 
 def _distance_task(shared: tuple[list[str], list[dict], list[list]], degrees: Sequence[int],
@@ -384,7 +403,9 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
     names = tg.group_names(labels.tolist())
     arch, segments = lake.arch(zoo), lake.manifest.zoo(zoo).segments
     tg.check_layer(rows_by_id(lake.location, segments, ids[:1]), arch, layer)
-    sample = rows_by_id(lake.location, segments, ids[subsample(ids, tg.SCALE_MODELS, seed)])
+    sample_ids = ids[subsample(ids, tg.SCALE_MODELS, seed)]
+    sample = rows_by_id(lake.location, segments, sample_ids)
+    refuse_non_finite(zoo, sample_ids, sample)
     grid = tg.group_grid(sample, arch, layer, resolution, seed)
     options = {"layer": layer, "grid": grid, "max_points": max_points, "degrees": tuple(degrees), "seed": seed}
     run, notes = run_token(), [note]
@@ -392,7 +413,7 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
         shares = distance_shares(len(names), 4 * max(1, sum(client.nthreads().values())))
         shares = shares if len(names) <= max_distance_groups else []
         total = len(names) + len(shares)
-        futures = [client.submit(_group_task, lake.location, segments, ids[labels == name], arch, name, options,
+        futures = [client.submit(_group_task, lake.location, segments, ids[labels == name], arch, name, options, zoo,
                                  key=f"wl-group-{run}-{k}") for k, name in enumerate(names)]
         parts, diagrams, measures = zip(*_gather(client, futures, progress and (lambda d, t: progress(d, total))),
                                         strict=True)

@@ -45,11 +45,13 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
     Raises
     ------
     QueryError
-        For a layer name the architecture does not have.
+        For a layer name the architecture does not have, or a layer holding a NaN or an infinity
+        (the models and the layer named, as the whole-row path names them; a batch-norm vector,
+        which no spectrum reads, is not checked here).
     """
     from weightlake.analysis._rows import default_workers
     from weightlake.analysis.spectra import layer_spectra_frame, single_threaded_torch, skipped_layers
-    from weightlake.compute.analyses import AnalysisReport, _commit, _selection, _zoo_meta
+    from weightlake.compute.analyses import AnalysisReport, _commit, _selection, _zoo_meta, refuse_non_finite
     from weightlake.lake import open_lake
     from weightlake.storage.budget import block_rows
 
@@ -75,16 +77,21 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
     def run(task: tuple[Any, np.ndarray]) -> pl.DataFrame:
         layer, block = task
         weights = lake.layer(block, layer.weight_key or layer.name).numpy()
+        refuse_non_finite(zoo, block, weights.reshape(len(block), -1), layer=layer.name)
         part = layer_spectra_frame(arch.weight_to_matrix(layer, weights), layer.name, arch.matrix_layer_names)
         return part.with_columns(model_id=pl.Series(block)[part["row"]]).drop("row")
 
     frames, done, total = [], 0, len(names) * len(kept)
     with single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:  # eigh releases the GIL
-        for (_, block), frame in zip(tasks, pool.map(run, tasks), strict=True):
-            frames.append(frame)
-            done += len(block)
-            if progress is not None:
-                progress(done, total)
+        try:
+            for (_, block), frame in zip(tasks, pool.map(run, tasks), strict=True):
+                frames.append(frame)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:  # a refused block: the blocks still queued are not decomposed first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if not frames:  # no layer or no model: the schema still
         empty = np.empty((0, *arch.matrix_layers[0].matrix_shape), dtype=np.float32)
         frames.append(layer_spectra_frame(empty, arch.matrix_layer_names[0], arch.matrix_layer_names)

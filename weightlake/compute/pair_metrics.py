@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.compute.analyses import AnalysisReport, _commit
+from weightlake.compute.analyses import AnalysisReport, _commit, refuse_non_finite
 from weightlake.errors import QueryError
 from weightlake.storage.snapshot import Segment
 from weightlake.storage.store import Store
@@ -100,12 +100,13 @@ def pair_plan(lake: Any, scenario: str, split: str | None, options: PairMetricOp
 
 def pair_block_metrics(location: Store, segments: Sequence[Segment], ids: np.ndarray, arch: Any,
                        options: PairMetricOptions, weights: np.ndarray | None = None,
-                       zoo_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       zoo_ids: np.ndarray | None = None, *, zoo: str) -> dict[str, np.ndarray]:
     """The metric columns of one block of pairs (``ids [n, 3]``), couple after couple (``3n`` rows).
 
     Rows come from ``weights`` (the zoo decoded, with its ``zoo_ids``) when given, else
     from the store: only the chunks these models touch, checked
-    (:func:`weightlake.storage.remote.rows_by_id`).  A Dask task's body.
+    (:func:`weightlake.storage.remote.rows_by_id`).  A model of zoo ``zoo`` holding a NaN
+    or an infinity is refused by id (its every metric would be NaN).  A Dask task's body.
     """
     from weightlake.analysis.metrics import compute_all
     from weightlake.storage.remote import rows_by_id
@@ -115,6 +116,7 @@ def pair_block_metrics(location: Store, segments: Sequence[Segment], ids: np.nda
         rows = weights[np.searchsorted(zoo_ids, unique)]
     else:
         rows = rows_by_id(location, segments, unique)
+    refuse_non_finite(zoo, unique, rows)
     inverse = inverse.reshape(ids.shape)
     parts = [compute_all(rows[inverse[:, p]], rows[inverse[:, r]], arch, per_layer=options.per_layer,
                          include_slow=options.include_slow,
@@ -187,7 +189,7 @@ def analyze_pair_metrics(lake_root: Path | str, *, scenario: str, split: str | N
     parts = []
     for block in plan.blocks():
         columns = pair_block_metrics(lake.location, plan.segments, plan.ids[block], plan.arch, options,
-                                     weights=weights, zoo_ids=zoo_ids)
+                                     weights=weights, zoo_ids=zoo_ids, zoo=plan.zoo)
         parts.append(pair_frame(plan, block, columns))
         if progress is not None:
             progress(block.stop, len(plan.ids))
