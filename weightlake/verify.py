@@ -48,8 +48,11 @@ class VerifyReport:
             for ex in q["duplicate_examples"]:
                 out.append(f"    {ex}")
             out.append(f"  non-finite weights: {q['nonfinite_rows']} rows")
-            out.append(f"  slots (classes x activation x epoch): {q['slots_filled']} filled of {q['slots_grid']}"
-                       f" ({q['slots_missing']} missing)")
+            if q["slots_grid"] is None:
+                out.append("  slots (classes x activation x epoch): none to fill, the zoo records no class sets")
+            else:
+                out.append(f"  slots (classes x activation x epoch): {q['slots_filled']} filled of {q['slots_grid']}"
+                           f" ({q['slots_missing']} missing)")
             for ex in q["missing_examples"]:
                 out.append(f"    missing: {ex}")
             acc = q["accuracy"]
@@ -178,13 +181,16 @@ def _quality(meta: pl.DataFrame, nonfinite: int) -> dict[str, Any]:
     dup = (meta.group_by("weights_hash").agg(n=pl.len(), ids=pl.col("model_id").sort(), epochs=pl.col("epoch").sort(),
                                              classes=pl.col("classes").first(), activation=pl.col("activation").first(),
                                              init=pl.col("init").first())
-           .filter(pl.col("n") > 1).sort("n", descending=True))
+           .filter(pl.col("n") > 1).with_columns(first=pl.col("ids").list.first())
+           .sort(["n", "first"], descending=[True, False]))  # the same examples every run
     keys = ["init", "activation", "epoch"]
     labels = meta.select("class_mask").unique()
     grid = labels.join(meta.select(keys).unique(), how="cross") if "init" in meta.columns else labels
     grid = grid.join(meta.select("init", "activation").unique(), on=["init", "activation"], how="semi")
     present = meta.select("class_mask", *keys).unique()
     missing = grid.join(present, on=["class_mask", *keys], how="anti").sort(["class_mask", *keys])
+    if meta.height and meta["class_mask"].null_count() == meta.height:
+        grid = missing = None  # no class sets (a Model Zoos layout zoo): there is no grid of slots to fill
     acc = meta["accuracy"]
     return {
         "models": meta.height,
@@ -193,11 +199,12 @@ def _quality(meta: pl.DataFrame, nonfinite: int) -> dict[str, Any]:
         "duplicate_examples": [f"classes {list(r['classes'])} {r['activation']} {r['init']}: epochs {list(r['epochs'])}"
                                f" -> model ids {list(r['ids'])[:6]}" for r in dup.head(3).iter_rows(named=True)],
         "nonfinite_rows": nonfinite,
-        "slots_grid": grid.height,
+        "slots_grid": None if grid is None else grid.height,
         "slots_filled": present.height,
-        "slots_missing": missing.height,
-        "missing_examples": [f"classes {_mask_classes(r['class_mask'])} {r['activation']} {r['init']} epoch {r['epoch']}"
-                             for r in missing.head(5).iter_rows(named=True)],
+        "slots_missing": None if missing is None else missing.height,
+        "missing_examples": [] if missing is None else [
+            f"classes {_mask_classes(r['class_mask'])} {r['activation']} {r['init']} epoch {r['epoch']}"
+            for r in missing.head(5).iter_rows(named=True)],
         "accuracy": {"mean": acc.mean(), "min": acc.min(), "max": acc.max(), "null": acc.null_count()},
     }
 

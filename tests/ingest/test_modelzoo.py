@@ -174,3 +174,13 @@ def test_a_checkpoint_with_a_non_finite_weight_is_rejected_naming_its_key(tmp_pa
     lake = wl.open_lake(tmp_path / "lake")
     ids = lake.models().collect()["model_id"].to_numpy()
     assert np.array_equal(lake.weights_numpy(ids)[0], saved[(run.name, 1)])
+
+
+def test_verify_of_a_zoo_without_class_sets_claims_no_slots(tree, tmp_path):
+    """verify said 'slots ...: 7 filled of 0 (0 missing)' for a zoo whose models record no classes."""
+    from weightlake.verify import verify
+
+    ingest_modelzoo(tmp_path / "lake", tree[0], zoo="mz")
+    report = verify(wl.open_lake(tmp_path / "lake"))
+    text = "\n".join(report.lines())
+    assert report.ok and "none to fill, the zoo records no class sets" in text and "filled of" not in text, text
