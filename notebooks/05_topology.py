@@ -224,7 +224,7 @@ path = tc.plot_disentangle(result, FIGURES / "05_disentangle.png",
 result.filter(pl.col("kind") == "auc").pivot("features", index=["digit", "cv", "n_positive"], values="auc")
 
 # %%
-from IPython.display import Image  # noqa: E402
+from IPython.display import Image
 
 Image(str(path))
 
