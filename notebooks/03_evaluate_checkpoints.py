@@ -75,10 +75,13 @@ print(f"scenario {SCENARIO!r}: {len(lake.pairs(SCENARIO, SPLIT))} {SPLIT} pairs,
 # here for a few steps on the scenario's train pairs and saved as the user's training code saves them
 # (`{"epoch", "model_state_dict"}`), in run folders whose names give the head count, next to the
 # untrained `AE epoch initial original -1.pth`. They are poor models; the point is the machinery.
+# They go to `Experiments/` beside the notebook (a temporary folder in short mode): the lake keys an
+# evaluation by the checkpoint's path, so running the notebook again replaces its rows instead of
+# adding a second set under a new temporary path.
 
 # %%
 if EXPERIMENTS is None:
-    EXPERIMENTS = work / "Experiments"
+    EXPERIMENTS = work / "Experiments" if SHORT else Path("Experiments").resolve()
     train = lake.pairs(SCENARIO, "train")
     configs = [MergerConfig(16, 2, 16, 1, 8), MergerConfig(32, 4, 32, 1, 16), MergerConfig(16, 1, 32, 2, 8)]
     for i, config in enumerate(configs if not SHORT else configs[:2]):
@@ -114,11 +117,22 @@ report = evaluate_checkpoints(root, EXPERIMENTS, SCENARIO, SPLIT, accuracy_model
                               accuracy_images_per_class=100 if SHORT else 500)
 print("\n".join(report.lines()))
 
+# %% [markdown]
+# Sorted by MSE to the target weights. `epoch` is the file's own `epoch` entry (the number in its name
+# when it has none: `AE epoch initial original -1.pth` is epoch -1, the untrained start). `collapsed`
+# means every test pair got the same predicted vector; `top_row_share` is the share of pairs that got
+# the most common one, and `partial` marks a share past the collapse threshold. A model that predicts
+# nearly one vector for every pair can still rank first on MSE and W1 (one vector near the mean target is
+# a good guess for all of them), so read those columns with `top_row_share` and the predicted CNNs'
+# accuracy `pd_acc` (percent on held-out images, over `accuracy_models` pairs), beside `gt_acc`, the
+# accuracy of the same pairs' true target CNNs.
+
 # %%
 wl.open_lake(root).sql(
-    "SELECT checkpoint, epoch, d_model, n_heads, round(pd_mse, 6) AS mse, round(pd_w1, 6) AS w1, "
-    "round(pd_cosine, 4) AS cosine, collapsed, round(pd_accuracy, 1) AS pd_acc, round(gt_accuracy, 1) AS gt_acc "
-    "FROM evaluations WHERE scenario = $s ORDER BY pd_mse", {"s": SCENARIO})
+    "SELECT checkpoint, coalesce(saved_epoch, epoch) AS epoch, d_model, n_heads, round(pd_mse, 6) AS mse, "
+    "round(pd_w1, 6) AS w1, round(pd_cosine, 4) AS cosine, collapsed, pd_partial_collapse AS partial, "
+    "round(pd_top_row_share, 2) AS top_row_share, round(pd_accuracy, 1) AS pd_acc, round(gt_accuracy, 1) AS gt_acc, "
+    "accuracy_models FROM evaluations WHERE scenario = $s ORDER BY pd_mse", {"s": SCENARIO})
 
 # %% [markdown]
 # ## 4. The report: one Markdown table per scenario and split, best values marked among rows scored
@@ -129,3 +143,12 @@ result = write_report(root, work / "report.md", scenario=SCENARIO)
 display(Markdown(result.path.read_text()))
 for plot in result.plots:
     display(Image(filename=plot))
+
+# %% [markdown]
+# The plots, in order: the four headline metrics per checkpoint (predicted against target weights:
+# lower is better, except cosine); every metric's rank among the checkpoints (0 = best, so a row that
+# stays yellow across the columns wins on all of them, and a column that disagrees with its neighbours
+# is a metric that orders the checkpoints differently); and the MSE per layer on a log scale, which
+# shows which layers a checkpoint gets wrong. On the demo lake the untrained start ranks last on
+# nearly every metric, as it should; the trained ones are a few Adam steps old, so their order says
+# little beyond that the machinery ranks them consistently.

@@ -153,14 +153,15 @@ dist = tc.model_diagram_distances([h0[i] for i in order])
 jac = tc.jaccard_distances([classes[i] for i in order])
 edges = [k for k in range(1, len(order)) if classes[order[k]] != classes[order[k - 1]]]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-for ax, m, name in ((axes[0], dist, "sliced Wasserstein, fc1 H0"), (axes[1], jac, "Jaccard of class sets")):
+for ax, m, name, unit in ((axes[0], dist, "sliced Wasserstein, fc1 H0", "sliced W1 of the H0 diagrams (Rips scale)"),
+                          (axes[1], jac, "Jaccard of class sets", "1 - |A and B| / |A or B|")):
     im = ax.imshow(m, cmap="viridis")
     for e in edges:
         ax.axhline(e - 0.5, color="white", lw=0.5)
         ax.axvline(e - 0.5, color="white", lw=0.5)
     ax.set(title=f"{name} (n={len(order)} models)", xlabel="model (ordered by class set)",
            ylabel="model (ordered by class set)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=unit)
 fig.suptitle(f"{zoo}: model x model distances; white lines separate class sets")
 fig.tight_layout()
 fig.savefig(FIGURES / "05_distance_matrices.png", dpi=110)
@@ -197,10 +198,11 @@ for ax, row in zip(axes[:n_panels], fr.head(n_panels).iter_rows(named=True), str
     fig.colorbar(sc, ax=ax, label="signed mass")
 sm = tg.group_distance_matrix(gdist, names, "function_rips", 0, "signed_measure_w1")
 im = axes[-1].imshow(sm, cmap="viridis")
-axes[-1].set(xticks=range(len(names)), yticks=range(len(names)), title="signed-measure distance")
-axes[-1].set_xticklabels(names, rotation=90, fontsize=6)
-axes[-1].set_yticklabels(names, fontsize=6)
-fig.colorbar(im, ax=axes[-1], fraction=0.046)
+axes[-1].set(xticks=range(len(names)), yticks=range(len(names)), title="signed-measure distance",
+             xlabel="class set", ylabel="class set")
+axes[-1].set_xticklabels(names, rotation=90, fontsize=7)
+axes[-1].set_yticklabels(names, fontsize=7)
+fig.colorbar(im, ax=axes[-1], fraction=0.046, label="OT distance of the H0 signed measures")
 fig.suptitle(f"{zoo}: H0 Hilbert signed measures of the function-Rips bifiltration (fc1 neurons, grid 20 x 20)")
 fig.tight_layout()
 fig.savefig(FIGURES / "05_function_rips.png", dpi=110)
@@ -224,7 +226,7 @@ path = tc.plot_disentangle(result, FIGURES / "05_disentangle.png",
 result.filter(pl.col("kind") == "auc").pivot("features", index=["digit", "cv", "n_positive"], values="auc")
 
 # %%
-from IPython.display import Image  # noqa: E402
+from IPython.display import Image
 
 Image(str(path))
 

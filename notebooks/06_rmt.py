@@ -417,9 +417,9 @@ show(fig, "20_zoo_layers")
 # layers whose top eigenvalue sits right of the untrained ones have learned a direction.
 
 # %%
-import torch  # noqa: E402
+import torch
 
-from weightlake.zoo.cnn import build_cnn  # noqa: E402
+from weightlake.zoo.cnn import build_cnn
 
 torch.manual_seed(0)
 init_rows = torch.stack([build_cnn(arch).flat() for _ in range(n_of(400, 50))]).numpy()
