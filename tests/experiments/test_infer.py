@@ -276,6 +276,9 @@ def test_load_merger_names_the_file_on_mismatch(gated_sd, tmp_path: Path) -> Non
         ("AE epoch val 3.pth", (None, "val", 3)),
         ("AE epoch mse 3.pth", ("mse", None, 3)),
         ("TransformerAE epoch mse best 9.pth", ("mse", "best", 9)),
+        ("AE epoch initial original -1.pth", ("initial", "original", -1)),  # the untrained start (spec)
+        ("AE_epoch_initial_original_-1.pth", ("initial", "original", -1)),
+        ("ae-epoch-mse-val-1", ("mse", "val", 1)),  # a hyphen is the separator here, not a sign
         ("model_final.pth", (None, None, None)),
         ("AE epoch mse val.pth", (None, None, None)),
     ],

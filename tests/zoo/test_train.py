@@ -276,3 +276,14 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
 def test_missing_dataset_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="neither"):
         train_zoo(tmp_path / "no-such-dir", tmp_path / "out", [[1, 2]], ["relu"], ["normal"])
+
+
+def test_a_checkpoint_epoch_past_the_last_one_trained_is_refused() -> None:
+    """epochs_max=2 trains epoch indices 0 and 1: asking for 2 wrote nothing for it, without a word."""
+    from weightlake.errors import TrainError
+
+    with pytest.raises(TrainError, match=r"checkpoint epochs \[2\] are never reached: .* epochs_max - 1 = 1"):
+        TrainRecipe(epochs_max=2, checkpoint_epochs=(1, 2))
+    with pytest.raises(TrainError, match=r"checkpoint epochs \[-1\]"):
+        TrainRecipe(checkpoint_epochs=(-1, 11))
+    assert TrainRecipe(epochs_max=2, checkpoint_epochs=(0, 1)).checkpoint_epochs == (0, 1)

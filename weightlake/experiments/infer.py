@@ -75,7 +75,7 @@ SIDECAR_ALIASES: dict[str, str] = {
 _ZIP_MAGIC = b"PK\x03\x04"
 _SHAPE_FIELDS = ("d_model", "d_ff", "n_layers", "neck", "seq_len", "gated_attention", "output_head")
 _HEADS_IN_NAME = re.compile(r"(?<![A-Za-z0-9])(?:n_?heads?|num_heads|heads?|h)[=_-]?(\d+)(?![A-Za-z0-9])", re.I)
-_CHECKPOINT_NAME = re.compile(r"(?:^|[ _-])epoch[ _-]+(?P<middle>.+?)[ _-]+(?P<epoch>\d+)$", re.I)
+_CHECKPOINT_NAME = re.compile(r"(?:^|[ _-])epoch[ _-]+(?P<middle>.+?)[ _-]+?(?P<epoch>-?\d+)$", re.I)
 
 
 # -- reading files -------------------------------------------------------------------

@@ -116,6 +116,11 @@ class TrainRecipe:
                                  ("epochs_max", self.epochs_max), ("patience", self.patience)) if not v > 0}
         if bad:
             raise TrainError(f"expected positive lr, batch_size, epochs_max and patience, got {bad}")
+        unreachable = [e for e in self.checkpoint_epochs or () if not 0 <= e < self.epochs_max]
+        if unreachable:  # epochs count from 0: with epochs_max=16 the last one trained is 15
+            raise TrainError(f"checkpoint epochs {unreachable} are never reached: epoch indices run from 0 to "
+                             f"epochs_max - 1 = {self.epochs_max - 1}; raise epochs_max (--max-epochs) to "
+                             f"{max(unreachable) + 1} or drop them")
 
     def wants_checkpoint(self, epoch: int, accuracy: float) -> bool:
         """Whether the state after epoch index ``epoch`` with this test accuracy is saved."""
