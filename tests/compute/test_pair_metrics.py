@@ -53,6 +53,13 @@ def test_pair_metrics_agree_with_the_sql_functions_and_scipy(pair_lake: Path) ->
         assert row["w1"] == pytest.approx(wasserstein_distance(a, b), rel=1e-5)
     params = json.loads(lake.manifest.table("pair_metrics").properties["params:t"])
     assert params["pairs"] == pairs.height and params["engine"] == "local"
+    # pairs with a fallback target are included, and said (the report counted them nowhere)
+    n_fallback = int(pairs["fallback"].sum())
+    assert params["fallback_pairs"] == n_fallback
+    said = [n for n in report.notes if "have a fallback target" in n]
+    assert said == ([f"{n_fallback} of them have a fallback target (an earlier or early-stopped model, "
+                     "pairs.fallback): included; join pairs and filter NOT fallback to leave them out"]
+                    if n_fallback else [])
 
 
 def test_a_zoo_over_the_budget_is_read_per_block_with_the_same_result(pair_lake: Path, assert_same_table) -> None:

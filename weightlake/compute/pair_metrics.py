@@ -76,6 +76,8 @@ class PairPlan:
     splits: np.ndarray
     arch: Any
     segments: tuple[Segment, ...]
+    fallback_pairs: int = 0
+    """Pairs whose target is not a model trained to the pair's epoch (``pairs.fallback``)."""
 
     def blocks(self, size: int = PAIR_BLOCK) -> list[slice]:
         return [slice(i, min(i + size, len(self.ids))) for i in range(0, len(self.ids), size)]
@@ -95,7 +97,8 @@ def pair_plan(lake: Any, scenario: str, split: str | None, options: PairMetricOp
         raise QueryError(f"scenario {scenario!r} has no pairs{f' in split {split!r}' if split else ''} "
                          f"at snapshot {lake.snapshot}")
     return PairPlan(scenario, split, pairs.zoo, pairs.ids, pairs.pair_id, frame["split"].to_numpy(),
-                    lake.arch(pairs.zoo), tuple(lake.manifest.zoo(pairs.zoo).segments))
+                    lake.arch(pairs.zoo), tuple(lake.manifest.zoo(pairs.zoo).segments),
+                    int(frame["fallback"].sum() or 0))
 
 
 def pair_block_metrics(location: Store, segments: Sequence[Segment], ids: np.ndarray, arch: Any,
@@ -205,10 +208,14 @@ def commit_pair_metrics(lake_root: Path | str, lake: Any, plan: PairPlan, option
              .with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)))
     n_models = int(np.unique(plan.ids).size)
     params = {**options.to_dict(), "split": plan.split or "all", "pairs": len(plan.ids), "distinct_models": n_models,
-              "engine": engine}
+              "fallback_pairs": plan.fallback_pairs, "engine": engine}
     version = _commit(Path(lake_root), "pair_metrics", table, plan.zoo, params, lake.snapshot,
                       partition_by=("scenario", "split"), key=plan.scenario)
     note = (f"{len(plan.ids)} pairs of scenario {plan.scenario!r} ({plan.split or 'all splits'}) naming "
             f"{n_models} distinct models; 3 couples each (a_b, a_target, b_target)")
+    notes = [note]
+    if plan.fallback_pairs:  # included, as the scenario pairs them, but said: their target is an earlier model
+        notes.append(f"{plan.fallback_pairs} of them have a fallback target (an earlier or early-stopped model, "
+                     "pairs.fallback): included; join pairs and filter NOT fallback to leave them out")
     return AnalysisReport("pair_metrics", plan.zoo, table.height, version, time.perf_counter() - started,
-                          notes=[note], n_models=n_models)
+                          notes=notes, n_models=n_models)
