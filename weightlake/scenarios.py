@@ -502,8 +502,8 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
 
     The scenario's earlier partitions (if any) are dropped from both tables, so a
     scenario with no resolved pair still replaces its old pairs, and so are the batches
-    materialised from its earlier pairs (they would stream pairs it no longer holds; a
-    note says so).  The caller commits.
+    materialised from its earlier pairs and their ``pair_metrics`` rows (they would describe
+    pairs it no longer holds; a note says so).  The caller commits.
     """
     name = report.scenario
     ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
@@ -530,6 +530,12 @@ def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
         tx.drop_table_files("batches", lambda f: f.startswith(prefixes))
         report.notes.append(f"the batches materialised from its earlier pairs ({', '.join(stale)}) are dropped: "
                             f"run `weightlake pairs materialize {name}` again")
+    # the metrics of its earlier pairs (table pair_metrics, keyed by their pair ids) would describe other pairs
+    metrics, prefix = tx.parent.tables.get("pair_metrics"), f"tables/pair_metrics/scenario={name}/"
+    if metrics is not None and any(f.startswith(prefix) for f in metrics.files):
+        tx.drop_table_files("pair_metrics", lambda f: f.startswith(prefix))
+        report.notes.append(f"the pair metrics of its earlier pairs are dropped: run `weightlake analyze pair-metrics "
+                            f"--scenario {name}` again")
 
 
 def _summary(report: ScenarioReport) -> str:

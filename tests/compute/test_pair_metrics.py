@@ -137,3 +137,20 @@ def test_a_non_finite_weight_is_refused_not_committed_as_nan(analysed_lake_dir: 
     with pytest.raises(QueryError, match=rf"zoo 'mnist-cnn-s': 1 models have non-finite weights \(model_id {model_id}\)"):
         analyze_pair_metrics(root, scenario="t", metrics=METRICS, memory=memory)
     assert tree_state(root) == before
+
+
+def test_declaring_the_scenario_again_drops_its_pair_metrics(pair_lake: Path) -> None:
+    """The rows were keyed by the old pairs' ids, so they described pairs the scenario no longer held."""
+    from weightlake.scenarios import declare_scenario
+
+    declare_scenario(pair_lake, "u", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 4), overlap=(0, 2))
+    analyze_pair_metrics(pair_lake, scenario="u", metrics=["mse"])
+    analyze_pair_metrics(pair_lake, scenario="t", metrics=["mse"])
+    before = wl.open_lake(pair_lake).table("pair_metrics").collect()
+    assert set(before["scenario"]) == {"t", "u"}
+    report = declare_scenario(pair_lake, "u", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 3), overlap=(0,))
+    assert any("the pair metrics of its earlier pairs are dropped" in n for n in report.notes), report.notes
+    after = wl.open_lake(pair_lake).table("pair_metrics").collect()
+    assert set(after["scenario"]) == {"t"} and after.equals(before.filter(pl.col("scenario") == "t"))
+    again = declare_scenario(pair_lake, "u", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 3), overlap=(0,))
+    assert not any("pair metrics" in n for n in again.notes)  # nothing left to drop: nothing said
