@@ -214,6 +214,45 @@ def test_pearson_blocks_match_scipy_on_offset_columns() -> None:
             assert r[i, j] == pytest.approx(st.pearsonr(x[:, i].astype(np.float64), y[:, j]).statistic, abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 7])
+def test_spearman_p_of_a_few_models_with_ties_is_the_exact_permutation_test(n: int) -> None:
+    """At n <= 7 the Spearman p is the exact permutation test (scipy's, to 1e-12), ties included: the t
+    form gave 0.333 to 3 models in the order of their epochs with two epochs tied, where the exact test gives 0.667."""
+    rng = np.random.default_rng(n)
+    x = np.column_stack([np.arange(n), rng.integers(0, 3, n), rng.standard_normal(n), np.ones(n),
+                         np.r_[np.nan, np.arange(n - 1)]]).astype(np.float32)
+    meta = pl.DataFrame({"epoch": np.r_[0, 0, np.arange(n - 2) + 1] * 5, "acc": rng.integers(0, 2, n) * 1.0})
+    table = C.correlate(x, meta, methods=["spearman"])
+    for row in table.iter_rows(named=True):
+        xi, yj = x[:, int(row["feature"])].astype(np.float64), meta[row["against"]].to_numpy().astype(np.float64)
+        if not np.isfinite(xi).all() or np.ptp(xi) == 0 or np.ptp(yj) == 0:
+            assert row["p"] is None or np.isnan(row["p"])
+            continue
+        exact = st.permutation_test((xi,), lambda a, yj=yj: st.spearmanr(a, yj).statistic,
+                                    permutation_type="pairings").pvalue
+        assert row["p"] == pytest.approx(exact, rel=1e-12, abs=1e-12), row
+    if n == 3:
+        t_form = C.correlation_pvalues(np.array([st.spearmanr(x[:, 0], meta["epoch"]).statistic]), 3)[0]
+        assert t_form == pytest.approx(1 / 3, abs=1e-9)  # what the t form said
+        assert table.filter((pl.col("feature") == "0") & (pl.col("against") == "epoch"))["p"][0] == pytest.approx(2 / 3)
+
+
+def test_spearman_p_above_the_exact_size_is_the_t_form() -> None:
+    """At n = 8 the p-value is scipy's spearmanr (the t form), to 1e-10."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    meta = pl.DataFrame({"epoch": rng.integers(0, 4, 8)})
+    table = C.correlate(x, meta, methods=["spearman"])
+    for i in range(3):
+        ref = st.spearmanr(x[:, i].astype(np.float64), meta["epoch"].to_numpy()).pvalue
+        assert table["p"][i] == pytest.approx(max(ref, C.spearman_p_floor(8)), rel=1e-10)
+
+
+def test_exact_spearman_refuses_a_large_n() -> None:
+    with pytest.raises(ValueError, match="n <= 7"):
+        C.spearman_exact_pvalues(np.zeros((8, 1)), np.zeros((8, 1)), np.zeros((1, 1)))
+
+
 @pytest.mark.parametrize("n", [3, 4, 5, 6])
 def test_spearman_p_of_a_few_models_is_never_below_the_exact_test(n: int) -> None:
     """The t form gave p = 0 (q = 0, a significant cell) to a perfect rank order of 3-6 models: the exact

@@ -6,9 +6,12 @@ blocks in float64; for Spearman, the same on average ranks (ties share the mean 
 positions, as ``scipy.stats.rankdata``).  p-values use the t distribution with ``n - 2``
 degrees of freedom, written as a regularised incomplete beta function
 (``p = I_{1 - r^2}((n - 2) / 2, 1 / 2)``, as ``scipy.stats.pearsonr`` and ``spearmanr``).  A
-Spearman p-value is never below ``2 / n!``, the smallest two-sided p the exact permutation test
-can give (:func:`spearman_p_floor`): the t form gave ``p = 0`` to a perfect rank order of 3-6
-models, where the exact test gives 1/3 ... 1/360.
+Spearman p-value of at most :data:`SPEARMAN_EXACT_MAX_N` models is the exact permutation test
+instead (:func:`spearman_exact_pvalues`, as ``scipy.stats.permutation_test``): there the t form gave
+``p = 0`` to a perfect rank order of 3-6 models, where the exact test gives 1/3 ... 1/360, and
+0.333 to 3 models in the order of their epochs with two epochs tied, where it gives 0.667.  Above it the
+Spearman p-value is the t form (as ``scipy.stats.spearmanr``), never below ``2 / n!``
+(:func:`spearman_p_floor`).
 Multiple testing: Benjamini-Hochberg q-values and Bonferroni-adjusted p-values, computed within
 one *family* = all (feature, metadata column) tests of one method in one group.
 
@@ -45,6 +48,9 @@ SPECTRAL_STATS: tuple[str, ...] = (
 RESULT_COLUMNS: tuple[str, ...] = ("feature", "param", "layer", "against", "method", "r", "p", "q",
                                    "p_bonferroni", "n")
 """Columns of the long result table (after any group-key columns)."""
+SPEARMAN_EXACT_MAX_N = 7
+"""Largest ``n`` whose Spearman p-values come from all ``n!`` pairings (5,040 at 7; the largest ``n``
+that ``scipy.stats.permutation_test`` enumerates exactly at its default 9,999 resamples)."""
 
 
 # -- metadata --------------------------------------------------------------------------------------
@@ -359,6 +365,49 @@ def spearman_p_floor(n: int) -> float:
     return 2 / math.factorial(n) if n <= 170 else 0.0  # 2 / 171! is below the smallest double
 
 
+def spearman_exact_pvalues(x: Any, y: Any, r: Any) -> np.ndarray:
+    """Two-sided exact permutation p-values ``[F, k]`` of the Spearman correlations ``r`` of ``x [n, F]``
+    with ``y [n, k]``, over all ``n!`` pairings (ties keep their average ranks).
+
+    As ``scipy.stats.permutation_test(..., permutation_type="pairings")``: ``p = min(1, 2 min(P(T <= t),
+    P(T >= t)))`` with a relative tolerance on equal statistics; NaN where ``r`` is NaN.  For ``n <=``
+    :data:`SPEARMAN_EXACT_MAX_N`.  The null distribution of a feature depends only on its multiset
+    of ranks (a reordering of the feature reorders the pairings), so it is computed once per tie
+    pattern and column: once for all features without ties.
+    """
+    import itertools
+
+    x, y, r = np.asarray(x), np.asarray(y, dtype=np.float64), np.asarray(r, dtype=np.float64)
+    n = x.shape[0]
+    if n > SPEARMAN_EXACT_MAX_N:
+        raise ValueError(f"exact Spearman p-values take n <= {SPEARMAN_EXACT_MAX_N}, got n = {n}")
+    p = np.full(r.shape, np.nan)
+    ok = np.isfinite(r)
+    if n < 2 or not ok.any():
+        return p
+    xr = average_ranks(np.nan_to_num(x.astype(np.float64)))  # [F, n]; a non-finite feature has r = NaN anyway
+    xr -= xr.mean(axis=1, keepdims=True)
+    yr = average_ranks(np.nan_to_num(y))  # [k, n]
+    yr -= yr.mean(axis=1, keepdims=True)
+    observed = xr @ yr.T  # [F, k]: the covariance of ranks, monotone in rho under every pairing
+    tol = np.abs(observed) * 1e-13 + 1e-12
+    patterns, which = np.unique(np.sort(xr, axis=1), axis=0, return_inverse=True)
+    which = which.ravel()
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.intp)  # [n!, n]
+    m = len(perms)
+    for j in np.flatnonzero(ok.any(axis=0)):
+        nulls = np.sort(yr[j][perms] @ patterns.T, axis=0)  # [n!, patterns]
+        for u in range(len(patterns)):
+            rows = np.flatnonzero((which == u) & ok[:, j])
+            if not len(rows):
+                continue
+            t, e = observed[rows, j], tol[rows, j]
+            less = np.searchsorted(nulls[:, u], t + e, side="right") / m
+            greater = (m - np.searchsorted(nulls[:, u], t - e, side="left")) / m
+            p[rows, j] = np.minimum(1.0, 2 * np.minimum(less, greater))
+    return p
+
+
 def bh_qvalues(p: Any) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values) over all non-NaN entries; NaN stays NaN."""
     p = np.asarray(p, dtype=np.float64)
@@ -467,9 +516,12 @@ def _method_frame(x: np.ndarray, y: np.ndarray, y_names: list[str], method: str,
     kernel = pearson_matrix if method == "pearson" else spearman_matrix
     r = kernel(x, y) if y.shape[1] else np.empty((x.shape[1], 0))
     n = x.shape[0]
-    p = correlation_pvalues(r, n)
-    if method == "spearman":
-        p = np.maximum(p, spearman_p_floor(n))  # NaN stays NaN
+    if method == "spearman" and n <= SPEARMAN_EXACT_MAX_N:
+        p = spearman_exact_pvalues(x, y, r)
+    else:
+        p = correlation_pvalues(r, n)
+        if method == "spearman":
+            p = np.maximum(p, spearman_p_floor(n))  # NaN stays NaN
     f, k = r.shape
     per_feature = np.repeat(np.arange(f), k)  # gathers in polars: much faster than repeating Python strings
     return pl.DataFrame({
