@@ -171,7 +171,7 @@ def plot_toy_runs(runs: Sequence[Any], path: str | Path) -> Path:
         axes[1, 0].plot(run.eval_steps, run.entropy.mean(1), "o-", ms=3, color=colour, ls=style, label=run.label)
         if run.gate:
             axes[1, 1].plot(run.eval_steps, run.gate_score.mean(1), "o-", ms=3, color=colour, label=run.label)
-    axes[0, 0].set(xlabel="step", ylabel="training loss (log)", title="loss (spikes at the large lr)")
+    axes[0, 0].set(xlabel="step", ylabel="training loss (log)", title="training loss")
     axes[0, 1].set(xlabel="step", ylabel="attention on the first token", title="attention sink (mean over layers, heads)")
     axes[1, 0].set(xlabel="step", ylabel="entropy (nats)", title="attention entropy")
     axes[1, 1].set(xlabel="step", ylabel="mean sigmoid gate", title="gate score (gated runs)", ylim=(0, 1))

@@ -303,7 +303,8 @@ def plot_key_metrics(frame: pl.DataFrame, path: Path) -> Path | None:
         ax.barh(range(len(labels)), values, color="tab:blue")
         ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(col, fontsize=9)
+        better = "higher" if METRICS[col[3:]].higher_is_better else "lower"
+        ax.set_title(f"{col[3:]}, predicted vs target\n({better} is better)", fontsize=9)
         ax.locator_params(axis="x", nbins=4)
         ax.tick_params(axis="x", labelsize=7)
     return _save(fig, path, caption(frame))
@@ -341,11 +342,12 @@ def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | 
     for row in frame.select("checkpoint", *cols).iter_rows():
         ax.plot(range(len(cols)), [v if v is not None else float("nan") for v in row[1:]], marker="o", label=row[0])
     ax.set_xticks(range(len(cols)), [c.rsplit("_", 1)[1] for c in cols])
-    ax.set_ylabel(f"pd {metric}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"{metric}, predicted vs target")
     if all(v is not None and v > 0 for c in cols for v in frame[c].to_list()):
         ax.set_yscale("log")
-    if frame.height <= 12:
-        ax.legend(fontsize=6)
+    if frame.height <= 12:  # beside the axes: inside, it covered points
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path, caption(frame))
 
 
@@ -374,7 +376,7 @@ def _save(fig: Any, path: Path, title: str | None = None) -> Path:
         fig.suptitle(title, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend beside the axes stays in the picture
     plt.close(fig)
     return path
 
