@@ -152,9 +152,10 @@ def pairs() -> None:
 @click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
               help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for .pt / .h5 files.")
+@click.option("--overwrite", is_flag=True, help="Replace .pt / .h5 files of an earlier export (refused without it).")
 @lake_option
 def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
-                    fmt: str, out_dir: str | None, lake_dir: str) -> None:
+                    fmt: str, out_dir: str | None, overwrite: bool, lake_dir: str) -> None:
     """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`),
     or to .pt / .h5 files (one per epoch) for other training code.
 
@@ -164,7 +165,8 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     the user's training loop. A .pt file loads with torch.load(path, weights_only=True) as
     a dict of tensors (x, ids, acc, rows, zoo_rows, masks, keys, valid) plus meta; an .h5
     file holds the same datasets (h5py). TensorDataset(d["x"][d["valid"]], ...) builds a
-    dataset from either.
+    dataset from either. File names do not carry the batch size or seed (meta does): an
+    export that would replace files already in --out is refused unless --overwrite.
 
     \b
     Examples:
@@ -186,7 +188,8 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
                                       seed=seed, progress=bar.update, drop_last=drop_last)
         else:
             report = export_batches(lake, scenario_name, split, out_dir or "", fmt=fmt, batch_size=batch_size,
-                                    epochs=epochs, seed=seed, drop_last=drop_last, progress=bar.update)
+                                    epochs=epochs, seed=seed, drop_last=drop_last, overwrite=overwrite,
+                                    progress=bar.update)
     echo_lines(report.lines())
 
 

@@ -25,7 +25,9 @@ the arrays as datasets and ``meta`` as attributes (h5py, the ``files`` extra). E
 
 Round-trip law: the arrays read back equal the batches of ``lake.batches`` for the same
 ``(seed, epoch)`` bitwise. Files are written under a temporary name and renamed, so a
-crash leaves no partial file.
+crash leaves no partial file. The names do not carry the batch size or seed (``meta`` does),
+so an export that would replace an existing file is refused before anything is written,
+unless ``overwrite=True`` (``--overwrite``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class ExportReport:
 
 def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *, fmt: str = "pt",
                    batch_size: int = 36, epochs: int = 1, seed: int = 0, drop_last: bool = False,
-                   progress: Callable[[int], Any] | None = None) -> ExportReport:
+                   overwrite: bool = False, progress: Callable[[int], Any] | None = None) -> ExportReport:
     """Write ``epochs`` shuffled epochs of a scenario split's batches as ``.pt`` or ``.h5`` files.
 
     Parameters
@@ -72,13 +74,17 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         Folder for the files (created); refused inside the lake.
     fmt
         ``"pt"`` or ``"h5"``.
+    overwrite
+        Replace files of an earlier export of the same scenario, split and epochs (their batch
+        size, seed or snapshot may differ); without it such an export is refused.
     progress
         Called with the number of batches just gathered.
 
     Raises
     ------
     QueryError
-        Unknown format, non-positive sizes, an empty split, or ``out_dir`` inside the lake.
+        Unknown format, non-positive sizes, an empty split, ``out_dir`` inside the lake, or
+        files already there (without ``overwrite``).
     """
     from weightlake.serve.batches import EpochSource
     from weightlake.serve.pairset import PairSet
@@ -93,10 +99,13 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         raise QueryError(f"scenario {scenario!r} has no {split!r} pairs to export")
     if fmt == "h5":
         _require_h5py()
+    targets = [out / f"{scenario}-{split}-epoch{epoch}.{fmt}" for epoch in range(epochs)]
+    if not overwrite:
+        _refuse_existing(targets)
     source = EpochSource(pairs, batch_size, drop_last)
     out.mkdir(parents=True, exist_ok=True)
     report = ExportReport(scenario, split, fmt)
-    for epoch in range(epochs):
+    for epoch, target in enumerate(targets):
         index, valid = source.layout(epoch, seed)
         meta = {**source.attrs(seed=seed, epochs=epochs), "epoch": epoch}
         arrays = source.small(index, valid)
@@ -105,12 +114,21 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
             x[start:stop] = block
             if progress is not None:
                 progress(stop - start)
-        target = out / f"{scenario}-{split}-epoch{epoch}.{fmt}"
         (_write_pt if fmt == "pt" else _write_h5)(target, {"x": x, **arrays}, meta)
         report.files.append(str(target))
         report.n_batches += len(index)
         report.bytes += target.stat().st_size
     return report
+
+
+def _refuse_existing(targets: list[Path]) -> None:
+    # checked for every epoch before the first is written, so a refusal leaves the folder as it was
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise QueryError(f"refusing to overwrite {str(existing[0])!r}{more}, written by an earlier export "
+                         f"(maybe with another batch size or seed); pass overwrite=True (--overwrite) "
+                         f"to replace, or choose another folder")
 
 
 def _write_pt(target: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
