@@ -293,7 +293,8 @@ def _make_parent(output: str) -> None:
 # -- verify, info, history -----------------------------------------------------------------------
 @main.command()
 @click.option("--gc", is_flag=True, help="Also remove files no snapshot lists (left by interrupted writers; on an "
-              "object store, which has no writer lock, only those older than an hour).")
+              "object store, which has no writer lock, only those older than an hour, and abort unfinished "
+              "multipart uploads older than an hour).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @lake_option
 def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
@@ -307,12 +308,14 @@ def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
         report = run_verify(lake, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "quality": report.quality,
-                               "orphans": report.orphans}, default=str, indent=1))
+                               "orphans": report.orphans, "notes": report.notes}, default=str, indent=1))
     else:
         echo_lines(report.lines())
     if gc:
-        removed = collect_garbage(lake)
+        notes: list[str] = []
+        removed = collect_garbage(lake, notes=notes)
         click.echo(f"removed {len(removed)} unreferenced files")
+        echo_lines([f"note: {n}" for n in notes if n not in report.notes])  # verify said the same already
     if not report.ok:
         sys.exit(1)
 
