@@ -395,7 +395,9 @@ class SnapshotStore:
         for name in names:
             if _MANIFEST_NAME.match(name) and any(m.file_name == name for m in self.history()):
                 return self.load(name)
-        raise NoSuchTableError(f"the lake has no snapshot version {version}")
+        current = self.current().version
+        raise NoSuchTableError(f"the lake has no snapshot version {version}: its snapshots are 0 to {current} "
+                               "(`weightlake history` lists them)")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
