@@ -503,8 +503,8 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     The scenario's earlier partitions (if any) are dropped from both tables, so a
     scenario with no resolved pair still replaces its old pairs, and so are the batches
     materialised from its earlier pairs, their ``pair_metrics`` rows and the checkpoint
-    evaluations scored on them (they would describe pairs it no longer holds; a note says so).
-    The caller commits.
+    evaluations scored on them (they would describe pairs it no longer holds; a note says so),
+    unless the new pairs are exactly the earlier ones.  The caller commits.
     """
     name = report.scenario
     ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
@@ -515,11 +515,26 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     row = _scenario_row(report, params, tx.parent.version)
     for table in ("pairs", "scenarios"):
         tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
-    _drop_batches(tx, report)
-    _drop_evaluations(tx, report)
+    if not _same_pairs(tx, name, pairs):  # the same pairs again: what was computed on them still holds
+        _drop_batches(tx, report)
+        _drop_evaluations(tx, report)
     tx.put_table("pairs", pairs, partition_by=("scenario",),
                  properties={"partition_by": ["scenario"], "schema": PAIRS_SCHEMA})
     tx.put_table("scenarios", row, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+
+
+def _same_pairs(tx: Transaction, name: str, pairs: pl.DataFrame) -> bool:
+    """Whether the parent snapshot holds exactly ``pairs`` for scenario ``name`` (ids, splits, masks...)."""
+    from weightlake.lake import Lake
+
+    entry, prefix = tx.parent.tables.get("pairs"), f"tables/pairs/scenario={name}/"
+    if entry is None or not any(f.startswith(prefix) for f in entry.files):
+        return False
+    old = Lake(tx.store.location, tx.parent).table("pairs").filter(pl.col("scenario") == name).collect()
+    if old.height != pairs.height or not set(PAIRS_SCHEMA) <= set(old.columns):  # (an older table: not the same)
+        return False
+    typed = old.select(pl.col(c).cast(getattr(pl, t)) for c, t in PAIRS_SCHEMA.items())
+    return typed.sort("pair_id").equals(pairs.select(list(PAIRS_SCHEMA)).sort("pair_id"))
 
 
 def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:

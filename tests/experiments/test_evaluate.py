@@ -344,6 +344,10 @@ def test_declaring_the_scenario_again_drops_its_checkpoint_evaluations(evaluated
     kinds = "SELECT source_kind, count(*) AS n FROM {} GROUP BY ALL ORDER BY ALL"
     assert before.sql(kinds.format("evaluations"))["source_kind"].to_list() == ["checkpoint", "tracking"]
     tracking_before = before.sql("SELECT * FROM evaluations WHERE source_kind = 'tracking'")
+    same = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11])
+    assert not any("evaluations" in n for n in same.notes)  # the same pairs again: their scores still hold
+    before = open_lake(lake)
+    assert before.sql(kinds.format("predictions")).height == 2
     report = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-3", sizes="2", overlap=0, epochs=[11])
     assert any(f"the evaluations of {len(RUNS) + 1} checkpoint(s) on its earlier pairs are dropped (snapshot "
                f"{before.snapshot} keeps them)" in n for n in report.notes), report.notes
