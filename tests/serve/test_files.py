@@ -93,3 +93,6 @@ def test_a_second_export_refuses_to_overwrite_without_overwrite(lake_dir: Path, 
     replaced = run(main, [*args, "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert read_batches(out / "s-train-epoch0.pt")[1]["batch_size"] == 4
+    # epoch 1 of batch size 5 is gone too: a loop over the folder would have mixed the two exports
+    assert "removed 1 later epoch file(s)" in replaced.output
+    assert sorted(f.name for f in out.iterdir()) == ["s-train-epoch0.pt"]

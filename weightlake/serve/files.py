@@ -27,12 +27,14 @@ Round-trip law: the arrays read back equal the batches of ``lake.batches`` for t
 ``(seed, epoch)`` bitwise. Files are written under a temporary name and renamed, so a
 crash leaves no partial file. The names do not carry the batch size or seed (``meta`` does),
 so an export that would replace an existing file is refused before anything is written,
-unless ``overwrite=True`` (``--overwrite``).
+unless ``overwrite=True`` (``--overwrite``), which also removes the later epochs of the export
+it replaces.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,16 @@ class ExportReport:
     files: list[str] = field(default_factory=list)
     n_batches: int = 0
     bytes: int = 0
+    removed: list[str] = field(default_factory=list)
+    """Later epochs of the export this one overwrote (they would have mixed two exports)."""
 
     def lines(self) -> list[str]:
-        return [f"wrote {len(self.files)} epoch file(s) of {self.n_batches} batches ({self.fmt}, "
-                f"{self.bytes / 1e9:.2f} GB)", *(f"  {f}" for f in self.files)]
+        out = [f"wrote {len(self.files)} epoch file(s) of {self.n_batches} batches ({self.fmt}, "
+               f"{self.bytes / 1e9:.2f} GB)", *(f"  {f}" for f in self.files)]
+        if self.removed:
+            out += [f"removed {len(self.removed)} later epoch file(s) of the export it overwrote",
+                    *(f"  {f}" for f in self.removed)]
+        return out
 
 
 def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *, fmt: str = "pt",
@@ -75,8 +83,9 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
     fmt
         ``"pt"`` or ``"h5"``.
     overwrite
-        Replace files of an earlier export of the same scenario, split and epochs (their batch
-        size, seed or snapshot may differ); without it such an export is refused.
+        Replace the files of an earlier export of the same scenario and split (their batch
+        size, seed or snapshot may differ), its later epochs removed; without it such an
+        export is refused.
     progress
         Called with the number of batches just gathered.
 
@@ -118,6 +127,8 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         report.files.append(str(target))
         report.n_batches += len(index)
         report.bytes += target.stat().st_size
+    if overwrite:
+        report.removed = _remove_later_epochs(out, scenario, split, fmt, epochs)
     return report
 
 
@@ -129,6 +140,14 @@ def _refuse_existing(targets: list[Path]) -> None:
         raise QueryError(f"refusing to overwrite {str(existing[0])!r}{more}, written by an earlier export "
                          f"(maybe with another batch size or seed); pass overwrite=True (--overwrite) "
                          f"to replace, or choose another folder")
+
+
+def _remove_later_epochs(out: Path, scenario: str, split: str, fmt: str, epochs: int) -> list[str]:
+    name = re.compile(rf"{re.escape(scenario)}-{re.escape(split)}-epoch(\d+)\.{fmt}")
+    later = sorted((int(m[1]), path) for path in out.iterdir() if (m := name.fullmatch(path.name)) and int(m[1]) >= epochs)
+    for _, path in later:
+        path.unlink()
+    return [str(path) for _, path in later]
 
 
 def _write_pt(target: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
