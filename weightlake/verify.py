@@ -236,13 +236,16 @@ def collect_garbage(lake: Lake, *, min_age: float = GC_MIN_AGE, notes: list[str]
 
     if not lake.location.is_local:
         from weightlake.storage.multipart import abort_upload
+        from weightlake.storage.store import S3Store
 
-        keys = garbage_keys(lake.location, lake.store.history(), min_age=min_age)
+        location = lake.location
+        keys = garbage_keys(location, lake.store.history(), min_age=min_age)
         for key in keys:
-            lake.location.delete(key)
+            location.delete(key)
         for upload in stale_uploads(lake, min_age=min_age, notes=notes):
-            abort_upload(lake.location, upload)
-            keys.append(_upload_label(upload))
+            if isinstance(location, S3Store):  # (stale_uploads lists only those)
+                abort_upload(location, upload)
+                keys.append(_upload_label(upload))
         return keys
     with lake.store.locked():
         removed = []
