@@ -591,8 +591,8 @@ def _drop_evaluations(tx: Transaction, report: ScenarioReport) -> None:
             tx.drop_table_files("predictions", lambda f: f.startswith(prefixes))
     if dropped:
         report.notes.append(f"the evaluations of {dropped} checkpoint(s) on its earlier pairs are dropped (snapshot "
-                            f"{tx.parent.version} keeps them): run `weightlake experiments evaluate --scenario "
-                            f"{name}` again")
+                            f"{tx.parent.version} keeps them: `weightlake experiments report --snapshot "
+                            f"{tx.parent.version}`): run `weightlake experiments evaluate --scenario {name}` again")
 
 
 def _summary(report: ScenarioReport) -> str:

@@ -350,7 +350,8 @@ def test_declaring_the_scenario_again_drops_its_checkpoint_evaluations(evaluated
     assert before.sql(kinds.format("predictions")).height == 2
     report = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-3", sizes="2", overlap=0, epochs=[11])
     assert any(f"the evaluations of {len(RUNS) + 1} checkpoint(s) on its earlier pairs are dropped (snapshot "
-               f"{before.snapshot} keeps them)" in n for n in report.notes), report.notes
+               f"{before.snapshot} keeps them: `weightlake experiments report --snapshot {before.snapshot}`)" in n
+               for n in report.notes), report.notes
     after = open_lake(lake)
     for table in ("evaluations", "evaluation_metrics", "predictions"):
         assert after.sql(kinds.format(table))["source_kind"].to_list() == ["tracking"], table
