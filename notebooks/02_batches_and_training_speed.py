@@ -83,7 +83,8 @@ print(f"scenario {SCENARIO!r}: {len(pairs)} train pairs in {root}")
 # %%
 BATCH, EPOCHS = 36, 1 if SHORT else 3
 out = Path(work if SHORT else OUT)
-reports = {fmt: export_batches(lake, SCENARIO, "train", out / fmt, fmt=fmt, batch_size=BATCH, epochs=EPOCHS)
+reports = {fmt: export_batches(lake, SCENARIO, "train", out / fmt, fmt=fmt, batch_size=BATCH, epochs=EPOCHS,
+                               overwrite=True)  # a rerun of the notebook replaces its own files
            for fmt in ("pt", "h5")}
 for fmt, rep in reports.items():
     print(f"{fmt}: {rep.n_batches} batches, {rep.bytes / 1e6:.2f} MB -> {rep.files}")

@@ -24,6 +24,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def make_parent(path: Path, made: list[Path] | None = None) -> None:
+    """Create ``path``'s parent folders; append those that did not exist to ``made``, outermost first
+    (so a writer that fails can remove what it created and nothing else)."""
+    missing, folder = [], path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if made is not None:
+        made += reversed(missing)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

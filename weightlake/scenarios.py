@@ -502,8 +502,9 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
 
     The scenario's earlier partitions (if any) are dropped from both tables, so a
     scenario with no resolved pair still replaces its old pairs, and so are the batches
-    materialised from its earlier pairs and their ``pair_metrics`` rows (they would describe
-    pairs it no longer holds; a note says so).  The caller commits.
+    materialised from its earlier pairs, their ``pair_metrics`` rows and the checkpoint
+    evaluations scored on them (they would describe pairs it no longer holds; a note says so),
+    unless the new pairs are exactly the earlier ones.  The caller commits.
     """
     name = report.scenario
     ok = resolved.filter(pl.col("a_id").is_not_null() & pl.col("b_id").is_not_null()
@@ -514,10 +515,26 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     row = _scenario_row(report, params, tx.parent.version)
     for table in ("pairs", "scenarios"):
         tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
-    _drop_batches(tx, report)
+    if not _same_pairs(tx, name, pairs):  # the same pairs again: what was computed on them still holds
+        _drop_batches(tx, report)
+        _drop_evaluations(tx, report)
     tx.put_table("pairs", pairs, partition_by=("scenario",),
                  properties={"partition_by": ["scenario"], "schema": PAIRS_SCHEMA})
     tx.put_table("scenarios", row, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+
+
+def _same_pairs(tx: Transaction, name: str, pairs: pl.DataFrame) -> bool:
+    """Whether the parent snapshot holds exactly ``pairs`` for scenario ``name`` (ids, splits, masks...)."""
+    from weightlake.lake import Lake
+
+    entry, prefix = tx.parent.tables.get("pairs"), f"tables/pairs/scenario={name}/"
+    if entry is None or not any(f.startswith(prefix) for f in entry.files):
+        return False
+    old = Lake(tx.store.location, tx.parent).table("pairs").filter(pl.col("scenario") == name).collect()
+    if old.height != pairs.height or not set(PAIRS_SCHEMA) <= set(old.columns):  # (an older table: not the same)
+        return False
+    typed = old.select(pl.col(c).cast(getattr(pl, t)) for c, t in PAIRS_SCHEMA.items())
+    return typed.sort("pair_id").equals(pairs.select(list(PAIRS_SCHEMA)).sort("pair_id"))
 
 
 def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
@@ -536,6 +553,46 @@ def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
         tx.drop_table_files("pair_metrics", lambda f: f.startswith(prefix))
         report.notes.append(f"the pair metrics of its earlier pairs are dropped: run `weightlake analyze pair-metrics "
                             f"--scenario {name}` again")
+
+
+def _drop_evaluations(tx: Transaction, report: ScenarioReport) -> None:
+    """Drop the checkpoint rows of ``evaluations``, ``evaluation_metrics`` and ``predictions``
+    (:mod:`weightlake.experiments.evaluate`, above this module) that scored its earlier pairs.
+
+    They are keyed by scenario and split only: means over pairs it no longer holds, predictions
+    with the old pair ids. Tracking rows carry their own pairs (and GT) and are kept; the parent
+    snapshot keeps every row for time travel until gc.
+    """
+    from weightlake.lake import Lake
+    from weightlake.storage.tables import partition_value
+
+    name, parent = report.scenario, Lake(tx.store.location, tx.parent)
+    scored = pl.col("scenario").eq(name) & pl.col("source_kind").eq("checkpoint")
+    dropped = 0
+    for table in ("evaluations", "evaluation_metrics"):
+        prefix = f"tables/{table}/scenario={partition_value(name)}/"
+        entry = tx.parent.tables.get(table)
+        if entry is None or not any(f.startswith(prefix) for f in entry.files):
+            continue
+        rows = parent.table(table).filter(pl.col("scenario").eq(name)).collect()
+        kept = rows.filter(~scored.fill_null(False))
+        if kept.height == rows.height:
+            continue
+        dropped = dropped or rows.filter(scored).select(pl.struct("checkpoint_path", "split").n_unique()).item()
+        tx.drop_table_files(table, lambda f, p=prefix: f.startswith(p))
+        if kept.height:
+            tx.put_table(table, kept, partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+    entry = tx.parent.tables.get("predictions")
+    if entry is not None and entry.files:
+        sids = parent.table("predictions").filter(scored).select("source_id").unique().collect()["source_id"]
+        prefixes = tuple(p for sid in sids for p in (f"tables/predictions/source_id={partition_value(sid)}/",
+                                                     f"predictions/{partition_value(sid)}/"))
+        if prefixes:
+            tx.drop_table_files("predictions", lambda f: f.startswith(prefixes))
+    if dropped:
+        report.notes.append(f"the evaluations of {dropped} checkpoint(s) on its earlier pairs are dropped (snapshot "
+                            f"{tx.parent.version} keeps them: `weightlake experiments report --snapshot "
+                            f"{tx.parent.version}`): run `weightlake experiments evaluate --scenario {name}` again")
 
 
 def _summary(report: ScenarioReport) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,9 @@ from weightlake.storage.remote import check_key as remote_check
 from weightlake.storage.snapshot import empty_dirs, garbage, garbage_keys
 from weightlake.storage.tensors import SegmentReader
 
+if TYPE_CHECKING:
+    from weightlake.storage.multipart import Upload
+
 
 @dataclass
 class VerifyReport:
@@ -34,6 +37,7 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +64,7 @@ class VerifyReport:
                        f"null {acc['null']}" if acc["mean"] is not None else f"  accuracy: none recorded ({acc['null']} null)")
         if self.orphans:
             out.append(f"{len(self.orphans)} unreferenced files (left by interrupted writers; `--gc` removes them)")
+        out += [f"note: {n}" for n in self.notes]
         return out
 
 
@@ -83,6 +88,7 @@ def verify(lake: Lake, *, progress: Callable[[int], None] | None = None) -> Veri
         report.orphans = [str(p.relative_to(lake.root)) for p in garbage(lake.root, keep)]
     else:
         report.orphans = garbage_keys(lake.location, keep)
+        report.orphans += [_upload_label(u) for u in stale_uploads(lake, min_age=0.0, notes=report.notes)]
     return report
 
 
@@ -216,19 +222,30 @@ def _mask_classes(mask: int | None) -> list[int]:
 
 
 GC_MIN_AGE = 3600.0
-"""On an object store (no writer lock), ``--gc`` removes only unreferenced keys older than this (seconds)."""
+"""On an object store (no writer lock), ``--gc`` removes only unreferenced keys (and aborts only
+unfinished multipart uploads) older than this (seconds)."""
 
 
-def collect_garbage(lake: Lake, *, min_age: float = GC_MIN_AGE) -> list[str]:
+def collect_garbage(lake: Lake, *, min_age: float = GC_MIN_AGE, notes: list[str] | None = None) -> list[str]:
     """Remove what no snapshot in the history lists (see :func:`garbage`) and the empty folders
     left behind; returns what was removed.  On an object store: unreferenced keys older than
-    ``min_age`` seconds (a running writer's uploads are younger)."""
+    ``min_age`` seconds (a running writer's uploads are younger), and unfinished multipart
+    uploads under the lake's prefix started longer ago (a killed writer's: no listing shows
+    their parts, but they are stored); ``notes`` receives why those could not be checked."""
     import shutil
 
     if not lake.location.is_local:
-        keys = garbage_keys(lake.location, lake.store.history(), min_age=min_age)
+        from weightlake.storage.multipart import abort_upload
+        from weightlake.storage.store import S3Store
+
+        location = lake.location
+        keys = garbage_keys(location, lake.store.history(), min_age=min_age)
         for key in keys:
-            lake.location.delete(key)
+            location.delete(key)
+        for upload in stale_uploads(lake, min_age=min_age, notes=notes):
+            if isinstance(location, S3Store):  # (stale_uploads lists only those)
+                abort_upload(location, upload)
+                keys.append(_upload_label(upload))
         return keys
     with lake.store.locked():
         removed = []
@@ -239,3 +256,30 @@ def collect_garbage(lake: Lake, *, min_age: float = GC_MIN_AGE) -> list[str]:
             path.rmdir()
             removed.append(str(path.relative_to(lake.root)) + "/")
     return removed
+
+
+def stale_uploads(lake: Lake, *, min_age: float, notes: list[str] | None = None) -> list[Upload]:
+    """Unfinished multipart uploads under an S3 lake's prefix started at least ``min_age`` s ago.
+
+    Listing them needs a permission (``s3:ListBucketMultipartUploads``) and credentials in the
+    environment that reading the lake does not: without them, none, and a note says why.
+    """
+    from weightlake.storage.multipart import list_uploads
+    from weightlake.storage.store import S3Store, StoreError
+
+    if not isinstance(lake.location, S3Store):
+        return []
+    import time
+
+    try:
+        uploads = list_uploads(lake.location)
+    except StoreError as exc:
+        if notes is not None:
+            notes.append(f"unfinished multipart uploads not checked: {exc}")
+        return []
+    now = time.time()
+    return [u for u in uploads if now - u.initiated >= min_age]
+
+
+def _upload_label(upload: Upload) -> str:
+    return f"{upload.key} (unfinished multipart upload)"

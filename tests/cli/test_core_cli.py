@@ -138,3 +138,34 @@ def test_python_dash_m_runs_the_command():
 
     out = subprocess.run([sys.executable, "-m", "weightlake", "--help"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("Usage: weightlake")
+
+
+def test_snapshot_option_reads_an_earlier_snapshot(run, small_csv, tmp_path):
+    """Time travel was Python only (lake.at); the read-only commands take --snapshot N."""
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    lake = str(tmp_path / "lake")
+    run("ingest", "csv", str(small_csv), "--zoo", "z", "--init", "kaiming_uniform", "--lake", lake)
+    write_synthetic_csv(tmp_path / "second.csv", labels=all_labels()[:1], seed=3)
+    run("ingest", "csv", str(tmp_path / "second.csv"), "--zoo", "z2", "--init", "normal", "--lake", lake)
+    count = "SELECT zoo, count(*) AS n FROM models GROUP BY ALL ORDER BY ALL"
+    assert json.loads(run("sql", count, "--format", "json", "--lake", lake)) == [{"zoo": "z", "n": 432},
+                                                                                {"zoo": "z2", "n": 36}]
+    assert json.loads(run("sql", count, "--format", "json", "--snapshot", "1", "--lake", lake)) == [
+        {"zoo": "z", "n": 432}]
+    assert "empty: ingest a zoo" in run("info", "--snapshot", "0", "--lake", lake)
+    groups = json.loads(run("query", "run", "accuracy_by_group", "--param", "zoo=z2", "--format", "json",
+                            "--snapshot", "1", "--lake", lake))
+    assert groups == []
+    assert "at snapshot 1 " in run("info", "--snapshot", "1", "--lake", lake)
+    assert "zoo z2" not in run("info", "--snapshot", "1", "--lake", lake)
+    assert "snapshot 1: integrity OK" in run("verify", "--snapshot", "1", "--lake", lake)
+    run("export", "csv", "--zoo", "z2", "-o", str(tmp_path / "z2.csv"), "--lake", lake)
+    missing = run("export", "csv", "--zoo", "z2", "-o", str(tmp_path / "old.csv"), "--snapshot", "1", "--lake", lake,
+                  code=1)
+    assert "z2" in missing and not (tmp_path / "old.csv").exists()
+    for args in (["sql", "SELECT 1"], ["info"], ["verify"], ["query", "run", "accuracy_by_group", "--param", "zoo=z"]):
+        out = run(*args, "--snapshot", "9", "--lake", lake, code=1)
+        assert out.strip().splitlines()[-1] == ("error: the lake has no snapshot version 9: its snapshots are 0 to 2 "
+                                                "(`weightlake history` lists them)"), out
+    assert "x>=0" in run("sql", "SELECT 1", "--snapshot", "-1", "--lake", lake, code=2)

@@ -133,3 +133,38 @@ def test_show_refuses_a_negative_limit(lake: str) -> None:
     result = CliRunner().invoke(main, ["pairs", "show", "s", "--limit", "-5", "--lake", lake])
     assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
     assert "fallback marks a target" in run("pairs", "show", "--help")
+
+
+def test_snapshot_option_shows_the_pairs_of_an_earlier_declaration(lake: str, tmp_path: Path) -> None:
+    """Time travel was Python only: `scenario list`, `pairs show` and `pairs materialize --format pt` read
+    the newest snapshot, with no way to see a scenario as it was before it was declared again."""
+    import json
+
+    from weightlake.serve.files import read_batches
+
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2-3", "--overlap", "0-1",
+        "--epochs", "11", "--lake", lake)
+    first = open_lake(lake)
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--overlap", "0",
+        "--epochs", "11", "--lake", lake)
+    old, new = (len(first.pairs("s")), len(open_lake(lake).pairs("s")))
+    assert old != new
+    def shown(*args: str) -> list:
+        result = CliRunner().invoke(main, ["pairs", "show", "s", "--limit", "0", "--format", "json", *args, "--lake",
+                                           lake])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # (the pair set's summary goes to stderr)
+
+    assert len(shown("--snapshot", str(first.snapshot))) == old and len(shown()) == new
+    listing = run("scenario", "list", "--format", "json", "--snapshot", str(first.snapshot - 1), "--lake", lake)
+    assert "no scenarios yet" in listing
+    run("pairs", "materialize", "s", "--split", "test", "--format", "pt", "--out", str(tmp_path / "pt"), "--epochs", "1",
+        "--snapshot", str(first.snapshot), "--lake", lake)
+    _, meta = read_batches(tmp_path / "pt" / "s-test-epoch0.pt")
+    assert meta["snapshot"] == first.snapshot and meta["n_pairs"] == len(first.pairs("s", "test"))
+    zarr = CliRunner().invoke(main, ["pairs", "materialize", "s", "--snapshot", "1", "--lake", lake])
+    assert zarr.exit_code == 1 and "--snapshot 1 reads an earlier snapshot" in zarr.output
+    gone = CliRunner().invoke(main, ["pairs", "show", "s", "--snapshot", "99", "--lake", lake])
+    assert gone.exit_code == 1 and gone.output.strip() == (
+        f"error: the lake has no snapshot version 99: its snapshots are 0 to {first.snapshot + 1} "
+        "(`weightlake history` lists them)")

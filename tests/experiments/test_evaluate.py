@@ -324,3 +324,41 @@ def test_partial_collapse_is_flagged_in_rows_and_output() -> None:
     assert cols["pd_top_row_share"] == pytest.approx(0.71) and "partial collapse" in cols["pd_collapse_reason"]
     report = EvaluationReport("s", "test", "z", 100, 1, rows=[{"checkpoint": "a.pth", "error": None, **cols}])
     assert "PARTIAL COLLAPSE (71% of rows one vector)" in report.lines()[1]
+
+
+def test_declaring_the_scenario_again_drops_its_checkpoint_evaluations(evaluated, tmp_path: Path) -> None:
+    """The rows were keyed by scenario and split only: after a new declaration they scored (and their
+    predictions named by pair id) pairs the scenario no longer held. Tracking rows carry their own pairs."""
+    import shutil
+
+    from weightlake.experiments.tracking import ingest_tracking, write_tracking_csv
+    from weightlake.scenarios import declare_scenario
+    from weightlake.verify import verify
+
+    lake = tmp_path / "lake"
+    shutil.copytree(evaluated[0], lake)
+    gt = np.random.default_rng(0).standard_normal((4, 2464)).astype(np.float32)
+    track = write_tracking_csv(tmp_path / "Tracking" / "AE epoch mse 1.csv", gt, gt * 0.5, gt * 0.9)
+    ingest_tracking(lake, track, scenario=SCENARIO)
+    before = open_lake(lake)
+    kinds = "SELECT source_kind, count(*) AS n FROM {} GROUP BY ALL ORDER BY ALL"
+    assert before.sql(kinds.format("evaluations"))["source_kind"].to_list() == ["checkpoint", "tracking"]
+    tracking_before = before.sql("SELECT * FROM evaluations WHERE source_kind = 'tracking'")
+    same = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11])
+    assert not any("evaluations" in n for n in same.notes)  # the same pairs again: their scores still hold
+    before = open_lake(lake)
+    assert before.sql(kinds.format("predictions")).height == 2
+    report = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-3", sizes="2", overlap=0, epochs=[11])
+    assert any(f"the evaluations of {len(RUNS) + 1} checkpoint(s) on its earlier pairs are dropped (snapshot "
+               f"{before.snapshot} keeps them: `weightlake experiments report --snapshot {before.snapshot}`)" in n
+               for n in report.notes), report.notes
+    after = open_lake(lake)
+    for table in ("evaluations", "evaluation_metrics", "predictions"):
+        assert after.sql(kinds.format(table))["source_kind"].to_list() == ["tracking"], table
+    assert after.sql("SELECT * FROM evaluations").select(tracking_before.columns).equals(tracking_before)
+    _, vectors = load_predictions(after, source_file=str(track.resolve()), kind="PD")
+    np.testing.assert_array_equal(vectors, gt * 0.5)
+    assert after.at(before.snapshot).sql(kinds.format("evaluations")).height == 2  # time travel still sees them
+    assert verify(after).ok
+    again = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-3", sizes="2", overlap=0, epochs=[11])
+    assert not any("evaluations" in n for n in again.notes)  # nothing left to drop: nothing said

@@ -95,3 +95,29 @@ def test_best_marked_only_among_rows_scored_on_the_same_pairs() -> None:
     assert "c.pth" not in test_part
     assert "| c.pth | 0.1 |" in val_part  # a single row: nothing to mark
     assert "## Sources" in text and "| a.pth | exp/run/a.pth |" in text
+
+
+def test_report_of_an_earlier_snapshot(lake: Path, tmp_path: Path) -> None:
+    """`experiments report --snapshot N`: the evaluations as a snapshot held them (a scenario declared again
+    drops its checkpoint rows; the note names the snapshot that keeps them)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.lake import open_lake
+
+    root = tmp_path / "lake"
+    shutil.copytree(lake, root)
+    earlier = open_lake(root).snapshot
+    gt = np.random.default_rng(1).standard_normal((4, P)).astype(np.float32)
+    ingest_tracking(root, write_tracking_csv(tmp_path / "Tracking" / "AE epoch mae 1.csv", gt, gt * 0.5, gt),
+                    scenario="type1-m0")
+    assert write_report(root, tmp_path / "now.md", plots=False).n_sources == 3
+    out = CliRunner().invoke(main, ["experiments", "report", "-o", str(tmp_path / "r.md"), "--no-plots",
+                                    "--snapshot", str(earlier), "--lake", str(root)])
+    assert out.exit_code == 0 and f"(2 sources, snapshot {earlier})" in out.output, out.output
+    assert f"lake snapshot {earlier};" in (tmp_path / "r.md").read_text()
+    gone = CliRunner().invoke(main, ["experiments", "report", "-o", str(tmp_path / "g.md"), "--snapshot", "9",
+                                     "--lake", str(root)])
+    assert gone.exit_code == 1 and "no snapshot version 9" in gone.output and not (tmp_path / "g.md").exists()

@@ -73,3 +73,26 @@ def test_cli_formats_and_refusals(lake_dir: Path, tmp_path: Path) -> None:
     assert inside.exit_code == 1 and "inside the lake" in inside.output
     with pytest.raises(QueryError, match="unknown batch file format"):
         export_batches(open_lake(lake_dir), "s", "train", tmp_path, fmt="npz")
+
+
+def test_a_second_export_refuses_to_overwrite_without_overwrite(lake_dir: Path, tmp_path: Path) -> None:
+    """The names carry no batch size: exporting again with --batch-size 4 silently replaced the files of 5."""
+    lake, out = open_lake(lake_dir), tmp_path / "pt"
+    first = export_batches(lake, "s", "train", out, fmt="pt", batch_size=5, epochs=2, seed=3)
+    before = {p: Path(p).read_bytes() for p in first.files}
+    with pytest.raises(QueryError, match=r"refusing to overwrite .*s-train-epoch0.pt. \(and 1 more\).*--overwrite"):
+        export_batches(lake, "s", "train", out, fmt="pt", batch_size=4, epochs=3, seed=3)
+    assert {p: Path(p).read_bytes() for p in first.files} == before
+    assert sorted(f.name for f in out.iterdir()) == ["s-train-epoch0.pt", "s-train-epoch1.pt"]
+    run = CliRunner().invoke
+    args = ["pairs", "materialize", "s", "--format", "pt", "--out", str(out), "--batch-size", "4", "--epochs", "1",
+            "--lake", str(lake_dir)]
+    refused = run(main, args)
+    assert refused.exit_code == 1 and "refusing to overwrite" in refused.output and "Traceback" not in refused.output
+    assert read_batches(out / "s-train-epoch0.pt")[1]["batch_size"] == 5
+    replaced = run(main, [*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert read_batches(out / "s-train-epoch0.pt")[1]["batch_size"] == 4
+    # epoch 1 of batch size 5 is gone too: a loop over the folder would have mixed the two exports
+    assert "removed 1 later epoch file(s)" in replaced.output
+    assert sorted(f.name for f in out.iterdir()) == ["s-train-epoch0.pt"]

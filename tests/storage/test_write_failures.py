@@ -112,3 +112,77 @@ def test_gc_removes_what_a_crashed_commit_leaves(lake_copy: Path) -> None:
     assert not orphan_manifest.exists() and not any(f.exists() for f in tmp_files) and not empty.exists()
     assert wl.open_lake(lake_copy).snapshot == lake.snapshot  # the current snapshot and its history stay
     assert "unreferenced" not in CliRunner().invoke(main, ["verify", "--lake", str(lake_copy)]).output
+
+
+def _cut_csv(tmp_path: Path, tiny_csv: Path) -> Path:
+    """A CSV zoo whose last row breaks off: the ingest fails after writing weights."""
+    bad = tmp_path / "cut.csv"
+    data = tiny_csv.read_bytes()
+    bad.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 100])
+    return bad
+
+
+def test_a_failed_first_ingest_leaves_no_folder_or_lock(tmp_path: Path, tiny_csv: Path) -> None:
+    """An empty zoos/<z>/weights/ folder and _lock stayed behind, with no lake to go with them."""
+    bad = _cut_csv(tmp_path, tiny_csv)
+    args = ["ingest", "csv", str(bad), "--zoo", "z", "--init", "normal", "--lake"]
+    assert "row" in one_line_error([*args, str(tmp_path / "new" / "lake")])
+    assert not (tmp_path / "new").exists()  # the lake folder and the one above it were made by that ingest
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert "row" in one_line_error([*args, str(kept)])
+    assert kept.is_dir() and list(kept.iterdir()) == []  # a folder that existed before stays, empty
+    (kept / "_lock").touch()  # left by an earlier version: not this ingest's to remove
+    assert "row" in one_line_error([*args, str(kept)])
+    assert [p.name for p in kept.iterdir()] == ["_lock"]
+    ingest_csv(tmp_path / "new" / "lake", tiny_csv, zoo="z", init="normal")
+    assert wl.open_lake(tmp_path / "new" / "lake").models().collect().height == 36
+
+
+def test_a_failed_ingest_into_a_lake_leaves_no_new_folder(tmp_path: Path, tiny_csv: Path, tree_state) -> None:  # noqa: ANN001
+    lake = tmp_path / "lake"
+    ingest_csv(lake, tiny_csv, zoo="z", init="normal")
+    before, dirs = tree_state(lake), sorted(p for p in lake.rglob("*") if p.is_dir())
+    bad = _cut_csv(tmp_path, tiny_csv)
+    assert "row" in one_line_error(["ingest", "csv", str(bad), "--zoo", "z2", "--init", "normal", "--lake", str(lake)])
+    assert tree_state(lake) == before and sorted(p for p in lake.rglob("*") if p.is_dir()) == dirs
+
+
+def test_a_writer_waiting_on_a_lock_that_is_removed_takes_a_new_one(tmp_path: Path) -> None:
+    """The first writer of a folder with no lake removes _lock when it fails; one waiting on that
+    file must not go on holding a lock nobody else can see."""
+    import fcntl
+    import threading
+    import time
+
+    from weightlake.storage.snapshot import SnapshotStore
+
+    root = tmp_path / "lake"
+    entered, release, seen = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with SnapshotStore(root).locked():
+            entered.set()
+            release.wait(10)
+
+    def second() -> None:
+        with SnapshotStore(root).locked():
+            fd = os.open(root / "_lock", os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")  # the visible _lock was not the one held
+            except BlockingIOError:
+                seen.append("held")
+            finally:
+                os.close(fd)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert entered.wait(10) and (root / "_lock").exists()
+    t2 = threading.Thread(target=second)
+    t2.start()
+    time.sleep(0.3)  # let it block on the first writer's _lock
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert seen == ["held"] and not root.exists()

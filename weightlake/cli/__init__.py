@@ -61,7 +61,8 @@ def main() -> None:
       weightlake verify
 
     Every command takes --lake DIR (default ./lake, or $WEIGHTLAKE_LAKE); a lake on object
-    storage is --lake s3://BUCKET/PREFIX.
+    storage is --lake s3://BUCKET/PREFIX. Commands that only read take --snapshot N to read
+    an earlier snapshot (`weightlake history` lists them).
     """
 
 
@@ -70,6 +71,12 @@ def lake_option(fn: Any) -> Any:
                         type=click.Path(file_okay=False),
                         help="Lake root: a directory, file://PATH or s3://BUCKET/PREFIX (credentials and endpoint "
                              "from the AWS_* variables) (or $WEIGHTLAKE_LAKE).")(fn)
+
+
+def snapshot_option(fn: Any) -> Any:
+    return click.option("--snapshot", type=click.IntRange(min=0), metavar="N",
+                        help="Read snapshot N instead of the newest (time travel; `weightlake history` lists "
+                             "them).")(fn)
 
 
 def echo_lines(lines: list[str]) -> None:

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import click
 
-from weightlake.cli import echo_lines, lake_option, main, parse_params, progress_bar
+from weightlake.cli import echo_lines, lake_option, main, parse_params, progress_bar, snapshot_option
 from weightlake.errors import IngestError, QueryError
 
 
-def _open(lake_dir: str, create: bool = False):  # noqa: ANN202
+def _open(lake_dir: str, create: bool = False, snapshot: int | None = None):  # noqa: ANN202
     from weightlake.handle import open_lake
 
-    return open_lake(lake_dir, create=create)
+    lake = open_lake(lake_dir, create=create)
+    return lake if snapshot is None else lake.at(snapshot)
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -143,7 +144,9 @@ def _arch(spec: str):  # noqa: ANN202
                    "007, 1e3, 1.50, stays a string, as typed.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
 @lake_option
-def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str) -> None:
+@snapshot_option
+def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str,
+        snapshot: int | None) -> None:
     """Run SQL over the lake (views: models, weights, weights_<layer>, and every derived table).
 
     `weights` holds each model's whole vector (`w FLOAT[P]`); `weights_fc1` (one view per layer)
@@ -158,7 +161,7 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
       weightlake sql "SELECT * FROM models WHERE n_classes = \\$k" --param k=2 --format csv -o two.csv
       weightlake sql "SELECT activation, avg(wl_l2(w)) FROM weights_fc1 JOIN models USING (model_id) GROUP BY 1"
     """
-    lake = _open(lake_dir)
+    lake = _open(lake_dir, snapshot=snapshot)
     if output:
         lake.check_output(output)
     bound = parse_params(params)
@@ -269,11 +272,12 @@ def export() -> None:
 @click.option("--where", help="SQL filter over the models view, e.g. \"activation = 'gelu' AND epoch = 11\".")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
 @lake_option
-def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: str) -> None:
+@snapshot_option
+def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: str, snapshot: int | None) -> None:
     """Export models in the exact CSV zoo format ('Merged zoo.csv' columns and text)."""
     from weightlake.ingest.csv_zoo import export_csv
 
-    lake = _open(lake_dir)
+    lake = _open(lake_dir, snapshot=snapshot)
     lake.check_output(output)  # before any folder is made: not inside the lake, not a URL
     _make_parent(output)
     with progress_bar(None, "export csv", "models") as bar:
@@ -293,35 +297,40 @@ def _make_parent(output: str) -> None:
 # -- verify, info, history -----------------------------------------------------------------------
 @main.command()
 @click.option("--gc", is_flag=True, help="Also remove files no snapshot lists (left by interrupted writers; on an "
-              "object store, which has no writer lock, only those older than an hour).")
+              "object store, which has no writer lock, only those older than an hour, and abort unfinished "
+              "multipart uploads older than an hour).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @lake_option
-def verify(gc: bool, as_json: bool, lake_dir: str) -> None:
+@snapshot_option
+def verify(gc: bool, as_json: bool, lake_dir: str, snapshot: int | None) -> None:
     """Check integrity (files, shapes, hashes) and report data quality; exit 1 if integrity fails."""
     from weightlake.verify import collect_garbage
     from weightlake.verify import verify as run_verify
 
-    lake = _open(lake_dir)
+    lake = _open(lake_dir, snapshot=snapshot)
     total = sum(z.n_models for z in lake.manifest.zoos.values())
     with progress_bar(total, "verify", "models") as bar:
         report = run_verify(lake, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "quality": report.quality,
-                               "orphans": report.orphans}, default=str, indent=1))
+                               "orphans": report.orphans, "notes": report.notes}, default=str, indent=1))
     else:
         echo_lines(report.lines())
     if gc:
-        removed = collect_garbage(lake)
+        notes: list[str] = []
+        removed = collect_garbage(lake, notes=notes)
         click.echo(f"removed {len(removed)} unreferenced files")
+        echo_lines([f"note: {n}" for n in notes if n not in report.notes])  # verify said the same already
     if not report.ok:
         sys.exit(1)
 
 
 @main.command()
 @lake_option
-def info(lake_dir: str) -> None:
+@snapshot_option
+def info(lake_dir: str, snapshot: int | None) -> None:
     """What the lake holds: zoos, architectures, tables, the pinned snapshot."""
-    lake = _open(lake_dir)
+    lake = _open(lake_dir, snapshot=snapshot)
     click.echo(f"lake {lake.location.url} at snapshot {lake.snapshot} ({lake.manifest.created})")
     for zoo in lake.zoos:
         entry = lake.manifest.zoo(zoo)
@@ -366,11 +375,13 @@ def query_list(lake_dir: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
 @click.option("-o", "--output", type=click.Path(dir_okay=False))
 @lake_option
-def query_run(name: str, params: tuple[str, ...], fmt: str, output: str | None, lake_dir: str) -> None:
+@snapshot_option
+def query_run(name: str, params: tuple[str, ...], fmt: str, output: str | None, lake_dir: str,
+              snapshot: int | None) -> None:
     """Run a named query; parameters are bound, never pasted into the SQL."""
     from weightlake.query import run_named
 
-    lake = _open(lake_dir)
+    lake = _open(lake_dir, snapshot=snapshot)
     if output:
         lake.check_output(output)
     write_frame(run_named(lake, name, parse_params(params)), fmt, output)
@@ -401,7 +412,9 @@ def demo(out_dir: str, quick: bool, workers: int, lake_dir: str) -> None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the files (one <zoo>-<model_id>.safetensors per model).")
 @lake_option
-def export_safetensors_cmd(zoo: str | None, where: str | None, out_dir: str, lake_dir: str) -> None:
+@snapshot_option
+def export_safetensors_cmd(zoo: str | None, where: str | None, out_dir: str, lake_dir: str,
+                           snapshot: int | None) -> None:
     """Export models as safetensors files: no pickle; architecture and metadata in the header.
 
     Each file holds the model's state_dict (load it with safetensors.torch.load_file and
@@ -414,7 +427,7 @@ def export_safetensors_cmd(zoo: str | None, where: str | None, out_dir: str, lak
     """
     from weightlake.ingest.safetensor_files import export_safetensors
 
-    files = export_safetensors(_open(lake_dir), out_dir, zoo=zoo, where=where)
+    files = export_safetensors(_open(lake_dir, snapshot=snapshot), out_dir, zoo=zoo, where=where)
     click.echo(f"wrote {len(files)} models to {out_dir}")
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from weightlake.cli import echo_lines, lake_option, main, progress_bar
+from weightlake.cli import echo_lines, lake_option, main, progress_bar, snapshot_option
 from weightlake.cli.core import write_frame
 
 DEFAULT_ROOT = "Experiments"
@@ -175,7 +175,9 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
 @click.option("--split", help="Only this split's evaluations.")
 @click.option("--no-plots", is_flag=True, help="Markdown only.")
 @lake_option
-def report_cmd(output: str, scenario: str | None, split: str | None, no_plots: bool, lake_dir: str) -> None:
+@snapshot_option
+def report_cmd(output: str, scenario: str | None, split: str | None, no_plots: bool, lake_dir: str,
+               snapshot: int | None) -> None:
     """Write a Markdown table of all evaluated checkpoints x metrics, with PNG plots.
 
     \b
@@ -185,7 +187,8 @@ def report_cmd(output: str, scenario: str | None, split: str | None, no_plots: b
     """
     from weightlake.experiments.report import write_report
 
-    echo_lines(write_report(lake_dir, output, scenario=scenario, split=split, plots=not no_plots).lines())
+    echo_lines(write_report(lake_dir, output, scenario=scenario, split=split, plots=not no_plots,
+                            snapshot=snapshot).lines())
 
 
 def _default_root() -> str:

@@ -6,14 +6,15 @@ from typing import Any
 
 import click
 
-from weightlake.cli import echo_lines, lake_option, main, progress_bar
+from weightlake.cli import echo_lines, lake_option, main, progress_bar, snapshot_option
 from weightlake.cli.core import write_frame
 
 
-def _open(lake_dir: str):  # noqa: ANN202
+def _open(lake_dir: str, snapshot: int | None = None):  # noqa: ANN202
     from weightlake.handle import open_lake
 
-    return open_lake(lake_dir)
+    lake = open_lake(lake_dir)
+    return lake if snapshot is None else lake.at(snapshot)
 
 
 # -- scenario --------------------------------------------------------------------------------------
@@ -114,11 +115,12 @@ def import_cmd(folder: str, zoo: str, init: str | None, name_template: str, on_e
 @scenario.command("list")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @lake_option
-def list_cmd(fmt: str, lake_dir: str) -> None:
+@snapshot_option
+def list_cmd(fmt: str, lake_dir: str, snapshot: int | None) -> None:
     """List the scenarios of the lake with their pair counts per split."""
     from weightlake.scenarios import list_scenarios
 
-    table = list_scenarios(_open(lake_dir))
+    table = list_scenarios(_open(lake_dir, snapshot))
     if table.height == 0:
         click.echo("no scenarios yet: `weightlake scenario declare NAME --zoo ZOO` or `weightlake scenario import`")
         return
@@ -152,9 +154,11 @@ def pairs() -> None:
 @click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
               help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for .pt / .h5 files.")
+@click.option("--overwrite", is_flag=True, help="Replace .pt / .h5 files of an earlier export (refused without it).")
 @lake_option
+@snapshot_option
 def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
-                    fmt: str, out_dir: str | None, lake_dir: str) -> None:
+                    fmt: str, out_dir: str | None, overwrite: bool, lake_dir: str, snapshot: int | None) -> None:
     """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`),
     or to .pt / .h5 files (one per epoch) for other training code.
 
@@ -164,7 +168,8 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     the user's training loop. A .pt file loads with torch.load(path, weights_only=True) as
     a dict of tensors (x, ids, acc, rows, zoo_rows, masks, keys, valid) plus meta; an .h5
     file holds the same datasets (h5py). TensorDataset(d["x"][d["valid"]], ...) builds a
-    dataset from either.
+    dataset from either. File names do not carry the batch size or seed (meta does): an
+    export that would replace files already in --out is refused unless --overwrite.
 
     \b
     Examples:
@@ -175,7 +180,10 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     from weightlake.serve.batches import materialize
     from weightlake.serve.files import export_batches
 
-    lake = _open(lake_dir)
+    if fmt == "zarr" and snapshot is not None:
+        raise QueryError(f"--snapshot {snapshot} reads an earlier snapshot: it applies to --format pt / h5 files, "
+                         "not to zarr batches, which are committed to the newest")
+    lake = _open(lake_dir, snapshot)
     if fmt != "zarr" and not out_dir:
         raise QueryError(f"--format {fmt} writes files: say where with --out DIR")
     n_pairs = lake.pairs(scenario_name, split).__len__()
@@ -186,7 +194,8 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
                                       seed=seed, progress=bar.update, drop_last=drop_last)
         else:
             report = export_batches(lake, scenario_name, split, out_dir or "", fmt=fmt, batch_size=batch_size,
-                                    epochs=epochs, seed=seed, drop_last=drop_last, progress=bar.update)
+                                    epochs=epochs, seed=seed, drop_last=drop_last, overwrite=overwrite,
+                                    progress=bar.update)
     echo_lines(report.lines())
 
 
@@ -198,7 +207,9 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the rows to a file.")
 @lake_option
-def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: str | None, lake_dir: str) -> None:
+@snapshot_option
+def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: str | None, lake_dir: str,
+         snapshot: int | None) -> None:
     """Show a scenario's pairs with model ids, classes and accuracies.
 
     target_epoch is the epoch bin the target came from; fallback marks a target not
@@ -214,7 +225,7 @@ def show(scenario_name: str, split: str | None, limit: int, fmt: str, output: st
 
     from weightlake.scenarios import mask_classes
 
-    pair_set = _open(lake_dir).pairs(scenario_name, split)
+    pair_set = _open(lake_dir, snapshot).pairs(scenario_name, split)
     frame = pair_set.to_polars()
     frame = frame.head(limit) if limit else frame
     frame = frame.with_columns(

@@ -382,17 +382,19 @@ def _save(fig: Any, path: Path, title: str | None = None) -> Path:
 
 
 def write_report(lake_root: str | Path | None, out: str | Path, *, scenario: str | None = None,
-                 split: str | None = None, plots: bool = True) -> ReportResult:
-    """Write the Markdown report (and PNG plots in ``<stem>_plots/``) of the lake's evaluations.
+                 split: str | None = None, plots: bool = True, snapshot: int | None = None) -> ReportResult:
+    """Write the Markdown report (and PNG plots in ``<stem>_plots/``) of the lake's evaluations
+    (at snapshot ``snapshot``, default the newest).
 
     Raises
     ------
     NoSuchTableError
-        The lake has no evaluations (or none for ``scenario`` / ``split``).
+        The lake has no evaluations (or none for ``scenario`` / ``split``), or no such snapshot.
     """
     from weightlake.lake import open_lake
 
     lake = open_lake(lake_root)
+    lake = lake if snapshot is None else lake.at(snapshot)
     frame = load_evaluations(lake, scenario, split)
     if frame.height == 0:
         raise NoSuchTableError(f"no evaluations for scenario {scenario!r} split {split!r} at snapshot {lake.snapshot}")

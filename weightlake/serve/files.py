@@ -25,12 +25,16 @@ the arrays as datasets and ``meta`` as attributes (h5py, the ``files`` extra). E
 
 Round-trip law: the arrays read back equal the batches of ``lake.batches`` for the same
 ``(seed, epoch)`` bitwise. Files are written under a temporary name and renamed, so a
-crash leaves no partial file.
+crash leaves no partial file. The names do not carry the batch size or seed (``meta`` does),
+so an export that would replace an existing file is refused before anything is written,
+unless ``overwrite=True`` (``--overwrite``), which also removes the later epochs of the export
+it replaces.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +57,21 @@ class ExportReport:
     files: list[str] = field(default_factory=list)
     n_batches: int = 0
     bytes: int = 0
+    removed: list[str] = field(default_factory=list)
+    """Later epochs of the export this one overwrote (they would have mixed two exports)."""
 
     def lines(self) -> list[str]:
-        return [f"wrote {len(self.files)} epoch file(s) of {self.n_batches} batches ({self.fmt}, "
-                f"{self.bytes / 1e9:.2f} GB)", *(f"  {f}" for f in self.files)]
+        out = [f"wrote {len(self.files)} epoch file(s) of {self.n_batches} batches ({self.fmt}, "
+               f"{self.bytes / 1e9:.2f} GB)", *(f"  {f}" for f in self.files)]
+        if self.removed:
+            out += [f"removed {len(self.removed)} later epoch file(s) of the export it overwrote",
+                    *(f"  {f}" for f in self.removed)]
+        return out
 
 
 def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *, fmt: str = "pt",
                    batch_size: int = 36, epochs: int = 1, seed: int = 0, drop_last: bool = False,
-                   progress: Callable[[int], Any] | None = None) -> ExportReport:
+                   overwrite: bool = False, progress: Callable[[int], Any] | None = None) -> ExportReport:
     """Write ``epochs`` shuffled epochs of a scenario split's batches as ``.pt`` or ``.h5`` files.
 
     Parameters
@@ -72,13 +82,18 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         Folder for the files (created); refused inside the lake.
     fmt
         ``"pt"`` or ``"h5"``.
+    overwrite
+        Replace the files of an earlier export of the same scenario and split (their batch
+        size, seed or snapshot may differ), its later epochs removed; without it such an
+        export is refused.
     progress
         Called with the number of batches just gathered.
 
     Raises
     ------
     QueryError
-        Unknown format, non-positive sizes, an empty split, or ``out_dir`` inside the lake.
+        Unknown format, non-positive sizes, an empty split, ``out_dir`` inside the lake, or
+        files already there (without ``overwrite``).
     """
     from weightlake.serve.batches import EpochSource
     from weightlake.serve.pairset import PairSet
@@ -93,10 +108,13 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
         raise QueryError(f"scenario {scenario!r} has no {split!r} pairs to export")
     if fmt == "h5":
         _require_h5py()
+    targets = [out / f"{scenario}-{split}-epoch{epoch}.{fmt}" for epoch in range(epochs)]
+    if not overwrite:
+        _refuse_existing(targets)
     source = EpochSource(pairs, batch_size, drop_last)
     out.mkdir(parents=True, exist_ok=True)
     report = ExportReport(scenario, split, fmt)
-    for epoch in range(epochs):
+    for epoch, target in enumerate(targets):
         index, valid = source.layout(epoch, seed)
         meta = {**source.attrs(seed=seed, epochs=epochs), "epoch": epoch}
         arrays = source.small(index, valid)
@@ -105,12 +123,31 @@ def export_batches(lake: Any, scenario: str, split: str, out_dir: str | Path, *,
             x[start:stop] = block
             if progress is not None:
                 progress(stop - start)
-        target = out / f"{scenario}-{split}-epoch{epoch}.{fmt}"
         (_write_pt if fmt == "pt" else _write_h5)(target, {"x": x, **arrays}, meta)
         report.files.append(str(target))
         report.n_batches += len(index)
         report.bytes += target.stat().st_size
+    if overwrite:
+        report.removed = _remove_later_epochs(out, scenario, split, fmt, epochs)
     return report
+
+
+def _refuse_existing(targets: list[Path]) -> None:
+    # checked for every epoch before the first is written, so a refusal leaves the folder as it was
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise QueryError(f"refusing to overwrite {str(existing[0])!r}{more}, written by an earlier export "
+                         f"(maybe with another batch size or seed); pass overwrite=True (--overwrite) "
+                         f"to replace, or choose another folder")
+
+
+def _remove_later_epochs(out: Path, scenario: str, split: str, fmt: str, epochs: int) -> list[str]:
+    name = re.compile(rf"{re.escape(scenario)}-{re.escape(split)}-epoch(\d+)\.{fmt}")
+    later = sorted((int(m[1]), path) for path in out.iterdir() if (m := name.fullmatch(path.name)) and int(m[1]) >= epochs)
+    for _, path in later:
+        path.unlink()
+    return [str(path) for _, path in later]
 
 
 def _write_pt(target: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from weightlake._util import make_parent
 from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
 from weightlake.storage.checksums import corrupt, digest_bytes
 from weightlake.storage.store import LocalStore, Store, StoreError, resolve_store
@@ -394,7 +395,9 @@ class SnapshotStore:
         for name in names:
             if _MANIFEST_NAME.match(name) and any(m.file_name == name for m in self.history()):
                 return self.load(name)
-        raise NoSuchTableError(f"the lake has no snapshot version {version}")
+        current = self.current().version
+        raise NoSuchTableError(f"the lake has no snapshot version {version}: its snapshots are 0 to {current} "
+                               "(`weightlake history` lists them)")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -402,17 +405,48 @@ class SnapshotStore:
 
         It only serialises local writers; correctness comes from the conditional put of the
         log entry.  An object store has no lock: racing writers are sorted out at commit.
+
+        When no lake exists afterwards (a first write that failed), the lock file and the
+        lake folder are removed if this call created them (the folder only when empty), so
+        the attempt leaves nothing behind.
         """
         if not isinstance(self.location, LocalStore):
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / _LOCK, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        made: list[Path] = []
+        fd, created = self._lock_file(made)
+        try:
+            yield
+        finally:
             try:
-                yield
+                if created and not self.exists:
+                    # still held: a writer waiting on this file finds it unlinked and takes a new one
+                    (self.root / _LOCK).unlink(missing_ok=True)
+                    for folder in reversed(made):
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _lock_file(self, made: list[Path]) -> tuple[int, bool]:
+        """The locked ``_lock`` file's descriptor, and whether this call created the file (folders it
+        created go into ``made``)."""
+        path = self.root / _LOCK
+        while True:
+            make_parent(path, made)
+            try:
+                fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                fd, created = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), False
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the file may have been removed while this writer waited for it (see locked)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd, created
+            except FileNotFoundError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def commit(self, manifest: Manifest) -> Manifest:
         """Make ``manifest`` current: write it, then claim its version in the log with a put-if-absent.

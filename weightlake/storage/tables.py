@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from weightlake._util import make_parent
 from weightlake.errors import IntegrityError
 from weightlake.storage.checksums import check_file
 
@@ -35,18 +36,26 @@ def partition_value(value: Any) -> str:
     return text
 
 
-def write_partitioned(df: pl.DataFrame, root: Path, base: str, partition_by: Sequence[str], token: str) -> list[str]:
-    """Write ``df`` under ``root/base/<col>=<value>/.../<token>.parquet``; returns relative paths."""
+def write_partitioned(df: pl.DataFrame, root: Path, base: str, partition_by: Sequence[str], token: str,
+                      made: list[Path] | None = None) -> list[str]:
+    """Write ``df`` under ``root/base/<col>=<value>/.../<token>.parquet``; returns relative paths.
+
+    Folders it creates are appended to ``made``; a file it fails to finish is removed.
+    """
     paths: list[str] = []
     groups = df.partition_by(list(partition_by), as_dict=True, maintain_order=True) if partition_by else {(): df}
     for key, part in groups.items():
         parts = [f"{col}={partition_value(val)}" for col, val in zip(partition_by, key, strict=True)]
         rel = os.path.join(base, *parts, f"{token}.parquet")
         target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(target, made)
         if target.exists():
             raise IntegrityError(f"refusing to overwrite {str(target)!r}")
-        part.drop(list(partition_by)).write_parquet(target, compression="zstd", statistics=True)
+        try:
+            part.drop(list(partition_by)).write_parquet(target, compression="zstd", statistics=True)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
         paths.append(rel)
     return paths
 

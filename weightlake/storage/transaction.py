@@ -2,7 +2,8 @@
 
 A :class:`Transaction` holds the writer lock, starts from the current snapshot, writes new
 files under names unique to the transaction, and commits one new manifest.  If the block
-raises, the files it wrote are removed and the lake is unchanged; if the process dies, the
+raises, the files it wrote and the folders it made for them are removed and the lake is
+unchanged (a failed first write leaves no lake folder or ``_lock``); if the process dies, the
 files stay behind unreferenced (``weightlake verify --gc`` lists and removes them).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from weightlake._util import make_parent
 from weightlake.arch import Architecture
 from weightlake.errors import CommitConflictError, IntegrityError, LakeWriteError, WeightLakeError
 from weightlake.storage import tables
@@ -43,6 +45,7 @@ class Transaction:
         self._next_id = self.parent.next_model_id
         self._checksums: dict[str, str] = dict(self.parent.checksums)
         self._written: list[Path] = []
+        self._made: list[Path] = []  # folders this transaction created, outermost first
         self._uploaded: list[str] = []
         self._n = 0
         self.committed: Manifest | None = None
@@ -62,7 +65,7 @@ class Transaction:
         """
         rel = f"zoos/{tables.partition_value(zoo)}/weights/seg-{self._unique()}.zarr"
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path, self._made)
         self._written.append(path)
         if spans:
             from weightlake.storage.parts import PartsWriter
@@ -88,7 +91,7 @@ class Transaction:
         first = self._next_id
         meta = meta.with_columns(model_id=pl.int_range(first, first + rows, dtype=pl.Int64),
                                  zoo=pl.lit(zoo), arch=pl.lit(arch.name)).select("model_id", pl.exclude("model_id"))
-        files = tables.write_partitioned(meta, self.root, "models", MODEL_PARTITIONS, self._unique())
+        files = tables.write_partitioned(meta, self.root, "models", MODEL_PARTITIONS, self._unique(), self._made)
         self._track(files)
         seg = Segment(str(segment.path.relative_to(self.root)), first, rows, segment.cols,
                       segment.chunk_digests, segment.meta_digest, segment.layout, segment.parts)
@@ -111,7 +114,8 @@ class Transaction:
         ``replace_partitions`` replaces the whole table.
         """
         base = f"tables/{tables.partition_value(name)}"
-        files = tables.write_partitioned(df, self.root, base, partition_by, self._unique()) if df.height else []
+        files = tables.write_partitioned(df, self.root, base, partition_by, self._unique(), self._made) \
+            if df.height else []
         self._track(files)
         old = self._tables.get(name, TableEntry())
         keep = list(old.files)
@@ -138,7 +142,7 @@ class Transaction:
         """A fresh directory for a Zarr array owned by a derived table."""
         rel = Path(kind, *(tables.partition_value(p) for p in parts), f"{self._unique()}.zarr")
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path, self._made)
         self._written.append(path)
         return path
 
@@ -235,6 +239,10 @@ class Transaction:
             else:
                 path.unlink(missing_ok=True)
         self._written.clear()
+        for folder in reversed(self._made):  # innermost first; one still holding a file stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._made.clear()
 
     def _unique(self) -> str:
         self._n += 1
