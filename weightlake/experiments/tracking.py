@@ -449,7 +449,7 @@ def ingest_tracking(
     Parameters
     ----------
     lake_root
-        The lake (created if needed: tracking files carry their own GT, no zoo is read).
+        The lake (created by the commit if needed: tracking files carry their own GT, no zoo is read).
     paths
         Files, or folders searched with :func:`find_tracking_csvs`.
     scenario
@@ -472,7 +472,6 @@ def ingest_tracking(
     -------
     list of TrackingReport, one per file.
     """
-    from weightlake.lake import open_lake
     from weightlake.scenarios import parse_scenario_name
     from weightlake.storage.transaction import transaction
 
@@ -483,8 +482,7 @@ def ingest_tracking(
     if not files:
         raise IngestError(f"no tracking CSVs under {', '.join(map(str, _as_list(paths)))}: a tracking CSV is a .csv "
                           "file in a folder named Tracking, or named *track*")
-    open_lake(lake_root, create=True)
-    reports: list[TrackingReport] = []
+    reports: list[TrackingReport] = []  # (a new lake is created by the commit: a refusal leaves none)
     with transaction(Path(lake_root)) as tx:
         rows: list[dict[str, Any]] = []
         long_rows: list[dict[str, Any]] = []
