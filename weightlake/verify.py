@@ -281,5 +281,9 @@ def stale_uploads(lake: Lake, *, min_age: float, notes: list[str] | None = None)
     return [u for u in uploads if now - u.initiated >= min_age]
 
 
+UPLOAD_SUFFIX = " (unfinished multipart upload)"
+"""How :func:`collect_garbage` and the orphans of :func:`verify` label an unfinished upload."""
+
+
 def _upload_label(upload: Upload) -> str:
-    return f"{upload.key} (unfinished multipart upload)"
+    return f"{upload.key}{UPLOAD_SUFFIX}"

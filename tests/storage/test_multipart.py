@@ -50,7 +50,7 @@ def test_gc_aborts_a_killed_writers_upload_after_the_grace_period(s3_lake_url: s
     assert collect_garbage(lake) == [] and len(_uploads(client, bucket)) == 3  # younger than an hour: kept
     monkeypatch.setattr(time, "time", lambda: upload.initiated + 2 * 3600)
     out = run(main, ["verify", "--gc", "--lake", s3_lake_url])
-    assert out.exit_code == 0 and "removed 1 unreferenced files" in out.output, out.output
+    assert out.exit_code == 0 and "removed 0 unreferenced files, aborted 1 unfinished multipart uploads" in out.output, out.output
     assert _uploads(client, bucket) == ["lake2/not/this/lake", "other/key"]  # other prefixes are not the lake's
     assert verify(lake).ok and verify(lake).orphans == [] and collect_garbage(lake, min_age=0) == []
 

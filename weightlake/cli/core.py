@@ -304,7 +304,7 @@ def _make_parent(output: str) -> None:
 @snapshot_option
 def verify(gc: bool, as_json: bool, lake_dir: str, snapshot: int | None) -> None:
     """Check integrity (files, shapes, hashes) and report data quality; exit 1 if integrity fails."""
-    from weightlake.verify import collect_garbage
+    from weightlake.verify import UPLOAD_SUFFIX, collect_garbage
     from weightlake.verify import verify as run_verify
 
     lake = _open(lake_dir, snapshot=snapshot)
@@ -319,7 +319,9 @@ def verify(gc: bool, as_json: bool, lake_dir: str, snapshot: int | None) -> None
     if gc:
         notes: list[str] = []
         removed = collect_garbage(lake, notes=notes)
-        click.echo(f"removed {len(removed)} unreferenced files")
+        aborted = sum(r.endswith(UPLOAD_SUFFIX) for r in removed)
+        click.echo(f"removed {len(removed) - aborted} unreferenced files"
+                   + (f", aborted {aborted} unfinished multipart uploads" if aborted else ""))
         echo_lines([f"note: {n}" for n in notes if n not in report.notes])  # verify said the same already
     if not report.ok:
         sys.exit(1)
