@@ -191,18 +191,30 @@ def weights_arrow(lake: Lake) -> Any:
     Otherwise a :class:`StreamedWeights` source: each scan streams the zoos in budget-sized
     blocks, so a query scanning ``weights`` twice (a self-join) reads the zoo twice.
 
-    Zoos of different parameter counts cannot share one fixed-size column: they are refused.
+    Zoos whose vectors do not line up (other architectures, of any parameter count) cannot share
+    one column: a metric over ``a.w, b.w`` would compare unrelated parameters. They are refused.
     """
+    check_one_layout(lake, "the `weights` view would")
     widths = {e.segments[0].cols for e in lake.manifest.zoos.values() if e.segments}
-    if len(widths) > 1:
-        raise QueryError(f"zoos of different parameter counts {sorted(widths)} cannot share the `weights` view; "
-                         "query one zoo with lake.zoo_weights(zoo)")
     if not lake.fits():
         return StreamedWeights(lake)
     import pyarrow as pa
 
     batches = [_weights_batch(zoo, *lake.zoo_weights(zoo)) for zoo in lake.zoos if lake.manifest.zoo(zoo).n_models]
     return pa.Table.from_batches(batches, schema=_weights_schema(widths.pop() if widths else 0))
+
+
+def check_one_layout(lake: Lake, what: str) -> None:
+    """Refuse ``what`` over a lake whose zoos' vectors do not line up, naming the zoos, their
+    architectures and what can be asked instead."""
+    from weightlake.errors import ArchitectureError
+
+    try:
+        lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], what)
+    except ArchitectureError as exc:
+        raise QueryError(f"{exc.args[0].removesuffix('; ask one zoo at a time')}, so one column would "
+                         "compare unrelated parameters; ask by model id (wl_mse_by_id(a.model_id, b.model_id) over "
+                         "`models`), over a weights_<layer> view the zoos share, or one zoo: lake.zoo_weights(zoo)") from exc
 
 
 def _weights_schema(cols: int) -> Any:

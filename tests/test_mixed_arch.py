@@ -1,0 +1,137 @@
+"""One lake holding zoos of several architectures: every lake-wide reader refuses what does not line up.
+
+The lake: the small CNN-s CSV zoo (2,464 parameters), an MLP zoo of exactly 2,464 parameters
+in another layout (Model Zoos tree, architecture inferred), and a wider CNN ("cnn-m", 3,766
+parameters) from a layout-A checkpoint tree with the user's folder names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import weightlake as wl
+from weightlake.arch import Architecture, ModuleSpec, same_layout
+from weightlake.cli import main
+from weightlake.errors import ArchitectureError, QueryError
+
+CNN_M = Architecture(name="cnn-m", modules=(
+    ModuleSpec("conv2d", "conv1", {"in_channels": 1, "out_channels": 8, "kernel_size": 5}),
+    ModuleSpec("maxpool2d", args={"kernel_size": 2}), ModuleSpec("activation"),
+    ModuleSpec("conv2d", "conv2", {"in_channels": 8, "out_channels": 12, "kernel_size": 5}),
+    ModuleSpec("maxpool2d", args={"kernel_size": 2}), ModuleSpec("activation"),
+    ModuleSpec("conv2d", "conv3", {"in_channels": 12, "out_channels": 4, "kernel_size": 2}),
+    ModuleSpec("activation"), ModuleSpec("flatten"),
+    ModuleSpec("linear", "fc1", {"in_features": 36, "out_features": 20}), ModuleSpec("activation"),
+    ModuleSpec("linear", "fc2", {"in_features": 20, "out_features": 10})))
+"""CNN-s with 12 channels in its second conv: conv1 lines up with CNN-s, nothing after it does."""
+
+
+def _mlp_tree(root: Path) -> None:
+    """Three Model Zoos runs of an MLP (398 -> 6 -> 10: 2,464 parameters, as CNN-s), two epochs each."""
+    for r in range(3):
+        run = root / f"run_{r} [relu]"
+        for e in (1, 2):
+            (run / f"checkpoint_{e}").mkdir(parents=True)
+            torch.manual_seed(100 + 10 * r + e)
+            net = nn.Sequential(nn.Linear(398, 6), nn.ReLU(), nn.Linear(6, 10))
+            torch.save(net.state_dict(), run / f"checkpoint_{e}" / "checkpoints")
+        (run / "params.json").write_text(json.dumps({"model::activation": "relu", "seed": r}))
+
+
+def _cnn_m_tree(root: Path) -> None:
+    """Layout A: ``[0, 1]/relu/checkpoint epoch 11.pth`` ... for four labels and two epoch bins."""
+    from weightlake.zoo.cnn import build_cnn
+
+    for i, label in enumerate(("[0, 1]", "[2, 3]", "[0, 1, 2, 3]", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")):
+        for e in (11, 16):
+            torch.manual_seed(10 * i + e)
+            (root / label / "relu").mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": e, "model_state_dict": build_cnn(CNN_M, "relu").state_dict()},
+                       root / label / "relu" / f"checkpoint epoch {e}.pth")
+
+
+@pytest.fixture(scope="module")
+def same_width_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> Path:
+    """CNN-s and the MLP: two architectures of 2,464 parameters each (read-only)."""
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    base = tmp_path_factory.mktemp("same width")
+    ingest_csv(base / "lake", small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    _mlp_tree(base / "mlp zoo")
+    ingest_modelzoo(base / "lake", base / "mlp zoo", zoo="mlp")
+    return base / "lake"
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory: pytest.TempPathFactory, same_width_dir: Path) -> Path:
+    """The same-width lake plus the CNN-m checkpoint zoo (read-only)."""
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    base = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(same_width_dir, base / "lake")
+    _cnn_m_tree(base / "checkpoints")
+    ingest_checkpoints(base / "lake", base / "checkpoints", zoo="mnist-cnn-m", init="kaiming_uniform", arch=CNN_M,
+                       workers=1)
+    return base / "lake"
+
+
+def _first_id(lake: wl.LakeHandle, zoo: str) -> int:
+    return int(lake.zoo_ids(zoo)[0])
+
+
+def test_same_layout_is_about_positions_not_names() -> None:
+    from weightlake.arch import CNN_S, infer_architecture
+
+    renamed = infer_architecture({k.replace("module_list", "net"): v for k, v in CNN_S.param_shapes().items()})
+    assert renamed != CNN_S and same_layout(renamed, CNN_S)
+    assert not same_layout(CNN_M, CNN_S)
+
+
+def test_weights_view_refuses_two_layouts_of_one_width(same_width_dir: Path) -> None:
+    """Was: wl_mse(a.w, b.w) between a CNN-s and an MLP model gave 0.0097 (both 2,464 wide)."""
+    lake = wl.open_lake(same_width_dir)
+    mlp = _first_id(lake, "mlp")
+    with pytest.raises(QueryError, match=r"zoo 'mlp' \(inferred-\w+, 2,464 parameters\), zoo 'mnist-cnn-s' "
+                                         r"\(cnn-s, 2,464 parameters\)"):
+        lake.sql(f"SELECT wl_mse(a.w, b.w) FROM weights a, weights b WHERE a.model_id = 0 AND b.model_id = {mlp}")
+    out = CliRunner().invoke(main, ["sql", "SELECT count(*) FROM weights", "--lake", str(same_width_dir)])
+    assert out.exit_code == 1 and "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+    # what can be asked still works: by id (each zoo's own architecture), and models
+    assert lake.sql("SELECT wl_mse_by_id(0, 1) AS m")["m"][0] >= 0
+    with pytest.raises(QueryError, match="different architectures"):
+        lake.sql(f"SELECT wl_mse_by_id(0, {mlp})")
+
+
+def test_lake_weights_refuse_ids_of_two_layouts(same_width_dir: Path) -> None:
+    """Was: lake.weights([0, <mlp id>]) stacked a CNN-s row and an MLP row into one [2, 2464] tensor."""
+    lake = wl.open_lake(same_width_dir)
+    mlp = _first_id(lake, "mlp")
+    with pytest.raises(ArchitectureError, match="zoo 'mlp'.*zoo 'mnist-cnn-s'"):
+        lake.weights([0, mlp])
+    with pytest.raises(ArchitectureError, match="do not line up"):
+        lake.columns_numpy([0, mlp], 0, 10)
+    assert lake.weights([mlp, mlp + 1]).shape == (2, 2464)
+
+
+def test_a_layer_of_ids_of_two_zoos_is_each_zoos_own_or_refused(mixed_dir: Path) -> None:
+    """Was: on a fresh handle lake.layer([0, <cnn-m id>], 'fc1') cut CNN-s's fc1 columns out of the CNN-m row."""
+    lake = wl.open_lake(mixed_dir)
+    m = _first_id(lake, "mnist-cnn-m")
+    with pytest.raises(ArchitectureError, match="'fc1' lies at other columns"):
+        lake.layer([0, m], "fc1")
+    conv1 = lake.layer([0, m], "conv1")  # lies at columns 0-200 in both: each row is its model's own conv1
+    assert conv1.shape == (2, 8, 1, 5, 5)
+    assert torch.equal(conv1[1], lake.layer([m], "conv1")[0]) and torch.equal(conv1[0], lake.layer([0], "conv1")[0])
+    np.testing.assert_array_equal(lake.layer([m], "fc1").numpy().reshape(-1),
+                                  lake.weights_numpy([m])[0][CNN_M.layer("fc1").start:CNN_M.layer("fc1").bias_start])
+    with pytest.raises(ArchitectureError, match=r"columns \[0, 3000\) lie outside the 2,464 parameters"):
+        lake.columns_numpy([0], 0, 3000)
