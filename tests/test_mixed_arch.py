@@ -135,3 +135,38 @@ def test_a_layer_of_ids_of_two_zoos_is_each_zoos_own_or_refused(mixed_dir: Path)
                                   lake.weights_numpy([m])[0][CNN_M.layer("fc1").start:CNN_M.layer("fc1").bias_start])
     with pytest.raises(ArchitectureError, match=r"columns \[0, 3000\) lie outside the 2,464 parameters"):
         lake.columns_numpy([0], 0, 3000)
+
+
+def test_named_query_of_one_zoo_runs_in_a_mixed_lake(mixed_dir: Path) -> None:
+    """Was: weight_norms_by_epoch --param zoo=mnist-cnn-m refused (zoos of different parameter counts)."""
+    from weightlake.query import run_named
+
+    lake = wl.open_lake(mixed_dir)
+    got = run_named(lake, "weight_norms_by_epoch", {"zoo": "mnist-cnn-m"})
+    ids, rows = lake.zoo_weights("mnist-cnn-m")
+    assert got["models"].sum() == len(ids) == 24  # 4 labels x 6 bins (epochs 11, 16; later bins: fallback)
+    want = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1)).mean()  # one activation: every row
+    assert abs(float((got["mean_l2_norm"] * got["models"]).sum() / got["models"].sum()) - want) < 1e-3
+    assert run_named(lake, "weight_norms_by_epoch", {"zoo": "mlp"})["models"].sum() == 6
+    with pytest.raises(wl.errors.NoSuchTableError, match="no zoo 'nope'"):
+        run_named(lake, "weight_norms_by_epoch", {"zoo": "nope"})
+    assert run_named(lake, "accuracy_by_group", {"zoo": "nope"}).height == 0  # no weights: nothing to scope
+
+
+def test_a_missing_layer_view_says_where_the_layer_lies(mixed_dir: Path) -> None:
+    """Was: 'Table with name weights_fc1 does not exist!' and nothing more."""
+    lake = wl.open_lake(mixed_dir)
+    with pytest.raises(QueryError, match="zoo 'mnist-cnn-m' at columns 2816-3556, zoo 'mnist-cnn-s' at "
+                                         "columns 1514-2254"):
+        lake.sql("SELECT count(*) FROM weights_fc1")
+    with pytest.raises(QueryError, match="no zoo has a layer of that view"):
+        lake.sql("SELECT count(*) FROM weights_fc9")
+
+
+def test_a_result_naming_a_column_twice_is_refused(mixed_dir: Path) -> None:
+    """Was: a polars DuplicateError traceback for SELECT a.zoo, b.zoo ..."""
+    lake = wl.open_lake(mixed_dir)
+    with pytest.raises(QueryError, match=r"names \['zoo'\] more than once"):
+        lake.sql("SELECT a.zoo, b.zoo FROM models a, models b WHERE a.model_id = 0 AND b.model_id = 1")
+    out = CliRunner().invoke(main, ["sql", "SELECT 1 AS x, 2 AS x", "--lake", str(mixed_dir)])
+    assert out.exit_code == 1 and "Traceback" not in out.output
