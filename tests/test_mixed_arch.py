@@ -170,3 +170,42 @@ def test_a_result_naming_a_column_twice_is_refused(mixed_dir: Path) -> None:
         lake.sql("SELECT a.zoo, b.zoo FROM models a, models b WHERE a.model_id = 0 AND b.model_id = 1")
     out = CliRunner().invoke(main, ["sql", "SELECT 1 AS x, 2 AS x", "--lake", str(mixed_dir)])
     assert out.exit_code == 1 and "Traceback" not in out.output
+
+
+def _scenario_folders(root: Path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "ingest"))
+    from test_scenarios_npy import declared_pairs, save_records
+
+    for act_key, act in ((1, "relu"),):
+        folder = root / f"overlapping 0 [0, 1, 2, 3] 11 {act}"
+        for split, records in declared_pairs(range(4), 0, 0, act_key).items():
+            save_records(folder / f"{split} pair.npy", records)
+    return root
+
+
+def test_a_scenario_of_one_zoo_is_not_replaced_by_another_zoos(tmp_path: Path, mixed_dir: Path,
+                                                                 tree_state) -> None:
+    """Was: importing the same folders for a second zoo silently replaced the first zoo's scenarios."""
+    from weightlake.scenarios import declare_scenario
+    from weightlake.scenarios_import import import_scenarios
+
+    root = tmp_path / "lake"
+    shutil.copytree(mixed_dir, root)
+    folders = _scenario_folders(tmp_path / "Scenario")
+    import_scenarios(root, folders, zoo="mnist-cnn-s")
+    before = tree_state(root)
+    with pytest.raises(QueryError, match=r"scenario 'overlapping-0-0to3-e11-relu' already pairs the models of zoo "
+                                         r"'mnist-cnn-s' \(cnn-s\).* zoo 'mnist-cnn-m' \(cnn-m\).*\{zoo\}"):
+        import_scenarios(root, folders, zoo="mnist-cnn-m")
+    with pytest.raises(QueryError, match="give this one another NAME"):
+        declare_scenario(root, "overlapping-0-0to3-e11-relu", zoo="mnist-cnn-m", digits=range(4), sizes=range(2, 4))
+    assert tree_state(root) == before
+    import_scenarios(root, folders, zoo="mnist-cnn-m", name_template="overlapping-{m}-{digits}-e{epoch}-{activation}-{zoo}")
+    import_scenarios(root, folders, zoo="mnist-cnn-s")  # the same zoo again: replaced, as before
+    listed = dict(wl.open_lake(root).table("scenarios").select("scenario", "zoo").collect().iter_rows())
+    assert listed == {"overlapping-0-0to3-e11-relu": "mnist-cnn-s",
+                      "overlapping-0-0to3-e11-relu-mnist-cnn-m": "mnist-cnn-m"}
+    pairs = wl.open_lake(root).pairs("overlapping-0-0to3-e11-relu-mnist-cnn-m", "test")
+    assert next(iter(pairs.loader(batch_size=2)))["x1"].shape == (2, CNN_M.n_params)
