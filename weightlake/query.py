@@ -80,7 +80,10 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
         if udfs:
             from weightlake.analysis.udfs import register_udfs
 
-            register_udfs(con, lake, only=None if udfs is True else {str(n).lower() for n in udfs})
+            # the vector forms (wl_mse_layer(a.w, b.w, 'fc1'), wl_layer ...) take the architecture of the
+            # zoo the weight views hold, not the lake's first one
+            arch = lake.arch(zoo) if zoo is not None else None
+            register_udfs(con, lake, arch=arch, only=None if udfs is True else {str(n).lower() for n in udfs})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except BaseException:
