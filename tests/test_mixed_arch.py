@@ -230,3 +230,17 @@ def test_a_scenario_of_one_zoo_is_not_replaced_by_another_zoos(tmp_path: Path, m
                       "overlapping-0-0to3-e11-relu-mnist-cnn-m": "mnist-cnn-m"}
     pairs = wl.open_lake(root).pairs("overlapping-0-0to3-e11-relu-mnist-cnn-m", "test")
     assert next(iter(pairs.loader(batch_size=2)))["x1"].shape == (2, CNN_M.n_params)
+
+
+def test_analysis_metrics_take_the_ids_architecture(mixed_dir: Path, same_width_dir: Path) -> None:
+    """Was: lake.analysis.metrics(...) refused any ids in a mixed lake ("say which zoo"), though it takes no zoo."""
+    lake = wl.open_lake(mixed_dir)
+    ids = lake.zoo_ids("mnist-cnn-m")
+    got = lake.analysis.metrics(ids[:2], ids[2:4], per_layer=True)
+    rows = lake.weights_numpy(ids[:4]).astype(np.float64)
+    fc1 = CNN_M.layer("fc1")
+    want = ((rows[:2, fc1.start:fc1.stop] - rows[2:4, fc1.start:fc1.stop]) ** 2).mean(axis=1)
+    np.testing.assert_allclose(got["mse_fc1"].to_numpy(), want, rtol=1e-5)
+    mixed = wl.open_lake(same_width_dir)
+    with pytest.raises(ArchitectureError, match="zoo 'mlp'.*zoo 'mnist-cnn-s'"):
+        mixed.analysis.metrics(mixed.zoo_ids("mlp")[:2], [0, 1])

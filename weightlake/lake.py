@@ -518,7 +518,7 @@ class Lake:
         import torch
 
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
-        zoos = self._zoos_of(ids) if ids.size else [self._only_zoo()]
+        zoos = self.zoos_of(ids) if ids.size else [self._only_zoo()]
         where = {zoo: self.arch(zoo).locate(name) for zoo in zoos}
         if len(set(where.values())) > 1:  # each zoo's own columns, or none: never one zoo's offsets on another's rows
             archs = {zoo: self.arch(zoo) for zoo in zoos}
@@ -529,8 +529,9 @@ class Lake:
         lo, hi, shape = where[zoos[0]]
         return torch.from_numpy(self._columns(ids, lo, hi)).reshape((ids.size, *shape))
 
-    def _zoos_of(self, ids: np.ndarray) -> list[str]:
+    def zoos_of(self, ids: Iterable[int] | np.ndarray) -> list[str]:
         """The zoos holding model ids ``ids`` (in order of first appearance); unknown ids are left to the readers."""
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         starts, spans = self._spans
         seg_index = np.searchsorted(starts, ids, side="right") - 1
         _, first = np.unique(seg_index, return_index=True)
@@ -545,7 +546,7 @@ class Lake:
         """
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         if ids.size:
-            self.check_aligned(self._zoos_of(ids), "the model ids")
+            self.check_aligned(self.zoos_of(ids), "the model ids")
         return self._columns(ids, lo, hi)
 
     def _columns(self, ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
