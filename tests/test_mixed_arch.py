@@ -244,3 +244,17 @@ def test_analysis_metrics_take_the_ids_architecture(mixed_dir: Path, same_width_
     mixed = wl.open_lake(same_width_dir)
     with pytest.raises(ArchitectureError, match="zoo 'mlp'.*zoo 'mnist-cnn-s'"):
         mixed.analysis.metrics(mixed.zoo_ids("mlp")[:2], [0, 1])
+
+
+def test_a_connection_of_a_mixed_lake_serves_all_but_weights(mixed_dir: Path) -> None:
+    """Was: lake.connect() raised for the whole connection (zoos of different parameter counts)."""
+    import duckdb
+
+    lake = wl.open_lake(mixed_dir)
+    m = _first_id(lake, "mnist-cnn-m")
+    with lake.connect() as con:
+        counts = dict(con.sql("SELECT zoo, count(*) FROM models GROUP BY ALL").fetchall())
+        assert counts == {"mlp": 6, "mnist-cnn-m": 24, "mnist-cnn-s": 432}
+        assert con.sql(f"SELECT wl_mse_by_id({m}, {m + 1})").fetchall()[0][0] > 0
+        with pytest.raises(duckdb.Error, match="do not line up: zoo 'mlp'"):
+            con.sql("SELECT count(*) FROM weights").fetchall()

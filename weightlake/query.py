@@ -57,6 +57,8 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
     ``views``: every derived table's view (True), none, or only the named ones (``models``
     is always there).  ``layers``: the ``weights_<layer>`` views, all (True), none, or the named
     ones (default: all when ``weights``); registering one costs nothing until a query scans it.
+    In a lake whose zoos do not line up (:meth:`~weightlake.lake.Lake.check_aligned`) every scan of
+    ``weights`` raises why; the other views work.
     ``zoo``: the ``weights`` and ``weights_<layer>`` views hold only that zoo's models (``models``
     and the derived tables stay whole), so one zoo's weights can be asked in a lake whose zoos
     are of several architectures (:func:`run_named` passes a named query's ``zoo`` parameter).
@@ -100,7 +102,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
     held = lake if zoo is None or not (weights or layers) else scoped(lake, zoo)  # whose zoos the weight views hold
-    w = weights_arrow(held) if weights and held.manifest.zoos else None
+    w = _weights_or_refusal(held) if weights and held.manifest.zoos else None
     spans = layer_views(held) if layers else {}
     if layers is not True:
         spans = {k: v for k, v in spans.items() if k in {str(n).lower() for n in layers or ()}}
@@ -134,6 +136,32 @@ def scoped(lake: Lake, zoo: str) -> Lake:
     entry = lake.manifest.zoo(zoo)  # raises, naming the zoos
     return type(lake)(lake.root, replace(lake.manifest, zoos={zoo: entry}), location=lake.location,
                       memory=lake.memory)
+
+
+def _weights_or_refusal(lake: Lake) -> Any:
+    """The `weights` source, or in a lake whose zoos do not line up a stand-in whose every scan
+    raises the reason (the connection still serves `models`, the tables and the layer views)."""
+    try:
+        return weights_arrow(lake)
+    except QueryError as exc:
+        return _Refusing(str(exc))
+
+
+class _Refusing:
+    """A `weights` view that cannot be served: it has the view's columns, and a scan raises ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        import pyarrow as pa
+
+        def refuse() -> Any:
+            raise QueryError(self.reason)
+            yield  # a generator: DuckDB reads the schema at registration, the batches only when scanning
+
+        schema = pa.schema([("model_id", pa.int64()), ("zoo", pa.string()), ("w", pa.list_(pa.float32()))])
+        return pa.RecordBatchReader.from_batches(schema, refuse()).__arrow_c_stream__(requested_schema)
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, source: Any) -> None:
@@ -397,7 +425,10 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     views = True if catalogue else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
     layers = True if catalogue else {m.lower() for m in _LAYER_VIEW.findall(query)}
     functions = {m.lower() for m in _FUNCTION.findall(query)}
-    con = connect(lake, weights=bool(_WORD.search(query)), udfs=functions, views=views, layers=layers, zoo=zoo)
+    uses_weights = bool(_WORD.search(query))
+    if uses_weights and zoo is None:  # refused here in one line, not by DuckDB at the first scan
+        check_one_layout(lake, "the `weights` view would")
+    con = connect(lake, weights=uses_weights, udfs=functions, views=views, layers=layers, zoo=zoo)
     try:
         one_statement(con, query)
         with python_functions_scope(lake, bool(functions)):
