@@ -177,8 +177,8 @@ def test_a_scoped_named_query_takes_its_zoos_layers(same_width_dir: Path, tmp_pa
 def test_a_missing_layer_view_says_where_the_layer_lies(mixed_dir: Path) -> None:
     """Was: 'Table with name weights_fc1 does not exist!' and nothing more."""
     lake = wl.open_lake(mixed_dir)
-    with pytest.raises(QueryError, match="zoo 'mnist-cnn-m' at columns 2816-3556, zoo 'mnist-cnn-s' at "
-                                         "columns 1514-2254"):
+    with pytest.raises(QueryError, match=r"zoo 'mnist-cnn-m' at columns 2816-3556 \(20x36\), zoo 'mnist-cnn-s' at "
+                                         r"columns 1514-2254 \(20x36\)"):
         lake.sql("SELECT count(*) FROM weights_fc1")
     with pytest.raises(QueryError, match="no zoo has a layer of that view"):
         lake.sql("SELECT count(*) FROM weights_fc9")
@@ -258,3 +258,19 @@ def test_a_connection_of_a_mixed_lake_serves_all_but_weights(mixed_dir: Path) ->
         assert con.sql(f"SELECT wl_mse_by_id({m}, {m + 1})").fetchall()[0][0] > 0
         with pytest.raises(duckdb.Error, match="do not line up: zoo 'mlp'"):
             con.sql("SELECT count(*) FROM weights").fetchall()
+
+
+def test_a_layer_view_needs_one_shape_not_only_one_span(tmp_path: Path) -> None:
+    """Was: weights_fc1 was offered over Linear(36, 20) and Linear(73, 10) zoos (both 740 columns from 0)."""
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+
+    for name, width, out in (("wide", 36, 20), ("narrow", 73, 10)):
+        run = tmp_path / name / "run_0"
+        (run / "checkpoint_1").mkdir(parents=True)
+        torch.save(nn.Sequential(nn.Linear(width, out)).state_dict(), run / "checkpoint_1" / "checkpoints")
+        (run / "params.json").write_text(json.dumps({"model::activation": "relu", "seed": 0}))
+        ingest_modelzoo(tmp_path / "lake", tmp_path / name, zoo=name)
+    lake = wl.open_lake(tmp_path / "lake")
+    with pytest.raises(QueryError, match=r"zoo 'narrow' at columns 0-740 \(10x73\), zoo 'wide' at columns 0-740 "
+                                         r"\(20x36\)"):
+        lake.sql("SELECT wl_mse(a.w, b.w) FROM weights_fc1 a, weights_fc1 b")

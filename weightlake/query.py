@@ -292,13 +292,18 @@ def _layer_hint(lake: Lake, exc: BaseException) -> str:
             layers = lake.arch(zoo).layers
         except WeightLakeError:
             continue
-        where += [f"zoo {zoo!r} at columns {layer.start}-{layer.stop}" for layer in layers
+        where += [f"zoo {zoo!r} at columns {layer.start}-{layer.stop} ({_shape(layer.weight_shape)})"
+                  for layer in layers
                   if _layer_view_name(layer.name) == name]
     offered = sorted(layer_views(lake)) or "none"
     if not where:
         return f" (no zoo has a layer of that view; layer views: {offered})"
-    return (f" (a layer view needs the layer in every zoo at the same columns: {', '.join(where)}"
+    return (f" (a layer view needs the layer in every zoo at the same columns, of one shape: {', '.join(where)}"
             f"{'' if len(where) == len(lake.zoos) else ', absent from the other zoos'}; layer views: {offered})")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def _layer_view_name(layer: str) -> str:
@@ -307,12 +312,13 @@ def _layer_view_name(layer: str) -> str:
 
 def layer_views(lake: Lake) -> dict[str, tuple[int, int]]:
     """``weights_<layer>`` view name -> the layer's ``(start, stop)`` columns, for every layer all zoos
-    share by name and span (a name two layers would share is offered for neither)."""
+    share by name, span and shapes (a name two layers would share is offered for neither; Linear(36, 20)
+    and Linear(73, 10) both span 740 columns, which do not line up)."""
     from collections import Counter
 
     from weightlake.errors import WeightLakeError
 
-    spans: dict[str, tuple[int, int]] | None = None
+    spans: dict[str, tuple[int, int, tuple[int, ...], tuple[int, ...]]] | None = None
     for zoo in lake.zoos:
         try:
             layers = lake.arch(zoo).layers
@@ -320,9 +326,10 @@ def layer_views(lake: Lake) -> dict[str, tuple[int, int]]:
             return {}
         names = [_layer_view_name(layer.name) for layer in layers]
         count = Counter(names)
-        mine = {n: (layer.start, layer.stop) for n, layer in zip(names, layers, strict=True) if count[n] == 1}
+        mine = {n: (layer.start, layer.stop, layer.weight_shape, layer.bias_shape)
+                for n, layer in zip(names, layers, strict=True) if count[n] == 1}
         spans = mine if spans is None else {k: v for k, v in spans.items() if mine.get(k) == v}
-    return spans or {}
+    return {k: v[:2] for k, v in (spans or {}).items()}
 
 
 class LayerWeights:
