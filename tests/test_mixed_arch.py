@@ -59,13 +59,16 @@ def _cnn_m_tree(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def same_width_dir(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> Path:
-    """CNN-s and the MLP: two architectures of 2,464 parameters each (read-only)."""
+def same_width_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CNN-s (every subset of digits 0-3, so pairs have targets) and the MLP: two architectures
+    of 2,464 parameters each (read-only)."""
     from weightlake.ingest.csv_zoo import ingest_csv
     from weightlake.ingest.modelzoo import ingest_modelzoo
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
     base = tmp_path_factory.mktemp("same width")
-    ingest_csv(base / "lake", small_csv, zoo="mnist-cnn-s", init="kaiming_uniform")
+    write_synthetic_csv(base / "Merged zoo.csv", labels=all_labels(range(4), range(2, 5)), seed=2)
+    ingest_csv(base / "lake", base / "Merged zoo.csv", zoo="mnist-cnn-s", init="kaiming_uniform")
     _mlp_tree(base / "mlp zoo")
     ingest_modelzoo(base / "lake", base / "mlp zoo", zoo="mlp")
     return base / "lake"
@@ -254,7 +257,7 @@ def test_a_connection_of_a_mixed_lake_serves_all_but_weights(mixed_dir: Path) ->
     m = _first_id(lake, "mnist-cnn-m")
     with lake.connect() as con:
         counts = dict(con.sql("SELECT zoo, count(*) FROM models GROUP BY ALL").fetchall())
-        assert counts == {"mlp": 6, "mnist-cnn-m": 24, "mnist-cnn-s": 432}
+        assert counts == {"mlp": 6, "mnist-cnn-m": 24, "mnist-cnn-s": 396}
         assert con.sql(f"SELECT wl_mse_by_id({m}, {m + 1})").fetchall()[0][0] > 0
         with pytest.raises(duckdb.Error, match="do not line up: zoo 'mlp'"):
             con.sql("SELECT count(*) FROM weights").fetchall()
@@ -274,3 +277,28 @@ def test_a_layer_view_needs_one_shape_not_only_one_span(tmp_path: Path) -> None:
     with pytest.raises(QueryError, match=r"zoo 'narrow' at columns 0-740 \(10x73\), zoo 'wide' at columns 0-740 "
                                          r"\(20x36\)"):
         lake.sql("SELECT wl_mse(a.w, b.w) FROM weights_fc1 a, weights_fc1 b")
+
+
+def test_by_id_functions_over_rows_of_two_zoos_in_one_chunk(tmp_path: Path, mixed_dir: Path) -> None:
+    """Was: over pairs of a CNN-s and a CNN-m scenario in one DuckDB chunk (any ORDER BY mixes them)
+    wl_w1_by_id refused ("the ids of one call span zoos of different architectures"), though every
+    row pairs models of one zoo; in file order the same query ran."""
+    from weightlake.scenarios import declare_scenario
+
+    root = tmp_path / "lake"
+    shutil.copytree(mixed_dir, root)
+    declare_scenario(root, "s", zoo="mnist-cnn-s", digits=range(4), sizes=range(2, 4))
+    declare_scenario(root, "m", zoo="mnist-cnn-m", digits=range(4), sizes=range(2, 4))
+    lake = wl.open_lake(root)
+    select = ("SELECT scenario, count(*) AS n, avg(wl_w1_by_id(a_id, target_id)) AS w1, "
+              "avg(wl_mse_by_id(a_id, b_id)) AS mse, avg(wl_mse_layer_by_id(a_id, b_id, 'fc1')) AS fc1 FROM ")
+    mixed = lake.sql(select + "(SELECT * FROM pairs ORDER BY hash(pair_id, scenario)) GROUP BY ALL ORDER BY ALL")
+    alone = [lake.sql(select + f"pairs WHERE scenario = '{s}' GROUP BY ALL") for s in ("m", "s")]
+    assert mixed["scenario"].to_list() == ["m", "s"] and mixed["n"].min() > 0
+    for row, one in zip(mixed.iter_rows(named=True), alone, strict=True):
+        for col in ("w1", "mse", "fc1"):
+            assert row[col] == pytest.approx(one[col][0], rel=1e-9), col
+    m = _first_id(lake, "mnist-cnn-m")
+    with pytest.raises(QueryError, match=rf"models 0 \(zoo 'mnist-cnn-s', cnn-s\) and {m} \(zoo 'mnist-cnn-m', "
+                                         r"cnn-m\) are of different architectures"):
+        lake.sql(f"SELECT wl_w1_by_id(0, {m})")
