@@ -176,6 +176,7 @@ class _Gather:
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]] | None = None
         self._zoos: list[str] = []  # the zoo and architecture of each source number (with the index)
         self._archs: list[Architecture] = []
+        self._group: np.ndarray | None = None
 
     def _sources(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
         """(sorted model ids, their zoo's source number, their position in it, the sources)."""
@@ -222,8 +223,10 @@ class _Gather:
         from weightlake.errors import QueryError
 
         self._sources()
-        first = [next(j for j in range(i + 1) if self._archs[j] == self._archs[i]) for i in range(len(self._archs))]
-        group = np.asarray(first, dtype=np.int64)
+        if self._group is None:  # each zoo source's architecture group: the first source of an equal architecture
+            self._group = np.asarray([next(j for j in range(i + 1) if self._archs[j] == self._archs[i])
+                                      for i in range(len(self._archs))], dtype=np.int64)
+        group = self._group
         per_side = [group[self._locate(x)[0]] if len(x) else np.empty(0, dtype=np.int64) for x in xs]
         for side, other in enumerate(per_side[1:], 1):
             bad = np.flatnonzero(other != per_side[0])
