@@ -302,3 +302,13 @@ def test_by_id_functions_over_rows_of_two_zoos_in_one_chunk(tmp_path: Path, mixe
     with pytest.raises(QueryError, match=rf"models 0 \(zoo 'mnist-cnn-s', cnn-s\) and {m} \(zoo 'mnist-cnn-m', "
                                          r"cnn-m\) are of different architectures"):
         lake.sql(f"SELECT wl_w1_by_id(0, {m})")
+
+
+def test_a_checkpoint_tree_of_another_architecture_points_to_arch(tmp_path: Path) -> None:
+    """Was: every file refused ("architecture 'cnn-s' expects (6, 8, 5, 5)") with no word on --arch."""
+    from weightlake.errors import IngestError
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    _cnn_m_tree(tmp_path / "checkpoints")
+    with pytest.raises(IngestError, match=r"expects \(6, 8, 5, 5\); checkpoints of another architecture need --arch"):
+        ingest_checkpoints(tmp_path / "lake", tmp_path / "checkpoints", zoo="z", init="kaiming_uniform", workers=1)
