@@ -312,3 +312,24 @@ def test_a_checkpoint_tree_of_another_architecture_points_to_arch(tmp_path: Path
     _cnn_m_tree(tmp_path / "checkpoints")
     with pytest.raises(IngestError, match=r"expects \(6, 8, 5, 5\); checkpoints of another architecture need --arch"):
         ingest_checkpoints(tmp_path / "lake", tmp_path / "checkpoints", zoo="z", init="kaiming_uniform", workers=1)
+
+
+def test_correlation_figures_of_zoos_of_two_architectures(tmp_path: Path, mixed_dir: Path) -> None:
+    """Was: the default (every zoo) drew each zoo's figures, then failed on the cross-zoo ones ("zoos ... have
+    different architectures") with the files written and none listed; explicit --zoo of both did the same."""
+    from weightlake.compute.analyses import analyze_correlations
+    from weightlake.compute.figures import correlation_figures
+
+    root = tmp_path / "lake"
+    shutil.copytree(mixed_dir, root)
+    for zoo in ("mnist-cnn-s", "mnist-cnn-m"):
+        analyze_correlations(root, zoo=zoo, against=["epoch"], features="both")
+    with pytest.raises(QueryError, match=r"zoo 'mnist-cnn-s' \(cnn-s, 2,464 parameters\), zoo 'mnist-cnn-m' "
+                                         r"\(cnn-m, 3,766 parameters\)"):
+        correlation_figures(root, tmp_path / "given", zoos=["mnist-cnn-s", "mnist-cnn-m"])
+    assert not (tmp_path / "given").exists()
+    paths = correlation_figures(root, tmp_path / "every")
+    names = {p.name for p in paths}
+    assert any(n.startswith("mnist-cnn-m-") for n in names) and any(n.startswith("mnist-cnn-s-") for n in names)
+    assert not any(n.startswith("cross-zoo") for n in names)
+    assert sorted(names) == sorted(p.name for p in (tmp_path / "every").iterdir())
