@@ -333,3 +333,12 @@ def test_correlation_figures_of_zoos_of_two_architectures(tmp_path: Path, mixed_
     assert any(n.startswith("mnist-cnn-m-") for n in names) and any(n.startswith("mnist-cnn-s-") for n in names)
     assert not any(n.startswith("cross-zoo") for n in names)
     assert sorted(names) == sorted(p.name for p in (tmp_path / "every").iterdir())
+
+
+def test_info_gives_each_zoos_architecture_and_width(mixed_dir: Path) -> None:
+    """Was: 'zoo mlp: 6 models, arch inferred-1c9d758c, 1 segments', nothing to tell its size by."""
+    out = CliRunner().invoke(main, ["info", "--lake", str(mixed_dir)])
+    assert out.exit_code == 0, out.output
+    assert "zoo mnist-cnn-m: 24 models, arch cnn-m (3,766 parameters), 1 segments" in out.output
+    assert "zoo mnist-cnn-s: 396 models, arch cnn-s (2,464 parameters)" in out.output
+    assert "zoo mlp: 6 models, arch inferred-" in out.output and " (2,464 parameters)" in out.output

@@ -325,7 +325,9 @@ def info(lake_dir: str) -> None:
     click.echo(f"lake {lake.location.url} at snapshot {lake.snapshot} ({lake.manifest.created})")
     for zoo in lake.zoos:
         entry = lake.manifest.zoo(zoo)
-        click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}, {len(entry.segments)} segments")
+        width = f" ({entry.segments[0].cols:,} parameters)" if entry.segments else ""  # tells inferred-* apart
+        click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}{width}, "
+                   f"{len(entry.segments)} segments")
     for name in lake.tables:
         entry = lake.manifest.table(name)
         click.echo(f"  table {name}: {len(entry.files)} files")
