@@ -342,3 +342,19 @@ def test_info_gives_each_zoos_architecture_and_width(mixed_dir: Path) -> None:
     assert "zoo mnist-cnn-m: 24 models, arch cnn-m (3,766 parameters), 1 segments" in out.output
     assert "zoo mnist-cnn-s: 396 models, arch cnn-s (2,464 parameters)" in out.output
     assert "zoo mlp: 6 models, arch inferred-" in out.output and " (2,464 parameters)" in out.output
+
+
+def test_sql_of_one_zoo_in_a_mixed_lake(mixed_dir: Path) -> None:
+    """Was: no way to ask one zoo's `weights` in SQL in a lake of several architectures."""
+    lake = wl.open_lake(mixed_dir)
+    ids, rows = lake.zoo_weights("mnist-cnn-m")
+    got = lake.sql("SELECT model_id, wl_l2(w) AS n FROM weights ORDER BY model_id", zoo="mnist-cnn-m")
+    assert got["model_id"].to_list() == ids.tolist()
+    np.testing.assert_allclose(got["n"].to_numpy(), np.linalg.norm(rows.astype(np.float64), axis=1), rtol=1e-5)
+    out = CliRunner().invoke(main, ["sql", "SELECT count(*) AS n FROM weights_fc1", "--zoo", "mlp", "--format", "csv",
+                                    "--lake", str(mixed_dir)])
+    assert out.exit_code == 0 and out.output.split() == ["n", "6"], out.output
+    with pytest.raises(wl.errors.NoSuchTableError, match="no zoo 'nope'"):
+        lake.sql("SELECT count(*) FROM models", zoo="nope")
+    with lake.connect(zoo="mlp") as con:
+        assert con.sql("SELECT count(*) FROM weights").fetchall() == [(6,)]

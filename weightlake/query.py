@@ -260,8 +260,8 @@ def check_one_layout(lake: Lake, what: str) -> None:
     except ArchitectureError as exc:
         raise QueryError(f"{exc.args[0].removesuffix('; ask one zoo at a time')}, so one column would "
                          "compare unrelated parameters; ask by model id (wl_mse_by_id(a.model_id, b.model_id) over "
-                         "`models`), over a weights_<layer> view the zoos share, or one zoo: a named query's "
-                         "--param zoo=..., lake.zoo_weights(zoo)") from exc
+                         "`models`), over a weights_<layer> view the zoos share, or one zoo (sql --zoo NAME, "
+                         "lake.sql(query, zoo=NAME), a named query's --param zoo=NAME)") from exc
 
 
 def _weights_schema(cols: int) -> Any:
@@ -433,7 +433,9 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     layers = True if catalogue else {m.lower() for m in _LAYER_VIEW.findall(query)}
     functions = {m.lower() for m in _FUNCTION.findall(query)}
     uses_weights = bool(_WORD.search(query))
-    if uses_weights and zoo is None:  # refused here in one line, not by DuckDB at the first scan
+    if zoo is not None:
+        lake.manifest.zoo(zoo)  # an unknown zoo is refused, naming the zoos, whatever the query reads
+    elif uses_weights:  # refused here in one line, not by DuckDB at the first scan
         check_one_layout(lake, "the `weights` view would")
     con = connect(lake, weights=uses_weights, udfs=functions, views=views, layers=layers, zoo=zoo)
     try:
@@ -595,16 +597,17 @@ def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
         raise QueryError(f"query {name!r} reads table(s) {missing}, which this lake does not have yet; "
                          "see `weightlake query list` for how each is produced")
     bound = query.bind(given)
-    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound))
+    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound, query.sql))
 
 
-def _one_zoo(lake: Lake, bound: Mapping[str, Any]) -> str | None:
+def _one_zoo(lake: Lake, bound: Mapping[str, Any], sql: str) -> str | None:
     """A named query's ``zoo`` parameter when the lake's zoos do not line up (their weights cannot share
-    one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before)."""
+    one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before; a zoo
+    the lake lacks then gives no rows, unless the query reads weights: refused, naming the zoos)."""
     from weightlake.errors import ArchitectureError
 
     zoo = bound.get("zoo")
-    if not isinstance(zoo, str):
+    if not isinstance(zoo, str) or (zoo not in lake.manifest.zoos and not _WORD.search(sql)):
         return None
     try:
         lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], "the zoos")

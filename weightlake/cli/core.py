@@ -142,8 +142,10 @@ def _arch(spec: str):  # noqa: ANN202
                    "float only when it is that number's canonical text (7, -3, 0.5); anything else, e.g. "
                    "007, 1e3, 1.50, stays a string, as typed.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
+@click.option("--zoo", help="`weights` and `weights_<layer>` hold only this zoo (for a lake of several architectures).")
 @lake_option
-def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str) -> None:
+def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, zoo: str | None,
+        lake_dir: str) -> None:
     """Run SQL over the lake (views: models, weights, weights_<layer>, and every derived table).
 
     `weights` holds each model's whole vector (`w FLOAT[P]`); `weights_fc1` (one view per layer)
@@ -162,7 +164,7 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
     if output:
         lake.check_output(output)
     bound = parse_params(params)
-    df = lake.sql(query, _coerce(bound) if bound else None)
+    df = lake.sql(query, _coerce(bound) if bound else None, zoo=zoo)
     write_frame(df, fmt, output, max_rows)
 
 
