@@ -358,3 +358,11 @@ def test_sql_of_one_zoo_in_a_mixed_lake(mixed_dir: Path) -> None:
         lake.sql("SELECT count(*) FROM models", zoo="nope")
     with lake.connect(zoo="mlp") as con:
         assert con.sql("SELECT count(*) FROM weights").fetchall() == [(6,)]
+
+
+def test_a_zoo_decoded_on_the_handle_is_not_decoded_again_for_its_sql(mixed_dir: Path) -> None:
+    lake = wl.open_lake(mixed_dir)
+    _, rows = lake.zoo_weights("mnist-cnn-m")
+    with lake.connect(zoo="mnist-cnn-m") as con:
+        assert con.sql("SELECT count(*) FROM weights").fetchall() == [(24,)]
+    assert lake._cache["zoo:mnist-cnn-m"] is rows and len([k for k in lake._cache if k.startswith("zoo:")]) == 1

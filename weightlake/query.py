@@ -130,12 +130,18 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
 
 
 def scoped(lake: Lake, zoo: str) -> Lake:
-    """A handle on the same snapshot that holds only ``zoo`` (for the weight views of :func:`connect`)."""
+    """A handle on the same snapshot that holds only ``zoo`` (for the weight views of :func:`connect`).
+
+    It shares ``lake``'s decoded zoos, row sources and checked files (all keyed by zoo or file,
+    not by which zoos a handle lists), so a zoo decoded on ``lake`` is not decoded again.
+    """
     from dataclasses import replace
 
     entry = lake.manifest.zoo(zoo)  # raises, naming the zoos
-    return type(lake)(lake.root, replace(lake.manifest, zoos={zoo: entry}), location=lake.location,
-                      memory=lake.memory)
+    out = type(lake)(lake.root, replace(lake.manifest, zoos={zoo: entry}), location=lake.location,
+                     memory=lake.memory)
+    out._cache, out._sources, out._verified, out._lock = lake._cache, lake._sources, lake._verified, lake._lock
+    return out
 
 
 def _weights_or_refusal(lake: Lake) -> Any:
