@@ -366,3 +366,46 @@ def test_a_zoo_decoded_on_the_handle_is_not_decoded_again_for_its_sql(mixed_dir:
     with lake.connect(zoo="mnist-cnn-m") as con:
         assert con.sql("SELECT count(*) FROM weights").fetchall() == [(24,)]
     assert lake._cache["zoo:mnist-cnn-m"] is rows and len([k for k in lake._cache if k.startswith("zoo:")]) == 1
+
+
+def test_a_job_file_ingests_zoos_of_two_architectures(tmp_path: Path, mixed_dir: Path) -> None:
+    """Was: a job's arch = "cnn-m.json" failed ("unknown architecture '.../cnn-m.json'") after the first
+    source had committed, though --arch takes a JSON file; an export into a folder not yet made failed on
+    '.cnn-m.csv.partial'."""
+    from weightlake.errors import IngestError
+    from weightlake.ingest.csv_zoo import export_csv
+    from weightlake.ingest.run import run_job
+
+    (tmp_path / "cnn-m.json").write_text(CNN_M.to_json())
+    _cnn_m_tree(tmp_path / "checkpoints")
+    export_csv(wl.open_lake(mixed_dir), tmp_path / "Merged zoo.csv", zoo="mnist-cnn-s")
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[[source]]
+kind = "csv"
+path = "{tmp_path / 'Merged zoo.csv'}"
+zoo = "mnist-cnn-s"
+init = "kaiming_uniform"
+
+[[source]]
+kind = "checkpoints"
+path = "{tmp_path / 'checkpoints'}"
+zoo = "mnist-cnn-m"
+init = "kaiming_uniform"
+arch = "{tmp_path / 'cnn-m.json'}"
+
+[[export]]
+zoo = "mnist-cnn-m"
+out = "{tmp_path / 'out' / 'cnn-m.csv'}"
+""")
+    list(run_job(job, tmp_path / "lake"))
+    got = wl.open_lake(tmp_path / "lake")
+    assert got.arch("mnist-cnn-m") == CNN_M and got.manifest.zoo("mnist-cnn-s").n_models == 396
+    header = (tmp_path / "out" / "cnn-m.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == 17 + CNN_M.n_params + 2 and header[-3] == f"bias {CNN_M.n_params - 1}"
+    assert not list((tmp_path / "out").glob(".*partial"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(job.read_text().replace(str(tmp_path / "cnn-m.json"), str(tmp_path / "nope.json")))
+    with pytest.raises(IngestError, match=r"\[\[source\]\] #2: arch '.*nope.json': .*cannot read"):
+        list(run_job(bad, tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()  # refused before the first source committed

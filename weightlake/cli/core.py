@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from weightlake.cli import echo_lines, lake_option, main, parse_params, progress_bar
-from weightlake.errors import IngestError, QueryError
+from weightlake.errors import QueryError
 
 
 def _open(lake_dir: str, create: bool = False):  # noqa: ANN202
@@ -121,14 +121,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _arch(spec: str):  # noqa: ANN202
-    from weightlake.arch import get_architecture
+    from weightlake.ingest.common import load_architecture
 
-    if spec.endswith(".json"):
-        try:
-            return get_architecture(json.loads(Path(spec).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IngestError(f"cannot read architecture description: {exc}", path=spec) from exc
-    return get_architecture(spec)
+    return load_architecture(spec)
 
 
 # -- sql ----------------------------------------------------------------------------------------
