@@ -409,3 +409,34 @@ out = "{tmp_path / 'out' / 'cnn-m.csv'}"
     with pytest.raises(IngestError, match=r"\[\[source\]\] #2: arch '.*nope.json': .*cannot read"):
         list(run_job(bad, tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()  # refused before the first source committed
+
+
+def test_neuron_permutation_refuses_an_architecture_it_cannot_chain(tmp_path: Path, mixed_dir: Path) -> None:
+    """Was: loader(augment=Augment(permute=True)) over pairs of a zoo with a batch norm died with
+    'IndexError: tuple index out of range' at the first batch."""
+    from weightlake.arch import infer_architecture
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+    from weightlake.scenarios import declare_scenario
+    from weightlake.serve.augment import Augment
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 4, 5), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 24 * 24, 10))
+
+    arch = infer_architecture({k: v.shape for k, v in net().state_dict().items()})
+    for i, label in enumerate(("[0, 1]", "[2, 3]", "[0, 1, 2, 3]")):
+        torch.manual_seed(i)
+        (tmp_path / "bn" / label / "relu").mkdir(parents=True)
+        torch.save({"epoch": 11, "model_state_dict": net().state_dict()},
+                   tmp_path / "bn" / label / "relu" / "checkpoint epoch 11.pth")
+    root = tmp_path / "lake"
+    shutil.copytree(mixed_dir, root)
+    ingest_checkpoints(root, tmp_path / "bn", zoo="bn", init="kaiming_uniform", arch=arch, workers=1, bins=(11,))
+    declare_scenario(root, "bn-pairs", zoo="bn", digits=range(4), sizes=range(2, 3))
+    pairs = wl.open_lake(root).pairs("bn-pairs", "test")
+    assert next(iter(pairs.loader(batch_size=2)))["x1"].shape == (2, arch.n_params)
+    layers = next(iter(pairs.loader(batch_size=2, view="layers")))["x1"]
+    assert tuple(layers["1"].shape) == (2, 4)  # the batch norm's weight
+    with pytest.raises(ArchitectureError, match=r"cannot permute the neurons of architecture 'inferred-\w+': it has "
+                                                r"'1' \(batchnorm\) layers"):
+        pairs.loader(batch_size=2, augment=Augment(permute=True))
+    assert next(iter(pairs.loader(batch_size=2, augment=Augment(noise=0.1))))["x1"].shape == (2, arch.n_params)
