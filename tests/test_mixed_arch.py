@@ -311,7 +311,8 @@ def test_a_checkpoint_tree_of_another_architecture_points_to_arch(tmp_path: Path
 
     _cnn_m_tree(tmp_path / "checkpoints")
     with pytest.raises(IngestError, match=r"expects \(6, 8, 5, 5\); checkpoints of another architecture need --arch"):
-        ingest_checkpoints(tmp_path / "lake", tmp_path / "checkpoints", zoo="z", init="kaiming_uniform", workers=1)
+        ingest_checkpoints(tmp_path / "lake", tmp_path / "checkpoints", zoo="z", init="kaiming_uniform", workers=1,
+                           rejects_path=tmp_path / "rejects.csv")
 
 
 def test_correlation_figures_of_zoos_of_two_architectures(tmp_path: Path, mixed_dir: Path) -> None:
