@@ -197,15 +197,23 @@ def test_a_result_naming_a_column_twice_is_refused(mixed_dir: Path) -> None:
 
 
 def _scenario_folders(root: Path) -> Path:
-    import sys
+    """One 'overlapping 0 [0, 1, 2, 3] 11 relu' folder as the user's generator wrote it (object arrays of
+    [classes_a, classes_b, epoch_key, activation_key], split by the user's rule)."""
+    import itertools
 
-    sys.path.insert(0, str(Path(__file__).parent / "ingest"))
-    from test_scenarios_npy import declared_pairs, save_records
-
-    for act_key, act in ((1, "relu"),):
-        folder = root / f"overlapping 0 [0, 1, 2, 3] 11 {act}"
-        for split, records in declared_pairs(range(4), 0, 0, act_key).items():
-            save_records(folder / f"{split} pair.npy", records)
+    subsets = [list(c) for k in (2, 3) for c in itertools.combinations(range(4), k)]
+    splits: dict[str, list[list[object]]] = {"train": [], "val": [], "test": []}
+    for a, b in itertools.permutations(subsets, 2):
+        if not set(a) & set(b):
+            split = "test" if 0 in a or 0 in b else "val" if len(a) == len(b) else "train"
+            splits[split].append([a, b, 0, 1])  # epoch key 0 = 11, activation key 1 = relu
+    folder = root / "overlapping 0 [0, 1, 2, 3] 11 relu"
+    folder.mkdir(parents=True)
+    for split, records in splits.items():
+        array = np.empty((len(records), 4), dtype=object)
+        for i, record in enumerate(records):
+            array[i] = record
+        np.save(folder / f"{split} pair.npy", array, allow_pickle=True)
     return root
 
 
