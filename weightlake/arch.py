@@ -722,3 +722,19 @@ def get_architecture(name_or_dict: str | Mapping[str, Any]) -> Architecture:
                 f"unknown architecture {name_or_dict!r}; built in: {sorted(_BUILTIN)} "
                 "(other architectures can be given as a JSON description)") from None
     return Architecture.from_dict(name_or_dict)
+
+
+def same_layout(a: Architecture, b: Architecture) -> bool:
+    """Whether flat vectors of ``a`` and ``b`` line up value for value: the same tensors (shape,
+    role, kind) in the same order, whatever the names (an inferred copy of CNN-s lines up with it).
+
+    Rows of two zoos may be stacked, or compared position by position, only when this holds.
+    """
+    if a == b:
+        return True
+    return [(t.shape, t.role, t.kind) for t in a.tensors] == [(t.shape, t.role, t.kind) for t in b.tensors]
+
+
+def describe_zoos(archs: Mapping[str, Architecture]) -> str:
+    """``zoo 'a' (cnn-s, 2,464 parameters), zoo 'b' (cnn-m, 3,766 parameters)``: for messages refusing a mix."""
+    return ", ".join(f"zoo {zoo!r} ({arch.name}, {arch.n_params:,} parameters)" for zoo, arch in archs.items())

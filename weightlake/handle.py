@@ -42,14 +42,15 @@ class LakeHandle(Lake):
     a :class:`LakeHandle` too.
     """
 
-    def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True) -> duckdb.DuckDBPyConnection:
+    def connect(self, *, weights: bool = True, udfs: bool | Collection[str] = True,
+                zoo: str | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views over this snapshot (close it, or use ``with``).
 
-        See :func:`weightlake.query.connect`.
+        ``zoo``: the weight views hold only that zoo. See :func:`weightlake.query.connect`.
         """
         from weightlake.query import connect
 
-        return connect(self, weights=weights, udfs=udfs)
+        return connect(self, weights=weights, udfs=udfs, zoo=zoo)
 
     def heap_kept(self) -> contextlib.AbstractContextManager[bool]:
         """For a connection of your own (:meth:`connect`): within the block, the Python ``wl_*``
@@ -66,14 +67,16 @@ class LakeHandle(Lake):
 
         return python_functions_scope(self, True)
 
-    def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
+    def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None, *,
+            zoo: str | None = None) -> pl.DataFrame:
         """Run SQL over this snapshot's views; parameters are bound (``$name`` or ``?``), never pasted.
 
-        See :func:`weightlake.query.run_sql`.
+        ``zoo``: the ``weights`` and ``weights_<layer>`` views hold only that zoo (how to ask one
+        zoo's weights in a lake of several architectures). See :func:`weightlake.query.run_sql`.
         """
         from weightlake.query import run_sql
 
-        return run_sql(self, query, params)
+        return run_sql(self, query, params, zoo=zoo)
 
     @property
     def analysis(self) -> LakeAnalysis:

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import polars as pl
 
-from weightlake.arch import Architecture, get_architecture
-from weightlake.errors import NoSuchModelError, NoSuchTableError, QueryError
+from weightlake.arch import Architecture, describe_zoos, get_architecture, same_layout
+from weightlake.errors import ArchitectureError, NoSuchModelError, NoSuchTableError, QueryError
 from weightlake.storage import remote, tables
 from weightlake.storage.budget import block_rows as budget_rows
 from weightlake.storage.budget import resolve_memory
@@ -246,6 +246,23 @@ class Lake:
                 .group_by("zoo", "run_id", maintain_order=True)
                 .agg(pl.len().alias("n_epochs"), "epoch", "model_id", *metrics).collect())
 
+    def check_aligned(self, zoos: Iterable[str], what: str) -> None:
+        """Refuse to mix zoos whose flat vectors do not line up (:func:`~weightlake.arch.same_layout`).
+
+        Raises
+        ------
+        ArchitectureError
+            Naming ``what`` and each zoo with its architecture and parameter count.
+        """
+        names = sorted(set(zoos))
+        if len(names) < 2:
+            return
+        archs = {zoo: self.arch(zoo) for zoo in names}
+        if all(same_layout(archs[names[0]], arch) for arch in archs.values()):
+            return
+        raise ArchitectureError(f"{what} span zoos whose weight vectors do not line up: {describe_zoos(archs)}; "
+                                "ask one zoo at a time")
+
     def model(self, model_id: int) -> dict[str, Any]:
         """One model's metadata as a dict."""
         span = self._span(int(model_id))
@@ -279,9 +296,8 @@ class Lake:
         if bad.any():
             raise NoSuchModelError(f"no model with id {int(ids[bad][0])} at snapshot {self.snapshot}")
         used = np.unique(seg_index)
+        self.check_aligned({spans[i].zoo for i in used}, "the model ids")
         cols = {spans[i].segment.cols for i in used}
-        if len(cols) != 1:
-            raise NoSuchModelError("the ids span zoos of different architectures; ask one zoo at a time")
         if len(used) == 1:
             return self._segment_rows(spans[used[0]], ids - spans[used[0]].segment.first_id)
         out = np.empty((ids.size, cols.pop()), dtype=np.float32)
@@ -502,22 +518,40 @@ class Lake:
         import torch
 
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
-        zoo = self._span(int(ids[0])).zoo if ids.size else self._only_zoo()
-        arch = self.arch(zoo)
-        if f"zoo:{zoo}" in self._cache:
-            return arch.select(torch.from_numpy(self.weights_numpy(ids)), name)
-        lo, hi, shape = arch.locate(name)
-        return torch.from_numpy(self.columns_numpy(ids, lo, hi)).reshape((ids.size, *shape))
+        zoos = self.zoos_of(ids) if ids.size else [self._only_zoo()]
+        where = {zoo: self.arch(zoo).locate(name) for zoo in zoos}
+        if len(set(where.values())) > 1:  # each zoo's own columns, or none: never one zoo's offsets on another's rows
+            archs = {zoo: self.arch(zoo) for zoo in zoos}
+            raise ArchitectureError(f"the model ids span zoos whose {name!r} lies at other columns or has another "
+                                    f"shape: {describe_zoos(archs)}; ask one zoo at a time")
+        if len(zoos) == 1 and f"zoo:{zoos[0]}" in self._cache:
+            return self.arch(zoos[0]).select(torch.from_numpy(self.weights_numpy(ids)), name)
+        lo, hi, shape = where[zoos[0]]
+        return torch.from_numpy(self._columns(ids, lo, hi)).reshape((ids.size, *shape))
+
+    def zoos_of(self, ids: Iterable[int] | np.ndarray) -> list[str]:
+        """The zoos holding model ids ``ids`` (in order of first appearance); unknown ids are left to the readers."""
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
+        starts, spans = self._spans
+        seg_index = np.searchsorted(starts, ids, side="right") - 1
+        _, first = np.unique(seg_index, return_index=True)
+        return list(dict.fromkeys(spans[max(int(seg_index[i]), 0)].zoo for i in sorted(first)))
 
     def columns_numpy(self, ids: Iterable[int] | np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Flat columns ``[lo, hi)`` of the given models: ``float32 [n, hi - lo]``, in the given order.
 
         ``tensors``-layout segments read only the tensors overlapping ``[lo, hi)``; ``rows``-layout
-        segments are read in budget-sized blocks of whole rows, keeping the columns.
+        segments are read in budget-sized blocks of whole rows, keeping the columns.  Ids of zoos
+        whose vectors do not line up are refused (a column means another parameter in each).
         """
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
+        if ids.size:
+            self.check_aligned(self.zoos_of(ids), "the model ids")
+        return self._columns(ids, lo, hi)
+
+    def _columns(self, ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
         from weightlake.storage.parts import parts_reader
 
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         out = np.empty((ids.size, hi - lo), dtype=np.float32)
         if not ids.size:
             return out
@@ -530,6 +564,9 @@ class Lake:
             if i < 0 or local.min() < 0 or local.max() >= span.segment.rows:
                 raise NoSuchModelError(f"no model with id {int(ids[mask][0])} at snapshot {self.snapshot}")
             seg = span.segment
+            if not 0 <= lo <= hi <= seg.cols:
+                raise ArchitectureError(f"columns [{lo}, {hi}) lie outside the {seg.cols:,} parameters of zoo "
+                                        f"{span.zoo!r}")
             if seg.parts:
                 out[mask] = parts_reader(self.location, seg).read_columns(local, lo, hi)
                 continue

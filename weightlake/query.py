@@ -50,13 +50,18 @@ _CATALOGUE = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\
 
 def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = True,
             views: bool | Collection[str] = True, layers: bool | Collection[str] | None = None,
-            ) -> duckdb.DuckDBPyConnection:
+            zoo: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views read ``lake``'s pinned snapshot.
 
     ``udfs``: register every ``wl_*`` function (True), none (False), or only the named ones.
     ``views``: every derived table's view (True), none, or only the named ones (``models``
     is always there).  ``layers``: the ``weights_<layer>`` views, all (True), none, or the named
     ones (default: all when ``weights``); registering one costs nothing until a query scans it.
+    In a lake whose zoos do not line up (:meth:`~weightlake.lake.Lake.check_aligned`) every scan of
+    ``weights`` raises why; the other views work.
+    ``zoo``: the ``weights`` and ``weights_<layer>`` views hold only that zoo's models (``models``
+    and the derived tables stay whole), so one zoo's weights can be asked in a lake whose zoos
+    are of several architectures (:func:`run_named` passes a named query's ``zoo`` parameter).
 
     The connection cannot touch the file system: every view is data handed over from
     Python (checked Parquet files as Arrow datasets, weights as an Arrow table), then
@@ -72,11 +77,15 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
             # its bar would land in --format csv output; inside Jupyter without ipywidgets DuckDB
             # keeps it off already and refuses the SET, so only switch off what is on
             con.execute("SET enable_progress_bar = false")
-        _create_views(con, lake, weights=weights, views=views, layers=weights if layers is None else layers)
+        _create_views(con, lake, weights=weights, views=views, layers=weights if layers is None else layers,
+                      zoo=zoo)
         if udfs:
             from weightlake.analysis.udfs import register_udfs
 
-            register_udfs(con, lake, only=None if udfs is True else {str(n).lower() for n in udfs})
+            # the vector forms (wl_mse_layer(a.w, b.w, 'fc1'), wl_layer ...) take the architecture of the
+            # zoo the weight views hold, not the lake's first one
+            arch = lake.arch(zoo) if zoo is not None else None
+            register_udfs(con, lake, arch=arch, only=None if udfs is True else {str(n).lower() for n in udfs})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except BaseException:
@@ -86,17 +95,19 @@ def connect(lake: Lake, *, weights: bool = True, udfs: bool | Collection[str] = 
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
-                  views: bool | Collection[str] = True, layers: bool | Collection[str] = False) -> None:
+                  views: bool | Collection[str] = True, layers: bool | Collection[str] = False,
+                  zoo: str | None = None) -> None:
     from weightlake.storage.transaction import MODEL_PARTITIONS
 
     files = [f for e in lake.manifest.zoos.values() for f in e.model_files]
     fs = lake.location.arrow_filesystem()  # None on local disk; pyarrow's S3 filesystem for s3:// lakes
-    w = weights_arrow(lake) if weights and lake.manifest.zoos else None
-    spans = layer_views(lake) if layers else {}
+    held = lake if zoo is None or not (weights or layers) else scoped(lake, zoo)  # whose zoos the weight views hold
+    w = _weights_or_refusal(held) if weights and held.manifest.zoos else None
+    spans = layer_views(held) if layers else {}
     if layers is not True:
         spans = {k: v for k, v in spans.items() if k in {str(n).lower() for n in layers or ()}}
     # beside a streamed `weights` (which DuckDB cannot size), every view is handed over unsized too
-    streamed = isinstance(w, StreamedWeights) or (bool(spans) and not lake.fits())
+    streamed = isinstance(w, StreamedWeights) or (bool(spans) and not held.fits())
     register = _register_unsized if streamed else _register
     if files:
         if fs is None:
@@ -108,7 +119,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
     derived = {name.lower() for name in lake.manifest.tables}
     for name, (start, stop) in spans.items():
         if name not in derived:
-            con.register(name, LayerWeights(lake, start, stop))
+            con.register(name, LayerWeights(held, start, stop))
     for name, entry in lake.manifest.tables.items():
         if entry.files and (wanted is None or name.lower() in wanted):
             part = tuple(entry.properties.get("partition_by", ()))
@@ -116,6 +127,47 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, *, weights: bool,
             register(con, name, tables.arrow_dataset(base, lake.checked_paths(entry.files), part, filesystem=fs))
     if w is not None:
         con.register("weights", w)
+
+
+def scoped(lake: Lake, zoo: str) -> Lake:
+    """A handle on the same snapshot that holds only ``zoo`` (for the weight views of :func:`connect`).
+
+    It shares ``lake``'s decoded zoos, row sources and checked files (all keyed by zoo or file,
+    not by which zoos a handle lists), so a zoo decoded on ``lake`` is not decoded again.
+    """
+    from dataclasses import replace
+
+    entry = lake.manifest.zoo(zoo)  # raises, naming the zoos
+    out = type(lake)(lake.root, replace(lake.manifest, zoos={zoo: entry}), location=lake.location,
+                     memory=lake.memory)
+    out._cache, out._sources, out._verified, out._lock = lake._cache, lake._sources, lake._verified, lake._lock
+    return out
+
+
+def _weights_or_refusal(lake: Lake) -> Any:
+    """The `weights` source, or in a lake whose zoos do not line up a stand-in whose every scan
+    raises the reason (the connection still serves `models`, the tables and the layer views)."""
+    try:
+        return weights_arrow(lake)
+    except QueryError as exc:
+        return _Refusing(str(exc))
+
+
+class _Refusing:
+    """A `weights` view that cannot be served: it has the view's columns, and a scan raises ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        import pyarrow as pa
+
+        def refuse() -> Any:
+            raise QueryError(self.reason)
+            yield  # a generator: DuckDB reads the schema at registration, the batches only when scanning
+
+        schema = pa.schema([("model_id", pa.int64()), ("zoo", pa.string()), ("w", pa.list_(pa.float32()))])
+        return pa.RecordBatchReader.from_batches(schema, refuse()).__arrow_c_stream__(requested_schema)
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, source: Any) -> None:
@@ -191,18 +243,31 @@ def weights_arrow(lake: Lake) -> Any:
     Otherwise a :class:`StreamedWeights` source: each scan streams the zoos in budget-sized
     blocks, so a query scanning ``weights`` twice (a self-join) reads the zoo twice.
 
-    Zoos of different parameter counts cannot share one fixed-size column: they are refused.
+    Zoos whose vectors do not line up (other architectures, of any parameter count) cannot share
+    one column: a metric over ``a.w, b.w`` would compare unrelated parameters. They are refused.
     """
+    check_one_layout(lake, "the `weights` view would")
     widths = {e.segments[0].cols for e in lake.manifest.zoos.values() if e.segments}
-    if len(widths) > 1:
-        raise QueryError(f"zoos of different parameter counts {sorted(widths)} cannot share the `weights` view; "
-                         "query one zoo with lake.zoo_weights(zoo)")
     if not lake.fits():
         return StreamedWeights(lake)
     import pyarrow as pa
 
     batches = [_weights_batch(zoo, *lake.zoo_weights(zoo)) for zoo in lake.zoos if lake.manifest.zoo(zoo).n_models]
     return pa.Table.from_batches(batches, schema=_weights_schema(widths.pop() if widths else 0))
+
+
+def check_one_layout(lake: Lake, what: str) -> None:
+    """Refuse ``what`` over a lake whose zoos' vectors do not line up, naming the zoos, their
+    architectures and what can be asked instead."""
+    from weightlake.errors import ArchitectureError
+
+    try:
+        lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], what)
+    except ArchitectureError as exc:
+        raise QueryError(f"{exc.args[0].removesuffix('; ask one zoo at a time')}, so one column would "
+                         "compare unrelated parameters; ask by model id (wl_mse_by_id(a.model_id, b.model_id) over "
+                         "`models`), over a weights_<layer> view the zoos share, or one zoo (sql --zoo NAME, "
+                         "lake.sql(query, zoo=NAME), a named query's --param zoo=NAME)") from exc
 
 
 def _weights_schema(cols: int) -> Any:
@@ -220,24 +285,57 @@ def _weights_batch(zoo: str, ids: Any, rows: Any) -> Any:
                            schema=_weights_schema(rows.shape[1]))
 
 
+def _layer_hint(lake: Lake, exc: BaseException) -> str:
+    """Why a ``weights_<layer>`` view the query names is not there: which zoos hold that layer, where."""
+    from weightlake.errors import WeightLakeError
+
+    found = re.search(r"Table with name (weights_\w+) does not exist", str(exc))
+    if not found or found.group(1).lower() in {n.lower() for n in lake.manifest.tables}:
+        return ""
+    name, where = found.group(1).lower(), []
+    for zoo in lake.zoos:
+        try:
+            layers = lake.arch(zoo).layers
+        except WeightLakeError:
+            continue
+        where += [f"zoo {zoo!r} at columns {layer.start}-{layer.stop} ({_shape(layer.weight_shape)})"
+                  for layer in layers
+                  if _layer_view_name(layer.name) == name]
+    offered = sorted(layer_views(lake)) or "none"
+    if not where:
+        return f" (no zoo has a layer of that view; layer views: {offered})"
+    return (f" (a layer view needs the layer in every zoo at the same columns, of one shape: {', '.join(where)}"
+            f"{'' if len(where) == len(lake.zoos) else ', absent from the other zoos'}; layer views: {offered})")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _layer_view_name(layer: str) -> str:
+    return "weights_" + re.sub(r"\W", "_", layer).lower()
+
+
 def layer_views(lake: Lake) -> dict[str, tuple[int, int]]:
     """``weights_<layer>`` view name -> the layer's ``(start, stop)`` columns, for every layer all zoos
-    share by name and span (a name two layers would share is offered for neither)."""
+    share by name, span and shapes (a name two layers would share is offered for neither; Linear(36, 20)
+    and Linear(73, 10) both span 740 columns, which do not line up)."""
     from collections import Counter
 
     from weightlake.errors import WeightLakeError
 
-    spans: dict[str, tuple[int, int]] | None = None
+    spans: dict[str, tuple[int, int, tuple[int, ...], tuple[int, ...]]] | None = None
     for zoo in lake.zoos:
         try:
             layers = lake.arch(zoo).layers
         except WeightLakeError:  # an architecture this build does not know: no layers to offer
             return {}
-        names = ["weights_" + re.sub(r"\W", "_", layer.name).lower() for layer in layers]
+        names = [_layer_view_name(layer.name) for layer in layers]
         count = Counter(names)
-        mine = {n: (layer.start, layer.stop) for n, layer in zip(names, layers, strict=True) if count[n] == 1}
+        mine = {n: (layer.start, layer.stop, layer.weight_shape, layer.bias_shape)
+                for n, layer in zip(names, layers, strict=True) if count[n] == 1}
         spans = mine if spans is None else {k: v for k, v in spans.items() if mine.get(k) == v}
-    return spans or {}
+    return {k: v[:2] for k, v in (spans or {}).items()}
 
 
 class LayerWeights:
@@ -329,8 +427,9 @@ class StreamedWeights:
         return reader.__arrow_c_stream__(requested_schema)
 
 
-def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pl.DataFrame:
-    """Run one query; the ``weights`` view is decoded only if the query names it."""
+def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *,
+            zoo: str | None = None) -> pl.DataFrame:
+    """Run one query; the ``weights`` view is decoded only if the query names it (``zoo``: see :func:`connect`)."""
     import duckdb
 
     # register only the wl_* functions and derived tables the query names (none for a plain query:
@@ -339,7 +438,12 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
     views = True if catalogue else {w.lower() for w in _NAME.findall(query) + _WORDS.findall(query)}
     layers = True if catalogue else {m.lower() for m in _LAYER_VIEW.findall(query)}
     functions = {m.lower() for m in _FUNCTION.findall(query)}
-    con = connect(lake, weights=bool(_WORD.search(query)), udfs=functions, views=views, layers=layers)
+    uses_weights = bool(_WORD.search(query))
+    if zoo is not None:
+        lake.manifest.zoo(zoo)  # an unknown zoo is refused, naming the zoos, whatever the query reads
+    elif uses_weights:  # refused here in one line, not by DuckDB at the first scan
+        check_one_layout(lake, "the `weights` view would")
+    con = connect(lake, weights=uses_weights, udfs=functions, views=views, layers=layers, zoo=zoo)
     try:
         one_statement(con, query)
         with python_functions_scope(lake, bool(functions)):
@@ -347,11 +451,22 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
             if rel is None:  # a statement with no result (SET, CREATE ...)
                 return pl.DataFrame()
             table = rel.to_arrow_table()
+        _check_names(table.column_names)
         return pl.from_arrow(table)  # type: ignore[return-value]
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}") from exc
+        raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}{_layer_hint(lake, exc)}") from exc
     finally:
         con.close()
+
+
+def _check_names(names: Sequence[str]) -> None:
+    """A result is a polars frame, whose columns need distinct names (DuckDB keeps ``a.zoo, b.zoo`` as two ``zoo``)."""
+    from collections import Counter
+
+    twice = [name for name, n in Counter(names).items() if n > 1]
+    if twice:
+        raise QueryError(f"the result has {len(names)} columns but names {twice} more than once: name each "
+                         f"with AS (SELECT a.{twice[0]} AS {twice[0]}_a, b.{twice[0]} AS {twice[0]}_b ...)")
 
 
 def python_functions_scope(lake: Lake, names_functions: bool) -> Any:
@@ -487,4 +602,21 @@ def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
     if missing:
         raise QueryError(f"query {name!r} reads table(s) {missing}, which this lake does not have yet; "
                          "see `weightlake query list` for how each is produced")
-    return run_sql(lake, query.sql, query.bind(given))
+    bound = query.bind(given)
+    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound, query.sql))
+
+
+def _one_zoo(lake: Lake, bound: Mapping[str, Any], sql: str) -> str | None:
+    """A named query's ``zoo`` parameter when the lake's zoos do not line up (their weights cannot share
+    one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before; a zoo
+    the lake lacks then gives no rows, unless the query reads weights: refused, naming the zoos)."""
+    from weightlake.errors import ArchitectureError
+
+    zoo = bound.get("zoo")
+    if not isinstance(zoo, str) or (zoo not in lake.manifest.zoos and not _WORD.search(sql)):
+        return None
+    try:
+        lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], "the zoos")
+    except ArchitectureError:
+        return zoo
+    return None

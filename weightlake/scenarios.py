@@ -317,6 +317,7 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         slices = zoo_slices(lake, spec.zoo, spec.activations, spec.inits, spec.epochs)
+        check_scenario_zoo(lake, spec.name, spec.zoo, "give this one another NAME")
         with connect(lake, weights=False, udfs=False) as con:
             con.register("slices", slices.to_arrow())
             cand = _candidates(con, spec)
@@ -496,6 +497,31 @@ def resolve_pairs(con: duckdb.DuckDBPyConnection, cand: pl.DataFrame, zoo: str, 
 
 
 # -- commit ----------------------------------------------------------------------------------------
+def check_scenario_zoo(lake: Lake, name: str, zoo: str, hint: str) -> None:
+    """Refuse to replace scenario ``name`` when it pairs the models of another zoo.
+
+    Declaring or importing a scenario again replaces it; over another zoo (often of another
+    architecture) that would silently drop the first zoo's pairs, batches and pair metrics.
+
+    Raises
+    ------
+    QueryError
+        Naming the scenario, both zoos with their architectures, and ``hint`` (how to name it apart).
+    """
+    if "scenarios" not in lake.manifest.tables or not lake.manifest.table("scenarios").files:
+        return
+    held = lake.table("scenarios").filter(pl.col("scenario") == name).select("zoo").collect()["zoo"].to_list()
+    other = sorted({z for z in held if z is not None and z != zoo})
+    if other:
+        raise QueryError(f"scenario {name!r} already pairs the models of {_zoo_text(lake, other[0])}; making it "
+                         f"again over {_zoo_text(lake, zoo)} would replace those pairs: {hint}")
+
+
+def _zoo_text(lake: Lake, zoo: str) -> str:
+    arch = lake.manifest.zoos[zoo].arch.get("name") if zoo in lake.manifest.zoos else None
+    return f"zoo {zoo!r}" + (f" ({arch})" if arch else "")
+
+
 def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFrame, *,
                    params: Mapping[str, Any]) -> None:
     """Fill ``report`` from ``resolved`` and stage the scenario's ``pairs`` and ``scenarios`` rows in ``tx``.

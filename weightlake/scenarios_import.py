@@ -34,6 +34,7 @@ from weightlake.scenarios import (
     MAX_EXAMPLES,
     SPLITS,
     ScenarioReport,
+    check_scenario_zoo,
     mask_classes,
     parse_scenario_name,
     resolve_pairs,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from weightlake.lake import Lake
 
 NAME_TEMPLATE = "overlapping-{m}-{digits}-e{epoch}-{activation}"
-"""Default scenario name of an imported folder; fields ``m``, ``digits``, ``epoch``, ``activation``."""
+"""Default scenario name of an imported folder; fields ``m``, ``digits``, ``epoch``, ``activation``, ``zoo``."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
     skipped: list[str] = []
     folders = [f for p in _scenario_dirs(Path(folder))
-               if (f := _read_folder(p, name_template, on_error, skipped)) is not None]
+               if (f := _read_folder(p, name_template, on_error, skipped, zoo)) is not None]
     _check_unique([f.name for f in folders])
     if not folders:
         raise IngestError("no importable 'overlapping {m} {digits} {epoch} {activation}' folder found"
@@ -119,6 +120,9 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         chosen = _zoo_init(lake, zoo, init)
+        for f in folders:
+            check_scenario_zoo(lake, f.name, zoo, "pass a --name-template holding {zoo}, e.g. "
+                                                  f"'{NAME_TEMPLATE}-{{zoo}}'")
         reports = []
         with connect(lake, weights=False, udfs=False) as con:
             for i, f in enumerate(folders):
@@ -146,18 +150,19 @@ def _scenario_dirs(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("overlapping "))
 
 
-def scenario_name(template: str, m: int, digits: Sequence[int], epoch: int, activation: str) -> str:
-    """``(0, [0..9], 11, 'gelu')`` -> ``'overlapping-0-0to9-e11-gelu'`` with the default template."""
+def scenario_name(template: str, m: int, digits: Sequence[int], epoch: int, activation: str, zoo: str = "") -> str:
+    """``(0, [0..9], 11, 'gelu')`` -> ``'overlapping-0-0to9-e11-gelu'`` with the default template
+    (``{zoo}`` names the zoo: one folder tree imported for zoos of two architectures)."""
     ds = sorted(digits)
     text = f"{ds[0]}to{ds[-1]}" if len(ds) > 1 and ds == list(range(ds[0], ds[-1] + 1)) else ".".join(map(str, ds))
     try:
-        return parse_scenario_name(template.format(m=m, digits=text, epoch=epoch, activation=activation))
+        return parse_scenario_name(template.format(m=m, digits=text, epoch=epoch, activation=activation, zoo=zoo))
     except (KeyError, IndexError, ValueError) as exc:
         raise IngestError(f"name_template {template!r} cannot be filled ({exc}); it may use "
-                          "{m}, {digits}, {epoch} and {activation}") from exc
+                          "{m}, {digits}, {epoch}, {activation} and {zoo}") from exc
 
 
-def _read_folder(path: Path, template: str, on_error: str, skipped: list[str]) -> _Folder | None:
+def _read_folder(path: Path, template: str, on_error: str, skipped: list[str], zoo: str) -> _Folder | None:
     from weightlake.ingest.scenarios_npy import SPLIT_FILES, parse_folder_name, read_pair_arrays
 
     try:
@@ -185,7 +190,7 @@ def _read_folder(path: Path, template: str, on_error: str, skipped: list[str]) -
         skipped.append(disagreement)
         return None
     missing = tuple(s for s in SPLITS if s not in splits)
-    return _Folder(path, scenario_name(template, m, digits, epoch, activation), m, digits, epoch, activation,
+    return _Folder(path, scenario_name(template, m, digits, epoch, activation, zoo), m, digits, epoch, activation,
                    splits, missing)
 
 

@@ -41,7 +41,7 @@ a norm has no cancellation and the cast would cost a third of its speed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,9 +165,10 @@ class _Gather:
     larger one is memory-mapped (:meth:`~weightlake.lake.Lake.row_source`), so a query holds
     the rows of one call (2,048 ids), not the zoo.  The sorted forms (``wl_w1_by_id``,
     ``wl_w2_by_id``) keep every model's sorted values when all zoos fit (another copy of the
-    zoo) and sort each call's rows otherwise.  A call's ids must come from zoos of one
-    architecture (the metric, a layer's columns and the rows' width are that architecture's);
-    a call whose ids span two is refused.
+    zoo) and sort each call's rows otherwise.  The rows of one call (DuckDB's chunk, which may
+    mix scenarios or zoos in any order) are computed per architecture of their ids: the metric,
+    a layer's columns and the rows' width are that architecture's.  A row whose own ids are of
+    two architectures is refused (a metric between them compares unrelated parameters).
     """
 
     def __init__(self, lake: Any) -> None:
@@ -175,6 +176,7 @@ class _Gather:
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]] | None = None
         self._zoos: list[str] = []  # the zoo and architecture of each source number (with the index)
         self._archs: list[Architecture] = []
+        self._group: np.ndarray | None = None
 
     def _sources(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
         """(sorted model ids, their zoo's source number, their position in it, the sources)."""
@@ -204,17 +206,44 @@ class _Gather:
             raise QueryError(f"no model with id {int(values[bad][0])} at snapshot {self.lake.snapshot}")
         return which[at], pos[at], np.unique(which[at])
 
-    def arch(self, *sides: Any) -> Architecture:
-        """The one architecture of every id of a call (all its sides); refused where they span two."""
+    def per_arch(self, sides: Sequence[Any], compute: Callable[..., Any]) -> Any:
+        """``compute(arch, rows, *ids)`` for each group of a call's rows whose ids share one
+        architecture (``rows``: their positions in the call, None for all), put together in
+        the call's order; refused, naming both models, where a row's ids are of two."""
+        xs = [_ids(s) for s in sides]
+        groups = self._arch_groups(xs)
+        if len(groups) == 1:
+            return compute(groups[0][1], None, *xs)
+        out = np.empty(len(xs[0]), dtype=np.float64)
+        for rows, arch in groups:
+            out[rows] = np.asarray(compute(arch, rows, *(x[rows] for x in xs)), dtype=np.float64)
+        return _result(out)
+
+    def _arch_groups(self, xs: Sequence[np.ndarray]) -> list[tuple[np.ndarray | None, Architecture]]:
         from weightlake.errors import QueryError
 
         self._sources()
-        used = np.unique(np.concatenate([self._locate(ids)[2] for ids in sides]))
-        if not self._one_arch(used):
-            names = ", ".join(f"zoo {self._zoos[int(z)]!r} ({self._archs[int(z)].name})" for z in used)
-            raise QueryError(f"the ids of one call span zoos of different architectures ({names}); "
-                             "ask one architecture at a time")
-        return self._archs[int(used[0])] if len(used) else CNN_S
+        if self._group is None:  # each zoo source's architecture group: the first source of an equal architecture
+            self._group = np.asarray([next(j for j in range(i + 1) if self._archs[j] == self._archs[i])
+                                      for i in range(len(self._archs))], dtype=np.int64)
+        group = self._group
+        per_side = [group[self._locate(x)[0]] if len(x) else np.empty(0, dtype=np.int64) for x in xs]
+        for side, other in enumerate(per_side[1:], 1):
+            bad = np.flatnonzero(other != per_side[0])
+            if bad.size:
+                i = int(bad[0])
+                a, b = int(xs[0][i]), int(xs[side][i])
+                raise QueryError(f"models {a} ({self._zoo_text(a)}) and {b} ({self._zoo_text(b)}) are of different "
+                                 "architectures: a metric between them would compare unrelated parameters; "
+                                 "pair models of one architecture")
+        used = np.unique(per_side[0]) if xs and len(xs[0]) else np.zeros(1, dtype=np.int64)
+        if len(used) == 1:
+            return [(None, self._archs[int(used[0])] if self._archs else CNN_S)]
+        return [(np.flatnonzero(per_side[0] == g), self._archs[int(g)]) for g in used]
+
+    def _zoo_text(self, model_id: int) -> str:
+        which = int(self._locate(np.asarray([model_id]))[0][0])
+        return f"zoo {self._zoos[which]!r}, {self._archs[which].name}"
 
     def _one_arch(self, used: np.ndarray) -> bool:
         """Whether the zoo sources ``used`` share one architecture (equal descriptions)."""
@@ -257,17 +286,19 @@ class _Gather:
 
     def wrap_sorted(self, metric: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., Any]:
         def two(a: Any, b: Any) -> Any:
-            self.arch(a, b)
-            return _result(metric(self.sorted_rows(a), self.sorted_rows(b)))
+            return self.per_arch([a, b], lambda _arch, _rows, x, y: _result(
+                metric(self.sorted_rows(x), self.sorted_rows(y))))
 
         return two
 
     def wrap(self, spec: Any) -> Callable[..., Any]:
         """``wl_<metric>_by_id``; a metric over layers or the whole model gets the ids' architecture."""
         def metric(*sides: Any) -> Any:
-            arch = self.arch(*sides)  # also: two models of different architectures are no pair
-            kwargs = {"arch": arch} if spec.scope in ("layers", "whole") else {}
-            return _result(spec.fn(*(self.rows(s) for s in sides), **kwargs))
+            def compute(arch: Architecture, _rows: Any, *ids: np.ndarray) -> Any:
+                kwargs = {"arch": arch} if spec.scope in ("layers", "whole") else {}
+                return _result(spec.fn(*(self.rows(x) for x in ids), **kwargs))
+
+            return self.per_arch(sides, compute)  # also: two models of different architectures are no pair
 
         # DuckDB counts the Python parameters, so each arity gets its own signature
         def one(a: Any) -> Any:
@@ -280,16 +311,29 @@ class _Gather:
 
     def wrap_layer(self, metric: Callable[..., Any]) -> Callable[..., Any]:
         def fn(a: Any, b: Any, layer: Any) -> Any:
-            x, y = _ids(a), _ids(b)
-            arch = self.arch(x, y)
-            if (order := _id_order(x, y)) is not None:
-                x, y, layer = x[order], y[order], layer.take(order)
-            values = _layer_values(metric, arch, layer, lambda cols: (self.rows(x, cols), self.rows(y, cols)))
-            if order is None:
-                return values
-            return _result(_unsort(order, values.to_numpy()))
+            def compute(arch: Architecture, rows: np.ndarray | None, x: np.ndarray, y: np.ndarray) -> Any:
+                return self._layer_call(metric, arch, x, y, layer if rows is None else _take_rows(layer, rows))
+
+            return self.per_arch([a, b], compute)
 
         return fn
+
+    def _layer_call(self, metric: Callable[..., Any], arch: Architecture, x: np.ndarray, y: np.ndarray,
+                    layer: Any) -> Any:
+        """A per-layer metric over rows whose ids share architecture ``arch``."""
+        if (order := _id_order(x, y)) is not None:
+            x, y, layer = x[order], y[order], layer.take(order)
+        values = _layer_values(metric, arch, layer, lambda cols: (self.rows(x, cols), self.rows(y, cols)))
+        if order is None:
+            return values
+        return _result(_unsort(order, values.to_numpy()))
+
+
+def _take_rows(column: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of an Arrow argument (a layer-name column)."""
+    import pyarrow as pa
+
+    return column.take(pa.array(rows))
 
 
 def _ids(column: Any) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from weightlake.cli import echo_lines, lake_option, main, parse_params, progress_bar, snapshot_option
-from weightlake.errors import IngestError, QueryError
+from weightlake.errors import QueryError
 
 
 def _open(lake_dir: str, create: bool = False, snapshot: int | None = None):  # noqa: ANN202
@@ -122,14 +122,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _arch(spec: str):  # noqa: ANN202
-    from weightlake.arch import get_architecture
+    from weightlake.ingest.common import load_architecture
 
-    if spec.endswith(".json"):
-        try:
-            return get_architecture(json.loads(Path(spec).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IngestError(f"cannot read architecture description: {exc}", path=spec) from exc
-    return get_architecture(spec)
+    return load_architecture(spec)
 
 
 # -- sql ----------------------------------------------------------------------------------------
@@ -143,10 +138,11 @@ def _arch(spec: str):  # noqa: ANN202
                    "float only when it is that number's canonical text (7, -3, 0.5); anything else, e.g. "
                    "007, 1e3, 1.50, stays a string, as typed.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown in table format.")
+@click.option("--zoo", help="`weights` and `weights_<layer>` hold only this zoo (for a lake of several architectures).")
 @lake_option
 @snapshot_option
-def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, lake_dir: str,
-        snapshot: int | None) -> None:
+def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_rows: int, zoo: str | None,
+        lake_dir: str, snapshot: int | None) -> None:
     """Run SQL over the lake (views: models, weights, weights_<layer>, and every derived table).
 
     `weights` holds each model's whole vector (`w FLOAT[P]`); `weights_fc1` (one view per layer)
@@ -165,7 +161,7 @@ def sql(query: str, fmt: str, output: str | None, params: tuple[str, ...], max_r
     if output:
         lake.check_output(output)
     bound = parse_params(params)
-    df = lake.sql(query, _coerce(bound) if bound else None)
+    df = lake.sql(query, _coerce(bound) if bound else None, zoo=zoo)
     write_frame(df, fmt, output, max_rows)
 
 
@@ -336,7 +332,9 @@ def info(lake_dir: str, snapshot: int | None) -> None:
     click.echo(f"lake {lake.location.url} at snapshot {lake.snapshot} ({lake.manifest.created})")
     for zoo in lake.zoos:
         entry = lake.manifest.zoo(zoo)
-        click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}, {len(entry.segments)} segments")
+        width = f" ({entry.segments[0].cols:,} parameters)" if entry.segments else ""  # tells inferred-* apart
+        click.echo(f"  zoo {zoo}: {entry.n_models} models, arch {entry.arch['name']}{width}, "
+                   f"{len(entry.segments)} segments")
     for name in lake.tables:
         entry = lake.manifest.table(name)
         click.echo(f"  table {name}: {len(entry.files)} files")

@@ -84,7 +84,7 @@ def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activati
 @click.option("--zoo", required=True, help="Zoo the records are resolved in.")
 @click.option("--init", help="The zoo's initialisation the pairs use (needed if the zoo holds several).")
 @click.option("--name-template", default="overlapping-{m}-{digits}-e{epoch}-{activation}", show_default=True,
-              help="Scenario name from the folder's fields m, digits, epoch, activation.")
+              help="Scenario name from the folder's fields m, digits, epoch, activation (and zoo).")
 @click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort", show_default=True,
               help="abort: an unsafe or malformed file stops the import, lake unchanged; skip: leave that folder out.")
 @click.option("--no-fallback", is_flag=True, help="Require targets at the record's epoch (no e-5, e-10 fallback).")

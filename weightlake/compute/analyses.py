@@ -491,9 +491,16 @@ class LakeAnalysis:
 
     def metrics(self, pred_ids: Sequence[int], ref_ids: Sequence[int], per_layer: bool = True,
                 include_slow: bool = False) -> pl.DataFrame:
-        """Every registered metric between two lists of models, as a polars frame."""
+        """Every registered metric between two lists of models, as a polars frame.
+
+        The models may come from several zoos whose vectors line up (one architecture); ids of
+        zoos of other architectures are refused (:class:`~weightlake.errors.ArchitectureError`).
+        """
         from weightlake.analysis.metrics import compute_all
 
+        zoos = self.lake.zoos_of([*pred_ids, *ref_ids])
+        self.lake.check_aligned(zoos, "the predicted and reference ids")
         pred, ref = self.lake.weights_numpy(pred_ids), self.lake.weights_numpy(ref_ids)
-        cols = compute_all(pred, ref, self.lake.arch(), per_layer=per_layer, include_slow=include_slow)
+        arch = self.lake.arch(zoos[0]) if zoos else self.lake.arch()
+        cols = compute_all(pred, ref, arch, per_layer=per_layer, include_slow=include_slow)
         return pl.DataFrame({"pred_id": list(pred_ids), "ref_id": list(ref_ids), **cols})

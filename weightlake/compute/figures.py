@@ -33,7 +33,8 @@ def correlation_figures(lake_root: Path | str, out: Path | str, *, zoos: Sequenc
     out : path
         Folder for the PNG files.
     zoos : sequence of str, optional
-        Zoos to draw (default: every zoo with committed correlations).
+        Zoos to draw (default: every zoo with committed correlations; then the cross-zoo
+        figures are drawn for each architecture's zoos).
     methods : sequence of str, optional
         Default: every method in the table.
     alpha : float
@@ -50,16 +51,19 @@ def correlation_figures(lake_root: Path | str, out: Path | str, *, zoos: Sequenc
     Raises
     ------
     QueryError
-        A zoo without committed correlations.
+        A zoo without committed correlations; zoos given of different architectures (before
+        any file is written).
     """
     import polars as pl
 
     from weightlake.analysis import heatmaps as hm
+    from weightlake.arch import describe_zoos
     from weightlake.lake import open_lake
 
     lake = open_lake(lake_root)
     table = lake.table("correlations").collect()
     present = sorted(set(table["zoo"].to_list()))
+    given = bool(zoos)
     zoos = list(zoos or present)
     missing = [z for z in zoos if z not in present]
     if missing:
@@ -67,13 +71,21 @@ def correlation_figures(lake_root: Path | str, out: Path | str, *, zoos: Sequenc
                          f"--zoo {missing[0]}` first (zoos with correlations: {present})")
     if methods:
         table = table.filter(pl.col("method").is_in(list(methods)))
+    archs = {zoo: lake.arch(zoo) for zoo in zoos}
+    groups: dict[str, list[str]] = {}
+    for zoo in zoos:
+        groups.setdefault(archs[zoo].name, []).append(zoo)
+    if cross and given and len(groups) > 1:
+        raise QueryError(f"zoos of different architectures cannot be drawn side by side: {describe_zoos(archs)}; "
+                         "pass --zoo for zoos of one architecture (or one zoo at a time)")
     out = Path(out)
     paths: list[Path] = []
     for zoo in zoos:
-        paths += hm.table_figures(table, out, lake.arch(zoo), zoo=zoo, units=run_units(lake, zoo), alpha=alpha,
+        paths += hm.table_figures(table, out, archs[zoo], zoo=zoo, units=run_units(lake, zoo), alpha=alpha,
                                   pooling=pooling)
-    if cross and len(zoos) > 1:
-        paths += _cross(table, zoos, lake, out, alpha)
+    for group in groups.values():  # by default, each architecture's zoos side by side
+        if cross and len(group) > 1:
+            paths += _cross(table, group, lake, out, alpha)
     return paths
 
 

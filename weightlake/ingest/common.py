@@ -26,10 +26,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from weightlake.arch import INITS, Architecture
+from weightlake.arch import INITS, Architecture, get_architecture
 from weightlake.errors import IngestError, WeightLakeError
 from weightlake.storage.snapshot import Manifest
 from weightlake.storage.transaction import Transaction
+
+
+def load_architecture(spec: str | Path) -> Architecture:
+    """An architecture by built-in name (``cnn-s``), or from a JSON file describing one (``*.json``),
+    as ``--arch`` and a job file's ``arch`` take it."""
+    import json
+
+    text = str(spec)
+    if text.endswith(".json"):
+        try:
+            return get_architecture(json.loads(Path(text).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IngestError(f"cannot read architecture description: {exc}", path=text) from exc
+    return get_architecture(text)
 
 META_SCHEMA: dict[str, Any] = {
     "init": pl.String,

@@ -504,17 +504,22 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
                          + f", nothing written; {zoo_contents(lake, zoo)}")
     batch_rows = batch_rows or max(1, min(4096, lake.block_rows(zoo) // 4))
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `export safetensors` makes its folder
     tmp = out.with_name(f".{out.name}.partial")
     names = csv_columns(arch)
-    with open(tmp, "wb") as fh:
-        fh.write((",".join(f'"{n}"' if "," in n else n for n in names) + "\n").encode())
-        for start in range(0, meta.height, batch_rows):
-            part = meta.slice(start, batch_rows)
-            weights = lake.weights_numpy(part["model_id"].to_numpy())
-            _frame(part, weights, arch).write_csv(fh, include_header=False, float_precision=None)
-            if progress is not None:
-                progress(part.height)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write((",".join(f'"{n}"' if "," in n else n for n in names) + "\n").encode())
+            for start in range(0, meta.height, batch_rows):
+                part = meta.slice(start, batch_rows)
+                weights = lake.weights_numpy(part["model_id"].to_numpy())
+                _frame(part, weights, arch).write_csv(fh, include_header=False, float_precision=None)
+                if progress is not None:
+                    progress(part.height)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left beside the output
+        raise
     return meta.height
 
 

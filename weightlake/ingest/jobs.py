@@ -7,7 +7,7 @@ A job file holds one or more ``[[source]]`` tables::
     path = "data/Merged zoo.csv" # relative paths resolve against the current directory
     zoo = "mnist-cnn-s"
     init = "kaiming_uniform"     # required for CSV and layout-A checkpoints
-    arch = "cnn-s"               # optional, default cnn-s
+    arch = "cnn-s"               # optional, default cnn-s; or a JSON file describing one ("cnn-m.json")
     on_error = "abort"           # csv only: abort | skip
     epoch_bins = [11, 16, 21]    # checkpoints only (default: the trainer's recorded epochs, else the six bins)
     dataset = "mnist"            # the zoo's image dataset (csv; checkpoints default to the trainer's record)
@@ -72,8 +72,19 @@ def load_job(path: Path | str) -> Job:
             raise IngestError(f"{where}: kind {raw['kind']!r} is not one of {SOURCE_KINDS}", path=str(path))
         if raw["kind"] == "csv" and "init" not in raw:
             raise IngestError(f"{where}: a CSV zoo does not say its initialisation; add init = \"...\"", path=str(path))
+        _check_arch(raw.get("arch", "cnn-s"), where, path)  # before any source commits
         options = {k: v for k, v in raw.items() if k not in ("kind", "path", "zoo", "init", "arch")}
         sources.append(Source(raw["kind"], Path(raw["path"]), raw["zoo"], raw.get("init"), raw.get("arch", "cnn-s"), options))
     if not sources and "train" not in data:
         raise IngestError("the job has no [[source]] entries", path=str(path))
     return Job(path, tuple(sources), data.get("train"), tuple(data.get("export", [])))
+
+
+def _check_arch(spec: Any, where: str, path: Path) -> None:
+    from weightlake.errors import WeightLakeError
+    from weightlake.ingest.common import load_architecture
+
+    try:
+        load_architecture(str(spec))
+    except WeightLakeError as exc:
+        raise IngestError(f"{where}: arch {spec!r}: {exc}", path=str(path)) from exc

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from weightlake.arch import get_architecture
 from weightlake.errors import IngestError, WeightLakeError
+from weightlake.ingest.common import load_architecture
 from weightlake.ingest.jobs import load_job
 
 
@@ -66,7 +66,7 @@ def run_job(job_path: Path | str, lake_dir: Path | str, *, echo: Callable[[str],
 
 def _ingest_source(source: Any, lake_dir: Path | str, step: Callable[..., Any]) -> Any:
     """One ``[[source]]`` of a job, committed alone; returns its ``IngestReport``."""
-    arch = get_architecture(source.arch)
+    arch = load_architecture(source.arch)
     opts = source.options
     if source.kind == "csv":
         from weightlake.ingest.csv_zoo import ingest_csv

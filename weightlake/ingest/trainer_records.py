@@ -89,8 +89,10 @@ def nothing_filled(files: Sequence[CheckpointFile], batch: CheckpointBatch, bins
     if batch.rejects and not batch.summary.files_read:
         # every file was refused: other bins would fill nothing either, so the refusal is the answer
         path, reason = batch.rejects[0]
+        other = "does not match architecture" in reason or "expects" in reason and "architecture" in reason
+        hint = "; checkpoints of another architecture need --arch FILE.json describing it" if other else ""
         return IngestError(f"no checkpoint could be read, nothing ingested: all {len(batch.rejects)} of "
-                           f"{len(files)} files were refused; first: {path!r}: {reason}", path=where)
+                           f"{len(files)} files were refused; first: {path!r}: {reason}{hint}", path=where)
     good = [f for f in files if f.reject is None]
     epochs = sorted({f.name_epoch for f in good if f.name_epoch is not None})
     models = len({f.model_key for f in good})

@@ -32,7 +32,19 @@ if TYPE_CHECKING:
 
 def permutation_links(arch: Architecture) -> list[tuple[Layer, Layer, int]]:
     """``(producer, consumer, block)`` for every pair of consecutive layers whose hidden units
-    can be permuted: the consumer's input ``i`` belongs to producer unit ``i // block``."""
+    can be permuted: the consumer's input ``i`` belongs to producer unit ``i // block``.
+
+    Only a module list of conv2d and linear layers is a plain chain; a tensor list (batch norms,
+    a ResNet's skip connections: no record says which tensor feeds which) is refused rather than
+    permuted by guess.
+    """
+    from weightlake.arch import MATRIX_KINDS
+
+    others = [f"{layer.name!r} ({layer.kind})" for layer in arch.layers if layer.kind not in MATRIX_KINDS]
+    if arch.is_tensor_list or others:
+        why = f"it has {', '.join(others[:3])} layers" if others else "it is a list of state_dict tensors"
+        raise ArchitectureError(f"cannot permute the neurons of architecture {arch.name!r}: {why}, and only a "
+                                "chain of conv2d and linear modules says which layer feeds which")
     links = []
     for prod, cons in zip(arch.layers[:-1], arch.layers[1:], strict=True):
         units, inputs = prod.weight_shape[0], cons.weight_shape[1]

@@ -405,6 +405,10 @@ class PairBatches(Dataset[dict[str, Any]]):
             raise QueryError(f"view must be one of {VIEWS}, got {view!r}")
         if (view == "layers" or augment is not None) and arch is None:
             raise QueryError("view='layers' and augmentations need the zoo's architecture")
+        if augment is not None and augment.permute and arch is not None:
+            from weightlake.serve.augment import permutation_links
+
+            permutation_links(arch)  # refused here, not at the first batch
         if isinstance(weights, np.ndarray):
             from weightlake.storage.mapped import ResidentRows
 
