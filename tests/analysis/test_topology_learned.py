@@ -56,6 +56,15 @@ def test_the_learned_filtration_finds_the_one_informative_feature():
     assert fit.test_auc > 0.9 and fit.losses[-1] < fit.losses[0]
 
 
+def test_no_steps_is_refused_in_one_line():
+    """steps=0 left an empty loss list, and the lake run failed on losses[-1] with an IndexError."""
+    from weightlake.analysis.topology import TopologyError
+
+    feats, graphs, y = _synthetic_zoo()
+    with pytest.raises(TopologyError, match="steps must be a positive number"):
+        tl.fit_filtration(feats, graphs, y, steps=0)
+
+
 def test_neuron_features_and_graphs_of_a_real_layer():
     rows = np.random.default_rng(2).normal(size=(3, CNN_S.n_params))
     f = tl.neuron_features(rows, CNN_S, "fc1")

@@ -131,6 +131,10 @@ def fit_filtration(features: Sequence[np.ndarray], graphs: Sequence[np.ndarray],
     import torch
     from sklearn.metrics import roc_auc_score
 
+    from weightlake.analysis.topology import TopologyError
+
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise TopologyError(f"steps must be a positive number of Adam steps, got {steps!r}")
     y_arr = np.asarray(y, dtype=np.float64)
     stacked = np.concatenate(features)
     mean, sd = stacked.mean(axis=0), stacked.std(axis=0)
