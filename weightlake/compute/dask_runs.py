@@ -403,6 +403,7 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
     names = tg.group_names(labels.tolist())
     arch, segments = lake.arch(zoo), lake.manifest.zoo(zoo).segments
     tg.check_layer(rows_by_id(lake.location, segments, ids[:1]), arch, layer)
+    tg.check_group_options(max_points, degrees)
     sample_ids = ids[subsample(ids, tg.SCALE_MODELS, seed)]
     sample = rows_by_id(lake.location, segments, sample_ids)
     refuse_non_finite(zoo, sample_ids, sample)

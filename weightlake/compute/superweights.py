@@ -30,6 +30,7 @@ from weightlake.compute._common import (
     ModelSample,
     Progress,
     RunReport,
+    check_probe_count,
     commit_tables,
     dataset_notes,
     probe_images,
@@ -66,6 +67,24 @@ def model_super_weights(model: Any, x: Any, y: Any, top: int = 3, ks: Sequence[i
     base = next(iter(scans.values())).base_accuracy
     sparsity = [{**r, "base_accuracy": base} for r in enforced_sparsity(model, x, y, scans, ks=ks, seed=seed)]
     return rows, sparsity
+
+
+def check_scan_counts(arch: Any, top: int, ks: Sequence[int]) -> None:
+    """Refuse a ``top`` below 1 and ``ks`` that are empty or outside ``1 .. weights scanned``.
+
+    Checked before any model is loaded: ``top=0`` would commit a table without columns, a
+    negative ``top`` would keep all but the last rows, and a ``k`` beyond the weights scanned
+    cannot be drawn at random.
+    """
+    from weightlake.errors import QueryError
+
+    if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
+        raise QueryError(f"top must be a positive number of weights per layer, got {top!r}")
+    n_weights = sum(arch.layer(name).weight_size for name in arch.layer_names)
+    bad = [k for k in ks if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n_weights]
+    if not len(ks) or bad:
+        raise QueryError(f"ks must be numbers of weights between 1 and {n_weights} (the weights scanned), "
+                         f"got {list(ks)!r}")
 
 
 def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, sample: int | None = 20,
@@ -133,6 +152,8 @@ def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe
     """
     import torch
 
+    check_probe_count(probe_images_n)
+    check_scan_counts(lake.arch(zoo), top, ks)
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
     weights, sparsity = [], []

@@ -25,6 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from weightlake.errors import WeightLakeError
+
+
+class NTKError(WeightLakeError, ValueError):
+    """Inputs an empirical NTK cannot be taken on (no inputs at all)."""
+
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
@@ -49,6 +55,8 @@ def jacobians(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> dict[str, 
     """
     from torch.func import functional_call, jacrev, vmap
 
+    if len(x) == 0:
+        raise NTKError(f"an NTK needs at least one input, got inputs of shape {tuple(x.shape)}")
     params = _params(model)
 
     def single(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
