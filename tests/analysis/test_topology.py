@@ -186,3 +186,15 @@ def test_sliced_wasserstein_matrix_is_the_pairwise_distance():
         m = D.sliced_wasserstein_matrix(dgms, 30)
         ref = np.array([[D.sliced_wasserstein(a, b, 30) for b in dgms] for a in dgms])
         np.testing.assert_allclose(m, ref, atol=1e-12)
+
+
+def test_non_finite_rows_are_refused_by_name_not_as_a_disconnected_graph():
+    """A NaN weight made a NaN distance, i.e. no edge: the old error was 'a graph given to
+    batched_mst is not connected', which names neither the cause nor the row."""
+    rows = np.random.default_rng(0).normal(size=(3, CNN_S.n_params)) * 0.1
+    rows[1, CNN_S.layer("fc1").start] = np.nan
+    rows[2, CNN_S.layer("fc2").start] = np.inf
+    with pytest.raises(T.TopologyError, match=r"2 of 3 rows hold a NaN or an infinity \(row 1, 2\)"):
+        T.zoo_topology(rows, CNN_S, h1=False, cubical=False)
+    with pytest.raises(T.TopologyError, match=r"layer 'fc1': 1 of 3 rows .*\(row 1\)"):
+        T.layer_topology(rows, CNN_S, "fc1", h1=False)

@@ -77,7 +77,11 @@ def ww_eigenvalues(weights: Any) -> tuple[np.ndarray, dict[str, int]]:
     """
     import torch
 
+    from weightlake.analysis.spectra import refuse_non_finite
+
     w = torch.as_tensor(np.array(weights, dtype=np.float64))
+    if w.ndim in (3, 5):
+        refuse_non_finite(w)
     if w.ndim == 3:
         sv, rf, scale = torch.linalg.svdvals(w), 1, 1.0
     elif w.ndim == 5:
@@ -202,7 +206,10 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
     """
     import polars as pl
 
+    from weightlake.analysis.spectra import refuse_non_finite_rows
+
     arch.check_flat(flat_rows)
+    refuse_non_finite_rows(flat_rows)
     names = tuple(layers) if layers is not None else arch.matrix_layer_names
     dtype = pl.Enum(list(arch.matrix_layer_names))
     n = flat_rows.shape[0]

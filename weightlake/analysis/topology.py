@@ -358,7 +358,9 @@ def layer_topology(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer
     spec = arch.layer(layer) if isinstance(layer, str) else layer
     rows = np.atleast_2d(flat_rows)
     n = rows.shape[0]
-    dist = pairwise_distances(neuron_cloud(rows, arch, spec))
+    cloud = neuron_cloud(rows, arch, spec)
+    refuse_non_finite(cloud, spec.name)
+    dist = pairwise_distances(cloud)
     deaths = batched_mst(dist)
     out: dict[str, Any] = {"h0_deaths": deaths}
     s0 = bar_summaries(deaths)
@@ -375,6 +377,19 @@ def layer_topology(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer
     if cubical and spec.kind == "conv2d":
         out.update(_conv_cubical(arch.select(rows, spec.name)))
     return out
+
+
+def refuse_non_finite(cloud: np.ndarray, layer: str) -> None:
+    """Refuse neuron clouds ``[n, out, d]`` holding a NaN or an infinity, naming the rows.
+
+    Without it such a row failed as "a graph given to batched_mst is not connected" (a NaN
+    distance is no edge), which points at the wrong cause.
+    """
+    bad = np.flatnonzero(~np.isfinite(cloud).all(axis=(1, 2)))
+    if bad.size:
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if bad.size > 5 else "")
+        raise TopologyError(f"layer {layer!r}: {bad.size} of {len(cloud)} rows hold a NaN or an infinity "
+                            f"(row {shown}); persistence needs finite weights, drop those rows")
 
 
 def _conv_cubical(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -409,10 +424,17 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     polars frame with ``row`` (index into ``flat_rows``), ``layer``, ``n_neurons``, the
     :data:`SCALAR_FEATURES`, ``h0_deaths`` (list of floats), ``h1_births`` and ``h1_deaths``.
     """
+    from weightlake._util import non_finite_rows
+
     rows = np.atleast_2d(flat_rows)
     names = list(layers) if layers else list(arch.layer_names)
     for name in names:
         arch.layer(name)
+    bad = non_finite_rows(rows)
+    if len(bad):
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise TopologyError(f"{len(bad)} of {len(rows)} rows hold a NaN or an infinity (row {shown}); "
+                            "persistence needs finite weights, drop those rows")
     parts = []
     for start in range(0, rows.shape[0], block):
         chunk = rows[start:start + block]
