@@ -78,8 +78,15 @@ def neuron_cloud(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer) 
 
 
 def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distance matrices ``[n, m, m]`` of point clouds ``[n, m, d]`` (float64, zero diagonal)."""
+    """Euclidean distance matrices ``[n, m, m]`` of point clouds ``[n, m, d]`` (float64, zero diagonal).
+
+    Each cloud is centred first: the Gram expansion ``|a|^2 + |b|^2 - 2 a.b`` loses about
+    ``eps * |a|^2`` absolutely, so points far from the origin compared with their spread (flat
+    vectors of one run's checkpoints, neurons sharing a large bias) lost most of their digits.
+    """
     pts = np.asarray(points, dtype=np.float64)
+    if pts.shape[1]:
+        pts = pts - pts.mean(axis=1, keepdims=True)
     sq = np.einsum("nid,nid->ni", pts, pts)
     gram = np.einsum("nid,njd->nij", pts, pts)
     d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * gram, 0.0)
