@@ -78,3 +78,16 @@ def test_an_ntk_on_no_inputs_is_refused():
     with pytest.raises(NTKError, match="at least one input"):
         empirical_ntk(model, torch.zeros(0, 3))
     assert issubclass(NTKError, WeightLakeError)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.BatchNorm1d(5), torch.nn.Dropout(0.5)])
+def test_an_ntk_of_a_model_in_training_mode_is_refused_with_the_fix(layer):
+    """Batch norm in training mode failed inside torch.func ('attempted to call in-place operation
+    ... that would mutate a captured Tensor'), dropout with 'called random operation while in
+    randomness error mode'; neither says to call model.eval()."""
+    from weightlake.dynamics.ntk import NTKError, empirical_ntk
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), layer, torch.nn.Linear(5, 2)).train()
+    with pytest.raises(NTKError, match=rf"{type(layer).__name__} in training mode.*model.eval\(\)"):
+        empirical_ntk(model, torch.randn(3, 4))
+    assert empirical_ntk(model.eval(), torch.randn(3, 4)).shape == (3, 3, 2, 2)
