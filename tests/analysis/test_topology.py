@@ -105,6 +105,15 @@ def test_neural_persistence_matches_gudhi_graph_filtration():
     np.testing.assert_allclose(T.neural_persistence_bars(w)[0], ref[np.isfinite(ref)], atol=1e-12)
 
 
+def test_neural_persistence_of_an_all_zero_layer_is_undefined_not_maximal():
+    """An all-zero layer has no strongest edge to normalise by: it got every bar of length 1, so
+    neural_persistence_norm 1.0 (the largest possible), while a constant non-zero layer gets 0."""
+    w = np.stack([np.zeros((4, 6)), np.full((4, 6), 0.3), np.abs(np.random.default_rng(0).normal(size=(4, 6)))])
+    value, norm = T.neural_persistence(w)
+    assert np.isnan(value[0]) and np.isnan(norm[0])
+    assert value[1] == 0.0 and 0.0 < norm[2] < 1.0
+
+
 @pytest.mark.parametrize("shape", [(5, 5), (3, 4), (2, 2)])
 def test_kernel_cubical_totals_agree_with_gudhi_per_image(shape):
     kernels = np.random.default_rng(4).standard_normal((40, *shape))

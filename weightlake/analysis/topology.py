@@ -14,7 +14,8 @@ columns of the next layer: the same network). Three complexes are built per laye
   outputs), edge weights ``a = |w| / max |w|``, filtered from the strongest edge down. All
   vertices are born at once, so H0 has one bar per edge of the maximum spanning tree, of
   persistence ``1 - a``; ``neural_persistence`` is the 2-norm of those persistences and
-  ``neural_persistence_norm`` divides it by its largest possible value ``sqrt(V - 1)``.
+  ``neural_persistence_norm`` divides it by its largest possible value ``sqrt(V - 1)``; both
+  are null for an all-zero layer (no largest ``|w|`` to normalise by).
   For a conv layer the graph is the channel graph (``in x out``) whose edge weight is the
   largest ``|w|`` of that kernel (a choice of this module; the paper covers dense layers).
 * **Cubical sublevel persistence of conv kernels.** Each ``kh x kw`` kernel is an image
@@ -163,9 +164,15 @@ def neural_persistence_bars(weights: np.ndarray) -> np.ndarray:
 
 
 def neural_persistence(weights: np.ndarray, p: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Neural persistence and its normalised form for graphs ``[n, out, in]`` (Rieck et al. 2019)."""
+    """Neural persistence and its normalised form for graphs ``[n, out, in]`` (Rieck et al. 2019).
+
+    NaN for an all-zero graph: ``a = |w| / max |w|`` has no scale there (every edge would get
+    persistence 1, the largest value possible, while a constant non-zero layer gets 0).
+    """
     bars = neural_persistence_bars(weights)
     value = np.linalg.norm(bars, ord=p, axis=1)
+    w = np.asarray(weights)
+    value = np.where(np.abs(w).reshape(len(w), -1).max(axis=1, initial=0.0) > 0, value, np.nan)
     return value, value / (bars.shape[1] ** (1.0 / p))
 
 
