@@ -31,7 +31,10 @@ and ``D = max_j |1 - (x_j / xmin)^(1 - alpha) - (j - i) / n|`` (``D = 1`` where 
 smallest ``D`` wins.  With ``k < 20`` (WeightWatcher's small-sample path) only tails of at least 8
 values count, ``alpha = 1 + (n - 1) / sum log(x_j / xmin)`` and the winner minimises
 ``D`` as well (its small-sample score ``D - 0.868 / sqrt(n)`` is computed but, in 0.7.7, the
-smallest ``D`` overrides it).  Where no fit exists the figures are NaN and ``ww_note`` says why
+smallest ``D`` overrides it).  When no tail has 8 values (a rank-deficient layer with fewer than 8
+eigenvalues above ``1e-5``) both fit the whole spectrum and agree on ``alpha``, ``xmin`` and ``D``, but
+WeightWatcher 0.7.7 reports ``sigma = -1 / sqrt(k)`` (computed before it sets that tail's ``alpha``);
+``sigma`` here is ``(alpha - 1) / sqrt(k)`` as everywhere else.  Where no fit exists the figures are NaN and ``ww_note`` says why
 (WeightWatcher itself writes -1).  Layers with fewer than ``min_evals`` eigenvalues (its default 8)
 are skipped by WeightWatcher: here their rows are NaN with a note.
 """
