@@ -314,3 +314,16 @@ def test_non_finite_weights_are_refused_by_name_not_by_lapack() -> None:
         spectra.layer_spectra(matrices)
     with pytest.raises(FitError, match=r"1 of 4 weight matrices"):
         spectra_ww.layer_spectra_ww(matrices.numpy(), "linear")
+
+
+def test_a_layer_named_twice_gives_one_row_per_model() -> None:
+    """`--layers fc1,fc1`: zoo_spectra failed with a polars ShapeError (column 'rows' 32 high, 'row' 16);
+    the WeightWatcher convention and topology committed every fc1 row twice."""
+    from weightlake.analysis import spectra_ww, topology
+
+    rows = np.random.default_rng(0).normal(size=(4, CNN_S.n_params)).astype(np.float32) * 0.1
+    for fn in (spectra.zoo_spectra, spectra_ww.zoo_spectra_ww):
+        table = fn(rows, CNN_S, layers=["fc1", "fc2", "fc1"])
+        assert table.height == 8 and table["layer"].cast(pl.String).to_list()[:2] == ["fc1", "fc2"]
+    table = topology.zoo_topology(rows, CNN_S, layers=["fc1", "fc1"], h1=False, cubical=False)
+    assert table.height == 4 and table["layer"].to_list() == ["fc1"] * 4

@@ -391,7 +391,7 @@ def zoo_spectra(flat_rows: Any, arch: Architecture = CNN_S, block: int = 4096, *
     if flat_rows.ndim != 2:
         raise ArchitectureError(f"expected rows [n, {arch.n_params}], got shape {tuple(flat_rows.shape)}")
     refuse_non_finite_rows(flat_rows)
-    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    names = tuple(dict.fromkeys(layers)) if layers is not None else arch.matrix_layer_names  # named twice: once
     dtype = pl.Enum(list(arch.matrix_layer_names))
     tasks = [(name, i) for name in names for i in range(0, flat_rows.shape[0], block)]
 

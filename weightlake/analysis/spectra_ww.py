@@ -213,7 +213,7 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
 
     arch.check_flat(flat_rows)
     refuse_non_finite_rows(flat_rows)
-    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    names = tuple(dict.fromkeys(layers)) if layers is not None else arch.matrix_layer_names  # named twice: once
     dtype = pl.Enum(list(arch.matrix_layer_names))
     n = flat_rows.shape[0]
     frames = []

@@ -441,7 +441,7 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     from weightlake._util import non_finite_rows
 
     rows = np.atleast_2d(flat_rows)
-    names = list(layers) if layers else list(arch.layer_names)
+    names = list(dict.fromkeys(layers)) if layers else list(arch.layer_names)  # a layer named twice: once
     for name in names:
         arch.layer(name)
     bad = non_finite_rows(rows)

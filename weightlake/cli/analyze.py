@@ -16,6 +16,11 @@ def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _layers(text: str | None) -> list[str] | None:
+    """``--layers fc1,fc2`` -> ``["fc1", "fc2"]`` (a layer named twice once); ``None`` or empty: all layers."""
+    return list(dict.fromkeys(_list(text))) or None if text else None
+
+
 def _ints(option: str) -> object:
     """A click callback: a comma list of whole numbers (``'1,2,5'``) -> ``[1, 2, 5]``, or a usage error naming it."""
     def parse(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
@@ -67,12 +72,12 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
             raise click.UsageError("--dask runs the weightlake convention only")
         with progress_bar(None, "analyze spectra (dask)", "models") as bar:
             report = analyze_spectra_dask(lake_dir, address=dask_address, zoo=zoo,
-                                          layers=_list(layers) if layers else None, all_rows=all_rows,
+                                          layers=_layers(layers), all_rows=all_rows,
                                           progress=bar.callback)
         click.echo(str(report))
         return
     with progress_bar(None, "analyze spectra", "models") as bar:
-        report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
+        report = analyze_spectra(lake_dir, zoo=zoo, layers=_layers(layers), all_rows=all_rows,
                                  convention=convention, progress=bar.callback)
     click.echo(str(report))
 
@@ -172,7 +177,7 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 
         extra = {}
     with progress_bar(None, "analyze topology" + (" (dask)" if dask_address else ""), "models") as bar:
-        report = run(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+        report = run(lake_dir, zoo=zoo, layers=_layers(layers), h1=not no_h1,
                      cubical=not no_cubical, all_rows=all_rows, progress=bar.callback, **extra)
     click.echo(str(report))
 
