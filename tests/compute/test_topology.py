@@ -198,3 +198,21 @@ def test_topology_filtration_table(lake_copy):
     assert "test AUC" in str(report)
     with pytest.raises(WeightLakeError, match="nothing to separate"):
         analyze_topology_filtration(lake_copy, digit=11, steps=2)  # no model saw class 11
+
+
+def test_groups_of_one_model_are_reported_as_such(lake_copy):
+    """Grouped down to single models, every group's 'models' cloud is one point: no bar, and every
+    'models' distance between such groups is 0. The report said nothing, which reads as 'all alike'."""
+    from weightlake.compute.topology import analyze_topology_groups
+
+    report = analyze_topology_groups(lake_copy, zoo="mnist-cnn-s", by=["classes", "activation", "epoch"],
+                                     degrees=(), max_points=20, max_distance_groups=0)
+    lake = wl.open_lake(lake_copy)
+    n = lake.table("topology_groups").collect()["group"].n_unique()
+    assert f"{n} of {n} groups have a single point in cloud 'models'" in str(report)
+    assert "'neurons'" not in str(report).split("single point", 1)[1].split("\n")[0]
+    params = lake.manifest.table("topology_groups").properties["params:mnist-cnn-s"]
+    assert f'"single_point_groups": {{"models": {n}}}' in params
+    report = analyze_topology_groups(lake_copy, zoo="mnist-cnn-s", by=["classes"], degrees=(), max_points=20,
+                                     max_distance_groups=0)
+    assert "single point" not in str(report)
