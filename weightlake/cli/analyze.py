@@ -341,6 +341,9 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
     layer, the rest of the network batched over ablations) on the probe images; the most
     harmful per layer are kept with |w|, its magnitude rank and the activation-spike proxy.
     The sparsity table compares zeroing the top-k by |w|, the k super weights, k random ones.
+    Where no single zeroing costs a probe image (an untrained or very redundant model), the
+    rows rank weights by loss increase alone: column costs_accuracy is false and the report
+    counts those models.
 
     \b
     Example:
