@@ -50,7 +50,7 @@ def topology_vectors(table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[
                 blocks.append(part[col].to_numpy().astype(np.float64)[:, None])
                 names.append(f"{layer}.{col}")
         for col in ("betti0", "betti1"):
-            if col in part.columns:
+            if col in part.columns and part[col].null_count() == 0:  # betti1 is null where H1 was skipped
                 curves = np.array(part[col].to_list(), dtype=np.float64)
                 blocks.append(curves)
                 names += [f"{layer}.{col}[{k}]" for k in range(curves.shape[1])]
