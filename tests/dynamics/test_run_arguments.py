@@ -91,3 +91,11 @@ def test_an_ntk_of_a_model_in_training_mode_is_refused_with_the_fix(layer):
     with pytest.raises(NTKError, match=rf"{type(layer).__name__} in training mode.*model.eval\(\)"):
         empirical_ntk(model, torch.randn(3, 4))
     assert empirical_ntk(model.eval(), torch.randn(3, 4)).shape == (3, 3, 2, 2)
+
+
+@pytest.mark.parametrize("command", ["ntk", "super-weights"])
+def test_an_unknown_zoo_is_named_as_such_not_as_one_without_a_dataset(lake_copy, command):
+    """`--zoo nope` said "zoo 'nope' does not record the dataset its models were trained on; pass --images"."""
+    result = CliRunner().invoke(main, ["analyze", command, "--zoo", "nope", "--lake", str(lake_copy)])
+    line = _one_line(result)
+    assert result.exit_code == 1 and "no zoo 'nope'" in line and "--images" not in line, result.output
