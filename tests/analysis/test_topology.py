@@ -221,3 +221,22 @@ def test_distances_keep_their_digits_far_from_the_origin():
     np.testing.assert_allclose(T.pairwise_distances(pts[None])[0], exact, rtol=1e-9, atol=0)
     np.testing.assert_allclose(T.rips_h0(pts[None])[0], np.sort(minimum_spanning_tree(exact).data), rtol=1e-9)
     assert T.pairwise_distances(np.zeros((2, 0, 3))).shape == (2, 0, 0)
+
+
+def test_a_resnet_zoo_gets_every_conv_and_linear_layer():
+    """A narrow ResNet (bias-less convs, batch norms): zoo_topology failed on the first layer with
+    "layer 'conv1' ... has no bias"; a bias-less layer's neurons are their incoming weights alone, and
+    batch norms (vectors, no neurons to cloud) are left out by default and refused when named."""
+    from weightlake.arch import infer_architecture
+    from weightlake.zoo.resnet import build_resnet
+
+    net = build_resnet(widths=(4, 8, 8, 16), blocks=(2, 2, 2, 2), num_classes=10)
+    arch = infer_architecture({k: tuple(v.shape) for k, v in net.state_dict().items()})
+    rows = np.random.default_rng(0).normal(size=(2, arch.n_params)) * 0.1
+    assert T.neuron_cloud(rows, arch, "conv1").shape == (2, 4, 3 * 7 * 7)
+    assert T.neuron_cloud(rows, arch, "fc").shape == (2, 10, 16 + 1)
+    table = T.zoo_topology(rows, arch, h1=False)
+    assert table.height == 2 * len(arch.matrix_layer_names)
+    assert table["layer"].to_list()[:len(arch.matrix_layer_names)] == list(arch.matrix_layer_names)
+    with pytest.raises(T.TopologyError, match="'bn1' is a batchnorm layer.*topology needs conv2d or linear"):
+        T.zoo_topology(rows, arch, layers=["conv1", "bn1"])

@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture, Layer
-from weightlake.errors import WeightLakeError
+from weightlake.errors import ArchitectureError, WeightLakeError
 
 
 class TopologyError(WeightLakeError, ValueError):
@@ -59,7 +59,8 @@ def require_gudhi() -> Any:
 
 # -- point clouds and graphs of a layer ------------------------------------------------------
 def neuron_cloud(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer) -> np.ndarray:
-    """Each output neuron of ``layer`` as a point: incoming weights then bias.
+    """Each output neuron of ``layer`` as a point: incoming weights then bias (no bias column for a
+    layer without one, as ResNet convs before a batch norm).
 
     Parameters
     ----------
@@ -69,11 +70,13 @@ def neuron_cloud(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer) 
 
     Returns
     -------
-    float64 array ``[n, out, in*kh*kw + 1]``
+    float64 array ``[n, out, in*kh*kw + 1]`` (``in*kh*kw`` without a bias)
     """
     spec = arch.layer(layer) if isinstance(layer, str) else layer
     rows = np.atleast_2d(flat_rows)
     matrix = arch.layer_matrix(rows, spec.name)
+    if not spec.bias_size:
+        return matrix.astype(np.float64)
     bias = arch.select(rows, f"{spec.name}.bias")
     return np.concatenate([matrix, bias[..., None]], axis=-1).astype(np.float64)
 
@@ -427,7 +430,7 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     ----------
     flat_rows : array ``[n, P]``
     arch : architecture of the rows
-    layers : layer names (default: every layer)
+    layers : layer names (default: every conv2d and linear layer; a batch norm has no neurons to cloud)
     h1 : compute Rips H1 (gudhi; the costly part)
     cubical : compute cubical persistence of conv kernels
     block : models per batch
@@ -441,9 +444,12 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     from weightlake._util import non_finite_rows
 
     rows = np.atleast_2d(flat_rows)
-    names = list(dict.fromkeys(layers)) if layers else list(arch.layer_names)  # a layer named twice: once
+    names = list(dict.fromkeys(layers)) if layers else list(arch.matrix_layer_names)  # a layer named twice: once
     for name in names:
-        arch.layer(name)
+        try:
+            arch.matrix_layer(name)
+        except ArchitectureError as exc:
+            raise TopologyError(f"{exc}: topology needs conv2d or linear layers") from exc
     bad = non_finite_rows(rows)
     if len(bad):
         shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")

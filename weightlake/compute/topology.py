@@ -111,7 +111,7 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     table = frame.with_columns(model_id=pl.Series(ids)[frame["row"]],
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+    params = {"layers": list(dict.fromkeys(layers or arch.matrix_layer_names)), "h1": h1, "cubical": cubical, "all_rows": all_rows,
               "models": int(ids.size), "distinct_note": note, "betti_grids": grids}
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
     return TopologyReport("topology", zoo, table.height, int(ids.size), version, time.perf_counter() - started, [note])
