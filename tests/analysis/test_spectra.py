@@ -308,6 +308,8 @@ def test_non_finite_weights_are_refused_by_name_not_by_lapack() -> None:
     for fn in (spectra.zoo_spectra, spectra_ww.zoo_spectra_ww):
         with pytest.raises(FitError, match=r"2 of 3 rows hold a NaN or an infinity \(row 1, 2\)"):
             fn(rows, CNN_S)
+    with pytest.raises(FitError, match=r"2 of 3 rows hold a NaN"):  # was scipy's "array must not contain infs"
+        spectra.population_spectrum(rows)
     matrices = torch.zeros(4, 3, 5, dtype=torch.float64)
     matrices[3, 0, 0] = float("nan")
     with pytest.raises(FitError, match=r"1 of 4 weight matrices .*\(matrix 3\)"):

@@ -549,13 +549,14 @@ def population_spectrum(flat_rows: Any, center: bool = True, standardize: bool =
     ------
     FitError
         Fewer than ``min_eigs`` non-zero eigenvalues (too few distinct models, or all equal):
-        no Marchenko-Pastur fit is meaningful.
+        no Marchenko-Pastur fit is meaningful; or a row holding a NaN or an infinity.
     ArchitectureError
         Not a 2-d array.
     """
     x = np.asarray(flat_rows)
     if x.ndim != 2:
         raise ArchitectureError(f"population spectrum needs rows [n, P], got shape {x.shape}")
+    refuse_non_finite_rows(x)
     shift, scale, keep = _population_scaling(x, center, standardize, block)
     n, p = x.shape[0], int(keep.sum())
     samples = n - 1 if center else n
