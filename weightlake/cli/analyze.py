@@ -144,7 +144,8 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
 @analyze.command("topology")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--layers", help="Comma list of layers (default: all).")
-@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
+@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest); "
+                                          "its columns and betti1 are then null.")
 @click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
 @click.option("--dask", "dask_address", metavar="local|ADDRESS",
