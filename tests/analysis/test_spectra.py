@@ -295,3 +295,37 @@ def test_rank_deficient_layers_get_no_power_law_fitted_to_rounding_noise() -> No
     dup = spectra.layer_spectra(layers["duplicate row"][None].astype(np.float32))  # rank 19: fitted on those
     eig = np.linalg.svd(layers["duplicate row"].astype(np.float32).astype(np.float64), compute_uv=False) ** 2 / 36
     assert dup["alpha_note"][0] == "" and dup["alpha_xmin"][0] >= eig[-2] * (1 - 1e-9)
+
+
+def test_non_finite_weights_are_refused_by_name_not_by_lapack() -> None:
+    """A NaN used to end in torch's LinAlgError ('eigh: ... ill-conditioned or has too many
+    repeated eigenvalues'; svd for the WeightWatcher convention), naming neither cause nor model."""
+    from weightlake.analysis import spectra_ww
+
+    rows = np.random.default_rng(0).normal(size=(3, CNN_S.n_params)).astype(np.float32) * 0.1
+    rows[1, 5] = np.nan
+    rows[2, CNN_S.layer("fc1").start] = np.inf
+    for fn in (spectra.zoo_spectra, spectra_ww.zoo_spectra_ww):
+        with pytest.raises(FitError, match=r"2 of 3 rows hold a NaN or an infinity \(row 1, 2\)"):
+            fn(rows, CNN_S)
+    with pytest.raises(FitError, match=r"2 of 3 rows hold a NaN"):  # was scipy's "array must not contain infs"
+        spectra.population_spectrum(rows)
+    matrices = torch.zeros(4, 3, 5, dtype=torch.float64)
+    matrices[3, 0, 0] = float("nan")
+    with pytest.raises(FitError, match=r"1 of 4 weight matrices .*\(matrix 3\)"):
+        spectra.layer_spectra(matrices)
+    with pytest.raises(FitError, match=r"1 of 4 weight matrices"):
+        spectra_ww.layer_spectra_ww(matrices.numpy(), "linear")
+
+
+def test_a_layer_named_twice_gives_one_row_per_model() -> None:
+    """`--layers fc1,fc1`: zoo_spectra failed with a polars ShapeError (column 'rows' 32 high, 'row' 16);
+    the WeightWatcher convention and topology committed every fc1 row twice."""
+    from weightlake.analysis import spectra_ww, topology
+
+    rows = np.random.default_rng(0).normal(size=(4, CNN_S.n_params)).astype(np.float32) * 0.1
+    for fn in (spectra.zoo_spectra, spectra_ww.zoo_spectra_ww):
+        table = fn(rows, CNN_S, layers=["fc1", "fc2", "fc1"])
+        assert table.height == 8 and table["layer"].cast(pl.String).to_list()[:2] == ["fc1", "fc2"]
+    table = topology.zoo_topology(rows, CNN_S, layers=["fc1", "fc1"], h1=False, cubical=False)
+    assert table.height == 4 and table["layer"].to_list() == ["fc1"] * 4

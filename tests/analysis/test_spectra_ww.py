@@ -101,3 +101,20 @@ def test_cli_commits_the_weightwatcher_table_beside_ours(analysed_lake_dir, tmp_
     np.testing.assert_allclose(fc1["stable_rank"].to_numpy(), ours_fc1["stable_rank"].to_numpy(), rtol=1e-9)
     bad = CliRunner().invoke(main, ["analyze", "spectra", "--convention", "other", "--lake", str(root)])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_a_rank_deficient_layer_agrees_with_weightwatcher_but_for_its_sigma():
+    """Rank 2-5 layers of 40 x 30 (fewer than 8 eigenvalues above 1e-5): WeightWatcher's small-sample
+    path falls back to the whole spectrum; alpha, xmin, D agree to 1e-9, its sigma is -1/sqrt(k)
+    (documented), ours (alpha - 1)/sqrt(k)."""
+    ww_powerlaw = pytest.importorskip("weightwatcher.WW_powerlaw")
+    rng = np.random.default_rng(0)
+    for rank in (2, 3, 5):
+        w = rng.normal(size=(40, rank)) @ rng.normal(size=(rank, 30))
+        evals, _ = spectra_ww.ww_eigenvalues(w[None])
+        ref = ww_powerlaw.WWFit(evals[0][evals[0] > spectra_ww.EVALS_THRESH])
+        got = spectra_ww.fit_power_law(evals[0])
+        for key in ("alpha", "xmin", "D"):
+            assert got[key] == pytest.approx(float(getattr(ref, key)), rel=RTOL), (rank, key)
+        assert float(ref.sigma) == pytest.approx(-1 / np.sqrt(rank))
+        assert got["sigma"] == pytest.approx((got["alpha"] - 1) / np.sqrt(rank))

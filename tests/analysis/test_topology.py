@@ -105,6 +105,15 @@ def test_neural_persistence_matches_gudhi_graph_filtration():
     np.testing.assert_allclose(T.neural_persistence_bars(w)[0], ref[np.isfinite(ref)], atol=1e-12)
 
 
+def test_neural_persistence_of_an_all_zero_layer_is_undefined_not_maximal():
+    """An all-zero layer has no strongest edge to normalise by: it got every bar of length 1, so
+    neural_persistence_norm 1.0 (the largest possible), while a constant non-zero layer gets 0."""
+    w = np.stack([np.zeros((4, 6)), np.full((4, 6), 0.3), np.abs(np.random.default_rng(0).normal(size=(4, 6)))])
+    value, norm = T.neural_persistence(w)
+    assert np.isnan(value[0]) and np.isnan(norm[0])
+    assert value[1] == 0.0 and 0.0 < norm[2] < 1.0
+
+
 @pytest.mark.parametrize("shape", [(5, 5), (3, 4), (2, 2)])
 def test_kernel_cubical_totals_agree_with_gudhi_per_image(shape):
     kernels = np.random.default_rng(4).standard_normal((40, *shape))
@@ -186,3 +195,48 @@ def test_sliced_wasserstein_matrix_is_the_pairwise_distance():
         m = D.sliced_wasserstein_matrix(dgms, 30)
         ref = np.array([[D.sliced_wasserstein(a, b, 30) for b in dgms] for a in dgms])
         np.testing.assert_allclose(m, ref, atol=1e-12)
+
+
+def test_non_finite_rows_are_refused_by_name_not_as_a_disconnected_graph():
+    """A NaN weight made a NaN distance, i.e. no edge: the old error was 'a graph given to
+    batched_mst is not connected', which names neither the cause nor the row."""
+    rows = np.random.default_rng(0).normal(size=(3, CNN_S.n_params)) * 0.1
+    rows[1, CNN_S.layer("fc1").start] = np.nan
+    rows[2, CNN_S.layer("fc2").start] = np.inf
+    with pytest.raises(T.TopologyError, match=r"2 of 3 rows hold a NaN or an infinity \(row 1, 2\)"):
+        T.zoo_topology(rows, CNN_S, h1=False, cubical=False)
+    with pytest.raises(T.TopologyError, match=r"layer 'fc1': 1 of 3 rows .*\(row 1\)"):
+        T.layer_topology(rows, CNN_S, "fc1", h1=False)
+
+
+def test_distances_keep_their_digits_far_from_the_origin():
+    """20 points of spread 1e-3 around 1e4 (neurons sharing a large bias, one run's checkpoints):
+    the Gram expansion lost the digits, H0 deaths were 6.6 % off scipy's spanning tree of exact
+    distances and H1 bars moved; centring each cloud first keeps them to rounding."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+    from scipy.spatial.distance import cdist
+
+    pts = np.random.default_rng(3).normal(size=(20, 5)) * 1e-3 + 1e4
+    exact = cdist(pts, pts)
+    np.testing.assert_allclose(T.pairwise_distances(pts[None])[0], exact, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(T.rips_h0(pts[None])[0], np.sort(minimum_spanning_tree(exact).data), rtol=1e-9)
+    assert T.pairwise_distances(np.zeros((2, 0, 3))).shape == (2, 0, 0)
+
+
+def test_a_resnet_zoo_gets_every_conv_and_linear_layer():
+    """A narrow ResNet (bias-less convs, batch norms): zoo_topology failed on the first layer with
+    "layer 'conv1' ... has no bias"; a bias-less layer's neurons are their incoming weights alone, and
+    batch norms (vectors, no neurons to cloud) are left out by default and refused when named."""
+    from weightlake.arch import infer_architecture
+    from weightlake.zoo.resnet import build_resnet
+
+    net = build_resnet(widths=(4, 8, 8, 16), blocks=(2, 2, 2, 2), num_classes=10)
+    arch = infer_architecture({k: tuple(v.shape) for k, v in net.state_dict().items()})
+    rows = np.random.default_rng(0).normal(size=(2, arch.n_params)) * 0.1
+    assert T.neuron_cloud(rows, arch, "conv1").shape == (2, 4, 3 * 7 * 7)
+    assert T.neuron_cloud(rows, arch, "fc").shape == (2, 10, 16 + 1)
+    table = T.zoo_topology(rows, arch, h1=False)
+    assert table.height == 2 * len(arch.matrix_layer_names)
+    assert table["layer"].to_list()[:len(arch.matrix_layer_names)] == list(arch.matrix_layer_names)
+    with pytest.raises(T.TopologyError, match="'bn1' is a batchnorm layer.*topology needs conv2d or linear"):
+        T.zoo_topology(rows, arch, layers=["conv1", "bn1"])

@@ -62,3 +62,22 @@ def test_baseline_vectors_are_norms_and_singular_values():
     col = names.index("fc1.sv[0]")
     assert x[1, col] == pytest.approx(np.linalg.norm(fc1, 2))
     assert x[1, names.index("fc1.frobenius")] == pytest.approx(np.linalg.norm(fc1))
+
+
+def test_mantel_of_a_constant_triangle_is_untested_not_significant():
+    """Disjoint class sets are all at Jaccard distance 1: the correlation is undefined. It gave
+    (nan, 0.01) with 99 permutations, a 'significant' p-value, as no permuted NaN beats a NaN."""
+    jac = tc.jaccard_distances([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    assert (jac[np.triu_indices(5, 1)] == 1.0).all()
+    a = _dist(np.random.default_rng(0).normal(size=5))
+    r, p = tc.mantel(a, jac, permutations=99)
+    assert np.isnan(r) and np.isnan(p)
+
+
+def test_disentangle_refuses_one_fold_and_no_permutations():
+    from weightlake.analysis.topology import TopologyError
+
+    for options, words in (({"folds": 1}, "folds must be at least 2"),
+                           ({"permutations": 0}, "permutations must be at least 1")):
+        with pytest.raises(TopologyError, match=words):
+            tc.disentangle(None, [], np.zeros((0, CNN_S.n_params)), CNN_S, **options)  # type: ignore[arg-type]

@@ -56,6 +56,15 @@ def test_the_learned_filtration_finds_the_one_informative_feature():
     assert fit.test_auc > 0.9 and fit.losses[-1] < fit.losses[0]
 
 
+def test_no_steps_is_refused_in_one_line():
+    """steps=0 left an empty loss list, and the lake run failed on losses[-1] with an IndexError."""
+    from weightlake.analysis.topology import TopologyError
+
+    feats, graphs, y = _synthetic_zoo()
+    with pytest.raises(TopologyError, match="steps must be a positive number"):
+        tl.fit_filtration(feats, graphs, y, steps=0)
+
+
 def test_neuron_features_and_graphs_of_a_real_layer():
     rows = np.random.default_rng(2).normal(size=(3, CNN_S.n_params))
     f = tl.neuron_features(rows, CNN_S, "fc1")
@@ -63,3 +72,19 @@ def test_neuron_features_and_graphs_of_a_real_layer():
     np.testing.assert_allclose(f[0, :, 0], np.linalg.norm(CNN_S.layer_matrix(rows, "fc1")[0], axis=1))
     graphs = tl.neuron_graphs(rows, CNN_S, "fc1")
     assert all(g.shape == (19, 2) for g in graphs)
+
+
+def test_neuron_features_of_a_conv_layer_feeding_a_conv():
+    """conv1 -> conv2 (and conv2 -> conv3): the outgoing weights are [next_out, out, kh, kw]; the norms
+    and means over axis 1 only kept the kernel axes and np.stack failed ('all input arrays must have
+    the same shape'), so `analyze topology-filtration --layer conv1` gave a traceback."""
+    rows = np.random.default_rng(3).normal(size=(2, CNN_S.n_params))
+    for layer, nxt in (("conv1", "conv2"), ("conv2", "conv3")):
+        f = tl.neuron_features(rows, CNN_S, layer)
+        out_ch = CNN_S.layer(layer).weight_shape[0]
+        assert f.shape == (2, out_ch, len(tl.NEURON_FEATURES))
+        w = CNN_S.select(rows, nxt)[1]  # [next_out, out, kh, kw]
+        np.testing.assert_allclose(f[1, :, 4], np.sqrt((w ** 2).sum(axis=(0, 2, 3))))
+        np.testing.assert_allclose(f[1, :, 5], w.mean(axis=(0, 2, 3)))
+    dense = tl.neuron_features(rows, CNN_S, "fc1")
+    np.testing.assert_allclose(dense[0, :, 4], np.linalg.norm(CNN_S.select(rows, "fc2")[0], axis=0))

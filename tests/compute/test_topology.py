@@ -198,3 +198,36 @@ def test_topology_filtration_table(lake_copy):
     assert "test AUC" in str(report)
     with pytest.raises(WeightLakeError, match="nothing to separate"):
         analyze_topology_filtration(lake_copy, digit=11, steps=2)  # no model saw class 11
+
+
+def test_groups_of_one_model_are_reported_as_such(lake_copy):
+    """Grouped down to single models, every group's 'models' cloud is one point: no bar, and every
+    'models' distance between such groups is 0. The report said nothing, which reads as 'all alike'."""
+    from weightlake.compute.topology import analyze_topology_groups
+
+    report = analyze_topology_groups(lake_copy, zoo="mnist-cnn-s", by=["classes", "activation", "epoch"],
+                                     degrees=(), max_points=20, max_distance_groups=0)
+    lake = wl.open_lake(lake_copy)
+    n = lake.table("topology_groups").collect()["group"].n_unique()
+    assert f"{n} of {n} groups have a single point in cloud 'models'" in str(report)
+    assert "'neurons'" not in str(report).split("single point", 1)[1].split("\n")[0]
+    params = lake.manifest.table("topology_groups").properties["params:mnist-cnn-s"]
+    assert f'"single_point_groups": {{"models": {n}}}' in params
+    report = analyze_topology_groups(lake_copy, zoo="mnist-cnn-s", by=["classes"], degrees=(), max_points=20,
+                                     max_distance_groups=0)
+    assert "single point" not in str(report)
+
+
+def test_betti1_is_null_where_h1_was_not_computed(lake_copy):
+    """With h1=False (--no-h1) the H1 summaries were null but betti1 was a curve of zeros, which reads
+    as 'no loops at any scale'; topology-classes must still run on such a table."""
+    from weightlake.compute.topology import analyze_topology, analyze_topology_classes
+
+    analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"], h1=False, cubical=False)
+    table = wl.open_lake(lake_copy).table("topology").collect()
+    assert table["h1_count"].null_count() == table.height
+    assert table["betti1"].null_count() == table.height and table["betti0"].null_count() == 0
+    report = analyze_topology_classes(lake_copy, zoo="mnist-cnn-s", permutations=9, max_models=40)
+    assert report.rows > 0
+    analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1"], cubical=False)
+    assert wl.open_lake(lake_copy).table("topology").collect()["betti1"].null_count() == 0

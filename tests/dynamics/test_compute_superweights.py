@@ -36,3 +36,31 @@ def test_super_weights_cli_refuses_without_a_recorded_dataset(lake_copy):
     """A CSV zoo ingested without --dataset records no images: refused, not guessed."""
     result = CliRunner().invoke(main, ["analyze", "super-weights", "--lake", str(lake_copy), "--sample", "1"])
     assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output
+
+
+def test_a_model_where_no_weight_stands_out_is_flagged_and_reported():
+    """fc2's weights are zero, so its bias alone decides every prediction: no single zeroing costs a
+    probe image. The old table still named a 'super weight' per layer and model (model_rank 1,
+    ranked by a loss increase of 0) and the report said nothing."""
+    import numpy as np
+    import torch
+
+    from weightlake.compute.superweights import model_super_weights, none_stand_out
+    from weightlake.zoo.cnn import build_cnn
+
+    torch.manual_seed(0)
+    model = build_cnn(activation="relu")
+    with torch.no_grad():
+        fc2 = model.module_list[model.arch.layer("fc2").module_index]
+        fc2.weight.zero_()
+        fc2.bias.copy_(torch.arange(10.0))
+    x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1])
+    rows, _ = model_super_weights(model, x, y, top=2, ks=(1,))
+    table = pl.DataFrame(rows)
+    assert table.height == 5 * 2 and not table["costs_accuracy"].any()
+    assert np.allclose(table["accuracy_drop"].to_numpy(), 0.0)
+    [note] = none_stand_out(table, 12)
+    assert note.startswith("1 of 1 models have no single weight whose zeroing costs any of the 12 probe images")
+    flagged = pl.DataFrame([{"model_rank": 1, "costs_accuracy": True}, {"model_rank": 2, "costs_accuracy": False}])
+    assert none_stand_out(flagged, 12) == []

@@ -110,12 +110,41 @@ def gram_eigh(matrices: Any, vectors: bool = True) -> tuple[np.ndarray, Any]:
     if a.ndim != 3:
         raise ArchitectureError(f"expected matrices [n, rows, cols], got shape {tuple(a.shape)}")
     a = a.to(torch.float64)
+    refuse_non_finite(a)
     gram = a @ a.mT if a.shape[1] <= a.shape[2] else a.mT @ a
     if vectors:
         eig, vec = torch.linalg.eigh(gram)
     else:
         eig, vec = torch.linalg.eigvalsh(gram), None
     return eig.clamp_min(0).numpy(), vec
+
+
+def refuse_non_finite(matrices: Any) -> None:
+    """Refuse a stack of matrices ``[n, r, c]`` (torch) holding a NaN or an infinity, naming them.
+
+    LAPACK fails on them deep inside ``eigh`` ("ill-conditioned or has too many repeated
+    eigenvalues") or ``svd``, which names neither the cause nor the matrix.
+    """
+    import torch
+
+    bad = torch.nonzero(~torch.isfinite(matrices).flatten(1).all(dim=1)).flatten().tolist()
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise FitError(f"{len(bad)} of {len(matrices)} weight matrices hold a NaN or an infinity (matrix {shown}); "
+                       "a spectrum needs finite weights, drop those models")
+
+
+def refuse_non_finite_rows(flat_rows: Any) -> None:
+    """Refuse flat rows ``[n, P]`` (numpy) holding a NaN or an infinity, naming the rows (torch input is
+    checked per layer by :func:`gram_eigh`)."""
+    from weightlake._util import non_finite_rows
+
+    if isinstance(flat_rows, np.ndarray):
+        bad = non_finite_rows(flat_rows)
+        if len(bad):
+            shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            raise FitError(f"{len(bad)} of {len(flat_rows)} rows hold a NaN or an infinity (row {shown}); "
+                           "a spectrum needs finite weights, drop those models")
 
 
 def eigenvector_ipr(vectors: Any) -> np.ndarray:
@@ -361,7 +390,8 @@ def zoo_spectra(flat_rows: Any, arch: Architecture = CNN_S, block: int = 4096, *
     arch.check_flat(flat_rows)
     if flat_rows.ndim != 2:
         raise ArchitectureError(f"expected rows [n, {arch.n_params}], got shape {tuple(flat_rows.shape)}")
-    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    refuse_non_finite_rows(flat_rows)
+    names = tuple(dict.fromkeys(layers)) if layers is not None else arch.matrix_layer_names  # named twice: once
     dtype = pl.Enum(list(arch.matrix_layer_names))
     tasks = [(name, i) for name in names for i in range(0, flat_rows.shape[0], block)]
 
@@ -519,13 +549,14 @@ def population_spectrum(flat_rows: Any, center: bool = True, standardize: bool =
     ------
     FitError
         Fewer than ``min_eigs`` non-zero eigenvalues (too few distinct models, or all equal):
-        no Marchenko-Pastur fit is meaningful.
+        no Marchenko-Pastur fit is meaningful; or a row holding a NaN or an infinity.
     ArchitectureError
         Not a 2-d array.
     """
     x = np.asarray(flat_rows)
     if x.ndim != 2:
         raise ArchitectureError(f"population spectrum needs rows [n, P], got shape {x.shape}")
+    refuse_non_finite_rows(x)
     shift, scale, keep = _population_scaling(x, center, standardize, block)
     n, p = x.shape[0], int(keep.sum())
     samples = n - 1 if center else n

@@ -31,7 +31,10 @@ and ``D = max_j |1 - (x_j / xmin)^(1 - alpha) - (j - i) / n|`` (``D = 1`` where 
 smallest ``D`` wins.  With ``k < 20`` (WeightWatcher's small-sample path) only tails of at least 8
 values count, ``alpha = 1 + (n - 1) / sum log(x_j / xmin)`` and the winner minimises
 ``D`` as well (its small-sample score ``D - 0.868 / sqrt(n)`` is computed but, in 0.7.7, the
-smallest ``D`` overrides it).  Where no fit exists the figures are NaN and ``ww_note`` says why
+smallest ``D`` overrides it).  When no tail has 8 values (a rank-deficient layer with fewer than 8
+eigenvalues above ``1e-5``) both fit the whole spectrum and agree on ``alpha``, ``xmin`` and ``D``, but
+WeightWatcher 0.7.7 reports ``sigma = -1 / sqrt(k)`` (computed before it sets that tail's ``alpha``);
+``sigma`` here is ``(alpha - 1) / sqrt(k)`` as everywhere else.  Where no fit exists the figures are NaN and ``ww_note`` says why
 (WeightWatcher itself writes -1).  Layers with fewer than ``min_evals`` eigenvalues (its default 8)
 are skipped by WeightWatcher: here their rows are NaN with a note.
 """
@@ -77,7 +80,11 @@ def ww_eigenvalues(weights: Any) -> tuple[np.ndarray, dict[str, int]]:
     """
     import torch
 
+    from weightlake.analysis.spectra import refuse_non_finite
+
     w = torch.as_tensor(np.array(weights, dtype=np.float64))
+    if w.ndim in (3, 5):
+        refuse_non_finite(w)
     if w.ndim == 3:
         sv, rf, scale = torch.linalg.svdvals(w), 1, 1.0
     elif w.ndim == 5:
@@ -202,8 +209,11 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
     """
     import polars as pl
 
+    from weightlake.analysis.spectra import refuse_non_finite_rows
+
     arch.check_flat(flat_rows)
-    names = tuple(layers) if layers is not None else arch.matrix_layer_names
+    refuse_non_finite_rows(flat_rows)
+    names = tuple(dict.fromkeys(layers)) if layers is not None else arch.matrix_layer_names  # named twice: once
     dtype = pl.Enum(list(arch.matrix_layer_names))
     n = flat_rows.shape[0]
     frames = []

@@ -14,7 +14,8 @@ columns of the next layer: the same network). Three complexes are built per laye
   outputs), edge weights ``a = |w| / max |w|``, filtered from the strongest edge down. All
   vertices are born at once, so H0 has one bar per edge of the maximum spanning tree, of
   persistence ``1 - a``; ``neural_persistence`` is the 2-norm of those persistences and
-  ``neural_persistence_norm`` divides it by its largest possible value ``sqrt(V - 1)``.
+  ``neural_persistence_norm`` divides it by its largest possible value ``sqrt(V - 1)``; both
+  are null for an all-zero layer (no largest ``|w|`` to normalise by).
   For a conv layer the graph is the channel graph (``in x out``) whose edge weight is the
   largest ``|w|`` of that kernel (a choice of this module; the paper covers dense layers).
 * **Cubical sublevel persistence of conv kernels.** Each ``kh x kw`` kernel is an image
@@ -40,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from weightlake.arch import Architecture, Layer
-from weightlake.errors import WeightLakeError
+from weightlake.errors import ArchitectureError, WeightLakeError
 
 
 class TopologyError(WeightLakeError, ValueError):
@@ -58,7 +59,8 @@ def require_gudhi() -> Any:
 
 # -- point clouds and graphs of a layer ------------------------------------------------------
 def neuron_cloud(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer) -> np.ndarray:
-    """Each output neuron of ``layer`` as a point: incoming weights then bias.
+    """Each output neuron of ``layer`` as a point: incoming weights then bias (no bias column for a
+    layer without one, as ResNet convs before a batch norm).
 
     Parameters
     ----------
@@ -68,18 +70,27 @@ def neuron_cloud(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer) 
 
     Returns
     -------
-    float64 array ``[n, out, in*kh*kw + 1]``
+    float64 array ``[n, out, in*kh*kw + 1]`` (``in*kh*kw`` without a bias)
     """
     spec = arch.layer(layer) if isinstance(layer, str) else layer
     rows = np.atleast_2d(flat_rows)
     matrix = arch.layer_matrix(rows, spec.name)
+    if not spec.bias_size:
+        return matrix.astype(np.float64)
     bias = arch.select(rows, f"{spec.name}.bias")
     return np.concatenate([matrix, bias[..., None]], axis=-1).astype(np.float64)
 
 
 def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distance matrices ``[n, m, m]`` of point clouds ``[n, m, d]`` (float64, zero diagonal)."""
+    """Euclidean distance matrices ``[n, m, m]`` of point clouds ``[n, m, d]`` (float64, zero diagonal).
+
+    Each cloud is centred first: the Gram expansion ``|a|^2 + |b|^2 - 2 a.b`` loses about
+    ``eps * |a|^2`` absolutely, so points far from the origin compared with their spread (flat
+    vectors of one run's checkpoints, neurons sharing a large bias) lost most of their digits.
+    """
     pts = np.asarray(points, dtype=np.float64)
+    if pts.shape[1]:
+        pts = pts - pts.mean(axis=1, keepdims=True)
     sq = np.einsum("nid,nid->ni", pts, pts)
     gram = np.einsum("nid,njd->nij", pts, pts)
     d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * gram, 0.0)
@@ -156,9 +167,15 @@ def neural_persistence_bars(weights: np.ndarray) -> np.ndarray:
 
 
 def neural_persistence(weights: np.ndarray, p: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Neural persistence and its normalised form for graphs ``[n, out, in]`` (Rieck et al. 2019)."""
+    """Neural persistence and its normalised form for graphs ``[n, out, in]`` (Rieck et al. 2019).
+
+    NaN for an all-zero graph: ``a = |w| / max |w|`` has no scale there (every edge would get
+    persistence 1, the largest value possible, while a constant non-zero layer gets 0).
+    """
     bars = neural_persistence_bars(weights)
     value = np.linalg.norm(bars, ord=p, axis=1)
+    w = np.asarray(weights)
+    value = np.where(np.abs(w).reshape(len(w), -1).max(axis=1, initial=0.0) > 0, value, np.nan)
     return value, value / (bars.shape[1] ** (1.0 / p))
 
 
@@ -358,7 +375,9 @@ def layer_topology(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer
     spec = arch.layer(layer) if isinstance(layer, str) else layer
     rows = np.atleast_2d(flat_rows)
     n = rows.shape[0]
-    dist = pairwise_distances(neuron_cloud(rows, arch, spec))
+    cloud = neuron_cloud(rows, arch, spec)
+    refuse_non_finite(cloud, spec.name)
+    dist = pairwise_distances(cloud)
     deaths = batched_mst(dist)
     out: dict[str, Any] = {"h0_deaths": deaths}
     s0 = bar_summaries(deaths)
@@ -375,6 +394,19 @@ def layer_topology(flat_rows: np.ndarray, arch: Architecture, layer: str | Layer
     if cubical and spec.kind == "conv2d":
         out.update(_conv_cubical(arch.select(rows, spec.name)))
     return out
+
+
+def refuse_non_finite(cloud: np.ndarray, layer: str) -> None:
+    """Refuse neuron clouds ``[n, out, d]`` holding a NaN or an infinity, naming the rows.
+
+    Without it such a row failed as "a graph given to batched_mst is not connected" (a NaN
+    distance is no edge), which points at the wrong cause.
+    """
+    bad = np.flatnonzero(~np.isfinite(cloud).all(axis=(1, 2)))
+    if bad.size:
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if bad.size > 5 else "")
+        raise TopologyError(f"layer {layer!r}: {bad.size} of {len(cloud)} rows hold a NaN or an infinity "
+                            f"(row {shown}); persistence needs finite weights, drop those rows")
 
 
 def _conv_cubical(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -398,7 +430,7 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     ----------
     flat_rows : array ``[n, P]``
     arch : architecture of the rows
-    layers : layer names (default: every layer)
+    layers : layer names (default: every conv2d and linear layer; a batch norm has no neurons to cloud)
     h1 : compute Rips H1 (gudhi; the costly part)
     cubical : compute cubical persistence of conv kernels
     block : models per batch
@@ -409,10 +441,20 @@ def zoo_topology(flat_rows: np.ndarray, arch: Architecture, *, layers: Sequence[
     polars frame with ``row`` (index into ``flat_rows``), ``layer``, ``n_neurons``, the
     :data:`SCALAR_FEATURES`, ``h0_deaths`` (list of floats), ``h1_births`` and ``h1_deaths``.
     """
+    from weightlake._util import non_finite_rows
+
     rows = np.atleast_2d(flat_rows)
-    names = list(layers) if layers else list(arch.layer_names)
+    names = list(dict.fromkeys(layers)) if layers else list(arch.matrix_layer_names)  # a layer named twice: once
     for name in names:
-        arch.layer(name)
+        try:
+            arch.matrix_layer(name)
+        except ArchitectureError as exc:
+            raise TopologyError(f"{exc}: topology needs conv2d or linear layers") from exc
+    bad = non_finite_rows(rows)
+    if len(bad):
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise TopologyError(f"{len(bad)} of {len(rows)} rows hold a NaN or an infinity (row {shown}); "
+                            "persistence needs finite weights, drop those rows")
     parts = []
     for start in range(0, rows.shape[0], block):
         chunk = rows[start:start + block]

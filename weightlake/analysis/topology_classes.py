@@ -50,7 +50,7 @@ def topology_vectors(table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[
                 blocks.append(part[col].to_numpy().astype(np.float64)[:, None])
                 names.append(f"{layer}.{col}")
         for col in ("betti0", "betti1"):
-            if col in part.columns:
+            if col in part.columns and part[col].null_count() == 0:  # betti1 is null where H1 was skipped
                 curves = np.array(part[col].to_list(), dtype=np.float64)
                 blocks.append(curves)
                 names += [f"{layer}.{col}[{k}]" for k in range(curves.shape[1])]
@@ -81,7 +81,11 @@ def jaccard_distances(class_sets: Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def mantel(a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0) -> tuple[float, float]:
-    """Spearman correlation of the upper triangles of two distance matrices and its one-sided permutation p-value."""
+    """Spearman correlation of the upper triangles of two distance matrices and its one-sided permutation p-value.
+
+    Both are NaN when either triangle is constant (every class set equally far from every other,
+    as disjoint class sets are under Jaccard): the correlation is undefined, not significant.
+    """
     from scipy.stats import rankdata
 
     n = a.shape[0]
@@ -93,7 +97,10 @@ def mantel(a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0)
         rb = rankdata(m[iu])
         return float(np.corrcoef(ra, rb)[0, 1])
 
-    r = corr(rb_full)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = corr(rb_full)
+    if not np.isfinite(r):  # one triangle is constant: no correlation, and no permutation can beat a NaN
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(permutations):
@@ -198,6 +205,12 @@ def disentangle(topo: pl.DataFrame, class_sets: Sequence[Sequence[int]], flat_ro
     -------
     rows of kind ``auc`` (digit, features, auc, cv, counts) and ``mantel`` (distance, r, p, counts)
     """
+    from weightlake.analysis.topology import TopologyError
+
+    if not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise TopologyError(f"folds must be at least 2 (one fold leaves nothing to test on), got {folds!r}")
+    if not isinstance(permutations, (int, np.integer)) or permutations < 1:
+        raise TopologyError(f"permutations must be at least 1 (999 resolves p down to 0.001), got {permutations!r}")
     ids, x_topo, _ = topology_vectors(topo)
     if len(class_sets) != ids.size or len(flat_rows) != ids.size:
         raise ValueError(f"{ids.size} models in the topology table, {len(class_sets)} class sets, "
@@ -230,8 +243,10 @@ def _mantel_rows(topo: pl.DataFrame, ids: np.ndarray, features: dict[str, np.nda
                          "n_class_sets": len(sets), "cv": "too_few_class_sets"})
             continue
         r, p = mantel(means, jaccard_distances(sets), permutations=permutations, seed=seed)
-        rows.append({"kind": "mantel", "distance": name, "r": r, "p": p, "n_models": int(pick.size),
-                     "n_class_sets": len(sets)})
+        tested = bool(np.isfinite(r))
+        rows.append({"kind": "mantel", "distance": name, "r": r if tested else None, "p": p if tested else None,
+                     "n_models": int(pick.size), "n_class_sets": len(sets),
+                     **({} if tested else {"cv": "constant_distances"})})
     return pl.DataFrame(rows)
 
 
@@ -260,9 +275,10 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     ax.legend(fontsize=8, loc="upper left", ncol=len(sets) + 1)
     r_values = [r if r is not None else 0.0 for r in man["r"].to_list()]
     bx.barh(man["distance"].to_list(), r_values, color="tab:purple")
-    for i, (r, p) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), strict=True)):
-        bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}" if p is not None else "not tested (< 4 class sets)",
-                va="center", fontsize=8)
+    why = man["cv"].to_list() if "cv" in man.columns else [None] * man.height
+    for i, (r, p, cv) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), why, strict=True)):
+        untested = "not tested (constant distances)" if cv == "constant_distances" else "not tested (< 4 class sets)"
+        bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}" if p is not None else untested, va="center", fontsize=8)
     bx.axvline(0, color="grey", lw=1)
     n_sets = int(man["n_class_sets"].cast(pl.Int64).max() or 0) if man.height else 0  # type: ignore[arg-type]
     bx.set(xlabel="Mantel r (Spearman) against the\nJaccard distance of class sets", xlim=(-1, 1),

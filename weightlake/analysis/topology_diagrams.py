@@ -154,7 +154,8 @@ def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.
 
     The grid of a layer runs from the shortest to the longest H0 death of that layer in this zoo
     (below the shortest edge nothing happens, and every H1 bar is born at an edge length and dies
-    once its points are connected), in ``steps`` values.
+    once its points are connected), in ``steps`` values.  ``betti1`` is null where H1 was not
+    computed (``h1_count`` null, ``h1=False``): no bars there means "not looked at", not "no loops".
     """
     grids: dict[str, list[float]] = {}
     b0 = [np.empty(0)] * frame.height
@@ -171,5 +172,7 @@ def add_betti_curves(frame: pl.DataFrame, steps: int = BETTI_STEPS) -> tuple[pl.
             b0[i] = (np.asarray(deaths[k])[:, None] > grid[None, :]).sum(axis=0).astype(np.float32)
             b1[i] = betti_curve(np.stack([births[k], ends[k]], axis=1) if births[k] else np.empty((0, 2)),
                                 grid).astype(np.float32)
+    if "h1_count" in frame.columns:
+        b1 = [None if skipped else curve for curve, skipped in zip(b1, frame["h1_count"].is_null(), strict=True)]
     return frame.with_columns(betti0=pl.Series(b0, dtype=pl.List(pl.Float32)),
                               betti1=pl.Series(b1, dtype=pl.List(pl.Float32))), grids

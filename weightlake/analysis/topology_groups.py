@@ -40,6 +40,7 @@ def group_topology(rows: np.ndarray, arch: Any, labels: Sequence[str], *, layer:
     two-parameter measure (shared by all groups so their measures compare).
     """
     check_layer(rows[:1], arch, layer)  # before any work
+    check_group_options(max_points, degrees)
     label_arr = np.asarray(labels)
     names = group_names(labels)
     grid = group_grid(rows, arch, layer, resolution, seed)
@@ -57,6 +58,22 @@ def group_topology(rows: np.ndarray, arch: Any, labels: Sequence[str], *, layer:
     if len(names) > max_distance_groups:
         return table, empty_distances(), [too_many_groups(len(names), max_distance_groups)], grid
     return table, group_distances(names, diagrams, measures, degrees), [], grid
+
+
+def check_group_options(max_points: int, degrees: Sequence[int]) -> None:
+    """Refuse clouds of fewer than two points and negative homology degrees (before any work).
+
+    A cloud of one point (or none) has no finite bar: every group would get empty diagrams and
+    every distance between groups would be 0, which reads as "all groups alike".
+    """
+    from weightlake.analysis.topology import TopologyError
+
+    if not isinstance(max_points, (int, np.integer)) or isinstance(max_points, bool) or max_points < 2:
+        raise TopologyError(f"max_points must be at least 2 (a cloud of one point has no finite bar), "
+                            f"got {max_points!r}")
+    bad = [d for d in degrees if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0]
+    if bad:
+        raise TopologyError(f"degrees must be homology degrees 0, 1, ..., got {list(degrees)!r}")
 
 
 SCALE_MODELS = 64

@@ -32,7 +32,10 @@ NEURON_FEATURES: tuple[str, ...] = ("in_norm", "in_mean", "in_max_abs", "bias", 
 
 
 def neuron_features(flat_rows: np.ndarray, arch: Architecture, layer: str) -> np.ndarray:
-    """Per-neuron features ``[n, out, 6]`` of ``layer`` (needs a next layer whose inputs are its outputs)."""
+    """Per-neuron features ``[n, out, 6]`` of ``layer`` (needs a next layer whose inputs are its outputs).
+
+    For a conv layer feeding a conv, a channel's outgoing weights are every kernel weight that reads it.
+    """
     from weightlake.analysis.topology_multi import neuron_importance
 
     rows = np.atleast_2d(flat_rows).astype(np.float64)
@@ -40,9 +43,10 @@ def neuron_features(flat_rows: np.ndarray, arch: Architecture, layer: str) -> np
     w_in = arch.layer_matrix(rows, layer)
     bias = arch.select(rows, f"{layer}.bias")
     nxt = arch.layer_names[list(arch.layer_names).index(layer) + 1]
-    w_out = arch.select(rows, nxt)  # [n, next_out, out]
+    w_out = arch.select(rows, nxt)  # [n, next_out, out] (dense) or [n, next_out, out, kh, kw] (conv)
+    w_out = w_out.reshape(*w_out.shape[:3], -1)  # a conv's kernel positions are more outgoing weights
     return np.stack([np.linalg.norm(w_in, axis=2), w_in.mean(axis=2), np.abs(w_in).max(axis=2), bias,
-                     np.linalg.norm(w_out, axis=1), w_out.mean(axis=1)], axis=2)
+                     np.sqrt((w_out ** 2).sum(axis=(1, 3))), w_out.mean(axis=(1, 3))], axis=2)
 
 
 def mst_edges(dist: np.ndarray) -> np.ndarray:
@@ -131,6 +135,10 @@ def fit_filtration(features: Sequence[np.ndarray], graphs: Sequence[np.ndarray],
     import torch
     from sklearn.metrics import roc_auc_score
 
+    from weightlake.analysis.topology import TopologyError
+
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise TopologyError(f"steps must be a positive number of Adam steps, got {steps!r}")
     y_arr = np.asarray(y, dtype=np.float64)
     stacked = np.concatenate(features)
     mean, sd = stacked.mean(axis=0), stacked.std(axis=0)

@@ -16,6 +16,22 @@ def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _layers(text: str | None) -> list[str] | None:
+    """``--layers fc1,fc2`` -> ``["fc1", "fc2"]`` (a layer named twice once); ``None`` or empty: all layers."""
+    return list(dict.fromkeys(_list(text))) or None if text else None
+
+
+def _ints(option: str) -> object:
+    """A click callback: a comma list of whole numbers (``'1,2,5'``) -> ``[1, 2, 5]``, or a usage error naming it."""
+    def parse(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
+        try:
+            return [int(t) for t in _list(text)]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma list of whole numbers, e.g. '1,2,5'; got {text!r}",
+                                     param_hint=option) from None
+    return parse
+
+
 @analyze.command("spectra")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--layers", help="Comma list of layers (default: all).")
@@ -56,12 +72,12 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
             raise click.UsageError("--dask runs the weightlake convention only")
         with progress_bar(None, "analyze spectra (dask)", "models") as bar:
             report = analyze_spectra_dask(lake_dir, address=dask_address, zoo=zoo,
-                                          layers=_list(layers) if layers else None, all_rows=all_rows,
+                                          layers=_layers(layers), all_rows=all_rows,
                                           progress=bar.callback)
         click.echo(str(report))
         return
     with progress_bar(None, "analyze spectra", "models") as bar:
-        report = analyze_spectra(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, all_rows=all_rows,
+        report = analyze_spectra(lake_dir, zoo=zoo, layers=_layers(layers), all_rows=all_rows,
                                  convention=convention, progress=bar.callback)
     click.echo(str(report))
 
@@ -128,7 +144,8 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
 @analyze.command("topology")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--layers", help="Comma list of layers (default: all).")
-@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest).")
+@click.option("--no-h1", is_flag=True, help="Skip Rips H1 of the neuron clouds (about half the cost of the rest); "
+                                          "its columns and betti1 are then null.")
 @click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
 @click.option("--dask", "dask_address", metavar="local|ADDRESS",
@@ -161,7 +178,7 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 
         extra = {}
     with progress_bar(None, "analyze topology" + (" (dask)" if dask_address else ""), "models") as bar:
-        report = run(lake_dir, zoo=zoo, layers=_list(layers) if layers else None, h1=not no_h1,
+        report = run(lake_dir, zoo=zoo, layers=_layers(layers), h1=not no_h1,
                      cubical=not no_cubical, all_rows=all_rows, progress=bar.callback, **extra)
     click.echo(str(report))
 
@@ -170,9 +187,9 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
 @click.option("--by", default="classes", show_default=True, help="Metadata columns that make a group, e.g. 'classes,activation'.")
 @click.option("--layer", default="fc1", show_default=True, help="Layer whose pooled neurons form each group's neuron cloud.")
-@click.option("--max-points", default=100, show_default=True, help="Subsample larger clouds to this many points (seeded).")
+@click.option("--max-points", default=100, show_default=True, type=click.IntRange(min=2), help="Subsample larger clouds to this many points (seeded).")
 @click.option("--resolution", default=20, show_default=True, help="Grid steps per parameter of the two-parameter measure (20-50).")
-@click.option("--degrees", default="0", show_default=True, help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
+@click.option("--degrees", default="0", show_default=True, callback=_ints("--degrees"), help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
 @click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
@@ -181,7 +198,7 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
                    "LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running scheduler (its workers must reach "
                    "the lake and have gudhi, and multipers for --degrees). Same tables as without it.")
 @lake_option
-def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, resolution: int, degrees: str,
+def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, resolution: int, degrees: list[int],
                         max_distance_groups: int, seed: int, all_rows: bool, dask_address: str | None,
                         lake_dir: str) -> None:
     """Topology of groups of models -> tables `topology_groups` and `topology_group_distances`.
@@ -208,7 +225,7 @@ def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, r
         extra, label, unit = {}, "analyze topology-groups", "groups"
     with progress_bar(None, label, unit) as bar:
         report = run(lake_dir, zoo=zoo, by=_list(by), layer=layer, max_points=max_points, resolution=resolution,
-                     degrees=[int(d) for d in _list(degrees)], max_distance_groups=max_distance_groups,
+                     degrees=degrees, max_distance_groups=max_distance_groups,
                      all_rows=all_rows, seed=seed, progress=bar.callback, **extra)
     click.echo(str(report))
 
@@ -273,9 +290,9 @@ def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int,
 
 @analyze.command("ntk")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
-@click.option("--sample", type=int, default=100, show_default=True,
+@click.option("--sample", type=click.IntRange(min=0), default=100, show_default=True,
               help="Distinct models to draw (seeded); 0 for all.")
-@click.option("--probe-images", "probe_k", type=int, default=20, show_default=True,
+@click.option("--probe-images", "probe_k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Probe images per model (test split, the model's own classes).")
 @click.option("--images", help="Dataset the zoo was trained on: 'fashion-mnist' or an IDX folder "
                                "(required unless the lake records it).")
@@ -306,17 +323,18 @@ def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed
 
 @analyze.command("super-weights")
 @click.option("--zoo", help="Zoo to analyse (default: the only zoo).")
-@click.option("--sample", type=int, default=20, show_default=True, help="Distinct models to draw (seeded); 0 for all.")
-@click.option("--probe-images", "probe_n", type=int, default=500, show_default=True,
+@click.option("--sample", type=click.IntRange(min=0), default=20, show_default=True, help="Distinct models to draw (seeded); 0 for all.")
+@click.option("--probe-images", "probe_n", type=click.IntRange(min=1), default=500, show_default=True,
               help="Probe images per model (test split, the model's own classes).")
 @click.option("--images", help="Dataset the zoo was trained on: 'fashion-mnist' or an IDX folder "
                                "(required unless the lake records it).")
-@click.option("--top", default=3, show_default=True, help="Most harmful weights kept per model x layer.")
-@click.option("--ks", default="1,2,5,10,20,50", show_default=True, help="Weights zeroed in the sparsity comparison.")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="Most harmful weights kept per model x layer.")
+@click.option("--ks", default="1,2,5,10,20,50", show_default=True, callback=_ints("--ks"),
+              help="Weights zeroed in the sparsity comparison (each at least 1).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the sample, probe images and random ablations.")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
 @lake_option
-def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | None, top: int, ks: str, seed: int,
+def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | None, top: int, ks: list[int], seed: int,
                       all_rows: bool, lake_dir: str) -> None:
     """Single weights whose zeroing hurts most -> tables `super_weights`, `super_weight_sparsity`.
 
@@ -324,6 +342,9 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
     layer, the rest of the network batched over ablations) on the probe images; the most
     harmful per layer are kept with |w|, its magnitude rank and the activation-spike proxy.
     The sparsity table compares zeroing the top-k by |w|, the k super weights, k random ones.
+    Where no single zeroing costs a probe image (an untrained or very redundant model), the
+    rows rank weights by loss increase alone: column costs_accuracy is false and the report
+    counts those models.
 
     \b
     Example:
@@ -335,7 +356,7 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
 
     with progress_bar(None, "analyze super-weights", "models") as bar:
         report = analyze_super_weights(lake_dir, zoo=zoo, sample=sample or None, probe_images_n=probe_n,
-                                       images=images, top=top, ks=[int(k) for k in _list(ks)], seed=seed,
+                                       images=images, top=top, ks=ks, seed=seed,
                                        all_rows=all_rows, progress=bar.callback)
     click.echo(str(report))
 

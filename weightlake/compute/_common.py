@@ -100,13 +100,15 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
     Raises
     ------
     QueryError
-        When no model is left, or a chosen one holds a NaN or an infinity (its kernel or
+        When ``sample`` is below 1, no model is left, or a chosen one holds a NaN or an infinity (its kernel or
         ablation scan would fail in a decomposition or give NaN): the models are named.
     """
     from weightlake.analysis.distinct import distinct_models
     from weightlake.compute.analyses import refuse_non_finite
     from weightlake.storage.budget import block_rows
 
+    if sample is not None and int(sample) < 1:
+        raise QueryError(f"sample must be a positive number of models (or None for all), got {sample!r}")
     meta = lake.models(zoo).collect().sort("model_id")
     n_rows = meta.height
     if all_rows:
@@ -132,8 +134,16 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
 
 def probe_images(dataset: str, classes: Any, n: int, seed: int = 0, split: str = "test") -> tuple[Any, Any]:
     """``n`` images of ``classes`` from ``split`` (float ``[n, 1, 28, 28]`` in [0, 1], int64 labels),
-    balanced over the classes and drawn with ``seed`` (the same images for the same classes)."""
+    balanced over the classes and drawn with ``seed`` (the same images for the same classes).
+
+    Raises
+    ------
+    QueryError
+        When ``n`` is below 1 (a kernel or an accuracy over no images has no value).
+    """
     import torch
+
+    check_probe_count(n)
 
     from weightlake.zoo.idx import load_dataset, select_classes
     from weightlake.zoo.train import to_tensors
@@ -144,6 +154,12 @@ def probe_images(dataset: str, classes: Any, n: int, seed: int = 0, split: str =
     x, y = to_tensors(*select_classes(images, labels, classes, per_class=per_class, seed=seed))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
     return x[order], y[order]
+
+
+def check_probe_count(n: Any) -> None:
+    """Refuse a probe-image count below 1 (called before any model is loaded)."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise QueryError(f"probe images must be a positive number of images per model, got {n!r}")
 
 
 def commit_tables(lake_root: Path | str, tables: Mapping[str, pl.DataFrame], zoo: str, params: dict[str, Any],

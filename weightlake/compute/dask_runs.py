@@ -340,7 +340,8 @@ def analyze_topology_dask(lake_root: Path | str, *, address: str = "local", zoo:
     frame, grids = add_betti_curves(pl.concat(parts))
     table = frame.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+    params = {"layers": list(dict.fromkeys(layers or arch.matrix_layer_names)), "h1": h1, "cubical": cubical,
+              "all_rows": all_rows,
               "models": int(chosen.size), "distinct_note": note, "betti_grids": grids,
               "engine": "dask local" if address == "local" else "dask"}
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
@@ -403,6 +404,7 @@ def analyze_topology_groups_dask(lake_root: Path | str, *, address: str = "local
     names = tg.group_names(labels.tolist())
     arch, segments = lake.arch(zoo), lake.manifest.zoo(zoo).segments
     tg.check_layer(rows_by_id(lake.location, segments, ids[:1]), arch, layer)
+    tg.check_group_options(max_points, degrees)
     sample_ids = ids[subsample(ids, tg.SCALE_MODELS, seed)]
     sample = rows_by_id(lake.location, segments, sample_ids)
     refuse_non_finite(zoo, sample_ids, sample)

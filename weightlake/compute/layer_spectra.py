@@ -64,7 +64,7 @@ def analyze_layer_spectra(lake_root: Path | str, *, zoo: str | None = None, laye
     if unknown:
         raise QueryError(f"zoo {zoo!r} has no layer {unknown[0]!r}; layers: {', '.join(arch.layer_names[:8])} ...")
     skipped = skipped_layers(arch, layers)
-    names = [name for name in (layers or arch.matrix_layer_names) if name not in skipped]
+    names = [name for name in dict.fromkeys(layers or arch.matrix_layer_names) if name not in skipped]
     kept = ids[keep]
     workers = default_workers()
     tasks = []

@@ -30,6 +30,7 @@ from weightlake.compute._common import (
     ModelSample,
     Progress,
     RunReport,
+    check_probe_count,
     commit_tables,
     dataset_notes,
     probe_images,
@@ -128,9 +129,10 @@ def compute_ntk(lake: Any, zoo: str, *, sample: int | None = 100, probe_images_k
 
     from weightlake._util import torch_threads
 
+    check_probe_count(probe_images_k)
+    arch, rows = lake.arch(zoo), []  # an unknown zoo is refused as such, not as one without a recorded dataset
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
-    arch, rows = lake.arch(zoo), []
     with torch_threads(torch.get_num_threads()):
         for done, meta in enumerate(chosen.meta.iter_rows(named=True), start=1):
             x, _ = probe_images(dataset, meta["classes"], probe_images_k, seed)

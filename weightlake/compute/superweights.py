@@ -10,7 +10,11 @@ model's weights), ``entry`` (index in the layer's weight, row-major), ``flat_ind
 model's flat vector), ``accuracy``, ``accuracy_drop`` (percentage points), ``loss_increase``,
 ``weight``, ``abs_weight``, ``magnitude_rank`` (1 = largest ``|w|`` in the layer), ``layer_size``,
 and the activation-spike proxy of the layer: ``proxy_flat_index``, ``proxy_rank`` (where the
-proxy's weight falls in the layer's harm ranking), ``max_in``, ``max_out``.
+proxy's weight falls in the layer's harm ranking), ``max_in``, ``max_out``.  ``costs_accuracy``
+says whether zeroing the weight loses any probe image at all (``accuracy_drop > 0``): where no
+weight of a layer does (an untrained or very redundant model), its rows are ranked by loss
+increase alone and are the least harmless weights, not super weights; the report counts the
+models whose most harmful weight costs no accuracy.
 
 ``super_weight_sparsity`` holds the enforced-sparsity comparison per model: ``k, method``
 (``magnitude`` / ``super`` / ``random``), ``accuracy``, ``base_accuracy``.
@@ -30,6 +34,7 @@ from weightlake.compute._common import (
     ModelSample,
     Progress,
     RunReport,
+    check_probe_count,
     commit_tables,
     dataset_notes,
     probe_images,
@@ -56,7 +61,8 @@ def model_super_weights(model: Any, x: Any, y: Any, top: int = 3, ks: Sequence[i
         for rank, j in enumerate(order[:top], start=1):
             rows.append({"layer": name, "rank": rank, "model_rank": model_rank[(name, int(j))], "entry": int(j),
                          "flat_index": layer.start + int(j), "accuracy": float(scan.accuracy[j]),
-                         "accuracy_drop": float(scan.drop[j]), "loss_increase": float(scan.loss[j] - scan.base_loss),
+                         "accuracy_drop": float(scan.drop[j]), "costs_accuracy": bool(scan.drop[j] > 0),
+                         "loss_increase": float(scan.loss[j] - scan.base_loss),
                          "weight": float(scan.weight[j]), "abs_weight": float(abs(scan.weight[j])),
                          "magnitude_rank": int(mags[j]), "layer_size": len(scan.weight),
                          "base_accuracy": scan.base_accuracy,
@@ -66,6 +72,24 @@ def model_super_weights(model: Any, x: Any, y: Any, top: int = 3, ks: Sequence[i
     base = next(iter(scans.values())).base_accuracy
     sparsity = [{**r, "base_accuracy": base} for r in enforced_sparsity(model, x, y, scans, ks=ks, seed=seed)]
     return rows, sparsity
+
+
+def check_scan_counts(arch: Any, top: int, ks: Sequence[int]) -> None:
+    """Refuse a ``top`` below 1 and ``ks`` that are empty or outside ``1 .. weights scanned``.
+
+    Checked before any model is loaded: ``top=0`` would commit a table without columns, a
+    negative ``top`` would keep all but the last rows, and a ``k`` beyond the weights scanned
+    cannot be drawn at random.
+    """
+    from weightlake.errors import QueryError
+
+    if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
+        raise QueryError(f"top must be a positive number of weights per layer, got {top!r}")
+    n_weights = sum(arch.layer(name).weight_size for name in arch.layer_names)
+    bad = [k for k in ks if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n_weights]
+    if not len(ks) or bad:
+        raise QueryError(f"ks must be numbers of weights between 1 and {n_weights} (the weights scanned), "
+                         f"got {list(ks)!r}")
 
 
 def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, sample: int | None = 20,
@@ -111,13 +135,24 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     tables, chosen, dataset = compute_super_weights(lake, zoo, sample=sample, probe_images_n=probe_images_n,
                                                     images=images, top=top, ks=ks, seed=seed, all_rows=all_rows,
                                                     model_ids=model_ids, progress=progress)
-    notes = dataset_notes(lake, zoo, dataset)
+    notes = [*dataset_notes(lake, zoo, dataset), *none_stand_out(tables["super_weights"], probe_images_n)]
     params = {"images": dataset, "probe_images": probe_images_n, "top": top, "ks": list(ks), "seed": seed,
               "probe_split": "test", "probe_classes": "own", "notes": notes, **chosen.selection}
     version = commit_tables(lake_root, tables, zoo, params, lake.snapshot)
     return RunReport("super_weights", zoo, tables["super_weights"].height, version, time.perf_counter() - started,
                      note=chosen.note, extra=[*notes, f"table 'super_weight_sparsity': "
                                               f"{tables['super_weight_sparsity'].height} rows"])
+
+
+def none_stand_out(table: pl.DataFrame, probe_images_n: int) -> list[str]:
+    """A note when some models have no weight whose zeroing costs a probe image (else nothing)."""
+    top1 = table.filter(pl.col("model_rank") == 1)
+    quiet = int((~top1["costs_accuracy"]).sum())
+    if not quiet:
+        return []
+    return [f"{quiet} of {top1.height} models have no single weight whose zeroing costs any of the "
+            f"{probe_images_n} probe images (costs_accuracy false): their rows rank weights by loss increase "
+            "alone, none stands out as a super weight"]
 
 
 def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe_images_n: int = 500,
@@ -133,6 +168,8 @@ def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe
     """
     import torch
 
+    check_probe_count(probe_images_n)
+    check_scan_counts(lake.arch(zoo), top, ks)
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
     weights, sparsity = [], []

@@ -111,7 +111,7 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     table = frame.with_columns(model_id=pl.Series(ids)[frame["row"]],
                                snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
-    params = {"layers": list(layers or arch.layer_names), "h1": h1, "cubical": cubical, "all_rows": all_rows,
+    params = {"layers": list(dict.fromkeys(layers or arch.matrix_layer_names)), "h1": h1, "cubical": cubical, "all_rows": all_rows,
               "models": int(ids.size), "distinct_note": note, "betti_grids": grids}
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
     return TopologyReport("topology", zoo, table.height, int(ids.size), version, time.perf_counter() - started, [note])
@@ -150,7 +150,8 @@ def commit_topology_groups(lake_root: Path | str, lake: Any, zoo: str, table: pl
     ``notes`` start with the distinct-model note; shared by the local and the Dask run.
     """
     n_groups = table["group"].n_unique()
-    params = {**params, "groups": n_groups}
+    lone = single_point_groups(table)
+    params = {**params, "groups": n_groups, **({"single_point_groups": lone} if lone else {})}
     snap = pl.lit(lake.snapshot, dtype=pl.Int64)
     version = commit_tables(Path(lake_root), {"topology_groups": table.with_columns(snapshot=snap),
                                                "topology_group_distances": dist.with_columns(snapshot=snap)},
@@ -158,7 +159,22 @@ def commit_topology_groups(lake_root: Path | str, lake: Any, zoo: str, table: pl
     return TopologyReport("topology_groups", zoo, table.height, int(params["models"]), version,
                           time.perf_counter() - started,
                           [notes[0], f"{n_groups} groups by {', '.join(params['by'])}", *notes[1:],
+                           *single_point_note(lone, n_groups),
                            f"table 'topology_group_distances': {dist.height} rows"])
+
+
+def single_point_groups(table: pl.DataFrame) -> dict[str, int]:
+    """Per cloud (``models``, ``neurons``), how many groups' clouds hold a single point (none when empty)."""
+    lone = table.filter((pl.col("space") != "function_rips") & (pl.col("dim") == 0) & (pl.col("n_points") < 2))
+    return {space: n for space, n in lone.group_by("space").len().sort("space").iter_rows()}
+
+
+def single_point_note(lone: dict[str, int], n_groups: int) -> list[str]:
+    """The report line for :func:`single_point_groups`: such a cloud has no finite bar, so its distances to
+    every other such group are 0 by construction, not because the groups are alike."""
+    return [f"{n} of {n_groups} groups have a single point in cloud {space!r} (one model, or --max-points): no "
+            f"finite bar, so their {space!r} distances to one another are 0 by construction"
+            for space, n in lone.items()]
 
 
 # -- classes ---------------------------------------------------------------------------------------

@@ -25,9 +25,27 @@ from typing import Any
 import torch
 from torch import nn
 
+from weightlake.errors import WeightLakeError
+
+
+class NTKError(WeightLakeError, ValueError):
+    """Inputs or a model an empirical NTK cannot be taken on (no inputs; batch norm or dropout in training mode)."""
+
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _refuse_training_mode(model: nn.Module) -> None:
+    """Refuse batch norm or dropout in training mode: per-sample Jacobians of them are not defined
+    (torch.func fails with 'attempted to call in-place operation' or 'called random operation')."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+
+    live = sorted({type(m).__name__ for m in model.modules() if m.training and isinstance(m, (_BatchNorm, _DropoutNd))})
+    if live:
+        raise NTKError(f"the model has {', '.join(live)} in training mode, whose output depends on the batch or on "
+                       "chance: call model.eval() before taking its NTK")
 
 
 def jacobians(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
@@ -49,6 +67,9 @@ def jacobians(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> dict[str, 
     """
     from torch.func import functional_call, jacrev, vmap
 
+    if len(x) == 0:
+        raise NTKError(f"an NTK needs at least one input, got inputs of shape {tuple(x.shape)}")
+    _refuse_training_mode(model)
     params = _params(model)
 
     def single(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
