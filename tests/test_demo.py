@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 from click.testing import CliRunner
 
@@ -12,6 +14,7 @@ from weightlake.zoo.idx import KNOWN_DATASETS
 
 @pytest.mark.skipif(not KNOWN_DATASETS["fashion-mnist"][0].is_dir(), reason="needs dataset-fashion-mnist")
 def test_quick_demo_runs_twice(tmp_path):
+    tmp_path = tmp_path / "my zoos [v2]"  # the closing "Try:" lines must paste into a shell as printed
     args = ["demo", "--quick", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "out")]
     first = CliRunner().invoke(main, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
@@ -19,6 +22,8 @@ def test_quick_demo_runs_twice(tmp_path):
         assert step in first.output
     assert "skipped" not in first.output.split("== 6")[1], "every step of the demo ran"
     assert "integrity OK" in first.output
+    info = next(line for line in first.output.splitlines() if line.strip().startswith("weightlake info"))
+    assert shlex.split(info)[-1] == str(tmp_path / "lake")
     lake = wl.open_lake(tmp_path / "lake")
     assert {"pairs", "spectra", "correlations"} <= set(lake.tables)
     assert (tmp_path / "out" / "Merged_zoo_xavier_normal.csv").exists()

@@ -74,10 +74,13 @@ def run_demo(lake_dir: Path, out_dir: Path, *, config: DemoConfig = DemoConfig()
     echo(report.lines()[0])
     if not report.ok:
         raise WeightLakeError("the demo lake failed verification: " + "; ".join(report.problems[:3]))
+    import shlex
+
+    lake_arg = shlex.quote(str(lake_dir))  # pasted into a shell as printed, spaces and brackets included
     echo(f"\ndone in {time.perf_counter() - started:.0f} s. Try (after `. .venv/bin/activate`):\n"
          f"  weightlake sql \"SELECT init, activation, epoch, round(avg(accuracy), 1) AS acc FROM models "
-         f"GROUP BY ALL ORDER BY ALL\" --lake {lake_dir}\n"
-         f"  weightlake query list\n  weightlake info --lake {lake_dir}")
+         f"GROUP BY ALL ORDER BY ALL\" --lake {lake_arg}\n"
+         f"  weightlake query list\n  weightlake info --lake {lake_arg}")
 
 
 def _step(echo: Echo, text: str) -> None:
