@@ -7,6 +7,7 @@ errors (any :class:`~weightlake.errors.WeightLakeError`) print one line and exit
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -43,7 +44,14 @@ class _Group(click.Group):
             click.echo("interrupted; the lake is unchanged unless a commit was reported", err=True)
             ctx.exit(130)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _LAZY:
+            importlib.import_module(f"weightlake.cli.{_LAZY[cmd_name]}")  # adds its commands to this group
+        return super().get_command(ctx, cmd_name)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(_LAZY.values())):
+            importlib.import_module(f"weightlake.cli.{module}")
         first = [c for c in _TEACHING_ORDER if c in self.commands]
         return first + [c for c in self.commands if c not in first]
 
@@ -106,12 +114,10 @@ def parse_params(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-# Register the command modules (imported for their side effect of adding commands).
-from weightlake.cli import core  # noqa: E402,F401
+_LAZY = {"zoo": "zoo", "scenario": "scenarios", "pairs": "scenarios", "analyze": "analyze",
+         "experiments": "experiments"}
+"""Command groups and the module that adds each: imported when the group is invoked (or help lists
+every command), so `weightlake sql` loads none of them (issue 16's cold start)."""
 
-for _optional in ("zoo", "scenarios", "analyze", "experiments"):
-    try:
-        __import__(f"weightlake.cli.{_optional}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"weightlake.cli.{_optional}":
-            raise
+# The core commands (ingest, sql, query, export, verify, info, history, demo) register on import.
+from weightlake.cli import core  # noqa: E402,F401
