@@ -449,3 +449,33 @@ def test_neuron_permutation_refuses_an_architecture_it_cannot_chain(tmp_path: Pa
                                                 r"'1' \(batchnorm\) layers"):
         pairs.loader(batch_size=2, augment=Augment(permute=True))
     assert next(iter(pairs.loader(batch_size=2, augment=Augment(noise=0.1))))["x1"].shape == (2, arch.n_params)
+
+
+def test_tracking_csvs_take_the_architecture_of_their_scenarios_zoo(tmp_path: Path, mixed_dir: Path,
+                                                                     tree_state) -> None:
+    """Was: ingest-tracking always read CNN-s vectors, and its error said "pass arch=", which the CLI
+    did not take; a CNN-m scenario's tracking CSV could not be ingested from the command line."""
+    from weightlake.experiments.tracking import write_tracking_csv
+    from weightlake.scenarios import declare_scenario
+
+    root = tmp_path / "lake"
+    shutil.copytree(mixed_dir, root)
+    declare_scenario(root, "m", zoo="mnist-cnn-m", digits=range(4), sizes=range(2, 4))
+    rng = np.random.default_rng(0)
+    gt, pd = (rng.standard_normal((3, CNN_M.n_params)).astype(np.float32) for _ in range(2))
+    csv = write_tracking_csv(tmp_path / "Tracking" / "AE epoch 3.csv", gt, pd)
+    run = CliRunner().invoke
+    before = tree_state(root)
+    out = run(main, ["experiments", "ingest-tracking", str(csv), "--scenario", "other", "--lake", str(root)])
+    assert out.exit_code == 1 and "architectures ['cnn-m', 'cnn-s', 'inferred-" in out.output, out.output
+    assert "declares no scenario 'other'" in out.output and "--arch" in out.output
+    assert tree_state(root) == before
+    out = run(main, ["experiments", "ingest-tracking", str(csv), "--scenario", "m", "--lake", str(root)])
+    assert out.exit_code == 0, out.output
+    kept = wl.open_lake(root).sql("SELECT count(*) AS n FROM evaluations WHERE scenario = 'm'")
+    assert kept["n"][0] == 1
+    arch_file = tmp_path / "cnn-m.json"
+    arch_file.write_text(json.dumps(CNN_M.to_dict()))
+    out = run(main, ["experiments", "ingest-tracking", str(csv), "--scenario", "other", "--arch", str(arch_file),
+                     "--lake", str(root)])
+    assert out.exit_code == 0, out.output

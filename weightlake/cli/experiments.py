@@ -140,9 +140,11 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
 @click.option("--metrics", help="Comma list of metrics (default: every fast one).")
 @click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort", show_default=True,
               help="abort: a bad file stops the ingest, lake unchanged; skip: report it and go on.")
+@click.option("--arch", "arch_spec", help="Architecture of the vectors: a built-in name (cnn-s) or an architecture "
+              "JSON file. Default: the scenario's zoo's, or the lake's when its zoos share one.")
 @lake_option
 def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, no_evaluate: bool,
-                        metrics: str | None, on_error: str, lake_dir: str) -> None:
+                        metrics: str | None, on_error: str, arch_spec: str | None, lake_dir: str) -> None:
     """Ingest tracking CSVs (PATHS: files or folders; default ./Experiments) and evaluate them.
 
     Stores the GT / PD / FN vectors (table `predictions`, vectors in Zarr), the metric
@@ -157,11 +159,13 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
       weightlake sql "SELECT kind, count(*) FROM predictions GROUP BY kind"
     """
     from weightlake.experiments.tracking import find_tracking_csvs, ingest_tracking
+    from weightlake.ingest.common import load_architecture
 
+    arch = load_architecture(arch_spec) if arch_spec else None
     targets = list(paths) or [_default_root()]
     total = sum(len(find_tracking_csvs(p)) for p in targets)
     with progress_bar(total, "ingest-tracking", "files") as bar:
-        reports = ingest_tracking(lake_dir, targets, scenario=scenario, chunk_rows=chunk_rows,
+        reports = ingest_tracking(lake_dir, targets, scenario=scenario, arch=arch, chunk_rows=chunk_rows,
                                   evaluate=not no_evaluate, metrics=_names(metrics), on_error=on_error,
                                   progress=bar.callback)
     for report in reports:

@@ -206,7 +206,7 @@ def _check_block(columns: Mapping[int, str], kind: str, n_values: int, path: Pat
         detail = (f"missing flat indices {_ranges(missing)}" if missing else "") + \
                  (f"{'; ' if missing else ''}indices past {n_values - 1}: {_ranges(extra)}" if extra else "")
         raise IngestError(f"the {kind} weight block must hold indices 0..{n_values - 1} once each: {detail} "
-                          "(is it another architecture? pass arch=)", path=str(path))
+                          "(is it another architecture? pass --arch, or arch= in Python)", path=str(path))
     return tuple(columns[i] for i in range(n_values))
 
 
@@ -436,7 +436,7 @@ def ingest_tracking(
     paths: str | Path | Iterable[str | Path],
     *,
     scenario: str = "tracking",
-    arch: Architecture = CNN_S,
+    arch: Architecture | None = None,
     chunk_rows: int = CHUNK_ROWS,
     evaluate: bool = True,
     metrics: list[str] | None = None,
@@ -455,7 +455,9 @@ def ingest_tracking(
     scenario
         The ``evaluations`` partition the rows go to (a name like ``type1-m0``).
     arch
-        Architecture of the vectors (fixes ``P``).
+        Architecture of the vectors (fixes ``P``).  Default: the architecture of ``scenario``'s zoo
+        when the lake declares that scenario, else of the lake's zoos when they share one, else
+        CNN-s (a lake of several architectures with no such scenario is refused: say which).
     chunk_rows
         Rows per streamed chunk.
     evaluate
@@ -482,6 +484,7 @@ def ingest_tracking(
     if not files:
         raise IngestError(f"no tracking CSVs under {', '.join(map(str, _as_list(paths)))}: a tracking CSV is a .csv "
                           "file in a folder named Tracking, or named *track*")
+    arch = arch or tracking_arch(lake_root, scenario)
     reports: list[TrackingReport] = []  # (a new lake is created by the commit: a refusal leaves none)
     with transaction(Path(lake_root)) as tx:
         rows: list[dict[str, Any]] = []
@@ -523,6 +526,27 @@ def _labelled_files(paths: str | Path | Iterable[str | Path]) -> list[tuple[str,
         for f in find_tracking_csvs(item):
             out.append((f.relative_to(item).as_posix() if item.is_dir() else "/".join(f.parts[-3:]), f))
     return out
+
+
+def tracking_arch(lake_root: str | Path, scenario: str) -> Architecture:
+    """The architecture tracking CSVs of ``scenario`` are read with when none is given (see
+    :func:`ingest_tracking`): the scenario's zoo's, the lake's only one, or CNN-s for a new lake."""
+    from weightlake.errors import LakeNotFoundError
+    from weightlake.lake import open_lake
+    from weightlake.scenarios import list_scenarios
+
+    try:
+        lake = open_lake(lake_root)
+    except LakeNotFoundError:
+        return CNN_S
+    held = list_scenarios(lake).filter(pl.col("scenario") == scenario)["zoo"].drop_nulls().unique().to_list()
+    if len(held) == 1 and held[0] in lake.manifest.zoos:
+        return lake.arch(held[0])
+    names = sorted({e.arch["name"] for e in lake.manifest.zoos.values()})
+    if len(names) > 1:
+        raise IngestError(f"the lake holds zoos of architectures {names} and declares no scenario {scenario!r} to "
+                          "take one from: pass --arch (a built-in name or an architecture JSON file)")
+    return lake.arch() if names else CNN_S
 
 
 def _ingest_one(tx: Transaction, path: Path, label: str, scenario: str, arch: Architecture, chunk_rows: int,
