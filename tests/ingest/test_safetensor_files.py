@@ -115,3 +115,23 @@ def test_header_fields_are_checked(real_lake_dir: Path, tmp_path: Path, tree_sta
         result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert tree_state(target) == before
+
+
+def test_files_of_two_zoos_are_not_put_in_one_without_being_asked(real_lake_dir: Path, tmp_path: Path,
+                                                                    tree_state) -> None:
+    """Was: without --zoo every file went into the zoo its first file named, relabelling the other
+    zoo's models (same architecture, so nothing else stopped it)."""
+    runner = _export(real_lake_dir, tmp_path / "models")
+    scratch = tmp_path / "scratch"
+    assert runner.invoke(main, ["ingest", "safetensors", str(tmp_path / "models"), "--zoo", "fmnist-copy",
+                                "--lake", str(scratch)]).exit_code == 0
+    assert runner.invoke(main, ["export", "safetensors", "--zoo", "fmnist-copy", "-o", str(tmp_path / "models"),
+                                "--lake", str(scratch)]).exit_code == 0
+    target = tmp_path / "lake"
+    result = runner.invoke(main, ["ingest", "safetensors", str(tmp_path / "models"), "--lake", str(target)])
+    assert result.exit_code == 1 and "name several zoos: 'fmnist' (24 files), 'fmnist-copy' (24 files)" in \
+        result.output, result.output
+    assert not target.exists()
+    one = sorted((tmp_path / "models").glob("fmnist-copy-*.safetensors"))
+    result = runner.invoke(main, ["ingest", "safetensors", *map(str, one), "--lake", str(target)])
+    assert result.exit_code == 0 and "added 24 models to zoo 'fmnist-copy'" in result.output, result.output

@@ -134,7 +134,7 @@ def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zo
     Parameters
     ----------
     zoo : str, optional
-        Default: the zoo recorded in the first file's header.
+        Default: the zoo the files' headers record (files naming several zoos are refused).
 
     Raises
     ------
@@ -148,7 +148,16 @@ def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zo
     started = time.perf_counter()
     loaded = [(f, *read_safetensors(f)) for f in files]
     arch = loaded[0][1]
-    zoo = zoo or str(loaded[0][2].get("zoo") or "")
+    if not zoo:
+        named: dict[str, int] = {}
+        for _, _, model, _ in loaded:
+            key = str(model.get("zoo") or "")
+            named[key] = named.get(key, 0) + 1
+        if len(named) > 1:  # one zoo for all would relabel the others' models without a word
+            listed = ", ".join(f"{z!r} ({n} files)" if z else f"none ({n} files)" for z, n in sorted(named.items()))
+            raise IngestError(f"the files name several zoos: {listed}; ingest each zoo's files on their own, or pass "
+                              "--zoo to put them all in one", path=str(files[0].parent))
+        zoo = next(iter(named))
     if not zoo:
         raise IngestError("the files name no zoo; pass zoo=... (--zoo)", path=str(files[0]))
     report = IngestReport(zoo=zoo, source=", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else ""))
