@@ -278,7 +278,10 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     why = man["cv"].to_list() if "cv" in man.columns else [None] * man.height
     for i, (r, p, cv) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), why, strict=True)):
         untested = "not tested (constant distances)" if cv == "constant_distances" else "not tested (< 4 class sets)"
-        bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}" if p is not None else untested, va="center", fontsize=8)
+        if p is not None:
+            bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}", va="center", fontsize=8)
+        else:  # from the left edge: the longer text stays inside the panel
+            bx.text(-0.97, i, untested, va="center", fontsize=8, color="dimgrey")
     bx.axvline(0, color="grey", lw=1)
     n_sets = int(man["n_class_sets"].cast(pl.Int64).max() or 0) if man.height else 0  # type: ignore[arg-type]
     bx.set(xlabel="Mantel r (Spearman) against the\nJaccard distance of class sets", xlim=(-1, 1),
