@@ -84,9 +84,10 @@ def test_tracking_skip_that_leaves_nothing_commits_nothing(tmp_path):
     lake = tmp_path / "lake"
     with pytest.raises(IngestError, match="every one of the 1 tracking files failed, nothing committed"):
         ingest_tracking(lake, folder, on_error="skip")
-    assert wl.open_lake(lake).tables == []
+    assert not lake.exists()  # nothing committed, and no empty lake left behind
+    (tmp_path / "empty").mkdir()
     with pytest.raises(IngestError, match="no tracking CSVs under"):
-        ingest_tracking(lake, tmp_path / "lake")
+        ingest_tracking(lake, tmp_path / "empty")
 
 
 def test_a_tree_whose_every_checkpoint_is_refused_says_so(tmp_path):
