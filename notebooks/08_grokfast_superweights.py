@@ -40,7 +40,7 @@ import torch
 from IPython.display import Image, display
 
 import weightlake as wl
-from weightlake.compute.superweights import compute_super_weights
+from weightlake.compute.superweights import compute_super_weights, none_stand_out
 from weightlake.dynamics import plots
 from weightlake.dynamics.oscillation import grokking_cnn, grokking_data, low_frequency_share, record_training
 
@@ -118,11 +118,12 @@ tables, chosen, dataset = compute_super_weights(lake, zoo, sample=2 if SHORT els
                                                 probe_images_n=100 if SHORT else 500, images=IMAGES,
                                                 top=3, ks=(1, 2, 5, 10, 20, 50), seed=0)
 print(chosen.note, f"- {time.perf_counter() - started:.0f} s")
+print(*none_stand_out(tables["super_weights"], 100 if SHORT else 500))  # models where no weight stands out
 meta = lake.models(zoo).select("model_id", "activation", "init", "epoch", "class_mask").collect()
 sw = tables["super_weights"].join(meta, on="model_id")
 sw.filter(pl.col("model_rank") <= 3).sort("model_id", "model_rank").select(
-    "model_id", "activation", "init", "epoch", "layer", "model_rank", "flat_index", "accuracy_drop", "abs_weight",
-    "magnitude_rank", "proxy_rank")
+    "model_id", "activation", "init", "epoch", "layer", "model_rank", "flat_index", "accuracy_drop", "costs_accuracy",
+    "abs_weight", "magnitude_rank", "proxy_rank")
 
 # %% [markdown]
 # Is each layer's most harmful weight its largest one, and does the activation-spike proxy point at
