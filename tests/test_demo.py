@@ -30,3 +30,14 @@ def test_quick_demo_runs_twice(tmp_path):
     second = CliRunner().invoke(main, args, catch_exceptions=False)
     assert second.exit_code == 0, second.output
     assert "trained 0, skipped 8" in second.output and "added 0 models" in second.output
+
+
+def test_the_demo_trains_to_every_bin_it_files():
+    """Was: 16 epochs (0 .. 15) for bins 11 and 16, so every bin-16 model was a copy of its epoch-11
+    checkpoint and every pair of the demo's epoch-16 scenario had a fallback target."""
+    from weightlake.demo import DemoConfig
+
+    for config in (DemoConfig(), DemoConfig.quick()):
+        assert max(config.bins) < config.epochs_max
+    with pytest.raises(ValueError, match=r"epoch bins \[16\] are never reached by 16 epochs"):
+        DemoConfig(epochs_max=16)
