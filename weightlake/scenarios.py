@@ -508,9 +508,7 @@ def check_scenario_zoo(lake: Lake, name: str, zoo: str, hint: str) -> None:
     QueryError
         Naming the scenario, both zoos with their architectures, and ``hint`` (how to name it apart).
     """
-    if "scenarios" not in lake.manifest.tables or not lake.manifest.table("scenarios").files:
-        return
-    held = lake.table("scenarios").filter(pl.col("scenario") == name).select("zoo").collect()["zoo"].to_list()
+    held = list_scenarios(lake).filter(pl.col("scenario") == name)["zoo"].to_list()
     other = sorted({z for z in held if z is not None and z != zoo})
     if other:
         raise QueryError(f"scenario {name!r} already pairs the models of {_zoo_text(lake, other[0])}; making it "

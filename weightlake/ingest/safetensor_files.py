@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,7 @@ def ingest_safetensors(lake_root: str | Path, paths: Iterable[str | Path], *, zo
     loaded = [(f, *read_safetensors(f)) for f in files]
     arch = loaded[0][1]
     if not zoo:
-        named: dict[str, int] = {}
-        for _, _, model, _ in loaded:
-            key = str(model.get("zoo") or "")
-            named[key] = named.get(key, 0) + 1
+        named = Counter(str(model.get("zoo") or "") for _, _, model, _ in loaded)
         if len(named) > 1:  # one zoo for all would relabel the others' models without a word
             listed = ", ".join(f"{z!r} ({n} files)" if z else f"none ({n} files)" for z, n in sorted(named.items()))
             raise IngestError(f"the files name several zoos: {listed}; ingest each zoo's files on their own, or pass "
