@@ -123,6 +123,9 @@ def test_lake_weights_refuse_ids_of_two_layouts(same_width_dir: Path) -> None:
     with pytest.raises(ArchitectureError, match="do not line up"):
         lake.columns_numpy([0, mlp], 0, 10)
     assert lake.weights([mlp, mlp + 1]).shape == (2, 2464)
+    # Was: lake.weights([]) gave a [0, 2464] tensor, the width of whichever zoo came first
+    with pytest.raises(ArchitectureError, match="no model ids were given.*do not line up"):
+        lake.weights([])
 
 
 def test_a_layer_of_ids_of_two_zoos_is_each_zoos_own_or_refused(mixed_dir: Path) -> None:

@@ -288,9 +288,9 @@ class Lake:
         """Flat weights ``float32 [n, P]`` of the given model ids, in the given order."""
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1)
         starts, spans = self._spans
-        if ids.size == 0:
-            width = spans[0].segment.cols if spans else 0
-            return np.empty((0, width), dtype=np.float32)
+        if ids.size == 0:  # the width is the lake's, when its zoos agree on one
+            self.check_aligned({sp.zoo for sp in spans}, "no model ids were given, and the lake's zoos")
+            return np.empty((0, spans[0].segment.cols if spans else 0), dtype=np.float32)
         seg_index = np.searchsorted(starts, ids, side="right") - 1
         bad = (seg_index < 0) | (ids >= np.array([spans[max(i, 0)].segment.stop_id for i in seg_index]))
         if bad.any():

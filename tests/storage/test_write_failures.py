@@ -186,3 +186,29 @@ def test_a_writer_waiting_on_a_lock_that_is_removed_takes_a_new_one(tmp_path: Pa
     t1.join(10)
     t2.join(10)
     assert seen == ["held"] and not root.exists()
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_first_ingest_whose_manifest_cannot_be_written_leaves_no_lake(tmp_path: Path, tiny_csv: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        failing: int) -> None:
+    """Was: a full disk at the first commit left _snapshots/ (and at snapshot 1, an empty lake) behind."""
+    import errno
+
+    from weightlake.storage.snapshot import SnapshotStore
+
+    real = SnapshotStore._write_manifest
+
+    def write(self: SnapshotStore, manifest) -> None:  # noqa: ANN001
+        if manifest.version == failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, manifest)
+
+    monkeypatch.setattr(SnapshotStore, "_write_manifest", write)
+    out = one_line_error(["ingest", "csv", str(tiny_csv), "--zoo", "z", "--init", "normal",
+                          "--lake", str(tmp_path / "new" / "lake")])
+    assert "the disk is full" in out
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    ingest_csv(tmp_path / "new" / "lake", tiny_csv, zoo="z", init="normal")
+    assert [m.version for m in SnapshotStore(tmp_path / "new" / "lake").history()] == [1, 0]

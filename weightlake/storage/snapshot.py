@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from weightlake._util import make_parent
-from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError
+from weightlake.errors import CommitConflictError, IntegrityError, LakeNotFoundError, NoSuchTableError, WeightLakeError
 from weightlake.storage.checksums import corrupt, digest_bytes
 from weightlake.storage.store import LocalStore, Store, StoreError, resolve_store
 
@@ -313,9 +313,41 @@ class SnapshotStore:
         creators race on the first log entry and the loser reads the winner's lake)."""
         if self.exists:
             return self.current()
-        if isinstance(self.location, LocalStore):
-            (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
         manifest = empty_manifest()
+        if not isinstance(self.location, LocalStore):
+            return self._claim_first(manifest)
+        made = [self.root / d for d in (_SNAPSHOTS, _LOG) if not (self.root / d).exists()]
+        (self.root / _SNAPSHOTS).mkdir(parents=True, exist_ok=True)
+        try:
+            return self._claim_first(manifest)
+        except BaseException:  # a first commit that failed (a full disk) leaves no manifest or folder behind
+            if not self.exists:
+                with contextlib.suppress(OSError):
+                    (self.root / _SNAPSHOTS / manifest.file_name).unlink(missing_ok=True)
+                    for folder in made:
+                        if folder.exists():
+                            folder.rmdir()
+            raise
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.location, LocalStore)
+
+    def discard_empty(self, first: Manifest) -> None:
+        """Take back the empty lake ``first`` made by :meth:`create_locked`, while it is still the
+        current snapshot (a local lake, under :meth:`locked`): its first commit failed, and the
+        attempt should leave nothing behind.  Anything else is left alone."""
+        with contextlib.suppress(OSError, WeightLakeError):
+            if not self.is_local or first.version != 0 or self.current().file_name != first.file_name \
+                    or self._logged(1) is not None:
+                return
+            for key in (_CURRENT, _log_key(0), f"{_SNAPSHOTS}/{first.file_name}"):
+                (self.root / key).unlink(missing_ok=True)
+            for folder in (_LOG, _SNAPSHOTS):
+                if (self.root / folder).is_dir() and not any((self.root / folder).iterdir()):
+                    (self.root / folder).rmdir()
+
+    def _claim_first(self, manifest: Manifest) -> Manifest:
         self._write_manifest(manifest)
         if not self.location.write_if_absent(_log_key(0), manifest.file_name.encode()):
             self.location.delete(f"{_SNAPSHOTS}/{manifest.file_name}")

@@ -164,6 +164,17 @@ class Transaction:
             base = self.store.create_locked()
             if base.version:
                 self._check_disjoint(base)
+            elif self.store.is_local:  # under the lock: a failed first commit takes the empty lake back
+                try:
+                    return self._commit_on(base, operation, retries)
+                except CommitConflictError:
+                    raise
+                except BaseException:
+                    self.store.discard_empty(base)
+                    raise
+        return self._commit_on(base, operation, retries)
+
+    def _commit_on(self, base: Manifest, operation: Mapping[str, Any], retries: int) -> Manifest:
         for _ in range(retries):
             try:
                 self.committed = self.store.commit(self._manifest_on(base, operation))
