@@ -688,6 +688,36 @@ def list_scenarios(lake: Lake) -> pl.DataFrame:
     return table.select("scenario", pl.exclude("scenario")).sort("scenario")
 
 
+def changed_zoos(lake: Lake, table: pl.DataFrame) -> dict[str, str]:
+    """Scenarios of ``table`` (:func:`list_scenarios`) whose zoo changed after their pairs were resolved.
+
+    A scenario's pairs are those of the models at the snapshot it was resolved against (its
+    ``snapshot`` column); models ingested into the zoo since are in none of them.  Returns
+    ``{scenario: what changed}``, empty when every scenario is up to date.
+    """
+    if table.height == 0 or "snapshot" not in table.columns:
+        return {}
+    now, then = lake.manifest.zoos, {}
+    out = {}
+    for row in table.select("scenario", "zoo", "snapshot").iter_rows(named=True):
+        version, zoo = row["snapshot"], row["zoo"]
+        if version is None or zoo is None:
+            continue
+        if version not in then:
+            then[version] = lake.store.version(int(version)).zoos
+        old, new = then[version].get(zoo), now.get(zoo)
+        if old == new:
+            continue
+        if new is None:
+            out[row["scenario"]] = f"zoo {zoo!r} is no longer in the lake"
+        elif old is None or old.n_models != new.n_models:
+            n = 0 if old is None else old.n_models
+            out[row["scenario"]] = f"zoo {zoo!r} holds {new.n_models:,} models, {n:,} when it was resolved"
+        else:
+            out[row["scenario"]] = f"the metadata of zoo {zoo!r} changed"
+    return out
+
+
 def scenario_row(lake: Lake, name: str) -> dict[str, Any]:
     """The ``scenarios`` row of ``name``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,24 @@ def test_snapshot_option_shows_the_pairs_of_an_earlier_declaration(lake: str, tm
     assert gone.exit_code == 1 and gone.output.strip() == (
         f"error: the lake has no snapshot version 99: its snapshots are 0 to {first.snapshot + 1} "
         "(`weightlake history` lists them)")
+
+
+def test_list_says_which_scenarios_predate_models_of_their_zoo(lake: str, tmp_path: Path) -> None:
+    """Was: a scenario declared before more models came into its zoo was listed as if current,
+    under a column "snapshot" that read like the snapshot it was declared at."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--overlap", "0",
+        "--epochs", "11", "--lake", lake)
+    resolved = open_lake(lake).snapshot - 1
+    listing = run("scenario", "list", "--lake", lake)
+    assert "resolved_at" in listing and "Changed since" not in listing
+    write_synthetic_csv(tmp_path / "more.csv", labels=all_labels(range(4), range(2, 5)), activations=("gelu",),
+                        epochs=(11,), seed=5)
+    ingest_csv(lake, tmp_path / "more.csv", zoo=ZOO, init="normal")
+    listing = run("scenario", "list", "--lake", lake)
+    before = open_lake(lake).at(resolved).manifest.zoo(ZOO).n_models
+    assert f"s: zoo '{ZOO}' holds {open_lake(lake).manifest.zoo(ZOO).n_models:,} models, {before:,} when it " \
+           "was resolved; declare (or import) it again" in listing
+    rows = json.loads(run("scenario", "list", "--format", "json", "--lake", lake))
+    assert rows[0]["resolved_at"] == resolved and rows[0]["zoo_changed"] is True
+    assert json.loads(run("scenario", "list", "--format", "json", "--snapshot", str(resolved + 1),
+                          "--lake", lake))[0]["zoo_changed"] is False

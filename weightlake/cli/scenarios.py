@@ -118,15 +118,24 @@ def import_cmd(folder: str, zoo: str, init: str | None, name_template: str, on_e
 @snapshot_option
 def list_cmd(fmt: str, lake_dir: str, snapshot: int | None) -> None:
     """List the scenarios of the lake with their pair counts per split."""
-    from weightlake.scenarios import list_scenarios
+    import polars as pl
 
-    table = list_scenarios(_open(lake_dir, snapshot))
+    from weightlake.scenarios import changed_zoos, list_scenarios
+
+    lake = _open(lake_dir, snapshot)
+    table = list_scenarios(lake)
     if table.height == 0:
         click.echo("no scenarios yet: `weightlake scenario declare NAME --zoo ZOO` or `weightlake scenario import`")
         return
+    changed = changed_zoos(lake, table)
+    table = table.with_columns(zoo_changed=pl.col("scenario").is_in(list(changed)))
     cols = [c for c in ("scenario", "zoo", "source", "n_train", "n_val", "n_test", "missing_input", "missing_target",
-                        "fallback_pairs", "overlap_mismatch", "snapshot") if c in table.columns]
-    write_frame(table.select(cols), fmt, None, max_rows=200)
+                        "fallback_pairs", "overlap_mismatch", "snapshot", "zoo_changed") if c in table.columns]
+    write_frame(table.select(cols).rename({"snapshot": "resolved_at"}), fmt, None, max_rows=200)
+    if changed and fmt == "table":
+        click.echo("resolved_at: the snapshot whose models the pairs are of. Changed since:")
+        for name, what in sorted(changed.items()):
+            click.echo(f"  {name}: {what}; declare (or import) it again to pair the models of now")
 
 
 # -- pairs -----------------------------------------------------------------------------------------
