@@ -10,7 +10,9 @@ goes first batch by batch.  Then, in fresh children, layouts alternated round by
 * ``lake.layer(all_ids, "layer4.1.conv2.weight")``: bytes read (counted by
   ``tensors.count_reads``) against the layer's size x models, time, peak RSS (VmHWM);
 * ``lake.state_dict(id)`` under a 16 MB memory budget: bytes read, peak RSS;
-* ``analyze spectra`` (tensors: layer by layer; rows: the whole-row streaming path): time, peak RSS.
+* ``analyze spectra`` (tensors: layer by layer; rows: the whole-row streaming path): time, peak RSS;
+* ``analyze topology --layers fc --no-h1 --no-cubical`` under a 1 GB budget: time, peak RSS
+  (``--before DIR`` adds the tensors lake under an earlier checkout's code).
 
 Every figure comes from the same run; the generated data is deleted at the end (``--keep`` keeps it).
 
@@ -103,6 +105,14 @@ result = {"rows": rep.rows, "models": rep.n_models, "bytes": c.bytes}
 """
 
 
+TOPOLOGY = """
+from weightlake.compute.topology import analyze_topology
+kw = {"memory": "1GB"} if "memory" in analyze_topology.__code__.co_varnames else {}  # a --before checkout may lack it
+rep = analyze_topology(sys.argv[1], zoo="r18", layers=["fc"], h1=False, cubical=False, **kw)
+result = {"rows": rep.rows, "models": rep.models}
+"""
+
+
 def free_bytes() -> int:
     st = os.statvfs(DATA)
     return st.f_bavail * st.f_frsize
@@ -144,17 +154,22 @@ def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def measure(rounds: int, parts: list[str]) -> dict[str, object]:
+def measure(rounds: int, parts: list[str], before: str | None = None) -> dict[str, object]:
     lakes = {"tensors": DATA / "lake-tensors", "rows": DATA / "lake-rows"}
     out: dict[str, object] = {}
     for name, code, args, n in (("layer", LAYER_READ, (LAYER,), rounds), ("state_dict", STATE_DICT, (), 1),
-                                ("spectra", SPECTRA, (), 1)):
+                                ("spectra", SPECTRA, (), 1), ("topology", TOPOLOGY, (), rounds)):
         if name not in parts:
             continue
+        # topology: both layouts, and with --before the tensors lake under that checkout's code too
+        runs = {k: (v, None) for k, v in lakes.items()}
+        if name == "topology" and before:
+            runs["tensors (before)"] = (lakes["tensors"], {**os.environ, "PYTHONPATH": before})
         best: dict[str, dict[str, object]] = {}
         for r in range(n):
-            for kind in (list(lakes) if r % 2 == 0 else list(reversed(lakes))):
-                got = run_child(code, str(lakes[kind]), *args)
+            for kind in (list(runs) if r % 2 == 0 else list(reversed(runs))):
+                lake, env = runs[kind]
+                got = run_child(code, str(lake), *args, env=env)
                 if kind not in best or got["seconds"] < best[kind]["seconds"]:
                     best[kind] = got
         out[name] = best
@@ -171,7 +186,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="Runs written (and ingested) at a time.")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="Keep the generated lakes.")
-    ap.add_argument("--parts", default="layer,state_dict,spectra", help="Comma list of the measurements after ingest.")
+    ap.add_argument("--parts", default="layer,state_dict,spectra,topology",
+                    help="Comma list of the measurements after ingest.")
+    ap.add_argument("--before", help="A checkout of earlier code: `topology` also runs under it (PYTHONPATH).")
     a = ap.parse_args()
     if DATA.exists():
         shutil.rmtree(DATA)
@@ -179,7 +196,7 @@ def main() -> None:
     load = os.getloadavg()
     try:
         figures = {"benchmark": "resnet_zoo", "load_start": [round(x, 2) for x in load], **ingest_all(
-            a.runs, a.epochs, a.batch), **measure(a.rounds, a.parts.split(",")), "load_end": [round(x, 2) for x in os.getloadavg()]}
+            a.runs, a.epochs, a.batch), **measure(a.rounds, a.parts.split(","), a.before), "load_end": [round(x, 2) for x in os.getloadavg()]}
         print(json.dumps(figures, indent=1))
     finally:
         if not a.keep:

@@ -159,7 +159,8 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
     One row per model x layer, all independent of neuron order: Rips persistence of the
     layer's neuron cloud (each neuron = incoming weights + bias; H0 and H1 summaries and the
     diagrams as lists), neural persistence of the layer graph, cubical persistence of conv
-    kernels (mean per kernel, of w and of -w), Betti curves on a per-layer grid.
+    kernels (mean per kernel, of w and of -w), Betti curves on a per-layer grid. The zoo
+    is read in blocks under the memory budget ($WEIGHTLAKE_MEMORY), never whole.
 
     \b
     Example:

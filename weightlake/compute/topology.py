@@ -20,6 +20,7 @@ transaction through :func:`weightlake.compute._common.commit_tables`.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ import polars as pl
 
 from weightlake.analysis.distinct import distinct_models
 from weightlake.compute._common import commit_tables
-from weightlake.compute.analyses import _commit, _zoo_rows
+from weightlake.compute.analyses import _commit, _selection, _zoo_meta, _zoo_rows, refuse_non_finite
 from weightlake.errors import QueryError
 
 
@@ -85,8 +86,13 @@ def select_model_meta(lake: Any, zoo: str | None, all_rows: bool) -> tuple[str, 
 # -- per model x layer -----------------------------------------------------------------------------
 def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: Sequence[str] | None = None,
                      h1: bool = True, cubical: bool = True, all_rows: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> TopologyReport:
+                     progress: Callable[[int, int], None] | None = None,
+                     memory: str | int | None = None) -> TopologyReport:
     """Per-model, per-layer topology of every distinct model -> table ``topology``.
+
+    The zoo is read in blocks under the memory budget ``memory`` (default ``$WEIGHTLAKE_MEMORY``,
+    see :mod:`weightlake.storage.budget`), so a zoo of wide models (a ResNet-18 zoo) is never
+    held whole; the table is the same whatever the budget.
 
     Parameters
     ----------
@@ -97,24 +103,44 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     cubical : compute cubical persistence of conv kernels
     all_rows : count every row, fallback copies and repeated vectors included
     progress : callable ``(done, total)`` over models
+    memory : the memory budget (bytes or ``"512MB"``)
     """
     from weightlake.analysis.topology import zoo_topology
     from weightlake.analysis.topology_diagrams import add_betti_curves
     from weightlake.lake import open_lake
 
     started = time.perf_counter()
-    lake = open_lake(lake_root)
-    zoo, ids, rows, _, note = select_models(lake, zoo, all_rows)
+    lake = open_lake(lake_root, memory=memory)
+    zoo, ids, meta = _zoo_meta(lake, zoo)
+    if ids.size == 0:
+        raise QueryError(f"zoo {zoo!r} has no models")
+    keep, _, note = _selection(meta, all_rows)
+    if all_rows:
+        note = f"{ids.size} rows (all rows counted, copies included)"
     arch = lake.arch(zoo)
-    frame = zoo_topology(rows, arch, layers=layers, h1=h1, cubical=cubical, progress=progress)
-    frame, grids = add_betti_curves(frame)
-    table = frame.with_columns(model_id=pl.Series(ids)[frame["row"]],
-                               snapshot=pl.lit(lake.snapshot, dtype=pl.Int64)).drop("row")
+    total, done, at, parts = int(keep.sum()), 0, 0, []
+    for block_ids, block in lake.iter_weights(zoo):  # budget-sized blocks: a zoo of wide models never whole
+        mask = keep[at:at + len(block_ids)]
+        at += len(block_ids)
+        rows, block_ids = (block, block_ids) if mask.all() else (block[mask], block_ids[mask])
+        if not len(rows):
+            continue
+        refuse_non_finite(zoo, block_ids, rows)
+        step = None if progress is None else functools.partial(_offset_progress, progress, done, total)
+        part = zoo_topology(rows, arch, layers=layers, h1=h1, cubical=cubical, progress=step)
+        parts.append(part.with_columns(model_id=pl.Series(block_ids)[part["row"]]).drop("row"))
+        done += len(rows)
+    frame, grids = add_betti_curves(pl.concat(parts))
+    table = frame.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     table = table.select("model_id", "layer", pl.exclude("model_id", "layer"))
     params = {"layers": list(dict.fromkeys(layers or arch.matrix_layer_names)), "h1": h1, "cubical": cubical, "all_rows": all_rows,
-              "models": int(ids.size), "distinct_note": note, "betti_grids": grids}
+              "models": total, "distinct_note": note, "betti_grids": grids}
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
-    return TopologyReport("topology", zoo, table.height, int(ids.size), version, time.perf_counter() - started, [note])
+    return TopologyReport("topology", zoo, table.height, total, version, time.perf_counter() - started, [note])
+
+
+def _offset_progress(progress: Callable[[int, int], None], before: int, total: int, done: int, _: int) -> None:
+    progress(before + done, total)
 
 
 # -- groups ------------------------------------------------------------------------------------------
