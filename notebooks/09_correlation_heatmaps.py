@@ -65,7 +65,11 @@ lake.sql("SELECT zoo, init, activation, count(*) FILTER (WHERE NOT fallback) AS 
 # ## 1. One zoo, every parameter and every per-layer aggregate
 # `features="both"` correlates every flat parameter and the per-layer aggregates; text columns
 # become one-hots (`activation=relu`), class sets become per-class presence (`classes has 3`) plus
-# a count. The report says how many rows were dropped as copies.
+# a count. The report says how many rows were dropped as copies, and whether the distinct models
+# include several checkpoints of one training run (the same init, activation and classes at two
+# epochs): those are distinct vectors but not independent samples, so a pooled p-value counts
+# such a run more than once. Grouping by epoch (`by=["epoch"]`, as section 2 groups by init)
+# counts each run once per group.
 
 # %%
 AGAINST = ["accuracy", "epoch", "activation", "init", "classes", "n_classes"]
@@ -92,14 +96,29 @@ display(Image(filename=figures[f"{zoo}-pearson-aggregates-vs-metadata.png"]))
 
 # %% [markdown]
 # The strongest significant correlates of accuracy per layer, straight from the committed table
-# with SQL (the named query `top_accuracy_correlates`; `weightlake query run` runs the same):
+# with SQL (the named query `top_accuracy_correlates` gives the first six columns; `weightlake
+# query run` runs it). `r_with_init` is the largest |r| of the same feature with an init one-hot:
+# pooled over initialisations, a feature that mostly tells the inits apart correlates with
+# accuracy whenever the inits differ in accuracy. Read such rows against section 2, where the
+# test runs within each init.
 
 # %%
-wl.open_lake(work).sql(
-    "SELECT layer, kind, feature, round(r, 3) AS r, q, n FROM correlations "
-    "WHERE zoo = $zoo AND against = 'accuracy' AND method = 'pearson' AND q < 0.05 AND layer IS NOT NULL "
-    "QUALIFY row_number() OVER (PARTITION BY layer ORDER BY abs(r) DESC) <= 3 ORDER BY layer, abs(r) DESC",
-    {"zoo": zoo})
+top = wl.open_lake(work).sql("""
+    SELECT a.layer, a.kind, a.feature, round(a.r, 3) AS r, a.q, a.n,
+           (SELECT round(max(abs(g.r)), 3) FROM correlations g
+            WHERE g.zoo = a.zoo AND g.method = a.method AND g.kind = a.kind AND g.feature = a.feature
+              AND g.layer IS NOT DISTINCT FROM a.layer AND g.param IS NOT DISTINCT FROM a.param
+              AND g.against LIKE 'init=%') AS r_with_init
+    FROM correlations a
+    WHERE a.zoo = $zoo AND a.against = 'accuracy' AND a.method = 'pearson' AND a.q < 0.05
+      AND a.layer IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY a.layer ORDER BY abs(a.r) DESC) <= 3
+    ORDER BY a.layer, abs(a.r) DESC""", {"zoo": zoo})
+with pl.Config(tbl_rows=-1, tbl_cols=-1):
+    display(top)
+if top.height:
+    by_init = top.filter(pl.col("r_with_init") > 0.9).height
+    print(f"{by_init} of these {top.height} correlates of accuracy tell the inits apart (|r| > 0.9 with an init)")
 
 # %% [markdown]
 # ## 2. Does it generalise? Groups side by side

@@ -60,6 +60,11 @@ def test_metadata_expansion() -> None:
         C.metadata_matrix(meta.with_columns(pl.col("accuracy").cast(pl.String)), max_levels=10)
     with pytest.raises(ArchitectureError, match="no column"):
         C.metadata_matrix(meta, ["nope"])
+    # Was: "label count" and an asked-for n_classes (the same values) were both tested
+    with_n = meta.with_columns(n_classes=pl.Series(counts))
+    twice, _ = C.metadata_matrix(with_n, ["label", "n_classes"])
+    assert "label count" not in twice and twice[-1] == "n_classes"
+    assert "label count" in C.metadata_matrix(with_n, ["label", "accuracy"])[0]
 
 
 @pytest.mark.parametrize(("method", "reference"), [("pearson", st.pearsonr), ("spearman", st.spearmanr)])

@@ -31,3 +31,27 @@ def test_null_hashes_are_each_their_own_model() -> None:
         "model_id": pl.Int64, "weights_hash": pl.String})
     sel = distinct_models(meta)
     assert sel.keep.tolist() == [True, True] and sel.note().startswith("2 distinct models")
+
+
+def test_checkpoints_of_one_run_are_counted_as_runs_and_said() -> None:
+    """Was: 67 distinct models of 34 runs (33 at epochs 11 and 16, r = 0.998 between the two)
+    went into every p-value as 67 independent samples without a word."""
+    meta = pl.DataFrame({
+        "model_id": [0, 1, 2, 3, 4], "zoo": ["z"] * 5, "weights_hash": ["a", "b", "c", "d", "d"],
+        "init": ["k"] * 5, "activation": ["gelu", "gelu", "relu", "relu", "relu"],
+        "class_mask": [3, 3, 3, 5, 5], "epoch": [11, 16, 11, 11, 16], "fallback": [False, False, False, False, True],
+    })
+    sel = distinct_models(meta)
+    # runs: (gelu, 3) at 11 and 16; (relu, 3) at 11; (relu, 5) at 11 (its epoch-16 row is a fallback copy)
+    assert (sel.n_runs, sel.runs_several, sel.last_epoch) == (3, 1, 16)
+    assert "checkpoints of 3 training runs, 1 of them at several epochs" in sel.note()
+    assert "`epoch = 16`" in sel.note() and "runs" not in sel.note(runs=False)
+    assert sel.to_dict()["runs_at_several_epochs"] == 1
+    one_epoch = distinct_models(meta.filter(pl.col("epoch") == 11))
+    assert one_epoch.n_runs == 3 and one_epoch.runs_several == 0 and "runs" not in one_epoch.note()
+    # a zoo that records runs (Model Zoos) is counted by run_id
+    zoo = meta.with_columns(run_id=pl.Series(["r1", "r1", "r1", "r2", "r2"]))
+    assert distinct_models(zoo).n_runs == 2 and distinct_models(zoo).runs_several == 1
+    # metadata that says nothing about runs: nothing is claimed
+    bare = meta.select("model_id", "weights_hash", "epoch")
+    assert distinct_models(bare).n_runs is None and "runs" not in distinct_models(bare).note()

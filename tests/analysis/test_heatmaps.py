@@ -67,7 +67,7 @@ def test_param_figure_title_scale_and_mask(tables) -> None:
     ax = fig.axes[0]
     title = ax.get_title()
     assert "zoo-x" in title and "n=120 distinct models" in title and "all models" in title
-    assert "mean of each 3-parameter block" in title and "q >= 0.05" in title
+    assert "mean r of each 3-parameter block, coloured when one of its parameters has q < 0.05" in title
     image = _colour_image(ax)
     shown = image.get_array()
     against = list(dict.fromkeys(table["against"].to_list()))

@@ -60,7 +60,7 @@ def test_correlations_count_distinct_models(copied_lake: Path, tmp_path: Path) -
     assert set(new["n"]) == {6} and new["r"].is_nan().all()  # one epoch per distinct model: nothing to correlate
     params = _params(wl.open_lake(root), "correlations")["models"]
     assert params == {"rows": 18, "distinct": 6, "dropped_fallback": 12, "dropped_repeated": 0, "all_rows": False,
-                      "used": 6}
+                      "used": 6, "runs": 6, "runs_at_several_epochs": 0}
 
 
 def test_spectra_on_distinct_models_and_the_cli(copied_lake: Path, tmp_path: Path) -> None:
@@ -98,3 +98,30 @@ def test_quick_spectra_count_distinct_models_too(copied_lake: Path) -> None:
     lake = wl.open_lake(copied_lake)
     assert lake.analysis.compute_spectra("z")["model_id"].n_unique() == 6
     assert lake.analysis.compute_spectra("z", all_rows=True)["model_id"].n_unique() == 18
+
+
+def test_checkpoints_of_one_run_are_said_in_the_note_the_params_and_the_figure(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: runs checkpointed at two epochs went into every p-value as twice the samples, unsaid."""
+    import weightlake.compute.analyses as analyses
+    from weightlake.analysis.distinct import distinct_models
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    write_synthetic_csv(tmp_path / "zoo.csv", labels=all_labels(range(4), range(2, 3)), activations=("gelu", "relu"),
+                        epochs=(11, 16), seed=4)
+    ingest_csv(tmp_path / "lake", tmp_path / "zoo.csv", zoo="z", init="normal")
+    sel = distinct_models(wl.open_lake(tmp_path / "lake").models().collect())
+    assert sel.n_runs == 12 and sel.runs_several > 0  # 6 class pairs x 2 activations, at epochs 11 and 16
+    units = []
+    real = analyses._correlation_plots
+    monkeypatch.setattr(analyses, "_correlation_plots", lambda *a, **k: units.append(a[5]) or real(*a, **k))
+    report = analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy", "epoch"], features="aggregates",
+                                  methods=["pearson"], plot_dir=tmp_path / "plots")
+    assert f"checkpoints of 12 training runs, {sel.runs_several} of them at several epochs" in str(report)
+    assert _params(wl.open_lake(tmp_path / "lake"), "correlations")["models"]["runs_at_several_epochs"] == \
+        sel.runs_several
+    assert units == ["distinct models of 12 runs"]  # every figure's "n=..." says what n counts
+    # grouped by epoch, each group holds one checkpoint per run: the figures' units stay plain
+    analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy"], by=["epoch"], features="aggregates",
+                         methods=["pearson"], plot_dir=tmp_path / "by")
+    assert units[-1] == "distinct models"

@@ -18,7 +18,8 @@ one *family* = all (feature, metadata column) tests of one method in one group.
 Metadata columns are expanded into numbers by :func:`metadata_matrix`: numeric and boolean
 columns as they are, text columns one-hot (``activation=relu``), list columns (class subsets such
 as ``[0, 3, 7]``, also as their text repr) into per-value presence (``classes has 3``) plus a count
-(``classes count``).  A constant column (within a group), or a feature with a non-finite value,
+(``classes count``, left out when an asked-for column such as ``n_classes`` holds the same
+values).  A constant column (within a group), or a feature with a non-finite value,
 has ``r = p = q = NaN`` and is left out of its family.
 
 Heatmaps are drawn by :mod:`~weightlake.analysis.heatmaps` (the two ``plot_*`` functions here
@@ -88,6 +89,13 @@ def metadata_matrix(meta: Any, columns: Sequence[str] | None = None, *, max_leve
         for name, values in _expand_column(frame[col], max_levels, pl):
             names.append(name)
             parts.append(values)
+    # a list column's count that another asked-for column already holds ("classes count" and
+    # n_classes) is one variable: tested twice it would enter the BH family twice
+    plain = {n: v for n, v in zip(names, parts, strict=True) if n in frame.columns}
+    twins = {n for n, v in zip(names, parts, strict=True) if n.endswith(" count") and n not in frame.columns
+             and any(np.array_equal(v, other, equal_nan=True) for other in plain.values())}
+    kept = [i for i, n in enumerate(names) if n not in twins]
+    names, parts = [names[i] for i in kept], [parts[i] for i in kept]
     values = np.column_stack(parts) if parts else np.empty((frame.height, 0))
     return names, values
 

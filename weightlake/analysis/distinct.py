@@ -10,6 +10,11 @@ not a fallback copy when there is one, else the earliest epoch bin, ties to the 
 ``model_id``. It is a pure function over the metadata frame; analyses call it, record
 ``n`` distinct and print :meth:`DistinctSelection.note`, and offer an option to count
 every row instead.
+
+Distinct vectors are not always independent samples: the checkpoints of one training run at
+several epochs are distinct models whose weights correlate near 1.  The selection counts the
+runs (:func:`run_columns`) and its note says when some of them contribute several checkpoints;
+which epoch to keep is the user's choice, so nothing is dropped for it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ class DistinctSelection:
     """Rows dropped that were fallback copies (an early-stopped model filed under a later bin)."""
     dropped_repeated: int
     """Other rows dropped because an earlier row holds the same weight vector."""
+    n_runs: int | None = None
+    """Training runs the kept rows come from (None: the metadata does not say, see :func:`run_columns`)."""
+    runs_several: int = 0
+    """Runs of which several kept rows are checkpoints (other epochs of the same run)."""
+    last_epoch: int | None = None
+    """The latest epoch among the kept rows (the note's example of one epoch to select)."""
 
     @property
     def n_distinct(self) -> int:
@@ -40,17 +51,68 @@ class DistinctSelection:
     def dropped(self) -> int:
         return self.n_rows - self.n_distinct
 
-    def note(self) -> str:
-        """One line for the user: how many distinct models, and what was left out."""
+    def note(self, *, runs: bool = True) -> str:
+        """One line for the user: how many distinct models, what was left out, and (``runs``) whether
+        some are checkpoints of one run (:meth:`runs_note`)."""
+        tail = self.runs_note() if runs else ""
         if not self.dropped:
-            return f"{self.n_distinct} distinct models (no repeated weight vectors)"
+            return f"{self.n_distinct} distinct models (no repeated weight vectors){tail}"
         return (f"{self.n_distinct} distinct models of {self.n_rows} rows: dropped {self.dropped_fallback} "
                 f"fallback copies and {self.dropped_repeated} other repeated weight vectors "
-                "(pass all_rows=True / --all-rows to count every row)")
+                f"(pass all_rows=True / --all-rows to count every row){tail}")
 
-    def to_dict(self) -> dict[str, int]:
+    def runs_note(self) -> str:
+        """``""``, or what a statistic over these models should know: some are checkpoints of one run.
+
+        Two checkpoints of a run (its epochs 11 and 16) are distinct vectors but not independent
+        samples (their weights correlate near 1), so a p-value over models counts them as more
+        evidence than there is.
+        """
+        return _format_runs(self.n_runs, self.runs_several, self.last_epoch)
+
+    def to_dict(self) -> dict[str, int | None]:
         return {"rows": self.n_rows, "distinct": self.n_distinct, "dropped_fallback": self.dropped_fallback,
-                "dropped_repeated": self.dropped_repeated}
+                "dropped_repeated": self.dropped_repeated, "runs": self.n_runs, "runs_at_several_epochs": self.runs_several}
+
+
+RUN_COLUMNS = ("init", "activation", "class_mask")
+"""What identifies a training run in the CSV and checkpoint-folder zoos: one run per initialisation,
+activation and class set, checkpointed at several epochs (``checkpoints/{label}/{activation}/...
+checkpoint epoch {e}.pth``). Zoos that record runs (Model Zoos) have ``run_id`` instead."""
+
+
+def run_columns(meta: pl.DataFrame) -> list[str] | None:
+    """The columns naming each row's training run: ``run_id`` where recorded, else :data:`RUN_COLUMNS`
+    (with ``zoo`` when present); None when the metadata has neither, or no ``epoch``."""
+    zoo = ["zoo"] if "zoo" in meta.columns else []
+    if "run_id" in meta.columns and meta["run_id"].null_count() < meta.height:
+        return [*zoo, "run_id"]
+    if "epoch" in meta.columns and all(c in meta.columns for c in RUN_COLUMNS):
+        return [*zoo, *RUN_COLUMNS]
+    return None
+
+
+def runs_note(meta: pl.DataFrame) -> str:
+    """:meth:`DistinctSelection.runs_note` for the rows of ``meta`` as they are (a selection already made)."""
+    return _format_runs(*_runs(meta, np.ones(meta.height, dtype=bool)))
+
+
+def _format_runs(n_runs: int | None, several: int, epoch: int | None) -> str:
+    if not several:
+        return ""
+    return (f"; they are checkpoints of {n_runs} training runs, {several} of them at several epochs: "
+            "a p-value over models takes those checkpoints for independent samples; within one epoch "
+            f"(`--by epoch`, or the ids of `epoch = {epoch}`) each run counts once")
+
+
+def _runs(meta: pl.DataFrame, keep: np.ndarray) -> tuple[int | None, int, int | None]:
+    cols = run_columns(meta)
+    if cols is None or meta.height == 0:
+        return None, 0, None
+    kept = meta.filter(pl.Series(keep)).select(*cols, "epoch")
+    per_run = kept.group_by(cols).agg(pl.col("epoch").n_unique().alias("epochs"))
+    last = kept["epoch"].max()
+    return per_run.height, int((per_run["epochs"] > 1).sum()), None if last is None else int(last)
 
 
 def distinct_models(meta: pl.DataFrame) -> DistinctSelection:
@@ -68,7 +130,8 @@ def distinct_models(meta: pl.DataFrame) -> DistinctSelection:
     """
     n = meta.height
     if "weights_hash" not in meta.columns or n == 0:
-        return DistinctSelection(np.ones(n, dtype=bool), n, 0, 0)
+        keep = np.ones(n, dtype=bool)
+        return DistinctSelection(keep, n, 0, 0, *_runs(meta, keep))
     fallback = (meta["fallback"].fill_null(False) if "fallback" in meta.columns
                 else pl.Series([False] * n))
     epoch = meta["epoch"].fill_null(0) if "epoch" in meta.columns else pl.Series([0] * n)
@@ -82,4 +145,4 @@ def distinct_models(meta: pl.DataFrame) -> DistinctSelection:
     keep = np.zeros(n, dtype=bool)
     keep[first] = True
     dropped_fallback = int((~keep & fallback.to_numpy()).sum())
-    return DistinctSelection(keep, n, dropped_fallback, int((~keep).sum()) - dropped_fallback)
+    return DistinctSelection(keep, n, dropped_fallback, int((~keep).sum()) - dropped_fallback, *_runs(meta, keep))

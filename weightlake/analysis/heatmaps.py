@@ -282,10 +282,9 @@ def param_metadata_figure(table: Any, arch: Architecture = CNN_S, *, method: str
     _mark_layers(ax, arch.boundaries, arch.layer_names)
     ax.set_yticks(np.arange(len(grid.rows)) + 0.5, _row_labels(grid), fontsize=7)
     ax.set_ylabel("metadata column")
-    how = (f"{'mean' if pooling == 'mean' else 'largest |r|'} of each {factor}-parameter block"
-           if factor > 1 else "one cell per parameter")
-    ax.set_title(title or f"{sel.header(units)}\n{method} r, parameters x metadata; {how}; grey: q >= {alpha:g}",
-                 fontsize=10)
+    how = (f"{'mean r' if pooling == 'mean' else 'largest |r|'} of each {factor}-parameter block, coloured when "
+           f"one of its parameters has q < {alpha:g}" if factor > 1 else f"one cell per parameter; grey: q >= {alpha:g}")
+    ax.set_title(title or f"{sel.header(units)}\n{method} r, parameters x metadata; {how}", fontsize=10)
     _legend(fig, alpha)
     return fig
 

@@ -103,7 +103,7 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
         When ``sample`` is below 1, no model is left, or a chosen one holds a NaN or an infinity (its kernel or
         ablation scan would fail in a decomposition or give NaN): the models are named.
     """
-    from weightlake.analysis.distinct import distinct_models
+    from weightlake.analysis.distinct import distinct_models, runs_note
     from weightlake.compute.analyses import refuse_non_finite
     from weightlake.storage.budget import block_rows
 
@@ -115,7 +115,7 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
         note, selection = f"{n_rows} rows (every row counted, --all-rows)", {"rows": n_rows, "all_rows": True}
     else:
         chosen = distinct_models(meta)
-        meta, note, selection = meta.filter(pl.Series(chosen.keep)), chosen.note(), chosen.to_dict()
+        meta, note, selection = meta.filter(pl.Series(chosen.keep)), chosen.note(runs=False), chosen.to_dict()
     if ids is not None:
         meta = meta.filter(pl.col("model_id").is_in([int(i) for i in ids]))
         note += f"; {meta.height} of the {len(ids)} ids asked for"
@@ -125,6 +125,7 @@ def sample_models(lake: Any, zoo: str, sample: int | None, seed: int = 0, all_ro
         note += f"; a seeded sample of {sample} (seed {seed})"
     if meta.height == 0:
         raise QueryError(f"zoo {zoo!r} has no models to analyse")
+    note += runs_note(meta)  # of the models the run uses, after the ids and the sample
     chosen_ids = meta["model_id"].to_numpy()
     step = block_rows(lake.arch(zoo).n_params, lake.memory)
     for start in range(0, len(chosen_ids), step):  # checked up front, not after the models before it ran

@@ -86,7 +86,8 @@ def _selection(meta: pl.DataFrame, all_rows: bool) -> tuple[np.ndarray, dict[str
 
     selection = distinct_models(meta)
     if all_rows:
-        note = f"all {selection.n_rows} rows counted (all_rows): {selection.note().split(' (pass')[0]}"
+        note = (f"all {selection.n_rows} rows counted (all_rows): {selection.note(runs=False).split(' (pass')[0]}"
+                f"{selection.runs_note()}")
         return (np.ones(meta.height, dtype=bool), {**selection.to_dict(), "all_rows": True, "used": selection.n_rows},
                 note)
     used = {**selection.to_dict(), "all_rows": False, "used": selection.n_distinct}
@@ -254,6 +255,9 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
         step()
     table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
     units = "rows (all_rows)" if all_rows else "distinct models"
+    runs = plan.record["models"]
+    if runs.get("runs_at_several_epochs") and not plan.options["group_by"]:  # a figure's n is models, not runs
+        units += f" of {runs['runs']} runs"
     notes = [plan.note]
     plots: list[str] = []
     if plot_dir:
