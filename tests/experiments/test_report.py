@@ -217,3 +217,14 @@ def test_layer_plot_keeps_its_axes_wide(monkeypatch, tmp_path: Path) -> None:
     fig.tight_layout()
     assert fig.axes[0].get_position().width > 0.75  # a legend beside the axes squeezed them to about half
     assert [line.get_linestyle() for line in fig.axes[0].lines] == ["-", "-", "--", ":"]
+
+
+def test_plot_labels_name_the_pairs_when_the_rows_are_on_several_sets() -> None:
+    from weightlake.experiments.report import _plot_labels
+
+    one = _scored(pd_mse=[0.07, 0.1, 0.04, 0.05])
+    assert _plot_labels(one)["checkpoint"].equals(one["checkpoint"])
+    two = pl.concat([one, one.with_columns(snapshot=pl.lit(5, dtype=pl.Int64))])
+    labels = _plot_labels(two)["checkpoint"].to_list()
+    assert labels[0] == "exp/r/a.pth [10 pairs of snapshot 2]" and labels[4] == "exp/r/a.pth [10 pairs of snapshot 5]"
+    assert len(set(labels)) == len(labels)

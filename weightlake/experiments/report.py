@@ -517,9 +517,14 @@ def plot_layers(frame: pl.DataFrame, path: Path, metric: str = "mse") -> Path | 
     ax.set_ylabel(f"{metric}, predicted vs target (mean over pairs)")
     if all(v is not None and v > 0 for c in cols for v in frame[c].to_list()):
         ax.set_yscale("log")
-    if frame.height <= 16:  # below the axes: inside it covered points, beside them it squeezed the axes
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    return _save(fig, path, caption(frame))
+    if frame.height > 24:
+        return _save(fig, path, caption(frame))
+    # below the axes: inside it covered points, beside them it squeezed the axes. Laid out before the
+    # legend exists, so tight_layout does not shrink the axes for it; the saved bounding box holds it.
+    fig.suptitle(caption(frame), fontsize=8)
+    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    return _save(fig, path, tight=False)
 
 
 def _pyplot() -> Any:
@@ -558,6 +563,15 @@ def _save(fig: Any, path: Path, title: str | None = None, *, tight: bool = True)
     return path
 
 
+def _plot_labels(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows of several sets of pairs: each label names its set, else the same checkpoint scored on two
+    sets (or two sets' baselines) would be two bars with one name."""
+    if len(scored_groups(frame)) < 2 or not {"n_pairs", "snapshot"} <= set(frame.columns):
+        return frame
+    tag = pl.format(" [{} pairs of snapshot {}]", pl.col("n_pairs"), pl.col("snapshot"))
+    return frame.with_columns(checkpoint=pl.concat_str(pl.col("checkpoint"), tag.fill_null("")))
+
+
 def write_report(lake_root: str | Path | None, out: str | Path, *, scenario: str | None = None,
                  split: str | None = None, plots: bool = True, snapshot: int | None = None) -> ReportResult:
     """Write the Markdown report (and PNG plots in ``<stem>_plots/``) of the lake's evaluations
@@ -584,7 +598,7 @@ def write_report(lake_root: str | Path | None, out: str | Path, *, scenario: str
         folder = out.with_name(f"{out.stem}_plots")
         usable = frame.filter(pl.col("error").is_null()) if "error" in frame.columns else frame
         sources, refs = split_baselines(usable)
-        ok = pl.concat([short_labels(sources), refs], how="diagonal_relaxed") if refs.height else short_labels(sources)
+        ok = _plot_labels(pl.concat([short_labels(sources), refs], how="diagonal_relaxed"))
         for fn, name in ((plot_key_metrics, "key_metrics.png"), (plot_rank_heatmap, "rank_heatmap.png"),
                          (plot_layers, "layers_mse.png")):
             made += [p for p in [fn(ok, folder / name)] if p is not None]
