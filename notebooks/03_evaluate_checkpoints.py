@@ -17,7 +17,10 @@
 # name such as `run_h4`, or `--heads`; never guessed), the model rebuilt and run over a scenario's
 # test pairs, and its predicted weights compared with the ground truth on every metric (whole vector
 # and per layer), checked for collapse, and a few predicted CNNs rebuilt and scored on held-out images.
-# The results are committed as the lake table `evaluations` and rendered as a Markdown table.
+# Three trivial predictions are scored the same way on the same pairs and images, as references:
+# all zeros, the mean train target, and the average `(A + B) / 2` of the two input models.
+# The results are committed as the lake tables `evaluations` (the checkpoints) and
+# `evaluation_baselines` (the references, `source_kind = 'baseline'`) and rendered as a Markdown report.
 #
 # From the shell: `weightlake experiments scan Experiments/`, then
 # `weightlake experiments evaluate Experiments/ --scenario S --split test`, then
@@ -47,7 +50,14 @@ import weightlake as wl
 from weightlake.demo import DemoConfig, pair_lake
 from weightlake.experiments.evaluate import evaluate_checkpoints
 from weightlake.experiments.merger import MergerConfig, build_merger
-from weightlake.experiments.report import write_report
+from weightlake.experiments.report import (
+    load_evaluations,
+    ranked_last,
+    unbeaten_by_checkpoints,
+    whole_metrics,
+    with_baselines,
+    write_report,
+)
 from weightlake.experiments.scan import scan_experiments
 from weightlake.experiments.training import save_checkpoint, train_steps
 
@@ -110,7 +120,8 @@ pl.DataFrame([{"file": str(Path(f.path).relative_to(EXPERIMENTS)), "kind": f.kin
 # ## 3. Evaluate them all on the scenario's test pairs
 # One model in memory at a time; the same pairs for every checkpoint; every fast metric (add
 # `include_slow=True` for Sinkhorn and Gromov-Wasserstein). Predicted CNNs are scored on the images
-# the zoo recorded at ingest.
+# the zoo recorded at ingest. The baselines follow on the same pairs: a checkpoint's numbers mean
+# something only next to theirs.
 
 # %%
 report = evaluate_checkpoints(root, EXPERIMENTS, SCENARIO, SPLIT, accuracy_models=2 if SHORT else 8,
@@ -123,20 +134,28 @@ print("\n".join(report.lines()))
 # means every test pair got the same predicted vector; `top_row_share` is the share of pairs that got
 # the most common one, and `partial` marks a share past the collapse threshold. A model that predicts
 # nearly one vector for every pair can still rank first on MSE and W1 (one vector near the mean target is
-# a good guess for all of them), so read those columns with `top_row_share` and the predicted CNNs'
-# accuracy `pd_acc` (percent on held-out images, over `accuracy_models` pairs), beside `gt_acc`, the
-# accuracy of the same pairs' true target CNNs.
+# a good guess for all of them: the `train_mean` baseline is exactly that), so read those columns with
+# `top_row_share` and the predicted CNNs' accuracy `pd_acc` (percent on held-out images, over
+# `accuracy_models` pairs), beside `gt_acc`, the accuracy of the same pairs' true target CNNs on the same
+# images with the same scorer (`accuracy_note` says how it scores). The baseline rows (`kind = baseline`)
+# are scored the same way; the all-zeros CNN gives every class the same logit and the argmax of a tie
+# is class 0, so its `pd_acc` is what always answering class 0 scores on these images.
 
 # %%
-wl.open_lake(root).sql(
-    "SELECT checkpoint, coalesce(saved_epoch, epoch) AS epoch, d_model, n_heads, round(pd_mse, 6) AS mse, "
-    "round(pd_w1, 6) AS w1, round(pd_cosine, 4) AS cosine, collapsed, pd_partial_collapse AS partial, "
-    "round(pd_top_row_share, 2) AS top_row_share, round(pd_accuracy, 1) AS pd_acc, round(gt_accuracy, 1) AS gt_acc, "
-    "accuracy_models FROM evaluations WHERE scenario = $s ORDER BY pd_mse", {"s": SCENARIO})
+rows = wl.open_lake(root).sql(
+    "SELECT source_kind AS kind, checkpoint, coalesce(saved_epoch, epoch) AS epoch, d_model, n_heads, "
+    "round(pd_mse, 6) AS mse, round(pd_nmse, 3) AS nmse, round(pd_w1, 6) AS w1, round(pd_cosine, 4) AS cosine, "
+    "collapsed, pd_partial_collapse AS partial, round(pd_top_row_share, 2) AS top_row_share, "
+    "round(pd_accuracy, 1) AS pd_acc, round(gt_accuracy, 1) AS gt_acc, accuracy_models, accuracy_note "
+    "FROM (SELECT * FROM evaluations UNION ALL BY NAME SELECT * FROM evaluation_baselines) "
+    "WHERE scenario = $s AND split = $split AND snapshot = $snap AND n_pairs = $n "
+    "ORDER BY kind DESC, pd_mse", {"s": SCENARIO, "split": SPLIT, "snap": report.pairs_snapshot, "n": report.n_pairs})
+with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=100, tbl_width_chars=250):
+    display(rows)
 
 # %% [markdown]
-# ## 4. The report: one Markdown table per scenario and split, best values marked among rows scored
-# on the same pairs, plus the plots
+# ## 4. The report: one Markdown table per set of pairs, the best checkpoint values marked, the
+# baselines below them as reference rows (never marked), plus the plots
 
 # %%
 result = write_report(root, work / "report.md", scenario=SCENARIO)
@@ -146,9 +165,28 @@ for plot in result.plots:
 
 # %% [markdown]
 # The plots, in order: the four headline metrics per checkpoint (predicted against target weights:
-# lower is better, except cosine); every metric's rank among the checkpoints (0 = best, so a row that
-# stays yellow across the columns wins on all of them, and a column that disagrees with its neighbours
-# is a metric that orders the checkpoints differently); and the MSE per layer on a log scale, which
-# shows which layers a checkpoint gets wrong. On the demo lake the untrained start ranks last on
-# nearly every metric, as it should; the trained ones are a few Adam steps old, so their order says
-# little beyond that the machinery ranks them consistently.
+# lower is better, except cosine), the baselines as grey hatched bars and the best of them as a dashed
+# line; every metric's rank among checkpoints and baselines together (0 = best, so a row that stays
+# yellow across the columns wins on all of them, and a column that disagrees with its neighbours is a
+# metric that orders the rows differently; grey cells are NaN, e.g. the cosine of the zero vector); and
+# the MSE per layer on a log scale, baselines dashed, which shows which layers a checkpoint gets wrong.
+#
+# What the numbers say depends on the checkpoints and the lake, so it is counted here rather than
+# written down: how the checkpoints compare with the baselines, and where the untrained start ranks.
+# The checkpoints trained here are a few Adam steps old; they show the machinery, not a result.
+
+# %%
+now = wl.open_lake(root)
+scored = with_baselines(now, load_evaluations(now, SCENARIO, SPLIT), SCENARIO, SPLIT).filter(
+    (pl.col("snapshot") == report.pairs_snapshot) & (pl.col("n_pairs") == report.n_pairs)
+    & pl.col("error").is_null())
+metrics = whole_metrics(scored, "pd")
+unbeaten, compared = unbeaten_by_checkpoints(scored, metrics)
+print(f"no checkpoint beats the best baseline on {len(unbeaten)} of the {compared} metrics with a baseline value"
+      + (f": {', '.join(m[3:] for m in unbeaten)}" if unbeaten else ""))
+checkpoints = scored.filter(pl.col("source_kind") == "checkpoint")
+for start in checkpoints.filter(pl.col("epoch") == -1)["checkpoint"].to_list():
+    last, n = ranked_last(scored, start, metrics)
+    others = [m[3:] for m in metrics if m not in last]
+    print(f"the untrained start {start!r} ranks last among the {checkpoints.height} checkpoints on {len(last)} of "
+          f"{n} metrics" + (f"; not on {', '.join(others)}" if others else ""))

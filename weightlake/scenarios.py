@@ -581,7 +581,8 @@ def _drop_batches(tx: Transaction, report: ScenarioReport) -> None:
 
 def _drop_evaluations(tx: Transaction, report: ScenarioReport) -> None:
     """Drop the checkpoint rows of ``evaluations``, ``evaluation_metrics`` and ``predictions``
-    (:mod:`weightlake.experiments.evaluate`, above this module) that scored its earlier pairs.
+    (:mod:`weightlake.experiments.evaluate`, above this module) that scored its earlier pairs,
+    and the ``evaluation_baselines`` scored on them.
 
     They are keyed by scenario and split only: means over pairs it no longer holds, predictions
     with the old pair ids. Tracking rows carry their own pairs (and GT) and are kept; the parent
@@ -591,9 +592,9 @@ def _drop_evaluations(tx: Transaction, report: ScenarioReport) -> None:
     from weightlake.storage.tables import partition_value
 
     name, parent = report.scenario, Lake(tx.store.location, tx.parent)
-    scored = pl.col("scenario").eq(name) & pl.col("source_kind").eq("checkpoint")
+    scored = pl.col("scenario").eq(name) & pl.col("source_kind").is_in(["checkpoint", "baseline"])
     dropped = 0
-    for table in ("evaluations", "evaluation_metrics"):
+    for table in ("evaluations", "evaluation_metrics", "evaluation_baselines"):
         prefix = f"tables/{table}/scenario={partition_value(name)}/"
         entry = tx.parent.tables.get(table)
         if entry is None or not any(f.startswith(prefix) for f in entry.files):
@@ -602,7 +603,8 @@ def _drop_evaluations(tx: Transaction, report: ScenarioReport) -> None:
         kept = rows.filter(~scored.fill_null(False))
         if kept.height == rows.height:
             continue
-        dropped = dropped or rows.filter(scored).select(pl.struct("checkpoint_path", "split").n_unique()).item()
+        if table != "evaluation_baselines":  # baselines are references, not checkpoints: not counted
+            dropped = dropped or rows.filter(scored).select(pl.struct("checkpoint_path", "split").n_unique()).item()
         tx.drop_table_files(table, lambda f, p=prefix: f.startswith(p))
         if kept.height:
             tx.put_table(table, kept, partition_by=("scenario",), properties={"partition_by": ["scenario"]})

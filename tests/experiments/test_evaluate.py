@@ -355,6 +355,9 @@ def test_declaring_the_scenario_again_drops_its_checkpoint_evaluations(evaluated
     after = open_lake(lake)
     for table in ("evaluations", "evaluation_metrics", "predictions"):
         assert after.sql(kinds.format(table))["source_kind"].to_list() == ["tracking"], table
+    from weightlake.experiments.baselines import load_baselines
+
+    assert load_baselines(before).height == 3 and load_baselines(after) is None  # they scored the old pairs too
     assert after.sql("SELECT * FROM evaluations").select(tracking_before.columns).equals(tracking_before)
     _, vectors = load_predictions(after, source_file=str(track.resolve()), kind="PD")
     np.testing.assert_array_equal(vectors, gt * 0.5)
@@ -362,3 +365,92 @@ def test_declaring_the_scenario_again_drops_its_checkpoint_evaluations(evaluated
     assert verify(after).ok
     again = declare_scenario(lake, SCENARIO, zoo="fz", digits="0-3", sizes="2", overlap=0, epochs=[11])
     assert not any("evaluations" in n for n in again.notes)  # nothing left to drop: nothing said
+
+
+# -- baselines: trivial predictions scored beside the checkpoints -----------------------------------
+def _baselines(lake: Path) -> dict[str, dict]:
+    from weightlake.experiments.baselines import load_baselines
+
+    frame = load_baselines(open_lake(lake))
+    assert frame is not None
+    return {r["baseline"]: r for r in frame.iter_rows(named=True)}
+
+
+def test_baselines_are_scored_on_the_checkpoints_pairs_and_images(evaluated) -> None:
+    """Review: every checkpoint lost to predicting zeros, and nothing showed it. The baselines go through
+    the checkpoints' own scoring path; their numbers are recomputed here from the pairs themselves."""
+    lake, report = evaluated
+    refs = _baselines(lake)
+    assert set(refs) == {"zeros", "train_mean", "inputs_mean"}
+    # the scenario's "user" split puts every pair in test or val: no train mean to take, and the row says so
+    assert refs["train_mean"]["error"] == "not computed: scenario 't1' has no train pairs"
+    assert refs["train_mean"]["pd_mse"] is None
+    ckpt = _row(lake, f"{RUNS[0].folder}/{RUNS[0].file}")
+    for ref in (refs["zeros"], refs["inputs_mean"]):
+        assert ref["error"] is None
+        assert ref["source_kind"] == "baseline" and ref["checkpoint"] == f"baseline: {ref['baseline']}"
+        for col in ("scenario", "split", "snapshot", "n_pairs", "limit_pairs", "pair_seed", "zoo"):
+            assert ref[col] == ckpt[col], col
+        assert ref["accuracy_models"] == ckpt["accuracy_models"] == 2
+        assert ref["gt_accuracy"] == ckpt["gt_accuracy"] and ref["accuracy_note"] == ckpt["accuracy_note"]
+        assert 0.0 <= ref["pd_accuracy"] <= 100.0
+    x1, x2, y = (t.numpy() for t in open_lake(lake).pairs(SCENARIO, "test").tensors())
+    for name, pred in {"zeros": np.zeros_like(y), "inputs_mean": (x1 + x2) / 2}.items():
+        columns = compute_all(pred, y)
+        for metric in ("mse", "nmse", "w1", "mse_conv1"):
+            finite = columns[metric][np.isfinite(columns[metric])]
+            assert math.isclose(refs[name][f"pd_{metric}"], float(finite.mean()), rel_tol=1e-5), (name, metric)
+    assert refs["zeros"]["collapsed"] and not refs["inputs_mean"]["collapsed"]
+    assert [r["baseline"] for r in report.baselines] == ["zeros", "inputs_mean", "train_mean"]
+    lines = report.lines()
+    assert "  baselines on the same pairs (references, not checkpoints):" in lines
+    assert "    baseline: train_mean: not computed: scenario 't1' has no train pairs" in lines
+
+
+def test_evaluations_keep_only_sources_so_their_queries_are_unchanged(evaluated) -> None:
+    lake, _ = evaluated
+    kinds = open_lake(lake).sql("SELECT DISTINCT source_kind FROM evaluations")["source_kind"].to_list()
+    assert kinds == ["checkpoint"]
+    both = open_lake(lake).sql("SELECT source_kind, count(*) AS n FROM (SELECT source_kind FROM evaluations "
+                               "UNION ALL BY NAME SELECT source_kind FROM evaluation_baselines) GROUP BY 1 ORDER BY 1")
+    assert both.rows() == [("baseline", 3), ("checkpoint", len(RUNS) + 1)]
+
+
+def test_baselines_follow_the_pairs_their_checkpoints_are_on(evaluated, experiments, tmp_path) -> None:
+    """Baselines of a set of pairs are replaced when it is evaluated again, and dropped once no checkpoint
+    row is left on it (a re-evaluation on other pairs moved them all)."""
+    import shutil
+
+    from weightlake.experiments.baselines import load_baselines
+
+    lake = tmp_path / "lake"
+    shutil.copytree(evaluated[0], lake)
+    one = experiments[0] / RUNS[1].folder / RUNS[1].file
+    evaluate_checkpoints(lake, [one], SCENARIO, "test", limit_pairs=4, images=None, metrics=["mse"])
+    sets = load_baselines(open_lake(lake)).group_by("n_pairs").len().sort("n_pairs").rows()
+    assert sets == [(4, 3), (8, 3)]  # the other checkpoints are still on all 8 pairs
+    evaluate_checkpoints(lake, [one], SCENARIO, "test", limit_pairs=4, images=None, metrics=["mse"])
+    assert load_baselines(open_lake(lake)).height == 6  # the same pairs again: replaced, not added
+    paths = [experiments[0] / r.folder / r.file for r in RUNS] + [experiments[0] / "broken" / "AE epoch mse val 9.pth"]
+    evaluate_checkpoints(lake, paths, SCENARIO, "test", limit_pairs=4, images=None, metrics=["mse"],
+                         assume_heads=4)
+    assert load_baselines(open_lake(lake))["n_pairs"].to_list() == [4, 4, 4]
+    no_refs = evaluate_checkpoints(lake, [one], SCENARIO, "test", limit_pairs=4, images=None, metrics=["mse"],
+                                   baselines=False)
+    assert no_refs.baselines == [] and load_baselines(open_lake(lake)).height == 3
+
+
+def test_train_mean_is_the_mean_target_over_train_pairs(zoo_lake, tmp_path) -> None:
+    import shutil
+
+    from weightlake.experiments.baselines import train_mean
+    from weightlake.scenarios import declare_scenario
+
+    lake = tmp_path / "lake"
+    shutil.copytree(zoo_lake, lake)
+    declare_scenario(lake, "r", zoo="fz", digits="0-4", sizes="2", overlap=0, epochs=[11], split="random")
+    y = open_lake(lake).pairs("r", "train").tensors()[2].numpy().astype(np.float64)
+    assert len(y) > 1 and len(np.unique(y, axis=0)) < len(y)  # a target repeats: counted once per pair
+    mean, why = train_mean(open_lake(lake), "r", "fz")
+    assert why is None and mean is not None and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, y.mean(0), rtol=1e-6, atol=1e-7)

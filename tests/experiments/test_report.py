@@ -89,8 +89,8 @@ def test_best_marked_only_among_rows_scored_on_the_same_pairs() -> None:
                           "split": ["test", "test", "val"], "n_pairs": [10, 10, 4], "snapshot": [3, 3, 3],
                           "pd_mse": [0.5, 0.25, 0.1]})
     text = render_markdown(frame, snapshot=3)
-    test_part = text.split("## scenario s, split test, checkpoints, 10 pairs, snapshot 3", 1)[1].split("\n## ", 1)[0]
-    val_part = text.split("## scenario s, split val, checkpoints, 4 pairs, snapshot 3", 1)[1].split("\n## ", 1)[0]
+    test_part = text.split("## scenario s, split test, checkpoints, 10 pairs of snapshot 3", 1)[1].split("\n## ", 1)[0]
+    val_part = text.split("## scenario s, split val, checkpoints, 4 pairs of snapshot 3", 1)[1].split("\n## ", 1)[0]
     assert "| b.pth | **0.25** |" in test_part and "| a.pth | 0.5 |" in test_part  # c (0.1) is on other pairs
     assert "c.pth" not in test_part
     assert "| c.pth | 0.1 |" in val_part  # a single row: nothing to mark
@@ -121,3 +121,110 @@ def test_report_of_an_earlier_snapshot(lake: Path, tmp_path: Path) -> None:
     gone = CliRunner().invoke(main, ["experiments", "report", "-o", str(tmp_path / "g.md"), "--snapshot", "9",
                                      "--lake", str(root)])
     assert gone.exit_code == 1 and "no snapshot version 9" in gone.output and not (tmp_path / "g.md").exists()
+
+
+def _scored(**metrics: list) -> pl.DataFrame:
+    """Two checkpoints and two baselines, all on the same pairs."""
+    return pl.DataFrame({"checkpoint": ["exp/r/a.pth", "exp/r/b.pth", "baseline: zeros", "baseline: inputs_mean"],
+                         "source_kind": ["checkpoint", "checkpoint", "baseline", "baseline"],
+                         "scenario": ["s"] * 4, "split": ["test"] * 4, "n_pairs": [10] * 4, "snapshot": [2] * 4,
+                         "limit_pairs": [None] * 4, "pair_seed": [0] * 4,
+                         "baseline_note": [None, None, "every weight 0", "(A + B) / 2"], **metrics},
+                        schema_overrides={"limit_pairs": pl.Int64})
+
+
+def test_ties_for_best_are_all_bold() -> None:
+    frame = pl.DataFrame({"checkpoint": ["a", "b", "c"], "pd_saturation_share": [0.0, 0.0, 0.5]})
+    lines = markdown_table(frame, ["checkpoint", "pd_saturation_share"], bold_best=True).splitlines()
+    assert lines[2:] == ["| a | **0** |", "| b | **0** |", "| c | 0.5 |"]
+
+
+def test_baselines_are_reference_rows_never_best_and_a_line_says_when_they_win() -> None:
+    frame = _scored(pd_mse=[0.07, 0.1, 0.04, 0.05], pd_w1=[0.04, 0.09, 0.15, 0.05], pd_mape=[5.0, 6.0, 1.0, 2.0],
+                    accuracy_note=["argmax over all logits"] * 4)
+    text = render_markdown(frame, snapshot=3)
+    assert "2 evaluated sources and 2 baseline rows; report of lake snapshot 3;" in text
+    section = text.split("## scenario s, split test, checkpoints, 10 pairs of snapshot 2", 1)[1]
+    table = section.split("### Predicted vs ground truth (PD vs GT)", 1)[1].split("\n\n", 2)[1]
+    assert table.splitlines()[0] == "| checkpoint | mse | mape (ratio) | w1 |"
+    assert "| a.pth | **0.07** | **5** | **0.04** |" in table  # best among checkpoints, though baselines beat two
+    assert "| *baseline: zeros* | 0.04 | 1 | 0.15 |" in table and "| *baseline: inputs_mean* | 0.05 | 2 | 0.05 |" in table
+    assert "**No checkpoint beats the best baseline on 2 of the 3 metrics**: mse, mape." in section
+    assert "`baseline: zeros`: every weight 0" in text
+    assert "Scorer: argmax over all logits." in text  # the accuracy's definition is where accuracy is shown
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "| *baseline: zeros* | baseline |" in summary
+
+
+def test_no_line_without_baselines_and_one_when_checkpoints_win() -> None:
+    from weightlake.experiments.report import baseline_line
+
+    frame = _scored(pd_mse=[0.01, 0.1, 0.04, 0.05])
+    assert baseline_line(frame, ["pd_mse"]) == ("On each of the 1 metrics with a baseline value, some checkpoint "
+                                                "beats every baseline.")
+    assert baseline_line(frame.head(2), ["pd_mse"]) is None
+    tie = _scored(pd_mse=[0.04, 0.1, 0.04, 0.05])  # a tie does not beat
+    assert baseline_line(tie, ["pd_mse"]).startswith("**No checkpoint beats the best baseline on any of the 1")
+
+
+def test_ranked_last_counts_among_checkpoints_only() -> None:
+    from weightlake.experiments.report import ranked_last
+
+    frame = _scored(pd_mse=[0.07, 0.1, 0.9, 0.05], pd_cosine=[0.1, 0.2, float("nan"), 0.3],
+                    pd_w1=[0.2, 0.1, 0.0, 0.0])
+    assert ranked_last(frame, "exp/r/b.pth", ["pd_mse", "pd_cosine", "pd_w1"]) == (["pd_mse"], 3)
+    assert ranked_last(frame, "exp/r/a.pth", ["pd_mse", "pd_cosine", "pd_w1"]) == (["pd_cosine", "pd_w1"], 3)
+
+
+def _figure(monkeypatch: pytest.MonkeyPatch, plot, frame: pl.DataFrame, tmp_path: Path):
+    from weightlake.experiments import report
+
+    seen = []
+    real = report._save
+
+    def keep(fig, path, title=None, **kw):
+        seen.append(fig)
+        fig.canvas.draw()
+        return real(fig, path, title, **kw)
+
+    monkeypatch.setattr(report, "_save", keep)
+    assert plot(frame, tmp_path / "p.png") is not None
+    return seen[0]
+
+
+def test_key_metric_panels_are_labelled_and_show_the_same_rows(monkeypatch, tmp_path: Path) -> None:
+    from weightlake.experiments.report import plot_key_metrics
+
+    frame = _scored(pd_mse=[0.07, 0.1, 0.04, 0.05], pd_cosine=[0.1, 0.2, float("nan"), 0.3])
+    fig = _figure(monkeypatch, plot_key_metrics, frame, tmp_path)
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes] == ["mean squared error, mean over pairs",
+                                                "cosine similarity, mean over pairs"]
+    assert axes[0].get_ylim() == axes[1].get_ylim() == (3.5, -0.5)  # the NaN bar does not shift a panel's rows
+    assert [t.get_style() for t in axes[0].get_yticklabels()] == ["normal", "normal", "italic", "italic"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["checkpoint", "baseline (reference, same pairs)",
+                                                                  "best baseline"]
+    assert axes[0].lines[0].get_xdata()[0] == 0.04  # the best baseline's line
+
+
+def test_layer_plot_keeps_its_axes_wide(monkeypatch, tmp_path: Path) -> None:
+    from weightlake.experiments.report import plot_layers
+
+    long = "exp/r/a checkpoint with a long name, as the user's are.pth"
+    frame = _scored(pd_mse_conv1=[0.1, 0.2, 0.3, 0.4], pd_mse_fc1=[0.2, 0.3, 0.4, 0.5]).with_columns(
+        checkpoint=pl.Series([long, "exp/r/b.pth", "baseline: zeros", "baseline: inputs_mean"]))
+    fig = _figure(monkeypatch, plot_layers, frame, tmp_path)
+    fig.tight_layout()
+    assert fig.axes[0].get_position().width > 0.75  # a legend beside the axes squeezed them to about half
+    assert [line.get_linestyle() for line in fig.axes[0].lines] == ["-", "-", "--", ":"]
+
+
+def test_plot_labels_name_the_pairs_when_the_rows_are_on_several_sets() -> None:
+    from weightlake.experiments.report import _plot_labels
+
+    one = _scored(pd_mse=[0.07, 0.1, 0.04, 0.05])
+    assert _plot_labels(one)["checkpoint"].equals(one["checkpoint"])
+    two = pl.concat([one, one.with_columns(snapshot=pl.lit(5, dtype=pl.Int64))])
+    labels = _plot_labels(two)["checkpoint"].to_list()
+    assert labels[0] == "exp/r/a.pth [10 pairs of snapshot 2]" and labels[4] == "exp/r/a.pth [10 pairs of snapshot 5]"
+    assert len(set(labels)) == len(labels)

@@ -32,6 +32,10 @@ scenario and split again replaces its rows, other rows are kept):
   CNNs' accuracy (``pd_accuracy`` vs ``gt_accuracy`` on the same held-out images);
 * ``evaluation_metrics``: the same numbers long, one row per source x comparison x
   metric x layer (``layer`` null for the whole vector) with mean, median, std, count;
+* ``evaluation_baselines`` (with ``baselines=True``, the default): trivial predictions (all
+  zeros, the mean train target, the average of the two inputs) scored on the same pairs,
+  metrics and images as the checkpoints, ``source_kind = 'baseline'``
+  (:mod:`weightlake.experiments.baselines`);
 * ``predictions`` (with ``store_predictions=True``, and always for tracking files):
   one row per stored vector, the vectors in a Zarr array owned by the table
   (:func:`load_predictions` reads them back).
@@ -296,19 +300,20 @@ def complete_families(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def stage_evaluations(tx: Transaction, rows: Sequence[Mapping[str, Any]],
-                      long_rows: Sequence[Mapping[str, Any]]) -> None:
+                      long_rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame | None:
     """Stage ``rows`` into ``evaluations`` and ``long_rows`` into ``evaluation_metrics``.
 
     Within each scenario partition, rows of the parent snapshot with the same
-    :data:`KEY` as a new row are replaced; the others are kept.
+    :data:`KEY` as a new row are replaced; the others are kept.  Returns the staged
+    ``evaluations`` rows of those scenarios (None without ``rows``).
     """
-    if rows:
-        _stage_partitioned(tx, EVALUATIONS, complete_families(rows_frame(rows)), KEY)
+    staged = _stage_partitioned(tx, EVALUATIONS, complete_families(rows_frame(rows)), KEY) if rows else None
     if long_rows:
         _stage_partitioned(tx, EVALUATION_METRICS, rows_frame(long_rows), KEY)
+    return staged
 
 
-def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Sequence[str]) -> None:
+def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
     from weightlake.lake import Lake
 
     parent = Lake(tx.store.location, tx.parent)
@@ -321,6 +326,7 @@ def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Seque
             frames.insert(0, old.join(stale, on=list(key), how="anti", nulls_equal=True))
     merged = pl.concat(frames, how="diagonal_relaxed")
     tx.put_table(name, merged, partition_by=PARTITION, properties={"partition_by": list(PARTITION)})
+    return merged
 
 
 def source_id(*parts: Any) -> str:
@@ -399,6 +405,8 @@ class EvaluationReport:
     snapshot: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    """Rows of ``evaluation_baselines``: trivial predictions scored on the same pairs."""
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -411,19 +419,26 @@ class EvaluationReport:
     def lines(self) -> list[str]:
         ok = len(self.rows) - len(self.failed)
         out = [f"evaluated {ok} of {len(self.rows)} checkpoints on {self.scenario}/{self.split or 'all'}: "
-               f"{self.n_pairs:,} pairs of zoo {self.zoo!r} (snapshot {self.pairs_snapshot}), {self.seconds:.1f} s"]
+               f"{self.n_pairs:,} pairs of zoo {self.zoo!r} (pairs of snapshot {self.pairs_snapshot}), "
+               f"{self.seconds:.1f} s"]
         out += [_row_line(row) for row in self.rows]
+        if self.baselines:
+            out.append("  baselines on the same pairs (references, not checkpoints):")
+            out += ["  " + _row_line(row) for row in self.baselines]
         assumed = sum(r.get("heads_source") == "assumed" for r in self.rows)
         if assumed:
             out.append(f"  note: {assumed} checkpoints ran with assumed heads (--assume-heads); their rows carry "
                        "heads_source='assumed'")
         out += [f"  note: {n}" for n in self.notes]
         if self.snapshot is not None:
-            out.append(f"  committed as snapshot {self.snapshot} (tables {EVALUATIONS}, {EVALUATION_METRICS})")
+            tables = f"{EVALUATIONS}, {EVALUATION_METRICS}" + (", evaluation_baselines" if self.baselines else "")
+            out.append(f"  committed as snapshot {self.snapshot} (tables {tables})")
         return out
 
 
 def _row_line(row: Mapping[str, Any]) -> str:
+    if row.get("error") and row.get("source_kind") == "baseline":
+        return f"  {row['checkpoint']}: {row['error']}"
     if row.get("error"):
         verb = "REFUSED" if row.get("heads_source") == "unknown" else "FAILED"
         return f"  {row['checkpoint']}: {verb} {row['error']}"
@@ -432,9 +447,10 @@ def _row_line(row: Mapping[str, Any]) -> str:
         flags.append("COLLAPSED")
     elif row.get("pd_partial_collapse"):
         flags.append(f"PARTIAL COLLAPSE ({row.get('pd_top_row_share', float('nan')):.0%} of rows one vector)")
+    speed = f"  {row['pairs_per_s']:.0f} pairs/s" if row.get("pairs_per_s") is not None else ""
     return (f"  {row['checkpoint']}: pd_mse {row.get('pd_mse', float('nan')):.4g}  "
-            f"pd_w1 {row.get('pd_w1', float('nan')):.4g}  pd_accuracy {row.get('pd_accuracy', float('nan')):.1f}%  "
-            f"{row.get('pairs_per_s', 0):.0f} pairs/s" + "".join(f"  {f}" for f in flags))
+            f"pd_w1 {row.get('pd_w1', float('nan')):.4g}  pd_accuracy {row.get('pd_accuracy', float('nan')):.1f}%"
+            + speed + "".join(f"  {f}" for f in flags))
 
 
 @dataclass
@@ -511,6 +527,7 @@ def evaluate_checkpoints(
     metrics: list[str] | None = None,
     include_slow: bool = False,
     store_predictions: bool = False,
+    baselines: bool = True,
     progress: Callable[[int, int, str], Any] | None = None,
 ) -> EvaluationReport:
     """Evaluate every checkpoint on a scenario split; commit ``evaluations`` in one snapshot.
@@ -550,6 +567,10 @@ def evaluate_checkpoints(
         As :func:`~weightlake.analysis.metrics.compute_all` (default: every fast metric).
     store_predictions
         Also store the predicted vectors in the ``predictions`` table.
+    baselines
+        Also score the trivial predictions of :mod:`weightlake.experiments.baselines` (all
+        zeros, the mean train target, the average of the two inputs) on the same pairs, metrics
+        and images, into the ``evaluation_baselines`` table (``source_kind = 'baseline'``).
     progress
         Called as ``progress(done, total, checkpoint)`` after each checkpoint.
 
@@ -598,7 +619,13 @@ def evaluate_checkpoints(
             report.rows.append(row)
             if progress is not None:
                 progress(done, len(checkpoints), label)
-        stage_evaluations(tx, report.rows, long_rows)
+        staged = stage_evaluations(tx, report.rows, long_rows)
+        if baselines and report.rows:
+            from weightlake.experiments.baselines import evaluate_baselines, stage_baselines
+
+            report.baselines = evaluate_baselines(lake, pairs, buffer, arch, scorer, {**context, **gt_cols},
+                                                  metrics, include_slow)
+            stage_baselines(tx, report.baselines, staged)
         summary = f"evaluated {len(checkpoints)} checkpoints on {scenario}/{split or 'all'} ({len(pairs.positions)} pairs)"
         report.snapshot = tx.commit({"op": "evaluate_checkpoints", "summary": summary}).version
     report.seconds = time.perf_counter() - started
@@ -688,13 +715,26 @@ def _evaluate_one(label: str, info: CheckpointInfo, pairs: _Pairs, buffer: np.nd
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row, {}
     started = time.perf_counter()
-    columns = compare(buffer, pairs.targets, "pd", arch=arch, metrics=metrics, include_slow=include_slow)
-    row.update(summarise(columns))
-    row.update(variety(buffer, pairs.targets, "pd", pairs.frame["target_mask"].to_numpy()))
-    row.update(scorer.score(buffer))
+    columns = score_predictions(row, buffer, pairs, arch, scorer, metrics, include_slow)
     spent = time.perf_counter() - started
     row.update(forward_seconds=forward, metric_seconds=spent, pairs_per_s=len(buffer) / max(forward + spent, 1e-9))
     return row, columns
+
+
+def score_predictions(row: dict[str, Any], preds: np.ndarray, pairs: _Pairs, arch: Architecture,
+                      scorer: _AccuracyScorer, metrics: list[str] | None,
+                      include_slow: bool) -> dict[str, np.ndarray]:
+    """Fill ``row`` with every ``pd_`` mean, the variety statistics and the rebuilt CNNs' accuracy
+    of ``preds`` (one row per pair of ``pairs``); return the per-pair metric columns.
+
+    The one scoring path of checkpoints and baselines: both are scored on the same pairs, the
+    same metrics and the same images.
+    """
+    columns = compare(preds, pairs.targets, "pd", arch=arch, metrics=metrics, include_slow=include_slow)
+    row.update(summarise(columns))
+    row.update(variety(preds, pairs.targets, "pd", pairs.frame["target_mask"].to_numpy()))
+    row.update(scorer.score(preds))
+    return columns
 
 
 def _predict(info: CheckpointInfo, pairs: _Pairs, out: np.ndarray, batch_size: int, arch: Architecture) -> None:
