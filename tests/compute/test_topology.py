@@ -242,3 +242,38 @@ def test_betti1_is_null_where_h1_was_not_computed(lake_copy):
     assert report.rows > 0
     analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1"], cubical=False)
     assert wl.open_lake(lake_copy).table("topology").collect()["betti1"].null_count() == 0
+
+
+def test_a_layer_of_a_zoo_stored_per_tensor_reads_only_that_layer(tmp_path):
+    """Was: analyze topology --layers fc read every tensor of every model (a ResNet-18: 47 MB a
+    model for the 20 KB of fc). Now only the asked layers' tensors are read, with the same table."""
+    import torch
+
+    from weightlake.compute.topology import analyze_topology
+    from weightlake.ingest.modelzoo import ingest_modelzoo
+    from weightlake.storage.tensors import count_reads
+    from weightlake.zoo.resnet import random_state_dict, resnet_shapes
+
+    shapes, rng = resnet_shapes((4, 8, 8, 16), num_classes=10), np.random.default_rng(0)
+    for r in range(3):
+        run = tmp_path / "zoo" / f"run [{r}]"
+        run.mkdir(parents=True)
+        (run / "params.json").write_text(json.dumps({"seed": r}))
+        (run / "result.json").write_text("\n".join(json.dumps({"training_iteration": e, "acc": e}) for e in (1, 2)))
+        for e in (1, 2):
+            (run / f"checkpoint_{e}").mkdir()
+            torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in random_state_dict(shapes, rng, batches=e).items()},
+                       run / f"checkpoint_{e}" / "checkpoints")
+    for layout in ("tensors", "rows"):
+        ingest_modelzoo(tmp_path / layout, tmp_path / "zoo", zoo="rn", layout=layout)
+    tables, read = {}, {}
+    for layout in ("tensors", "rows"):
+        with count_reads() as c:
+            analyze_topology(tmp_path / layout, zoo="rn", layers=["layer1.0.conv1", "fc"], cubical=False)
+        read[layout] = c.bytes
+        tables[layout] = wl.open_lake(tmp_path / layout).table("topology").collect().drop("snapshot")
+    arch = wl.open_lake(tmp_path / "tensors").arch("rn")
+    layer_bytes = sum(arch.layer(n).stop - arch.layer(n).start for n in ("layer1.0.conv1", "fc")) * 4
+    assert 0 < read["tensors"] < 0.5 * arch.n_params * 4 * 6 and read["tensors"] >= layer_bytes * 6
+    assert_frame_equal(tables["tensors"].sort("model_id", "layer"), tables["rows"].sort("model_id", "layer"),
+                       rel_tol=1e-12, abs_tol=1e-12)

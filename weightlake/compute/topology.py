@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import polars as pl
 from weightlake.analysis.distinct import distinct_models
 from weightlake.compute._common import commit_tables
 from weightlake.compute.analyses import _commit, _selection, _zoo_meta, _zoo_rows, refuse_non_finite
-from weightlake.errors import QueryError
+from weightlake.errors import QueryError, WeightLakeError
 
 
 @dataclass
@@ -118,13 +118,8 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
     if all_rows:
         note = f"{ids.size} rows (all rows counted, copies included)"
     arch = lake.arch(zoo)
-    total, done, at, parts = int(keep.sum()), 0, 0, []
-    for block_ids, block in lake.iter_weights(zoo):  # budget-sized blocks: a zoo of wide models never whole
-        mask = keep[at:at + len(block_ids)]
-        at += len(block_ids)
-        rows, block_ids = (block, block_ids) if mask.all() else (block[mask], block_ids[mask])
-        if not len(rows):
-            continue
+    total, done, parts = int(keep.sum()), 0, []
+    for block_ids, rows in _blocks(lake, zoo, ids, keep, arch, layers):
         refuse_non_finite(zoo, block_ids, rows)
         step = None if progress is None else functools.partial(_offset_progress, progress, done, total)
         part = zoo_topology(rows, arch, layers=layers, h1=h1, cubical=cubical, progress=step)
@@ -137,6 +132,44 @@ def analyze_topology(lake_root: Path | str, *, zoo: str | None = None, layers: S
               "models": total, "distinct_note": note, "betti_grids": grids}
     version = _commit(Path(lake_root), "topology", table, zoo, params, lake.snapshot)
     return TopologyReport("topology", zoo, table.height, total, version, time.perf_counter() - started, [note])
+
+
+def _blocks(lake: Any, zoo: str, ids: np.ndarray, keep: np.ndarray, arch: Any,
+            layers: Sequence[str] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The kept rows of the zoo in budget-sized blocks, ``(ids, float32 [n, P])``.
+
+    When only some layers are asked for and the zoo is stored per tensor (wide models), only
+    their columns are read (the other columns stay zero: no layer asked for reads them).
+    """
+    spans = _layer_spans(arch, layers)
+    segments = lake.manifest.zoo(zoo).segments
+    if spans and segments and all(seg.parts for seg in segments):
+        chosen, step = ids[keep], max(1, lake.block_rows(zoo))
+        for start in range(0, len(chosen), step):
+            block_ids = chosen[start:start + step]
+            rows = np.zeros((len(block_ids), arch.n_params), dtype=np.float32)
+            for lo, hi in spans:
+                rows[:, lo:hi] = lake.columns_numpy(block_ids, lo, hi)
+            yield block_ids, rows
+        return
+    at = 0
+    for block_ids, block in lake.iter_weights(zoo):
+        mask = keep[at:at + len(block_ids)]
+        at += len(block_ids)
+        if mask.any():
+            yield (block_ids, block) if mask.all() else (block_ids[mask], block[mask])
+
+
+def _layer_spans(arch: Any, layers: Sequence[str] | None) -> list[tuple[int, int]]:
+    """Flat columns ``[start, stop)`` of each of ``layers`` (weight and bias); empty for all layers, or
+    for a name that is not a layer, which :func:`zoo_topology` then refuses in its own words."""
+    if not layers:
+        return []
+    try:
+        wanted = {(layer.start, layer.stop) for layer in (arch.layer(name) for name in layers)}
+    except WeightLakeError:
+        return []
+    return sorted(wanted) if sum(hi - lo for lo, hi in wanted) < arch.n_params else []
 
 
 def _offset_progress(progress: Callable[[int, int], None], before: int, total: int, done: int, _: int) -> None:
