@@ -97,7 +97,7 @@ def kappa_vs_accuracy_figure(table: Any, zoo: str, form: str = "trace") -> Any:
     cannot be placed on the x axis; the title counts them and states ``rtol`` from the table's
     column (or says it is not recorded, for tables written before the column existed).
     """
-    fig, axes = _figure(2, 1, size=(5.4, 4.0))
+    fig, axes = _figure(2, 1, size=(5.4, 4.4))
     rows = table.filter(table["form"] == form)
     acts = sorted(set(rows["activation"].to_list()))
     rtols = sorted(set(rows["rtol"].to_list())) if "rtol" in rows.columns else []
@@ -111,8 +111,8 @@ def kappa_vs_accuracy_figure(table: Any, zoo: str, form: str = "trace") -> Any:
             ax.scatter(np.log10(sub["kappa"].to_numpy()), sub["accuracy"].to_numpy(), s=18, color=_COLOURS[i % 6],
                        label=act, alpha=0.8)
         ax.set(xlabel=f"log10 kappa ({form} NTK, {state})", ylabel="test accuracy of the trained model (%)",
-               title=f"{zoo}: {state} NTK vs accuracy (n={part['model_id'].n_unique()} models)\n"
-                     f"{n_inf} numerically singular ({threshold}), not shown")
+               title=f"{zoo}: {state} NTK vs accuracy\nn={part['model_id'].n_unique()} models; "
+                     f"{n_inf} more numerically singular\n({threshold}), not shown")
         ax.legend(fontsize=8)
     return fig
 
