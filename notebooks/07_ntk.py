@@ -43,6 +43,7 @@ from weightlake.dynamics.ntk import empirical_ntk, linearised_gd, ntk_spectrum
 torch.manual_seed(0)
 pl.Config.set_tbl_rows(50)   # print every row and column of the tables below, not polars' first 10
 pl.Config.set_tbl_cols(-1)
+pl.Config.set_tbl_width_chars(250)
 
 
 def show(path):
