@@ -507,7 +507,9 @@ show(fig, "21_population")
 # matrices (`n_eigs` here against `num_evals` there), and everything that depends on the spectrum
 # differs with them.  Read alpha against the number of eigenvalues it is fitted to: fc2 (10 x 20)
 # has 10, the fewest our fit accepts, with a tail of at least 5, which is not a meaningful power
-# law; the legend gives each layer's count, and layers without an alpha are left out of the right panel.
+# law; the legend gives each layer's count (ours / WeightWatcher's).  The right panel shows only layers
+# with an alpha on both sides: the conv layers have fewer than 10 eigenvalues in our convention (no
+# alpha), while WeightWatcher's pooled slices give it enough to fit one.
 
 # %%
 ww = spectra_ww.zoo_spectra_ww(rows, arch)
@@ -533,7 +535,7 @@ ax0.set(xscale="log", yscale="log", xlabel="ours: spectral_norm^2 = s_max^2 (one
         ylabel="WeightWatcher: spectral_norm", title=f"{zoo}, n={len(rows)}: largest eigenvalue")
 ax1.set(xlabel=f"ours: alpha (NaN below {spectra.MIN_ALPHA_EIGS} eigenvalues)", ylabel="WeightWatcher: alpha",
         title="power-law exponent of the spectrum's tail"
-              + (f"\nno alpha on either side: {', '.join(no_alpha)}" if no_alpha else ""))
+              + (f"\nnot shown (no alpha on one side or both): {', '.join(no_alpha)}" if no_alpha else ""))
 ax0.legend(fontsize=7)
 ax1.legend(fontsize=7)
 show(fig, "22_conventions")
