@@ -39,6 +39,9 @@ from weightlake.analysis import rmt_identities as ident
 from weightlake.analysis.distinct import distinct_models
 
 NAMES = {1: "GOE", 2: "GUE", 4: "GSE"}
+pl.Config.set_tbl_cols(-1)  # print every column of the tables below, not polars' first few
+pl.Config.set_tbl_rows(50)
+pl.Config.set_tbl_width_chars(250)
 SIZE = 0.25 if SHORT else 1.0  # share of the full sample sizes
 
 
@@ -91,7 +94,7 @@ for ax, beta in zip(axes, (1, 2, 4), strict=True):
         ax.plot(centres, dens, "o", ms=3, color=colour, label=f"N={n} samples")
         ax.plot(x, fin.finite_density_rescaled(x, n, beta), color=colour, lw=1, label=f"N={n} exact")
     ax.plot(x, ident.book_semicircle(x), "k--", label="sqrt(2 - x^2) / pi")
-    ax.set(title=f"{NAMES[beta]} rescaled", xlabel="x", xlim=(-2, 2))
+    ax.set(title=f"{NAMES[beta]} rescaled", xlabel="x", xlim=(-2, 2), xticks=np.arange(-1.5, 1.6, 0.5))
     ax.legend(fontsize=7)
 axes[0].set_ylabel("density")
 show(fig, "02_finite_rescaled")
@@ -134,8 +137,9 @@ ax0.plot(grid, fin.goe2_spacing_density(grid), "b", label="s/2 exp(-s^2/4)")
 ax0.set(title="2x2 GOE spacing", xlabel="s", ylabel="density")
 ax0.legend(fontsize=8)
 s_grid, r_grid = np.linspace(0, 3.5, 300), np.linspace(0, 1, 200)
+sizes = {}
 for beta in (1, 2, 4):
-    n = (200 if beta < 4 else 100) // (2 if SHORT else 1)
+    n = sizes[beta] = (200 if beta < 4 else 100) // (2 if SHORT else 1)
     eigs = rmt.gaussian_ensemble_eigenvalues(n, beta, size=n_of(30), seed=10 + beta)
     line = ax1.plot(s_grid, rmt.wigner_surmise(s_grid, beta), label=f"surmise beta={beta}")[0]
     ax1.hist(rmt.unfolded_spacings(eigs, cdf=rmt.semicircle_cdf), bins=40, range=(0, 3.5), density=True,
@@ -148,7 +152,8 @@ poisson = np.sort(np.random.default_rng(1).uniform(0, 1, (n_of(30), 400)), axis=
 ax1.plot(s_grid, rmt.wigner_surmise(s_grid, "poisson"), "k--", label="Poisson exp(-s)")
 ax2.plot(r_grid, rmt.spacing_ratio_density(r_grid, "poisson"), "k--",
          label=f"Poisson: mean {np.nanmean(rmt.spacing_ratios(poisson)):.4f} (ref 0.3863)")
-ax1.set(title=f"unfolded spacings (N = {n}-{2 * n})", xlabel="s (unit mean)", ylabel="density")
+ax1.set(title="unfolded spacings (" + ", ".join(f"{NAMES[b]} N={sizes[b]}" for b in sizes) + ")",
+        xlabel="s (unit mean)", ylabel="density")
 ax2.set(title="spacing ratios", xlabel="r = min(s_i, s_i+1) / max(s_i, s_i+1)", ylabel="density")
 ax1.legend(fontsize=7)
 ax2.legend(fontsize=7)
@@ -173,14 +178,19 @@ for beta, marker in ((1, "o"), (2, "s"), (4, "^")):
 ax0.plot(grid, fin.book_mp_density(grid, c), "k", label="MP density")
 ax0.set(title=f"Wishart, N={n}, M={m} (c = {c:.2f})", xlabel="eigenvalue of W / (beta N)", ylabel="density")
 ax0.legend(fontsize=8)
+peak = 0.0
 for (mm, nn), colour in (((50, 500), "C0"), ((200, 400), "C1"), ((300, 300), "C2")):
     q = mm / nn
     eigs = np.linalg.eigvalsh(rmt.sample_wishart(mm, nn, size=n_of(10), sigma=0.5, seed=mm))
     lo_q, hi_q = rmt.mp_edges(q, 0.25)
     g = np.linspace(max(lo_q, 1e-3), hi_q, 400)
-    ax1.hist(eigs.ravel(), bins=60, density=True, alpha=0.35, color=colour)
+    heights = ax1.hist(eigs.ravel(), bins=60, density=True, alpha=0.35, color=colour)[0]
     ax1.plot(g, rmt.mp_density(g, q, 0.25), color=colour, label=f"q = {q:.2f}")
-ax1.set(title="library convention, sigma^2 = 0.25", xlabel="eigenvalue of X X^T / N", ylabel="density", ylim=(0, 4))
+    if q < 1:
+        peak = max(peak, float(np.nanmax(rmt.mp_density(g, q, 0.25))), float(heights.max()))
+# q = 1 diverges at 0: the range is set by the other curves and histograms, not clipped below them
+ax1.set(title="library convention, sigma^2 = 0.25", xlabel="eigenvalue of X X^T / N", ylabel="density",
+        ylim=(0, 1.1 * peak))
 ax1.legend(fontsize=8)
 show(fig, "05_wishart")
 
@@ -273,8 +283,12 @@ for ax, n in zip(axes, (4, 6), strict=True):
     k = np.arange(n + 1)
     ax.bar(k - 0.2, p, width=0.4, label="eq. 11.9 (exact)")
     ax.bar(k + 0.2, freq, width=0.4, label=f"{samples:,} sampled GUE matrices")
-    ax.set(title=f"GUE N={n}: P(n positive eigenvalues)", xlabel="n", ylabel="probability", yscale="log")
-    ax.legend(fontsize=8, loc="lower center")
+    ax.set(title=f"GUE N={n}: P(n positive eigenvalues)", xlabel="n", ylabel="probability", yscale="log",
+           xticks=k)
+    for j in k[freq == 0]:  # a zero frequency has no bar on a log axis: say so where it would be
+        ax.annotate("0 sampled", (j + 0.2, 0.02), xycoords=("data", "axes fraction"), rotation=90, ha="center",
+                    fontsize=7)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 show(fig, "10_andreief")
 print("N=4:", np.array2string(fin.gue_positive_count_probabilities(4), precision=6))
 
@@ -328,7 +342,7 @@ for ax, beta in zip(axes, (1, 2, 4), strict=True):
     ax.hist(exact.ravel(), bins=80, range=(-2.5, 2.5), density=True, alpha=0.5, label="tridiagonal (exact)")
     ax.hist(gas.ravel(), bins=80, range=(-2.5, 2.5), density=True, histtype="step", color="k", label="Metropolis")
     ax.plot(x, rmt.semicircle_density(x), "r:", label="semicircle")
-    ax.set(title=f"N=20, beta={beta}: {len(gas)} configurations", xlabel="y")
+    ax.set(title=f"N=20, beta={beta}\n{len(gas)} configurations", xlabel="y")
     ax.legend(fontsize=7)
 axes[0].set_ylabel("density")
 show(fig, "13_coulomb_gas")
@@ -364,6 +378,13 @@ print([fin.double_factorial(k) for k in range(-1, 10)])
 # out x in*k*k), 20 x 36 and 10 x 20.  `zoo_spectra` fits Marchenko-Pastur to each (sigma^2 from the
 # bulk), counts spikes beyond the edge by their Tracy-Widom statistic, and more.  Distinct models only:
 # a model filed again under a later epoch (a fallback copy) is counted once.
+#
+# And one checkpoint per training run: a zoo can hold several checkpoints of one run (the same class
+# set, activation and initialisation, saved at different epochs; the zoo records no run id, so those
+# three columns identify a run here).  Two checkpoints of one run are nearly the same network; kept
+# both, they would count one run twice in every distribution below and, in the population spectrum,
+# show up as pairs (one large eigenvalue per run and one tiny one for the difference between its
+# checkpoints).  Each run is represented by its latest epoch; `n` below counts runs.
 
 # %%
 lake = wl.open_lake(LAKE)
@@ -374,6 +395,11 @@ meta = meta.join(pl.DataFrame({"model_id": ids, "row": np.arange(len(ids))}), on
 selection = distinct_models(meta)
 print(selection.note())
 rows, meta = rows[selection.keep], meta.filter(pl.Series(selection.keep))
+RUN = ("class_mask", "init", "activation")  # what identifies a training run in this zoo
+latest = (meta["epoch"] == meta.select(pl.col("epoch").max().over(RUN))["epoch"]).to_numpy()
+print(f"{meta.height} checkpoints of {meta.select(RUN).n_unique()} runs; one per run (its latest epoch): "
+      f"n = {int(latest.sum())} models")
+rows, meta = rows[latest], meta.filter(pl.Series(latest))
 arch = lake.arch(zoo)
 table = spectra.zoo_spectra(rows, arch, eigenvalues=True)
 figures = ("mp_sigma2", "n_spikes", "tw_stat", "stable_rank", "level_spacing_ratio", "alpha")
@@ -401,13 +427,14 @@ for col, layer in enumerate(layers):
     ax.hist(scaled, bins=40, range=(0, max(hi * 1.6, np.quantile(scaled, 0.99))), density=True, alpha=0.6,
             label="ESD / sigma^2")
     ax.plot(grid, rmt.mp_density(grid, q), "k", label=f"MP q={q:.2f}")
-    ax.set(title=f"{zoo} {layer.name} {r}x{c}, n={part.height}", xlabel="lambda / sigma^2", ylabel="density")
+    ax.set(title=f"{layer.name} {r}x{c}, n={part.height}", xlabel="lambda / sigma^2", ylabel="density")
     ax.legend(fontsize=7)
     ax = axes[1, col]
     ax.hist(part["tw_stat"].clip(-6, 8), bins=28, range=(-6, 8), density=True, alpha=0.6, label="TW stat of lambda_max")
     ax.plot(tw_grid, tw1, "k", label="TW1")
     ax.set(xlabel="TW statistic (clipped to [-6, 8])", ylabel="density")
     ax.legend(fontsize=7)
+fig.suptitle(f"{zoo}: layer spectra (n = models, one per run)")
 show(fig, "20_zoo_layers")
 
 # %% [markdown]
@@ -443,10 +470,13 @@ show(fig, "20b_untrained_baseline")
 
 # %% [markdown]
 # ## The population spectrum
-# Every model's flat vector is one sample, the parameters are variables (each standardised).  With fewer
-# models than parameters the n x n Gram matrix is decomposed and only its non-zero eigenvalues are fitted
-# (q = rank / N).  Trained populations are structured far beyond a few spikes, so the fit is also
-# judged: `fit_holds` is False, with the reason, when the bulk is not Marchenko-Pastur.
+# Every model's flat vector is one sample (one per run), the parameters are variables (each
+# standardised: X below).  With fewer models than parameters the n x n Gram matrix X X^T is decomposed
+# and only its non-zero eigenvalues are fitted; they are divided by N = max(n, P) (q = rank / N), so
+# the y axis is X X^T / N, not the correlation matrix X^T X / (n - 1).  Trained populations are
+# structured far beyond a few spikes, so the fit is also judged: `fit_holds` is False, with the
+# reason, when the bulk is not Marchenko-Pastur, and then no spike count is reported in the title
+# (spikes are defined against a bulk that fits).
 
 # %%
 pop = spectra.population_spectrum(rows, center=True, standardize=True)
@@ -456,9 +486,12 @@ rank = np.arange(pop.rank, 0, -1)
 ax.plot(rank, pop.eigenvalues, "o", ms=4, label=f"{pop.rank} non-zero eigenvalues (n_null = {pop.n_null})")
 ax.axhspan(pop.mp_lambda_minus, pop.mp_lambda_plus, color="0.8",
            label=f"fitted MP bulk, q={pop.q:.3f}, sigma^2={pop.mp_sigma2:.3g}")
-ax.set(yscale="log", xlabel="rank (1 = largest)", ylabel="eigenvalue of the correlation matrix",
-       title=f"{zoo}: {pop.n_models} models x {pop.n_params} parameters: {pop.n_spikes} spikes, "
-             + ("fit holds" if pop.fit_holds else "fit does not hold"))
+# population_spectrum divides the Gram eigenvalues by max(n, P), not by n - 1: these are not the
+# correlation matrix's eigenvalues but (n - 1) / max(n, P) times them
+verdict = f"fit holds, {pop.n_spikes} spikes" if pop.fit_holds else "MP fit does not hold (no spike count)"
+ax.set(yscale="log", xlabel="rank (1 = largest)",
+       ylabel=f"eigenvalue of X X^T / {pop.n_big}\n(X: {pop.n_models} x {pop.n_params}, standardised)",
+       title=f"{zoo}: {pop.n_models} models (one per run) x {pop.n_params} parameters\n{verdict}")
 ax.legend(fontsize=8)
 show(fig, "21_population")
 
@@ -467,9 +500,16 @@ show(fig, "21_population")
 # `zoo_spectra_ww` computes the columns of WeightWatcher 0.7.7 as it defines them
 # (`docs/spectra-conventions.md`): eigenvalues s^2 unnormalised, conv kernels cut into kh*kw slices of
 # out x in whose eigenvalues are pooled and halved, spectral_norm = s_max^2, norm = squared Frobenius norm.
-# On linear layers the two agree up to names (spectral_norm_ww = spectral_norm^2); on conv layers they
-# describe different matrices (conv2: 6 eigenvalues here, 150 there), and the power-law exponents differ
-# with them.
+# On linear layers the matrix is the same, so the spectral norm (spectral_norm_ww = spectral_norm^2)
+# and the stable rank agree; the power-law exponent alpha does **not**, because the two conventions
+# choose the tail (xmin) and fit it by different rules (`docs/spectra-conventions.md`): compare the
+# `alpha` and `ww_alpha` medians of fc1 and fc2 in the table.  On conv layers they describe different
+# matrices (`n_eigs` here against `num_evals` there), and everything that depends on the spectrum
+# differs with them.  Read alpha against the number of eigenvalues it is fitted to: fc2 (10 x 20)
+# has 10, the fewest our fit accepts, with a tail of at least 5, which is not a meaningful power
+# law; the legend gives each layer's count (ours / WeightWatcher's).  The right panel shows only layers
+# with an alpha on both sides: the conv layers have fewer than 10 eigenvalues in our convention (no
+# alpha), while WeightWatcher's pooled slices give it enough to fit one.
 
 # %%
 ww = spectra_ww.zoo_spectra_ww(rows, arch)
@@ -479,16 +519,23 @@ side = (table.select("row", "layer", "n_eigs", "spectral_norm", "stable_rank", "
               on=["row", "layer"]))
 print(side.group_by("layer", maintain_order=True).agg(pl.all().exclude("row", "layer").median()).sort("layer"))
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.2))
-for name in arch.layer_names:
+no_alpha = []
+for i, name in enumerate(arch.layer_names):
     part = side.filter(pl.col("layer") == name)
-    ax0.scatter(part["spectral_norm"] ** 2, part["ww_spectral_norm"], s=10, label=name)
-    ax1.scatter(part["alpha"], part["ww_alpha"], s=10, label=name)
+    eigs = f"{name} ({int(part['n_eigs'].median())} / {int(part['num_evals'].median())} eigenvalues)"
+    ax0.scatter(part["spectral_norm"] ** 2, part["ww_spectral_norm"], s=10, color=f"C{i}", label=eigs)
+    fitted = part.filter(pl.col("alpha").is_not_nan() & pl.col("ww_alpha").is_not_nan())
+    if fitted.height:
+        ax1.scatter(fitted["alpha"], fitted["ww_alpha"], s=10, color=f"C{i}", label=f"{eigs}, n={fitted.height}")
+    else:
+        no_alpha.append(name)
 lim = [side["ww_spectral_norm"].min() * 0.8, side["ww_spectral_norm"].max() * 1.2]
 ax0.plot(lim, lim, "k:", lw=1, label="equal")
 ax0.set(xscale="log", yscale="log", xlabel="ours: spectral_norm^2 = s_max^2 (one out x in*kh*kw matrix)",
         ylabel="WeightWatcher: spectral_norm", title=f"{zoo}, n={len(rows)}: largest eigenvalue")
-ax1.set(xlabel="ours: alpha (NaN below 10 eigenvalues)", ylabel="WeightWatcher: alpha",
-        title="power-law exponent of the spectrum's tail")
+ax1.set(xlabel=f"ours: alpha (NaN below {spectra.MIN_ALPHA_EIGS} eigenvalues)", ylabel="WeightWatcher: alpha",
+        title="power-law exponent of the spectrum's tail"
+              + (f"\nnot shown (no alpha on one side or both): {', '.join(no_alpha)}" if no_alpha else ""))
 ax0.legend(fontsize=7)
 ax1.legend(fontsize=7)
 show(fig, "22_conventions")

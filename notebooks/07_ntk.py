@@ -41,6 +41,9 @@ from weightlake.dynamics import kernels, plots
 from weightlake.dynamics.ntk import empirical_ntk, linearised_gd, ntk_spectrum
 
 torch.manual_seed(0)
+pl.Config.set_tbl_rows(50)   # print every row and column of the tables below, not polars' first 10
+pl.Config.set_tbl_cols(-1)
+pl.Config.set_tbl_width_chars(250)
 
 
 def show(path):
@@ -56,6 +59,18 @@ def show(path):
 # cannot be trained by gradient descent at any learning rate.  For ReLU, `sigma_w^2 = 2` is the
 # critical line; erf networks also have a chaotic phase, where correlations fall to zero instead and
 # the kernel becomes diagonal (trainable, but memorising).
+#
+# The kappa panels are capped at 1e12: float64 eigenvalues are resolved to about 1e-16 of the largest,
+# so larger condition numbers (the colour scale would otherwise run to about 16) are round-off.  Grey
+# cells are *numerically* singular (kappa at or above the cap, or a smallest eigenvalue that is not
+# positive in float64); the analytic kernel itself is not singular at finite depth.  Both correlation
+# panels use one colour range.  kappa does not see the kernel's scale: for ReLU with `sigma_w^2 > 2`
+# the panel shows a low kappa, but the kernel's entries grow without bound with depth there.
+#
+# The table lists, per weight variance, kappa at depth 1 and at the deepest depth, and `corr_last`:
+# the mean off-diagonal correlation of the NTK (entries divided by the geometric mean of their two
+# diagonal entries) at the deepest depth; 1 means every input looks the same to the kernel, 0 that
+# the kernel is diagonal.
 
 # %%
 x_img, y_img = probe_images(IMAGES, range(8), 8, seed=0)
@@ -92,8 +107,18 @@ errors
 # Each model is rebuilt from the lake; its NTK is taken on `K` probe images of its own classes (test
 # split), full form over all ten logits and trace form.  `init` rows are a fresh draw of the same
 # architecture, activation and initialisation (the zoo does not keep a model's starting weights).
+# So an `init` kappa says nothing about the start of *that* model: within one (activation, init)
+# group it is independent of the trained accuracy by construction, and only differences *between*
+# groups can show up in the `init` rows below.
 # Nothing is committed here; `weightlake analyze ntk --images fashion-mnist` writes the same rows as
 # table `ntk`.
+#
+# The zoo holds several checkpoints of one training run (the same class set, activation and
+# initialisation, saved at different epochs; the zoo records no run id, so these three columns are
+# what identifies a run here).  Checkpoints of one run are nearly the same network and are not
+# independent samples, so the population-level summary and test below use one checkpoint per run,
+# its latest epoch (`per_run`); the split by epoch further down uses every checkpoint, one per run
+# in each epoch.
 
 # %%
 lake = wl.open_lake(LAKE)
@@ -102,21 +127,47 @@ table, chosen, dataset = compute_ntk(lake, zoo, sample=8 if SHORT else 200, prob
                                      images=IMAGES, seed=0)
 print(chosen.note)
 ntk = ntk_with_metadata(lake, zoo, table)
-ntk.group_by("state", "form", "activation", "init").agg(
+RUN = ("class_mask", "init", "activation")  # what identifies a training run in this zoo
+models = lake.models(zoo).filter(pl.col("model_id").is_in(chosen.meta["model_id"].to_list())).collect()
+latest = models.filter(pl.col("epoch") == pl.col("epoch").max().over(RUN))
+per_run = ntk.filter(pl.col("model_id").is_in(latest["model_id"].to_list()))
+print(f"{models.height} checkpoints of {models.select(RUN).n_unique()} runs "
+      f"(checkpoints per run: {dict(models.group_by(RUN).len()['len'].value_counts().iter_rows())}); "
+      f"one per run, its latest epoch: n = {per_run['model_id'].n_unique()} models")
+per_run.group_by("state", "form", "activation", "init").agg(
     pl.len().alias("models"), pl.col("kappa").log10().median().alias("median_log10_kappa"),
     pl.col("lr_bound").median(), pl.col("accuracy").mean()).sort("state", "form", "activation", "init")
 
 # %%
-show(plots.plot_kappa_vs_accuracy(ntk, f"{FIGURES}/ntk_kappa_vs_accuracy.png", zoo=zoo, form="trace"))
-kappa_predicts_accuracy(ntk)
+show(plots.plot_kappa_vs_accuracy(per_run, f"{FIGURES}/ntk_kappa_vs_accuracy.png", zoo=f"{zoo}, one per run",
+                                  form="trace"))
+kappa_predicts_accuracy(per_run)
 
 # %% [markdown]
-# What the data says is in the table above: `spearman_rho` between `log10 kappa` and the trained
-# model's test accuracy, per state (fresh init, trained) and kernel form, with `n` models and the
-# p-value.  Models whose kernel is singular (a dead network: every logit moves only through the
-# last biases) have infinite kappa; they are counted in `n_infinite`, not dropped silently.  On a small lake these correlations rest on a handful of models; read `n` and `p` before
-# reading `rho`.  A negative rho at `init` would be the paper's claim (worse-conditioned kernels
-# train worse); a correlation only among trained models says more about where training ended.
+# Which kernels are numerically singular (an eigenvalue at most `rtol` x `lambda_max`, `rtol` as
+# printed), with their rank out of the kernel's size and the trained model's accuracy: a rank close
+# to the size is a kernel with a few tiny eigenvalues, not a dead network (whose full kernel would
+# have a rank near the number of logits).
+
+# %%
+(per_run.filter(pl.col("singular"))
+ .group_by("state", "form", "activation", "rtol")
+ .agg(models=pl.len(), size=pl.col("size").first(), rank_min=pl.col("rank").min(), rank_max=pl.col("rank").max(),
+      accuracy_min=pl.col("accuracy").min(), accuracy_max=pl.col("accuracy").max())
+ .sort("state", "form", "activation"))
+
+# %% [markdown]
+# What the data says is in the tables above: `spearman_rho` between `log10 kappa` and the trained
+# model's test accuracy, per state (fresh init, trained) and kernel form, with `n` models (one
+# checkpoint per run) and the p-value.  Kernels that are numerically singular have an infinite
+# kappa and no place in a correlation of `log10 kappa`: they are left out and counted in
+# `n_numerically_singular`, and the table just above says which activations they come from (so
+# which models the correlation lost).  On a small lake these correlations rest on a handful of
+# models; read `n` and `p` before reading `rho`.  A negative rho at `init` would be the paper's
+# claim (worse-conditioned kernels train worse), with the caveat above: a fresh draw can only
+# separate groups.  A correlation only among trained models says more about where training ended.
+#
+# The same test per epoch, on every checkpoint (each epoch holds at most one checkpoint per run):
 
 # %%
 by_epoch = kappa_predicts_accuracy(ntk.filter(pl.col("state") == "trained"), by=("epoch",))

@@ -244,6 +244,9 @@ def test_population_fit_marks_a_structured_bulk() -> None:
     pop = spectra.population_spectrum(x.astype(np.float32))
     assert not pop.fit_holds
     assert "not Marchenko-Pastur" in pop.fit_note and "FIT DOES NOT HOLD" in pop.note()
+    # no spike count without a bulk to count them against; the scale of the eigenvalues is named
+    assert f"{pop.n_spikes} spikes" not in pop.note() and "not spikes: the fit is rejected" in pop.note()
+    assert "eigenvalues of X X^T / 800" in pop.note()
 
 
 def test_population_fit_on_real_trained_models(real_lake_dir) -> None:

@@ -90,3 +90,11 @@ def test_a_model_with_a_non_finite_weight_is_refused_up_front(small_lake_dir, tm
     with pytest.raises(QueryError, match=rf"zoo 'mnist-cnn-s': 1 models have non-finite weights \(model_id {model_id}\)"):
         run(root, sample=None, model_ids=[model_id - 1, model_id], images="fashion-mnist")
     assert tree_state(root) == before
+
+
+def test_kappa_summary_counts_numerically_singular_kernels_by_that_name():
+    table = pl.DataFrame({"state": ["trained"] * 4, "form": ["full"] * 4, "kappa": [10.0, 100.0, 1e3, float("inf")],
+                          "accuracy": [90.0, 80.0, None, 95.0]})
+    summary = kappa_predicts_accuracy(table).row(0, named=True)
+    # a null accuracy is neither a correlation point nor a singular kernel
+    assert summary["n"] == 2 and summary["n_numerically_singular"] == 1 and "n_infinite" not in summary

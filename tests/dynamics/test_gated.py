@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from weightlake.dynamics.gated import ToyTransformer, attention_stats, toy_batch, train_toy
+from weightlake.dynamics.gated import (
+    ToyRun,
+    ToyTransformer,
+    attention_stats,
+    toy_batch,
+    train_toy,
+    uniform_first_token_mass,
+)
 from weightlake.errors import ArchitectureError
 from weightlake.experiments.merger import MergerConfig, MultiHeadAttention, TransformerAE
 
@@ -68,3 +76,26 @@ def test_gated_toy_parks_less_attention_on_the_first_token(one_thread):
     gated = train_toy("elementwise", lr=0.03, steps=300, eval_every=100)
     assert gated.sink[-1].mean() < ungated.sink[-1].mean()
     assert gated.gate_score[-1].min() < 0.5
+
+
+def _run_with_sink(sink: list[list[float]], positions: int = 33) -> ToyRun:
+    n = len(sink)
+    return ToyRun("r", None, 1e-3, np.ones(10), np.ones(10), np.arange(n), np.array(sink), np.ones((n, 2)),
+                  np.full((n, 2), np.nan), {"positions": positions})
+
+
+def test_a_sink_is_a_layer_whose_first_token_mass_stays_above_a_stated_multiple_of_uniform():
+    uniform = uniform_first_token_mass(33)
+    assert uniform == pytest.approx(np.mean([1 / i for i in range(2, 34)]))
+    # layer 0 climbs and stays; layer 1 touches the level once and falls back
+    run = _run_with_sink([[0.1, 0.1], [0.5, 0.4], [0.6, 0.1], [0.6, 0.1], [0.7, 0.1]])
+    assert run.uniform_sink == uniform and run.sink_layers() == [0]
+    assert run.sink_layers(factor=10.0) == []
+    with pytest.raises(KeyError, match="positions"):
+        ToyRun("r", None, 1e-3, np.ones(1), np.ones(1), np.arange(1), np.ones((1, 1)), np.ones((1, 1)),
+               np.ones((1, 1))).sink_layers()
+
+
+def test_train_toy_records_the_probe_length_its_sink_is_measured_on():
+    run = train_toy(None, 3e-3, 4, eval_every=2)
+    assert run.options["positions"] == 33 and run.uniform_sink == uniform_first_token_mass(33)

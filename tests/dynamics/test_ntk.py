@@ -54,6 +54,15 @@ def test_spectrum_of_a_singular_kernel_reports_its_rank():
     assert spec.lr_bound == pytest.approx(2 / float(eig[-1]))
 
 
+def test_spectrum_records_the_threshold_it_called_singular():
+    """A full-rank kernel whose smallest eigenvalue sits under ``rtol * lambda_max`` is only numerically
+    singular: the row says by which threshold, so a reader can tell it from a dead network."""
+    theta = torch.diag(torch.tensor([1.0, 0.5, 1e-8], dtype=torch.float64))
+    spec = ntk_spectrum(theta, rtol=1e-6)
+    assert spec.singular and spec.rank == 2 and spec.rtol == 1e-6 and spec.to_dict()["rtol"] == 1e-6
+    assert not ntk_spectrum(theta, rtol=1e-10).singular
+
+
 def test_gd_on_the_linearised_model_converges_below_the_bound_and_diverges_above(cnn, images):
     x = images[:4]
     spec = ntk_spectrum(empirical_ntk(cnn, x))

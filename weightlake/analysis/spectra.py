@@ -506,8 +506,13 @@ class PopulationSpectrum:
         """One line: shape, rank, what was left out, the fit."""
         null = (f"; {self.n_null} zero eigenvalues left out (repeated or dependent models, or constant parameters)"
                 if self.n_null else "")
+        # spikes are outliers of a bulk that fits: with the fit rejected, the count above the edge is
+        # only that, and is labelled so
+        spikes = (f"{self.n_spikes} spikes" if self.fit_holds
+                  else f"{self.n_spikes} eigenvalues above the fitted edge (not spikes: the fit is rejected)")
         return (f"{self.n_models} models x {self.n_params} parameters, rank {self.rank}, q = {self.q:.4f}{null}; "
-                f"sigma^2 = {self.mp_sigma2:.4g}, {self.n_spikes} spikes, TW = {self.tw_stat:.2f}, KS = {self.mp_ks:.3f}"
+                f"eigenvalues of X X^T / {self.n_big}; sigma^2 = {self.mp_sigma2:.4g}, {spikes}, "
+                f"TW = {self.tw_stat:.2f}, KS = {self.mp_ks:.3f}"
                 + ("" if self.fit_holds else f"; FIT DOES NOT HOLD: {self.fit_note}"))
 
     def to_dict(self) -> dict[str, Any]:

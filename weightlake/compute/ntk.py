@@ -9,10 +9,13 @@ starting point, so ``state = 'init'`` rows describe its initialisation *distribu
 the exact draw it started from.
 
 One row per model x state x form: ``lambda_max``, ``lambda_min``, ``kappa``, ``kappa_range``,
-``lr_bound`` (``2 / lambda_max``), ``rank``, ``size``, ``trace``, ``singular``.  With 2,464
-parameters the full kernel is singular once ``K * 10 > 2464``, and a dead network's kernel is
-singular at any ``K``: ``kappa`` is then infinite, ``lambda_min`` the smallest non-zero
-eigenvalue and ``kappa_range`` the condition number on the range (see
+``lr_bound`` (``2 / lambda_max``), ``rank``, ``size``, ``trace``, ``singular``, ``rtol``.
+``singular`` means *numerically* singular: some eigenvalue is at most ``rtol * lambda_max``
+(``rtol`` = 1e-10, recorded per row).  With 2,464 parameters the full kernel is singular once
+``K * 10 > 2464``; a dead network's kernel is singular at any ``K``, but so is the kernel of a
+well-trained ReLU model with a few eigenvalues under the threshold (``rank`` a little below
+``size``).  ``kappa`` is then infinite, ``lambda_min`` the smallest eigenvalue above the
+threshold and ``kappa_range`` the condition number on the range (see
 :class:`~weightlake.dynamics.ntk.NTKSpectrum`).
 """
 
@@ -38,7 +41,8 @@ from weightlake.compute._common import (
     zoo_dataset,
 )
 
-NTK_COLUMNS = ("lambda_max", "lambda_min", "kappa", "kappa_range", "lr_bound", "rank", "size", "trace", "singular")
+NTK_COLUMNS = ("lambda_max", "lambda_min", "kappa", "kappa_range", "lr_bound", "rank", "size", "trace", "singular",
+               "rtol")
 
 
 def model_ntk_rows(model: Any, x: Any) -> list[dict[str, Any]]:
@@ -161,8 +165,10 @@ def ntk_with_metadata(lake: Any, zoo: str | None = None, table: pl.DataFrame | N
 def kappa_predicts_accuracy(table: pl.DataFrame, by: tuple[str, ...] = ()) -> pl.DataFrame:
     """Spearman correlation of ``log10 kappa`` with accuracy, per state x form (x ``by``).
 
-    Rows whose kappa is infinite are left out and counted (``n_infinite``).  ``n`` is the
-    number of models in each correlation, ``p`` its two-sided p-value.
+    Rows whose kernel is numerically singular (kappa infinite: an eigenvalue at most ``rtol *
+    lambda_max``, column ``rtol``) are left out and counted (``n_numerically_singular``).  ``n``
+    is the number of models in each correlation, ``p`` its two-sided p-value.  Each row is taken
+    as independent: pass one checkpoint per training run, or the p-values are too small.
     """
     from scipy.stats import spearmanr
 
@@ -172,6 +178,7 @@ def kappa_predicts_accuracy(table: pl.DataFrame, by: tuple[str, ...] = ()) -> pl
         finite = group.filter(pl.col("kappa").is_finite() & pl.col("accuracy").is_not_null())
         rho, p = (spearmanr(np.log10(finite["kappa"].to_numpy()), finite["accuracy"].to_numpy())
                   if finite.height >= 3 else (float("nan"), float("nan")))
-        out.append({**dict(zip(keys, key, strict=True)), "n": finite.height, "n_infinite": group.height - finite.height,
+        singular = group.filter(~pl.col("kappa").is_finite()).height
+        out.append({**dict(zip(keys, key, strict=True)), "n": finite.height, "n_numerically_singular": singular,
                     "spearman_rho": float(rho), "p": float(p)})
     return pl.DataFrame(out).sort(keys)

@@ -98,10 +98,19 @@ def attention_stats(model: ToyTransformer, tokens: torch.Tensor) -> dict[str, np
     return {"sink": sink.mean(1), "sink_heads": sink, "entropy": entropy, "gate": gate}
 
 
+def uniform_first_token_mass(positions: int) -> float:
+    """First-token attention mass of uniform causal attention over ``positions`` tokens, averaged
+    over the queries after the first (as ``sink`` is): the mean of ``1/2 ... 1/positions``."""
+    if positions < 2:
+        raise ValueError(f"positions must be at least 2 (a query after the first), got {positions!r}")
+    return float(np.mean(1.0 / np.arange(2, positions + 1)))
+
+
 @dataclass
 class ToyRun:
     """One toy training run: per-step ``loss`` and ``grad_norm``; per evaluation ``sink``,
-    ``entropy``, ``gate`` ``[n_evals, n_layers]`` at ``eval_steps``."""
+    ``entropy``, ``gate`` ``[n_evals, n_layers]`` at ``eval_steps``; ``options["positions"]`` is the
+    probe's sequence length (BOS included)."""
 
     label: str
     gate: str | None
@@ -118,6 +127,19 @@ class ToyRun:
         """Steps whose loss exceeds ``factor`` times the median of the previous ``window`` steps."""
         loss = self.loss
         return int(sum(loss[t] > factor * np.median(loss[t - window:t]) for t in range(window, len(loss))))
+
+    @property
+    def uniform_sink(self) -> float:
+        """The first-token mass uniform attention would give on this run's probe."""
+        if "positions" not in self.options:
+            raise KeyError("this run does not record its probe's length (options['positions'])")
+        return uniform_first_token_mass(int(self.options["positions"]))
+
+    def sink_layers(self, factor: float = 3.0, last: int = 3) -> list[int]:
+        """Layers with an attention sink: first-token mass (mean over heads) at least ``factor`` times
+        :attr:`uniform_sink` at each of the last ``last`` evaluations (it climbed, and it stays)."""
+        tail = self.sink[-last:]
+        return [int(i) for i in np.flatnonzero((tail >= factor * self.uniform_sink).all(axis=0))]
 
 
 def train_toy(gate: str | None, lr: float, steps: int, *, seed: int = 0, batch: int = 64, eval_every: int = 25,
@@ -155,4 +177,4 @@ def train_toy(gate: str | None, lr: float, steps: int, *, seed: int = 0, batch: 
     return ToyRun(label, gate, lr, losses, norms, np.array([s for s, _ in evals]),
                   np.stack([e["sink"] for _, e in evals]), np.stack([e["entropy"] for _, e in evals]),
                   np.stack([e["gate"] for _, e in evals]), {"steps": steps, "seed": seed, "batch": batch,
-                                                            **model_options})
+                                                            "positions": int(probe.shape[1]), **model_options})

@@ -132,8 +132,12 @@ class NTKSpectrum:
 
     ``lambda_min`` is the smallest eigenvalue above ``rtol * lambda_max``; ``kappa`` is
     ``lambda_max / lambda_min`` when the kernel has full rank and infinite when it is
-    ``singular`` (``rank < size``: more outputs than parameters, or a dead network), while
-    ``kappa_range`` is the condition number on the kernel's range in either case.
+    numerically ``singular`` (``rank < size``: some eigenvalue is at most ``rtol * lambda_max``),
+    while ``kappa_range`` is the condition number on the kernel's range in either case.
+    "Numerically singular" is a statement about that threshold, not about the network: more
+    outputs than parameters makes a kernel singular, and so does a dead network, but so can a
+    well-trained ReLU model whose kernel merely has a few eigenvalues below the threshold
+    (read ``rank`` against ``size``).
     """
 
     size: int
@@ -146,6 +150,9 @@ class NTKSpectrum:
     """``2 / lambda_max``: the largest stable gradient-descent step on the linearised model."""
     trace: float
     singular: bool
+    """Numerically singular: ``rank < size``, some eigenvalue at most ``rtol * lambda_max``."""
+    rtol: float = 1e-10
+    """The threshold ``singular`` and ``rank`` were judged by."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +181,7 @@ def ntk_spectrum(theta: torch.Tensor, rtol: float = 1e-10) -> NTKSpectrum:
     return NTKSpectrum(size=len(eig), rank=len(positive), lambda_max=lam_max, lambda_min=lam_min,
                        kappa=kappa_range if len(positive) == len(eig) else float("inf"), kappa_range=kappa_range,
                        lr_bound=2.0 / lam_max if lam_max > 0 else float("inf"),
-                       trace=float(eig.sum()), singular=len(positive) < len(eig))
+                       trace=float(eig.sum()), singular=len(positive) < len(eig), rtol=float(rtol))
 
 
 def linearised_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
