@@ -36,7 +36,7 @@ import weightlake as wl
 from weightlake.analysis import rmt, spectra, spectra_ww
 from weightlake.analysis import rmt_finite as fin
 from weightlake.analysis import rmt_identities as ident
-from weightlake.analysis.distinct import distinct_models
+from weightlake.analysis.distinct import distinct_models, latest_per_run
 
 NAMES = {1: "GOE", 2: "GUE", 4: "GSE"}
 pl.Config.set_tbl_cols(-1)  # print every column of the tables below, not polars' first few
@@ -395,9 +395,8 @@ meta = meta.join(pl.DataFrame({"model_id": ids, "row": np.arange(len(ids))}), on
 selection = distinct_models(meta)
 print(selection.note())
 rows, meta = rows[selection.keep], meta.filter(pl.Series(selection.keep))
-RUN = ("class_mask", "init", "activation")  # what identifies a training run in this zoo
-latest = (meta["epoch"] == meta.select(pl.col("epoch").max().over(RUN))["epoch"]).to_numpy()
-print(f"{meta.height} checkpoints of {meta.select(RUN).n_unique()} runs; one per run (its latest epoch): "
+latest = latest_per_run(meta)  # a run: its run_id, else one init, activation and class set
+print(f"{meta.height} checkpoints of {int(latest.sum())} runs; one per run (its latest epoch): "
       f"n = {int(latest.sum())} models")
 rows, meta = rows[latest], meta.filter(pl.Series(latest))
 arch = lake.arch(zoo)

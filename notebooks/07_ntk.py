@@ -35,6 +35,7 @@ import torch
 from IPython.display import Image, display
 
 import weightlake as wl
+from weightlake.analysis.distinct import latest_per_run
 from weightlake.compute._common import probe_images
 from weightlake.compute.ntk import compute_ntk, kappa_predicts_accuracy, ntk_with_metadata
 from weightlake.dynamics import kernels, plots
@@ -127,13 +128,11 @@ table, chosen, dataset = compute_ntk(lake, zoo, sample=8 if SHORT else 200, prob
                                      images=IMAGES, seed=0)
 print(chosen.note)
 ntk = ntk_with_metadata(lake, zoo, table)
-RUN = ("class_mask", "init", "activation")  # what identifies a training run in this zoo
 models = lake.models(zoo).filter(pl.col("model_id").is_in(chosen.meta["model_id"].to_list())).collect()
-latest = models.filter(pl.col("epoch") == pl.col("epoch").max().over(RUN))
+latest = models.filter(pl.Series(latest_per_run(models)))  # a run: its run_id, else one init, activation and class set
 per_run = ntk.filter(pl.col("model_id").is_in(latest["model_id"].to_list()))
-print(f"{models.height} checkpoints of {models.select(RUN).n_unique()} runs "
-      f"(checkpoints per run: {dict(models.group_by(RUN).len()['len'].value_counts().iter_rows())}); "
-      f"one per run, its latest epoch: n = {per_run['model_id'].n_unique()} models")
+print(f"{models.height} checkpoints of {latest.height} runs; one per run, its latest epoch: "
+      f"n = {per_run['model_id'].n_unique()} models")
 per_run.group_by("state", "form", "activation", "init").agg(
     pl.len().alias("models"), pl.col("kappa").log10().median().alias("median_log10_kappa"),
     pl.col("lr_bound").median(), pl.col("accuracy").mean()).sort("state", "form", "activation", "init")

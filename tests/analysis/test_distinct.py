@@ -55,3 +55,21 @@ def test_checkpoints_of_one_run_are_counted_as_runs_and_said() -> None:
     # metadata that says nothing about runs: nothing is claimed
     bare = meta.select("model_id", "weights_hash", "epoch")
     assert distinct_models(bare).n_runs is None and "runs" not in distinct_models(bare).note()
+
+
+def test_latest_per_run_keeps_one_checkpoint_of_each_run() -> None:
+    import numpy as np
+    import pytest
+
+    from weightlake.analysis.distinct import latest_per_run
+    from weightlake.errors import QueryError
+
+    meta = pl.DataFrame({
+        "model_id": [0, 1, 2, 3, 4], "init": ["k"] * 5, "activation": ["gelu", "gelu", "relu", "relu", "relu"],
+        "class_mask": [3, 3, 3, 5, 5], "epoch": [16, 11, 11, 16, 16],
+    })
+    assert latest_per_run(meta).tolist() == [True, False, True, True, False]  # a tie: the lowest model_id
+    assert latest_per_run(meta.with_columns(run_id=pl.lit("one"))).tolist() == [True, False, False, False, False]
+    assert np.array_equal(latest_per_run(meta.filter(pl.col("epoch") == 11)), [True, True])
+    with pytest.raises(QueryError, match="names no training runs"):
+        latest_per_run(meta.select("model_id", "epoch"))

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from weightlake.errors import QueryError
+
 
 @dataclass(frozen=True)
 class DistinctSelection:
@@ -90,6 +92,30 @@ def run_columns(meta: pl.DataFrame) -> list[str] | None:
     if "epoch" in meta.columns and all(c in meta.columns for c in RUN_COLUMNS):
         return [*zoo, *RUN_COLUMNS]
     return None
+
+
+def latest_per_run(meta: pl.DataFrame) -> np.ndarray:
+    """Boolean mask over the rows of ``meta``: each training run's row at its latest epoch (ties to
+    the lowest ``model_id``), for statistics that need one sample per run.
+
+    Runs are those of :func:`run_columns`.  Apply it after :func:`distinct_models`, so that a
+    fallback copy filed under a later epoch bin does not stand for its run.
+
+    Raises
+    ------
+    QueryError
+        When the metadata says nothing about runs (no ``run_id``, no init/activation/class set).
+    """
+    cols = run_columns(meta)
+    if cols is None:
+        raise QueryError("the models' metadata names no training runs (no run_id, nor init, activation, "
+                         "class_mask and epoch): which rows are checkpoints of one run is not known")
+    order = pl.DataFrame({"row": np.arange(meta.height)}).hstack(meta.select(*cols, "epoch", "model_id"))
+    first = (order.sort("epoch", "model_id", descending=[True, False])
+             .group_by(cols, maintain_order=True).agg(pl.col("row").first()))["row"].to_numpy()
+    keep = np.zeros(meta.height, dtype=bool)
+    keep[first] = True
+    return keep
 
 
 def runs_note(meta: pl.DataFrame) -> str:
