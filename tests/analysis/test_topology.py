@@ -223,6 +223,20 @@ def test_distances_keep_their_digits_far_from_the_origin():
     assert T.pairwise_distances(np.zeros((2, 0, 3))).shape == (2, 0, 0)
 
 
+@pytest.mark.parametrize("shape", [(3, 7, 1), (4, 33, 300), (2, 64, 1153)])
+def test_distances_of_a_batch_agree_with_scipy_cdist(shape):
+    """Each cloud of a batch (a ResNet conv's neurons are 1,153 wide) against scipy's exact
+    differences, float32 rows as the lake holds them: 1e-12 relative to the cloud's largest distance."""
+    from scipy.spatial.distance import cdist
+
+    pts = (np.random.default_rng(shape[1]).normal(size=shape) * 0.05 + 0.01).astype(np.float32)
+    got = T.pairwise_distances(pts)
+    for i in range(shape[0]):
+        exact = cdist(pts[i].astype(np.float64), pts[i].astype(np.float64))
+        np.testing.assert_allclose(got[i], exact, rtol=0, atol=1e-12 * exact.max())
+        assert np.array_equal(got[i], got[i].T)
+
+
 def test_a_resnet_zoo_gets_every_conv_and_linear_layer():
     """A narrow ResNet (bias-less convs, batch norms): zoo_topology failed on the first layer with
     "layer 'conv1' ... has no bias"; a bias-less layer's neurons are their incoming weights alone, and
