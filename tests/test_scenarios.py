@@ -188,6 +188,48 @@ def test_random_and_grouped_splits(lake04_copy: Path) -> None:
     assert per_target.height > 3 and grouped["split"].n_unique() >= 2
 
 
+@pytest.mark.parametrize("split", ["random", "grouped", "user"])
+def test_the_report_counts_test_answers_training_sees(lake04_copy: Path, split: str) -> None:
+    """A random split put test pairs' targets into train as targets and inputs without a word, and
+    pairs whose target is one of its inputs (A inside B: y equals x2) were not counted; recounted
+    here from the pairs table in plain Python."""
+    report = declare_scenario(lake04_copy, "s", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-2", split=split,
+                              split_seed=3)
+    rows = pairs_of(lake04_copy, "s").to_dicts()
+    train = [r for r in rows if r["split"] == "train"]
+    targets = {(r["init"], r["activation"], r["a_mask"] | r["b_mask"]) for r in train}
+    inputs = {(r["init"], r["activation"], r[c]) for r in train for c in ("a_mask", "b_mask")}
+    for held in ("val", "test"):
+        keys = [(r["init"], r["activation"], r["a_mask"] | r["b_mask"]) for r in rows if r["split"] == held]
+        want = (sum(k in targets for k in keys), sum(k in inputs for k in keys))
+        assert report.seen_in_train.get(held, (0, 0)) == want
+    same_set = [r for r in rows if (r["a_mask"] | r["b_mask"]) in (r["a_mask"], r["b_mask"])]
+    same_model = [r for r in same_set if r["target_id"] in (r["a_id"], r["b_id"])]
+    assert report.target_is_input == (len(same_set), len(same_model)) and len(same_model) > 0
+    text = "\n".join(report.lines())
+    assert f"{len(same_model):,} it is that very model, so y equals x1 or x2" in text
+    if split == "user":  # a held-out digit: no test target is a train target or input
+        assert report.seen_in_train["test"] == (0, 0) and "test:" not in text
+    else:
+        assert sum(report.seen_in_train["test"]) > 0 and "test: " in text and "training sees those answers" in text
+    if split == "grouped":
+        assert report.seen_in_train["test"][0] == 0 and report.seen_in_train["test"][1] > 0
+
+
+def test_negative_seeds_are_refused_in_one_line(lake04_copy: Path) -> None:
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    out = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--split", "random", "--seed", "-1",
+                                    "--lake", str(lake04_copy)])
+    assert out.exit_code == 2 and "-1 is not in the range x>=0" in out.output and "Traceback" not in out.output
+    declare_scenario(lake04_copy, "r", zoo=ZOO, digits="0-4", sizes="2-3", overlap="0-1", split="random")
+    for bad in (-5, 1.5, True):
+        with pytest.raises(QueryError, match="seed must be a non-negative integer"):
+            open_lake(lake04_copy).pairs("r", split="train").loader(seed=bad)
+
+
 def test_full_counts_reproduce_the_users_numbers(tmp_path: Path) -> None:
     """Digits 0-9, m=0, one activation, one epoch, a zoo holding every subset."""
     assert write_full_subset_csv(tmp_path / "zoo.csv") == 1013

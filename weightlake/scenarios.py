@@ -211,6 +211,8 @@ class ScenarioReport:
     overlap_mismatch: int = 0
     duplicates: int = 0
     split_leaks: int = 0
+    seen_in_train: dict[str, tuple[int, int]] = field(default_factory=dict)
+    target_is_input: tuple[int, int] = (0, 0)
     examples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     snapshot: int | None = None
@@ -250,6 +252,19 @@ class ScenarioReport:
         if self.split_leaks:
             out.append(f"  {self.split_leaks:,} pairs are in more than one split: trained on and tested on "
                        "(kept as the files say; see the notes)")
+        for split, (as_target, as_input) in self.seen_in_train.items():
+            if as_target or as_input:
+                n = self.counts.get(split, 0)
+                out.append(f"  {split}: {as_target:,} of {n:,} pairs have a target class set that train pairs also "
+                           f"have as a target, {as_input:,} of {n:,} as an input (same init and activation, any "
+                           "epoch): training sees those answers"
+                           + (" (the `user` split's test pairs, a held-out digit, have neither)" if split == "test"
+                              else ""))
+        same_set, same_model = self.target_is_input
+        if same_set:
+            out.append(f"  {same_set:,} of {self.n_pairs:,} pairs have a target trained on the same classes as one "
+                       f"input (one class set holds the other); in {same_model:,} it is that very model, so y equals "
+                       "x1 or x2 (leave them out with `WHERE target_id NOT IN (a_id, b_id)`)")
         out += [f"  e.g. {e}" for e in self.examples]
         out += [f"  note: {n}" for n in self.notes]
         if self.snapshot is not None:
@@ -287,8 +302,10 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
         ``"user"``: test if ``test_digit`` is in ``A`` or ``B``, else val if
         ``|A| == |B|``, else train.  ``"random"``: a seeded permutation of the pairs cut
         by ``split_fractions`` (three numbers, or a string ``"0.7,0.1,0.2"``).  ``"grouped"``:
-        whole target class sets are assigned to one split, so no target model appears in
-        two splits.
+        whole target class sets are assigned to one split, so no target class set is the
+        target of two splits (it may still be a train pair's input).  The report counts, for
+        val and test, the pairs whose target class set train pairs have as a target or an
+        input, and the pairs whose target is one of their inputs' class sets.
     epoch_fallback
         When the target is missing at the scenario epoch, take it from ``e-5``,
         ``e-10``, ... down to 11 (``target_epoch`` and ``fallback`` record it).
@@ -637,9 +654,36 @@ def _fill_report(report: ScenarioReport, resolved: pl.DataFrame, ok: pl.DataFram
     report.copied_targets = int(ok["target_copied"].sum() or 0)
     report.copied_inputs = int(ok["input_copied"].sum() or 0)
     report.ambiguous_models = _ambiguous_keys(ok)
+    report.seen_in_train, report.target_is_input = _seen_in_train(ok), _target_is_input(ok)
     examples = [_example(r, "missing input") for r in no_input.head(MAX_EXAMPLES).iter_rows(named=True)]
     examples += [_example(r, "missing target") for r in no_target.head(MAX_EXAMPLES).iter_rows(named=True)]
     report.examples = examples[:MAX_EXAMPLES]
+
+
+def _seen_in_train(ok: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per held-out split: pairs whose target's class set (same init and activation, any epoch) is a
+    train pair's target, and pairs where it is a train pair's input (its model seen in training)."""
+    run = ["init", "activation", "mask"]
+    pairs = ok.select("split", "init", "activation", (pl.col("a_mask") | pl.col("b_mask")).alias("mask"),
+                      "a_mask", "b_mask")
+    train = pairs.filter(pl.col("split") == "train")
+    targets = train.select(run).unique()
+    inputs = pl.concat([train.select("init", "activation", pl.col(c).alias("mask")) for c in ("a_mask", "b_mask")]
+                       ).unique()
+    out = {}
+    for split in SPLITS[1:]:
+        held = pairs.filter(pl.col("split") == split)
+        if held.height:
+            out[split] = (held.join(targets, on=run, how="semi").height, held.join(inputs, on=run, how="semi").height)
+    return out
+
+
+def _target_is_input(ok: pl.DataFrame) -> tuple[int, int]:
+    """Pairs whose target is of one input's class set (one set holds the other), and of those, the very model."""
+    union = pl.col("a_mask") | pl.col("b_mask")
+    same_set = ok.filter((union == pl.col("a_mask")) | (union == pl.col("b_mask")))
+    same_model = same_set.filter((pl.col("target_id") == pl.col("a_id")) | (pl.col("target_id") == pl.col("b_id")))
+    return same_set.height, same_model.height
 
 
 def _ambiguous_keys(ok: pl.DataFrame) -> int:

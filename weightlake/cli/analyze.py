@@ -192,7 +192,7 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 @click.option("--resolution", default=20, show_default=True, help="Grid steps per parameter of the two-parameter measure (20-50).")
 @click.option("--degrees", default="0", show_default=True, callback=_ints("--degrees"), help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
 @click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
 @click.option("--dask", "dask_address", metavar="local|ADDRESS",
               help="Run on Dask: one task per group, the distances in shares; 'local' starts a 2-worker "
@@ -236,7 +236,7 @@ def topology_groups_cmd(zoo: str | None, by: str, layer: str, max_points: int, r
 @click.option("--folds", default=5, show_default=True, help="Cross-validation folds (grouped by class set when possible).")
 @click.option("--permutations", default=999, show_default=True, help="Permutations of the Mantel test.")
 @click.option("--max-models", default=300, show_default=True, help="Models in the Mantel test (seeded sample).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the figure (PNG) to this folder.")
 @lake_option
 def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_models: int, seed: int,
@@ -266,7 +266,7 @@ def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_mod
 @click.option("--layer", default="fc1", show_default=True, help="Layer whose neurons are filtered (it needs a next layer).")
 @click.option("--steps", default=150, show_default=True, help="Adam steps.")
 @click.option("--max-models", default=2000, show_default=True, help="Models used (seeded sample of the distinct ones).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
 @lake_option
 def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int, max_models: int, seed: int,
@@ -297,7 +297,7 @@ def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int,
               help="Probe images per model (test split, the model's own classes).")
 @click.option("--images", help="Dataset the zoo was trained on: 'fashion-mnist' or an IDX folder "
                                "(required unless the lake records it).")
-@click.option("--seed", default=0, show_default=True, help="Seeds the sample, the probe images and fresh inits.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the sample, the probe images and fresh inits.")
 @click.option("--no-init", is_flag=True, help="Skip the fresh draw of each model's initialisation.")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
 @lake_option
@@ -332,7 +332,7 @@ def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed
 @click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="Most harmful weights kept per model x layer.")
 @click.option("--ks", default="1,2,5,10,20,50", show_default=True, callback=_ints("--ks"),
               help="Weights zeroed in the sparsity comparison (each at least 1).")
-@click.option("--seed", default=0, show_default=True, help="Seeds the sample, probe images and random ablations.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the sample, probe images and random ablations.")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
 @lake_option
 def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | None, top: int, ks: list[int], seed: int,

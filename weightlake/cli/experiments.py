@@ -82,7 +82,7 @@ def _scan_row(info: Any) -> dict[str, Any]:
 @click.option("--scenario", required=True, help="Declared scenario whose pairs are evaluated.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
 @click.option("--limit-pairs", type=int, help="Evaluate a seeded sample of this many pairs (same for every checkpoint).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the --limit-pairs sample.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the --limit-pairs sample.")
 @click.option("--batch-size", default=256, show_default=True, help="Pairs per forward pass.")
 @click.option("--heads", type=int, help="Attention heads of every checkpoint (else sidecar JSON, then folder name).")
 @click.option("--assume-heads", type=int,

@@ -42,9 +42,11 @@ def scenario() -> None:
 @click.option("--unordered", is_flag=True, help="Keep one of (A, B) and (B, A) (default keeps both).")
 @click.option("--split", "split_rule", type=click.Choice(["user", "random", "grouped"]), default="user",
               show_default=True,
-              help="user: test if digit 0 is in A or B, else val if |A| = |B|, else train; random: seeded "
-                   "permutation cut by --fractions; grouped: a target class set never spans two splits.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random/grouped split.")
+              help="user: test if digit 0 is in A or B, else val if |A| = |B|, else train (no test answer "
+                   "is seen in training); random: seeded permutation of the pairs cut by --fractions; "
+                   "grouped: a target class set is the target of one split only (it may be a train "
+                   "input). The report counts val/test pairs whose answer training sees.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the random/grouped split.")
 @click.option("--fractions", default="0.7,0.1,0.2", show_default=True, help="train,val,test shares (random/grouped).")
 @click.option("--test-digit", default=0, show_default=True, help="The digit that sends a pair to test (user split).")
 @click.option("--no-fallback", is_flag=True,
@@ -66,7 +68,7 @@ def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activati
       weightlake scenario declare overlap0-gelu-e11 --zoo mnist-cnn-s --activations gelu --epochs 11
       # type 2: digits 0-5, up to 4 shared classes, every activation and epoch:
       weightlake scenario declare type2 --zoo mnist-cnn-s --digits 0-5 --sizes 2-5 --overlap 0-4
-      # a split where no target model leaks across train/val/test:
+      # a seeded split where no target class set is the target of two splits:
       weightlake scenario declare m0-grouped --zoo mnist-cnn-s --split grouped --seed 1
     """
     from weightlake.scenarios import declare_scenario, parse_int_list
@@ -158,7 +160,7 @@ def pairs() -> None:
               help="Pairs per batch (36 in the user's training code).")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1),
               help="Epochs to write; epoch e is shuffled by (seed, e).")
-@click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
               help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")

@@ -29,7 +29,7 @@ def zoo() -> None:
 @click.option("--min-accuracy", default=60.0, show_default=True, help="Checkpoint only above this test accuracy (%).")
 @click.option("--lr", default=0.05, show_default=True, help="Adam learning rate (reference 0.05; 1e-3 trains every model).")
 @click.option("--batch-size", default=90, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Zoo seed; each model's seed derives from it.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Zoo seed; each model's seed derives from it.")
 @click.option("--workers", default=2, show_default=True, help="Training processes (one thread each).")
 @click.option("--grad-filter", type=click.Choice(["ema", "ma"]),
               help="Grokfast gradient filter between backward and step: ema (alpha 0.98, lambda 2) or "

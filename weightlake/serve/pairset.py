@@ -279,6 +279,9 @@ class PairSet:
             quarter of the memory budget.  The batches are the same, in the same order, with any
             value.
         """
+        for arg, value in (("seed", seed), ("epoch", epoch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise QueryError(f"{arg} must be a non-negative integer, got {value!r}")
         if num_workers > 0 and (augment is None or not augment.active) and view == "flat":
             warnings.warn(f"num_workers={num_workers}: each batch is one in-memory gather, cheaper than shipping it "
                           "back from a worker process; num_workers=0 is faster here (benchmarks/bench_serving.py)",
