@@ -87,3 +87,27 @@ def test_pair_dataset_and_hf(pairs) -> None:  # noqa: ANN001
     pytest.importorskip("datasets")
     hf = pairs.to_hf()
     assert len(hf) == len(pairs) and torch.equal(hf[3]["x1"], x1[3]) and int(hf[3]["pair_id"]) == pairs.pair_id[3]
+
+
+@pytest.mark.parametrize("how", ["loader", "sampler"])
+def test_set_epoch_moves_order_and_augmentation_and_a_repeated_pass_warns(pairs, how: str) -> None:  # noqa: ANN001
+    """``dl.sampler.set_epoch(1)`` changed the order but kept epoch 0's augmentation noise, and a
+    loader iterated twice gave the same epoch again without a word."""
+    import warnings
+
+    aug = Augment(noise=0.02, erase=0.1)
+    want = list(pairs.loader(batch_size=16, seed=1, epoch=1, augment=aug))
+    dl = pairs.loader(batch_size=16, seed=1, epoch=0, augment=aug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(dl)  # the first pass at epoch 0 says nothing
+        (dl if how == "loader" else dl.sampler).set_epoch(1)
+        got = list(dl)
+    assert all(torch.equal(a["x1"], b["x1"]) and torch.equal(a["pair_id"], b["pair_id"])
+               for a, b in zip(want, got, strict=True))
+    with pytest.warns(UserWarning, match="another pass over this loader at epoch 1"):
+        list(dl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        val = pairs.loader(batch_size=16, shuffle=False)
+        list(val), list(val)  # an unshuffled, unaugmented loader is meant to repeat

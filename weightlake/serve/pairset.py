@@ -309,12 +309,25 @@ class PairLoader(DataLoader):
     def __init__(self, dataset: PairBatches, *, prefetch: int = 0, **kw: Any) -> None:
         super().__init__(dataset, **kw)
         self.prefetch = int(prefetch)
+        self._passed: set[int] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order and augmentation of epoch ``epoch`` from the next pass on (as ``loader(epoch=epoch)``)."""
+        self.sampler.set_epoch(epoch)  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler: EpochBatches = self.sampler  # type: ignore[assignment]  # set by PairSet.loader
+        dataset: PairBatches = self.dataset  # type: ignore[assignment]
+        dataset.epoch = sampler.epoch  # sampler.set_epoch(e) moves the augmentation's epoch too
+        if sampler.epoch in self._passed and (sampler.shuffle or (dataset.augment is not None
+                                                                  and dataset.augment.active)):
+            warnings.warn(f"another pass over this loader at epoch {sampler.epoch}: the same order and augmentation "
+                          "as before; call loader.set_epoch(e) (or PairSet.loader(epoch=e)) for a new epoch",
+                          stacklevel=2)
+        self._passed.add(sampler.epoch)
         if self.num_workers > 0 or self.prefetch < 1:
             return super().__iter__()
-        dataset: PairBatches = self.dataset  # type: ignore[assignment]  # set by PairSet.loader
-        return _prefetched(dataset, iter(self.sampler), self.prefetch)
+        return _prefetched(dataset, iter(sampler), self.prefetch)
 
 
 def _prefetched(dataset: PairBatches, indices: Iterator[np.ndarray], depth: int) -> Iterator[dict[str, Any]]:
