@@ -93,6 +93,27 @@ def test_a_row_repeated_within_the_file_is_not_called_already_in_the_zoo(small_c
     assert "1 rows repeat an earlier row of this source" in text and "already in the zoo" not in text
 
 
+def test_a_repeat_with_another_accuracy_is_named(small_csv, tmp_path):
+    """A repeated row giving accuracy 12.5 where the first gave another was dropped as a plain repeat,
+    and which accuracy the zoo holds was not said."""
+    with open(small_csv, newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    col = header.index("Accuracy")
+    other = list(rows[2])
+    first_acc, other[col] = float(other[col]), "12.5"
+    assert first_acc != 12.5
+    twice = tmp_path / "twice.csv"
+    with open(twice, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows[:5], rows[1], other])
+    report = ingest_csv(tmp_path / "l", twice, zoo="z", init="kaiming_uniform")
+    assert (report.rows_added, report.rows_repeated) == (5, 2)
+    assert report.repeats_other_accuracy == [f"row 8 repeats row 4 with accuracy 12.5 (row 4: {first_acc})"]
+    text = "\n".join(report.lines())
+    assert "1 of them give another accuracy than the row they repeat; the first row's accuracy is kept" in text
+    kept = wl.open_lake(tmp_path / "l").models("z").filter(pl.col("source_row") == 4).collect()["accuracy"]
+    assert kept.to_list() == [pytest.approx(first_acc)]
+
+
 def test_duplicates_across_epochs_are_reported(small_lake_dir, small_csv, tmp_path):
     report = ingest_csv(tmp_path / "l", small_csv, zoo="z", init="kaiming_uniform")
     src = _read(small_csv).select(CNN_S.csv_columns()).to_numpy()

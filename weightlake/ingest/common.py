@@ -165,6 +165,8 @@ class IngestReport:
     rows_already_present: int = 0
     rows_repeated: int = 0
     """Rows that repeat an earlier row of the same source (same identity): not added again."""
+    repeats_other_accuracy: list[str] = field(default_factory=list)
+    """Those repeats whose accuracy differs from the first row's (the first row's is kept), one line each."""
     already_ingested: bool = False
     duplicate_groups: int = 0
     duplicate_rows: int = 0
@@ -185,6 +187,11 @@ class IngestReport:
         if self.rows_repeated:
             out.append(f"  {self.rows_repeated} rows repeat an earlier row of this source (same weights, init, "
                        "activation, epoch and classes) and were not added again")
+            if self.repeats_other_accuracy:
+                n = len(self.repeats_other_accuracy)
+                out.append(f"  {n} of them give another accuracy than the row they repeat; the first row's accuracy "
+                           "is kept (check which is right):")
+                out += [f"    e.g. {line}" for line in self.repeats_other_accuracy[:3]]
         if self.rows_rejected:
             out.append(f"  {self.rows_rejected} bad {self.unit} skipped; see {self.rejects_path}")
         if self.duplicate_groups:
@@ -230,7 +237,7 @@ class ZooWriter:
         self.segment: Any = None
         self._existing = existing_identities(tx.parent, tx.store.location, zoo)
         self._init_of = {} if allow_same_source else {key[0]: key[1] for key in self._existing}
-        self._seen: set[tuple[Any, ...]] = set()
+        self._seen: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # identity -> (accuracy, source row) of its first row
         self._meta: list[pl.DataFrame] = []
         self._queue: queue.Queue[tuple[np.ndarray | list[np.ndarray], pl.DataFrame] | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
@@ -268,6 +275,8 @@ class ZooWriter:
     def _new_rows(self, meta: pl.DataFrame) -> np.ndarray:
         keys = meta.select(IDENTITY).rows()
         keep = np.ones(len(keys), dtype=bool)
+        acc = meta["accuracy"].to_list() if "accuracy" in meta.columns else [None] * len(keys)
+        where = meta["source_row"].to_list() if "source_row" in meta.columns else [None] * len(keys)
         for i, key in enumerate(keys):
             if self._init_of.get(key[0], key[1]) != key[1]:
                 row = meta.row(i, named=True)
@@ -282,8 +291,12 @@ class ZooWriter:
             elif key in self._seen:
                 keep[i] = False
                 self.report.rows_repeated += 1
+                first_acc, first_row = self._seen[key]
+                if not _same_value(acc[i], first_acc):
+                    self.report.repeats_other_accuracy.append(
+                        f"row {where[i]} repeats row {first_row} with accuracy {acc[i]} (row {first_row}: {first_acc})")
             else:
-                self._seen.add(key)
+                self._seen[key] = (acc[i], where[i])
         return keep
 
     def finish(self) -> pl.DataFrame | None:
@@ -363,6 +376,13 @@ def check_zoo_dataset(manifest: Manifest, zoo: str, dataset: str | None) -> str 
         raise IngestError(f"zoo {zoo!r} holds models trained on {recorded!r}, this source says {dataset!r}; "
                           "ingest it into another --zoo")
     return dataset
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN and None to None."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(a == b or (a != a and b != b))
 
 
 def source_seen(manifest: Manifest, zoo: str, fingerprint: str) -> Mapping[str, Any] | None:
