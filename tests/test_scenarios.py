@@ -216,6 +216,16 @@ def test_the_report_counts_test_answers_training_sees(lake04_copy: Path, split: 
         assert report.seen_in_train["test"][0] == 0 and report.seen_in_train["test"][1] > 0
 
 
+def test_empty_splits_are_said(lake04_copy: Path) -> None:
+    one = declare_scenario(lake04_copy, "g3", zoo=ZOO, digits="0-3", sizes="2", overlap=0, split="grouped")
+    assert one.counts["val"] == one.counts["test"] == 0 < one.counts["train"]  # a single target class set
+    assert "  no val and no test pairs: a loop over those gets no batch" in one.lines()
+    from weightlake.scenarios import ScenarioReport
+
+    none = ScenarioReport(scenario="e", zoo=ZOO, source="declared", candidates=4)
+    assert "  no pair resolved: the scenario holds no pairs (the lines below say why)" in none.lines()
+
+
 def test_negative_seeds_are_refused_in_one_line(lake04_copy: Path) -> None:
     from click.testing import CliRunner
 

@@ -229,6 +229,12 @@ class ScenarioReport:
         """A human summary for the CLI."""
         split_text = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in SPLITS)
         out = [f"scenario {self.scenario} (zoo {self.zoo}, {self.source}): {self.n_pairs:,} pairs ({split_text})"]
+        empty = [s for s in SPLITS if not self.counts.get(s, 0)]
+        if not self.n_pairs:
+            out.append("  no pair resolved: the scenario holds no pairs (the lines below say why)")
+        elif empty:
+            out.append(f"  no {' and no '.join(empty)} pairs: a loop over {'that split' if len(empty) == 1 else 'those'} "
+                       "gets no batch")
         if self.unresolved:
             miss_in = sum(self.missing_input.values())
             miss_t = sum(self.missing_target.values())

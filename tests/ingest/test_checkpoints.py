@@ -342,6 +342,10 @@ def test_summary(batch_a: CheckpointBatch) -> None:
     assert s.models_without_metrics == 3 and s.rows_without_accuracy == 6 + 6 + 2
     assert any("[2, 5, 7]/relu/metrics" in w for w in s.warnings)
     assert s.to_dict()["slots_missing"] == 4
+    from weightlake.ingest.checkpoints import _summary_lines
+
+    lines = _summary_lines(s)  # the count was computed but never shown
+    assert lines["rows whose accuracy is null (no metrics/ entry at their checkpoint's epoch)"] == 14
 
 
 def test_pool_matches_in_process(batch_a: CheckpointBatch, tree_a: dict[str, Any]) -> None:

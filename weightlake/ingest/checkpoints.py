@@ -922,6 +922,9 @@ def _summary_lines(summary: CheckpointSummary) -> dict[str, Any]:
     }
     if summary.models_without_metrics:
         out["models without metrics/ (accuracy left null)"] = summary.models_without_metrics
+    if summary.rows_without_accuracy:
+        out["rows whose accuracy is null (no metrics/ entry at their checkpoint's epoch)"] = \
+            summary.rows_without_accuracy
     if summary.files_unused:
         out["files read but used for no slot (before the first bin, or shadowed)"] = summary.files_unused
     for warning in summary.warnings[:3]:
