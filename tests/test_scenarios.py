@@ -226,6 +226,16 @@ def test_empty_splits_are_said(lake04_copy: Path) -> None:
     assert "  no pair resolved: the scenario holds no pairs (the lines below say why)" in none.lines()
 
 
+def test_a_pinned_handle_points_to_refresh_for_a_newer_scenario(lake04_copy: Path) -> None:
+    lake = open_lake(lake04_copy)
+    declare_scenario(lake04_copy, "nb1", zoo=ZOO, digits="0-4", sizes="2-3", overlap=0)
+    with pytest.raises(NoSuchTableError, match=r"newest snapshot \d+ has it: .*`lake = lake.refresh\(\)`"):
+        lake.pairs("nb1")
+    assert len(lake.refresh().pairs("nb1")) > 0
+    with pytest.raises(NoSuchTableError, match="declare one with"):
+        lake.refresh().pairs("nb2")
+
+
 def test_negative_seeds_are_refused_in_one_line(lake04_copy: Path) -> None:
     from click.testing import CliRunner
 

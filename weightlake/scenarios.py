@@ -770,6 +770,17 @@ def changed_zoos(lake: Lake, table: pl.DataFrame) -> dict[str, str]:
     return out
 
 
+def _newer_snapshot_with(lake: Lake, name: str) -> int | None:
+    """The newest snapshot's version when it is newer than ``lake``'s and declares ``name``."""
+    try:
+        newest = lake.refresh()
+        if newest.snapshot == lake.snapshot:
+            return None
+        return newest.snapshot if name in list_scenarios(newest)["scenario"].to_list() else None
+    except Exception:  # noqa: BLE001  # only a hint: the error it decorates is raised either way
+        return None
+
+
 def scenario_row(lake: Lake, name: str) -> dict[str, Any]:
     """The ``scenarios`` row of ``name``.
 
@@ -782,6 +793,11 @@ def scenario_row(lake: Lake, name: str) -> dict[str, Any]:
     found = table.filter(pl.col("scenario") == name)
     if found.height == 0:
         known = table["scenario"].to_list()
+        newer = _newer_snapshot_with(lake, name)
+        if newer is not None:
+            raise NoSuchTableError(f"no scenario {name!r} at snapshot {lake.snapshot}, which this handle is pinned to; "
+                                   f"the lake's newest snapshot {newer} has it: take a handle on it with "
+                                   "`lake = lake.refresh()`")
         raise NoSuchTableError(f"no scenario {name!r} at snapshot {lake.snapshot}; scenarios: {known or 'none'} "
                                "(declare one with `weightlake scenario declare` or import the user's folders "
                                "with `weightlake scenario import`)")
