@@ -15,6 +15,7 @@ from polars.testing import assert_frame_equal
 
 import weightlake as wl
 from weightlake.cli import main
+from weightlake.errors import QueryError
 
 pytest.importorskip("gudhi")
 
@@ -46,7 +47,9 @@ def test_topology_table_is_one_row_per_distinct_model_and_layer(lake_copy):
     out = lake.sql("SELECT activation, corr(h0_total_persistence, accuracy) AS r FROM topology "
                    "JOIN models USING (model_id) WHERE layer = 'fc1' GROUP BY 1")
     assert out.height == meta["activation"].n_unique()
-    every = analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1"], all_rows=True, h1=False)
+    with pytest.raises(QueryError, match=r"holds layers \['conv2'\].*--layers conv2,fc1"):
+        analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1"], all_rows=True, h1=False)
+    every = analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["conv2", "fc1"], all_rows=True, h1=False)
     assert every.models == meta.height
     # Was: the whole zoo was decoded first. Read in blocks of a small budget, the table is the same.
     steps = []
@@ -240,7 +243,7 @@ def test_betti1_is_null_where_h1_was_not_computed(lake_copy):
     assert table["betti1"].null_count() == table.height and table["betti0"].null_count() == 0
     report = analyze_topology_classes(lake_copy, zoo="mnist-cnn-s", permutations=9, max_models=40)
     assert report.rows > 0
-    analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1"], cubical=False)
+    analyze_topology(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"], cubical=False)
     assert wl.open_lake(lake_copy).table("topology").collect()["betti1"].null_count() == 0
 
 

@@ -118,10 +118,55 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
         if tx.parent.version != snapshot:
             raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
                              "run it again")
+        df, params = _keep_other_layers(tx, table, df, zoo, key, params)
         tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
                      properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})
         return tx.commit({"op": f"analyze-{table}", "zoo": zoo,
                           "summary": f"{table}: {df.height} rows for {key} from snapshot {snapshot}"}).version
+
+
+def _keep_other_layers(tx: Any, table: str, df: pl.DataFrame, zoo: str, key: str,
+                       params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """A run over some layers (``params["layers"]``) keeps the zoo's rows of the other layers.
+
+    A re-run with ``--layers fc1`` replaced the whole zoo part of the table, so the other
+    layers' rows vanished without a word.  They are kept when they were computed with the same
+    settings (params equal apart from ``layers``, the same columns); otherwise the run is
+    refused, naming the layers it would drop.
+    """
+    from weightlake.lake import Lake
+
+    entry = tx.parent.tables.get(table)
+    if not params.get("layers") or "layer" not in df.columns or entry is None or key != zoo:
+        return df, params
+    old = Lake(tx.store.location, tx.parent).table(table).filter(pl.col("zoo") == zoo).collect()
+    others = old.filter(~pl.col("layer").is_in(df["layer"].unique().to_list())) if "layer" in old.columns else old
+    if not others.height:
+        return df, params
+    before = json.loads(entry.properties.get(f"params:{key}", "null")) or {}
+    per_layer = {"layers", "skipped", "betti_grids"}  # entries that follow the layers a run covered
+
+    def settings(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k not in per_layer}
+
+    same = settings(before) == settings(params) and set(others.columns) - {"zoo"} == set(df.columns)
+    dropped = sorted(others["layer"].unique().to_list()) if "layer" in others.columns else []
+    if not same:
+        raise QueryError(f"table {table!r} holds layers {dropped} of zoo {zoo!r}, computed with other settings (or "
+                         f"over other models) than this run over {sorted(df['layer'].unique().to_list())}; name "
+                         f"them too (--layers {','.join(dict.fromkeys([*dropped, *df['layer'].to_list()]))}) or run "
+                         "without --layers, so no layer's rows are dropped")
+    order = list(dict.fromkeys([*old["layer"].to_list(), *df["layer"].to_list()]))  # the earlier run's layer order
+    rank = pl.col("layer").replace_strict(order, list(range(len(order))), return_dtype=pl.Int32)
+    merged = (pl.concat([others.select(df.columns), df], how="vertical_relaxed")
+              .sort(pl.col("model_id"), rank, maintain_order=True))
+    out = {**params, "layers": list(dict.fromkeys(merged["layer"].to_list())), "layers_kept": dropped}
+    if isinstance(before.get("betti_grids"), dict) and isinstance(params.get("betti_grids"), dict):
+        out["betti_grids"] = {**{k: v for k, v in before["betti_grids"].items() if k in dropped},
+                              **params["betti_grids"]}
+    if "skipped" in before or "skipped" in params:
+        out["skipped"] = sorted(set(before.get("skipped") or []) | set(params.get("skipped") or []))
+    return merged, out
 
 
 CONVENTIONS = {"weightlake": "spectra", "weightwatcher": "spectra_weightwatcher"}
