@@ -147,3 +147,22 @@ def test_filter_keeps_the_chosen_pairs_and_their_weights(lake_dir: Path, train: 
     assert torch.equal(batch["x1"], lake.weights(expected["a_id"].to_numpy()[:4]))
     with pytest.raises(QueryError, match="cannot filter the pairs of 's'.*pair columns: pair_id"):
         train.filter("no_such_column > 1")
+
+
+def test_filter_by_the_models_accuracies(lake_dir: Path) -> None:
+    """``pairs.filter("acc_y > 80")`` was refused (the accuracies are not pair columns); and a null
+    accuracy, held as NaN, passed ``acc_y > 80`` (polars orders NaN above every number)."""
+    import polars as pl
+
+    everything = open_lake(lake_dir).pairs("s")
+    frame = everything.to_polars()
+    cut = float(frame["acc_y"].median())
+    good = everything.filter(f"acc_y > {cut} AND overlap = 0")
+    expected = frame.filter((pl.col("acc_y") > cut) & (pl.col("overlap") == 0))
+    assert 0 < len(good) < len(everything) and good.pair_id.tolist() == expected["pair_id"].to_list()
+    assert good.to_polars().columns == frame.columns  # no second set of accuracy columns
+    assert len(everything.filter(pl.col("acc_a") >= pl.col("acc_b"))) == frame.filter(
+        pl.col("acc_a") >= pl.col("acc_b")).height
+    everything.accuracy[0, 2] = np.nan  # as _accuracies holds a model without an accuracy
+    assert everything.to_polars()["acc_y"][0] is None
+    assert everything.pair_id[0] not in everything.filter("acc_y > -1").pair_id

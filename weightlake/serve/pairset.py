@@ -140,7 +140,8 @@ class PairSet:
     def filter(self, *predicates: pl.Expr | str) -> PairSet:
         """The pairs where every predicate holds: polars expressions or SQL conditions over the
         pair columns, e.g. ``pairs.filter("NOT fallback")`` (targets trained to the pair's epoch)
-        or ``pairs.filter(pl.col("overlap") == 0)``.
+        or ``pairs.filter(pl.col("overlap") == 0)``, and over the models' accuracies
+        ``acc_a``, ``acc_b``, ``acc_y`` (``pairs.filter("acc_y > 80")``).
 
         Raises
         ------
@@ -149,16 +150,21 @@ class PairSet:
         """
         try:
             exprs = [pl.sql_expr(p) if isinstance(p, str) else p for p in predicates]
-            frame = self._frame.filter(*exprs) if exprs else self._frame
+            named = {n for e in exprs for n in e.meta.root_names()}
+            if named & {"acc_a", "acc_b", "acc_y"}:  # the accuracies live beside the frame: filter with them
+                frame = self.to_polars().filter(*exprs).select(self._frame.columns)
+            else:
+                frame = self._frame.filter(*exprs) if exprs else self._frame
         except (pl.exceptions.PolarsError, ValueError) as exc:
             raise QueryError(f"cannot filter the pairs of {self.scenario!r} by {list(map(str, predicates))}: "
                              f"{str(exc).splitlines()[0]} (pair columns: {', '.join(self._frame.columns)})") from None
         return PairSet(self.lake, self.scenario, self.split, self.zoo, frame)
 
     def to_polars(self) -> pl.DataFrame:
-        """The pair rows with ``acc_a``, ``acc_b``, ``acc_y`` (the models' accuracies)."""
+        """The pair rows with ``acc_a``, ``acc_b``, ``acc_y`` (the models' accuracies; null where
+        the lake holds none, so ``acc_y > 80`` leaves them out: polars orders NaN above every number)."""
         acc = {name: self.accuracy[:, i] for i, name in enumerate(("acc_a", "acc_b", "acc_y"))}
-        return self._frame.with_columns(**{k: pl.Series(v, dtype=pl.Float64) for k, v in acc.items()})
+        return self._frame.with_columns(**{k: pl.Series(v, dtype=pl.Float64, nan_to_null=True) for k, v in acc.items()})
 
     def zoo_rows(self) -> np.ndarray:
         """``int64 [N, 3]``: positions of the three models in ``lake.zoo_weights(zoo)``."""
@@ -291,6 +297,11 @@ class PairSet:
         dataset = self.dataset(view, augment=augment, seed=seed, epoch=epoch)
         batch_bytes = 3 * batch_size * 4 * max(1, dataset.weights.cols)
         ahead = max(0, min(int(prefetch), self.lake.memory // 4 // batch_bytes))
+        if ahead < int(prefetch):
+            warnings.warn(f"prefetch={prefetch}: {prefetch} batches of {batch_bytes / 2**20:.1f} MiB ahead would hold "
+                          f"more than a quarter of the memory budget ({self.lake.memory / 2**20:.0f} MiB); "
+                          f"gathering {ahead} ahead (a larger memory= or a smaller batch_size lets more)",
+                          stacklevel=2)
         return PairLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=as_is,
                           prefetch=ahead)
 
