@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from pathlib import Path
 
@@ -299,6 +300,31 @@ def test_declare_errors(lake04_copy: Path) -> None:
         declare_scenario(lake04_copy, "x", zoo=ZOO, digits="0-2", sizes="2", overlap=0)
     with pytest.raises(QueryError, match="scenario name"):
         declare_scenario(lake04_copy, "bad name", zoo=ZOO)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"digits": "0-12"}, "--digits 0-12: zoo 'mnist-cnn-s' has no model trained on 5-12; its models' classes are 0-4"),
+    ({"sizes": "1-3"}, "--sizes 1-3: sizes allowed 2-5 (the smallest class set in zoo 'mnist-cnn-s' has 2 classes)"),
+    ({"sizes": "2-6"}, "--sizes 2-6: sizes allowed 2-5 (the largest class set in zoo 'mnist-cnn-s' has 5 classes)"),
+    ({"digits": "0-2", "sizes": "2-4"}, "--sizes 2-4: sizes allowed 2-3 (subsets of the 3 digits 0-2 hold at most 3)"),
+    ({"digits": "0-3,7"}, "--digits 0-3,7: zoo 'mnist-cnn-s' has no model trained on 7; its models' classes are 0-4"),
+])
+def test_declare_refuses_digits_and_sizes_the_zoo_cannot_hold(lake04_copy: Path, tree_state, args, message) -> None:
+    """--digits 0-12 was accepted (11.7M candidate pairs over a 0-9 zoo, every one unresolved), --sizes 1-3
+    committed pairs of one-class models no zoo holds: the range allowed comes from the zoo's class sets."""
+    before = tree_state(lake04_copy)
+    with pytest.raises(QueryError) as info:
+        declare_scenario(lake04_copy, "x", zoo=ZOO, **args)
+    assert str(info.value) == message
+    assert tree_state(lake04_copy) == before
+
+
+def test_declare_defaults_come_from_the_zoo(lake04_copy: Path) -> None:
+    """Without digits and sizes: the zoo's classes (0-4), and its class-set sizes short of all of them (2-4)."""
+    declare_scenario(lake04_copy, "d", zoo=ZOO, overlap="0-1", epochs=[11])
+    params = json.loads(list_scenarios(open_lake(lake04_copy))["params"][0])
+    assert params["digits"] == [0, 1, 2, 3, 4] and params["sizes"] == [2, 3, 4]
+    assert pairs_of(lake04_copy, "d").height == len(expected_pairs(range(5), (2, 3, 4), (0, 1))) * 2
 
 
 def test_snapshots_pin_scenarios(lake04_copy: Path) -> None:

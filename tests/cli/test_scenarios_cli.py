@@ -93,6 +93,18 @@ def test_errors_are_one_line(lake: str) -> None:
     assert result.exit_code == 1 and "'0-x'" in result.output
 
 
+def test_declare_refuses_digits_outside_the_zoo_in_one_line(lake: str) -> None:
+    """--digits 0-12 over a zoo of digits 0-3 was accepted and paired models that cannot exist."""
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--digits", "0-12", "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == ("error: --digits 0-12: zoo 'mnist-cnn-s' has no model trained on 4-12; "
+                                     "its models' classes are 0-3")
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--sizes", "1-3", "--lake", lake])
+    assert result.exit_code == 1 and "--sizes 1-3: sizes allowed 2-4" in result.output
+    assert open_lake(lake).snapshot == version
+
+
 def test_help_teaches() -> None:
     for cmd in (["scenario", "declare"], ["scenario", "import"], ["pairs", "materialize"], ["pairs", "show"]):
         text = run(*cmd, "--help")

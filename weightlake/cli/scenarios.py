@@ -33,8 +33,10 @@ def scenario() -> None:
 @scenario.command("declare")
 @click.argument("name")
 @click.option("--zoo", required=True, help="Zoo whose models are paired.")
-@click.option("--digits", default="0-9", show_default=True, help="Digits the subsets may use: '0-9', '0-5', '1,3,5'.")
-@click.option("--sizes", default="2-9", show_default=True, help="Allowed subset sizes, e.g. '2-9' or '2,3'.")
+@click.option("--digits", help="Digits the subsets may use: '0-9', '0-5', '1,3,5'; classes the zoo's models were "
+                                "trained on (default: all of them).")
+@click.option("--sizes", help="Allowed subset sizes, e.g. '2-9' or '2,3', within the sizes of the zoo's class sets "
+                               "(default: those short of all the digits, '2-9' for digits 0-9).")
 @click.option("--overlap", default="0", show_default=True, help="Shared classes |A & B|: '0', or a range '0-2'.")
 @click.option("--activations", help="Comma-separated activations (default: every one in the zoo).")
 @click.option("--inits", help="Comma-separated initialisations (default: every one in the zoo).")
@@ -52,7 +54,7 @@ def scenario() -> None:
 @click.option("--no-fallback", is_flag=True,
               help="Require the target at the scenario epoch (default falls back to e-5, e-10, ... down to 11).")
 @lake_option
-def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activations: str | None,
+def declare(name: str, zoo: str, digits: str | None, sizes: str | None, overlap: str, activations: str | None,
             inits: str | None, epochs: str | None, unordered: bool, split_rule: str, seed: int, fractions: str,
             test_digit: int, no_fallback: bool, lake_dir: str) -> None:
     """Compute the pairs of scenario NAME and commit them (declaring NAME again replaces it).
