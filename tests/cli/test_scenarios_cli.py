@@ -72,6 +72,17 @@ def test_import(lake: str, tmp_path: Path) -> None:
     assert "overlapping-0-0to3-e11-gelu" in out and "train 4, val 1, test 1" in out
 
 
+def test_import_refuses_an_empty_folder_in_one_line(lake: str, tmp_path: Path) -> None:
+    """An 'overlapping ...' folder without .npy files was imported as a scenario of 0 pairs, exit 0."""
+    folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 11 gelu"
+    folder.mkdir(parents=True)
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["scenario", "import", str(folder), "--zoo", ZOO, "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert "holds no records" in result.output
+    assert open_lake(lake).snapshot == version
+
+
 def test_import_refuses_a_folder_name_its_records_contradict(lake: str, tmp_path: Path) -> None:
     folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 16 relu"
     folder.mkdir(parents=True)
