@@ -603,17 +603,27 @@ def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
         raise QueryError(f"query {name!r} reads table(s) {missing}, which this lake does not have yet; "
                          "see `weightlake query list` for how each is produced")
     bound = query.bind(given)
-    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound, query.sql))
+    _check_zoo_param(lake, query, bound)
+    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound))
 
 
-def _one_zoo(lake: Lake, bound: Mapping[str, Any], sql: str) -> str | None:
-    """A named query's ``zoo`` parameter when the lake's zoos do not line up (their weights cannot share
-    one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before; a zoo
-    the lake lacks then gives no rows, unless the query reads weights: refused, naming the zoos)."""
+def _check_zoo_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any]) -> None:
+    """Refuse a ``zoo`` parameter naming no zoo of the lake: a mistyped zoo gave an empty table, as if the
+    zoo held nothing the query asks for. A query's own default (say ``*`` for every zoo) is its to read."""
+    zoo = bound.get("zoo")
+    default = next((p.default for p in query.params if p.name == "zoo"), None)
+    if isinstance(zoo, str) and zoo != default and zoo not in lake.manifest.zoos:
+        raise NoSuchTableError(f"query {query.name!r}: the lake has no zoo {zoo!r} (--param zoo) at snapshot "
+                               f"{lake.snapshot}; zoos: {sorted(lake.manifest.zoos) or 'none'}")
+
+
+def _one_zoo(lake: Lake, bound: Mapping[str, Any]) -> str | None:
+    """A named query's ``zoo`` parameter (a zoo of the lake) when the lake's zoos do not line up (their weights
+    cannot share one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before)."""
     from weightlake.errors import ArchitectureError
 
     zoo = bound.get("zoo")
-    if not isinstance(zoo, str) or (zoo not in lake.manifest.zoos and not _WORD.search(sql)):
+    if not isinstance(zoo, str):
         return None
     try:
         lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], "the zoos")
