@@ -55,3 +55,31 @@ def test_degrees_callback_keeps_the_supported_ones() -> None:
 
     assert _degrees(None, None, "0,1") == [0, 1]  # type: ignore[arg-type]
     assert _degrees(None, None, "") == []  # type: ignore[arg-type]  # '' skips the measure
+
+
+@pytest.mark.parametrize("args", [
+    ["analyze", "correlations", "--against", "accuracy", "--features", "aggregates", "--plot", "{lake}/figs"],
+    ["analyze", "topology-classes", "--plot", "{lake}/tables/figs"],
+    ["analyze", "correlation-figures", "--plot", "{lake}"],
+    ["zoo", "train", "--digits", "0-1", "--sizes", "2", "--out", "{lake}/checkpoints"],
+])
+def test_outputs_inside_the_lake_are_refused_before_any_work(lake_copy: Path, tree_state, args) -> None:
+    """--plot and zoo train --out wrote figures and checkpoints into the lake's root, which changes only
+    through commits (`gc` takes such files for strays), as sql -o, export and the pair files refuse to."""
+    before = tree_state(lake_copy)
+    argv = [a.format(lake=lake_copy) for a in args]
+    result = CliRunner().invoke(main, [*argv, "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: refusing to write {argv[argv.index('--plot' if '--plot' in argv else '--out') + 1]!r}: it lies "
+        f"inside the lake {str(lake_copy)!r}, which changes only through weightlake's own commands; write the "
+        "result elsewhere")
+    assert tree_state(lake_copy) == before
+
+
+def test_zoo_train_checks_out_only_against_a_lake_that_exists(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """No lake at --lake: nothing to keep the tree out of, so the run goes on (here to the dataset check)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["zoo", "train", "--dataset", str(tmp_path / "no-idx"), "--digits", "0-1",
+                                       "--sizes", "2", "--out", str(tmp_path / "lake" / "ck")])
+    assert "inside the lake" not in result.output and "Traceback" not in result.output

@@ -37,6 +37,15 @@ def _ints(option: str) -> object:
     return parse
 
 
+def _check_plot_dir(lake_dir: str, plot_dir: str | None) -> None:
+    """Refuse a --plot folder inside the lake (or a URL) before any work: the lake changes only through
+    commits, and `gc` would take figures filed in it for stray files."""
+    if plot_dir:
+        from weightlake.handle import open_lake
+
+        open_lake(lake_dir).check_output(plot_dir)
+
+
 HOMOLOGY_DEGREES = (0, 1)
 """Degrees of the function-Rips measure `topology-groups` computes: its diagrams stop at H1, and H2 needs
 every 3-simplex of a 100-point Rips complex (`--degrees 0,2` ran 683 s)."""
@@ -142,6 +151,7 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     """
     from weightlake.compute.analyses import analyze_correlations
 
+    _check_plot_dir(lake_dir, plot_dir)
     if dask_address:
         from weightlake.compute.dask_runs import analyze_correlations_dask
 
@@ -279,6 +289,7 @@ def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_mod
     """
     from weightlake.compute.topology import analyze_topology_classes
 
+    _check_plot_dir(lake_dir, plot_dir)
     click.echo(str(analyze_topology_classes(lake_dir, zoo=zoo, folds=folds, permutations=permutations,
                                             max_models=max_models, seed=seed, plot_dir=plot_dir)))
 
@@ -415,6 +426,7 @@ def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, 
     """
     from weightlake.compute.figures import correlation_figures
 
+    _check_plot_dir(lake_dir, plot_dir)
     paths = correlation_figures(lake_dir, plot_dir, zoos=list(zoos) or None, methods=_list(methods) or None,
                                 alpha=alpha, pooling=pooling)
     for path in paths:
