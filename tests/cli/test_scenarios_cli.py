@@ -134,6 +134,23 @@ def test_materialize_refuses_sizes_below_one(lake: str, option: str, value: str)
     assert open_lake(lake).snapshot == version
 
 
+@pytest.mark.parametrize("fmt", [[], ["--format", "zarr"]])
+def test_materialize_refuses_out_without_a_file_format(lake: str, tmp_path: Path, fmt: list[str]) -> None:
+    """--out DIR without --format committed zarr batches into the lake and left DIR unwritten, without a word."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    version = open_lake(lake).snapshot
+    out = tmp_path / "batches"
+    result = CliRunner().invoke(main, ["pairs", "materialize", "s", "--split", "test", "--out", str(out), *fmt,
+                                       "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: --out {out} is a folder for .pt / .h5 files: say which with "
+                                    "--format pt or --format h5"), result.output
+    assert open_lake(lake).snapshot == version and not out.exists()
+    run("pairs", "materialize", "s", "--split", "test", "--out", str(out), "--format", "pt", "--epochs", "1",
+        "--lake", lake)
+    assert sorted(p.name for p in out.iterdir()) == ["s-test-epoch0.pt"] and open_lake(lake).snapshot == version
+
+
 def test_declare_refuses_bad_fractions_and_test_digits_in_one_line(lake: str) -> None:
     """--fractions 0.7,x,0.2 was a ValueError traceback; --test-digit -1 shifted by a negative count and
     committed a scenario; a test digit outside --digits gave an empty test split without a word."""

@@ -164,14 +164,16 @@ def pairs() -> None:
               help="Epochs to write; epoch e is shuffled by (seed, e).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
-              help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for .pt / .h5 files.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]),
+              help="zarr (the default without --out): into the lake (table `batches`); pt / h5: one file per epoch "
+                   "in --out.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for .pt / .h5 files (needs --format pt or h5).")
 @click.option("--overwrite", is_flag=True, help="Replace .pt / .h5 files of an earlier export (refused without it).")
 @lake_option
 @snapshot_option
 def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
-                    fmt: str, out_dir: str | None, overwrite: bool, lake_dir: str, snapshot: int | None) -> None:
+                    fmt: str | None, out_dir: str | None, overwrite: bool, lake_dir: str, snapshot: int | None) -> None:
     """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`),
     or to .pt / .h5 files (one per epoch) for other training code.
 
@@ -193,6 +195,11 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     from weightlake.serve.batches import materialize
     from weightlake.serve.files import export_batches
 
+    if out_dir and fmt in (None, "zarr"):  # was: --out ignored, the batches committed into the lake instead
+        raise QueryError(f"--out {out_dir} is a folder for .pt / .h5 files: say which with --format pt or --format h5 "
+                         + ("(zarr batches go into the lake, not to --out)" if fmt else
+                            "(without --format the batches go into the lake as zarr)"))
+    fmt = fmt or "zarr"
     if fmt == "zarr" and snapshot is not None:
         raise QueryError(f"--snapshot {snapshot} reads an earlier snapshot: it applies to --format pt / h5 files, "
                          "not to zarr batches, which are committed to the newest")
