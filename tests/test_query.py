@@ -30,10 +30,14 @@ def test_every_named_query_runs(name, analysed_lake_dir):
     assert df.height > 0, f"{name} returned no rows"
 
 
-def test_parameters_are_bound_not_pasted(small_lake_dir):
+def test_parameters_are_bound_not_pasted(small_lake_dir, tmp_path, monkeypatch):
+    (tmp_path / "who.sql").write_text("-- name: who\n-- param: who string  a zoo\n"
+                                      "SELECT count(*) AS n FROM models WHERE zoo = $who\n")
+    monkeypatch.setenv("WEIGHTLAKE_QUERIES", str(tmp_path))
     lake = wl.open_lake(small_lake_dir)
     evil = "mnist-cnn-s' OR '1'='1"
-    assert run_named(lake, "accuracy_by_group", {"zoo": evil}).height == 0
+    assert run_named(lake, "who", {"who": evil})["n"][0] == 0
+    assert run_named(lake, "who", {"who": "mnist-cnn-s"})["n"][0] == 432
     with pytest.raises(QueryError, match="needs --param zoo"):
         run_named(lake, "accuracy_by_group", {})
     with pytest.raises(QueryError, match="no parameter"):
@@ -42,6 +46,38 @@ def test_parameters_are_bound_not_pasted(small_lake_dir):
         run_named(lake, "accuracy_by_group", {"zoo": "x", "min_classes": "two"})
     with pytest.raises(NoSuchTableError, match="no named query"):
         run_named(lake, "nope", {})
+
+
+def test_a_zoo_parameter_naming_no_zoo_is_refused(small_lake_dir, tmp_path, monkeypatch):
+    """`query run accuracy_by_group --param zoo=fmnist` over a lake without zoo 'fmnist' gave an empty
+    table and exit 0, as if the zoo held no models."""
+    lake = wl.open_lake(small_lake_dir)
+    for name in ("accuracy_by_group", "weight_norms_by_epoch", "duplicate_weights"):
+        with pytest.raises(NoSuchTableError) as caught:
+            run_named(lake, name, {"zoo": "fmnist"})
+        assert str(caught.value) == (f"query {name!r}: the lake has no zoo 'fmnist' (--param zoo) at snapshot "
+                                     f"{lake.snapshot}; zoos: ['mnist-cnn-s']")
+    (tmp_path / "every.sql").write_text("-- name: every\n-- param: zoo string = *  a zoo, or * for all\n"
+                                        "SELECT count(*) AS n FROM models WHERE $zoo IN ('*', zoo)\n")
+    monkeypatch.setenv("WEIGHTLAKE_QUERIES", str(tmp_path))
+    assert run_named(lake, "every", {})["n"][0] == 432  # the query's own default is its to read
+    with pytest.raises(NoSuchTableError, match="no zoo 'fmnist'"):
+        run_named(lake, "every", {"zoo": "fmnist"})
+
+
+def test_query_run_refuses_a_mistyped_zoo_or_parameter_in_one_line(small_lake_dir):
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    for param, words in (("zoo=fmnist", "the lake has no zoo 'fmnist' (--param zoo) at snapshot 1; zoos: "
+                                        "['mnist-cnn-s']"),
+                         ("zooo=mnist-cnn-s", "query 'accuracy_by_group' has no parameter(s) ['zooo']; it takes "
+                                              "['zoo', 'min_classes']")):
+        result = CliRunner().invoke(main, ["query", "run", "accuracy_by_group", "--param", param,
+                                           "--lake", str(small_lake_dir)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.startswith("error: ") and words in result.output and "shape" not in result.output
 
 
 def test_plain_queries_register_no_functions(small_lake_dir) -> None:

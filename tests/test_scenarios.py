@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from pathlib import Path
 
@@ -301,6 +302,31 @@ def test_declare_errors(lake04_copy: Path) -> None:
         declare_scenario(lake04_copy, "bad name", zoo=ZOO)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    ({"digits": "0-12"}, "--digits 0-12: zoo 'mnist-cnn-s' has no model trained on 5-12; its models' classes are 0-4"),
+    ({"sizes": "1-3"}, "--sizes 1-3: sizes allowed 2-5 (the smallest class set in zoo 'mnist-cnn-s' has 2 classes)"),
+    ({"sizes": "2-6"}, "--sizes 2-6: sizes allowed 2-5 (the largest class set in zoo 'mnist-cnn-s' has 5 classes)"),
+    ({"digits": "0-2", "sizes": "2-4"}, "--sizes 2-4: sizes allowed 2-3 (subsets of the 3 digits 0-2 hold at most 3)"),
+    ({"digits": "0-3,7"}, "--digits 0-3,7: zoo 'mnist-cnn-s' has no model trained on 7; its models' classes are 0-4"),
+])
+def test_declare_refuses_digits_and_sizes_the_zoo_cannot_hold(lake04_copy: Path, tree_state, args, message) -> None:
+    """--digits 0-12 was accepted (11.7M candidate pairs over a 0-9 zoo, every one unresolved), --sizes 1-3
+    committed pairs of one-class models no zoo holds: the range allowed comes from the zoo's class sets."""
+    before = tree_state(lake04_copy)
+    with pytest.raises(QueryError) as info:
+        declare_scenario(lake04_copy, "x", zoo=ZOO, **args)
+    assert str(info.value) == message
+    assert tree_state(lake04_copy) == before
+
+
+def test_declare_defaults_come_from_the_zoo(lake04_copy: Path) -> None:
+    """Without digits and sizes: the zoo's classes (0-4), and its class-set sizes short of all of them (2-4)."""
+    declare_scenario(lake04_copy, "d", zoo=ZOO, overlap="0-1", epochs=[11])
+    params = json.loads(list_scenarios(open_lake(lake04_copy))["params"][0])
+    assert params["digits"] == [0, 1, 2, 3, 4] and params["sizes"] == [2, 3, 4]
+    assert pairs_of(lake04_copy, "d").height == len(expected_pairs(range(5), (2, 3, 4), (0, 1))) * 2
+
+
 def test_snapshots_pin_scenarios(lake04_copy: Path) -> None:
     declare_scenario(lake04_copy, "a", zoo=ZOO, digits="0-3", sizes=2, epochs=[11])
     before = open_lake(lake04_copy)
@@ -401,6 +427,46 @@ def test_import_refuses_records_the_folder_name_contradicts(lake04_copy: Path, t
     assert [r.scenario for r in reports] == ["overlapping-0-0to3-e21-relu"]
     assert any("16 relu" in n and "disagree" in n for n in reports[0].notes)
     assert "overlapping-0-0to3-e16-relu" not in set(open_lake(lake04_copy).table("pairs").collect()["scenario"])
+
+
+def test_import_refuses_a_folder_of_no_records(lake04_copy: Path, tmp_path: Path, tree_state) -> None:
+    """A folder with no .npy files (or only empty ones) committed a scenario of 0 pairs."""
+    folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 11 gelu"
+    folder.mkdir(parents=True)
+    before = tree_state(lake04_copy)
+    with pytest.raises(IngestError, match=r"holds no records: its train/val/test pair.npy files are missing"):
+        import_scenarios(lake04_copy, folder, zoo=ZOO)
+    np.save(folder / "train pair.npy", np.array([], dtype=object), allow_pickle=True)
+    with pytest.raises(IngestError, match=r"holds no records: its train/val/test pair.npy files are empty"):
+        import_scenarios(lake04_copy, folder.parent, zoo=ZOO)
+    assert tree_state(lake04_copy) == before
+    good = write_scenario_folder(tmp_path / "Scenario", 0, range(4), 1, 0)  # epoch 16, gelu
+    (report,) = import_scenarios(lake04_copy, good.parent, zoo=ZOO, on_error="skip")
+    assert report.n_pairs > 0 and any("11 gelu' holds no records" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(("epoch_key", "act_key", "message"), [
+    (0, 5, "folder 'overlapping 0 [0, 1, 2, 3] 11 tanh' is of activation 'tanh', which zoo 'mnist-cnn-s' lacks at "
+           "init 'kaiming_uniform' (it holds ['gelu', 'relu']): none of its records would resolve"),
+    (5, 0, "folder 'overlapping 0 [0, 1, 2, 3] 36 gelu' is of epoch 36, which zoo 'mnist-cnn-s' lacks at "
+           "init 'kaiming_uniform' (it holds epochs [11, 16, 21] for 'gelu'): none of its records would resolve"),
+])
+def test_import_refuses_a_slice_the_zoo_lacks(lake04_copy: Path, tmp_path: Path, tree_state, epoch_key: int,
+                                              act_key: int, message: str) -> None:
+    """A folder naming an activation (or epoch) the zoo lacks committed 0 pairs, every record unresolved."""
+    root = tmp_path / "Scenario"
+    folder = write_scenario_folder(root, 0, range(4), epoch_key, act_key)
+    before = tree_state(lake04_copy)
+    with pytest.raises(IngestError) as caught:
+        import_scenarios(lake04_copy, folder, zoo=ZOO)
+    assert message in str(caught.value) and "--on-error skip" in str(caught.value)
+    with pytest.raises(IngestError, match="no scenario folder is of a slice zoo 'mnist-cnn-s' holds"):
+        import_scenarios(lake04_copy, root, zoo=ZOO, on_error="skip")
+    assert tree_state(lake04_copy) == before
+    write_scenario_folder(root, 0, range(4), 0, 1)  # epoch 11, relu: the zoo holds it
+    (report,) = import_scenarios(lake04_copy, root, zoo=ZOO, on_error="skip")
+    assert report.scenario == "overlapping-0-0to3-e11-relu" and report.n_pairs > 0
+    assert f"skipped {message}" in report.notes
 
 
 def test_import_errors(lake04_copy: Path, tmp_path: Path) -> None:

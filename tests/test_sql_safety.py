@@ -58,6 +58,46 @@ def test_python_api_and_connections_cannot_write(lake_copy: Path, tree_state) ->
     assert lake.sql("SELECT count(*) AS n FROM models")["n"][0] == 432  # reading still works
 
 
+@pytest.mark.parametrize(("statement", "words"), [
+    ("CREATE VIEW v AS SELECT 1 AS a", "CREATE statements are refused"),
+    ("create or replace temp view v as select 1", "CREATE statements are refused"),
+    ("CREATE TABLE t AS SELECT * FROM models", "CREATE statements are refused"),
+    ("CREATE MACRO twice(x) AS 2 * x", "CREATE statements are refused"),
+    ("DROP VIEW models", "DROP statements are refused"),
+    ("ALTER VIEW models RENAME TO m", "ALTER statements are refused"),
+    ("BEGIN", "BEGIN, COMMIT and ROLLBACK statements are refused"),
+    ("COMMIT", "BEGIN, COMMIT and ROLLBACK statements are refused"),
+    ("INSERT INTO models SELECT * FROM models", "INSERT statements are refused"),
+    ("DELETE FROM models", "DELETE and TRUNCATE statements are refused"),
+    ("SET VARIABLE k = 2", "SET, RESET and USE statements are refused"),
+    ("PREPARE p AS SELECT 1", "PREPARE statements are refused"),
+])
+def test_statements_that_would_change_something_are_refused(lake_copy: Path, tree_state, statement: str,
+                                                            words: str) -> None:  # noqa: ANN001
+    """CREATE VIEW, DROP VIEW and BEGIN 'succeeded' (an empty Count/Success table, exit 0) on the call's own
+    in-memory connection: the user believed a view was made, and nothing was."""
+    before = tree_state(lake_copy)
+    result = CliRunner().invoke(main, ["sql", statement, "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: {words}: weightlake SQL only reads the lake"), result.output
+    assert "named query" in result.output
+    with pytest.raises(QueryError, match=words):
+        wl.open_lake(lake_copy).sql(statement)
+    assert tree_state(lake_copy) == before
+
+
+def test_reading_statements_still_run(lake_copy: Path) -> None:
+    lake = wl.open_lake(lake_copy)
+    assert "models" in lake.sql("PRAGMA show_tables")["name"].to_list()
+    assert "models" in lake.sql("SHOW TABLES")["name"].to_list()
+    assert lake.sql("EXPLAIN SELECT count(*) FROM models").height >= 1
+    assert lake.sql("CALL pragma_version()").height == 1
+    pivot = lake.sql("PIVOT (SELECT activation, epoch FROM models) ON activation USING count(*) GROUP BY epoch")
+    assert pivot.height == 6 and "gelu" in pivot.columns
+    copy = CliRunner().invoke(main, ["sql", "COPY (SELECT 1) TO 'x.csv'", "--lake", str(lake_copy)])
+    assert copy.exit_code == 1 and "COPY statements are refused" in copy.output and "--output" in copy.output
+
+
 def test_one_statement_per_call(lake_copy: Path) -> None:
     lake = wl.open_lake(lake_copy)
     with pytest.raises(QueryError, match="one SQL statement per call"):

@@ -223,16 +223,43 @@ def _string_types(columns: Sequence[str]) -> dict[str, Any]:
     return {c: pa.string() for c in columns}
 
 
-def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Refuse a call that holds more than one SQL statement (or none)."""
+def one_statement(con: duckdb.DuckDBPyConnection, query: str) -> Any:
+    """The one SQL statement of ``query``; refuse a call that holds more than one (or none)."""
     import duckdb
 
     try:
-        n = len(con.extract_statements(query))
+        statements = con.extract_statements(query)
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {_first_line(exc)}") from exc
-    if n != 1:
-        raise QueryError(f"give one SQL statement per call (got {n}); run them one at a time")
+    if len(statements) != 1:
+        raise QueryError(f"give one SQL statement per call (got {len(statements)}); run them one at a time")
+    return statements[0]
+
+
+READ_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "MULTI")
+"""Statement kinds :func:`run_sql` runs: those that read (``MULTI`` is a ``PIVOT``; a ``PRAGMA`` or ``CALL``
+that would change a setting is refused by the locked configuration, one that would read a file by the
+disabled file system)."""
+
+_KIND_WORDS = {"TRANSACTION": "BEGIN, COMMIT and ROLLBACK", "SET": "SET, RESET and USE", "LOAD": "LOAD and INSTALL",
+               "DELETE": "DELETE and TRUNCATE", "VACUUM": "VACUUM and ANALYZE", "MERGE_INTO": "MERGE INTO"}
+
+
+def check_reads(statement: Any) -> None:
+    """Refuse a statement that would change something: the lake is read-only through SQL, and each call
+    runs on its own in-memory connection, so a view, table, macro or transaction made by one would vanish
+    with it while the call seemed to succeed (``CREATE VIEW`` printed an empty ``Count`` table, exit 0)."""
+    kind = statement.type.name
+    if kind in READ_STATEMENTS:
+        return
+    words = _KIND_WORDS.get(kind, kind.replace("_", " "))
+    if kind in ("COPY", "EXPORT"):
+        how = "write a result with --output / lake.sql(...).write_*"
+    else:
+        how = ("each call is its own in-memory connection, so what it made would vanish with it: keep a query "
+               "as a named query (queries/*.sql, `weightlake query run`), or make views on lake.connect() in Python")
+    raise QueryError(f"{words} statements are refused: weightlake SQL only reads the lake "
+                     f"(SELECT, EXPLAIN, PRAGMA, CALL) and changes nothing; {how}")
 
 
 def weights_arrow(lake: Lake) -> Any:
@@ -445,10 +472,10 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
         check_one_layout(lake, "the `weights` view would")
     con = connect(lake, weights=uses_weights, udfs=functions, views=views, layers=layers, zoo=zoo)
     try:
-        one_statement(con, query)
+        check_reads(one_statement(con, query))
         with python_functions_scope(lake, bool(functions)):
             rel = con.sql(query, params=params) if params else con.sql(query)
-            if rel is None:  # a statement with no result (SET, CREATE ...)
+            if rel is None:  # a statement with no result (a PRAGMA or CALL that returns none)
                 return pl.DataFrame()
             table = rel.to_arrow_table()
         _check_names(table.column_names)
@@ -603,17 +630,27 @@ def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
         raise QueryError(f"query {name!r} reads table(s) {missing}, which this lake does not have yet; "
                          "see `weightlake query list` for how each is produced")
     bound = query.bind(given)
-    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound, query.sql))
+    _check_zoo_param(lake, query, bound)
+    return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound))
 
 
-def _one_zoo(lake: Lake, bound: Mapping[str, Any], sql: str) -> str | None:
-    """A named query's ``zoo`` parameter when the lake's zoos do not line up (their weights cannot share
-    one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before; a zoo
-    the lake lacks then gives no rows, unless the query reads weights: refused, naming the zoos)."""
+def _check_zoo_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any]) -> None:
+    """Refuse a ``zoo`` parameter naming no zoo of the lake: a mistyped zoo gave an empty table, as if the
+    zoo held nothing the query asks for. A query's own default (say ``*`` for every zoo) is its to read."""
+    zoo = bound.get("zoo")
+    default = next((p.default for p in query.params if p.name == "zoo"), None)
+    if isinstance(zoo, str) and zoo != default and zoo not in lake.manifest.zoos:
+        raise NoSuchTableError(f"query {query.name!r}: the lake has no zoo {zoo!r} (--param zoo) at snapshot "
+                               f"{lake.snapshot}; zoos: {sorted(lake.manifest.zoos) or 'none'}")
+
+
+def _one_zoo(lake: Lake, bound: Mapping[str, Any]) -> str | None:
+    """A named query's ``zoo`` parameter (a zoo of the lake) when the lake's zoos do not line up (their weights
+    cannot share one view): the weight views then hold that zoo alone. None otherwise (every zoo, as before)."""
     from weightlake.errors import ArchitectureError
 
     zoo = bound.get("zoo")
-    if not isinstance(zoo, str) or (zoo not in lake.manifest.zoos and not _WORD.search(sql)):
+    if not isinstance(zoo, str):
         return None
     try:
         lake.check_aligned([z for z in lake.zoos if lake.manifest.zoo(z).n_models], "the zoos")

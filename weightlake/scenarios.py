@@ -279,8 +279,8 @@ class ScenarioReport:
 
 
 # -- the declaration ---------------------------------------------------------------------------
-def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any = range(10),
-                     sizes: Any = range(2, 10), overlap: Any = 0, activations: Any = None, inits: Any = None,
+def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any = None,
+                     sizes: Any = None, overlap: Any = 0, activations: Any = None, inits: Any = None,
                      epochs: Any = None, ordered: bool = True, split: str = "user", split_seed: int = 0,
                      split_fractions: str | Sequence[float] = (0.7, 0.1, 0.2), epoch_fallback: bool = True,
                      test_digit: int = 0) -> ScenarioReport:
@@ -296,7 +296,10 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
         The zoo whose models are paired.
     digits, sizes
         Subsets ``A`` and ``B`` use only ``digits`` and have a size in ``sizes``
-        (ints, iterables or strings like ``"0-9"``).
+        (ints, iterables or strings like ``"0-9"``).  ``digits`` must be classes the zoo's
+        models were trained on and ``sizes`` within the sizes of their class sets (and no more
+        than the digits).  ``None``: every class of the zoo; sizes from the zoo's smallest
+        class set to its largest, but short of all the digits (``2-9`` for digits ``0-9``).
     overlap
         Shared classes ``|A & B|``: an int or an inclusive range (``(0, 2)``, ``"0-2"``).
     activations, inits, epochs
@@ -326,10 +329,11 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
     NoSuchTableError
         ``zoo`` is not in the lake.
     QueryError
-        Bad parameters, a requested activation/init/epoch the zoo lacks, or no pair of
-        subsets satisfying the rules.
+        Bad parameters, digits or sizes the zoo's class sets cannot hold, a requested
+        activation/init/epoch the zoo lacks, or no pair of subsets satisfying the rules.
     """
-    spec = ScenarioSpec(name=name, zoo=zoo, digits=digits, sizes=sizes, overlap=overlap, activations=activations,
+    spec = ScenarioSpec(name=name, zoo=zoo, digits=range(10) if digits is None else digits,
+                        sizes=range(2, 10) if sizes is None else sizes, overlap=overlap, activations=activations,
                         inits=inits, epochs=epochs, ordered=ordered, split=split, split_seed=split_seed,
                         split_fractions=_parse_fractions(split_fractions), epoch_fallback=epoch_fallback,
                         test_digit=test_digit)
@@ -340,6 +344,8 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         slices = zoo_slices(lake, spec.zoo, spec.activations, spec.inits, spec.epochs)
+        spec = fit_to_zoo(spec, zoo_class_sets(lake, spec.zoo), digits_given=digits is not None,
+                          sizes_given=sizes is not None)
         check_scenario_zoo(lake, spec.name, spec.zoo, "give this one another NAME")
         with connect(lake, weights=False, udfs=False) as con:
             con.register("slices", slices.to_arrow())
@@ -396,6 +402,63 @@ def zoo_slices(lake: Lake, zoo: str, activations: Sequence[str] | None, inits: S
             raise QueryError(f"zoo {zoo!r} has no {column} {missing}; it holds {held}")
         slices = slices.filter(pl.col(column).is_in(list(wanted)))
     return slices.sort("init", "activation", "epoch")
+
+
+def zoo_class_sets(lake: Lake, zoo: str) -> tuple[int, ...]:
+    """The distinct class bitmasks of ``zoo``'s models (those recording one), sorted."""
+    masks = lake.models(zoo).filter(pl.col("class_mask").is_not_null()).select("class_mask").unique().collect()
+    return tuple(sorted(int(m) for m in masks["class_mask"]))
+
+
+def fit_to_zoo(spec: ScenarioSpec, class_sets: Sequence[int], *, digits_given: bool = True,
+               sizes_given: bool = True) -> ScenarioSpec:
+    """``spec`` with its digits and sizes checked against the zoo's class sets (or taken from them).
+
+    Digits must be classes some model of the zoo was trained on, and sizes lie between the
+    zoo's smallest and largest class set and not exceed the number of digits: any other value
+    pairs no model (``--digits 0-12`` made 11.7 million candidates, every one unresolved).
+    Not given, digits are the zoo's classes and sizes its class-set sizes short of all the digits.
+
+    Raises
+    ------
+    QueryError
+        Naming the option, the values received and the range the zoo allows.
+    """
+    from dataclasses import replace
+
+    classes = mask_classes(np.bitwise_or.reduce(np.asarray(class_sets, dtype=np.int64)) if class_sets else 0)
+    digits = spec.digits if digits_given else tuple(classes)
+    outside = [d for d in digits if d not in classes]
+    if outside:
+        raise QueryError(f"--digits {format_int_ranges(digits)}: zoo {spec.zoo!r} has no model trained on "
+                         f"{format_int_ranges(outside)}; its models' classes are {format_int_ranges(classes)}")
+    counts = [int(m).bit_count() for m in class_sets]
+    low, high = min(counts, default=0), min(max(counts, default=0), len(digits))
+    if not sizes_given:
+        return replace(spec, digits=digits, sizes=tuple(range(low, max(low, min(high, len(digits) - 1)) + 1)))
+    if not all(low <= k <= high for k in spec.sizes):
+        raise QueryError(f"--sizes {format_int_ranges(spec.sizes)}: sizes allowed {format_int_ranges(range(low, high + 1))}"
+                         f" ({_sizes_reason(spec, digits, low, max(counts))})")
+    return replace(spec, digits=digits)
+
+
+def _sizes_reason(spec: ScenarioSpec, digits: Sequence[int], low: int, high: int) -> str:
+    if min(spec.sizes) < low:
+        return f"the smallest class set in zoo {spec.zoo!r} has {low} classes"
+    if max(spec.sizes) > high:
+        return f"the largest class set in zoo {spec.zoo!r} has {high} classes"
+    return f"subsets of the {len(digits)} digits {format_int_ranges(digits)} hold at most {len(digits)}"
+
+
+def format_int_ranges(values: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 8, 9]`` -> ``"0-2,5,8-9"`` (what :func:`parse_int_list` reads back)."""
+    out: list[str] = []
+    for value in sorted(set(values)):
+        if out and value == int(out[-1].rsplit("-", 1)[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{value}"
+        else:
+            out.append(str(value))
+    return ",".join(out) or "none"
 
 
 _CANDIDATES = """

@@ -120,6 +120,9 @@ def import_scenarios(lake_root: str | Path, folder: str | Path, *, zoo: str, ini
     with transaction(Path(lake_root)) as tx:
         lake = Lake(Path(lake_root), tx.parent)
         chosen = _zoo_init(lake, zoo, init)
+        folders = _fitting_folders(folders, zoo_slices(lake, zoo, None, [chosen], None), zoo, on_error, skipped)
+        if not folders:
+            raise IngestError(f"no scenario folder is of a slice zoo {zoo!r} holds; skipped: {skipped}", path=str(folder))
         for f in folders:
             check_scenario_zoo(lake, f.name, zoo, "pass a --name-template holding {zoo}, e.g. "
                                                   f"'{NAME_TEMPLATE}-{{zoo}}'")
@@ -189,6 +192,13 @@ def _read_folder(path: Path, template: str, on_error: str, skipped: list[str], z
             raise IngestError(disagreement, path=str(path))
         skipped.append(disagreement)
         return None
+    if not sum(len(a) for a in splits.values()):  # committed, it was a scenario of 0 pairs that looked imported
+        empty = (f"folder {path.name!r} holds no records: its train/val/test pair.npy files are "
+                 + ("empty" if splits else "missing") + "; point at a folder the scenario generator wrote")
+        if on_error == "abort":
+            raise IngestError(empty, path=str(path))
+        skipped.append(empty)
+        return None
     missing = tuple(s for s in SPLITS if s not in splits)
     return _Folder(path, scenario_name(template, m, digits, epoch, activation, zoo), m, digits, epoch, activation,
                    splits, missing)
@@ -214,6 +224,26 @@ def _key_disagreement(name: str, epoch: int, activation: str, splits: dict[str, 
         return None
     return (f"folder {name!r} says epoch {epoch}, activation {activation!r}, but its records disagree "
             f"({'; '.join(wrong)}); rename the folder after its records (or fix the records) and import again")
+
+
+def _fitting_folders(folders: list[_Folder], slices: pl.DataFrame, zoo: str, on_error: str,
+                     skipped: list[str]) -> list[_Folder]:
+    """The folders whose activation and epoch the zoo holds (at the chosen init): the records of any
+    other folder would resolve to no model, a scenario of 0 pairs. Such a folder raises, or is skipped."""
+    kept = []
+    for f in folders:
+        held = slices.filter(pl.col("activation") == f.activation)["epoch"].to_list()
+        if held and f.epoch in held:
+            kept.append(f)
+            continue
+        lacked, holds = ((f"epoch {f.epoch}", f"it holds epochs {sorted(held)} for {f.activation!r}") if held else
+                         (f"activation {f.activation!r}", f"it holds {sorted(set(slices['activation']))}"))
+        why = (f"folder {f.path.name!r} is of {lacked}, which zoo {zoo!r} lacks at init {slices['init'][0]!r} "
+               f"({holds}): none of its records would resolve")
+        if on_error == "abort":
+            raise IngestError(why + " (--on-error skip leaves such folders out)", path=str(f.path))
+        skipped.append(why)
+    return kept
 
 
 def _check_unique(names: list[str]) -> None:

@@ -72,6 +72,17 @@ def test_import(lake: str, tmp_path: Path) -> None:
     assert "overlapping-0-0to3-e11-gelu" in out and "train 4, val 1, test 1" in out
 
 
+def test_import_refuses_an_empty_folder_in_one_line(lake: str, tmp_path: Path) -> None:
+    """An 'overlapping ...' folder without .npy files was imported as a scenario of 0 pairs, exit 0."""
+    folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 11 gelu"
+    folder.mkdir(parents=True)
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["scenario", "import", str(folder), "--zoo", ZOO, "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert "holds no records" in result.output
+    assert open_lake(lake).snapshot == version
+
+
 def test_import_refuses_a_folder_name_its_records_contradict(lake: str, tmp_path: Path) -> None:
     folder = tmp_path / "Scenario" / "overlapping 0 [0, 1, 2, 3] 16 relu"
     folder.mkdir(parents=True)
@@ -93,6 +104,18 @@ def test_errors_are_one_line(lake: str) -> None:
     assert result.exit_code == 1 and "'0-x'" in result.output
 
 
+def test_declare_refuses_digits_outside_the_zoo_in_one_line(lake: str) -> None:
+    """--digits 0-12 over a zoo of digits 0-3 was accepted and paired models that cannot exist."""
+    version = open_lake(lake).snapshot
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--digits", "0-12", "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == ("error: --digits 0-12: zoo 'mnist-cnn-s' has no model trained on 4-12; "
+                                     "its models' classes are 0-3")
+    result = CliRunner().invoke(main, ["scenario", "declare", "x", "--zoo", ZOO, "--sizes", "1-3", "--lake", lake])
+    assert result.exit_code == 1 and "--sizes 1-3: sizes allowed 2-4" in result.output
+    assert open_lake(lake).snapshot == version
+
+
 def test_help_teaches() -> None:
     for cmd in (["scenario", "declare"], ["scenario", "import"], ["pairs", "materialize"], ["pairs", "show"]):
         text = run(*cmd, "--help")
@@ -109,6 +132,23 @@ def test_materialize_refuses_sizes_below_one(lake: str, option: str, value: str)
     assert f"Invalid value for '{option}'" in result.output and "x>=1" in result.output
     assert "batches to do" not in result.output
     assert open_lake(lake).snapshot == version
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "zarr"]])
+def test_materialize_refuses_out_without_a_file_format(lake: str, tmp_path: Path, fmt: list[str]) -> None:
+    """--out DIR without --format committed zarr batches into the lake and left DIR unwritten, without a word."""
+    run("scenario", "declare", "s", "--zoo", ZOO, "--digits", "0-3", "--sizes", "2", "--lake", lake)
+    version = open_lake(lake).snapshot
+    out = tmp_path / "batches"
+    result = CliRunner().invoke(main, ["pairs", "materialize", "s", "--split", "test", "--out", str(out), *fmt,
+                                       "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: --out {out} is a folder for .pt / .h5 files: say which with "
+                                    "--format pt or --format h5"), result.output
+    assert open_lake(lake).snapshot == version and not out.exists()
+    run("pairs", "materialize", "s", "--split", "test", "--out", str(out), "--format", "pt", "--epochs", "1",
+        "--lake", lake)
+    assert sorted(p.name for p in out.iterdir()) == ["s-test-epoch0.pt"] and open_lake(lake).snapshot == version
 
 
 def test_declare_refuses_bad_fractions_and_test_digits_in_one_line(lake: str) -> None:

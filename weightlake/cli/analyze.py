@@ -21,15 +21,45 @@ def _layers(text: str | None) -> list[str] | None:
     return list(dict.fromkeys(_list(text))) or None if text else None
 
 
+def _parse_ints(text: str, option: str) -> list[int]:
+    """A comma list of whole numbers (``'1,2,5'``) -> ``[1, 2, 5]``, or a usage error naming ``option``."""
+    try:
+        return [int(t) for t in _list(text)]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma list of whole numbers, e.g. '1,2,5'; got {text!r}",
+                                 param_hint=option) from None
+
+
 def _ints(option: str) -> object:
-    """A click callback: a comma list of whole numbers (``'1,2,5'``) -> ``[1, 2, 5]``, or a usage error naming it."""
+    """A click callback for :func:`_parse_ints`."""
     def parse(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
-        try:
-            return [int(t) for t in _list(text)]
-        except ValueError:
-            raise click.BadParameter(f"expected a comma list of whole numbers, e.g. '1,2,5'; got {text!r}",
-                                     param_hint=option) from None
+        return _parse_ints(text, option)
     return parse
+
+
+def _check_plot_dir(lake_dir: str, plot_dir: str | None) -> None:
+    """Refuse a --plot folder inside the lake (or a URL) before any work: the lake changes only through
+    commits, and `gc` would take figures filed in it for stray files."""
+    if plot_dir:
+        from weightlake.handle import open_lake
+
+        open_lake(lake_dir).check_output(plot_dir)
+
+
+HOMOLOGY_DEGREES = (0, 1)
+"""Degrees of the function-Rips measure `topology-groups` computes: its diagrams stop at H1, and H2 needs
+every 3-simplex of a 100-point Rips complex (`--degrees 0,2` ran 683 s)."""
+
+
+def _degrees(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
+    """A click callback: ``'0,1'`` -> ``[0, 1]``; a degree other than 0 or 1, or one given twice, is a usage error."""
+    degrees = _parse_ints(text, "--degrees")
+    bad = [d for d in degrees if d not in HOMOLOGY_DEGREES]
+    if bad or len(set(degrees)) != len(degrees):
+        why = f"degree {bad[0]} is not computed" if bad else "a degree is given twice"
+        raise click.BadParameter(f"{why}: each degree is one of {', '.join(map(str, HOMOLOGY_DEGREES))} "
+                                 f"('0' or '0,1'), got {text!r}", param_hint="--degrees")
+    return degrees
 
 
 @analyze.command("spectra")
@@ -121,6 +151,7 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
     """
     from weightlake.compute.analyses import analyze_correlations
 
+    _check_plot_dir(lake_dir, plot_dir)
     if dask_address:
         from weightlake.compute.dask_runs import analyze_correlations_dask
 
@@ -190,7 +221,9 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 @click.option("--layer", default="fc1", show_default=True, help="Layer whose pooled neurons form each group's neuron cloud.")
 @click.option("--max-points", default=100, show_default=True, type=click.IntRange(min=2), help="Subsample larger clouds to this many points (seeded).")
 @click.option("--resolution", default=20, show_default=True, help="Grid steps per parameter of the two-parameter measure (20-50).")
-@click.option("--degrees", default="0", show_default=True, callback=_ints("--degrees"), help="Homology degrees of the function-Rips measure ('0' or '0,1'; H1 is 10-100x dearer).")
+@click.option("--degrees", default="0", show_default=True, callback=_degrees,
+              help="Homology degrees of the function-Rips measure, each 0 or 1 ('0' or '0,1'; H1 is 10-100x dearer; "
+                   "'' skips the measure).")
 @click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
@@ -256,6 +289,7 @@ def topology_classes_cmd(zoo: str | None, folds: int, permutations: int, max_mod
     """
     from weightlake.compute.topology import analyze_topology_classes
 
+    _check_plot_dir(lake_dir, plot_dir)
     click.echo(str(analyze_topology_classes(lake_dir, zoo=zoo, folds=folds, permutations=permutations,
                                             max_models=max_models, seed=seed, plot_dir=plot_dir)))
 
@@ -368,7 +402,8 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
                                                    "with committed correlations). Two or more: also side by side.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), required=True, help="Folder for the PNG files.")
 @click.option("--methods", default="", help="Comma list (default: every method in the table).")
-@click.option("--alpha", default=0.05, show_default=True, help="Cells with a BH q-value >= alpha are drawn grey.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Significance level: cells with a BH q-value >= alpha are drawn grey.")
 @click.option("--pooling", type=click.Choice(["mean", "max_abs"]), default="mean", show_default=True,
               help="How blocks of parameters are pooled in the parameters x metadata figure (the title says which).")
 @lake_option
@@ -391,6 +426,7 @@ def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, 
     """
     from weightlake.compute.figures import correlation_figures
 
+    _check_plot_dir(lake_dir, plot_dir)
     paths = correlation_figures(lake_dir, plot_dir, zoos=list(zoos) or None, methods=_list(methods) or None,
                                 alpha=alpha, pooling=pooling)
     for path in paths:

@@ -33,8 +33,10 @@ def scenario() -> None:
 @scenario.command("declare")
 @click.argument("name")
 @click.option("--zoo", required=True, help="Zoo whose models are paired.")
-@click.option("--digits", default="0-9", show_default=True, help="Digits the subsets may use: '0-9', '0-5', '1,3,5'.")
-@click.option("--sizes", default="2-9", show_default=True, help="Allowed subset sizes, e.g. '2-9' or '2,3'.")
+@click.option("--digits", help="Digits the subsets may use: '0-9', '0-5', '1,3,5'; classes the zoo's models were "
+                                "trained on (default: all of them).")
+@click.option("--sizes", help="Allowed subset sizes, e.g. '2-9' or '2,3', within the sizes of the zoo's class sets "
+                               "(default: those short of all the digits, '2-9' for digits 0-9).")
 @click.option("--overlap", default="0", show_default=True, help="Shared classes |A & B|: '0', or a range '0-2'.")
 @click.option("--activations", help="Comma-separated activations (default: every one in the zoo).")
 @click.option("--inits", help="Comma-separated initialisations (default: every one in the zoo).")
@@ -52,7 +54,7 @@ def scenario() -> None:
 @click.option("--no-fallback", is_flag=True,
               help="Require the target at the scenario epoch (default falls back to e-5, e-10, ... down to 11).")
 @lake_option
-def declare(name: str, zoo: str, digits: str, sizes: str, overlap: str, activations: str | None,
+def declare(name: str, zoo: str, digits: str | None, sizes: str | None, overlap: str, activations: str | None,
             inits: str | None, epochs: str | None, unordered: bool, split_rule: str, seed: int, fractions: str,
             test_digit: int, no_fallback: bool, lake_dir: str) -> None:
     """Compute the pairs of scenario NAME and commit them (declaring NAME again replaces it).
@@ -162,14 +164,16 @@ def pairs() -> None:
               help="Epochs to write; epoch e is shuffled by (seed, e).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Shuffle seed.")
 @click.option("--drop-last", is_flag=True, help="Leave out the last partial batch (default pads it, marked invalid).")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]), default="zarr", show_default=True,
-              help="zarr: into the lake (table `batches`); pt / h5: one file per epoch in --out.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for .pt / .h5 files.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "pt", "h5"]),
+              help="zarr (the default without --out): into the lake (table `batches`); pt / h5: one file per epoch "
+                   "in --out.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for .pt / .h5 files (needs --format pt or h5).")
 @click.option("--overwrite", is_flag=True, help="Replace .pt / .h5 files of an earlier export (refused without it).")
 @lake_option
 @snapshot_option
 def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int, seed: int, drop_last: bool,
-                    fmt: str, out_dir: str | None, overwrite: bool, lake_dir: str, snapshot: int | None) -> None:
+                    fmt: str | None, out_dir: str | None, overwrite: bool, lake_dir: str, snapshot: int | None) -> None:
     """Write shuffled epochs of batches [n, B, 3, P] to Zarr and commit them (table `batches`),
     or to .pt / .h5 files (one per epoch) for other training code.
 
@@ -191,6 +195,11 @@ def materialize_cmd(scenario_name: str, split: str, batch_size: int, epochs: int
     from weightlake.serve.batches import materialize
     from weightlake.serve.files import export_batches
 
+    if out_dir and fmt in (None, "zarr"):  # was: --out ignored, the batches committed into the lake instead
+        raise QueryError(f"--out {out_dir} is a folder for .pt / .h5 files: say which with --format pt or --format h5 "
+                         + ("(zarr batches go into the lake, not to --out)" if fmt else
+                            "(without --format the batches go into the lake as zarr)"))
+    fmt = fmt or "zarr"
     if fmt == "zarr" and snapshot is not None:
         raise QueryError(f"--snapshot {snapshot} reads an earlier snapshot: it applies to --format pt / h5 files, "
                          "not to zarr batches, which are committed to the newest")

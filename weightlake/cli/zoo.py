@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from weightlake.cli import main, progress_bar
+from weightlake.cli import lake_option, main, progress_bar
 
 
 @main.group()
@@ -20,7 +20,8 @@ def zoo() -> None:
 @click.option("--activations", default="relu", show_default=True, help="Comma list: gelu,relu,silu,tanh,sigmoid,leakyrelu.")
 @click.option("--inits", default="kaiming_uniform", show_default=True,
               help="Comma list: xavier_uniform,xavier_normal,uniform,normal,kaiming_normal,kaiming_uniform.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint tree root.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoint tree root (not inside the lake of --lake: ingest the tree from outside it).")
 @click.option("--layout", type=click.Choice(["a", "b"]), default="b", show_default=True,
               help="a: {label}/{activation}/ (one init); b: {label}/{activation}/{init}/.")
 @click.option("--subsample", type=int, help="Training images per class (default: all). Test images are never subsampled.")
@@ -34,9 +35,10 @@ def zoo() -> None:
 @click.option("--grad-filter", type=click.Choice(["ema", "ma"]),
               help="Grokfast gradient filter between backward and step: ema (alpha 0.98, lambda 2) or "
                    "ma (window 100, lambda 5). Default: none.")
+@lake_option
 def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: str, out_dir: str, layout: str,
               subsample: int | None, max_epochs: int, checkpoint_epochs: str | None, min_accuracy: float, lr: float,
-              batch_size: int, seed: int, workers: int, grad_filter: str | None) -> None:
+              batch_size: int, seed: int, workers: int, grad_filter: str | None, lake_dir: str) -> None:
     """Train one CNN per class subset x activation x init; resumable (finished models are skipped).
 
     \b
@@ -47,6 +49,7 @@ def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: st
     """
     from weightlake.zoo.train import parse_int_list, parse_subsets, train_zoo
 
+    _check_out_dir(lake_dir, out_dir)
     subsets = parse_subsets(parse_int_list(digits), parse_int_list(sizes))
     acts, init_list = _names(activations), _names(inits)
     total = len(subsets) * len(acts) * len(init_list)
@@ -63,3 +66,16 @@ def zoo_train(dataset: str, digits: str, sizes: str, activations: str, inits: st
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _check_out_dir(lake_dir: str, out_dir: str) -> None:
+    """Refuse an --out inside the lake of --lake (when there is one): the lake changes only through commits,
+    and `gc` would take checkpoints filed in it for stray files."""
+    from weightlake.errors import LakeNotFoundError
+    from weightlake.handle import open_lake
+
+    try:
+        lake = open_lake(lake_dir)
+    except LakeNotFoundError:  # no lake there (yet): nothing to keep the tree out of
+        return
+    lake.check_output(out_dir)
