@@ -241,10 +241,11 @@ class ScenarioReport:
             out.append(f"  {self.unresolved:,} of {self.candidates:,} pairs left out: {miss_in:,} lack an input "
                        f"model, {miss_t:,} lack a target model (even with the epoch fallback)")
         if self.earlier_targets:
-            out.append(f"  {self.earlier_targets:,} targets taken from an earlier epoch (fallback e-5, e-10, ...)")
+            out.append(f"  {self.earlier_targets:,} pairs take their target from an earlier epoch "
+                       "(fallback e-5, e-10, ...)")
         if self.copied_targets:
-            out.append(f"  {self.copied_targets:,} targets are early-stopped models filed again under the pair's "
-                       "epoch (models.fallback, or the same vector at an earlier bin); marked `fallback`")
+            out.append(f"  {self.copied_targets:,} pairs have a target that is an early-stopped model filed again "
+                       "under the pair's epoch (models.fallback, or the same vector at an earlier bin); marked `fallback`")
         if self.copied_inputs:
             out.append(f"  {self.copied_inputs:,} pairs have an input that is such an early-stopped copy (kept)")
         if self.ambiguous_models:
@@ -312,7 +313,9 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
         ``|A| == |B|``, else train.  ``"random"``: a seeded permutation of the pairs cut
         by ``split_fractions`` (three numbers, or a string ``"0.7,0.1,0.2"``).  ``"grouped"``:
         whole target class sets are assigned to one split, so no target class set is the
-        target of two splits (it may still be a train pair's input).  The report counts, for
+        target of two splits (it may still be a train pair's input); the largest set first,
+        each into the split furthest below its share, so a split's share is off by less than
+        the largest set's.  Both rules share out the pairs that resolve to models.  The report counts, for
         val and test, the pairs whose target class set train pairs have as a target or an
         input, and the pairs whose target is one of their inputs' class sets.
     epoch_fallback
@@ -358,6 +361,13 @@ def declare_scenario(lake_root: str | Path, name: str, *, zoo: str, digits: Any 
                 cand["a_mask"].to_numpy(), cand["b_mask"].to_numpy(), spec.split, seed=spec.split_seed,
                 fractions=spec.split_fractions, test_digit=spec.test_digit)))
             resolved = resolve_pairs(con, cand, spec.zoo, fallback=spec.epoch_fallback)
+        if spec.split != "user":  # shares of the pairs kept, not of candidates that pair no models
+            ok = pl.all_horizontal(pl.col("a_id", "b_id", "target_id").is_not_null())
+            kept = resolved.filter(ok)
+            kept = kept.with_columns(split=pl.Series(assign_splits(
+                kept["a_mask"].to_numpy(), kept["b_mask"].to_numpy(), spec.split, seed=spec.split_seed,
+                fractions=spec.split_fractions, test_digit=spec.test_digit)))
+            resolved = pl.concat([kept, resolved.filter(~ok)]).sort("pair_id")
         report = ScenarioReport(scenario=spec.name, zoo=spec.zoo, source="declared")
         if spec.split == "user" and spec.test_digit not in spec.digits:
             report.notes.append(f"test digit {spec.test_digit} is not among the digits {list(spec.digits)}: "
@@ -514,14 +524,30 @@ def assign_splits(a_mask: np.ndarray, b_mask: np.ndarray, rule: str = "user", *,
         rank[rng.permutation(len(a))] = np.arange(len(a))
         share = (rank + 0.5) / max(len(a), 1)
     elif rule == "grouped":
-        groups, inverse, sizes = np.unique(a | b, return_inverse=True, return_counts=True)
-        order = rng.permutation(len(groups))
-        before = np.empty(len(groups), dtype=np.float64)
-        before[order] = (np.cumsum(sizes[order]) - sizes[order]) / max(len(a), 1)
-        share = before[inverse]
+        return names[_grouped(a | b, (f_train, f_val, 1.0 - f_train - f_val), rng)]
     else:
         raise QueryError(f"split must be one of {SPLIT_RULES}, got {rule!r}")
     return names[np.searchsorted([f_train, f_train + f_val], share, side="right")]
+
+
+def _grouped(target: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Each pair's split index, every pair of one target class set in one split.
+
+    Was: the groups in a random order, cut where the running share crossed 0.7 and 0.8, so one
+    large group could swallow a split's share (val 2.3% where 10% was asked).  Now the largest
+    group first (ties in a seeded random order), each into the split furthest below its share:
+    a split ends above its share by less than the largest group.
+    """
+    groups, inverse, sizes = np.unique(target, return_inverse=True, return_counts=True)
+    want = np.asarray(fractions, dtype=np.float64) * len(target)
+    order = np.lexsort((rng.permutation(len(groups)), -sizes))
+    counts, split = np.zeros(3), np.zeros(len(groups), dtype=np.int64)
+    open_ = want > 0
+    for g in order:
+        s = int(np.argmax(np.where(open_, want - counts, -np.inf)))
+        split[g] = s
+        counts[s] += sizes[g]
+    return split[inverse]
 
 
 # -- resolution: pairs of masks -> model ids ----------------------------------------------------------
