@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 
 import weightlake as wl
 from weightlake.arch import ACTIVATIONS, CNN_S
-from weightlake.errors import IngestError
+from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.csv_zoo import csv_columns, csv_schema, export_csv, ingest_csv
 from weightlake.verify import verify
 
@@ -138,6 +138,32 @@ def test_export_filter(small_lake_dir, tmp_path):
     n = export_csv(wl.open_lake(small_lake_dir), out, where="activation = 'gelu' AND epoch = 11")
     df = _read(out)
     assert n == df.height == 12 and (df["gelu"] == 1.0).all() and (df["epoch"] == 11).all()
+
+
+def test_export_of_several_inits_is_refused_naming_them(lake_copy, tmp_path):
+    """Was: with no --where, both inits went into one file, which read back as one init holding every
+    (label, activation, epoch) twice."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    other = tmp_path / "zoos [v2]" / "Merged_zoo_xavier_normal.csv"
+    other.parent.mkdir()
+    write_synthetic_csv(other, labels=all_labels()[:2], seed=9)
+    ingest_csv(lake_copy, other, zoo="mnist-cnn-s", init="xavier_normal")
+    out = tmp_path / "out [all]" / "Merged zoo.csv"
+    with pytest.raises(QueryError, match=r"hold 2 initialisations: 'kaiming_uniform' \(432 models\), "
+                                         r"'xavier_normal' \(72 models\); a CSV zoo file cannot record the "
+                                         r"initialisation.*--where \"init = 'kaiming_uniform'\"; nothing written"):
+        export_csv(wl.open_lake(lake_copy), out)
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["export", "csv", "--where", "epoch = 11", "-o", str(out), "--lake",
+                                       str(lake_copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "--where \"(epoch = 11) AND init = 'kaiming_uniform'\"" in result.output and not out.exists()
+    n = export_csv(wl.open_lake(lake_copy), out, where="init = 'xavier_normal'")
+    assert n == 72 and _read(out).equals(_read(other))
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -489,11 +489,14 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     ------
     QueryError
         When no model matches (nothing is written); the message says what the zoo holds.
+        When the models hold several initialisations: the file cannot say which row has
+        which, so it would read back as one init with every model repeated; the message
+        names the inits and the ``where`` that picks one.
     """
     lake.check_output(out)
     zoo = zoo or lake._only_zoo()
     arch = lake.arch(zoo)
-    sql = "SELECT model_id, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
+    sql = "SELECT model_id, init, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
     if where:
         sql += f" AND ({where})"
     from weightlake.query import run_sql
@@ -502,6 +505,7 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
                          + f", nothing written; {zoo_contents(lake, zoo)}")
+    check_one_init(meta, zoo, where)
     batch_rows = batch_rows or max(1, min(4096, lake.block_rows(zoo) // 4))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # as `export safetensors` makes its folder
@@ -521,6 +525,32 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
         tmp.unlink(missing_ok=True)  # no half-written file left beside the output
         raise
     return meta.height
+
+
+def check_one_init(meta: pl.DataFrame, zoo: str, where: str | None) -> None:
+    """Refuse to write models of several initialisations into one CSV zoo file.
+
+    The format has no initialisation column (spec section 2: one file per init,
+    ``Merged_zoo_{init}.csv``), so such a file would read back as one init holding every
+    (label, activation, epoch) several times.
+
+    Raises
+    ------
+    QueryError
+        Naming each init with its model count, and the ``--where`` that exports one.
+    """
+    counts = meta.group_by("init").len().sort("init", nulls_last=True)
+    if counts.height < 2:
+        return
+    found = ", ".join(f"{init!r} ({n} models)" if init is not None else f"none recorded ({n} models)"
+                      for init, n in counts.rows())
+    first = counts["init"][0]
+    pick = f"init = '{first}'" if first is not None else "init IS NULL"
+    hint = f"({where}) AND {pick}" if where else pick
+    raise QueryError(f"the models of zoo {zoo!r} to export hold {counts.height} initialisations: {found}; a CSV "
+                     "zoo file cannot record the initialisation, so they would read back as one init with every "
+                     f"(label, activation, epoch) repeated; export one init per file (e.g. Merged_zoo_{first}.csv) "
+                     f"with --where \"{hint}\"; nothing written")
 
 
 def zoo_contents(lake: Any, zoo: str) -> str:
