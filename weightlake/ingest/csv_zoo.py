@@ -505,6 +505,7 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
                          + f", nothing written; {zoo_contents(lake, zoo)}")
+    check_csv_fields(meta, zoo)
     check_one_init(meta, zoo, where)
     batch_rows = batch_rows or max(1, min(4096, lake.block_rows(zoo) // 4))
     out = Path(out)
@@ -525,6 +526,32 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
         tmp.unlink(missing_ok=True)  # no half-written file left beside the output
         raise
     return meta.height
+
+
+def check_csv_fields(meta: pl.DataFrame, zoo: str) -> None:
+    """Refuse models a CSV zoo row cannot hold: no class set (a Model Zoos tree records none),
+    or an activation without a one-hot column.  (A null accuracy is written as an empty field.)
+
+    Raises
+    ------
+    QueryError
+        Naming each missing field with its model count and an example model, and how to
+        export them instead (safetensors) or leave them out.
+    """
+    gaps = [("no class set (classes is null)", pl.col("classes").is_null() | (pl.col("classes").list.len() == 0),
+             "classes IS NOT NULL"),
+            (f"an activation outside {list(ACTIVATIONS)}", ~pl.col("activation").is_in(ACTIVATIONS).fill_null(False),
+             f"activation IN ({', '.join(repr(a) for a in ACTIVATIONS)})")]
+    found, keep = [], []
+    for what, bad, fix in gaps:
+        ids = meta.filter(bad)["model_id"]
+        if ids.len():
+            found.append(f"{ids.len()} have {what}, e.g. model {ids[0]}")
+            keep.append(fix)
+    if found:
+        raise QueryError(f"of the {meta.height} models of zoo {zoo!r} to export, {'; '.join(found)}: a CSV zoo row "
+                         "needs a label and one of its activations; export them with `weightlake export "
+                         f"safetensors`, or leave them out with --where \"{' AND '.join(keep)}\"; nothing written")
 
 
 def check_one_init(meta: pl.DataFrame, zoo: str, where: str | None) -> None:
