@@ -251,6 +251,26 @@ def test_skip_mode_writes_rejects_and_keeps_good_rows(tmp_path, small_csv):
     assert 7 not in rows and 20 not in rows and 30 not in rows and 8 in rows and 21 in rows
 
 
+def test_skip_mode_with_nothing_new_commits_nothing_and_leaves_no_debris(lake_copy, small_csv, tmp_path):
+    """Was: every good row already in the lake, one bad row skipped: a '+0 models' snapshot was committed
+    and its empty Zarr segment was left for verify to report as debris."""
+    folder = tmp_path / "zoo [again] copy"
+    folder.mkdir()
+    bad = _edit(small_csv, folder / "Merged zoo.csv", 9, "weight 12", "oops")
+    before = wl.open_lake(lake_copy).manifest
+    for path, on_error in ((bad, "skip"), (small_csv, "abort")):  # the skip case, then a plain re-ingest
+        report = ingest_csv(lake_copy, path, zoo="mnist-cnn-s", init="kaiming_uniform", on_error=on_error)
+        assert report.rows_added == 0 and report.snapshot is None
+        lake = wl.open_lake(lake_copy)
+        assert lake.manifest == before and verify(lake).orphans == []
+    report = ingest_csv(lake_copy, bad, zoo="mnist-cnn-s", init="kaiming_uniform", on_error="skip")
+    text = "\n".join(report.lines())
+    assert "nothing new: no snapshot committed, the lake is unchanged" in text, text
+    assert f"{N_ROWS - 1} rows were already in the zoo" in text and "1 bad rows skipped" in text
+    with open(f"{bad}.rejects.csv", newline="") as fh:
+        assert [r["row"] for r in csv.DictReader(fh)] == ["9"]
+
+
 def test_skip_mode_rejects_just_the_out_of_range_accuracies(tmp_path, small_csv):
     bad = _edit(small_csv, tmp_path / "a1.csv", 8, "Accuracy", "150.0")
     bad = _edit(bad, tmp_path / "a2.csv", 12, "Accuracy", "-5")

@@ -184,6 +184,8 @@ class IngestReport:
             out.append("  this source was ingested before with the same content: nothing added")
         elif self.rows_already_present:
             out.append(f"  {self.rows_already_present} rows were already in the zoo and were not added again")
+        if self.snapshot is None and not self.rows_added and not self.already_ingested:
+            out.append("  nothing new: no snapshot committed, the lake is unchanged")
         if self.rows_repeated:
             out.append(f"  {self.rows_repeated} rows repeat an earlier row of this source (same weights, init, "
                        "activation, epoch and classes) and were not added again")

@@ -354,20 +354,19 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                 writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
             _check_not_empty(path, report.rows_read, rejects, rejects_path)
             written = writer.finish()
+            report.rows_rejected = len({b.row for b in rejects})
+            if rejects:
+                report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
             if written is None and earlier and not rejects:
                 # same fingerprint and every row already present: the very same file again
                 report.already_ingested = True
                 report.extra["first ingested at snapshot"] = earlier.get("snapshot")
-            else:
-                report.rows_rejected = len({b.row for b in rejects})
-                if rejects:
-                    report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
+            elif written is not None:  # nothing new commits nothing: leaving uncommitted removes the empty segment
                 tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "fingerprint": fingerprint,
                                   "rows": report.rows_read, "init": init, "dataset": dataset})
-                if written is not None or rejects:
-                    manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
-                                          "summary": f"+{report.rows_added} models from {path.name}"})
-                    report.snapshot = manifest.version
+                manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
+                                      "summary": f"+{report.rows_added} models from {path.name}"})
+                report.snapshot = manifest.version
         finally:
             writer.abort()
     report.seconds = time.perf_counter() - started
