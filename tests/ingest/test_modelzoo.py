@@ -205,3 +205,29 @@ def test_csv_export_of_a_model_zoos_tree_is_one_clear_line(tree, tmp_path):
             "activation outside ['gelu', 'relu', 'silu', 'tanh', 'sigmoid', 'leakyrelu'], e.g. model 0: a CSV zoo "
             "row needs a label and one of its activations") in error[0]
     assert "`weightlake export safetensors`" in error[0] and "--where \"classes IS NOT NULL AND activation IN (" in error[0]
+
+
+def test_the_report_points_to_the_rejected_checkpoints_it_lists(tree, tmp_path):
+    """Was: '2 bad checkpoints skipped; see None' (this layout writes no rejects file)."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    result = CliRunner().invoke(main, ["ingest", "modelzoo", str(tree[0]), "--zoo", "mz", "--lake",
+                                       str(tmp_path / "lake [mz]")])
+    assert result.exit_code == 0, result.output
+    assert "2 bad checkpoints skipped; listed below under 'rejected'" in result.output and "None" not in result.output
+    rejected = [line for line in result.output.splitlines() if line.startswith("  rejected: ")]
+    assert len(rejected) == 2 and "checkpoint_2" in rejected[0] and "checkpoint_3" in rejected[1]
+
+
+def test_more_than_twenty_rejected_checkpoints_are_counted(tmp_path):
+    root = tmp_path / "zoo"
+    _tree(root, runs=1, epochs=tuple(range(1, 24)))
+    run = next(root.iterdir())
+    for e in range(2, 24):  # 22 truncated files, one good one
+        path = run / f"checkpoint_{e}" / "checkpoints"
+        path.write_bytes(path.read_bytes()[:700])
+    report = ingest_modelzoo(tmp_path / "lake", root, zoo="mz", arch=CNN_S)
+    assert report.rows_rejected == 22 and report.rows_added == 1
+    assert len(report.extra["rejected"]) == 21 and report.extra["rejected"][-1] == "... and 2 more (not listed)"
