@@ -47,7 +47,7 @@ def test_train_checkpoints_lake_csv_lake(zoo_b, tmp_path):
         out = tmp_path / f"Merged_zoo_{init}.csv"
         n = export_csv(lake, out, where="init = $init", params={"init": init})
         assert n == 12
-        ingest_csv(tmp_path / "again", out, zoo=f"csv-{init}", init=init)
+        ingest_csv(tmp_path / "again", out, zoo=f"csv-{init}", init=init, epoch_bins=BINS)
     again = wl.open_lake(tmp_path / "again")
     a = lake.models().sort("init", "activation", "class_mask", "epoch").collect()
     b = again.models().sort("init", "activation", "class_mask", "epoch").collect()

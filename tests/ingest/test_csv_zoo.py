@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 
 import weightlake as wl
 from weightlake.arch import ACTIVATIONS, CNN_S
-from weightlake.errors import IngestError
+from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.csv_zoo import csv_columns, csv_schema, export_csv, ingest_csv
 from weightlake.verify import verify
 
@@ -140,9 +140,35 @@ def test_export_filter(small_lake_dir, tmp_path):
     assert n == df.height == 12 and (df["gelu"] == 1.0).all() and (df["epoch"] == 11).all()
 
 
+def test_export_of_several_inits_is_refused_naming_them(lake_copy, tmp_path):
+    """Was: with no --where, both inits went into one file, which read back as one init holding every
+    (label, activation, epoch) twice."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    other = tmp_path / "zoos [v2]" / "Merged_zoo_xavier_normal.csv"
+    other.parent.mkdir()
+    write_synthetic_csv(other, labels=all_labels()[:2], seed=9)
+    ingest_csv(lake_copy, other, zoo="mnist-cnn-s", init="xavier_normal")
+    out = tmp_path / "out [all]" / "Merged zoo.csv"
+    with pytest.raises(QueryError, match=r"hold 2 initialisations: 'kaiming_uniform' \(432 models\), "
+                                         r"'xavier_normal' \(72 models\); a CSV zoo file cannot record the "
+                                         r"initialisation.*--where \"init = 'kaiming_uniform'\"; nothing written"):
+        export_csv(wl.open_lake(lake_copy), out)
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["export", "csv", "--where", "epoch = 11", "-o", str(out), "--lake",
+                                       str(lake_copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "--where \"(epoch = 11) AND init = 'kaiming_uniform'\"" in result.output and not out.exists()
+    n = export_csv(wl.open_lake(lake_copy), out, where="init = 'xavier_normal'")
+    assert n == 72 and _read(out).equals(_read(other))
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arrays(np.float32, 2464, elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
-       st.floats(0, 100, allow_nan=False), st.sampled_from(ACTIVATIONS),
+       st.one_of(st.just(0.0), st.floats(1, 100, exclude_min=True)), st.sampled_from(ACTIVATIONS),
        st.lists(st.integers(0, 9), min_size=2, max_size=10, unique=True))
 def test_csv_lake_csv_round_trip_property(tmp_path_factory, weights, acc, act, classes):
     d = tmp_path_factory.mktemp("rt")
@@ -171,6 +197,11 @@ BAD_CASES = [
     ("empty accuracy", 8, "Accuracy", "", r"row 8, column 'Accuracy': missing value"),
     ("accuracy over 100", 8, "Accuracy", "150.0", r"row 8, column 'Accuracy'.*percentage in 0\.\.100"),
     ("negative accuracy", 12, "Accuracy", "-5", r"row 12, column 'Accuracy'.*percentage in 0\.\.100"),
+    ("epoch off the bins", 10, "epoch", "13",
+     r"row 10, column 'epoch': epoch 13 is not one of the CSV zoo's epoch bins \[11, 16, 21, 26, 31, 36\]"),
+    ("a fraction among percentages", 11, "Accuracy", "0.93",
+     r"row 11, column 'Accuracy': accuracy 0.93 reads as a fraction of 1, while the CSV zoo format and this zoo's "
+     r"other accuracies are percentages \(row 2: .*\); write it as a percentage \(93 if it is a fraction\)"),
 ]
 
 
@@ -225,6 +256,26 @@ def test_skip_mode_writes_rejects_and_keeps_good_rows(tmp_path, small_csv):
     assert 7 not in rows and 20 not in rows and 30 not in rows and 8 in rows and 21 in rows
 
 
+def test_skip_mode_with_nothing_new_commits_nothing_and_leaves_no_debris(lake_copy, small_csv, tmp_path):
+    """Was: every good row already in the lake, one bad row skipped: a '+0 models' snapshot was committed
+    and its empty Zarr segment was left for verify to report as debris."""
+    folder = tmp_path / "zoo [again] copy"
+    folder.mkdir()
+    bad = _edit(small_csv, folder / "Merged zoo.csv", 9, "weight 12", "oops")
+    before = wl.open_lake(lake_copy).manifest
+    for path, on_error in ((bad, "skip"), (small_csv, "abort")):  # the skip case, then a plain re-ingest
+        report = ingest_csv(lake_copy, path, zoo="mnist-cnn-s", init="kaiming_uniform", on_error=on_error)
+        assert report.rows_added == 0 and report.snapshot is None
+        lake = wl.open_lake(lake_copy)
+        assert lake.manifest == before and verify(lake).orphans == []
+    report = ingest_csv(lake_copy, bad, zoo="mnist-cnn-s", init="kaiming_uniform", on_error="skip")
+    text = "\n".join(report.lines())
+    assert "nothing new: no snapshot committed, the lake is unchanged" in text, text
+    assert f"{N_ROWS - 1} rows were already in the zoo" in text and "1 bad rows skipped" in text
+    with open(f"{bad}.rejects.csv", newline="") as fh:
+        assert [r["row"] for r in csv.DictReader(fh)] == ["9"]
+
+
 def test_skip_mode_rejects_just_the_out_of_range_accuracies(tmp_path, small_csv):
     bad = _edit(small_csv, tmp_path / "a1.csv", 8, "Accuracy", "150.0")
     bad = _edit(bad, tmp_path / "a2.csv", 12, "Accuracy", "-5")
@@ -238,6 +289,90 @@ def test_skip_mode_rejects_just_the_out_of_range_accuracies(tmp_path, small_csv)
     models = wl.open_lake(tmp_path / "l").models().collect()
     assert models["accuracy"].is_between(0, 100).all()
     assert set(models.filter(pl.col("source_row").is_in([13, 14]))["accuracy"]) == {0.0, 100.0}
+
+
+def test_epoch_bins_of_another_zoo_are_passed_and_checked(tmp_path, small_csv):
+    """Was: epoch 13 went in, though the format's epoch column holds the bins 11, 16, ... 36."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    odd = _edit(small_csv, tmp_path / "odd [13].csv", 10, "epoch", "13")
+    bins = [11, 13, 16, 21, 26, 31, 36]
+    report = ingest_csv(tmp_path / "l", odd, zoo="z", init="normal", epoch_bins=bins)
+    assert report.rows_added == N_ROWS
+    got = wl.open_lake(tmp_path / "l").models().filter(pl.col("source_row") == 10).collect()["epoch"]
+    assert got.to_list() == [13]
+    result = CliRunner().invoke(main, ["ingest", "csv", str(odd), "--zoo", "y", "--init", "normal", "--epoch-bins",
+                                       "11,16,21-36", "--lake", str(tmp_path / "l")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "row 10, column 'epoch': epoch 13 is not one of the given epoch bins [11, 16, 21, 22, " in result.output
+    report = ingest_csv(tmp_path / "l", odd, zoo="x", init="normal", on_error="skip",
+                        rejects_path=tmp_path / "rejects.csv")
+    assert report.rows_rejected == 1 and pl.read_csv(tmp_path / "rejects.csv")["column"].to_list() == ["epoch"]
+
+
+def test_a_fraction_before_the_first_percentage_is_refused_in_skip_mode_too(tmp_path, small_csv):
+    """Rows in 0..1 seen before any percentage (one-row batches) are refused once the file shows its scale."""
+    bad = _edit(small_csv, tmp_path / "f1.csv", 2, "Accuracy", "0.93")
+    bad = _edit(bad, tmp_path / "f2.csv", 3, "Accuracy", "1.0")  # 1 % or 100 %: refused as well
+    bad = _edit(bad, tmp_path / "f3.csv", 4, "Accuracy", "0.0")  # the same on both scales: kept
+    with pytest.raises(IngestError, match=r"row 2, column 'Accuracy': accuracy 0.93 reads as a fraction.*\(row 5: "):
+        ingest_csv(tmp_path / "l", bad, zoo="z", init="normal", batch_rows=1)
+    assert not (tmp_path / "l").exists()
+    report = ingest_csv(tmp_path / "l", bad, zoo="z", init="normal", batch_rows=1, on_error="skip",
+                        rejects_path=tmp_path / "rejects.csv")
+    assert (report.rows_read, report.rows_rejected, report.rows_added) == (N_ROWS, 2, N_ROWS - 2)
+    rejects = pl.read_csv(tmp_path / "rejects.csv")
+    assert rejects["row"].to_list() == [2, 3] and rejects["column"].to_list() == ["Accuracy", "Accuracy"]
+    lake = wl.open_lake(tmp_path / "l")
+    models = lake.models().collect()
+    assert 2 not in models["source_row"] and 3 not in models["source_row"]
+    assert models.filter(pl.col("source_row") == 4)["accuracy"].to_list() == [0.0]
+    assert verify(lake).orphans == []  # the first pass's segment went with it
+
+
+def test_a_file_of_fractions_is_refused_whole(tmp_path, small_csv, lake_copy):
+    with open(small_csv, newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    col = header.index("Accuracy")
+    for row in rows:
+        row[col] = repr(float(row[col]) / 100)
+    fractions = tmp_path / "fractions" / "Merged zoo.csv"
+    fractions.parent.mkdir()
+    with open(fractions, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *rows])
+    for on_error in ("abort", "skip"):
+        with pytest.raises(IngestError, match=rf"row 2, column 'Accuracy': every nonzero accuracy of the file is "
+                                              rf"between 0 and 1 \({N_ROWS} rows.*multiply it by 100"):
+            ingest_csv(tmp_path / "l", fractions, zoo="z", init="normal", on_error=on_error)
+    assert not (tmp_path / "l").exists()
+    before = wl.open_lake(lake_copy).manifest  # into a zoo of percentages: each row is named
+    with pytest.raises(IngestError, match=r"row 2, column 'Accuracy': accuracy .* reads as a fraction.*\(model 0: "):
+        ingest_csv(lake_copy, fractions, zoo="mnist-cnn-s", init="normal", allow_same_source=True)
+    assert wl.open_lake(lake_copy).manifest == before
+
+
+def test_percentages_into_a_zoo_of_fractions_are_refused(tmp_path, small_csv):
+    """The other way round: a zoo whose accuracies are fractions (here from checkpoints whose metrics hold
+    fractions) does not take a file of percentages."""
+    import torch
+
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    run = tmp_path / "checkpoints" / "[0, 1]" / "relu"
+    (run / "metrics").mkdir(parents=True)
+    flat = np.random.default_rng(0).standard_normal(CNN_S.n_params).astype(np.float32)
+    state = {k: torch.from_numpy(v.copy()) for k, v in CNN_S.flat_to_state_dict(flat).items()}
+    torch.save({"epoch": 11, "model_state_dict": state}, run / "checkpoint epoch 11.pth")
+    np.save(run / "metrics" / "Test Accuracy IID.npy", np.linspace(0.1, 0.9, 13)[None, :])
+    ingest_checkpoints(tmp_path / "l", tmp_path / "checkpoints", zoo="z", init="normal", bins=[11], workers=1)
+    before = wl.open_lake(tmp_path / "l").manifest
+    for on_error in ("abort", "skip"):
+        with pytest.raises(IngestError, match=r"row 2, column 'Accuracy': zoo 'z' holds accuracies as fractions of 1 "
+                                              r"\(model 0: 0.9\), this file gives percentages"):
+            ingest_csv(tmp_path / "l", small_csv, zoo="z", init="normal", on_error=on_error)
+    assert wl.open_lake(tmp_path / "l").manifest == before
 
 
 @pytest.mark.parametrize("init", ["kaiming_unifrom", "Kaiming", ""])

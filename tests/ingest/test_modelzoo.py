@@ -184,3 +184,50 @@ def test_verify_of_a_zoo_without_class_sets_claims_no_slots(tree, tmp_path):
     report = verify(wl.open_lake(tmp_path / "lake"))
     text = "\n".join(report.lines())
     assert report.ok and "none to fill, the zoo records no class sets" in text and "filled of" not in text, text
+
+
+def test_csv_export_of_a_model_zoos_tree_is_one_clear_line(tree, tmp_path):
+    """Was: `export csv` over a Model Zoos zoo (classes null) died with a TypeError traceback."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    lake = str(tmp_path / "lake [mz]")
+    params = sorted(tree[0].iterdir())[0] / "params.json"
+    params.write_text(params.read_text().replace('"tanh"', '"ELU"'))  # no one-hot column for it
+    ingest_modelzoo(lake, tree[0], zoo="mz")
+    out = tmp_path / "export dir" / "Merged zoo.csv"
+    result = CliRunner().invoke(main, ["export", "csv", "-o", str(out), "--lake", lake])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and not out.exists()
+    assert ("of the 7 models of zoo 'mz' to export, 7 have no class set (classes is null), e.g. model 0; 3 have an "
+            "activation outside ['gelu', 'relu', 'silu', 'tanh', 'sigmoid', 'leakyrelu'], e.g. model 0: a CSV zoo "
+            "row needs a label and one of its activations") in error[0]
+    assert "`weightlake export safetensors`" in error[0] and "--where \"classes IS NOT NULL AND activation IN (" in error[0]
+
+
+def test_the_report_points_to_the_rejected_checkpoints_it_lists(tree, tmp_path):
+    """Was: '2 bad checkpoints skipped; see None' (this layout writes no rejects file)."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    result = CliRunner().invoke(main, ["ingest", "modelzoo", str(tree[0]), "--zoo", "mz", "--lake",
+                                       str(tmp_path / "lake [mz]")])
+    assert result.exit_code == 0, result.output
+    assert "2 bad checkpoints skipped; listed below under 'rejected'" in result.output and "None" not in result.output
+    rejected = [line for line in result.output.splitlines() if line.startswith("  rejected: ")]
+    assert len(rejected) == 2 and "checkpoint_2" in rejected[0] and "checkpoint_3" in rejected[1]
+
+
+def test_more_than_twenty_rejected_checkpoints_are_counted(tmp_path):
+    root = tmp_path / "zoo"
+    _tree(root, runs=1, epochs=tuple(range(1, 24)))
+    run = next(root.iterdir())
+    for e in range(2, 24):  # 22 truncated files, one good one
+        path = run / f"checkpoint_{e}" / "checkpoints"
+        path.write_bytes(path.read_bytes()[:700])
+    report = ingest_modelzoo(tmp_path / "lake", root, zoo="mz", arch=CNN_S)
+    assert report.rows_rejected == 22 and report.rows_added == 1
+    assert len(report.extra["rejected"]) == 21 and report.extra["rejected"][-1] == "... and 2 more (not listed)"

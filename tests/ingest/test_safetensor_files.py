@@ -34,7 +34,7 @@ def test_round_trip_bitwise_with_metadata(real_lake_dir: Path, tmp_path: Path) -
     a, b = wl.open_lake(real_lake_dir), wl.open_lake(target)
     wa, wb = np.asarray(a.zoo_weights("fmnist")[1]), np.asarray(b.zoo_weights("fmnist")[1])
     assert np.array_equal(wa.view(np.uint32), wb.view(np.uint32))
-    cols = ["init", "activation", "epoch", "classes", "accuracy", "fallback", "weights_hash"]
+    cols = ["init", "activation", "epoch", "actual_epoch", "classes", "accuracy", "fallback", "weights_hash"]
     ma = a.models("fmnist").collect().sort("model_id").select(cols)
     mb = b.models("fmnist").collect().sort("model_id").select(cols)
     assert ma.equals(mb)
@@ -135,3 +135,58 @@ def test_files_of_two_zoos_are_not_put_in_one_without_being_asked(real_lake_dir:
     one = sorted((tmp_path / "models").glob("fmnist-copy-*.safetensors"))
     result = runner.invoke(main, ["ingest", "safetensors", *map(str, one), "--lake", str(target)])
     assert result.exit_code == 0 and "added 24 models to zoo 'fmnist-copy'" in result.output, result.output
+
+
+def _early_stopped_tree(root: Path) -> None:
+    """Layout A: '[0, 1]/relu' stopped at epoch 19 ('checkpoint epoch -1.pth'), so bins 21-36 hold its
+    epoch-19 weights (fallback); '[2, 5, 7]/relu' ends in a 'checkpoint.pth' of unknown epoch."""
+    import torch
+
+    from weightlake.arch import CNN_S
+
+    rng = np.random.default_rng(3)
+    for folder, files in (("[0, 1]/relu", {"checkpoint epoch 11.pth": 11, "checkpoint epoch 16.pth": 16,
+                                           "checkpoint epoch -1.pth": 19}),
+                          ("[2, 5, 7]/relu", {"checkpoint epoch 11.pth": 11, "checkpoint.pth": None})):
+        (root / folder).mkdir(parents=True)
+        for name, epoch in files.items():
+            flat = rng.standard_normal(CNN_S.n_params).astype(np.float32)
+            obj: dict[str, object] = {"model_state_dict": {k: torch.from_numpy(v.copy())
+                                                           for k, v in CNN_S.flat_to_state_dict(flat).items()}}
+            if epoch is not None:
+                obj["epoch"] = epoch
+            torch.save(obj, root / folder / name)
+
+
+def test_actual_epoch_survives_the_round_trip(tmp_path: Path) -> None:
+    """Was: the files did not carry actual_epoch, so an early-stopped model's fallback rows came back
+    without the epoch their weights are from."""
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    _early_stopped_tree(tmp_path / "check points [A]")
+    source = tmp_path / "lake"
+    ingest_checkpoints(source, tmp_path / "check points [A]", zoo="z", init="normal", workers=1)
+    runner = _export(source, tmp_path / "models")
+    result = runner.invoke(main, ["ingest", "safetensors", str(tmp_path / "models"), "--lake", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    cols = ["classes", "epoch", "actual_epoch", "fallback", "weights_hash"]
+    a = wl.open_lake(source).models("z").collect().sort("model_id").select(cols)
+    b = wl.open_lake(tmp_path / "b").models("z").collect().sort("model_id").select(cols)
+    assert a.equals(b)
+    assert (19, True) in set(zip(a["actual_epoch"], a["fallback"], strict=True))  # the case that was lost
+    assert a["actual_epoch"].null_count() > 0  # and the unknown epoch stays unknown
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, "19", True])
+def test_a_bad_actual_epoch_in_the_header_is_refused(tmp_path: Path, value: object) -> None:
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+
+    _early_stopped_tree(tmp_path / "tree")
+    ingest_checkpoints(tmp_path / "lake", tmp_path / "tree", zoo="z", init="normal", workers=1)
+    _export(tmp_path / "lake", tmp_path / "m")
+    bad = _with_model_fields(sorted((tmp_path / "m").glob("*.safetensors"))[0], tmp_path / "bad model.safetensors",
+                             actual_epoch=value)
+    result = CliRunner().invoke(main, ["ingest", "safetensors", str(bad), "--lake", str(tmp_path / "b")])
+    assert result.exit_code == 1 and f"actual_epoch {value!r} is not a non-negative integer" in result.output, \
+        result.output
+    assert "Traceback" not in result.output and not (tmp_path / "b").exists()

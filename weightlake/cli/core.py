@@ -40,9 +40,11 @@ def ingest() -> None:
                    "file again under another --init counts every model twice).")
 @click.option("--dataset", help="Image dataset the models were trained on ('fashion-mnist', an IDX folder, or a name "
                                 "like 'mnist'); recorded for the zoo, `experiments evaluate` scores on it.")
+@click.option("--epoch-bins", help="Epochs the epoch column may hold, e.g. '0-2' (default: the CSV zoo's "
+                                   "11,16,21,26,31,36); a row with another epoch is a bad row.")
 @lake_option
 def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rejects: str | None, codec: str,
-                   allow_same_source: bool, dataset: str | None, lake_dir: str) -> None:
+                   allow_same_source: bool, dataset: str | None, epoch_bins: str | None, lake_dir: str) -> None:
     """Ingest a CSV zoo (the 'Merged zoo.csv' format) into ZOO.
 
     \b
@@ -55,7 +57,8 @@ def ingest_csv_cmd(path: str, zoo: str, init: str, arch: str, on_error: str, rej
     with progress_bar(size, "ingest csv", "bytes") as bar:
         report = ingest_csv(lake_dir, path, zoo=zoo, init=init, arch=_arch(arch), on_error=on_error,
                             rejects_path=rejects, codec=codec, progress=bar.advance_to,
-                            allow_same_source=allow_same_source, dataset=dataset)
+                            allow_same_source=allow_same_source, dataset=dataset,
+                            epoch_bins=_int_list(epoch_bins) if epoch_bins else None)
     echo_lines(report.lines())
 
 

@@ -184,6 +184,8 @@ class IngestReport:
             out.append("  this source was ingested before with the same content: nothing added")
         elif self.rows_already_present:
             out.append(f"  {self.rows_already_present} rows were already in the zoo and were not added again")
+        if self.snapshot is None and not self.rows_added and not self.already_ingested:
+            out.append("  nothing new: no snapshot committed, the lake is unchanged")
         if self.rows_repeated:
             out.append(f"  {self.rows_repeated} rows repeat an earlier row of this source (same weights, init, "
                        "activation, epoch and classes) and were not added again")
@@ -192,8 +194,9 @@ class IngestReport:
                 out.append(f"  {n} of them give another accuracy than the row they repeat; the first row's accuracy "
                            "is kept (check which is right):")
                 out += [f"    e.g. {line}" for line in self.repeats_other_accuracy[:3]]
-        if self.rows_rejected:
-            out.append(f"  {self.rows_rejected} bad {self.unit} skipped; see {self.rejects_path}")
+        if self.rows_rejected:  # an ingester without a rejects file lists them in extra["rejected"]
+            where = f"see {self.rejects_path}" if self.rejects_path else "listed below under 'rejected'"
+            out.append(f"  {self.rows_rejected} bad {self.unit} skipped; {where}")
         if self.duplicate_groups:
             out.append(f"  {self.duplicate_rows} rows share a weight vector with another row "
                        f"({self.duplicate_groups} groups; early-stopped models filed under several epochs)")

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from weightlake.ingest.common import (
     source_seen,
     take_rows,
 )
+from weightlake.ingest.csv_checks import AccuracyScale, epoch_bin_problems, parse_epoch_bins, zoo_accuracies
 from weightlake.storage.transaction import transaction
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -295,7 +296,8 @@ def _first_onehot_mismatch(digits: np.ndarray, mask: int) -> str:
 def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture = CNN_S,
                on_error: str = "abort", rejects_path: Path | str | None = None, batch_rows: int = 4096,
                codec: str = "none", progress: ProgressFn | None = None,
-               allow_same_source: bool = False, dataset: str | None = None) -> IngestReport:
+               allow_same_source: bool = False, dataset: str | None = None,
+               epoch_bins: Sequence[int] | None = None) -> IngestReport:
     """Ingest a CSV zoo into ``zoo`` with initialisation ``init`` (the file does not say it).
 
     Parameters
@@ -303,7 +305,9 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     on_error
         ``"abort"`` (default): the first bad row raises :class:`IngestError` and the lake is
         unchanged.  ``"skip"``: bad rows are left out and written to ``rejects_path``
-        (default ``<file>.rejects.csv``) with row, column and reason.
+        (default ``<file>.rejects.csv``) with row, column and reason.  Bad rows include an
+        epoch outside ``epoch_bins`` and an accuracy in (0, 1] where the zoo's accuracies are
+        percentages (see :mod:`weightlake.ingest.csv_checks`).
     batch_rows
         Rows parsed, checked and handed to the writer thread at a time (4,096: the pipeline
         fills and drains in half the time of 8,192-row batches, measured 10-20 % faster).
@@ -316,6 +320,8 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
         The image dataset the models were trained on (``"fashion-mnist"``, an IDX folder,
         or a name such as ``"mnist"``), recorded for the zoo: evaluation scores rebuilt
         CNNs on it.  The CSV does not say it; without it the zoo records none.
+    epoch_bins
+        The epochs the ``epoch`` column may hold (default: the CSV zoo's 11, 16, 21, 26, 31, 36).
 
     Returns
     -------
@@ -323,8 +329,30 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
     """
     if on_error not in ("abort", "skip"):
         raise IngestError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    options = dict(zoo=zoo, init=init, arch=arch, on_error=on_error, rejects_path=rejects_path, batch_rows=batch_rows,
+                   codec=codec, progress=progress, allow_same_source=allow_same_source, dataset=dataset,
+                   epoch_bins=epoch_bins)
+    try:
+        return _ingest_csv(lake_root, path, refused={}, **options)
+    except _LateRejects as late:  # skip mode, rows refused only once the whole file was read: read it again
+        return _ingest_csv(lake_root, path, refused=late.rows, **options)
+
+
+class _LateRejects(Exception):  # noqa: N818 - not an error: a signal to read the file again
+    """Rows found bad after the whole file was streamed (an accuracy of (0, 1] before the first percentage)."""
+
+    def __init__(self, rows: dict[int, BadRow]) -> None:
+        super().__init__(f"{len(rows)} rows refused late")
+        self.rows = rows
+
+
+def _ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, arch: Architecture,
+                on_error: str, rejects_path: Path | str | None, batch_rows: int, codec: str,
+                progress: ProgressFn | None, allow_same_source: bool, dataset: str | None,
+                epoch_bins: Sequence[int] | None, refused: dict[int, BadRow]) -> IngestReport:
     check_init(init)
     check_zoo_name(zoo)
+    bins = parse_epoch_bins(epoch_bins)
     root, path = Path(lake_root), Path(path)
     check_input_file(path)
     check_header(path, arch)
@@ -340,9 +368,11 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                 f"{z}: its models are in both zoos; queries over all zoos count them twice" for z in elsewhere]
         dataset = check_zoo_dataset(tx.parent, zoo, dataset)
         writer = ZooWriter(tx, zoo, arch, report, codec=codec, allow_same_source=allow_same_source)
+        scale = AccuracyScale.of_zoo(str(path), zoo, zoo_accuracies(tx.parent, tx.store.location, zoo))
         rejects: list[BadRow] = []
         try:
             for meta, weights, bad in _batches(path, arch, batch_rows, on_error, tmpdir, progress):
+                bad = _value_problems(meta, bad, bins, epoch_bins is not None, scale, refused)
                 if bad:
                     if on_error == "abort":
                         b = bad[0]
@@ -352,26 +382,46 @@ def ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str, 
                     meta, weights = meta.filter(pl.Series(keep)), take_rows(weights, keep)
                 report.rows_read += meta.height + len({b.row for b in bad})
                 writer.add(meta.with_columns(init=pl.lit(init), source_file=pl.lit(path.name)), weights)
+            late = [BadRow(*p) for p in scale.late()]
+            if late and on_error == "abort":
+                b = late[0]
+                raise IngestError(b.reason, path=str(path), row=b.row, column=b.column)
+            if late:
+                raise _LateRejects({b.row: b for b in late})
             _check_not_empty(path, report.rows_read, rejects, rejects_path)
             written = writer.finish()
+            report.rows_rejected = len({b.row for b in rejects})
+            if rejects:
+                report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
             if written is None and earlier and not rejects:
                 # same fingerprint and every row already present: the very same file again
                 report.already_ingested = True
                 report.extra["first ingested at snapshot"] = earlier.get("snapshot")
-            else:
-                report.rows_rejected = len({b.row for b in rejects})
-                if rejects:
-                    report.rejects_path = str(_write_rejects(rejects, rejects_path or f"{path}.rejects.csv", path))
+            elif written is not None:  # nothing new commits nothing: leaving uncommitted removes the empty segment
                 tx.record_source({"zoo": zoo, "kind": "csv", "path": str(path.resolve()), "fingerprint": fingerprint,
                                   "rows": report.rows_read, "init": init, "dataset": dataset})
-                if written is not None or rejects:
-                    manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
-                                          "summary": f"+{report.rows_added} models from {path.name}"})
-                    report.snapshot = manifest.version
+                manifest = tx.commit({"op": "ingest-csv", "zoo": zoo, "source": str(path),
+                                      "summary": f"+{report.rows_added} models from {path.name}"})
+                report.snapshot = manifest.version
         finally:
             writer.abort()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _value_problems(meta: pl.DataFrame, bad: list[BadRow], bins: tuple[int, ...], bins_given: bool,
+                    scale: AccuracyScale, refused: dict[int, BadRow]) -> list[BadRow]:
+    """``bad`` plus the rows whose values parse but the zoo cannot take (:mod:`~weightlake.ingest.csv_checks`)
+    and the rows ``refused`` by an earlier pass."""
+    if not meta.height:
+        return bad
+    rows = meta["source_row"].to_numpy()
+    more = [refused[int(r)] for r in rows if int(r) in refused] if refused else []
+    ok = ~np.isin(rows, [b.row for b in bad + more])
+    more += [BadRow(*p) for p in epoch_bin_problems(meta, ok, bins, bins_given)]
+    ok &= ~np.isin(rows, [b.row for b in more])
+    more += [BadRow(*p) for p in scale.problems(meta, ok)]
+    return sorted(bad + more, key=lambda b: b.row) if more else bad
 
 
 @contextlib.contextmanager
@@ -489,11 +539,14 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     ------
     QueryError
         When no model matches (nothing is written); the message says what the zoo holds.
+        When the models hold several initialisations: the file cannot say which row has
+        which, so it would read back as one init with every model repeated; the message
+        names the inits and the ``where`` that picks one.
     """
     lake.check_output(out)
     zoo = zoo or lake._only_zoo()
     arch = lake.arch(zoo)
-    sql = "SELECT model_id, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
+    sql = "SELECT model_id, init, classes, class_mask, activation, accuracy, epoch FROM models WHERE zoo = $zoo"
     if where:
         sql += f" AND ({where})"
     from weightlake.query import run_sql
@@ -502,6 +555,8 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
     if meta.height == 0:
         raise QueryError(f"no models of zoo {zoo!r} match" + (f" --where {where!r}" if where else "")
                          + f", nothing written; {zoo_contents(lake, zoo)}")
+    check_csv_fields(meta, zoo)
+    check_one_init(meta, zoo, where)
     batch_rows = batch_rows or max(1, min(4096, lake.block_rows(zoo) // 4))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # as `export safetensors` makes its folder
@@ -521,6 +576,58 @@ def export_csv(lake: Any, out: Path | str, *, zoo: str | None = None, where: str
         tmp.unlink(missing_ok=True)  # no half-written file left beside the output
         raise
     return meta.height
+
+
+def check_csv_fields(meta: pl.DataFrame, zoo: str) -> None:
+    """Refuse models a CSV zoo row cannot hold: no class set (a Model Zoos tree records none),
+    or an activation without a one-hot column.  (A null accuracy is written as an empty field.)
+
+    Raises
+    ------
+    QueryError
+        Naming each missing field with its model count and an example model, and how to
+        export them instead (safetensors) or leave them out.
+    """
+    gaps = [("no class set (classes is null)", pl.col("classes").is_null() | (pl.col("classes").list.len() == 0),
+             "classes IS NOT NULL"),
+            (f"an activation outside {list(ACTIVATIONS)}", ~pl.col("activation").is_in(ACTIVATIONS).fill_null(False),
+             f"activation IN ({', '.join(repr(a) for a in ACTIVATIONS)})")]
+    found, keep = [], []
+    for what, bad, fix in gaps:
+        ids = meta.filter(bad)["model_id"]
+        if ids.len():
+            found.append(f"{ids.len()} have {what}, e.g. model {ids[0]}")
+            keep.append(fix)
+    if found:
+        raise QueryError(f"of the {meta.height} models of zoo {zoo!r} to export, {'; '.join(found)}: a CSV zoo row "
+                         "needs a label and one of its activations; export them with `weightlake export "
+                         f"safetensors`, or leave them out with --where \"{' AND '.join(keep)}\"; nothing written")
+
+
+def check_one_init(meta: pl.DataFrame, zoo: str, where: str | None) -> None:
+    """Refuse to write models of several initialisations into one CSV zoo file.
+
+    The format has no initialisation column (spec section 2: one file per init,
+    ``Merged_zoo_{init}.csv``), so such a file would read back as one init holding every
+    (label, activation, epoch) several times.
+
+    Raises
+    ------
+    QueryError
+        Naming each init with its model count, and the ``--where`` that exports one.
+    """
+    counts = meta.group_by("init").len().sort("init", nulls_last=True)
+    if counts.height < 2:
+        return
+    found = ", ".join(f"{init!r} ({n} models)" if init is not None else f"none recorded ({n} models)"
+                      for init, n in counts.rows())
+    first = counts["init"][0]
+    pick = f"init = '{first}'" if first is not None else "init IS NULL"
+    hint = f"({where}) AND {pick}" if where else pick
+    raise QueryError(f"the models of zoo {zoo!r} to export hold {counts.height} initialisations: {found}; a CSV "
+                     "zoo file cannot record the initialisation, so they would read back as one init with every "
+                     f"(label, activation, epoch) repeated; export one init per file (e.g. Merged_zoo_{first}.csv) "
+                     f"with --where \"{hint}\"; nothing written")
 
 
 def zoo_contents(lake: Any, zoo: str) -> str:

@@ -9,7 +9,8 @@ A job file holds one or more ``[[source]]`` tables::
     init = "kaiming_uniform"     # required for CSV and layout-A checkpoints
     arch = "cnn-s"               # optional, default cnn-s; or a JSON file describing one ("cnn-m.json")
     on_error = "abort"           # csv only: abort | skip
-    epoch_bins = [11, 16, 21]    # checkpoints only (default: the trainer's recorded epochs, else the six bins)
+    epoch_bins = [11, 16, 21]    # checkpoints: default the trainer's recorded epochs, else the six bins;
+                                 # csv: the epochs its epoch column may hold (default the six bins)
     dataset = "mnist"            # the zoo's image dataset (csv; checkpoints default to the trainer's record)
     allow_same_source = false    # accept weight vectors the zoo holds under another init
 

@@ -131,7 +131,8 @@ def ingest_modelzoo(lake_root: str | Path, root: str | Path, *, zoo: str, arch: 
         finally:
             writer.abort()
         report.rows_rejected = len(rejects)
-        report.extra.update(rejected=rejects[:20], runs=len(runs),
+        more = [f"... and {len(rejects) - 20} more (not listed)"] if len(rejects) > 20 else []
+        report.extra.update(rejected=rejects[:20] + more, runs=len(runs),
                             accuracy="not set (the layout's metrics are kept as m_* columns)")
         if written is not None:
             tx.record_source({"zoo": zoo, "kind": "modelzoo", "path": str(Path(root).resolve()),

@@ -76,7 +76,8 @@ def _ingest_source(source: Any, lake_dir: Path | str, step: Callable[..., Any]) 
             return ingest_csv(lake_dir, source.path, zoo=source.zoo, init=str(source.init), arch=arch,
                               on_error=opts.get("on_error", "abort"), rejects_path=opts.get("rejects"),
                               progress=bar.advance_to, dataset=opts.get("dataset"),
-                              allow_same_source=bool(opts.get("allow_same_source", False)))
+                              allow_same_source=bool(opts.get("allow_same_source", False)),
+                              epoch_bins=opts.get("epoch_bins"))
     from weightlake.ingest.checkpoints import ingest_checkpoints
 
     with step(f"ingest checkpoints {source.path.name}", None, "files") as bar:

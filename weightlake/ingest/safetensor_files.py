@@ -7,7 +7,9 @@
 
 - ``weightlake.arch``: the :class:`~weightlake.arch.Architecture` (``Architecture.from_dict``);
 - ``weightlake.model``: ``zoo``, ``model_id``, ``init``, ``activation``, ``epoch``,
-  ``classes``, ``accuracy``, ``weights_hash``, ``fallback``, ``dataset``.
+  ``actual_epoch`` (the epoch the weights are from: an early-stopped model's fallback rows
+  fill later bins; null when unknown), ``classes``, ``accuracy``, ``weights_hash``,
+  ``fallback``, ``dataset``.
 
 :func:`ingest_safetensors` reads such files back into a zoo in one commit.  Round-trip law:
 exporting a zoo and ingesting the files into a new lake gives the same weight vectors
@@ -43,8 +45,8 @@ from weightlake.ingest.common import (
 )
 
 ARCH_KEY, MODEL_KEY = "weightlake.arch", "weightlake.model"
-MODEL_FIELDS: tuple[str, ...] = ("model_id", "init", "activation", "epoch", "classes", "accuracy", "weights_hash",
-                                 "fallback")
+MODEL_FIELDS: tuple[str, ...] = ("model_id", "init", "activation", "epoch", "actual_epoch", "classes", "accuracy",
+                                 "weights_hash", "fallback")
 
 
 def _require() -> Any:
@@ -223,9 +225,11 @@ def _meta_row(model: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if model["activation"] not in ACTIVATIONS:
         raise IngestError(f"the weightlake header's activation {model['activation']!r} is not one of {ACTIVATIONS}",
                           path=str(path))
-    epoch = model["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise IngestError(f"the weightlake header's epoch {epoch!r} is not a non-negative integer", path=str(path))
+    epoch, actual = model["epoch"], model.get("actual_epoch")  # files written before it was kept have none
+    for key, value in (("epoch", epoch), ("actual_epoch", actual)):
+        if (value is not None or key == "epoch") and (isinstance(value, bool) or not isinstance(value, int)
+                                                      or value < 0):
+            raise IngestError(f"the weightlake header's {key} {value!r} is not a non-negative integer", path=str(path))
     accuracy = model.get("accuracy")
     if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)
                                  or not math.isfinite(accuracy) or not 0 <= accuracy <= 100):
@@ -233,7 +237,7 @@ def _meta_row(model: Mapping[str, Any], path: Path) -> dict[str, Any]:
                           path=str(path))
     if any(not 0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
         raise IngestError(f"the weightlake header's classes {classes} are not distinct digits 0..9", path=str(path))
-    return {"init": str(model["init"]), "activation": str(model["activation"]), "epoch": epoch,
+    return {"init": str(model["init"]), "activation": str(model["activation"]), "epoch": epoch, "actual_epoch": actual,
             "classes": classes, "class_mask": class_mask(classes), "n_classes": len(classes),
             "accuracy": model.get("accuracy"), "source_file": path.name, "source_row": 0,
             "fallback": bool(model.get("fallback") or False)}
