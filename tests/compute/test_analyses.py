@@ -133,3 +133,24 @@ def test_correlations_refuse_a_non_finite_weight(small_lake_dir, tmp_path, tree_
     assert out.exit_code == 1 and "Traceback" not in out.output, out.output
     assert f"zoo 'mnist-cnn-s': 1 models have non-finite weights (model_id {model_id})" in out.output
     assert tree_state(root) == before
+
+
+def test_figures_not_computed_are_null_so_sql_aggregates_skip_them(analysed_lake_dir):
+    """alpha is fitted on layers with >= 10 eigenvalues only (fc1, fc2); the conv layers' alpha was stored
+    as NaN, so ``avg(alpha)`` over the table was NaN. It is null: the average is the fitted layers'."""
+    lake = wl.open_lake(analysed_lake_dir)
+    per_layer = lake.sql("SELECT layer, count(*) AS n, count(alpha) AS fitted, avg(alpha) AS alpha, "
+                         "any_value(alpha_note) AS note FROM spectra GROUP BY layer ORDER BY layer")
+    conv = per_layer.filter(pl.col("layer").str.starts_with("conv"))
+    assert conv.height == 3 and (conv["fitted"] == 0).all() and conv["alpha"].is_null().all()
+    assert (conv["note"] == "too few eigenvalues (k < 10)").all()  # the reason stays beside the null
+    fc = per_layer.filter(pl.col("layer").str.starts_with("fc"))
+    assert (fc["fitted"] == fc["n"]).all() and fc["alpha"].is_finite().all()
+    whole = lake.sql("SELECT avg(alpha) AS a, count(alpha) AS k FROM spectra").row(0, named=True)
+    assert whole["k"] == fc["n"].sum()
+    assert whole["a"] == pytest.approx(float((fc["alpha"] * fc["n"]).sum() / fc["n"].sum()), rel=1e-12)
+    for table in ("spectra", "topology", "topology_classes"):  # no float column holds a NaN for "none"
+        floats = [c for c, t in lake.table(table).collect_schema().items() if t.is_float()]
+        nans = lake.sql(f"SELECT {', '.join(f'count(*) FILTER (WHERE isnan({c})) AS {c}' for c in floats)} "
+                        f"FROM {table}").row(0, named=True)
+        assert not any(nans.values()), (table, nans)
