@@ -150,7 +150,8 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
     Stores the GT / PD / FN vectors (table `predictions`, vectors in Zarr), the metric
     and `Step N` cells (table `tracking_values`), and FN vs GT, PD vs GT and PD vs FN
     metrics in `evaluations`. Folders are searched for .csv files under a `Tracking`
-    folder or named *track*.
+    folder or named *track*. Ingesting a file again (same path) replaces its rows, and
+    says so; its evaluation rows in other scenarios are kept.
 
     \b
     Examples:
