@@ -430,6 +430,19 @@ class EvaluationReport:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("error")]
 
+    def failure_line(self) -> str:
+        """One line for the checkpoints that were not evaluated (empty when every one was): how many,
+        and where their reasons are; the CLI prints it and exits 1."""
+        if not self.failed:
+            return ""
+        refused = sum(r.get("heads_source") == "unknown" for r in self.failed)
+        split = f" AND split = '{self.split}'" if self.split else ""
+        return (f"{len(self.failed)} of {len(self.rows)} checkpoints not evaluated ({len(self.failed) - refused} "
+                f"failed, {refused} refused): the reasons are on their lines above and in column `error` of "
+                f"`{EVALUATIONS}` (SELECT checkpoint, error FROM {EVALUATIONS} WHERE scenario = '{self.scenario}'"
+                f"{split} AND error IS NOT NULL); the other {len(self.rows) - len(self.failed)} are committed in "
+                f"snapshot {self.snapshot}")
+
     def to_polars(self) -> pl.DataFrame:
         """Every row as committed to ``evaluations``."""
         return rows_frame(self.rows) if self.rows else pl.DataFrame()
