@@ -118,3 +118,16 @@ def test_a_rank_deficient_layer_agrees_with_weightwatcher_but_for_its_sigma():
             assert got[key] == pytest.approx(float(getattr(ref, key)), rel=RTOL), (rank, key)
         assert float(ref.sigma) == pytest.approx(-1 / np.sqrt(rank))
         assert got["sigma"] == pytest.approx((got["alpha"] - 1) / np.sqrt(rank))
+
+
+def test_frames_hold_null_where_no_fit_exists() -> None:
+    """Skipped layers were rows of NaN (and num_pl_spikes 0, read as "a fit with no spikes") in the
+    table, so SQL ``avg(alpha)`` was NaN; in the frame they are null, fitted layers untouched."""
+    rows = np.random.default_rng(0).standard_normal((3, CNN_S.n_params)).astype(np.float32)
+    table = spectra_ww.zoo_spectra_ww(rows, CNN_S, layers=["conv3", "fc1"], min_evals=17)  # conv3: 16 evals
+    conv3, fc1 = (table.filter(pl.col("layer") == name) for name in ("conv3", "fc1"))
+    assert (conv3["ww_note"] == "skipped: 16 eigenvalues < min_evals 17").all()
+    for col in ("alpha", "norm", "log_norm", "sigma", "num_pl_spikes", "sv_max"):
+        assert conv3[col].is_null().all(), col
+        assert fc1[col].is_not_null().all(), col
+    assert not any(table[c].is_nan().any() for c in table.columns if table[c].dtype.is_float())

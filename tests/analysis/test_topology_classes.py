@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 from weightlake.analysis import topology_classes as tc
@@ -81,3 +82,14 @@ def test_disentangle_refuses_one_fold_and_no_permutations():
                            ({"permutations": 0}, "permutations must be at least 1")):
         with pytest.raises(TopologyError, match=words):
             tc.disentangle(None, [], np.zeros((0, CNN_S.n_params)), CNN_S, **options)  # type: ignore[arg-type]
+
+
+def test_digit_aucs_are_null_where_too_few_models_hold_the_digit():
+    """A digit only one model saw has no AUC: its rows held NaN (so ``max(auc)`` in SQL was NaN); null now."""
+    rng = np.random.default_rng(3)
+    class_sets = [(0, 1)] * 6 + [(0, 2)] * 6 + [(1, 2)] * 6 + [(1, 3)]  # digit 3: one model
+    table = tc.digit_aucs({"x": rng.normal(size=(len(class_sets), 4))}, class_sets, folds=3)
+    three = table.filter(pl.col("digit") == 3)
+    assert three["cv"].to_list() == ["too_few"] and three["auc"].is_null().all()
+    assert table.filter(pl.col("digit") != 3)["auc"].is_not_null().all()
+    assert not table["auc"].is_nan().any()

@@ -133,3 +133,60 @@ def test_correlations_refuse_a_non_finite_weight(small_lake_dir, tmp_path, tree_
     assert out.exit_code == 1 and "Traceback" not in out.output, out.output
     assert f"zoo 'mnist-cnn-s': 1 models have non-finite weights (model_id {model_id})" in out.output
     assert tree_state(root) == before
+
+
+def test_figures_not_computed_are_null_so_sql_aggregates_skip_them(analysed_lake_dir):
+    """alpha is fitted on layers with >= 10 eigenvalues only (fc1, fc2); the conv layers' alpha was stored
+    as NaN, so ``avg(alpha)`` over the table was NaN. It is null: the average is the fitted layers'."""
+    lake = wl.open_lake(analysed_lake_dir)
+    per_layer = lake.sql("SELECT layer, count(*) AS n, count(alpha) AS fitted, avg(alpha) AS alpha, "
+                         "any_value(alpha_note) AS note FROM spectra GROUP BY layer ORDER BY layer")
+    conv = per_layer.filter(pl.col("layer").str.starts_with("conv"))
+    assert conv.height == 3 and (conv["fitted"] == 0).all() and conv["alpha"].is_null().all()
+    assert (conv["note"] == "too few eigenvalues (k < 10)").all()  # the reason stays beside the null
+    fc = per_layer.filter(pl.col("layer").str.starts_with("fc"))
+    assert (fc["fitted"] == fc["n"]).all() and fc["alpha"].is_finite().all()
+    whole = lake.sql("SELECT avg(alpha) AS a, count(alpha) AS k FROM spectra").row(0, named=True)
+    assert whole["k"] == fc["n"].sum()
+    assert whole["a"] == pytest.approx(float((fc["alpha"] * fc["n"]).sum() / fc["n"].sum()), rel=1e-12)
+    for table in ("spectra", "topology", "topology_classes"):  # no float column holds a NaN for "none"
+        floats = [c for c, t in lake.table(table).collect_schema().items() if t.is_float()]
+        nans = lake.sql(f"SELECT {', '.join(f'count(*) FILTER (WHERE isnan({c})) AS {c}' for c in floats)} "
+                        f"FROM {table}").row(0, named=True)
+        assert not any(nans.values()), (table, nans)
+
+
+def test_models_without_accuracy_left_out_of_correlations_are_said(tmp_path):
+    """Models whose checkpoints have no metrics (accuracy null) were dropped from every column's
+    correlations, epoch's too, with no word in the report or the params: only a smaller n showed it."""
+    import torch
+
+    from weightlake.compute.analyses import analyze_correlations
+    from weightlake.ingest.checkpoints import ingest_checkpoints
+    from weightlake.zoo.cnn import build_cnn
+
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(0)
+    for i, labels in enumerate(([0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [1, 2], [3, 4])):
+        model_dir = root / str(labels) / "relu"
+        for epoch in (11, 16):
+            torch.manual_seed(10 * i + epoch)
+            model_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({"model_state_dict": build_cnn(activation="relu").state_dict(), "epoch": epoch},
+                       model_dir / f"checkpoint epoch {epoch}.pth")
+        if i < 5:  # the last two models have no metrics/: accuracy null
+            (model_dir / "metrics").mkdir()
+            np.save(model_dir / "metrics" / "Test Accuracy IID.npy", rng.uniform(10, 100, size=(1, 17)))
+    ingest_checkpoints(tmp_path / "lake", root, zoo="z", init="kaiming_uniform", bins=(11, 16), workers=1,
+                       rejects_path=tmp_path / "rejects.csv")
+    models = wl.open_lake(tmp_path / "lake").models("z").collect()
+    missing = models["accuracy"].null_count()
+    assert models.height == 14 and 4 <= missing <= 10  # the models without metrics/, at least
+    report = analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy", "epoch"], features="aggregates")
+    said = (f"{missing} of the 14 have no accuracy and are left out of every correlation "
+            f"(n counts {14 - missing})")
+    assert any(said in n for n in report.notes), report.notes
+    lake = wl.open_lake(tmp_path / "lake")
+    params = lake.manifest.table("correlations").properties["params:z"]
+    assert f'"no_accuracy_left_out": {missing}' in params
+    assert set(lake.sql("SELECT DISTINCT n FROM correlations WHERE against = 'epoch'")["n"]) == {14 - missing}

@@ -210,6 +210,38 @@ def test_ingesting_again_replaces_the_file(ingested, tmp_path: Path) -> None:
     assert len(arrays) == 1 and (lake / arrays[0]).exists()
 
 
+def test_ingesting_again_beside_a_scenario_of_other_metrics(ingested, tmp_path: Path) -> None:
+    """Scenario partitions of `evaluations` differ in columns when they were evaluated with other
+    metrics; a re-run read them back in one polars scan and died with a SchemaError traceback. It
+    replaces the file's rows, says so, and a file named twice (itself and its folder) is one row."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    lake = tmp_path / "lake"
+    shutil.copytree(ingested[0], lake)  # scenario 't', every fast metric
+    args = ["experiments", "ingest-tracking", str(ingested[1]), "--lake", str(lake)]
+
+    def tables() -> dict[str, list[tuple]]:
+        handle = open_lake(lake)
+        return {name: handle.sql(f"SELECT {by}, count(*) AS n FROM {name} GROUP BY ALL ORDER BY ALL").rows()
+                for name, by in (("evaluations", "scenario"), ("evaluation_metrics", "scenario"),
+                                 ("predictions", "kind"), ("tracking_values", "\"column\""))}
+
+    runner = CliRunner()
+    narrow = runner.invoke(main, [*args, "--scenario", "a", "--metrics", "mse"])
+    assert narrow.exit_code == 0, narrow.output
+    once = tables()
+    assert once["evaluations"] == [("a", 1), ("t", 1)]
+    for scenario in ("t", "t", "a"):  # once the narrow partition's file is listed first, the wide one failed
+        again = runner.invoke(main, [*args, str(ingested[1].parent), "--scenario", scenario,
+                                     *(["--metrics", "mse"] if scenario == "a" else [])])
+        assert again.exit_code == 0 and again.exception is None, (scenario, again.output)
+        assert tables() == once
+        assert "were replaced, not added to" in again.output
+        assert again.output.count(f": {N} rows,") == 1  # the file and its folder: one source
+
+
 def test_find_tracking_csvs(tmp_path: Path) -> None:
     for rel in ("run/Tracking/a.csv", "run/val track.csv", "run/hparams.csv", ".hidden/Tracking/x.csv"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,9 @@ participation ratio ``sum_j v_j^4`` of the Gram eigenvectors (``M``-dimensional;
 power-law exponent of the ESD tail by continuous maximum likelihood, ``xmin`` chosen among the
 eigenvalues to minimise the Kolmogorov-Smirnov distance (Clauset, Shalizi & Newman 2009), only
 for layers with at least ``min_alpha_eigs`` non-zero eigenvalues (the reason is recorded in ``alpha_note``).
+
+Where a figure is not defined the arrays hold NaN; the frames of :func:`zoo_spectra` (and the
+``spectra`` table) hold null there, so ``avg(alpha)`` in SQL averages the layers that have one.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ SPECTRA_COLUMNS: tuple[str, ...] = (
     "n_spikes", "spike_mass", "spike_mean", "tw_stat", "mp_ks", "level_spacing_ratio", "ipr_mean", "alpha", "alpha_xmin",
     "alpha_ks", "alpha_note",
 )
-"""Columns of :func:`zoo_spectra`, in order (``eigenvalues`` is appended on request)."""
+"""Columns of :func:`zoo_spectra`, in order (``eigenvalues`` is appended on request); a figure the arrays of
+:func:`layer_spectra` give as NaN (not defined for that matrix) is null in the frame."""
 
 
 # -- eigen-decomposition ---------------------------------------------------------------------
@@ -450,7 +454,9 @@ def _layer_frame(parts: list[dict[str, np.ndarray]], name: str, n: int, dtype: A
     data: dict[str, Any] = {"row": np.arange(n, dtype=np.int64), "layer": pl.Series([name] * n, dtype=dtype)}
     for key in SPECTRA_COLUMNS[2:]:
         data[key] = pl.Series(key, cols.get(key, []), dtype=pl.String if key == "alpha_note" else None)
-    frame = pl.DataFrame(data)
+    # a figure not defined for a row (alpha of a small layer, spike_mean without spikes) is NaN in the arrays
+    # and null in the frame, so SQL aggregates skip it instead of turning NaN
+    frame = pl.DataFrame(data).fill_nan(None)
     if eigenvalues:
         esd = cols.get("eigenvalues", np.empty((0, 0)))
         frame = frame.with_columns(pl.Series("eigenvalues", esd).cast(pl.List(pl.Float64)))

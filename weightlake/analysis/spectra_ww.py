@@ -36,7 +36,8 @@ eigenvalues above ``1e-5``) both fit the whole spectrum and agree on ``alpha``, 
 WeightWatcher 0.7.7 reports ``sigma = -1 / sqrt(k)`` (computed before it sets that tail's ``alpha``);
 ``sigma`` here is ``(alpha - 1) / sqrt(k)`` as everywhere else.  Where no fit exists the figures are NaN and ``ww_note`` says why
 (WeightWatcher itself writes -1).  Layers with fewer than ``min_evals`` eigenvalues (its default 8)
-are skipped by WeightWatcher: here their rows are NaN with a note.
+are skipped by WeightWatcher: here their rows are NaN with a note.  In the frames of :func:`zoo_spectra_ww`
+(and the ``spectra_weightwatcher`` table) those NaN are null, and so is ``num_pl_spikes`` where no fit exists.
 """
 
 from __future__ import annotations
@@ -223,5 +224,9 @@ def zoo_spectra_ww(flat_rows: Any, arch: Architecture = CNN_S, *, layers: Sequen
         data: dict[str, Any] = {"row": np.arange(n, dtype=np.int64), "layer": pl.Series([name] * n, dtype=dtype)}
         for key in WW_COLUMNS[2:]:
             data[key] = pl.Series(key, cols[key], dtype=pl.String if key in ("layer_type", "ww_note") else None)
-        frames.append(pl.DataFrame(data))
+        # no fit (a skipped layer, a degenerate spectrum): null figures, so SQL aggregates skip them, and no
+        # count of power-law spikes either (0 would read as a fit with none)
+        frame = pl.DataFrame(data).fill_nan(None)
+        frames.append(frame.with_columns(num_pl_spikes=pl.when(pl.col("alpha").is_null()).then(None)
+                                         .otherwise(pl.col("num_pl_spikes"))))
     return pl.concat(frames, how="vertical").sort(["row", "layer"], maintain_order=True)

@@ -160,7 +160,8 @@ def cv_auc(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, see
 
 def digit_aucs(features: dict[str, np.ndarray], class_sets: Sequence[Sequence[int]], *, folds: int = 5,
                seed: int = 0) -> pl.DataFrame:
-    """For every digit that some but not all models saw, the CV AUC of each feature set."""
+    """For every digit that some but not all models saw, the CV AUC of each feature set (null where
+    :func:`cv_auc` gives none)."""
     groups = np.array([",".join(map(str, sorted(c))) for c in class_sets])
     digits = sorted({d for c in class_sets for d in c})
     rows = []
@@ -170,7 +171,9 @@ def digit_aucs(features: dict[str, np.ndarray], class_sets: Sequence[Sequence[in
             continue
         for name, x in features.items():
             auc, cv = cv_auc(x, y, groups, folds, seed)
-            rows.append({"digit": d, "features": name, "auc": auc, "cv": cv, "n_models": len(y),
+            # no AUC (cv says why): null, as the mantel rows' r, so max(auc) in SQL is not NaN
+            rows.append({"digit": d, "features": name, "auc": auc if np.isfinite(auc) else None, "cv": cv,
+                         "n_models": len(y),
                          "n_positive": int(y.sum()), "n_class_sets": len(set(groups))})
     return pl.DataFrame(rows, schema_overrides={"digit": pl.Int32, "auc": pl.Float64})
 

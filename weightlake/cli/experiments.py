@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -110,6 +111,11 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
     refused (its row says how to give it) unless --assume-heads N, which marks its rows
     heads_from=assumed; the CNNs are scored on the zoo's own recorded image dataset.
 
+    Exit status: 0 when every checkpoint was evaluated; 1 when any failed or was
+    refused (the others are still committed; the failed ones as rows whose `error`
+    says why, and a last line on stderr counts them), or on an error that commits
+    nothing.
+
     \b
     Examples:
       weightlake experiments evaluate --scenario type1-m0 --split test --limit-pairs 2000
@@ -130,6 +136,9 @@ def evaluate_cmd(paths: tuple[str, ...], scenario: str, split: str, limit_pairs:
             metrics=_names(metrics), include_slow=slow, store_predictions=store_predictions,
             progress=bar.callback)
     echo_lines(report.lines())
+    if report.failed:  # the evaluated ones are committed; a script still learns that some were not
+        click.secho(f"error: {report.failure_line()}", err=True, fg="red")
+        sys.exit(1)
 
 
 @experiments.command("ingest-tracking")
@@ -150,7 +159,8 @@ def ingest_tracking_cmd(paths: tuple[str, ...], scenario: str, chunk_rows: int, 
     Stores the GT / PD / FN vectors (table `predictions`, vectors in Zarr), the metric
     and `Step N` cells (table `tracking_values`), and FN vs GT, PD vs GT and PD vs FN
     metrics in `evaluations`. Folders are searched for .csv files under a `Tracking`
-    folder or named *track*.
+    folder or named *track*. Ingesting a file again (same path) replaces its rows, and
+    says so; its evaluation rows in other scenarios are kept.
 
     \b
     Examples:

@@ -351,11 +351,15 @@ def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Seq
     if features not in ("params", "aggregates", "both"):
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
     selected = int(keep.sum())
-    if "accuracy" in against and meta["accuracy"].filter(pl.Series(keep)).null_count():
-        keep = keep & meta["accuracy"].is_not_null().to_numpy()
-    frame = meta.filter(pl.Series(keep)).select(*dict.fromkeys([*against, *group_by]))
     record = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
               "models": models}
+    no_accuracy = int(meta["accuracy"].filter(pl.Series(keep)).null_count()) if "accuracy" in against else 0
+    if no_accuracy:  # left out of every column's tests, not only accuracy's: said, and recorded
+        keep = keep & meta["accuracy"].is_not_null().to_numpy()
+        record["no_accuracy_left_out"] = no_accuracy
+        note += (f"; {no_accuracy} of the {selected} have no accuracy and are left out of every correlation "
+                 f"(n counts {selected - no_accuracy})")
+    frame = meta.filter(pl.Series(keep)).select(*dict.fromkeys([*against, *group_by]))
     return CorrelationPlan(zoo, lake.arch(zoo), keep, frame,
                            {"columns": list(against), "methods": list(methods), "group_by": group_by or None},
                            features in ("params", "both"), features in ("aggregates", "both"), note, record,

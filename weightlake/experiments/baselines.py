@@ -36,6 +36,7 @@ from weightlake.experiments.evaluate import (
     _AccuracyScorer,
     _Pairs,
     complete_families,
+    partition_rows,
     rows_frame,
     score_predictions,
 )
@@ -133,8 +134,8 @@ def stage_baselines(tx: Transaction, rows: Sequence[dict[str, Any]], evaluations
     scenarios = new["scenario"].unique().to_list()
     frames = [new]
     parent = Lake(tx.store.location, tx.parent)
-    if EVALUATION_BASELINES in parent.manifest.tables and parent.manifest.tables[EVALUATION_BASELINES].files:
-        old = parent.table(EVALUATION_BASELINES).filter(pl.col("scenario").is_in(scenarios)).collect()
+    old = partition_rows(parent, EVALUATION_BASELINES, scenarios)  # partitions may differ in columns
+    if old.height:
         key = [*PAIRSET, "baseline"]
         old = old.join(new.select(key).unique().with_columns(pl.col(k).cast(old.schema[k]) for k in key),
                        on=key, how="anti", nulls_equal=True)

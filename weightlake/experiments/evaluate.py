@@ -317,16 +317,34 @@ def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Seque
     from weightlake.lake import Lake
 
     parent = Lake(tx.store.location, tx.parent)
-    scenarios = new["scenario"].unique().to_list()
     frames = [new]
-    if name in parent.manifest.tables and parent.manifest.tables[name].files:
-        old = parent.table(name).filter(pl.col("scenario").is_in(scenarios)).collect()
-        if old.height:
-            stale = new.select(*key).unique().with_columns(pl.col(k).cast(old.schema[k]) for k in key)
-            frames.insert(0, old.join(stale, on=list(key), how="anti", nulls_equal=True))
+    old = partition_rows(parent, name, new["scenario"].unique().to_list())
+    if old.height:
+        stale = new.select(*key).unique().with_columns(pl.col(k).cast(old.schema[k]) for k in key)
+        frames.insert(0, old.join(stale, on=list(key), how="anti", nulls_equal=True))
     merged = pl.concat(frames, how="diagonal_relaxed")
     tx.put_table(name, merged, partition_by=PARTITION, properties={"partition_by": list(PARTITION)})
     return merged
+
+
+def partition_rows(lake: Lake, name: str, scenarios: Sequence[str]) -> pl.DataFrame:
+    """The rows of table ``name`` in the ``scenario`` partitions ``scenarios``, stacked by column name.
+
+    Each partition is written whole by one commit, so its files share their columns, but
+    partitions differ (a scenario evaluated with other metrics has other ``pd_*`` columns);
+    one polars scan over every file takes the first file's columns and refused the others
+    (a ``SchemaError`` traceback when a re-run read the table back).  So each partition is
+    scanned alone, and only those named.  An empty frame when none holds rows.
+    """
+    entry = lake.manifest.tables.get(name)
+    wanted = {f"{PARTITION[0]}={value}" for value in scenarios}
+    groups: dict[str, list[str]] = {}
+    for file in entry.files if entry is not None else ():
+        if Path(file).parent.name in wanted:
+            groups.setdefault(str(Path(file).parent), []).append(file)
+    hive = {column: pl.String for column in PARTITION}
+    frames = [lake._scan(files, hive).collect() for files in groups.values()]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def source_id(*parts: Any) -> str:
@@ -411,6 +429,19 @@ class EvaluationReport:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("error")]
+
+    def failure_line(self) -> str:
+        """One line for the checkpoints that were not evaluated (empty when every one was): how many,
+        and where their reasons are; the CLI prints it and exits 1."""
+        if not self.failed:
+            return ""
+        refused = sum(r.get("heads_source") == "unknown" for r in self.failed)
+        split = f" AND split = '{self.split}'" if self.split else ""
+        return (f"{len(self.failed)} of {len(self.rows)} checkpoints not evaluated ({len(self.failed) - refused} "
+                f"failed, {refused} refused): the reasons are on their lines above and in column `error` of "
+                f"`{EVALUATIONS}` (SELECT checkpoint, error FROM {EVALUATIONS} WHERE scenario = '{self.scenario}'"
+                f"{split} AND error IS NOT NULL); the other {len(self.rows) - len(self.failed)} are committed in "
+                f"snapshot {self.snapshot}")
 
     def to_polars(self) -> pl.DataFrame:
         """Every row as committed to ``evaluations``."""

@@ -70,6 +70,7 @@ from weightlake.arch import CNN_S, Architecture
 from weightlake.errors import IngestError, QueryError
 from weightlake.experiments.evaluate import (
     COMPARISONS,
+    PREDICTIONS,
     compare,
     long_metrics,
     source_id,
@@ -389,6 +390,8 @@ class TrackingReport:
     read_seconds: float = 0.0
     metric_seconds: float = 0.0
     snapshot: int | None = None
+    replaced: bool = False
+    """The lake held this file already (same resolved path): its earlier rows were replaced."""
 
     def lines(self) -> list[str]:
         if self.error:
@@ -407,6 +410,9 @@ class TrackingReport:
             if ev.get("pd_partial_collapse"):
                 flag = f"  PD PARTIAL COLLAPSE ({ev.get('pd_top_row_share', float('nan')):.0%} of rows one vector)"
             out.append("  " + "  ".join(parts) + flag)
+        if self.replaced:
+            out.append("  ingested before: its earlier vectors, cells and evaluation rows (same scenario) were "
+                       "replaced, not added to")
         if self.snapshot is not None:
             out.append(f"  committed as snapshot {self.snapshot}")
         return out
@@ -520,10 +526,13 @@ def _as_list(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:
 
 def _labelled_files(paths: str | Path | Iterable[str | Path]) -> list[tuple[str, Path]]:
     items = _as_list(paths)
-    out = []
+    out, seen = [], set()
     for item in items:
         item = Path(item)
         for f in find_tracking_csvs(item):
+            if f.resolve() in seen:  # a file named twice (itself and its folder) is one source, ingested once
+                continue
+            seen.add(f.resolve())
             out.append((f.relative_to(item).as_posix() if item.is_dir() else "/".join(f.parts[-3:]), f))
     return out
 
@@ -560,7 +569,7 @@ def _ingest_one(tx: Transaction, path: Path, label: str, scenario: str, arch: Ar
     sid = source_id(resolved)
     name = parse_checkpoint_name(path.stem)
     report = TrackingReport(resolved, sid, label, kinds=layout.kinds, value_columns=layout.values,
-                            steps=len(layout.steps), duplicates=layout.duplicates)
+                            steps=len(layout.steps), duplicates=layout.duplicates, replaced=_held(tx, sid))
     vectors, rows = _stream(tx, path, layout, arch, chunk_rows, sid, name)
     report.rows = len(rows)
     report.nonfinite_rows = {k: int((~np.isfinite(v).all(1)).sum()) for k, v in vectors.items()
@@ -578,6 +587,12 @@ def _ingest_one(tx: Transaction, path: Path, label: str, scenario: str, arch: Ar
     report.evaluation = row
     key = {k: row[k] for k in ("scenario", "split", "source_kind", "checkpoint_path", "checkpoint", "loss", "epoch")}
     return report, row, [{**key, **r} for r in long_metrics(columns, arch)]
+
+
+def _held(tx: Transaction, sid: str) -> bool:
+    """Whether the parent snapshot holds vectors of source ``sid`` (a re-run replaces them)."""
+    entry = tx.parent.tables.get(PREDICTIONS)
+    return entry is not None and any(f.startswith(f"tables/{PREDICTIONS}/source_id={sid}/") for f in entry.files)
 
 
 def _stream(tx: Transaction, path: Path, layout: TrackingLayout, arch: Architecture, chunk_rows: int, sid: str,

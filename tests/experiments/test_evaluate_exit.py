@@ -1,0 +1,67 @@
+"""`weightlake experiments evaluate` exits 1 when some checkpoints were not evaluated, and commits the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from weightlake import open_lake
+from weightlake.cli import main
+from weightlake.experiments.merger import MergerConfig, TransformerAE
+from weightlake.ingest.csv_zoo import ingest_csv
+from weightlake.scenarios import declare_scenario
+from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+
+@pytest.fixture()
+def lab(tmp_path: Path) -> tuple[Path, Path]:
+    """A synthetic zoo with scenario 's', and Experiments/ with one good, one truncated and one checkpoint
+    whose head count nothing records."""
+    write_synthetic_csv(tmp_path / "zoo.csv", labels=all_labels(range(4), range(2, 5)), activations=("gelu",),
+                        epochs=(11,), seed=2)
+    ingest_csv(tmp_path / "lake", tmp_path / "zoo.csv", zoo="z", init="kaiming_uniform")
+    declare_scenario(tmp_path / "lake", "s", zoo="z", digits="0-3", sizes="2", overlap=0, epochs=[11])
+    root = tmp_path / "Experiments"
+    torch.manual_seed(0)
+    for folder in ("run_h2", "plain"):
+        path = root / folder / "AE epoch mse val 1.pth"
+        path.parent.mkdir(parents=True)
+        torch.save({"epoch": 1, "model_state_dict": TransformerAE(MergerConfig(16, 2, 16, 1, 8)).state_dict()}, path)
+    good = (root / "run_h2" / "AE epoch mse val 1.pth").read_bytes()
+    (root / "broken").mkdir()
+    (root / "broken" / "AE epoch mse val 2.pth").write_bytes(good[: len(good) // 3])
+    return tmp_path / "lake", root
+
+
+def _evaluate(lake: Path, *paths: Path):
+    return CliRunner().invoke(main, ["experiments", "evaluate", *map(str, paths), "--scenario", "s",
+                                     "--limit-pairs", "4", "--images", "none", "--metrics", "mse",
+                                     "--lake", str(lake)])
+
+
+def test_some_checkpoints_not_evaluated_exit_1_and_the_others_are_committed(lab) -> None:
+    """It exited 0 with a FAILED line in the middle of the output: a script could not tell."""
+    lake, root = lab
+    result = _evaluate(lake, root)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of 3 checkpoints not evaluated (1 failed, 1 refused)")
+    assert "SELECT checkpoint, error FROM evaluations WHERE scenario = 's' AND split = 'test'" in last
+    snapshot = open_lake(lake).snapshot
+    assert f"the other 1 are committed in snapshot {snapshot}" in last
+    rows = open_lake(lake).sql("SELECT checkpoint, error, pd_mse FROM evaluations WHERE scenario = 's' "
+                               "AND split = 'test' ORDER BY checkpoint").rows(named=True)
+    assert [(r["checkpoint"], r["error"] is None, r["pd_mse"] is None) for r in rows] == [
+        ("broken/AE epoch mse val 2.pth", False, True), ("plain/AE epoch mse val 1.pth", False, True),
+        ("run_h2/AE epoch mse val 1.pth", True, False)]
+
+
+def test_every_checkpoint_evaluated_exits_0(lab) -> None:
+    lake, root = lab
+    result = _evaluate(lake, root / "run_h2")
+    assert result.exit_code == 0, result.output
+    assert "evaluated 1 of 1 checkpoints" in result.stdout and "not evaluated" not in result.output
