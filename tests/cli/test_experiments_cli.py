@@ -121,9 +121,10 @@ def test_unknown_heads_refused_or_assumed_and_shown(work: Path) -> None:
         result.stderr
     (row,) = [r for r in json.loads(result.stdout) if "plain" in r["path"]]
     assert (row["heads_from"], row["n_heads"], row["gated_attention"], row["d_model"]) == ("unknown", None, True, 16)
-    out = run("experiments", "evaluate", str(path), "--scenario", "s", "--limit-pairs", "4", "--images", "none",
-              "--metrics", "mse")
-    assert "plain/AE epoch mse val 3.pth: REFUSED" in out and "--assume-heads N" in out
+    refused = CliRunner().invoke(main, ["experiments", "evaluate", str(path), "--scenario", "s", "--limit-pairs", "4",
+                                        "--images", "none", "--metrics", "mse"])
+    assert refused.exit_code == 1, refused.output  # nothing was evaluated for it: not a success
+    assert "plain/AE epoch mse val 3.pth: REFUSED" in refused.stdout and "--assume-heads N" in refused.stdout
     out = run("experiments", "evaluate", str(path), "--scenario", "s", "--limit-pairs", "4", "--images", "none",
               "--metrics", "mse", "--assume-heads", "2")
     assert "heads_from=assumed (n_heads=2)" in out
