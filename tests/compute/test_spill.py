@@ -33,3 +33,14 @@ def test_parts_collect_to_their_concatenation(sizes) -> None:
 def test_no_parts_is_an_error() -> None:
     with SpilledParts() as spill, pytest.raises(ValueError, match="no parts"):
         spill.collect()
+
+
+def test_a_folder_with_brackets_is_no_glob_pattern(tmp_path) -> None:
+    """polars reads ``[0, 1]`` in a path as a character class unless told not to."""
+    where = tmp_path / "overlapping 0 [0, 1] 11 gelu"
+    where.mkdir()
+    parts = [pl.DataFrame({"v": [1, 2]}), pl.DataFrame({"v": [3]})]
+    with SpilledParts(dir=where) as spill:
+        for p in parts:
+            spill.add(p)
+        assert spill.collect()["v"].to_list() == [1, 2, 3]
