@@ -105,3 +105,27 @@ def test_two_zoos_share_the_views(lake_copy, tmp_path):
     counts = dict(lake.sql("SELECT zoo, count(*) FROM weights GROUP BY zoo").iter_rows())
     assert counts == {"mnist-cnn-s": 432, "fmnist-cnn-s": 72}
     assert lake.models("fmnist-cnn-s").collect()["init"].unique().to_list() == ["xavier_normal"]
+
+
+def test_a_table_whose_partitions_differ_in_columns_reads_as_one(tmp_path) -> None:
+    """Evaluations of other metrics write partitions with other columns: ``lake.table`` took the
+    first file's columns and raised polars' SchemaError on the next (SQL reads them by name)."""
+    from weightlake.storage.snapshot import SnapshotStore
+    from weightlake.storage.transaction import transaction
+
+    root = tmp_path / "lake [0, 1] gelu"
+    SnapshotStore(root).create()
+    for scenario, extra in (("s0", {"mse": [0.5, 0.25]}), ("s1", {"w1": [1.5]}), ("s2", {"mse": [2.0]})):
+        with transaction(root) as tx:
+            n = len(next(iter(extra.values())))
+            tx.put_table("evaluations", pl.DataFrame({"scenario": [scenario] * n, "pair": list(range(n)), **extra}),
+                         partition_by=("scenario",), properties={"partition_by": ["scenario"]})
+            tx.commit({"op": scenario})
+    lake = wl.open_lake(root)
+    got = lake.table("evaluations").collect().sort("scenario", "pair")
+    assert set(got.columns) == {"scenario", "pair", "mse", "w1"}
+    rows = {(r["scenario"], r["pair"]): (r["mse"], r["w1"]) for r in got.iter_rows(named=True)}
+    assert rows == {("s0", 0): (0.5, None), ("s0", 1): (0.25, None), ("s1", 0): (None, 1.5),
+                    ("s2", 0): (2.0, None)}
+    sql = lake.sql("SELECT scenario, sum(mse) AS mse, sum(w1) AS w1 FROM evaluations GROUP BY 1 ORDER BY 1")
+    assert sql["mse"].to_list() == [0.75, None, 2.0] and sql["w1"].to_list() == [None, 1.5, None]

@@ -610,7 +610,19 @@ class Lake:
             spec = entry.properties.get("schema") or {}
             return pl.LazyFrame(schema={name: getattr(pl, dtype) for name, dtype in spec.items()})
         hive = {c: pl.String for c in entry.properties.get("partition_by", ())}
-        return self._scan(entry.files, hive or None)
+        groups: dict[str, list[str]] = {}
+        for f in entry.files:
+            groups.setdefault(f.rsplit("/", 1)[0], []).append(f)
+        if len(groups) < 2:
+            return self._scan(entry.files, hive or None)
+        # Partitions written by different runs may hold different columns (evaluations of other
+        # metrics): one scan of them all took the first file's columns and raised a SchemaError on
+        # the next. Partitions of one schema are still scanned as one.
+        scans = [self._scan(files, hive or None) for files in groups.values()]
+        schemas = [s.collect_schema() for s in scans]
+        if all(schema == schemas[0] for schema in schemas[1:]):
+            return self._scan(entry.files, hive or None)
+        return pl.concat(scans, how="diagonal_relaxed")
 
 
 def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
