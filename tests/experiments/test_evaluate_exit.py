@@ -65,3 +65,29 @@ def test_every_checkpoint_evaluated_exits_0(lab) -> None:
     result = _evaluate(lake, root / "run_h2")
     assert result.exit_code == 0, result.output
     assert "evaluated 1 of 1 checkpoints" in result.stdout and "not evaluated" not in result.output
+
+
+def test_a_failed_re_evaluation_keeps_the_earlier_good_row(lab) -> None:
+    """A checkpoint evaluated once, then truncated and evaluated again, lost its good row: the
+    failure replaced it. The good row stays, the run says so and still exits 1."""
+    lake, root = lab
+    good = root / "run_h2" / "AE epoch mse val 1.pth"
+    assert _evaluate(lake, good).exit_code == 0
+    query = "SELECT checkpoint, error, pd_mse, evaluated_at FROM evaluations WHERE split = 'test'"
+    before = open_lake(lake).sql(query).rows(named=True)
+    assert len(before) == 1 and before[0]["error"] is None and before[0]["pd_mse"] is not None
+    snapshot = open_lake(lake).snapshot
+    other = root / "copy_h2" / "AE epoch mse val 1.pth"
+    other.parent.mkdir()
+    other.write_bytes(good.read_bytes())
+    good.write_bytes(good.read_bytes()[:1000])
+    result = _evaluate(lake, good)
+    assert result.exit_code == 1 and "run_h2/AE epoch mse val 1.pth: FAILED" in result.stdout, result.output
+    assert "1 checkpoints failed this time but had a successful evaluation: the earlier rows are kept" in result.stdout
+    assert "nothing new to commit" in result.stdout
+    assert open_lake(lake).sql(query).rows(named=True) == before and open_lake(lake).snapshot == snapshot
+    # a failure beside a new success: the success commits, the earlier good row of the failure stays
+    result = _evaluate(lake, good, other)
+    assert result.exit_code == 1 and open_lake(lake).snapshot == snapshot + 1, result.output
+    rows = open_lake(lake).sql(query + " ORDER BY evaluated_at").rows(named=True)
+    assert len(rows) == 2 and rows[0] == before[0] and rows[1]["error"] is None

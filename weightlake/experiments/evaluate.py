@@ -300,17 +300,48 @@ def complete_families(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def stage_evaluations(tx: Transaction, rows: Sequence[Mapping[str, Any]],
-                      long_rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame | None:
+                      long_rows: Sequence[Mapping[str, Any]], notes: list[str] | None = None) -> pl.DataFrame | None:
     """Stage ``rows`` into ``evaluations`` and ``long_rows`` into ``evaluation_metrics``.
 
     Within each scenario partition, rows of the parent snapshot with the same
-    :data:`KEY` as a new row are replaced; the others are kept.  Returns the staged
+    :data:`KEY` as a new row are replaced; the others are kept.  A new row that failed
+    (``error`` set) does not replace an earlier row that succeeded: the earlier evaluation
+    stays, and a line in ``notes`` says which were kept.  Returns the staged
     ``evaluations`` rows of those scenarios (None without ``rows``).
     """
-    staged = _stage_partitioned(tx, EVALUATIONS, complete_families(rows_frame(rows)), KEY) if rows else None
+    staged = None
+    if rows:
+        new = _keep_earlier_successes(tx, complete_families(rows_frame(rows)), notes)
+        staged = _stage_partitioned(tx, EVALUATIONS, new, KEY) if new.height else None
     if long_rows:
         _stage_partitioned(tx, EVALUATION_METRICS, rows_frame(long_rows), KEY)
     return staged
+
+
+def _keep_earlier_successes(tx: Transaction, new: pl.DataFrame, notes: list[str] | None) -> pl.DataFrame:
+    """``new`` without its failed rows whose checkpoint has a successful row in the parent snapshot.
+
+    Was: a re-evaluation that failed (a file truncated since, a missing dependency) replaced
+    the earlier good row, so its ``pd_mse`` ... were gone from the table without a word.
+    """
+    from weightlake.lake import Lake
+
+    failed = new.filter(pl.col("error").is_not_null())
+    if not failed.height:
+        return new
+    old = partition_rows(Lake(tx.store.location, tx.parent), EVALUATIONS, failed["scenario"].unique().to_list())
+    if not old.height or "error" not in old.columns:
+        return new
+    good = old.filter(pl.col("error").is_null()).select(
+        *[pl.col(k).cast(new.schema[k]) for k in KEY], "scenario", "checkpoint", "evaluated_at")
+    kept = failed.select(*KEY, "scenario").join(good, on=[*KEY, "scenario"], how="inner", nulls_equal=True)
+    if not kept.height:
+        return new
+    if notes is not None:
+        names = ", ".join(kept["checkpoint"].head(3).to_list()) + (" ..." if kept.height > 3 else "")
+        notes.append(f"{kept.height} checkpoints failed this time but had a successful evaluation: the earlier rows "
+                     f"are kept in `{EVALUATIONS}` (evaluated_at says when), this run's errors are only above ({names})")
+    return new.join(kept.select(*KEY, "scenario"), on=[*KEY, "scenario"], how="anti", nulls_equal=True)
 
 
 def _stage_partitioned(tx: Transaction, name: str, new: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
@@ -650,15 +681,19 @@ def evaluate_checkpoints(
             report.rows.append(row)
             if progress is not None:
                 progress(done, len(checkpoints), label)
-        staged = stage_evaluations(tx, report.rows, long_rows)
-        if baselines and report.rows:
+        staged = stage_evaluations(tx, report.rows, long_rows, report.notes)
+        if baselines and report.rows and staged is not None:  # nothing new staged: no baselines to renew
             from weightlake.experiments.baselines import evaluate_baselines, stage_baselines
 
             report.baselines = evaluate_baselines(lake, pairs, buffer, arch, scorer, {**context, **gt_cols},
                                                   metrics, include_slow)
             stage_baselines(tx, report.baselines, staged)
         summary = f"evaluated {len(checkpoints)} checkpoints on {scenario}/{split or 'all'} ({len(pairs.positions)} pairs)"
-        report.snapshot = tx.commit({"op": "evaluate_checkpoints", "summary": summary}).version
+        if tx.changed:
+            report.snapshot = tx.commit({"op": "evaluate_checkpoints", "summary": summary}).version
+        else:  # every checkpoint failed and kept its earlier evaluation: nothing to commit
+            report.snapshot = tx.parent.version
+            report.notes.append(f"nothing new to commit: the lake stays at snapshot {tx.parent.version}")
     report.seconds = time.perf_counter() - started
     return report
 
