@@ -70,6 +70,9 @@ def test_library_runs_refuse_the_same_before_loading_anything(lake_copy):
     for max_points in (0, 1):
         with pytest.raises(TopologyError, match="max_points must be at least 2"):
             analyze_topology_groups(lake_copy, max_points=max_points, degrees=())
+    for degrees in ((2,), (0, 2), (-1,), (0, 0)):  # the library took degree 2 (683 s for no diagram)
+        with pytest.raises(TopologyError, match=r"degrees must be homology degrees among \[0, 1\]"):
+            analyze_topology_groups(lake_copy, degrees=degrees)
 
 
 def test_an_ntk_on_no_inputs_is_refused():

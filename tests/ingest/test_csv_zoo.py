@@ -456,3 +456,20 @@ def test_row_major_copy_law(n, p, fortran):
     x = np.asfortranarray(x) if fortran else x
     y = row_major(x)
     assert y.flags.c_contiguous and np.array_equal(y, x)
+
+
+@pytest.mark.parametrize("kind", ["csv", "checkpoints"])
+def test_a_rejects_file_inside_the_lake_is_refused_before_any_row(lake_copy, small_csv, tmp_path, kind):
+    """``--rejects`` inside the lake wrote a stray file there, which ``gc`` later took for debris."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    before = wl.open_lake(lake_copy).manifest
+    bad = _edit(small_csv, tmp_path / "zoo [0, 1] gelu.csv", 9, "weight 12", "oops")
+    source = [str(bad), "--on-error", "skip"] if kind == "csv" else [str(tmp_path)]
+    result = CliRunner().invoke(main, ["ingest", kind, *source, "--zoo", "mnist-cnn-s", "--init", "kaiming_uniform",
+                                       "--rejects", str(lake_copy / "rejects.csv"), "--lake", str(lake_copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: refusing to write the rejects file")
+    assert not (lake_copy / "rejects.csv").exists() and wl.open_lake(lake_copy).manifest == before

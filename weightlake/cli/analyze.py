@@ -46,13 +46,10 @@ def _check_plot_dir(lake_dir: str, plot_dir: str | None) -> None:
         open_lake(lake_dir).check_output(plot_dir)
 
 
-HOMOLOGY_DEGREES = (0, 1)
-"""Degrees of the function-Rips measure `topology-groups` computes: its diagrams stop at H1, and H2 needs
-every 3-simplex of a 100-point Rips complex (`--degrees 0,2` ran 683 s)."""
-
-
 def _degrees(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
     """A click callback: ``'0,1'`` -> ``[0, 1]``; a degree other than 0 or 1, or one given twice, is a usage error."""
+    from weightlake.analysis.topology_groups import HOMOLOGY_DEGREES
+
     degrees = _parse_ints(text, "--degrees")
     bad = [d for d in degrees if d not in HOMOLOGY_DEGREES]
     if bad or len(set(degrees)) != len(degrees):

@@ -872,12 +872,19 @@ def ingest_checkpoints(lake_root: str | Path, root: str | Path, *, zoo: str, ini
         When no checkpoint fills any bin (nothing is committed; the message lists the
         epochs found and the bins tried).
     """
-    from weightlake.ingest.common import IngestReport, ZooWriter, check_zoo_dataset, check_zoo_name
+    from weightlake.ingest.common import (
+        IngestReport,
+        ZooWriter,
+        check_rejects_path,
+        check_zoo_dataset,
+        check_zoo_name,
+    )
     from weightlake.ingest.trainer_records import nothing_filled, resolve_bins, trainer_dataset, trainer_records
     from weightlake.storage.transaction import transaction
 
     started = time.perf_counter()
     check_zoo_name(zoo)  # before reading a single checkpoint
+    check_rejects_path(lake_root, rejects_path or "checkpoint-rejects.csv")
     files = scan_checkpoint_tree(root, arch, init=init, layout=layout, follow_symlinks=follow_symlinks)
     records = trainer_records(files)
     bins, bins_from = resolve_bins(bins, records)

@@ -15,6 +15,7 @@ metadata rows plus float32 weight rows and hand them to a :class:`ZooWriter`, wh
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import re
 import threading
@@ -76,6 +77,27 @@ def check_init(init: str) -> str:
     if init not in INITS:
         raise IngestError(f"unknown initialisation {init!r}; expected one of {INITS}")
     return init
+
+
+def check_rejects_path(lake_root: str | os.PathLike[str], rejects: str | os.PathLike[str]) -> None:
+    """Refuse a rejects file inside a local lake root (before any row is read): the lake changes
+    only through commits, and ``gc`` would take the file for a stray one.
+
+    Raises
+    ------
+    IngestError
+        ``rejects`` is the lake root or lies under it.
+    """
+    from weightlake.storage.store import split_url
+
+    scheme, rest = split_url(lake_root)
+    if scheme not in (None, "file"):
+        return
+    root, target = Path(rest).resolve(), Path(rejects).resolve()
+    if target == root or root in target.parents:
+        raise IngestError(f"refusing to write the rejects file {str(rejects)!r}: it lies inside the lake "
+                          f"{str(lake_root)!r}, which changes only through weightlake's own commands; give --rejects "
+                          "a path outside it")
 
 
 def check_zoo_name(zoo: str) -> str:

@@ -39,6 +39,7 @@ from weightlake.ingest.common import (
     IngestReport,
     ZooWriter,
     check_init,
+    check_rejects_path,
     check_zoo_dataset,
     check_zoo_name,
     file_fingerprint,
@@ -355,6 +356,8 @@ def _ingest_csv(lake_root: Path | str, path: Path | str, *, zoo: str, init: str,
     bins = parse_epoch_bins(epoch_bins)
     root, path = Path(lake_root), Path(path)
     check_input_file(path)
+    if on_error == "skip":
+        check_rejects_path(lake_root, rejects_path or f"{path}.rejects.csv")
     check_header(path, arch)
     started = time.perf_counter()
     report = IngestReport(zoo=zoo, source=str(path))
