@@ -103,3 +103,22 @@ def test_an_unknown_zoo_is_named_as_such_not_as_one_without_a_dataset(lake_copy,
     result = CliRunner().invoke(main, ["analyze", command, "--zoo", "nope", "--lake", str(lake_copy)])
     line = _one_line(result)
     assert result.exit_code == 1 and "no zoo 'nope'" in line and "--images" not in line, result.output
+
+
+def test_more_probe_images_than_a_models_classes_hold_are_refused(lake_copy):
+    """``--probe-images 100000`` drew the 1,000-2,000 test images there were, while the report and
+    the params said 100000."""
+    from tests.conftest import FASHION_INSTALLED
+
+    if not FASHION_INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    from weightlake.compute.ntk import analyze_ntk
+    from weightlake.compute.superweights import analyze_super_weights
+
+    before = wl.open_lake(lake_copy).snapshot
+    with pytest.raises(QueryError, match=r"--probe-images 100000: the test split of fashion-mnist holds [\d,]+ "
+                                         r"images of classes \[\d"):
+        analyze_super_weights(lake_copy, sample=3, probe_images_n=100000, images="fashion-mnist")
+    with pytest.raises(QueryError, match="fewer than asked"):
+        analyze_ntk(lake_copy, sample=3, probe_images_k=100000, images="fashion-mnist")
+    assert wl.open_lake(lake_copy).snapshot == before

@@ -157,6 +157,33 @@ def probe_images(dataset: str, classes: Any, n: int, seed: int = 0, split: str =
     return x[order], y[order]
 
 
+def check_probe_supply(dataset: str, class_sets: Any, n: int, split: str = "test") -> None:
+    """Refuse ``n`` probe images where a model's classes hold fewer in ``split`` (before any model runs).
+
+    Was: :func:`probe_images` returned what there was (1,000 images of one Fashion-MNIST class
+    for ``--probe-images 100000``) while the report and the params said 100000.
+
+    Raises
+    ------
+    QueryError
+        Naming the class set, the images it has and the count asked.
+    """
+    from weightlake.zoo.idx import load_dataset
+
+    _, labels = load_dataset(dataset, split)  # type: ignore[arg-type]
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=1)
+    worst: tuple[int, list[int]] | None = None
+    for classes in {tuple(sorted(int(c) for c in cs)) for cs in class_sets if cs}:
+        per_class = -(-int(n) // len(classes))
+        have = [int(counts[c]) if c < len(counts) else 0 for c in classes]
+        if sum(min(h, per_class) for h in have) < n and (worst is None or sum(have) < worst[0]):
+            worst = (sum(have), list(classes))
+    if worst is not None:
+        raise QueryError(f"--probe-images {n}: the {split} split of {dataset} holds {worst[0]:,} images of classes "
+                         f"{worst[1]} (a model's classes; drawn balanced over them), fewer than asked; ask for at "
+                         f"most {worst[0]:,}, or fewer where classes differ in size")
+
+
 def check_probe_count(n: Any) -> None:
     """Refuse a probe-image count below 1 (called before any model is loaded)."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:

@@ -34,6 +34,7 @@ from weightlake.compute._common import (
     Progress,
     RunReport,
     check_probe_count,
+    check_probe_supply,
     commit_tables,
     dataset_notes,
     probe_images,
@@ -137,6 +138,7 @@ def compute_ntk(lake: Any, zoo: str, *, sample: int | None = 100, probe_images_k
     arch, rows = lake.arch(zoo), []  # an unknown zoo is refused as such, not as one without a recorded dataset
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
+    check_probe_supply(dataset, chosen.meta["classes"].to_list(), probe_images_k)
     with torch_threads(torch.get_num_threads()):
         for done, meta in enumerate(chosen.meta.iter_rows(named=True), start=1):
             x, _ = probe_images(dataset, meta["classes"], probe_images_k, seed)

@@ -35,6 +35,7 @@ from weightlake.compute._common import (
     Progress,
     RunReport,
     check_probe_count,
+    check_probe_supply,
     commit_tables,
     dataset_notes,
     probe_images,
@@ -172,6 +173,7 @@ def compute_super_weights(lake: Any, zoo: str, *, sample: int | None = 20, probe
     check_scan_counts(lake.arch(zoo), top, ks)
     dataset = zoo_dataset(lake, zoo, images)
     chosen = sample_models(lake, zoo, sample, seed, all_rows, model_ids)
+    check_probe_supply(dataset, chosen.meta["classes"].to_list(), probe_images_n)
     weights, sparsity = [], []
     with torch.no_grad():
         for done, meta in enumerate(chosen.meta.iter_rows(named=True), start=1):
