@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars.selectors as cs
 import pytest
 import torch
 from click.testing import CliRunner
@@ -91,3 +92,15 @@ def test_a_failed_re_evaluation_keeps_the_earlier_good_row(lab) -> None:
     assert result.exit_code == 1 and open_lake(lake).snapshot == snapshot + 1, result.output
     rows = open_lake(lake).sql(query + " ORDER BY evaluated_at").rows(named=True)
     assert len(rows) == 2 and rows[0] == before[0] and rows[1]["error"] is None
+
+
+def test_values_not_computed_are_null_not_nan(lab) -> None:
+    """With --images none the accuracies were stored as NaN: avg(pd_accuracy) over the table was NaN."""
+    lake, root = lab
+    assert _evaluate(lake, root / "run_h2").exit_code == 0
+    row = open_lake(lake).sql("SELECT pd_accuracy, gt_accuracy, avg(pd_accuracy) OVER () AS mean, "
+                              "pd_mse FROM evaluations").rows(named=True)[0]
+    assert row["pd_accuracy"] is None and row["gt_accuracy"] is None and row["mean"] is None
+    assert row["pd_mse"] is not None and row["pd_mse"] == row["pd_mse"]
+    floats = open_lake(lake).table("evaluations").collect().select(cs.float()).fill_null(0.0)
+    assert not any(floats[c].is_nan().any() for c in floats.columns)  # no NaN left anywhere

@@ -274,9 +274,14 @@ def _dtype(name: str, values: Iterable[Any]) -> Any:
 
 
 def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    """A frame of ``rows`` (dicts with possibly different keys) with stable column types."""
+    """A frame of ``rows`` (dicts with possibly different keys) with stable column types.
+
+    A float NaN (a value not computed: accuracy with ``--images none``, a silhouette of collapsed
+    rows, a mean over no finite pair) is stored as null, so SQL aggregates skip it: stored as
+    NaN, ``avg(pd_accuracy)`` over a scenario was NaN.
+    """
     names = list(dict.fromkeys(k for row in rows for k in row))
-    data = {n: [row.get(n) for row in rows] for n in names}
+    data = {n: [None if isinstance(v, float) and v != v else v for v in (row.get(n) for row in rows)] for n in names}
     return pl.DataFrame(data, schema={n: _dtype(n, data[n]) for n in names})
 
 
