@@ -162,6 +162,7 @@ def test_export_of_several_inits_is_refused_naming_them(lake_copy, tmp_path):
                                        str(lake_copy)])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "--where \"(epoch = 11) AND init = 'kaiming_uniform'\"" in result.output and not out.exists()
+    assert not out.parent.exists()  # the CLI made the folder first and left it empty
     n = export_csv(wl.open_lake(lake_copy), out, where="init = 'xavier_normal'")
     assert n == 72 and _read(out).equals(_read(other))
 

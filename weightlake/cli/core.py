@@ -278,19 +278,30 @@ def export_csv_cmd(zoo: str | None, where: str | None, output: str, lake_dir: st
 
     lake = _open(lake_dir, snapshot=snapshot)
     lake.check_output(output)  # before any folder is made: not inside the lake, not a URL
-    _make_parent(output)
-    with progress_bar(None, "export csv", "models") as bar:
-        n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)
+    made = _make_parent(output)
+    try:
+        with progress_bar(None, "export csv", "models") as bar:
+            n = export_csv(lake, output, zoo=zoo, where=where, progress=bar.update)
+    except BaseException:  # a refusal (several inits, no class sets ...) leaves no empty folder behind
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     click.echo(f"wrote {n} models to {output}")
 
 
-def _make_parent(output: str) -> None:
-    """Create the output file's folder (``-o runs/today/zoo.csv``), or say in one line why not."""
-    parent = Path(output).parent
+def _make_parent(output: str) -> list[Path]:
+    """Create the output file's folder (``-o runs/today/zoo.csv``), or say in one line why not;
+    returns the folders made, outermost first."""
+    parent = Path(output).parent.absolute()
+    made = [p for p in (parent, *parent.parents) if not p.exists()][::-1]
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create folder {parent} for {output}: {exc.strerror}") from None
+    return made
 
 
 # -- verify, info, history -----------------------------------------------------------------------
