@@ -170,3 +170,12 @@ def test_a_query_builds_only_the_layer_views_it_names(small_lake_dir) -> None:
     names = set(con.sql("SHOW TABLES").to_arrow_table().column("name").to_pylist())
     assert "weights_fc2" in names and "weights" not in names and "weights_fc1" not in names
     assert set(layer_views(lake)) == {f"weights_{layer.name}" for layer in lake.arch().layers}
+
+
+def test_a_scenario_parameter_naming_no_scenario_is_refused(analysed_lake_dir):
+    """As for ``zoo``: `query run pair_distances_by_split --param scenario=dmeo` gave an empty table, exit 0."""
+    lake = wl.open_lake(analysed_lake_dir)
+    assert run_named(lake, "pair_distances_by_split", {"scenario": "t"}).height > 0
+    with pytest.raises(NoSuchTableError, match=r"no scenario 'dmeo' \(--param scenario\) in pairs at snapshot "
+                                               r"\d+; scenarios there: \['t'\]"):
+        run_named(lake, "pair_distances_by_split", {"scenario": "dmeo"})

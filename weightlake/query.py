@@ -631,7 +631,32 @@ def run_named(lake: Lake, name: str, given: Mapping[str, str]) -> pl.DataFrame:
                          "see `weightlake query list` for how each is produced")
     bound = query.bind(given)
     _check_zoo_param(lake, query, bound)
+    _check_scenario_param(lake, query, bound)
     return run_sql(lake, query.sql, bound, zoo=_one_zoo(lake, bound))
+
+
+def _check_scenario_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any]) -> None:
+    """Refuse a ``scenario`` parameter that no table the query reads holds (as for ``zoo``): a mistyped
+    scenario gave an empty table. Scenarios are looked up in the ``scenario`` column of the tables in
+    its ``requires`` (evaluations may name scenarios ingested from tracking files, not declared) and
+    in ``scenarios``."""
+    scenario = bound.get("scenario")
+    default = next((p.default for p in query.params if p.name == "scenario"), None)
+    tables = [t for t in query.requires if t in lake.manifest.tables]
+    if not isinstance(scenario, str) or scenario == default or not tables:
+        return
+    held: set[str] = set()
+    for table in tables:
+        frame = lake.table(table)
+        if "scenario" not in frame.collect_schema().names():
+            return  # a table without the column: the query scopes the scenario some other way
+        held |= set(frame.select("scenario").unique().collect()["scenario"].drop_nulls().to_list())
+    if "scenarios" in lake.manifest.tables:  # a declared scenario of no pairs is a true empty answer
+        held |= set(lake.table("scenarios").select("scenario").collect()["scenario"].to_list())
+    if scenario not in held:
+        raise NoSuchTableError(f"query {query.name!r}: no scenario {scenario!r} (--param scenario) in "
+                               f"{', '.join(tables)} at snapshot {lake.snapshot}; scenarios there: "
+                               f"{sorted(held) or 'none'}")
 
 
 def _check_zoo_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any]) -> None:
