@@ -170,3 +170,10 @@ def test_snapshot_option_reads_an_earlier_snapshot(run, small_csv, tmp_path):
         assert out.strip().splitlines()[-1] == ("error: the lake has no snapshot version 9: its snapshots are 0 to 2 "
                                                 "(`weightlake history` lists them)"), out
     assert "x>=0" in run("sql", "SELECT 1", "--snapshot", "-1", "--lake", lake, code=2)
+
+
+def test_a_class_set_is_printed_whole(small_lake_dir):
+    """The table format cut lists to three items: a class set printed as [0, 1, … 9]."""
+    result = CliRunner().invoke(main, ["sql", "SELECT [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] AS classes, "
+                                       "count(*) AS n FROM models", "--lake", str(small_lake_dir)])
+    assert result.exit_code == 0 and "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in result.stdout, result.output

@@ -204,7 +204,9 @@ def write_frame(df, fmt: str, output: str | None, max_rows: int = 40) -> None:  
     elif fmt == "json":
         _emit(json.dumps(_flatten_for_text(df).to_dicts(), default=str, indent=None) + "\n", output)
     else:
-        with pl.Config(tbl_rows=max_rows, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=160):
+        # lists of up to 10 items in full: a class set [0, 1, … 3] hid which classes
+        with pl.Config(tbl_rows=max_rows, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=160,
+                       fmt_table_cell_list_len=10):
             _emit(str(df) + "\n", output)
     if output:
         click.echo(f"wrote {df.height} rows to {output}", err=True)
