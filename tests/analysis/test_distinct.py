@@ -45,7 +45,7 @@ def test_checkpoints_of_one_run_are_counted_as_runs_and_said() -> None:
     # runs: (gelu, 3) at 11 and 16; (relu, 3) at 11; (relu, 5) at 11 (its epoch-16 row is a fallback copy)
     assert (sel.n_runs, sel.runs_several, sel.last_epoch) == (3, 1, 16)
     assert "checkpoints of 3 training runs, 1 of them at several epochs" in sel.note()
-    assert "`epoch = 16`" in sel.note() and "runs" not in sel.note(runs=False)
+    assert "`WHERE epoch = 16`" in sel.note() and "runs" not in sel.note(runs=False)
     assert sel.to_dict()["runs_at_several_epochs"] == 1
     one_epoch = distinct_models(meta.filter(pl.col("epoch") == 11))
     assert one_epoch.n_runs == 3 and one_epoch.runs_several == 0 and "runs" not in one_epoch.note()

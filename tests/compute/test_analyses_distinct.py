@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import weightlake as wl
 from weightlake.cli import main
 from weightlake.compute.analyses import analyze_correlations, analyze_spectra
-from weightlake.errors import IngestError
+from weightlake.errors import IngestError, QueryError
 from weightlake.ingest.checkpoints import ingest_checkpoints
 from weightlake.ingest.csv_zoo import ingest_csv
 
@@ -103,7 +103,6 @@ def test_quick_spectra_count_distinct_models_too(copied_lake: Path) -> None:
 def test_checkpoints_of_one_run_are_said_in_the_note_the_params_and_the_figure(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Was: runs checkpointed at two epochs went into every p-value as twice the samples, unsaid."""
-    import weightlake.compute.analyses as analyses
     from weightlake.analysis.distinct import distinct_models
     from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
 
@@ -112,16 +111,32 @@ def test_checkpoints_of_one_run_are_said_in_the_note_the_params_and_the_figure(t
     ingest_csv(tmp_path / "lake", tmp_path / "zoo.csv", zoo="z", init="normal")
     sel = distinct_models(wl.open_lake(tmp_path / "lake").models().collect())
     assert sel.n_runs == 12 and sel.runs_several > 0  # 6 class pairs x 2 activations, at epochs 11 and 16
-    units = []
-    real = analyses._correlation_plots
-    monkeypatch.setattr(analyses, "_correlation_plots", lambda *a, **k: units.append(a[5]) or real(*a, **k))
+    from weightlake.analysis.heatmaps import select
+
     report = analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy", "epoch"], features="aggregates",
                                   methods=["pearson"], plot_dir=tmp_path / "plots")
     assert f"checkpoints of 12 training runs, {sel.runs_several} of them at several epochs" in str(report)
+    assert "--per-run last" in str(report)
     assert _params(wl.open_lake(tmp_path / "lake"), "correlations")["models"]["runs_at_several_epochs"] == \
         sel.runs_several
-    assert units == ["distinct models of 12 runs"]  # every figure's "n=..." says what n counts
-    # grouped by epoch, each group holds one checkpoint per run: the figures' units stay plain
+    table = wl.open_lake(tmp_path / "lake").table("correlations").collect()
+    assert set(table["runs"]) == {12} and (table["n"] > table["runs"]).all()  # every row says it
+    header = select(table, method="pearson", kind="aggregate").header("distinct models")
+    assert f"n={sel.n_distinct} distinct models of 12 runs (p-values take a run's checkpoints as independent)" \
+        in header  # every figure's title, also when redrawn from the table (`correlation-figures`)
+    # grouped by epoch, each group holds one checkpoint per run: the titles stay plain
     analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy"], by=["epoch"], features="aggregates",
                          methods=["pearson"], plot_dir=tmp_path / "by")
-    assert units[-1] == "distinct models"
+    table = wl.open_lake(tmp_path / "lake").table("correlations").collect()
+    assert (table["n"] == table["runs"]).all()
+    assert "runs" not in select(table.filter(pl.col("epoch") == 11), method="pearson", kind="aggregate").header("")
+    # one checkpoint per run: each run counts once, the latest checkpoint of each
+    report = analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy", "epoch"], features="aggregates",
+                                  methods=["pearson"], per_run="last")
+    table = wl.open_lake(tmp_path / "lake").table("correlations").collect()
+    assert set(table["n"]) == set(table["runs"]) == {12} and "each run counts once" in str(report)
+    meta = wl.open_lake(tmp_path / "lake").models("z").collect()
+    latest = meta.group_by("activation", "class_mask").agg(pl.col("epoch").max())
+    assert latest.height == 12
+    with pytest.raises(QueryError, match="per_run must be one of"):
+        analyze_correlations(tmp_path / "lake", zoo="z", against=["accuracy"], per_run="first")

@@ -127,8 +127,10 @@ def _format_runs(n_runs: int | None, several: int, epoch: int | None) -> str:
     if not several:
         return ""
     return (f"; they are checkpoints of {n_runs} training runs, {several} of them at several epochs: "
-            "a p-value over models takes those checkpoints for independent samples; within one epoch "
-            f"(`--by epoch`, or the ids of `epoch = {epoch}`) each run counts once")
+            "a p-value over models takes those checkpoints for independent samples; one checkpoint per run "
+            "(correlations `--per-run last`) or one epoch (correlations `--by epoch`, SQL "
+            f"`WHERE epoch = {epoch}`) counts each run at most once (an early-stopped run only at the epoch "
+            "it stopped)")
 
 
 def _runs(meta: pl.DataFrame, keep: np.ndarray) -> tuple[int | None, int, int | None]:

@@ -36,7 +36,7 @@ from weightlake.errors import ArchitectureError
 
 POOLINGS: tuple[str, ...] = ("mean", "max_abs")
 NOT_GROUP: frozenset[str] = frozenset({"feature", "param", "layer", "against", "method", "r", "p", "q",
-                                       "p_bonferroni", "n", "kind", "snapshot", "zoo"})
+                                       "p_bonferroni", "n", "runs", "kind", "snapshot", "zoo"})
 """Columns of a correlations table that are not group keys."""
 GREY = "0.82"
 HATCH = "////"
@@ -51,10 +51,13 @@ class Selection:
     group: dict[str, Any]
     method: str
     n: str
+    runs: str = ""
+    """The training runs the ``n`` models come from, where some run counts several times (else empty)."""
 
     def header(self, units: str) -> str:
         group = ", ".join(f"{k}={v}" for k, v in self.group.items()) or "all models"
-        return f"{self.zoo} | {group} | n={self.n} {units}"
+        runs = f" of {self.runs} runs (p-values take a run's checkpoints as independent)" if self.runs else ""
+        return f"{self.zoo} | {group} | n={self.n} {units}{runs}"
 
 
 def group_columns(table: Any) -> list[str]:
@@ -104,7 +107,10 @@ def select(table: Any, *, method: str, kind: str | None = None, zoo: str | None 
         raise ArchitectureError(f"no {kind or ''} rows for method {method!r}, zoo {zoo!r}, group {dict(group)}")
     ns = sorted(set(part["n"].to_list()))
     n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-    return Selection(part, zoo, dict(group), method, n)
+    runs = sorted(set(part["runs"].drop_nulls().to_list())) if "runs" in part.columns else []
+    several = bool(runs) and max(ns) > min(runs)  # checkpoints of one run among the n: the title must say it
+    of_runs = (str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}") if several else ""
+    return Selection(part, zoo, dict(group), method, n, of_runs)
 
 
 def _choose_zoo(part: Any, zoo: str | None) -> str:
@@ -428,7 +434,7 @@ def cross_zoo_figure(tables: Mapping[str, Any], arch: Architecture | None = CNN_
         raise ArchitectureError(f"kind must be 'aggregate' or 'layer', got {kind!r}")
     if not tables:
         raise ArchitectureError("no tables to compare")
-    grids, headers = {}, {}
+    grids, headers, replicated = {}, {}, False
     for label, table in tables.items():
         zoo = label if "zoo" not in table.columns or label in set(table["zoo"].to_list()) else None
         sel = select(table, method=method, kind="param" if kind == "layer" else "aggregate", zoo=zoo,
@@ -439,8 +445,12 @@ def cross_zoo_figure(tables: Mapping[str, Any], arch: Architecture | None = CNN_
             grids[label] = layer_shares(sel.table, arch, alpha)
         else:
             grids[label] = _grid(sel.table, "feature", "against", features or _aggregate_rows(sel.table, arch))
-        group = ", ".join(f"{k}={v}" for k, v in sel.group.items())
-        headers[label] = f"{sel.zoo}{f' ({group})' if group else ''}\nn={sel.n}"
+        # one item a line: side by side, "zoo (activation=gelu)" ran into the next panel's title
+        lines = [sel.zoo, *(f"{k}={v}" for k, v in sel.group.items()), f"n={sel.n}"]
+        if sel.runs:
+            lines.append(f"of {sel.runs} runs")
+            replicated = True
+        headers[label] = "\n".join(lines)
     rows = list(features) if features is not None else _common([g.rows for g in grids.values()])
     cols = list(against) if against is not None else _common([g.cols for g in grids.values()])
     if not rows or not cols:
@@ -468,8 +478,9 @@ def cross_zoo_figure(tables: Mapping[str, Any], arch: Architecture | None = CNN_
     scale = f"0-{limit:.3g}%" if kind == "layer" else f"+-{limit:.2f}"
     fig.colorbar(image, ax=axes, label=f"{what}\n(shared scale {scale})", pad=0.01, shrink=0.8)
     zoos = ", ".join(aligned)
+    runs = "\np-values take a run's checkpoints as independent (--per-run last: one per run)" if replicated else ""
     fig.suptitle(title or f"across {len(aligned)} panels ({zoos}); {method}; n in {units}; "
-                 f"{'grey: q >= ' + format(alpha, 'g') if kind == 'aggregate' else what}", fontsize=9)
+                 f"{'grey: q >= ' + format(alpha, 'g') if kind == 'aggregate' else what}{runs}", fontsize=9)
     _legend(fig, alpha, grey=kind == "aggregate")
     return fig
 

@@ -123,13 +123,17 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
                    "with `analyze correlation-figures`.")
 @click.option("--all-rows", is_flag=True, help="Count every row, fallback copies and repeated vectors included "
                                                "(default: distinct models only; n in the table counts them).")
+@click.option("--per-run", type=click.Choice(["all", "last"]), default="all", show_default=True,
+              help="all: every distinct checkpoint (a run checkpointed at several epochs counts several times, and "
+                   "the p-values take its checkpoints as independent: column `runs` and the figures say so); last: "
+                   "each run's latest checkpoint, so every run counts once and the p-values hold.")
 @click.option("--dask", "dask_address", metavar="local|ADDRESS",
               help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
                    "scheduler (its workers must reach the lake). Same table as without it; draw figures afterwards "
                    "with `analyze correlation-figures`.")
 @lake_option
 def correlations_cmd(zoo: str | None, against: str, by: str, features: str, methods: str, plot_dir: str | None,
-                     all_rows: bool, dask_address: str | None, lake_dir: str) -> None:
+                     all_rows: bool, per_run: str, dask_address: str | None, lake_dir: str) -> None:
     """Correlations of parameters and layer aggregates with metadata -> table `correlations`.
 
     Pearson and Spearman with p-values, Benjamini-Hochberg q-values and Bonferroni, per
@@ -158,13 +162,13 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
         with progress_bar(None, "analyze correlations (dask)", "tasks") as bar:
             report = analyze_correlations_dask(lake_dir, address=dask_address, zoo=zoo, against=_list(against),
                                                by=_list(by), features=features, methods=_list(methods),
-                                               all_rows=all_rows, progress=bar.callback)
+                                               all_rows=all_rows, per_run=per_run, progress=bar.callback)
         click.echo(str(report))
         return
     with progress_bar(None, "analyze correlations", "stages") as bar:
         report = analyze_correlations(lake_dir, zoo=zoo, against=_list(against), by=_list(by), features=features,
                                       methods=_list(methods), plot_dir=plot_dir, all_rows=all_rows,
-                                      progress=bar.callback)
+                                      per_run=per_run, progress=bar.callback)
     click.echo(str(report))
 
 

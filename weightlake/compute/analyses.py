@@ -260,10 +260,17 @@ def _spectra_streamed(compute: Callable[..., pl.DataFrame], lake: Any, zoo: str,
 def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
                          against: Sequence[str] = ("accuracy", "epoch", "activation", "init", "classes", "n_classes"),
                          by: Sequence[str] = (), features: str = "both", methods: Sequence[str] = ("pearson", "spearman"),
-                         plot_dir: Path | str | None = None, all_rows: bool = False,
+                         plot_dir: Path | str | None = None, all_rows: bool = False, per_run: str = "all",
                          progress: Callable[[int, int], Any] | None = None,
                          memory: str | int | None = None) -> AnalysisReport:
     """Parameters and per-layer aggregates against metadata -> table ``correlations``.
+
+    ``per_run``: ``"all"`` (default) correlates every distinct checkpoint, so a run checkpointed
+    at several epochs counts several times: its checkpoints are not independent samples, and
+    the p-values take them as such.  Column ``runs`` says, on every row, how many training
+    runs the test's ``n`` models come from (``n > runs``: p-values overstated), and the
+    figures say it.  ``"last"`` keeps each run's latest distinct checkpoint, so every run counts
+    once and the p-values hold (``epoch`` is then the epoch each run's last checkpoint has).
 
     ``by`` names metadata columns to group by (``layer`` is accepted and is always a result
     column).  With ``plot_dir``, heatmaps are written there as PNG (parameters x metadata with
@@ -283,7 +290,7 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
 
     started = time.perf_counter()
     lake = open_lake(lake_root, memory=memory)
-    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
+    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows, per_run)
     slices = param_slices(plan.arch.n_params, plan.n_used, lake.memory) if plan.params else []
     total = len(slices) + plan.aggregates + bool(plot_dir)
     step = _Steps(progress, max(total, 1))
@@ -299,10 +306,7 @@ def analyze_correlations(lake_root: Path | str, *, zoo: str | None = None,
     if plan.aggregates:
         step()
     table = table.with_columns(snapshot=pl.lit(lake.snapshot, dtype=pl.Int64))
-    units = "rows (all_rows)" if all_rows else "distinct models"
-    runs = plan.record["models"]
-    if runs.get("runs_at_several_epochs") and not plan.options["group_by"]:  # a figure's n is models, not runs
-        units += f" of {runs['runs']} runs"
+    units = "rows (all_rows)" if all_rows else "distinct models"  # the figures take the runs from column `runs`
     notes = [plan.note]
     plots: list[str] = []
     if plot_dir:
@@ -330,6 +334,8 @@ class CorrelationPlan:
     note: str
     record: dict[str, Any]
     n_selected: int
+    run_counts: pl.DataFrame | None = None
+    """Training runs among each group's rows (column ``runs`` and the group columns); None when unknown."""
 
     @property
     def n_used(self) -> int:
@@ -340,8 +346,13 @@ class CorrelationPlan:
 
 
 def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Sequence[str], features: str,
-                     methods: Sequence[str], all_rows: bool) -> CorrelationPlan:
-    """Check the options against the zoo's metadata and choose the rows (distinct models with an accuracy)."""
+                     methods: Sequence[str], all_rows: bool, per_run: str = "all") -> CorrelationPlan:
+    """Check the options against the zoo's metadata and choose the rows (distinct models with an accuracy;
+    with ``per_run="last"`` each run's latest one)."""
+    from weightlake.analysis.distinct import run_columns
+
+    if per_run not in PER_RUN:
+        raise QueryError(f"per_run must be one of {list(PER_RUN)}, got {per_run!r}")
     zoo, _, meta = _zoo_meta(lake, zoo)
     keep, models, note = _selection(meta, all_rows)
     group_by = [b for b in by if b != "layer"]
@@ -350,9 +361,18 @@ def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Seq
         raise QueryError(f"unknown metadata column(s) {missing}; models have {meta.columns}")
     if features not in ("params", "aggregates", "both"):
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
+    runs = run_columns(meta)
+    if per_run == "last":
+        if runs is None:
+            raise QueryError(f"per_run='last': zoo {zoo!r} records no training runs (neither run_id nor init, "
+                             "activation, classes and epoch), so there is no run to take one checkpoint of")
+        before = int(keep.sum())
+        keep = keep & _last_of_each_run(meta, keep, runs)
+        note += (f"; one checkpoint per run (per_run='last': each run's latest, {int(keep.sum())} of the "
+                 f"{before}), so each run counts once")
     selected = int(keep.sum())
     record = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
-              "models": models}
+              "models": models, "per_run": per_run}
     no_accuracy = int(meta["accuracy"].filter(pl.Series(keep)).null_count()) if "accuracy" in against else 0
     if no_accuracy:  # left out of every column's tests, not only accuracy's: said, and recorded
         keep = keep & meta["accuracy"].is_not_null().to_numpy()
@@ -360,10 +380,35 @@ def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Seq
         note += (f"; {no_accuracy} of the {selected} have no accuracy and are left out of every correlation "
                  f"(n counts {selected - no_accuracy})")
     frame = meta.filter(pl.Series(keep)).select(*dict.fromkeys([*against, *group_by]))
+    run_counts = _runs_per_group(meta.filter(pl.Series(keep)), runs, group_by)
     return CorrelationPlan(zoo, lake.arch(zoo), keep, frame,
                            {"columns": list(against), "methods": list(methods), "group_by": group_by or None},
                            features in ("params", "both"), features in ("aggregates", "both"), note, record,
-                           selected)
+                           selected, run_counts)
+
+
+PER_RUN = ("all", "last")
+"""``analyze correlations --per-run``: every distinct checkpoint, or each training run's latest one."""
+
+
+def _last_of_each_run(meta: pl.DataFrame, keep: np.ndarray, runs: Sequence[str]) -> np.ndarray:
+    """Over ``meta``'s rows: true for the kept row of the latest epoch of each run (ties: the lowest model_id)."""
+    kept = meta.with_row_index("_row").filter(pl.Series(keep))
+    last = (kept.sort(["epoch", "model_id"], descending=[True, False], nulls_last=True)
+            .unique(subset=list(runs), keep="first", maintain_order=True))
+    out = np.zeros(meta.height, dtype=bool)
+    out[last["_row"].to_numpy()] = True
+    return out
+
+
+def _runs_per_group(used: pl.DataFrame, runs: Sequence[str] | None, group_by: Sequence[str]) -> pl.DataFrame | None:
+    """Training runs among the used rows, per group (column ``runs``, with the group columns); None without runs."""
+    if runs is None:
+        return None
+    key = pl.struct(list(runs))
+    if not group_by:
+        return pl.DataFrame({"runs": [used.select(key.n_unique()).item() if used.height else 0]})
+    return used.group_by(list(group_by)).agg(runs=key.n_unique())
 
 
 def param_slices(n_params: int, n_rows: int, memory: int) -> list[tuple[int, int]]:
@@ -422,7 +467,19 @@ def assemble_correlations(plan: CorrelationPlan, param_parts: Sequence[pl.DataFr
         aggs = pl.concat(aggregate_blocks) if aggregate_blocks else _empty_aggregates(plan.arch)
         layers = [c.split(".", 1)[0] for c in aggs.columns]
         parts.append(correlate(aggs, plan.frame, layers=layers, **plan.options).with_columns(kind=pl.lit("aggregate")))
-    return pl.concat(parts, how="diagonal_relaxed")
+    return _with_runs(pl.concat(parts, how="diagonal_relaxed"), plan)
+
+
+def _with_runs(table: pl.DataFrame, plan: CorrelationPlan) -> pl.DataFrame:
+    """Column ``runs``: the training runs among each test's rows (null when the zoo records none)."""
+    by = plan.options["group_by"] or []
+    if plan.run_counts is None:
+        return table.with_columns(runs=pl.lit(None, dtype=pl.Int64))
+    counts = plan.run_counts.with_columns(pl.col("runs").cast(pl.Int64))
+    if not by:
+        return table.with_columns(runs=pl.lit(counts["runs"][0], dtype=pl.Int64))
+    counts = counts.with_columns(pl.col(c).cast(table.schema[c]) for c in by if c in table.columns)
+    return table.join(counts, on=by, how="left", nulls_equal=True, maintain_order="left")
 
 
 def _adjust_families(parts: Sequence[pl.DataFrame], plan: CorrelationPlan) -> pl.DataFrame:

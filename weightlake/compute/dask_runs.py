@@ -205,7 +205,7 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
                                                         "n_classes"),
                               by: Sequence[str] = (), features: str = "both",
                               methods: Sequence[str] = ("pearson", "spearman"), all_rows: bool = False,
-                              progress: Callable[[int, int], Any] | None = None,
+                              per_run: str = "all", progress: Callable[[int, int], Any] | None = None,
                               memory: str | int | None = None) -> AnalysisReport:
     """:func:`weightlake.compute.analyses.analyze_correlations` (without plots) on a Dask cluster.
 
@@ -220,7 +220,7 @@ def analyze_correlations_dask(lake_root: Path | str, *, address: str = "local", 
 
     started = time.perf_counter()
     lake = open_lake(lake_root, memory=memory)
-    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows)
+    plan = correlation_plan(lake, zoo, against, by, features, methods, all_rows, per_run)
     jobs = chunk_jobs(lake.location, lake.manifest.zoo(plan.zoo).segments, plan.mask)
     run = run_token()
     with dask_client(address) as client:
