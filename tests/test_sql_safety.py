@@ -129,3 +129,16 @@ def test_reading_a_user_file_from_sql_says_how_instead(lake_copy: Path, tmp_path
     (tmp_path / "mine.csv").write_text("a\n1\n")
     with pytest.raises(QueryError, match="cannot read or write files"):
         wl.open_lake(lake_copy).sql(f"SELECT * FROM read_csv('{tmp_path / 'mine.csv'}')")
+
+
+def test_a_table_the_snapshot_lacks_says_what_it_holds(small_lake_dir):
+    """`--snapshot 0` (the lake's empty first entry) gave DuckDB's bare "Table with name models does not exist!"."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    result = CliRunner().invoke(main, ["sql", "SELECT count(*) FROM models", "--snapshot", "0",
+                                       "--lake", str(small_lake_dir)])
+    assert result.exit_code == 1 and "snapshot 0 holds no zoo and no table yet" in result.output, result.output
+    result = CliRunner().invoke(main, ["sql", "SELECT count(*) FROM spectr", "--lake", str(small_lake_dir)])
+    assert "has the views models, weights" in result.output

@@ -481,7 +481,8 @@ def run_sql(lake: Lake, query: str, params: Mapping[str, Any] | Sequence[Any] | 
         _check_names(table.column_names)
         return pl.from_arrow(table)  # type: ignore[return-value]
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}{_layer_hint(lake, exc)}") from exc
+        raise QueryError(f"query failed: {_first_line(exc)}{_hint(exc)}{_layer_hint(lake, exc)}"
+                         f"{_missing_table_hint(lake, exc)}") from exc
     finally:
         con.close()
 
@@ -517,6 +518,18 @@ def python_functions_scope(lake: Lake, names_functions: bool) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _missing_table_hint(lake: Lake, exc: BaseException) -> str:
+    """What the snapshot read holds, when a query names a table it lacks (``--snapshot 0`` holds no zoo
+    yet, so no ``models``: DuckDB's "Table with name models does not exist!" alone did not say why)."""
+    import re
+
+    if not re.search(r"Table with name \S+ does not exist", str(exc)):
+        return ""
+    views = [*(["models", "weights"] if lake.manifest.zoos else []), *sorted(lake.manifest.tables)]
+    held = f"has the views {', '.join(views)}" if views else "holds no zoo and no table yet"
+    return f" (snapshot {lake.snapshot} {held}; `weightlake history` says what each snapshot committed)"
 
 
 def _hint(exc: BaseException) -> str:

@@ -177,3 +177,17 @@ def test_a_class_set_is_printed_whole(small_lake_dir):
     result = CliRunner().invoke(main, ["sql", "SELECT [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] AS classes, "
                                        "count(*) AS n FROM models", "--lake", str(small_lake_dir)])
     assert result.exit_code == 0 and "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in result.stdout, result.output
+
+
+def test_csv_and_json_output_of_vectors(small_lake_dir, tmp_path):
+    """`sql "SELECT model_id, w FROM weights" --format csv` was a TypeError traceback, and JSON wrote
+    lists as strings ("classes": "[0, 1]")."""
+    query = "SELECT model_id, classes, w FROM weights JOIN models USING (model_id) ORDER BY model_id LIMIT 2"
+    out = tmp_path / "w [0, 1].csv"
+    result = CliRunner().invoke(main, ["sql", query, "--format", "csv", "-o", str(out), "--lake", str(small_lake_dir)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    rows = pl.read_csv(out, glob=False)
+    assert len(json.loads(rows["w"][0])) == 2464 and isinstance(json.loads(rows["classes"][0]), list)
+    result = CliRunner().invoke(main, ["sql", query, "--format", "json", "--lake", str(small_lake_dir)])
+    got = json.loads(result.stdout)
+    assert isinstance(got[0]["classes"], list) and len(got[0]["w"]) == 2464

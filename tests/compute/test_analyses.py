@@ -190,3 +190,35 @@ def test_models_without_accuracy_left_out_of_correlations_are_said(tmp_path):
     params = lake.manifest.table("correlations").properties["params:z"]
     assert f'"no_accuracy_left_out": {missing}' in params
     assert set(lake.sql("SELECT DISTINCT n FROM correlations WHERE against = 'epoch'")["n"]) == {14 - missing}
+
+
+def test_a_commit_elsewhere_during_an_analysis_keeps_it(lake_copy, small_csv, tmp_path, monkeypatch):
+    """A `scenario declare` while `analyze spectra` ran threw the finished analysis away ("the lake
+    moved ... run it again"). It commits now; a change of the zoo it read is still refused."""
+    import weightlake.compute.analyses as analyses
+    from weightlake.ingest.csv_zoo import ingest_csv
+    from weightlake.scenarios import declare_scenario
+
+    real = analyses._commit
+    meanwhile = []
+
+    def commit_after(*args, **kw):  # another writer commits between the read and the commit
+        meanwhile.pop()()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(analyses, "_commit", commit_after)
+    meanwhile.append(lambda: declare_scenario(lake_copy, "elsewhere", zoo="mnist-cnn-s"))
+    report = analyses.analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1"])
+    lake = wl.open_lake(lake_copy)
+    assert report.snapshot == lake.snapshot and "elsewhere" in lake.table("scenarios").collect()["scenario"].to_list()
+    assert lake.table("spectra").collect().height == report.rows
+    other = tmp_path / "more [0, 1].csv"  # the zoo itself changes: the analysis read a zoo that is gone
+    from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    write_synthetic_csv(other, labels=all_labels()[:3], seed=11)
+    meanwhile.append(lambda: ingest_csv(lake_copy, other, zoo="mnist-cnn-s", init="xavier_normal"))
+    before = wl.open_lake(lake_copy).table("spectra").collect()
+    with pytest.raises(QueryError, match=r"the lake moved from snapshot \d+ to \d+ during the analysis and zoo "
+                                         r"'mnist-cnn-s' changed; run it again"):
+        analyses.analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1"])
+    assert wl.open_lake(lake_copy).table("spectra").collect().equals(before)

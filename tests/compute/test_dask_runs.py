@@ -232,3 +232,15 @@ def test_a_non_finite_weight_on_a_local_cluster_is_one_line(small_lake_dir: Path
     assert f"zoo 'mnist-cnn-s': 1 models have non-finite weights (model_id {model_id})" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1, proc.stderr
     assert tree_state(root) == before
+
+
+@pytest.mark.parametrize("address", ["lcoal", "127.0.0.1", "tcp:/host:8786"])
+def test_an_address_that_names_no_scheduler_is_one_line(small_lake_dir: Path, address: str) -> None:
+    """`--dask lcoal` printed "started", then distributed's ValueError traceback."""
+    from click.testing import CliRunner
+
+    from weightlake.cli import main
+
+    result = CliRunner().invoke(main, ["analyze", "spectra", "--dask", address, "--lake", str(small_lake_dir)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"error: --dask {address!r} names no scheduler: give 'local'" in result.output

@@ -202,7 +202,7 @@ def write_frame(df, fmt: str, output: str | None, max_rows: int = 40) -> None:  
         text = _flatten_for_text(df).write_csv()
         _emit(text, output)
     elif fmt == "json":
-        _emit(json.dumps(_flatten_for_text(df).to_dicts(), default=str, indent=None) + "\n", output)
+        _emit(json.dumps(df.to_dicts(), default=str, indent=None) + "\n", output)  # lists stay JSON lists
     else:
         # lists of up to 10 items in full: a class set [0, 1, … 3] hid which classes
         with pl.Config(tbl_rows=max_rows, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=160,
@@ -215,9 +215,11 @@ def write_frame(df, fmt: str, output: str | None, max_rows: int = 40) -> None:  
 def _flatten_for_text(df):  # noqa: ANN001, ANN202
     import polars as pl
 
+    # CSV cells hold a nested value as its JSON text. Was: map_elements over a fixed-size array
+    # (a weight vector, a Betti curve) handed polars Series to json, a TypeError traceback.
     nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
-    return df.with_columns([pl.col(c).map_elements(lambda v: json.dumps(list(v) if not isinstance(v, dict) else v),
-                                                   return_dtype=pl.String) for c in nested]) if nested else df
+    return df.with_columns([pl.Series(c, [None if v is None else json.dumps(v) for v in df[c].to_list()],
+                                      dtype=pl.String) for c in nested]) if nested else df
 
 
 def _emit(text: str, output: str | None) -> None:

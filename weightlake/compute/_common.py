@@ -193,16 +193,14 @@ def check_probe_count(n: Any) -> None:
 def commit_tables(lake_root: Path | str, tables: Mapping[str, pl.DataFrame], zoo: str, params: dict[str, Any],
                   snapshot: int) -> int:
     """Commit derived tables (partitioned by zoo, ``params`` recorded) in one transaction."""
-    from weightlake.compute.analyses import _commit
+    from weightlake.compute.analyses import _commit, check_inputs_unchanged
     from weightlake.storage.transaction import transaction
 
     if len(tables) == 1:
         name, df = next(iter(tables.items()))
         return _commit(Path(lake_root), name, df, zoo, params, snapshot)
     with transaction(Path(lake_root)) as tx:
-        if tx.parent.version != snapshot:
-            raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
-                             "run it again")
+        check_inputs_unchanged(tx, snapshot, zoo, list(tables))
         for name, df in tables.items():
             tx.put_table(name, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
                          properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})

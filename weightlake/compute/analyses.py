@@ -104,25 +104,42 @@ def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
 
 
 def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int, *,
-            partition_by: Sequence[str] = ("zoo",), key: str | None = None) -> int:
+            partition_by: Sequence[str] = ("zoo",), key: str | None = None, reads: Sequence[str] = ()) -> int:
     """Commit ``df`` as the ``zoo`` part of ``table`` (column ``zoo`` added), ``params`` recorded under ``key``.
 
     ``partition_by`` (default the zoo) names the columns whose partitions a re-run replaces;
     a table of a scenario's pairs partitions by ``("scenario", "split")`` and records its
-    params under the scenario's name.
+    params under the scenario's name.  ``reads``: the tables the analysis read besides the
+    zoo (see :func:`check_inputs_unchanged`).
     """
     from weightlake.storage.transaction import transaction
 
     key = key or zoo
     with transaction(Path(lake_root)) as tx:
-        if tx.parent.version != snapshot:
-            raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis; "
-                             "run it again")
+        check_inputs_unchanged(tx, snapshot, zoo, (table, *reads))
         df, params = _keep_other_layers(tx, table, df, zoo, key, params)
         tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
                      properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})
         return tx.commit({"op": f"analyze-{table}", "zoo": zoo,
                           "summary": f"{table}: {df.height} rows for {key} from snapshot {snapshot}"}).version
+
+
+def check_inputs_unchanged(tx: Any, snapshot: int, zoo: str, tables: Sequence[str]) -> None:
+    """Refuse to commit an analysis of ``snapshot`` when the lake moved and changed what it read.
+
+    Was: any commit between the read and the commit (a ``scenario declare`` beside an
+    ``analyze spectra``) threw the finished analysis away ("the lake moved ... run it again").
+    Now it is refused only when the zoo it read (its models, weights or architecture) or one of
+    ``tables`` (the table it writes, and those it read) differs between the two snapshots.
+    """
+    if tx.parent.version == snapshot:
+        return
+    read = tx.store.version(snapshot)
+    changed = ([f"zoo {zoo!r}"] if read.zoos.get(zoo) != tx.parent.zoos.get(zoo) else []) + \
+        [f"table {t!r}" for t in dict.fromkeys(tables) if read.tables.get(t) != tx.parent.tables.get(t)]
+    if changed:
+        raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis and "
+                         f"{', '.join(changed)} changed; run it again")
 
 
 def _keep_other_layers(tx: Any, table: str, df: pl.DataFrame, zoo: str, key: str,

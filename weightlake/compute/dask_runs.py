@@ -64,12 +64,27 @@ def dask_client(address: str, *, workers: int = LOCAL_WORKERS) -> Iterator[Any]:
                           dashboard_address=None, silence_logs=quiet) as cluster, Client(cluster) as client:
             yield client
         return
+    check_dask_address(address)
     try:
         client = Client(address, timeout="20s")
     except (OSError, TimeoutError) as exc:
         raise QueryError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from exc
+    except ValueError as exc:  # an address distributed cannot parse
+        raise QueryError(f"--dask {address!r}: {exc}; give 'local' or tcp://HOST:PORT") from None
     with client:
         yield client
+
+
+def check_dask_address(address: str) -> None:
+    """Refuse an address that names no scheduler before anything starts: ``--dask lcoal`` (a typo of
+    ``local``) and ``--dask 127.0.0.1`` (no port) were tracebacks from distributed."""
+    import re
+
+    if address == "local":
+        return
+    if not re.fullmatch(r"(tcp|tls|ucx|inproc)://[^/\s:]+(:\d+)?|[^/\s:]+:\d+", address or ""):
+        raise QueryError(f"--dask {address!r} names no scheduler: give 'local' (a LocalCluster on 127.0.0.1) or a "
+                         "scheduler's address such as tcp://HOST:8786")
 
 
 def run_token() -> str:
