@@ -83,3 +83,17 @@ def test_timeout_settings_are_checked(closed_port: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("WEIGHTLAKE_S3_RETRIES", "many")
     with pytest.raises(StoreError, match=r"\$WEIGHTLAKE_S3_RETRIES must be a number, got 'many'"):
         wl.open_lake("s3://bucket-x/lake")
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"AWS_ENDPOINT_URL": "127.0.0.1:5077"}, "is no endpoint URL: give its scheme, e.g. http://127.0.0.1:5077"),
+    ({"AWS_ALLOW_HTTP": ""}, "is plain http, which the store refuses unless AWS_ALLOW_HTTP=true"),
+])
+def test_an_endpoint_setting_the_store_cannot_use_is_one_line(closed_port: str, monkeypatch: pytest.MonkeyPatch,
+                                                               env: dict[str, str], words: str) -> None:
+    """No scheme was a Rust panic and a traceback; http without AWS_ALLOW_HTTP was "builder error"."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(main, ["info", "--lake", "s3://bucket-x/lake"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "panic" not in result.output.lower()
+    assert result.output.strip().splitlines()[-1].startswith("error: $AWS_ENDPOINT_URL=") and words in result.output

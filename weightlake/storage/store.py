@@ -212,7 +212,10 @@ class S3Store(Store):
                              f"{self.bucket!r} exist?") from None
         except BaseError as exc:
             hint = _unreachable_hint(exc)
-            if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            if "169.254.169.254" in str(exc):  # no key in the environment: obstore asked the instance metadata service
+                hint = ("; no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE), so "
+                        "the store asked the instance metadata service at 169.254.169.254, which refused")
+            elif isinstance(exc, PermissionDeniedError | UnauthenticatedError):
                 hint = ("; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and "
                         f"what they may do in bucket {self.bucket!r}")
             raise StoreError(f"cannot {op} {self.uri(key)!r}: {_first_line(exc)}{hint}") from None
@@ -395,10 +398,30 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def check_endpoint() -> None:
+    """Refuse an endpoint setting obstore cannot use, in one line, before any request.
+
+    Was: ``AWS_ENDPOINT_URL=127.0.0.1:5077`` (no scheme) was a Rust panic and a Python traceback,
+    and an ``http://`` endpoint without ``AWS_ALLOW_HTTP=true`` failed as "builder error".
+    """
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        url = os.environ.get(name)
+        if not url:
+            continue
+        if not re.match(r"https?://[^/\s]+", url):
+            raise StoreError(f"${name}={url!r} is no endpoint URL: give its scheme, e.g. http://{url.split('://')[-1]}")
+        if url.startswith("http://") and not _allow_http():
+            raise StoreError(f"${name}={url!r} is plain http, which the store refuses unless AWS_ALLOW_HTTP=true "
+                             "(a local S3 server such as moto or MinIO)")
+        return
+
+
 def _aws_config() -> dict[str, Any]:
     """obstore reads the ``AWS_*`` variables itself; we add the region default, ``allow_http``,
     and bounded timeouts and retries (see :data:`RETRY_TIMEOUT`)."""
     from datetime import timedelta
+
+    check_endpoint()
 
     client: dict[str, Any] = {
         "connect_timeout": timedelta(seconds=_seconds("WEIGHTLAKE_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT)),
