@@ -228,3 +228,16 @@ def test_plot_labels_name_the_pairs_when_the_rows_are_on_several_sets() -> None:
     labels = _plot_labels(two)["checkpoint"].to_list()
     assert labels[0] == "exp/r/a.pth [10 pairs of snapshot 2]" and labels[4] == "exp/r/a.pth [10 pairs of snapshot 5]"
     assert len(set(labels)) == len(labels)
+
+
+def test_metric_ranks_leave_a_tied_column_uncoloured() -> None:
+    """A column where every row tied (saturation_share 0 everywhere) was drawn as every row worst."""
+    from weightlake.experiments.report import metric_ranks
+
+    frame = pl.DataFrame({"pd_mse": [0.3, 0.1, 0.2, None], "pd_saturation_share": [0.0, 0.0, 0.0, 0.0],
+                          "pd_cosine": [0.9, 0.9, 0.1, 0.5]})
+    ranks = metric_ranks(frame, ["pd_mse", "pd_saturation_share", "pd_cosine"])
+    np.testing.assert_allclose(ranks[:3, 0], [1.0, 0.0, 0.5])
+    assert np.isnan(ranks[3, 0])
+    assert np.isnan(ranks[:, 1]).all()  # tied: no rank, grey
+    np.testing.assert_allclose(ranks[:, 2], [1 / 6, 1 / 6, 1.0, 2 / 3])  # higher is better; the two 0.9 share rank 1.5

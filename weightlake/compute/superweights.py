@@ -136,13 +136,39 @@ def analyze_super_weights(lake_root: Path | str, *, zoo: str | None = None, samp
     tables, chosen, dataset = compute_super_weights(lake, zoo, sample=sample, probe_images_n=probe_images_n,
                                                     images=images, top=top, ks=ks, seed=seed, all_rows=all_rows,
                                                     model_ids=model_ids, progress=progress)
-    notes = [*dataset_notes(lake, zoo, dataset), *none_stand_out(tables["super_weights"], probe_images_n)]
+    notes = [*dataset_notes(lake, zoo, dataset), *probe_accuracy_notes(tables["super_weight_sparsity"], chosen.meta),
+             *none_stand_out(tables["super_weights"], probe_images_n)]
     params = {"images": dataset, "probe_images": probe_images_n, "top": top, "ks": list(ks), "seed": seed,
               "probe_split": "test", "probe_classes": "own", "notes": notes, **chosen.selection}
     version = commit_tables(lake_root, tables, zoo, params, lake.snapshot)
     return RunReport("super_weights", zoo, tables["super_weights"].height, version, time.perf_counter() - started,
                      note=chosen.note, extra=[*notes, f"table 'super_weight_sparsity': "
                                               f"{tables['super_weight_sparsity'].height} rows"])
+
+
+GAP = 25.0
+"""Percentage points between a model's accuracy on the probe images and the accuracy the zoo records
+past which the report says the two disagree."""
+
+
+def probe_accuracy_notes(sparsity: pl.DataFrame, meta: pl.DataFrame) -> list[str]:
+    """A note when the models score far from their recorded accuracy on the probe images (else nothing).
+
+    Was: three models at 0% on their own probe images (65-80% recorded) were reported as "no
+    single weight costs any probe image ... an untrained or very redundant model", which hid
+    that the images were likely not the ones the zoo was trained on (or the weights not those).
+    """
+    if not sparsity.height or "accuracy" not in meta.columns:
+        return []
+    base = sparsity.group_by("model_id").agg(pl.col("base_accuracy").first())
+    both = base.join(meta.select("model_id", "accuracy"), on="model_id").drop_nulls()
+    far = both.filter((pl.col("base_accuracy") - pl.col("accuracy")).abs() > GAP)
+    if not far.height:
+        return []
+    return [f"{far.height} of {both.height} models score far from their recorded accuracy on the probe images "
+            f"(mean {far['base_accuracy'].mean():.1f}% against {far['accuracy'].mean():.1f}% recorded; column "
+            "base_accuracy): check that --images is the dataset the zoo was trained on; ablations of a model that "
+            "already fails its probe images say little"]
 
 
 def none_stand_out(table: pl.DataFrame, probe_images_n: int) -> list[str]:

@@ -469,6 +469,24 @@ def plot_key_metrics(frame: pl.DataFrame, path: Path) -> Path | None:
     return _save(fig, path, caption(frame))
 
 
+def metric_ranks(frame: pl.DataFrame, cols: Sequence[str]) -> Any:
+    """``float [rows, len(cols)]``: each row's rank within each ``pd_<metric>`` column, 0 best to 1 worst
+    (ties share their mean rank); NaN where the value is missing, and for a column of one value or of
+    every row tied (was: drawn as every row worst)."""
+    import numpy as np
+
+    ranks = np.full((frame.height, len(cols)), np.nan)
+    for j, col in enumerate(cols):
+        values = frame[col].cast(pl.Float64).fill_nan(None)
+        sign = -1.0 if METRICS[col[3:]].higher_is_better else 1.0
+        ranked = (values * sign).rank("average").to_numpy().astype(float)
+        valid = np.isfinite(ranked)
+        if valid.sum() < 2 or values.drop_nulls().n_unique() < 2:
+            continue
+        ranks[:, j] = (ranked - 1) / (valid.sum() - 1)
+    return ranks
+
+
 def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     """Sources x whole-vector PD metrics, coloured by rank (0 best, 1 worst) within each metric, among
     every row shown: baselines (below the line, in italics) are ranked with the checkpoints."""
@@ -478,12 +496,7 @@ def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     if not cols or frame.height < 1:
         return None
     plt = _pyplot()
-    ranks = np.full((frame.height, len(cols)), np.nan)
-    for j, col in enumerate(cols):
-        values = frame[col].cast(pl.Float64).fill_nan(None)
-        sign = -1.0 if METRICS[col[3:]].higher_is_better else 1.0
-        ranked = (values * sign).rank("average").to_numpy().astype(float)
-        ranks[:, j] = (ranked - 1) / max(np.nanmax(ranked) - 1, 1) if np.isfinite(ranked).any() else np.nan
+    ranks = metric_ranks(frame, cols)
     fig, ax = plt.subplots(figsize=(0.45 * len(cols) + 3, 0.35 * frame.height + 2))
     cmap = plt.get_cmap("viridis_r").with_extremes(bad="0.85")
     image = ax.imshow(ranks, cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -495,7 +508,7 @@ def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     if any(refs) and not all(refs):
         ax.axhline(refs.index(True) - 0.5, color="white", lw=3)
     among = "checkpoints and baselines" if any(refs) else "rows"
-    fig.colorbar(image, ax=ax, label=f"rank within metric among {among}\n(0 = best; grey = NaN)")
+    fig.colorbar(image, ax=ax, label=f"rank within metric among {among}\n(0 = best; grey = NaN, or every row tied)")
     return _save(fig, path, caption(frame))
 
 
