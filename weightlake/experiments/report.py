@@ -490,7 +490,6 @@ def metric_ranks(frame: pl.DataFrame, cols: Sequence[str]) -> Any:
 def plot_rank_heatmap(frame: pl.DataFrame, path: Path) -> Path | None:
     """Sources x whole-vector PD metrics, coloured by rank (0 best, 1 worst) within each metric, among
     every row shown: baselines (below the line, in italics) are ranked with the checkpoints."""
-    import numpy as np
 
     cols = whole_metrics(frame, "pd")
     if not cols or frame.height < 1:
