@@ -222,3 +222,13 @@ def test_a_commit_elsewhere_during_an_analysis_keeps_it(lake_copy, small_csv, tm
                                          r"'mnist-cnn-s' changed; run it again"):
         analyses.analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1"])
     assert wl.open_lake(lake_copy).table("spectra").collect().equals(before)
+
+
+def test_the_report_names_the_layers_without_alpha(lake_copy):
+    """The conv layers' alpha was null without a word in the report (the help said "NaN with a note")."""
+    from weightlake.compute.analyses import analyze_spectra
+
+    text = str(analyze_spectra(lake_copy, zoo="mnist-cnn-s"))
+    assert "alpha is null for layers ['conv1', 'conv2', 'conv3'] (no power-law fit: conv1: too few eigenvalues" \
+        in text, text
+    assert "alpha is null" not in str(analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1", "fc2"]))

@@ -81,7 +81,7 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
     vectors are dropped and counted; --all-rows keeps them): spectral norm, stable and effective rank, condition number,
     entropy, Marchenko-Pastur fit (sigma^2, bulk edges, spikes), Tracy-Widom edge statistic,
     level-spacing ratio, eigenvector IPR, and a power-law alpha where a layer has enough
-    eigenvalues (NaN with a note otherwise).
+    eigenvalues (null otherwise, so SQL aggregates skip it; the report says which layers).
 
     \b
     Example:

@@ -238,8 +238,21 @@ def analyze_spectra(lake_root: Path | str, *, zoo: str | None = None, layers: Se
         params["convention"] = f"weightwatcher {WW_VERSION}"
     name = CONVENTIONS[convention]
     version = _commit(Path(lake_root), name, table, zoo, params, lake.snapshot)
-    return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started, notes=[note],
-                          n_models=int(keep.sum()))
+    return AnalysisReport(name, zoo, table.height, version, time.perf_counter() - started,
+                          notes=[note, *_no_alpha_note(table)], n_models=int(keep.sum()))
+
+
+def _no_alpha_note(table: pl.DataFrame) -> list[str]:
+    """The layers whose every row has no power-law alpha, with the reason (``alpha_note``); else nothing."""
+    if "alpha" not in table.columns or "alpha_note" not in table.columns or not table.height:
+        return []
+    none = (table.group_by("layer", maintain_order=True)
+            .agg(pl.col("alpha").is_null().all().alias("none"), pl.col("alpha_note").drop_nulls().first())
+            .filter("none"))
+    if not none.height:
+        return []
+    reasons = "; ".join(f"{r['layer']}: {r['alpha_note']}" for r in none.iter_rows(named=True))
+    return [f"alpha is null for layers {none['layer'].to_list()} (no power-law fit: {reasons})"]
 
 
 SPECTRA_BLOCK = 2048

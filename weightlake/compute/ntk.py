@@ -115,8 +115,11 @@ def analyze_ntk(lake_root: Path | str, *, zoo: str | None = None, sample: int | 
     params = {"images": dataset, "probe_images": probe_images_k, "seed": seed, "at_init": at_init,
               "probe_split": "test", "probe_classes": "own", "notes": notes, **chosen.selection}
     version = commit_tables(lake_root, {"ntk": table}, zoo, params, lake.snapshot)
+    states = "trained and a fresh draw of its initialisation" if at_init else "trained"
+    what = (f"{chosen.meta.height} models x ({states}) x (full [K*10, K*10] kernel over every logit, trace [K, K]) "
+            f"on K={probe_images_k} {dataset} test images of each model's own classes")
     return RunReport("ntk", zoo, table.height, version, time.perf_counter() - started, note=chosen.note,
-                     extra=notes)
+                     extra=[what, *notes])
 
 
 def compute_ntk(lake: Any, zoo: str, *, sample: int | None = 100, probe_images_k: int = 20,
