@@ -44,6 +44,7 @@ def test_lines_are_throttled_and_unknown_totals_show_counts(monkeypatch: pytest.
     assert out.getvalue().splitlines() == ["export csv: started", out.getvalue().splitlines()[1]]
     assert out.getvalue().splitlines()[1].startswith("export csv: done, 1,000 models in ")
     assert format_count(3 << 20, "bytes") == "3.0 MB"
+    assert (format_count(1, "tasks"), format_count(2, "tasks"), format_count(1, "bytes")) == ("1 task", "2 tasks", "1 B")
 
 
 def test_a_bar_on_a_terminal_and_nothing_when_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,8 @@ def format_count(n: float, unit: str) -> str:
             if n >= size:
                 return f"{n / size:.1f} {name}"
         return f"{int(n)} B"
+    if int(n) == 1 and unit.endswith("s") and not unit.endswith("ss"):  # "1 tasks" read wrong
+        unit = unit[:-1]
     return f"{int(n):,} {unit}"
 
 
