@@ -90,7 +90,7 @@ def test_cli_steps_print_counts_off_a_terminal(every_update, small_csv: Path, tm
         logs[label] = result.stderr
     assert "export csv: done, 72 models in" in logs["export csv"]  # 432 rows / 6 epochs
     assert "verify: started, 432 models to do" in logs["verify"]
-    assert re.search(r"analyze correlations: 1/1 stages \(100 %\)", logs["analyze correlations"])
+    assert re.search(r"analyze correlations: 1/1 stage \(100 %\)", logs["analyze correlations"])
 
 
 def test_zoo_train_and_checkpoint_ingest_print_counts(every_update, tmp_path: Path) -> None:
