@@ -160,3 +160,37 @@ def test_transaction_on_s3_stages_uploads_and_aborts(s3_lake_url: str) -> None:
         assert store.location.exists(failed[0])
         raise RuntimeError("writer fails before its commit")
     assert not store.location.exists(failed[0]) and store.current() == done
+
+
+def test_changes_to_other_partitions_of_one_table_are_both_kept(lake_root: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `scenario declare` of different names, or `analyze spectra` of two zoos, at once: the second
+    was refused ("both change table 'pairs'"). Other partitions merge; the same partition still collides."""
+    from weightlake.lake import Lake
+
+    monkeypatch.setenv("WL_STAGE", str(tmp_path))
+    SnapshotStore(lake_root).create()
+    seed = _table_tx(lake_root, "seed")
+    seed.put_table("pairs", pl.DataFrame({"scenario": ["old"], "x": [0]}), partition_by=("scenario",),
+                   properties={"partition_by": ["scenario"], "params:old": "0"})
+    seed.commit({"op": "seed"})
+    one, two, three = (_table_tx(lake_root, n) for n in "abc")
+    one.put_table("pairs", pl.DataFrame({"scenario": ["s1", "s1"], "x": [1, 2]}), partition_by=("scenario",),
+                  properties={"partition_by": ["scenario"], "params:s1": "1"})
+    two.drop_table_files("pairs", lambda f: "/scenario=old/" in f)  # a re-declaration replaces its partition
+    two.put_table("pairs", pl.DataFrame({"scenario": ["old", "s2"], "x": [3, 4]}), partition_by=("scenario",),
+                  properties={"partition_by": ["scenario"], "params:s2": "2", "params:old": "3"})
+    three.put_table("pairs", pl.DataFrame({"scenario": ["s1"], "x": [9]}), partition_by=("scenario",),
+                    properties={"partition_by": ["scenario"], "params:s1": "9"})
+    one.commit({"op": "one"})
+    done = two.commit({"op": "two"})  # prepared on snapshot 1, re-applied on 2: other partitions
+    assert done.version == 3 and two.rebased == 1
+    lake = Lake(SnapshotStore(lake_root).root, done, location=SnapshotStore(lake_root).location)
+    rows = sorted(lake.table("pairs").collect().select("scenario", "x").iter_rows())
+    assert rows == [("old", 3), ("s1", 1), ("s1", 2), ("s2", 4)]
+    props = done.tables["pairs"].properties
+    assert (props["params:s1"], props["params:s2"], props["params:old"]) == ("1", "2", "3")
+    assert done.checksums.keys() >= set(done.tables["pairs"].files)
+    with pytest.raises(CommitConflictError, match="both change table 'pairs'"):  # the same partition, s1
+        three.commit({"op": "three"})
+    three.abort()

@@ -200,7 +200,10 @@ class Transaction:
                 if name not in mine:
                     theirs.pop(name, None)
                 elif mine[name] != parent.get(name):
-                    theirs[name] = mine[name]
+                    merged = None
+                    if mine is self._tables and base.tables.get(name) != parent.get(name):
+                        merged = merge_table_change(mine[name], base.tables.get(name), parent.get(name))
+                    theirs[name] = mine[name] if merged is None else merged
         added = self._next_id != self.parent.next_model_id
         new_sources = [{**src, "snapshot": base.version + 1} if "snapshot" in src else src
                 for src in self._sources[len(self.parent.sources):]]  # re-applied: the version it lands in
@@ -213,7 +216,8 @@ class Transaction:
             return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
 
         zoos = changed(self._zoos, self.parent.zoos) & changed(latest.zoos, self.parent.zoos)
-        tabs = changed(self._tables, self.parent.tables) & changed(latest.tables, self.parent.tables)
+        tabs = {t for t in changed(self._tables, self.parent.tables) & changed(latest.tables, self.parent.tables)
+                if merge_table_change(self._tables.get(t), latest.tables.get(t), self.parent.tables.get(t)) is None}
         both_added = self._next_id != self.parent.next_model_id and latest.next_model_id != self.parent.next_model_id
         if zoos or tabs or both_added:
             what = ", ".join([*(f"zoo {z!r}" for z in sorted(zoos)), *(f"table {t!r}" for t in sorted(tabs))]
@@ -310,4 +314,47 @@ def _write_failure(root: Path, exc: OSError) -> str:
               errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
     return (f"cannot write to the lake {str(root)!r}: {reason}{where}; nothing was committed and the lake is "
             "unchanged (files this run wrote were removed)")
+
+
+def _partition(path: str) -> str:
+    """The top partition of a table file: ``tables/pairs/scenario=s`` for
+    ``tables/pairs/scenario=s/split=train/part.parquet``; the table's folder for an unpartitioned file."""
+    parts = path.split("/")
+    return "/".join(parts[:3]) if len(parts) > 3 and "=" in parts[2] else "/".join(parts[:2])
+
+
+def merge_table_change(mine: TableEntry | None, latest: TableEntry | None,
+                       parent: TableEntry | None) -> TableEntry | None:
+    """``mine`` (a change of ``parent``) re-applied on ``latest`` (another writer's change of it), or None
+    when the two collide.
+
+    Was: any two writers of one table collided, so two `scenario declare` of different names, or
+    `analyze spectra` of two zoos, at once: the second was refused ("both change table 'pairs'").
+    They do not collide when they add and remove files in different top partitions
+    (``scenario=...``, ``zoo=...``), remove no array and change different properties (or set them
+    alike): ``latest``'s files, less those ``mine`` removed, plus those ``mine`` added.
+    """
+    if mine is None or latest is None:
+        return None
+    parent = parent or TableEntry()
+    before, own, theirs = set(parent.files), set(mine.files), set(latest.files)
+    touched_mine = {_partition(f) for f in own ^ before}
+    touched_theirs = {_partition(f) for f in theirs ^ before}
+    if touched_mine & touched_theirs or not (before - own) <= theirs:
+        return None
+    if set(parent.arrays) - set(mine.arrays) or set(parent.arrays) - set(latest.arrays):
+        return None
+    new_arrays = [a for a in mine.arrays if a not in parent.arrays]
+    if set(new_arrays) & set(latest.arrays):
+        return None
+    keys = set(mine.properties) | set(parent.properties)
+    changed = {k for k in keys if mine.properties.get(k) != parent.properties.get(k)}
+    if any(k in latest.properties and latest.properties.get(k) != parent.properties.get(k)
+           and latest.properties.get(k) != mine.properties.get(k) for k in changed):
+        return None
+    properties = {**latest.properties, **{k: mine.properties[k] for k in changed if k in mine.properties}}
+    for k in changed - set(mine.properties):
+        properties.pop(k, None)
+    files = (*(f for f in latest.files if f not in before - own), *(f for f in mine.files if f not in before))
+    return TableEntry(files=files, properties=properties, arrays=(*latest.arrays, *new_arrays))
 
