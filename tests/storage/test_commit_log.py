@@ -194,3 +194,25 @@ def test_changes_to_other_partitions_of_one_table_are_both_kept(lake_root: str, 
     with pytest.raises(CommitConflictError, match="both change table 'pairs'"):  # the same partition, s1
         three.commit({"op": "three"})
     three.abort()
+
+
+def test_a_change_computed_from_what_another_writer_changed_is_not_reapplied(lake_root: str, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An analysis writes only its own table: a commit race against a writer of what it read (its zoo,
+    the topology table for topology-classes) re-applied it over the new data, unsaid."""
+    monkeypatch.setenv("WL_STAGE", str(tmp_path))
+    SnapshotStore(lake_root).create()
+    seed = _table_tx(lake_root, "seed")
+    seed.put_table("src", pl.DataFrame({"x": [1]}))
+    seed.commit({"op": "seed"})
+    analysis, other, writer = (_table_tx(lake_root, n) for n in "abc")
+    analysis.read(tables=["src"])
+    analysis.put_table("derived", pl.DataFrame({"y": [2]}))
+    other.put_table("derived2", pl.DataFrame({"y": [3]}))  # reads nothing: re-applied as before
+    writer.put_table("src", pl.DataFrame({"x": [5]}))
+    writer.commit({"op": "rewrite src"})
+    assert other.commit({"op": "other"}).version == 3
+    with pytest.raises(CommitConflictError, match=r"it changed table 'src', which this change read"):
+        analysis.commit({"op": "analysis"})
+    analysis.abort()
+    assert SnapshotStore(lake_root).current().version == 3

@@ -117,6 +117,7 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
     key = key or zoo
     with transaction(Path(lake_root)) as tx:
         check_inputs_unchanged(tx, snapshot, zoo, (table, *reads))
+        tx.read(zoos=[zoo], tables=reads)  # a race at the commit itself is checked the same way
         df, params = _keep_other_layers(tx, table, df, zoo, key, params)
         tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
                      properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})

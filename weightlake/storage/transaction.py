@@ -48,6 +48,9 @@ class Transaction:
         self._made: list[Path] = []  # folders this transaction created, outermost first
         self._uploaded: list[str] = []
         self._n = 0
+        self.reads: set[tuple[str, str]] = set()
+        """``("zoo", name)`` / ``("table", name)`` this change was computed from: a writer that changed
+        one of them meanwhile makes re-applying it a conflict (see :meth:`read`)."""
         self.committed: Manifest | None = None
         """The snapshot this transaction committed (None until :meth:`commit` succeeds)."""
         self.rebased = 0
@@ -211,9 +214,26 @@ class Transaction:
                                next_model_id=self._next_id if added else base.next_model_id)
         return replace(manifest, checksums=self._listed_checksums(manifest, {**base.checksums, **self._checksums}))
 
+    def read(self, *, zoos: Sequence[str] = (), tables: Sequence[str] = ()) -> None:
+        """Record that this change was computed from ``zoos`` and ``tables`` of the parent snapshot.
+
+        An analysis writes only its own table, so without this a commit race against an ingest
+        into the zoo it analysed re-applied it over the new models, unsaid.
+        """
+        self.reads |= {("zoo", z) for z in zoos} | {("table", t) for t in tables}
+
     def _check_disjoint(self, latest: Manifest) -> None:
         def changed(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
             return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+        stale = sorted(f"{kind} {name!r}" for kind, name in self.reads
+                       if (latest.zoos if kind == "zoo" else latest.tables).get(name)
+                       != (self.parent.zoos if kind == "zoo" else self.parent.tables).get(name))
+        if stale:
+            raise CommitConflictError(
+                f"snapshot {latest.version} ({latest.operation.get('op', '?')}) was committed by another writer "
+                f"while this change was computed from snapshot {self.parent.version}, and it changed "
+                f"{', '.join(stale)}, which this change read; nothing was committed: re-run on the new snapshot")
 
         zoos = changed(self._zoos, self.parent.zoos) & changed(latest.zoos, self.parent.zoos)
         tabs = {t for t in changed(self._tables, self.parent.tables) & changed(latest.tables, self.parent.tables)
