@@ -149,7 +149,7 @@ def test_figures_not_computed_are_null_so_sql_aggregates_skip_them(analysed_lake
     whole = lake.sql("SELECT avg(alpha) AS a, count(alpha) AS k FROM spectra").row(0, named=True)
     assert whole["k"] == fc["n"].sum()
     assert whole["a"] == pytest.approx(float((fc["alpha"] * fc["n"]).sum() / fc["n"].sum()), rel=1e-12)
-    for table in ("spectra", "topology", "topology_classes"):  # no float column holds a NaN for "none"
+    for table in ("spectra", "topology", "topology_classes", "correlations"):  # no float column holds NaN for "none"
         floats = [c for c, t in lake.table(table).collect_schema().items() if t.is_float()]
         nans = lake.sql(f"SELECT {', '.join(f'count(*) FILTER (WHERE isnan({c})) AS {c}' for c in floats)} "
                         f"FROM {table}").row(0, named=True)

@@ -498,7 +498,9 @@ def assemble_correlations(plan: CorrelationPlan, param_parts: Sequence[pl.DataFr
         aggs = pl.concat(aggregate_blocks) if aggregate_blocks else _empty_aggregates(plan.arch)
         layers = [c.split(".", 1)[0] for c in aggs.columns]
         parts.append(correlate(aggs, plan.frame, layers=layers, **plan.options).with_columns(kind=pl.lit("aggregate")))
-    return _with_runs(pl.concat(parts, how="diagonal_relaxed"), plan)
+    table = _with_runs(pl.concat(parts, how="diagonal_relaxed"), plan)
+    # no test (a constant or non-finite column): null, not NaN, so `avg(r)` in SQL skips it
+    return table.with_columns(pl.col(c).fill_nan(None) for c in ("r", "p", "q", "p_bonferroni") if c in table.columns)
 
 
 def _with_runs(table: pl.DataFrame, plan: CorrelationPlan) -> pl.DataFrame:
