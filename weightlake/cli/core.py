@@ -336,6 +336,10 @@ def verify(gc: bool, as_json: bool, lake_dir: str, snapshot: int | None) -> None
         aborted = sum(r.endswith(UPLOAD_SUFFIX) for r in removed)
         click.echo(f"removed {len(removed) - aborted} unreferenced files"
                    + (f", aborted {aborted} unfinished multipart uploads" if aborted else ""))
+        kept = len(report.orphans) - (len(removed) - aborted)
+        if kept > 0 and not lake.location.is_local:  # was "removed 0" with no word of why
+            notes.append(f"{kept} unreferenced files are younger than an hour and were kept: on an object store a "
+                         "running writer's uploads look the same; run `verify --gc` again later")
         echo_lines([f"note: {n}" for n in notes if n not in report.notes])  # verify said the same already
     if not report.ok:
         sys.exit(1)
