@@ -136,3 +136,26 @@ def test_models_far_from_their_recorded_accuracy_on_the_probe_images_are_said(la
     report = analyze_super_weights(lake_copy, sample=2, probe_images_n=40, images="fashion-mnist", ks=(1,))
     assert "models score far from their recorded accuracy on the probe images" in str(report), str(report)
     assert "check that --images is the dataset the zoo was trained on" in str(report)
+
+
+def test_ntk_and_super_weights_draw_their_figures_with_plot(lake_copy, tmp_path):
+    """The plot functions existed only in Python (notebooks 07, 08); the commands had no --plot."""
+    from tests.conftest import FASHION_INSTALLED
+
+    if not FASHION_INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    from PIL import Image
+
+    out = tmp_path / "figures [ntk]"
+    for args in (["ntk", "--sample", "3", "--probe-images", "4"],
+                 ["super-weights", "--sample", "2", "--probe-images", "20", "--ks", "1,2"]):
+        result = CliRunner().invoke(main, ["analyze", *args, "--images", "fashion-mnist", "--plot", str(out),
+                                           "--lake", str(lake_copy)])
+        assert result.exit_code == 0, result.output
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["mnist-cnn-s-ntk-full-kappa-vs-accuracy.png", "mnist-cnn-s-ntk-trace-kappa-vs-accuracy.png",
+                    "mnist-cnn-s-super-weight-drops.png", "mnist-cnn-s-super-weight-sparsity.png"]
+    assert all(Image.open(out / p).size[0] > 300 for p in pngs)
+    inside = CliRunner().invoke(main, ["analyze", "ntk", "--images", "fashion-mnist", "--plot", str(lake_copy / "f"),
+                                       "--lake", str(lake_copy)])
+    assert inside.exit_code == 1 and "inside the lake" in inside.output

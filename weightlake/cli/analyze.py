@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from weightlake.cli import lake_option, main, progress_bar
@@ -335,9 +337,11 @@ def topology_filtration_cmd(zoo: str | None, digit: int, layer: str, steps: int,
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the sample, the probe images and fresh inits.")
 @click.option("--no-init", is_flag=True, help="Skip the fresh draw of each model's initialisation.")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write log10 kappa against accuracy (trace and full kernels, trained and at init) as PNG here.")
 @lake_option
 def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed: int, no_init: bool,
-            all_rows: bool, lake_dir: str) -> None:
+            all_rows: bool, plot_dir: str | None, lake_dir: str) -> None:
     """Empirical NTK spectra of a zoo's models -> table `ntk`.
 
     One row per model x state (trained; init: a fresh draw of its initialisation) x form
@@ -351,10 +355,20 @@ def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed
     """
     from weightlake.compute.ntk import analyze_ntk
 
+    _check_plot_dir(lake_dir, plot_dir)
     with progress_bar(None, "analyze ntk", "models") as bar:
         report = analyze_ntk(lake_dir, zoo=zoo, sample=sample or None, probe_images_k=probe_k, images=images,
                              seed=seed, at_init=not no_init, all_rows=all_rows, progress=bar.callback)
     click.echo(str(report))
+    if plot_dir:
+        from weightlake.compute.ntk import ntk_with_metadata
+        from weightlake.dynamics.plots import plot_kappa_vs_accuracy
+        from weightlake.handle import open_lake
+
+        table = ntk_with_metadata(open_lake(lake_dir), report.zoo)
+        for form in ("trace", "full"):
+            path = Path(plot_dir) / f"{report.zoo}-ntk-{form}-kappa-vs-accuracy.png"
+            click.echo(f"   plot: {plot_kappa_vs_accuracy(table, path, report.zoo, form=form)}")
 
 
 @analyze.command("super-weights")
@@ -369,9 +383,12 @@ def ntk_cmd(zoo: str | None, sample: int, probe_k: int, images: str | None, seed
               help="Weights zeroed in the sparsity comparison (each at least 1).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the sample, probe images and random ablations.")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies too), not distinct models.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write the enforced-sparsity curves and each layer's super weight (drop against magnitude rank) "
+                   "as PNG here.")
 @lake_option
 def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | None, top: int, ks: list[int], seed: int,
-                      all_rows: bool, lake_dir: str) -> None:
+                      all_rows: bool, plot_dir: str | None, lake_dir: str) -> None:
     """Single weights whose zeroing hurts most -> tables `super_weights`, `super_weight_sparsity`.
 
     Every weight of every layer is zeroed in turn (exhaustive; one cached forward pass per
@@ -390,11 +407,25 @@ def super_weights_cmd(zoo: str | None, sample: int, probe_n: int, images: str | 
     """
     from weightlake.compute.superweights import analyze_super_weights
 
+    _check_plot_dir(lake_dir, plot_dir)
     with progress_bar(None, "analyze super-weights", "models") as bar:
         report = analyze_super_weights(lake_dir, zoo=zoo, sample=sample or None, probe_images_n=probe_n,
                                        images=images, top=top, ks=ks, seed=seed,
                                        all_rows=all_rows, progress=bar.callback)
     click.echo(str(report))
+    if plot_dir:
+        import polars as pl
+
+        from weightlake.dynamics.plots import plot_sparsity, plot_super_weight_drops
+        from weightlake.handle import open_lake
+
+        lake, out = open_lake(lake_dir), Path(plot_dir)
+        mine = pl.col("zoo") == report.zoo
+        paths = [plot_sparsity(lake.table("super_weight_sparsity").filter(mine).collect(),
+                               out / f"{report.zoo}-super-weight-sparsity.png", report.zoo),
+                 plot_super_weight_drops(lake.table("super_weights").filter(mine).collect(),
+                                         out / f"{report.zoo}-super-weight-drops.png", report.zoo)]
+        click.echo("\n".join(f"   plot: {p}" for p in paths))
 
 
 # -- figures from committed correlations (weightlake.compute.figures) -----------------------------
