@@ -234,13 +234,17 @@ def test_a_non_finite_weight_on_a_local_cluster_is_one_line(small_lake_dir: Path
     assert tree_state(root) == before
 
 
-@pytest.mark.parametrize("address", ["lcoal", "127.0.0.1", "tcp:/host:8786"])
+@pytest.mark.parametrize("address", ["lcoal", "127.0.0.1", "tcp:/host:8786", ""])
 def test_an_address_that_names_no_scheduler_is_one_line(small_lake_dir: Path, address: str) -> None:
-    """`--dask lcoal` printed "started", then distributed's ValueError traceback."""
+    """`--dask lcoal` printed "started", then distributed's ValueError traceback; `--dask ""` ran locally."""
     from click.testing import CliRunner
 
     from weightlake.cli import main
+    from weightlake.compute.dask_runs import check_dask_address
 
-    result = CliRunner().invoke(main, ["analyze", "spectra", "--dask", address, "--lake", str(small_lake_dir)])
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert f"error: --dask {address!r} names no scheduler: give 'local'" in result.output
+    for command in ("spectra", "correlations", "topology"):
+        result = CliRunner().invoke(main, ["analyze", command, "--dask", address, "--lake", str(small_lake_dir)])
+        assert result.exit_code == 2 and "Traceback" not in result.output and "started" not in result.output
+        assert f"{address!r} names no scheduler: give 'local'" in result.output, result.output
+    with pytest.raises(wl.errors.QueryError, match="names no scheduler"):  # the library the same
+        check_dask_address(address)

@@ -48,6 +48,21 @@ def _check_plot_dir(lake_dir: str, plot_dir: str | None) -> None:
         open_lake(lake_dir).check_output(plot_dir)
 
 
+def _dask_address(ctx: click.Context, param: click.Parameter, text: str | None) -> str | None:
+    """A click callback: ``--dask`` names 'local' or a scheduler (``--dask ""`` ran locally, ``--dask lcoal``
+    failed in distributed after "started")."""
+    if text is None:
+        return None
+    from weightlake.compute.dask_runs import check_dask_address
+    from weightlake.errors import QueryError
+
+    try:
+        check_dask_address(text)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--dask "), param_hint="--dask") from None
+    return text
+
+
 def _degrees(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
     """A click callback: ``'0,1'`` -> ``[0, 1]``; a degree other than 0 or 1, or one given twice, is a usage error."""
     from weightlake.analysis.topology_groups import HOMOLOGY_DEGREES
@@ -71,7 +86,7 @@ def _degrees(ctx: click.Context, param: click.Parameter, text: str) -> list[int]
               help="weightwatcher: WeightWatcher 0.7.7's columns and definitions (unnormalised eigenvalues, conv "
                    "kernels as kh*kw slices pooled and halved, norm = squared Frobenius, spectral_norm = s_max^2) "
                    "-> table `spectra_weightwatcher`.")
-@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+@click.option("--dask", "dask_address", metavar="local|ADDRESS", callback=_dask_address,
               help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
                    "scheduler (its workers must reach the lake). Same table as without it.")
 @lake_option
@@ -129,7 +144,7 @@ def spectra_cmd(zoo: str | None, layers: str | None, all_rows: bool, convention:
               help="all: every distinct checkpoint (a run checkpointed at several epochs counts several times, and "
                    "the p-values take its checkpoints as independent: column `runs` and the figures say so); last: "
                    "each run's latest checkpoint, so every run counts once and the p-values hold.")
-@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+@click.option("--dask", "dask_address", metavar="local|ADDRESS", callback=_dask_address,
               help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
                    "scheduler (its workers must reach the lake). Same table as without it; draw figures afterwards "
                    "with `analyze correlation-figures`.")
@@ -182,7 +197,7 @@ def correlations_cmd(zoo: str | None, against: str, by: str, features: str, meth
                                           "its columns and betti1 are then null.")
 @click.option("--no-cubical", is_flag=True, help="Skip cubical persistence of conv kernels (the costliest part).")
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
-@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+@click.option("--dask", "dask_address", metavar="local|ADDRESS", callback=_dask_address,
               help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
                    "scheduler (its workers must reach the lake and have gudhi). Same table as without it.")
 @lake_option
@@ -230,7 +245,7 @@ def topology_cmd(zoo: str | None, layers: str | None, no_h1: bool, no_cubical: b
 @click.option("--max-distance-groups", default=120, show_default=True, help="Compute the group distance table only up to this many groups.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--all-rows", is_flag=True, help="Count every row (fallback copies and repeated vectors too).")
-@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+@click.option("--dask", "dask_address", metavar="local|ADDRESS", callback=_dask_address,
               help="Run on Dask: one task per group, the distances in shares; 'local' starts a 2-worker "
                    "LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running scheduler (its workers must reach "
                    "the lake and have gudhi, and multipers for --degrees). Same tables as without it.")
@@ -474,7 +489,7 @@ def correlation_figures_cmd(zoos: tuple[str, ...], plot_dir: str, methods: str, 
                                             "(default: all but the slow ones; an unknown name lists them all).")
 @click.option("--per-layer", is_flag=True, help="Also one column per metric and layer (<metric>_<layer>).")
 @click.option("--include-slow", is_flag=True, help="Also Sinkhorn and Gromov-Wasserstein (seconds per pair).")
-@click.option("--dask", "dask_address", metavar="local|ADDRESS",
+@click.option("--dask", "dask_address", metavar="local|ADDRESS", callback=_dask_address,
               help="Run on Dask: 'local' starts a 2-worker LocalCluster on 127.0.0.1, tcp://HOST:8786 uses a running "
                    "scheduler (its workers must reach the lake). Same table as without it.")
 @lake_option
