@@ -649,6 +649,14 @@ def stage_scenario(tx: Transaction, report: ScenarioReport, resolved: pl.DataFra
     pairs = ok.select(pl.lit(name).alias("scenario"), *[pl.col(c).cast(getattr(pl, t))
                                                           for c, t in PAIRS_SCHEMA.items() if c != "scenario"])
     row = _scenario_row(report, params, tx.parent.version)
+    # what is dropped with the old pairs is chosen from the parent: a writer of these partitions
+    # meanwhile (pair metrics of the old pairs) makes re-applying this declaration a conflict
+    from weightlake.storage.tables import partition_value
+
+    part = partition_value(name)
+    tx.read(parts=[*((t, (f"tables/{t}/scenario={part}/",)) for t in
+                     ("pair_metrics", "evaluations", "evaluation_metrics", "evaluation_baselines")),
+                   ("batches", (f"batches/{name}/", f"tables/batches/scenario={name}/"))])
     for table in ("pairs", "scenarios"):
         tx.drop_table_files(table, lambda f, t=table: f.startswith(f"tables/{t}/scenario={name}/"))
     if not _same_pairs(tx, name, pairs):  # the same pairs again: what was computed on them still holds

@@ -73,3 +73,17 @@ def test_latest_per_run_keeps_one_checkpoint_of_each_run() -> None:
     assert np.array_equal(latest_per_run(meta.filter(pl.col("epoch") == 11)), [True, True])
     with pytest.raises(QueryError, match="names no training runs"):
         latest_per_run(meta.select("model_id", "epoch"))
+
+
+def test_rows_without_a_run_id_beside_rows_with_one_are_told_apart_by_their_run_columns() -> None:
+    """Three CSV runs (run_id null) beside one Model Zoos run: grouped by run_id alone, the three were one run."""
+    import polars as pl
+
+    from weightlake.analysis.distinct import run_columns
+
+    meta = pl.DataFrame({"model_id": [0, 1, 2, 3, 4], "run_id": [None, None, None, "r1", "r1"],
+                         "init": ["a"] * 5, "activation": ["relu"] * 5, "class_mask": [3, 5, 6, None, None],
+                         "epoch": [11, 11, 11, 1, 2]})
+    cols = run_columns(meta)
+    assert meta.group_by(cols).len().height == 4
+    assert run_columns(meta.filter(pl.col("run_id").is_not_null())) == ["run_id"]

@@ -203,7 +203,8 @@ def test_a_commit_elsewhere_during_an_analysis_keeps_it(lake_copy, small_csv, tm
     meanwhile = []
 
     def commit_after(*args, **kw):  # another writer commits between the read and the commit
-        meanwhile.pop()()
+        if meanwhile:
+            meanwhile.pop()()
         return real(*args, **kw)
 
     monkeypatch.setattr(analyses, "_commit", commit_after)
@@ -212,8 +213,17 @@ def test_a_commit_elsewhere_during_an_analysis_keeps_it(lake_copy, small_csv, tm
     lake = wl.open_lake(lake_copy)
     assert report.snapshot == lake.snapshot and "elsewhere" in lake.table("scenarios").collect()["scenario"].to_list()
     assert lake.table("spectra").collect().height == report.rows
-    other = tmp_path / "more [0, 1].csv"  # the zoo itself changes: the analysis read a zoo that is gone
     from weightlake.zoo.synthetic import all_labels, write_synthetic_csv
+
+    # a spectra run of another zoo commits first: another partition of the same table, both kept
+    second = tmp_path / "second zoo [2].csv"
+    write_synthetic_csv(second, labels=all_labels()[:4], seed=12)
+    ingest_csv(lake_copy, second, zoo="z2", init="normal")
+    meanwhile.append(lambda: analyses.analyze_spectra(lake_copy, zoo="z2", layers=["fc1"]))
+    report = analyses.analyze_spectra(lake_copy, zoo="mnist-cnn-s", layers=["fc1"])
+    zoos = wl.open_lake(lake_copy).table("spectra").select("zoo").unique().collect()["zoo"].to_list()
+    assert sorted(zoos) == ["mnist-cnn-s", "z2"], zoos
+    other = tmp_path / "more [0, 1].csv"  # the zoo itself changes: the analysis read a zoo that is gone
 
     write_synthetic_csv(other, labels=all_labels()[:3], seed=11)
     meanwhile.append(lambda: ingest_csv(lake_copy, other, zoo="mnist-cnn-s", init="xavier_normal"))

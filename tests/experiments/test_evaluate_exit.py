@@ -86,6 +86,7 @@ def test_a_failed_re_evaluation_keeps_the_earlier_good_row(lab) -> None:
     assert result.exit_code == 1 and "run_h2/AE epoch mse val 1.pth: FAILED" in result.stdout, result.output
     assert "1 checkpoints failed this time but had a successful evaluation: the earlier rows are kept" in result.stdout
     assert "nothing new to commit" in result.stdout
+    assert "(1 of them kept their earlier good row: their errors are only above)" in result.stderr
     assert open_lake(lake).sql(query).rows(named=True) == before and open_lake(lake).snapshot == snapshot
     # a failure beside a new success: the success commits, the earlier good row of the failure stays
     result = _evaluate(lake, good, other)

@@ -216,3 +216,29 @@ def test_a_change_computed_from_what_another_writer_changed_is_not_reapplied(lak
         analysis.commit({"op": "analysis"})
     analysis.abort()
     assert SnapshotStore(lake_root).current().version == 3
+
+
+def test_a_read_of_one_partition_is_stale_only_when_that_partition_changed(lake_root: str, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pair metrics of scenario s1 read only s1's pairs: a `scenario declare s2` meanwhile refused them too."""
+    monkeypatch.setenv("WL_STAGE", str(tmp_path))
+    SnapshotStore(lake_root).create()
+    seed = _table_tx(lake_root, "seed")
+    seed.put_table("pairs", pl.DataFrame({"scenario": ["s1"], "x": [1]}), partition_by=("scenario",))
+    seed.commit({"op": "seed"})
+    metrics, again = (_table_tx(lake_root, n) for n in "ab")
+    metrics.read(parts=[("pairs", ("tables/pairs/scenario=s1/",))])
+    metrics.put_table("pair_metrics", pl.DataFrame({"scenario": ["s1"], "m": [0.5]}), partition_by=("scenario",))
+    other = _table_tx(lake_root, "c")
+    other.put_table("pairs", pl.DataFrame({"scenario": ["s2"], "x": [2]}), partition_by=("scenario",))
+    other.commit({"op": "declare s2"})
+    assert metrics.commit({"op": "pair metrics s1"}).version == 3  # s2 is not what it read
+    again.read(parts=[("pairs", ("tables/pairs/scenario=s1/",))])
+    again.put_table("pair_metrics2", pl.DataFrame({"m": [1.0]}))
+    redeclare = _table_tx(lake_root, "d")
+    redeclare.drop_table_files("pairs", lambda f: "/scenario=s1/" in f)
+    redeclare.put_table("pairs", pl.DataFrame({"scenario": ["s1"], "x": [7]}), partition_by=("scenario",))
+    redeclare.commit({"op": "declare s1 again"})
+    with pytest.raises(CommitConflictError, match=r"table 'pairs' \(scenario=s1\), which this change read"):
+        again.commit({"op": "pair metrics of the old s1"})
+    again.abort()

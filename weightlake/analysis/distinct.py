@@ -87,9 +87,12 @@ def run_columns(meta: pl.DataFrame) -> list[str] | None:
     """The columns naming each row's training run: ``run_id`` where recorded, else :data:`RUN_COLUMNS`
     (with ``zoo`` when present); None when the metadata has neither, or no ``epoch``."""
     zoo = ["zoo"] if "zoo" in meta.columns else []
+    by_columns = "epoch" in meta.columns and all(c in meta.columns for c in RUN_COLUMNS)
     if "run_id" in meta.columns and meta["run_id"].null_count() < meta.height:
-        return [*zoo, "run_id"]
-    if "epoch" in meta.columns and all(c in meta.columns for c in RUN_COLUMNS):
+        # some rows without a run_id (a CSV zoo beside a Model Zoos one): they are told apart by
+        # init, activation and class set, not taken for one run of a null id
+        return [*zoo, "run_id", *RUN_COLUMNS] if meta["run_id"].null_count() and by_columns else [*zoo, "run_id"]
+    if by_columns:
         return [*zoo, *RUN_COLUMNS]
     return None
 

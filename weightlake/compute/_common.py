@@ -200,8 +200,7 @@ def commit_tables(lake_root: Path | str, tables: Mapping[str, pl.DataFrame], zoo
         name, df = next(iter(tables.items()))
         return _commit(Path(lake_root), name, df, zoo, params, snapshot)
     with transaction(Path(lake_root)) as tx:
-        check_inputs_unchanged(tx, snapshot, zoo, list(tables))
-        tx.read(zoos=[zoo])
+        check_inputs_unchanged(tx, snapshot, zoo)
         for name, df in tables.items():
             tx.put_table(name, df.with_columns(zoo=pl.lit(zoo)), partition_by=("zoo",),
                          properties={"partition_by": ["zoo"], f"params:{zoo}": json.dumps(params)})

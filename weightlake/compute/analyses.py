@@ -104,20 +104,20 @@ def _select_models(ids: np.ndarray, rows: np.ndarray, meta: pl.DataFrame,
 
 
 def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dict[str, Any], snapshot: int, *,
-            partition_by: Sequence[str] = ("zoo",), key: str | None = None, reads: Sequence[str] = ()) -> int:
+            partition_by: Sequence[str] = ("zoo",), key: str | None = None,
+            reads: Sequence[tuple[str, str, str]] = ()) -> int:
     """Commit ``df`` as the ``zoo`` part of ``table`` (column ``zoo`` added), ``params`` recorded under ``key``.
 
     ``partition_by`` (default the zoo) names the columns whose partitions a re-run replaces;
     a table of a scenario's pairs partitions by ``("scenario", "split")`` and records its
-    params under the scenario's name.  ``reads``: the tables the analysis read besides the
-    zoo (see :func:`check_inputs_unchanged`).
+    params under the scenario's name.  ``reads``: the table partitions the analysis read
+    besides the zoo, as ``(table, column, value)`` (see :func:`check_inputs_unchanged`).
     """
     from weightlake.storage.transaction import transaction
 
     key = key or zoo
     with transaction(Path(lake_root)) as tx:
-        check_inputs_unchanged(tx, snapshot, zoo, (table, *reads))
-        tx.read(zoos=[zoo], tables=reads)  # a race at the commit itself is checked the same way
+        check_inputs_unchanged(tx, snapshot, zoo, reads)
         df, params = _keep_other_layers(tx, table, df, zoo, key, params)
         tx.put_table(table, df.with_columns(zoo=pl.lit(zoo)), partition_by=tuple(partition_by),
                      properties={"partition_by": list(partition_by), f"params:{key}": json.dumps(params)})
@@ -125,19 +125,20 @@ def _commit(lake_root: Path, table: str, df: pl.DataFrame, zoo: str, params: dic
                           "summary": f"{table}: {df.height} rows for {key} from snapshot {snapshot}"}).version
 
 
-def check_inputs_unchanged(tx: Any, snapshot: int, zoo: str, tables: Sequence[str]) -> None:
-    """Refuse to commit an analysis of ``snapshot`` when the lake moved and changed what it read.
+def check_inputs_unchanged(tx: Any, snapshot: int, zoo: str, parts: Sequence[tuple[str, str, str]] = ()) -> None:
+    """Record what an analysis of ``snapshot`` read (the zoo, and ``parts``: ``(table, column, value)``
+    partitions such as the scenario's pairs) and refuse to commit it when the lake moved and changed them.
 
     Was: any commit between the read and the commit (a ``scenario declare`` beside an
-    ``analyze spectra``) threw the finished analysis away ("the lake moved ... run it again").
-    Now it is refused only when the zoo it read (its models, weights or architecture) or one of
-    ``tables`` (the table it writes, and those it read) differs between the two snapshots.
+    ``analyze spectra``, or a spectra run of another zoo) threw the finished analysis away ("the
+    lake moved ... run it again"). The table the analysis writes is not among its reads: a
+    change of another partition of it merges at the commit, one of the same partition collides.
+    A race at the commit itself is checked the same way (:meth:`Transaction.read`).
     """
+    tx.read(zoos=[zoo], parts=[(table, (f"tables/{table}/{column}={value}/",)) for table, column, value in parts])
     if tx.parent.version == snapshot:
         return
-    read = tx.store.version(snapshot)
-    changed = ([f"zoo {zoo!r}"] if read.zoos.get(zoo) != tx.parent.zoos.get(zoo) else []) + \
-        [f"table {t!r}" for t in dict.fromkeys(tables) if read.tables.get(t) != tx.parent.tables.get(t)]
+    changed = tx.stale_reads(tx.parent, tx.store.version(snapshot))
     if changed:
         raise QueryError(f"the lake moved from snapshot {snapshot} to {tx.parent.version} during the analysis and "
                          f"{', '.join(changed)} changed; run it again")
@@ -393,14 +394,6 @@ def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Seq
     if features not in ("params", "aggregates", "both"):
         raise QueryError(f"features must be 'params', 'aggregates' or 'both', got {features!r}")
     runs = run_columns(meta)
-    if per_run == "last":
-        if runs is None:
-            raise QueryError(f"per_run='last': zoo {zoo!r} records no training runs (neither run_id nor init, "
-                             "activation, classes and epoch), so there is no run to take one checkpoint of")
-        before = int(keep.sum())
-        keep = keep & _last_of_each_run(meta, keep, runs)
-        note += (f"; one checkpoint per run (per_run='last': each run's latest, {int(keep.sum())} of the "
-                 f"{before}), so each run counts once")
     selected = int(keep.sum())
     record = {"against": list(against), "by": list(by), "features": features, "methods": list(methods),
               "models": models, "per_run": per_run}
@@ -410,12 +403,20 @@ def correlation_plan(lake: Any, zoo: str | None, against: Sequence[str], by: Seq
         record["no_accuracy_left_out"] = no_accuracy
         note += (f"; {no_accuracy} of the {selected} have no accuracy and are left out of every correlation "
                  f"(n counts {selected - no_accuracy})")
+    if per_run == "last":  # after the models without accuracy left: a run keeps its latest one that has one
+        if runs is None:
+            raise QueryError(f"per_run='last': zoo {zoo!r} records no training runs (neither run_id nor init, "
+                             "activation, classes and epoch), so there is no run to take one checkpoint of")
+        before = int(keep.sum())
+        keep = keep & _last_of_each_run(meta, keep, runs)
+        note += (f"; one checkpoint per run (per_run='last': each run's latest, {int(keep.sum())} of the "
+                 f"{before}), so each run counts once")
     frame = meta.filter(pl.Series(keep)).select(*dict.fromkeys([*against, *group_by]))
     run_counts = _runs_per_group(meta.filter(pl.Series(keep)), runs, group_by)
     return CorrelationPlan(zoo, lake.arch(zoo), keep, frame,
                            {"columns": list(against), "methods": list(methods), "group_by": group_by or None},
                            features in ("params", "both"), features in ("aggregates", "both"), note, record,
-                           selected, run_counts)
+                           int(keep.sum()) if per_run == "last" else selected, run_counts)
 
 
 PER_RUN = ("all", "last")

@@ -210,7 +210,8 @@ def commit_pair_metrics(lake_root: Path | str, lake: Any, plan: PairPlan, option
     params = {**options.to_dict(), "split": plan.split or "all", "pairs": len(plan.ids), "distinct_models": n_models,
               "fallback_pairs": plan.fallback_pairs, "engine": engine}
     version = _commit(Path(lake_root), "pair_metrics", table, plan.zoo, params, lake.snapshot,
-                      partition_by=("scenario", "split"), key=plan.scenario, reads=("pairs", "scenarios"))
+                      partition_by=("scenario", "split"), key=plan.scenario,
+                      reads=(("pairs", "scenario", plan.scenario), ("scenarios", "scenario", plan.scenario)))
     note = (f"{len(plan.ids)} pairs of scenario {plan.scenario!r} ({plan.split or 'all splits'}) naming "
             f"{n_models} distinct models; 3 couples each (a_b, a_target, b_target)")
     notes = [note]

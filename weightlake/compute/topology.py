@@ -269,7 +269,7 @@ def analyze_topology_classes(lake_root: Path | str, *, zoo: str | None = None, f
         path = tc.plot_disentangle(table, Path(plot_dir) / f"{zoo}-topology-classes.png",
                                    f"{zoo}: which digits did a model see? (n={ids.size} models)")
         notes.append(f"plot: {path}")
-    version = _commit(Path(lake_root), "topology_classes", table, zoo, params, lake.snapshot, reads=("topology",))
+    version = _commit(Path(lake_root), "topology_classes", table, zoo, params, lake.snapshot, reads=(("topology", "zoo", zoo),))
     return TopologyReport("topology_classes", zoo, table.height, int(ids.size), version,
                           time.perf_counter() - started, notes)
 

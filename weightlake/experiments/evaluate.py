@@ -305,7 +305,8 @@ def complete_families(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def stage_evaluations(tx: Transaction, rows: Sequence[Mapping[str, Any]],
-                      long_rows: Sequence[Mapping[str, Any]], notes: list[str] | None = None) -> pl.DataFrame | None:
+                      long_rows: Sequence[Mapping[str, Any]], notes: list[str] | None = None,
+                      kept: list[str] | None = None) -> pl.DataFrame | None:
     """Stage ``rows`` into ``evaluations`` and ``long_rows`` into ``evaluation_metrics``.
 
     Within each scenario partition, rows of the parent snapshot with the same
@@ -316,14 +317,15 @@ def stage_evaluations(tx: Transaction, rows: Sequence[Mapping[str, Any]],
     """
     staged = None
     if rows:
-        new = _keep_earlier_successes(tx, complete_families(rows_frame(rows)), notes)
+        new = _keep_earlier_successes(tx, complete_families(rows_frame(rows)), notes, kept)
         staged = _stage_partitioned(tx, EVALUATIONS, new, KEY) if new.height else None
     if long_rows:
         _stage_partitioned(tx, EVALUATION_METRICS, rows_frame(long_rows), KEY)
     return staged
 
 
-def _keep_earlier_successes(tx: Transaction, new: pl.DataFrame, notes: list[str] | None) -> pl.DataFrame:
+def _keep_earlier_successes(tx: Transaction, new: pl.DataFrame, notes: list[str] | None,
+                            kept_labels: list[str] | None = None) -> pl.DataFrame:
     """``new`` without its failed rows whose checkpoint has a successful row in the parent snapshot.
 
     Was: a re-evaluation that failed (a file truncated since, a missing dependency) replaced
@@ -342,6 +344,8 @@ def _keep_earlier_successes(tx: Transaction, new: pl.DataFrame, notes: list[str]
     kept = failed.select(*KEY, "scenario").join(good, on=[*KEY, "scenario"], how="inner", nulls_equal=True)
     if not kept.height:
         return new
+    if kept_labels is not None:
+        kept_labels += kept["checkpoint"].to_list()
     if notes is not None:
         names = ", ".join(kept["checkpoint"].head(3).to_list()) + (" ..." if kept.height > 3 else "")
         notes.append(f"{kept.height} checkpoints failed this time but had a successful evaluation: the earlier rows "
@@ -461,6 +465,8 @@ class EvaluationReport:
     notes: list[str] = field(default_factory=list)
     baselines: list[dict[str, Any]] = field(default_factory=list)
     """Rows of ``evaluation_baselines``: trivial predictions scored on the same pairs."""
+    kept_earlier: list[str] = field(default_factory=list)
+    """Checkpoints that failed this time and kept their earlier good row (their errors are not in the table)."""
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -472,12 +478,14 @@ class EvaluationReport:
         if not self.failed:
             return ""
         refused = sum(r.get("heads_source") == "unknown" for r in self.failed)
+        kept = (f" ({len(self.kept_earlier)} of them kept their earlier good row: their errors are only above)"
+                if self.kept_earlier else "")
         split = f" AND split = '{self.split}'" if self.split else ""
         return (f"{len(self.failed)} of {len(self.rows)} checkpoints not evaluated ({len(self.failed) - refused} "
                 f"failed, {refused} refused): the reasons are on their lines above and in column `error` of "
                 f"`{EVALUATIONS}` (SELECT checkpoint, error FROM {EVALUATIONS} WHERE scenario = '{self.scenario}'"
-                f"{split} AND error IS NOT NULL); the other {len(self.rows) - len(self.failed)} are committed in "
-                f"snapshot {self.snapshot}")
+                f"{split} AND error IS NOT NULL){kept}; the other {len(self.rows) - len(self.failed)} are "
+                f"committed in snapshot {self.snapshot}")
 
     def to_polars(self) -> pl.DataFrame:
         """Every row as committed to ``evaluations``."""
@@ -686,7 +694,7 @@ def evaluate_checkpoints(
             report.rows.append(row)
             if progress is not None:
                 progress(done, len(checkpoints), label)
-        staged = stage_evaluations(tx, report.rows, long_rows, report.notes)
+        staged = stage_evaluations(tx, report.rows, long_rows, report.notes, report.kept_earlier)
         if baselines and report.rows and staged is not None:  # nothing new staged: no baselines to renew
             from weightlake.experiments.baselines import evaluate_baselines, stage_baselines
 

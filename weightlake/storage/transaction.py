@@ -48,9 +48,10 @@ class Transaction:
         self._made: list[Path] = []  # folders this transaction created, outermost first
         self._uploaded: list[str] = []
         self._n = 0
-        self.reads: set[tuple[str, str]] = set()
-        """``("zoo", name)`` / ``("table", name)`` this change was computed from: a writer that changed
-        one of them meanwhile makes re-applying it a conflict (see :meth:`read`)."""
+        self.reads: set[tuple[str, str, tuple[str, ...]]] = set()
+        """What this change was computed from: ``("zoo", name, ())``, ``("table", name, ())`` or a part
+        of a table, ``("table", name, prefixes)``. A writer that changed one of them meanwhile makes
+        re-applying it a conflict (see :meth:`read`)."""
         self.committed: Manifest | None = None
         """The snapshot this transaction committed (None until :meth:`commit` succeeds)."""
         self.rebased = 0
@@ -214,21 +215,29 @@ class Transaction:
                                next_model_id=self._next_id if added else base.next_model_id)
         return replace(manifest, checksums=self._listed_checksums(manifest, {**base.checksums, **self._checksums}))
 
-    def read(self, *, zoos: Sequence[str] = (), tables: Sequence[str] = ()) -> None:
-        """Record that this change was computed from ``zoos`` and ``tables`` of the parent snapshot.
+    def read(self, *, zoos: Sequence[str] = (), tables: Sequence[str] = (),
+             parts: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        """Record that this change was computed from ``zoos``, whole ``tables`` and ``parts`` of tables
+        (``(table, path prefixes)``: its files and arrays under those, e.g. ``tables/pairs/scenario=s1/``)
+        of the parent snapshot.
 
         An analysis writes only its own table, so without this a commit race against an ingest
         into the zoo it analysed re-applied it over the new models, unsaid.
         """
-        self.reads |= {("zoo", z) for z in zoos} | {("table", t) for t in tables}
+        self.reads |= ({("zoo", z, ()) for z in zoos} | {("table", t, ()) for t in tables}
+                       | {("table", t, tuple(p)) for t, p in parts})
+
+    def stale_reads(self, newer: Manifest, older: Manifest | None = None) -> list[str]:
+        """What this change read that differs between ``older`` (default: the parent) and ``newer``."""
+        older = older or self.parent
+        return sorted({_read_label(kind, name, prefixes) for kind, name, prefixes in self.reads
+                       if _read_view(newer, kind, name, prefixes) != _read_view(older, kind, name, prefixes)})
 
     def _check_disjoint(self, latest: Manifest) -> None:
         def changed(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
             return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
 
-        stale = sorted(f"{kind} {name!r}" for kind, name in self.reads
-                       if (latest.zoos if kind == "zoo" else latest.tables).get(name)
-                       != (self.parent.zoos if kind == "zoo" else self.parent.tables).get(name))
+        stale = self.stale_reads(latest)
         if stale:
             raise CommitConflictError(
                 f"snapshot {latest.version} ({latest.operation.get('op', '?')}) was committed by another writer "
@@ -334,6 +343,25 @@ def _write_failure(root: Path, exc: OSError) -> str:
               errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
     return (f"cannot write to the lake {str(root)!r}: {reason}{where}; nothing was committed and the lake is "
             "unchanged (files this run wrote were removed)")
+
+
+def _read_view(manifest: Manifest, kind: str, name: str, prefixes: tuple[str, ...]) -> Any:
+    """What a recorded read sees of ``manifest``: a zoo's entry, a table's entry, or a table's files and
+    arrays under ``prefixes``."""
+    if kind == "zoo":
+        return manifest.zoos.get(name)
+    entry = manifest.tables.get(name)
+    if not prefixes or entry is None:
+        return entry
+    return (tuple(f for f in entry.files if f.startswith(prefixes)),
+            tuple(a for a in entry.arrays if a.startswith(prefixes)))
+
+
+def _read_label(kind: str, name: str, prefixes: tuple[str, ...]) -> str:
+    if not prefixes:
+        return f"{kind} {name!r}"
+    where = ", ".join(p.rstrip("/").rsplit("/", 1)[-1] for p in prefixes)
+    return f"{kind} {name!r} ({where})"
 
 
 def _partition(path: str) -> str:
