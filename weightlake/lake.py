@@ -107,6 +107,7 @@ class Lake:
         self._sources: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._verified: set[str] = set()
+        self._uniform: dict[tuple[str, ...], bool] = {}  # a table's files -> do its partitions share a schema
 
     @classmethod
     def open(cls, path: Any = None, *, create: bool = False, memory: str | int | None = None) -> Self:
@@ -618,9 +619,14 @@ class Lake:
         # Partitions written by different runs may hold different columns (evaluations of other
         # metrics): one scan of them all took the first file's columns and raised a SchemaError on
         # the next. Partitions of one schema are still scanned as one.
-        scans = [self._scan(files, hive or None) for files in groups.values()]
-        schemas = [s.collect_schema() for s in scans]
-        if all(schema == schemas[0] for schema in schemas[1:]):
+        # The answer is kept per handle: on an object store each schema is a footer request.
+        uniform = self._uniform.get(entry.files)
+        if uniform is None or not uniform:
+            scans = [self._scan(files, hive or None) for files in groups.values()]
+        if uniform is None:
+            schemas = [s.collect_schema() for s in scans]
+            uniform = self._uniform[entry.files] = all(schema == schemas[0] for schema in schemas[1:])
+        if uniform:
             return self._scan(entry.files, hive or None)
         return pl.concat(scans, how="diagonal_relaxed")
 
