@@ -621,14 +621,12 @@ class Lake:
         # the next. Partitions of one schema are still scanned as one.
         # The answer is kept per handle: on an object store each schema is a footer request.
         uniform = self._uniform.get(entry.files)
-        if uniform is None or not uniform:
-            scans = [self._scan(files, hive or None) for files in groups.values()]
         if uniform is None:
-            schemas = [s.collect_schema() for s in scans]
+            schemas = [self._scan(files, hive or None).collect_schema() for files in groups.values()]
             uniform = self._uniform[entry.files] = all(schema == schemas[0] for schema in schemas[1:])
         if uniform:
             return self._scan(entry.files, hive or None)
-        return pl.concat(scans, how="diagonal_relaxed")
+        return pl.concat([self._scan(files, hive or None) for files in groups.values()], how="diagonal_relaxed")
 
 
 def _coalesce(root: Path, segments: Sequence[Segment], step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

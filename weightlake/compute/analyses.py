@@ -163,7 +163,7 @@ def _keep_other_layers(tx: Any, table: str, df: pl.DataFrame, zoo: str, key: str
     if not others.height:
         return df, params
     before = json.loads(entry.properties.get(f"params:{key}", "null")) or {}
-    per_layer = {"layers", "skipped", "betti_grids"}  # entries that follow the layers a run covered
+    per_layer = {"layers", "skipped", "betti_grids", "layers_kept"}  # entries that follow the layers a run covered
 
     def settings(p: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in p.items() if k not in per_layer}
