@@ -272,9 +272,14 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
         part = auc.filter(pl.col("features") == name).sort("digit")
         ax.bar(np.arange(len(digits)) + k * width - 0.4 + width / 2, part["auc"].to_numpy(), width, label=name)
     ax.axhline(0.5, color="grey", lw=1, ls="--", label="chance")
+    folds = {"grouped": "folds grouped by class set (tested on class sets unseen in training)",
+             "stratified": "stratified folds (a class set may sit on both sides)",
+             "too_few": "too few models for a fold"}
+    how = "; ".join(folds.get(cv, cv) for cv in sorted(set(auc["cv"].drop_nulls().to_list())))
     ax.set(xticks=range(len(digits)), xticklabels=digits, ylim=(0, 1.12), xlabel="digit d",
            ylabel="cross-validated ROC AUC of 'd in classes'",
-           title=f"{title}\nfolds: {', '.join(sorted(set(auc['cv'].to_list())))}")
+           title=f"{title}\nstandardised logistic regression, out-of-fold AUC; {how}")
+    ax.title.set_fontsize(9)
     ax.legend(fontsize=8, loc="upper left", ncol=len(sets) + 1)
     r_values = [r if r is not None else 0.0 for r in man["r"].to_list()]
     bx.barh(man["distance"].to_list(), r_values, color="tab:purple")
@@ -282,7 +287,7 @@ def plot_disentangle(table: pl.DataFrame, path: Path | str, title: str) -> Path:
     for i, (r, p, cv) in enumerate(zip(man["r"].to_list(), man["p"].to_list(), why, strict=True)):
         untested = "not tested (constant distances)" if cv == "constant_distances" else "not tested (< 4 class sets)"
         if p is not None:
-            bx.text(max(r or 0.0, 0.0) + 0.03, i, f"p={p:.3f}", va="center", fontsize=8)
+            bx.text(max(r or 0.0, 0.0) + 0.03, i, f"r={r:.2f}, p={p:.3f}", va="center", fontsize=8)
         else:  # from the left edge: the longer text stays inside the panel
             bx.text(-0.97, i, untested, va="center", fontsize=8, color="dimgrey")
     bx.axvline(0, color="grey", lw=1)
