@@ -660,16 +660,28 @@ def _check_scenario_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any
         return
     held: set[str] = set()
     for table in tables:
-        frame = lake.table(table)
-        if "scenario" not in frame.collect_schema().names():
+        found = _scenarios_of(lake, table)
+        if found is None:
             return  # a table without the column: the query scopes the scenario some other way
-        held |= set(frame.select("scenario").unique().collect()["scenario"].drop_nulls().to_list())
+        held |= found
     if "scenarios" in lake.manifest.tables:  # a declared scenario of no pairs is a true empty answer
-        held |= set(lake.table("scenarios").select("scenario").collect()["scenario"].to_list())
+        held |= _scenarios_of(lake, "scenarios") or set()
     if scenario not in held:
         raise NoSuchTableError(f"query {query.name!r}: no scenario {scenario!r} (--param scenario) in "
                                f"{', '.join(tables)} at snapshot {lake.snapshot}; scenarios there: "
                                f"{sorted(held) or 'none'}")
+
+
+def _scenarios_of(lake: Lake, table: str) -> set[str] | None:
+    """The scenarios ``table`` holds (None without a ``scenario`` column): from its partition folders
+    when it is partitioned by scenario (no row read; a pairs table can hold millions), else its column."""
+    entry = lake.manifest.tables[table]
+    if "scenario" in entry.properties.get("partition_by", ()):
+        return {part.split("=", 1)[1] for f in entry.files for part in f.split("/") if part.startswith("scenario=")}
+    frame = lake.table(table)
+    if "scenario" not in frame.collect_schema().names():
+        return None
+    return set(frame.select("scenario").unique().collect()["scenario"].drop_nulls().to_list())
 
 
 def _check_zoo_param(lake: Lake, query: NamedQuery, bound: Mapping[str, Any]) -> None:
